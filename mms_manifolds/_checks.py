@@ -1,0 +1,81 @@
+"""Input validation shared by every public entry point.
+
+Each check raises :class:`ValueError` (or :class:`TypeError` for a wrong type) with a message that
+names the argument and the problem, so that bad input never surfaces as a traceback from deep
+inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "as_tensor",
+    "check_finite",
+    "check_positive_float",
+    "check_shape",
+    "check_vector",
+]
+
+
+def as_tensor(name: str, value: object, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Convert ``value`` to a tensor of ``dtype`` on ``device``, refusing silent precision changes.
+
+    A tensor whose dtype differs from ``dtype`` is rejected rather than cast: mixing float32 and
+    float64 silently is how geometry loses its accuracy.
+
+    Raises:
+        TypeError: ``value`` is not a tensor or array-like, or has another floating dtype.
+        ValueError: ``value`` lives on another device.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dtype != dtype:
+            raise TypeError(f"{name} has dtype {value.dtype}, expected {dtype} (the model's dtype); cast it explicitly")
+        if value.device != device:
+            raise ValueError(f"{name} is on device {value.device}, expected {device} (the model's device)")
+        return value
+    try:
+        return torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name} must be a tensor or array-like of numbers, got {type(value).__name__}") from error
+
+
+def check_shape(name: str, value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Raise ``ValueError`` unless ``value.shape == shape``."""
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+    return value
+
+
+def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Raise ``ValueError`` if ``value`` holds NaN or infinite entries."""
+    if not bool(torch.isfinite(value).all()):
+        count = int((~torch.isfinite(value)).sum())
+        raise ValueError(f"{name} contains {count} non-finite value(s) (NaN or inf)")
+    return value
+
+
+def check_vector(
+    name: str, value: object, *, length: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Validate a flat vector: tensor of ``dtype`` on ``device``, shape ``(length,)``, finite."""
+    tensor = as_tensor(name, value, dtype=dtype, device=device)
+    check_shape(name, tensor, (length,))
+    return check_finite(name, tensor)
+
+
+def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float, raising ``ValueError`` unless it is finite and positive."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a real number, got {value!r}") from error
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}")
+    if number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {number}")
+    return number

@@ -1,0 +1,420 @@
+r"""The increment manifold of a network: pullback geometry in parameter coordinates.
+
+Points are flat parameter vectors :math:`\theta \in \mathbb{R}^p`; tangent vectors are flat vectors
+:math:`\xi \in \mathbb{R}^p` whose function-space image is :math:`J(\theta)\xi`. The metric is the
+(damped) pullback of the Hilbert metric :math:`M`,
+
+.. math:: G(\theta) = J(\theta)^\top M J(\theta) + \lambda_d I,
+
+so that, with :math:`\lambda_d = 0`, :math:`\theta \mapsto \phi(\theta) - u_k` is an isometric chart of
+the increment set :math:`\{f_\theta - u_k\}` wherever :math:`J` has full column rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import as_tensor, check_finite, check_positive_float, check_shape
+from .diagnostics import JacobianDiagnostics
+from .linalg import AutoSolve, Factorization, GramOperator, make_solve_mode
+from .metrics.base import Metric
+from .ode import integrate_dormand_prince
+from .parametrizations.base import Parametrization
+
+__all__ = ["Geodesic", "IncrementManifold", "default_relative_damping"]
+
+_MAX_DENSE_PD_CHECK = 2000
+_TRACE_PROBES = 16
+
+
+def default_relative_damping(dtype: torch.dtype) -> float:
+    r"""Default :math:`\lambda_d / (\operatorname{tr}(J^\top M J)/p)`: ``1e-6`` in float64, ``1e-4`` in lower precision.
+
+    A smooth network's Jacobian has geometrically decaying singular values (cond :math:`\sim 10^{18}`
+    seen on a 1-6-1 tanh net), so an undamped solve is noise; this floor keeps :math:`G` well conditioned
+    relative to the working precision while changing well-resolved directions by a relative
+    :math:`10^{-6}` at most.
+    """
+    return 1e-6 if dtype == torch.float64 else 1e-4
+
+
+@dataclass(frozen=True)
+class Geodesic:
+    r"""End state of a geodesic :math:`\gamma(t)` with :math:`\gamma(0) = \theta`, :math:`\gamma'(0) = \xi`.
+
+    Attributes:
+        point: :math:`\gamma(t)`, shape ``(p,)``.
+        velocity: :math:`\gamma'(t)`, shape ``(p,)``.
+        time: :math:`t`.
+        error_estimate: accumulated local error estimate of the integration (max-norm).
+        accepted_steps: accepted Dormand–Prince steps.
+        rejected_steps: rejected steps.
+    """
+
+    point: torch.Tensor
+    velocity: torch.Tensor
+    time: float
+    error_estimate: float
+    accepted_steps: int
+    rejected_steps: int
+
+
+class IncrementManifold:
+    r"""The set of increments :math:`\{\phi(\theta) - u_k\}` a network reaches, as a Riemannian manifold in the chart :math:`\theta`.
+
+    Geometry (DESIGN.md §3), with :math:`J = J(\theta)` and :math:`G = J^\top M J + \lambda_d I`:
+
+    - inner product :math:`g_\theta(\xi, \eta) = \langle J\xi, J\eta\rangle_M + \lambda_d\,\xi\cdot\eta`;
+    - Riemannian gradient :math:`G^{-1}\nabla_\theta f`;
+    - projection of an ambient :math:`v \in H_N`: :math:`G^{-1}J^\top M v` (:math:`M`-least squares);
+    - Christoffel map :math:`\Gamma_\theta(\xi, \eta) = G^{-1}J^\top M\, D^2\phi[\xi, \eta]`;
+    - Riemannian Hessian :math:`G^{-1}(H_\theta\xi - c)`, :math:`c_i = \langle D^2\phi[\xi, e_i], MJ\,\mathrm{grad} f\rangle`;
+    - exponential map by integrating :math:`\theta'' = -\Gamma_\theta(\theta', \theta')`.
+
+    Solves with :math:`G` use one of three modes (dense, Woodbury, matrix-free CG), chosen by size
+    unless ``solve_mode`` names one. The factorisation of the last point is cached (one entry, keyed
+    by the exact parameter values), so a sequence of calls at one point forms :math:`J` once.
+
+    Args:
+        parametrization: :math:`\phi`, shape ``(p,) -> (N, m)``.
+        metric: :math:`M`, SPD on :math:`H_N`.
+        anchor: :math:`u_k`, shape ``(N, m)``; ``None`` means zero (increments are node values).
+        damping: :math:`\lambda_d \ge 0`, or ``"auto"``: :func:`default_relative_damping` times
+            :math:`\operatorname{tr}(J^\top M J)/p` at ``parametrization.initial_point()``, fixed at
+            construction (a constant :math:`\lambda_d` leaves the Christoffel symbols unchanged).
+        solve_mode: ``"auto"``, ``"dense"``, ``"woodbury"``, ``"cg"`` or a mode instance from
+            :mod:`mms_manifolds.linalg`.
+
+    Raises:
+        ValueError: ``anchor`` has the wrong shape or non-finite values; ``damping`` is negative or
+            not finite; ``metric`` is not positive definite (checked densely when :math:`Nm \le 2000`).
+        TypeError: ``anchor`` has a dtype other than the model's.
+
+    Examples:
+        >>> import torch
+        >>> from mms_manifolds import IncrementManifold, L2Metric, TorchParametrization
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <...>
+        >>> net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+        >>> nodes = torch.linspace(-1, 1, 32, dtype=torch.float64).unsqueeze(-1)
+        >>> manifold = IncrementManifold(TorchParametrization(net, nodes), L2Metric(torch.full((32,), 2 / 32).double()))
+        >>> manifold.dim
+        25
+    """
+
+    def __init__(
+        self,
+        parametrization: Parametrization,
+        metric: Metric,
+        anchor: torch.Tensor | None = None,
+        damping: float | str = "auto",
+        solve_mode: object = "auto",
+    ):
+        if not isinstance(parametrization, Parametrization):
+            raise TypeError(f"parametrization must be a Parametrization, got {type(parametrization).__name__}")
+        if not isinstance(metric, Metric):
+            raise TypeError(f"metric must be a Metric, got {type(metric).__name__}")
+        self.parametrization = parametrization
+        self.metric = metric
+        self.solve_mode = make_solve_mode(solve_mode)
+        self.anchor = self._check_anchor(anchor)
+        self._check_metric()
+        self._cache: tuple[torch.Tensor, GramOperator, Factorization] | None = None
+        if damping == "auto":
+            self.damping = default_relative_damping(parametrization.dtype) * self._trace_estimate() / self.dim
+        elif isinstance(damping, str):
+            raise ValueError(f"damping must be a number >= 0 or 'auto', got {damping!r}")
+        else:
+            self.damping = check_positive_float("damping", damping, allow_zero=True)
+
+    # ----------------------------------------------------------------------------------- set-up
+
+    def _check_anchor(self, anchor: object) -> torch.Tensor:
+        options = {"dtype": self.parametrization.dtype, "device": self.parametrization.device}
+        if anchor is None:
+            return torch.zeros(self.parametrization.output_shape, **options)
+        anchor = as_tensor("anchor", anchor, **options)
+        check_shape("anchor", anchor, self.parametrization.output_shape)
+        return check_finite("anchor", anchor)
+
+    def _check_metric(self) -> None:
+        options = {"dtype": self.parametrization.dtype, "device": self.parametrization.device}
+        shape = self.parametrization.output_shape
+        if self.parametrization.ambient_dimension <= _MAX_DENSE_PD_CHECK:
+            self.metric.assert_positive_definite(shape, **options)
+            return
+        generator = torch.Generator(device=options["device"]).manual_seed(0)
+        probe = torch.randn(shape, generator=generator, **options)
+        if not float(self.metric.inner(probe, probe)) > 0:
+            raise ValueError(f"{type(self.metric).__name__} is not positive definite: <v, Mv> <= 0 for a random v")
+
+    def _trace_estimate(self) -> float:
+        r""":math:`\operatorname{tr}(J^\top M J)` at the initial point: exact if :math:`J` fits, else Hutchinson."""
+        theta = self.parametrization.initial_point()
+        operator = GramOperator(self.parametrization, self.metric, theta)
+        if self._mode_for_size().name == "cg":
+            generator = torch.Generator(device=theta.device).manual_seed(0)
+            probes = torch.randint(0, 2, (_TRACE_PROBES, self.dim), generator=generator, device=theta.device)
+            probes = (2 * probes - 1).to(theta.dtype)
+            return float(sum(probe @ operator.matvec(probe) for probe in probes)) / _TRACE_PROBES
+        return operator.trace()
+
+    def _mode_for_size(self):
+        if isinstance(self.solve_mode, AutoSolve):
+            mode, _ = self.solve_mode.select(
+                self.dim, self.parametrization.ambient_dimension, self.parametrization.dtype.itemsize
+            )
+            return mode
+        return self.solve_mode
+
+    def with_anchor(self, anchor: torch.Tensor) -> IncrementManifold:
+        """The same manifold (parametrisation, metric, damping, solve mode) around another anchor :math:`u_k`."""
+        return IncrementManifold(self.parametrization, self.metric, anchor, self.damping, self.solve_mode)
+
+    def solve_mode_name(self) -> str:
+        """Name of the solve mode in use (after the automatic choice)."""
+        return self._mode_for_size().name
+
+    # ------------------------------------------------------------------------------ internals
+
+    def check_point(self, theta: object, name: str = "theta") -> torch.Tensor:
+        """Validate a point: shape ``(p,)``, the model's dtype and device, finite values."""
+        return self.parametrization.check_point(theta, name)
+
+    def check_tangent(self, xi: object, name: str = "xi") -> torch.Tensor:
+        """Validate a tangent vector in coordinates: shape ``(p,)``, dtype, device, finite."""
+        return self.parametrization.check_point(xi, name)
+
+    def _check_ambient(self, v: object, name: str) -> torch.Tensor:
+        tensor = as_tensor(name, v, dtype=self.parametrization.dtype, device=self.parametrization.device)
+        check_shape(name, tensor, self.parametrization.output_shape)
+        return check_finite(name, tensor)
+
+    def _factorization(self, theta: torch.Tensor) -> tuple[GramOperator, Factorization]:
+        if self._cache is not None and torch.equal(self._cache[0], theta):
+            return self._cache[1], self._cache[2]
+        operator = GramOperator(self.parametrization, self.metric, theta.detach().clone())
+        factorization = self._mode_for_size().factorize(operator)
+        self._cache = (operator.theta, operator, factorization)
+        return operator, factorization
+
+    def _solve(self, theta: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        return self._factorization(theta)[1].solve(rhs, self.damping).value
+
+    # ----------------------------------------------------------------------------- the geometry
+
+    @property
+    def dim(self) -> int:
+        """:math:`p`, the dimension of the chart (the manifold's dimension where :math:`J` has full rank)."""
+        return self.parametrization.num_parameters
+
+    def increment(self, theta: torch.Tensor) -> torch.Tensor:
+        r""":math:`\phi(\theta) - u_k`, shape ``(N, m)``."""
+        theta = self.check_point(theta)
+        return self.parametrization.value(theta) - self.anchor
+
+    def to_ambient(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r"""Function-space image :math:`J(\theta)\xi`, shape ``(N, m)``."""
+        return self.parametrization.jvp(self.check_point(theta), self.check_tangent(xi))
+
+    def inner(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        r""":math:`g_\theta(\xi, \eta) = \langle J\xi, J\eta\rangle_M + \lambda_d\,\xi\cdot\eta` (scalar tensor)."""
+        theta, xi, eta = self.check_point(theta), self.check_tangent(xi), self.check_tangent(eta, "eta")
+        jacobian_xi = self.parametrization.jvp(theta, xi)
+        jacobian_eta = jacobian_xi if eta is xi else self.parametrization.jvp(theta, eta)
+        return self.metric.inner(jacobian_xi, jacobian_eta) + self.damping * (xi @ eta)
+
+    def norm(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sqrt{g_\theta(\xi, \xi)}`."""
+        return self.inner(theta, xi, xi).clamp_min(0.0).sqrt()
+
+    def metric_matvec(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r""":math:`G(\theta)\xi = J^\top M J\xi + \lambda_d\xi`, shape ``(p,)``."""
+        theta, xi = self.check_point(theta), self.check_tangent(xi)
+        operator, _ = self._factorization(theta)
+        return operator.matvec(xi) + self.damping * xi
+
+    def solve_metric(self, theta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        r""":math:`G(\theta)^{-1}g`, shape ``(p,)`` (truncated pseudo-inverse in dense mode when :math:`\lambda_d = 0`)."""
+        return self._solve(self.check_point(theta), self.check_tangent(g, "g"))
+
+    def egrad2rgrad(self, theta: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
+        r"""Riemannian gradient :math:`G^{-1}\nabla_\theta f` from the Euclidean gradient ``egrad`` (shape ``(p,)``)."""
+        return self._solve(self.check_point(theta), self.check_tangent(egrad, "egrad"))
+
+    def christoffel(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        r""":math:`\Gamma_\theta(\xi, \eta) = G^{-1}J^\top M\,D^2\phi[\xi, \eta]`, shape ``(p,)``."""
+        theta, xi, eta = self.check_point(theta), self.check_tangent(xi), self.check_tangent(eta, "eta")
+        return self._christoffel(theta, xi, eta)
+
+    def _christoffel(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        acceleration = self.parametrization.second_derivative(theta, xi, eta)
+        return self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(acceleration)))
+
+    def rhess(self, theta: torch.Tensor, egrad: torch.Tensor, ehess_xi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r"""Riemannian Hessian-vector product of the Levi-Civita connection of :math:`G`.
+
+        .. math:: \operatorname{Hess} f(\theta)[\xi] = G^{-1}\left(H_\theta\xi - c\right),\qquad
+                  c_i = \langle D^2\phi[\xi, e_i],\; M J\,\operatorname{grad} f\rangle_{\mathbb{R}^{Nm}}
+
+        equal to :math:`D(\operatorname{grad} f)[\xi] + \Gamma_\theta(\xi, \operatorname{grad} f)`; a constant
+        damping :math:`\lambda_d I` does not change it.
+
+        Args:
+            theta: point, shape ``(p,)``.
+            egrad: Euclidean gradient :math:`\nabla_\theta f`, shape ``(p,)``.
+            ehess_xi: Euclidean Hessian-vector product :math:`H_\theta\xi`, shape ``(p,)``.
+            xi: direction :math:`\xi`, shape ``(p,)``.
+        """
+        theta, xi = self.check_point(theta), self.check_tangent(xi)
+        egrad, ehess_xi = self.check_tangent(egrad, "egrad"), self.check_tangent(ehess_xi, "ehess_xi")
+        rgrad = self._solve(theta, egrad)
+        weighted_image = self.metric.apply(self.parametrization.jvp(theta, rgrad))
+        curvature = self.parametrization.second_derivative_adjoint(theta, xi, weighted_image)
+        return self._solve(theta, ehess_xi - curvature)
+
+    def project(self, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        r"""Tangent coordinates of an ambient vector: :math:`G^{-1}J^\top M v`, ``(N, m) -> (p,)``.
+
+        With :math:`\lambda_d = 0` it is :math:`\arg\min_\xi \|J\xi - v\|_M`, and :math:`J\xi` is the
+        :math:`M`-orthogonal projection of :math:`v` onto :math:`\operatorname{range} J`.
+        """
+        theta, v = self.check_point(theta), self._check_ambient(v, "v")
+        return self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(v)))
+
+    def split_ambient(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
+        r""":math:`M`-orthogonal split of :math:`v`: ``(||P_T v||_M, ||v - P_T v||_M)``, :math:`P_T` onto :math:`\operatorname{range} J`.
+
+        Exact (truncated SVD of :math:`M^{1/2}J`, undamped) in the dense and Woodbury modes. In the
+        matrix-free mode :math:`P_T` is replaced by :math:`J G^{-1}J^\top M` (damped), whose normal part
+        is an upper bound on the exact one.
+        """
+        theta, v = self.check_point(theta), self._check_ambient(v, "v")
+        operator, factorization = self._factorization(theta)
+        if factorization.mode == "cg":
+            xi = self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(v)))
+            image = self.parametrization.jvp(theta, xi)
+            return float(self.metric.norm(image)), float(self.metric.norm(v - image))
+        whitened = operator.whitened_jacobian()
+        left, singular, _ = torch.linalg.svd(whitened, full_matrices=False)
+        keep = singular > self._rank_tolerance(singular)
+        target = self.metric.whiten(v)
+        tangential = left[:, keep] @ (left[:, keep].T @ target)
+        return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))
+
+    def _rank_tolerance(self, singular: torch.Tensor) -> float:
+        size = max(self.dim, self.parametrization.ambient_dimension)
+        return size * torch.finfo(singular.dtype).eps * float(singular.max())
+
+    def retract(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r"""Chart retraction :math:`R_\theta(\xi) = \theta + \xi` (first order)."""
+        return self.check_point(theta) + self.check_tangent(xi)
+
+    def retract_second_order(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r"""Second-order retraction :math:`\theta + \xi - \tfrac12\Gamma_\theta(\xi, \xi)`: agrees with :math:`\exp` to :math:`O(|\xi|^3)`."""
+        theta, xi = self.check_point(theta), self.check_tangent(xi)
+        return theta + xi - 0.5 * self._christoffel(theta, xi, xi)
+
+    def geodesic(
+        self, theta: torch.Tensor, xi: torch.Tensor, time: float = 1.0, *, rtol: float = 1e-10, atol: float = 1e-12
+    ) -> Geodesic:
+        r"""Integrate :math:`\gamma'' = -\Gamma_\gamma(\gamma', \gamma')`, :math:`\gamma(0) = \theta`, :math:`\gamma'(0) = \xi`, to ``time``.
+
+        Adaptive Dormand–Prince 5(4) (:func:`mms_manifolds.ode.integrate_dormand_prince`); the result
+        reports the error estimate and step counts. Each derivative evaluation solves with :math:`G`
+        at a new point.
+        """
+        theta, xi = self.check_point(theta), self.check_tangent(xi)
+        time = check_positive_float("time", time, allow_zero=True)
+        size = self.dim
+
+        def rhs(state: torch.Tensor) -> torch.Tensor:
+            point, velocity = state[:size], state[size:]
+            return torch.cat([velocity, -self._christoffel(point, velocity, velocity)])
+
+        result = integrate_dormand_prince(rhs, torch.cat([theta, xi]), time, rtol=rtol, atol=atol)
+        return Geodesic(
+            point=result.state[:size],
+            velocity=result.state[size:],
+            time=time,
+            error_estimate=result.error_estimate,
+            accepted_steps=result.accepted_steps,
+            rejected_steps=result.rejected_steps,
+        )
+
+    def exp(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r"""Exponential map :math:`\exp_\theta(\xi) = \gamma(1)`; see :meth:`geodesic` for the error report."""
+        return self.geodesic(theta, xi).point
+
+    def transport(
+        self, theta1: torch.Tensor, theta2: torch.Tensor, xi: torch.Tensor, kind: str = "projection"
+    ) -> torch.Tensor:
+        r"""Vector transport of :math:`\xi \in T_{\theta_1}` to :math:`T_{\theta_2}`.
+
+        - ``"projection"``: :math:`G(\theta_2)^{-1}J(\theta_2)^\top M J(\theta_1)\xi`, the embedded-submanifold
+          transport (project the ambient image onto the new tangent space);
+        - ``"identity"``: :math:`\xi` unchanged, the differential of the chart retraction.
+        """
+        theta1, theta2, xi = self.check_point(theta1, "theta1"), self.check_point(theta2, "theta2"), self.check_tangent(xi)
+        if kind == "identity":
+            return xi.clone()
+        if kind != "projection":
+            raise ValueError(f"kind must be 'projection' or 'identity', got {kind!r}")
+        image = self.parametrization.jvp(theta1, xi)
+        return self._solve(theta2, self.parametrization.vjp(theta2, self.metric.apply(image)))
+
+    def dist(self, theta1: torch.Tensor, theta2: torch.Tensor) -> torch.Tensor:
+        r"""Function-space chordal distance :math:`\|\phi(\theta_1) - \phi(\theta_2)\|_M`.
+
+        A lower bound on the geodesic distance of the undamped metric (the chord is never longer
+        than a curve on the manifold); it is not the Riemannian distance.
+        """
+        theta1, theta2 = self.check_point(theta1, "theta1"), self.check_point(theta2, "theta2")
+        return self.metric.norm(self.parametrization.value(theta1) - self.parametrization.value(theta2))
+
+    def random_point(self, generator: torch.Generator | None = None, scale: float = 0.1) -> torch.Tensor:
+        r"""``initial_point + scale * z``, :math:`z \sim N(0, I_p)` drawn from ``generator``."""
+        theta = self.parametrization.initial_point()
+        noise = torch.randn(self.dim, generator=generator, dtype=theta.dtype, device=theta.device)
+        return theta + scale * noise
+
+    def random_tangent(self, theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""A Gaussian direction normalised to unit Riemannian norm :math:`g_\theta(\xi, \xi) = 1`."""
+        theta = self.check_point(theta)
+        xi = torch.randn(self.dim, generator=generator, dtype=theta.dtype, device=theta.device)
+        return xi / self.norm(theta, xi)
+
+    def zero_vector(self, theta: torch.Tensor) -> torch.Tensor:
+        """The zero tangent vector at ``theta``, shape ``(p,)``."""
+        return torch.zeros_like(self.check_point(theta))
+
+    def diagnostics(self, theta: torch.Tensor) -> JacobianDiagnostics:
+        r"""Singular values of :math:`M^{1/2}J(\theta)`, rank, conditioning and the damping in use.
+
+        Forms the whitened Jacobian (``(Nm, p)``); in the matrix-free mode that is the one call that
+        does, so keep it off hot paths at large sizes.
+        """
+        theta = self.check_point(theta)
+        operator, _ = self._factorization(theta)
+        singular = torch.linalg.svdvals(operator.whitened_jacobian())
+        sigma_max = float(singular.max())
+        tolerance = self._rank_tolerance(singular)
+        rank = int((singular > tolerance).sum())
+        sigma_min = float(singular.min()) if self.dim <= self.parametrization.ambient_dimension else 0.0
+        return JacobianDiagnostics(
+            num_parameters=self.dim,
+            ambient_dimension=self.parametrization.ambient_dimension,
+            sigma_max=sigma_max,
+            sigma_min=sigma_min,
+            condition_number=sigma_max / sigma_min if sigma_min > 0 else float("inf"),
+            numerical_rank=rank,
+            rank_tolerance=tolerance,
+            damping=self.damping,
+            damped_condition_number=(
+                (sigma_max**2 + self.damping) / (sigma_min**2 + self.damping)
+                if sigma_min > 0 or self.damping > 0
+                else float("inf")
+            ),
+        )

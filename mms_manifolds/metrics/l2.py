@@ -1,0 +1,48 @@
+r"""The weighted :math:`L^2` metric of quadrature or Monte Carlo weights."""
+
+from __future__ import annotations
+
+import torch
+
+from .._checks import check_finite
+from .base import Metric
+
+__all__ = ["L2Metric"]
+
+
+class L2Metric(Metric):
+    r"""Quadrature :math:`L^2` metric :math:`M = \operatorname{diag}(w) \otimes I_m`.
+
+    .. math:: \langle u, v\rangle_M = \sum_{i=1}^N w_i \, u_i \cdot v_i \approx \int u \cdot v \,dx
+
+    Args:
+        weights: :math:`w`, shape ``(N,)``, finite and strictly positive (quadrature weights, or
+            ``volume / N`` for Monte Carlo nodes).
+
+    Raises:
+        ValueError: ``weights`` is not 1-D, is empty, or has a non-finite or non-positive entry.
+    """
+
+    def __init__(self, weights: torch.Tensor):
+        if not isinstance(weights, torch.Tensor) or weights.ndim != 1 or weights.numel() == 0:
+            raise ValueError("weights must be a non-empty 1-D tensor of shape (N,)")
+        check_finite("weights", weights)
+        if bool((weights <= 0).any()):
+            raise ValueError(f"weights must be strictly positive; {int((weights <= 0).sum())} entries are <= 0")
+        self.weights = weights
+
+    def _check(self, v: torch.Tensor) -> None:
+        if v.ndim < 2 or v.shape[-2] != self.weights.shape[0]:
+            raise ValueError(f"L2Metric has {self.weights.shape[0]} nodes, got values of shape {tuple(v.shape)}")
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        self._check(v)
+        return self.weights.unsqueeze(-1) * v
+
+    def solve(self, v: torch.Tensor) -> torch.Tensor:
+        self._check(v)
+        return v / self.weights.unsqueeze(-1)
+
+    def whiten(self, v: torch.Tensor) -> torch.Tensor:
+        self._check(v)
+        return (self.weights.sqrt().unsqueeze(-1) * v).reshape(*v.shape[:-2], -1)

@@ -1,0 +1,93 @@
+r"""The parametrisation interface: a map from flat parameters to node values.
+
+A parametrisation is the discretised network :math:`\phi(\theta) = (f_\theta(x_i))_{i=1}^N`, a map
+from a flat parameter vector :math:`\theta \in \mathbb{R}^p` to node values in
+:math:`\mathbb{R}^{N \times m}`. The geometry needs its value, its Jacobian
+:math:`J(\theta) \in \mathbb{R}^{Nm \times p}` through products (JVP :math:`J\xi`, VJP :math:`J^\top w`),
+and its second derivative :math:`D^2\phi(\theta)[\xi, \eta]`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from .._checks import check_vector
+
+__all__ = ["Parametrization"]
+
+
+class Parametrization(ABC):
+    r"""Abstract map :math:`\theta \mapsto \phi(\theta)`, shape ``(p,) -> (N, m)``.
+
+    Subclasses implement :meth:`value`, :meth:`jvp`, :meth:`vjp`, :meth:`second_derivative`,
+    :meth:`second_derivative_adjoint` and :meth:`initial_point`; :meth:`jacobian` has a default built
+    from JVPs that subclasses may replace with a batched one.
+
+    Attributes:
+        num_parameters: :math:`p`.
+        output_shape: ``(N, m)``: number of nodes and output components per node.
+        dtype: floating dtype of parameters and outputs.
+        device: device of parameters and outputs.
+    """
+
+    num_parameters: int
+    output_shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def ambient_dimension(self) -> int:
+        """:math:`Nm`, the dimension of the discretised function space :math:`H_N`."""
+        return self.output_shape[0] * self.output_shape[1]
+
+    def check_point(self, theta: object, name: str = "theta") -> torch.Tensor:
+        """Validate a flat parameter vector: dtype, device, shape ``(p,)``, finite values."""
+        return check_vector(name, theta, length=self.num_parameters, dtype=self.dtype, device=self.device)
+
+    @abstractmethod
+    def initial_point(self) -> torch.Tensor:
+        """The parameters the parametrisation was built with, shape ``(p,)``."""
+
+    @abstractmethod
+    def value(self, theta: torch.Tensor) -> torch.Tensor:
+        r""":math:`\phi(\theta)`, shape ``(N, m)``."""
+
+    @abstractmethod
+    def jvp(self, theta: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+        r"""Jacobian-vector product :math:`J(\theta)\xi`; ``tangent`` shape ``(p,)``, result ``(N, m)``."""
+
+    @abstractmethod
+    def vjp(self, theta: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+        r"""Vector-Jacobian product :math:`J(\theta)^\top w`; ``cotangent`` shape ``(N, m)``, result ``(p,)``."""
+
+    @abstractmethod
+    def second_derivative(self, theta: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        r"""Second directional derivative :math:`D^2\phi(\theta)[\xi, \eta]`, shape ``(N, m)``.
+
+        Symmetric in ``first`` (:math:`\xi`) and ``second`` (:math:`\eta`), both shape ``(p,)``.
+        """
+
+    @abstractmethod
+    def second_derivative_adjoint(
+        self, theta: torch.Tensor, tangent: torch.Tensor, cotangent: torch.Tensor
+    ) -> torch.Tensor:
+        r"""The vector :math:`c` with :math:`c_i = \langle D^2\phi(\theta)[\xi, e_i], w \rangle`, shape ``(p,)``.
+
+        It is the VJP of :math:`\theta \mapsto J(\theta)\xi` with cotangent :math:`w`; the Riemannian
+        Hessian's curvature term uses it.
+
+        Args:
+            theta: point, shape ``(p,)``.
+            tangent: :math:`\xi`, shape ``(p,)``.
+            cotangent: :math:`w`, shape ``(N, m)``.
+        """
+
+    def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
+        r"""Dense Jacobian :math:`J(\theta)`, shape ``(N, m, p)``, one JVP per parameter.
+
+        Subclasses override this with a batched version where they can.
+        """
+        eye = torch.eye(self.num_parameters, dtype=self.dtype, device=self.device)
+        return torch.stack([self.jvp(theta, column) for column in eye], dim=-1)

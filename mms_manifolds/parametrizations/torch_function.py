@@ -1,0 +1,94 @@
+r"""Parametrisation of a pure torch function :math:`\theta \mapsto \phi(\theta)`, differentiated by ``torch.func``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.func import jacfwd, jacrev, jvp, vjp
+
+from .._checks import check_finite
+from .base import Parametrization
+
+__all__ = ["FunctionParametrization"]
+
+
+class FunctionParametrization(Parametrization):
+    r"""A parametrisation given by a pure torch function ``function(theta) -> (N, m)``.
+
+    All derivatives come from ``torch.func``:
+
+    - JVP :math:`J\xi` by forward mode, VJP :math:`J^\top w` by reverse mode;
+    - :math:`D^2\phi[\xi, \eta]` as the JVP, in direction :math:`\eta`, of :math:`\theta \mapsto J(\theta)\xi`;
+    - the adjoint :math:`c = \nabla_\theta \langle J(\theta)\xi, w\rangle` as the VJP of the same map;
+    - the dense Jacobian by ``jacfwd`` when :math:`p \le Nm`, else ``jacrev``.
+
+    Args:
+        function: pure function of a flat tensor of shape ``(p,)`` returning ``(N, m)`` (or ``(N,)``,
+            read as ``m = 1``). It must be composable with ``torch.func`` (no in-place updates of
+            captured tensors, no ``.item()``).
+        initial_point: parameters to start from, shape ``(p,)``; fixes ``dtype`` and ``device``.
+
+    Raises:
+        ValueError: ``initial_point`` is not a finite 1-D floating tensor, or ``function`` does not
+            return a finite tensor of shape ``(N,)`` or ``(N, m)`` in the same dtype.
+
+    Examples:
+        >>> import torch
+        >>> angle = lambda t: torch.stack([torch.cos(t), torch.sin(t)], dim=-1)
+        >>> circle = FunctionParametrization(angle, torch.zeros(1, dtype=torch.float64))
+        >>> circle.output_shape
+        (1, 2)
+    """
+
+    def __init__(self, function: Callable[[torch.Tensor], torch.Tensor], initial_point: torch.Tensor):
+        if not isinstance(initial_point, torch.Tensor) or initial_point.ndim != 1 or not initial_point.is_floating_point():
+            raise ValueError("initial_point must be a 1-D floating-point tensor of parameters")
+        check_finite("initial_point", initial_point)
+        self._function = function
+        self._initial_point = initial_point.detach().clone()
+        self.num_parameters = initial_point.numel()
+        self.dtype = initial_point.dtype
+        self.device = initial_point.device
+        with torch.no_grad():
+            output = function(self._initial_point)
+        if not isinstance(output, torch.Tensor) or output.ndim not in (1, 2):
+            raise ValueError("function must return a tensor of shape (N,) or (N, m)")
+        if output.dtype != self.dtype:
+            raise ValueError(f"function returned dtype {output.dtype}, but the parameters have dtype {self.dtype}")
+        check_finite("function(initial_point)", output)
+        self._squeezed = output.ndim == 1
+        self.output_shape = (output.shape[0], 1 if self._squeezed else output.shape[1])
+
+    def _phi(self, theta: torch.Tensor) -> torch.Tensor:
+        output = self._function(theta)
+        return output.unsqueeze(-1) if self._squeezed else output
+
+    def initial_point(self) -> torch.Tensor:
+        return self._initial_point.clone()
+
+    def value(self, theta: torch.Tensor) -> torch.Tensor:
+        return self._phi(theta)
+
+    def jvp(self, theta: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+        return jvp(self._phi, (theta,), (tangent,))[1]
+
+    def vjp(self, theta: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+        _, pullback = vjp(self._phi, theta)
+        return pullback(cotangent)[0]
+
+    def _directional_jacobian(self, tangent: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda point: jvp(self._phi, (point,), (tangent,))[1]
+
+    def second_derivative(self, theta: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return jvp(self._directional_jacobian(first), (theta,), (second,))[1]
+
+    def second_derivative_adjoint(
+        self, theta: torch.Tensor, tangent: torch.Tensor, cotangent: torch.Tensor
+    ) -> torch.Tensor:
+        _, pullback = vjp(self._directional_jacobian(tangent), theta)
+        return pullback(cotangent)[0]
+
+    def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
+        transform = jacfwd if self.num_parameters <= self.ambient_dimension else jacrev
+        return transform(self._phi)(theta)
