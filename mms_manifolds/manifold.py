@@ -287,7 +287,10 @@ class IncrementManifold:
     def split_ambient(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
         r""":math:`M`-orthogonal split of :math:`v`: ``(||P_T v||_M, ||v - P_T v||_M)``, :math:`P_T` onto :math:`\operatorname{range} J`.
 
-        Exact (truncated SVD of :math:`M^{1/2}J`, undamped) in the dense and Woodbury modes. In the
+        Exact in the dense and Woodbury modes: :math:`P_T` projects onto the left singular vectors of
+        :math:`M^{1/2}J` whose singular values exceed :math:`\sqrt{\varepsilon}\,\sigma_{\max}`, the
+        directions the network reaches at bounded parameter cost (the same cutoff as the undamped
+        dense pseudo-inverse, so the split agrees with :meth:`project` at ``damping=0``). In the
         matrix-free mode :math:`P_T` is replaced by :math:`J G^{-1}J^\top M` (damped), whose normal part
         is an upper bound on the exact one.
         """
@@ -299,7 +302,7 @@ class IncrementManifold:
             return float(self.metric.norm(image)), float(self.metric.norm(v - image))
         whitened = operator.whitened_jacobian()
         left, singular, _ = torch.linalg.svd(whitened, full_matrices=False)
-        keep = singular > self._rank_tolerance(singular)
+        keep = singular > torch.finfo(singular.dtype).eps ** 0.5 * float(singular.max())
         target = self.metric.whiten(v)
         tangential = left[:, keep] @ (left[:, keep].T @ target)
         return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))

@@ -44,12 +44,14 @@ class DenseSolve:
     (the last term exists when :math:`p > Nm`). Cost :math:`O(Nm\,p\,\min(Nm, p))` once per point, then
     :math:`O(p \min(Nm, p))` per right-hand side and per damping value, so Levenberg–Marquardt retries
     reuse it. With :math:`\lambda = 0` it is the truncated pseudo-inverse: singular values at or below
-    ``pseudo_inverse_rtol`` times the largest are dropped. Working with :math:`\Sigma` rather than the
+    ``pseudo_inverse_rtol`` times the largest are dropped (the default :math:`\sqrt{\varepsilon}` keeps
+    coordinates :math:`\xi` within a factor :math:`\varepsilon^{-1/2}` of the data, so that
+    :math:`J\xi` recomputed by a JVP stays accurate to about :math:`\sqrt{\varepsilon}`). Working with :math:`\Sigma` rather than the
     eigenvalues of :math:`B^\top B` keeps small singular directions accurate.
 
     Args:
         pseudo_inverse_rtol: relative singular-value cutoff used when ``damping == 0``; ``None`` means
-            :math:`\max(Nm, p)\,\varepsilon`.
+            :math:`\sqrt{\varepsilon}` of the dtype.
     """
 
     pseudo_inverse_rtol: float | None = None
@@ -60,5 +62,5 @@ class DenseSolve:
         _, singular_values, right_transposed = torch.linalg.svd(whitened, full_matrices=False)
         rtol = self.pseudo_inverse_rtol
         if rtol is None:
-            rtol = max(whitened.shape) * torch.finfo(whitened.dtype).eps
+            rtol = torch.finfo(whitened.dtype).eps ** 0.5
         return _DenseFactorization(singular_values, right_transposed.T, rtol * float(singular_values.max()))
