@@ -1,8 +1,11 @@
 """mms_manifolds: neural gradient flows as Riemannian optimisation on the increment manifold of a network."""
 
+from .budget import TrajectoryBudget, lipschitz_constant
 from .diagnostics import JacobianDiagnostics
+from .energies import CallableEnergy, DirichletEnergy, Energy, GinzburgLandau, L2Regression
 from .manifold import Geodesic, IncrementManifold, default_relative_damping
 from .metrics import L2Metric, MatrixMetric, Metric, SobolevMetric
+from .mms import MinimizingMovement, MMSDivergenceError, exact_trajectory
 from .parametrizations import (
     AutogradParametrization,
     FunctionParametrization,
@@ -10,6 +13,9 @@ from .parametrizations import (
     Parametrization,
     TorchParametrization,
 )
+from .results import MMSResult, ResultFileError
+from .solvers import LBFGS, SGD, Adam, GaussNewton, InnerResult, InnerSolver, RiemannianGradientDescent, StopReason
+from .subproblem import MMSSubproblem, Residual
 
 __all__ = [
     # parametrisations
@@ -28,4 +34,29 @@ __all__ = [
     "IncrementManifold",
     "JacobianDiagnostics",
     "default_relative_damping",
+    # energies and the MMS step
+    "CallableEnergy",
+    "DirichletEnergy",
+    "Energy",
+    "GinzburgLandau",
+    "L2Regression",
+    "MMSSubproblem",
+    "Residual",
+    # inner solvers
+    "LBFGS",
+    "SGD",
+    "Adam",
+    "GaussNewton",
+    "InnerResult",
+    "InnerSolver",
+    "RiemannianGradientDescent",
+    "StopReason",
+    # the driver
+    "MMSDivergenceError",
+    "MMSResult",
+    "MinimizingMovement",
+    "ResultFileError",
+    "TrajectoryBudget",
+    "exact_trajectory",
+    "lipschitz_constant",
 ]

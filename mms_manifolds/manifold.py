@@ -12,6 +12,7 @@ the increment set :math:`\{f_\theta - u_k\}` wherever :math:`J` has full column 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,6 @@ from .parametrizations.base import Parametrization
 __all__ = ["Geodesic", "IncrementManifold", "default_relative_damping"]
 
 _MAX_DENSE_PD_CHECK = 2000
-_TRACE_PROBES = 16
 
 
 def default_relative_damping(dtype: torch.dtype) -> float:
@@ -151,15 +151,9 @@ class IncrementManifold:
             raise ValueError(f"{type(self.metric).__name__} is not positive definite: <v, Mv> <= 0 for a random v")
 
     def _trace_estimate(self) -> float:
-        r""":math:`\operatorname{tr}(J^\top M J)` at the initial point: exact if :math:`J` fits, else Hutchinson."""
-        theta = self.parametrization.initial_point()
-        operator = GramOperator(self.parametrization, self.metric, theta)
-        if self._mode_for_size().name == "cg":
-            generator = torch.Generator(device=theta.device).manual_seed(0)
-            probes = torch.randint(0, 2, (_TRACE_PROBES, self.dim), generator=generator, device=theta.device)
-            probes = (2 * probes - 1).to(theta.dtype)
-            return float(sum(probe @ operator.matvec(probe) for probe in probes)) / _TRACE_PROBES
-        return operator.trace()
+        r""":math:`\operatorname{tr}(J^\top M J)` at the initial point: exact if :math:`J` may be formed, else Hutchinson."""
+        operator = GramOperator(self.parametrization, self.metric, self.parametrization.initial_point())
+        return operator.trace(exact=self._mode_for_size().name != "cg")
 
     def _mode_for_size(self):
         if isinstance(self.solve_mode, AutoSolve):
@@ -170,8 +164,14 @@ class IncrementManifold:
         return self.solve_mode
 
     def with_anchor(self, anchor: torch.Tensor) -> IncrementManifold:
-        """The same manifold (parametrisation, metric, damping, solve mode) around another anchor :math:`u_k`."""
-        return IncrementManifold(self.parametrization, self.metric, anchor, self.damping, self.solve_mode)
+        """The same manifold (parametrisation, metric, damping, solve mode) around another anchor :math:`u_k`.
+
+        The metric check and the damping are not redone, and the copy starts with this manifold's
+        cached factorisation (the geometry does not depend on the anchor).
+        """
+        moved = copy.copy(self)
+        moved.anchor = self._check_anchor(anchor)
+        return moved
 
     def solve_mode_name(self) -> str:
         """Name of the solve mode in use (after the automatic choice)."""
@@ -199,6 +199,14 @@ class IncrementManifold:
         factorization = self._mode_for_size().factorize(operator)
         self._cache = (operator.theta, operator, factorization)
         return operator, factorization
+
+    def linearization(self, theta: torch.Tensor) -> GramOperator:
+        r"""The cached Gram operator :math:`J^\top M J` at ``theta`` (its Jacobian is formed at most once per point)."""
+        return self._factorization(self.check_point(theta))[0]
+
+    def metric_factorization(self, theta: torch.Tensor) -> Factorization:
+        r"""The cached factorisation of :math:`J^\top M J` at ``theta``; ``solve(g, damping)`` works for any damping."""
+        return self._factorization(self.check_point(theta))[1]
 
     def _solve(self, theta: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         return self._factorization(theta)[1].solve(rhs, self.damping).value

@@ -2,7 +2,7 @@
 
 from .auto import AutoSolve, make_solve_mode
 from .cg import ConjugateGradientSolve, conjugate_gradient
-from .dense import DenseSolve
+from .dense import DenseSolve, EigenFactorization
 from .operator import GramOperator
 from .solution import Factorization, LinearSolution
 from .woodbury import WoodburySolve
@@ -11,6 +11,7 @@ __all__ = [
     "AutoSolve",
     "ConjugateGradientSolve",
     "DenseSolve",
+    "EigenFactorization",
     "Factorization",
     "GramOperator",
     "LinearSolution",

@@ -9,7 +9,7 @@ import torch
 from .operator import GramOperator
 from .solution import Factorization, LinearSolution
 
-__all__ = ["DenseSolve"]
+__all__ = ["DenseSolve", "EigenFactorization"]
 
 
 class _DenseFactorization(Factorization):
@@ -31,6 +31,26 @@ class _DenseFactorization(Factorization):
         value = self.right_vectors @ (inverse * coefficients)
         if damping > 0.0 and self.right_vectors.shape[1] < self.right_vectors.shape[0]:
             value = value + (rhs - self.right_vectors @ coefficients) / damping
+        return LinearSolution(value=value, mode=self.mode)
+
+
+class EigenFactorization(Factorization):
+    r"""Solve :math:`(A + \lambda I)x = b` from the eigendecomposition :math:`A = Q\Lambda Q^\top` of an explicit SPD ``(p, p)`` matrix.
+
+    .. math:: x = Q(\Lambda + \lambda I)^{-1}Q^\top b
+
+    Used where :math:`A = J^\top W J` is assembled directly (the Gauss–Newton model with an energy
+    Hessian that has no cheap factor). Needs :math:`\lambda > 0` unless :math:`A` is definite.
+    """
+
+    mode = "dense"
+
+    def __init__(self, matrix: torch.Tensor):
+        eigenvalues, self.eigenvectors = torch.linalg.eigh(matrix)
+        self.eigenvalues = eigenvalues.clamp_min(0.0)
+
+    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
+        value = self.eigenvectors @ ((self.eigenvectors.T @ rhs) / (self.eigenvalues + damping))
         return LinearSolution(value=value, mode=self.mode)
 
 

@@ -24,12 +24,21 @@ class GramOperator:
         parametrization: :math:`\phi`.
         weight: :math:`W`, an SPD :class:`~mms_manifolds.metrics.Metric` on :math:`H_N`.
         theta: the point, shape ``(p,)``.
+        jacobian: :math:`J(\theta)`, shape ``(N, m, p)``, if another operator at the same point has
+            formed it already (shared, not copied).
     """
 
-    def __init__(self, parametrization: Parametrization, weight: Metric, theta: torch.Tensor):
+    def __init__(
+        self,
+        parametrization: Parametrization,
+        weight: Metric,
+        theta: torch.Tensor,
+        jacobian: torch.Tensor | None = None,
+    ):
         self.parametrization = parametrization
         self.weight = weight
         self.theta = theta
+        self._jacobian = jacobian
         self._whitened_jacobian: torch.Tensor | None = None
         self.jacobian_evaluations = 0
 
@@ -45,14 +54,37 @@ class GramOperator:
         image = self.parametrization.jvp(self.theta, xi)
         return self.parametrization.vjp(self.theta, self.weight.apply(image))
 
+    def jacobian(self) -> torch.Tensor:
+        r""":math:`J(\theta)`, shape ``(N, m, p)``; formed once."""
+        if self._jacobian is None:
+            self._jacobian = self.parametrization.jacobian(self.theta)
+            self.jacobian_evaluations += 1
+        return self._jacobian
+
     def whitened_jacobian(self) -> torch.Tensor:
         r""":math:`B = C^\top J`, shape ``(Nm, p)``, with :math:`B^\top B = J^\top W J`; formed once."""
         if self._whitened_jacobian is None:
-            jacobian = self.parametrization.jacobian(self.theta)  # (N, m, p)
-            self._whitened_jacobian = self.weight.whiten(jacobian.movedim(-1, 0)).T.contiguous()
-            self.jacobian_evaluations += 1
+            self._whitened_jacobian = self.weight.whiten(self.jacobian().movedim(-1, 0)).T.contiguous()
         return self._whitened_jacobian
 
-    def trace(self) -> float:
-        r""":math:`\operatorname{tr}(J^\top W J) = \|B\|_F^2`."""
-        return float(self.whitened_jacobian().square().sum())
+    def gram_matrix(self) -> torch.Tensor:
+        r""":math:`J^\top W J` as a dense ``(p, p)`` matrix, from :math:`W` applied to the columns of :math:`J` (no factor of :math:`W` needed)."""
+        columns = self.jacobian().movedim(-1, 0)  # (p, N, m)
+        flat = columns.reshape(columns.shape[0], -1)
+        gram = flat @ self.weight.apply(columns).reshape(columns.shape[0], -1).T
+        return 0.5 * (gram + gram.T)
+
+    def trace(self, exact: bool = True, probes: int = 16) -> float:
+        r""":math:`\operatorname{tr}(J^\top W J)`.
+
+        Exact, :math:`\|B\|_F^2`, from the whitened Jacobian; or, with ``exact=False``, Hutchinson's
+        estimate :math:`\frac1s\sum_j z_j\cdot J^\top W J z_j` over ``probes`` Rademacher vectors drawn from
+        a generator seeded with 0 (deterministic), which never forms :math:`J`.
+        """
+        if exact:
+            return float(self.whitened_jacobian().square().sum())
+        device, dtype = self.theta.device, self.theta.dtype
+        generator = torch.Generator(device=device).manual_seed(0)
+        signs = torch.randint(0, 2, (probes, self.size), generator=generator, device=device)
+        signs = (2 * signs - 1).to(dtype)
+        return float(sum(probe @ self.matvec(probe) for probe in signs)) / probes

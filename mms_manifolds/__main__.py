@@ -1,0 +1,7 @@
+"""``python -m mms_manifolds``: see :mod:`mms_manifolds.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

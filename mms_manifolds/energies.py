@@ -1,0 +1,285 @@
+r"""Energies :math:`E(u)` on discretised functions :math:`u \in \mathbb{R}^{N \times m}`.
+
+Each energy gives its value, Euclidean gradient :math:`\nabla E(u)` (the dual object: the
+:math:`M`-gradient is :math:`M^{-1}\nabla E`), Hessian-vector product, its convexity modulus with respect
+to a metric, and, where one exists, the exact proximal map of the MMS step
+
+.. math:: \operatorname{prox}_{\tau E}(u_k) = \arg\min_u\; E(u) + \frac{1}{2\tau}\|u - u_k\|_M^2 .
+
+Convexity is relative to the metric of the flow: :math:`E` is :math:`\lambda`-convex on :math:`(H_N, M)` when
+:math:`\nabla^2 E \succeq \lambda M`. ``None`` means unknown, and the driver then certifies no bound.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from torch.func import grad, jvp
+
+from ._checks import check_finite, check_positive_float
+from .metrics.base import Metric
+
+__all__ = [
+    "CallableEnergy",
+    "DirichletEnergy",
+    "Energy",
+    "GinzburgLandau",
+    "L2Regression",
+    "smallest_generalized_eigenvalue",
+]
+
+
+def smallest_generalized_eigenvalue(matrix: torch.Tensor, metric_matrix: torch.Tensor) -> float:
+    r"""Smallest :math:`\lambda` with :math:`Ax = \lambda Mx`: :math:`\lambda_{\min}(C^{-1}AC^{-\top})`, :math:`M = CC^\top`.
+
+    Both matrices are dense, symmetric, shape ``(n, n)``; :math:`M` positive definite.
+    """
+    factor = torch.linalg.cholesky(metric_matrix)
+    left = torch.linalg.solve_triangular(factor, matrix, upper=False)
+    reduced = torch.linalg.solve_triangular(factor, left.T, upper=False)
+    return float(torch.linalg.eigvalsh(0.5 * (reduced + reduced.T))[0])
+
+
+class Energy(ABC):
+    r"""An energy :math:`E: \mathbb{R}^{N \times m} \to \mathbb{R}`.
+
+    Subclasses implement :meth:`value` (torch-differentiable). :meth:`gradient` and
+    :meth:`hessian_matvec` default to ``torch.func`` autodiff; :meth:`convexity` defaults to
+    ``None`` (unknown); :meth:`prox` exists only where an exact proximal map is known.
+    """
+
+    @abstractmethod
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        r""":math:`E(u)` for ``u`` of shape ``(N, m)``; a scalar tensor."""
+
+    def gradient(self, u: torch.Tensor) -> torch.Tensor:
+        r"""Euclidean gradient :math:`\nabla E(u)`, shape ``(N, m)``."""
+        return grad(self.value)(u)
+
+    def hessian_matvec(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        r""":math:`\nabla^2 E(u)\,v`, shape ``(N, m)`` (forward-over-reverse autodiff by default)."""
+        return jvp(grad(self.value), (u,), (v,))[1]
+
+    def convexity(self, metric: Metric) -> float | None:
+        r"""Convexity modulus :math:`\lambda` with :math:`\nabla^2 E \succeq \lambda M`, or ``None`` if unknown."""
+        return None
+
+    def hessian_metric_multiple(self, metric: Metric) -> float | None:
+        r"""The constant :math:`c` with :math:`\nabla^2 E \equiv cM` when there is one (else ``None``).
+
+        The Gauss–Newton solver then reuses the metric factorisation for its model
+        :math:`J^\top(\nabla^2E + M/\tau)J = (c + 1/\tau)J^\top M J`.
+        """
+        return None
+
+    @property
+    def has_prox(self) -> bool:
+        """Whether :meth:`prox` gives the exact MMS step."""
+        return type(self).prox is not Energy.prox
+
+    def prox(self, u: torch.Tensor, tau: float, metric: Metric) -> torch.Tensor:
+        r"""Exact MMS step :math:`\arg\min_v E(v) + \|v - u\|_M^2/(2\tau)`, shape ``(N, m)``.
+
+        Raises:
+            NotImplementedError: the energy has no exact proximal map (check :attr:`has_prox`).
+        """
+        raise NotImplementedError(f"{type(self).__name__}.prox: this energy has no exact proximal map")
+
+
+def _dense_metric(metric: Metric, like: torch.Tensor) -> torch.Tensor:
+    return metric.to_dense((like.shape[0], like.shape[1]), dtype=like.dtype, device=like.device)
+
+
+def _node_matrix(matrix: torch.Tensor, outputs: int) -> torch.Tensor:
+    """:math:`K \\otimes I_m`, the node matrix acting on flattened ``(N, m)`` values."""
+    return torch.kron(matrix, torch.eye(outputs, dtype=matrix.dtype, device=matrix.device))
+
+
+class L2Regression(Energy):
+    r"""Regression energy :math:`E(u) = \tfrac12\|u - g\|_{M_E}^2`.
+
+    With the flow metric :math:`M = M_E`: :math:`\lambda = 1` and the closed-form step
+    :math:`\operatorname{prox}_{\tau E}(u_k) = (u_k + \tau g)/(1 + \tau)`. With another flow metric
+    both come from dense linear algebra (generalized eigenvalue, linear solve).
+
+    Args:
+        target: :math:`g`, shape ``(N, m)``.
+        metric: :math:`M_E`, the metric of the misfit.
+    """
+
+    def __init__(self, target: torch.Tensor, metric: Metric):
+        if not isinstance(target, torch.Tensor) or target.ndim != 2:
+            raise ValueError("target must be a tensor of shape (N, m)")
+        self.target = check_finite("target", target)
+        self.metric = metric
+
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        difference = u - self.target
+        return 0.5 * self.metric.inner(difference, difference)
+
+    def gradient(self, u: torch.Tensor) -> torch.Tensor:
+        return self.metric.apply(u - self.target)
+
+    def hessian_matvec(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.metric.apply(v)
+
+    def hessian_metric_multiple(self, metric: Metric) -> float | None:
+        return 1.0 if metric is self.metric else None
+
+    def convexity(self, metric: Metric) -> float | None:
+        if metric is self.metric:
+            return 1.0
+        return smallest_generalized_eigenvalue(_dense_metric(self.metric, self.target), _dense_metric(metric, self.target))
+
+    def prox(self, u: torch.Tensor, tau: float, metric: Metric) -> torch.Tensor:
+        if metric is self.metric:
+            return (u + tau * self.target) / (1 + tau)
+        own, flow = _dense_metric(self.metric, u), _dense_metric(metric, u)
+        rhs = flow @ u.reshape(-1) / tau + own @ self.target.reshape(-1)
+        return torch.linalg.solve(own + flow / tau, rhs).reshape(u.shape)
+
+
+class DirichletEnergy(Energy):
+    r"""Dirichlet energy :math:`E(u) = \tfrac12 u \cdot Ku` (per output component); its :math:`L^2` flow is the heat equation.
+
+    :math:`\lambda` = the smallest generalized eigenvalue of :math:`(K, M)` (about :math:`\pi^2` on
+    :math:`[0, 1]` with Dirichlet boundaries; :math:`\pi^2/4` when :math:`K` carries the diffusivity
+    :math:`1/4`). Exact step: :math:`(K + M/\tau)\,u_{k+1} = M u_k/\tau`.
+
+    Args:
+        stiffness: :math:`K`, shape ``(N, N)``, symmetric positive semidefinite (dense), e.g. from
+            :func:`mms_manifolds.grids.stiffness_1d` times a diffusivity.
+    """
+
+    def __init__(self, stiffness: torch.Tensor):
+        if not isinstance(stiffness, torch.Tensor) or stiffness.ndim != 2 or stiffness.shape[0] != stiffness.shape[1]:
+            raise ValueError("stiffness must be a square tensor of shape (N, N)")
+        self.stiffness = check_finite("stiffness", stiffness)
+
+    def _check(self, u: torch.Tensor) -> None:
+        if u.ndim != 2 or u.shape[0] != self.stiffness.shape[0]:
+            raise ValueError(f"DirichletEnergy has {self.stiffness.shape[0]} nodes, got values of shape {tuple(u.shape)}")
+
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        self._check(u)
+        return 0.5 * (u * (self.stiffness @ u)).sum()
+
+    def gradient(self, u: torch.Tensor) -> torch.Tensor:
+        self._check(u)
+        return self.stiffness @ u
+
+    def hessian_matvec(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.stiffness @ v
+
+    def convexity(self, metric: Metric) -> float | None:
+        like = torch.zeros(self.stiffness.shape[0], 1, dtype=self.stiffness.dtype, device=self.stiffness.device)
+        return smallest_generalized_eigenvalue(self.stiffness, _dense_metric(metric, like))
+
+    def prox(self, u: torch.Tensor, tau: float, metric: Metric) -> torch.Tensor:
+        self._check(u)
+        flow = _dense_metric(metric, u)
+        operator = _node_matrix(self.stiffness, u.shape[1]) + flow / tau
+        return torch.linalg.solve(operator, flow @ u.reshape(-1) / tau).reshape(u.shape)
+
+
+class GinzburgLandau(Energy):
+    r"""Ginzburg–Landau energy (Allen–Cahn flow): :math:`E(u) = \frac{\varepsilon^2}{2}u\cdot Ku + \sum_i w_i\frac{(u_i^2 - 1)^2}{4}`.
+
+    :math:`\nabla^2E = \varepsilon^2K + \operatorname{diag}(w(3u^2 - 1)) \succeq \varepsilon^2K - \operatorname{diag}(w)`,
+    so :meth:`convexity` returns :math:`\lambda_{\min}(\varepsilon^2K - \operatorname{diag}(w), M)` (at least
+    :math:`-1` for :math:`M = \operatorname{diag}(w)`). The MMS step is strongly convex for
+    :math:`\tau < 1/|\lambda|`, and :meth:`prox` solves it by damped Newton on the grid.
+
+    Args:
+        epsilon: interface width :math:`\varepsilon > 0`.
+        stiffness: :math:`K`, shape ``(N, N)``, dense.
+        weights: quadrature weights :math:`w`, shape ``(N,)``, positive.
+    """
+
+    def __init__(self, epsilon: float, stiffness: torch.Tensor, weights: torch.Tensor):
+        self.epsilon = check_positive_float("epsilon", epsilon)
+        if stiffness.ndim != 2 or stiffness.shape != (weights.shape[0], weights.shape[0]):
+            raise ValueError(f"stiffness has shape {tuple(stiffness.shape)}, expected {(weights.shape[0],) * 2}")
+        if bool((weights <= 0).any()):
+            raise ValueError("weights must be strictly positive")
+        self.stiffness, self.weights = check_finite("stiffness", stiffness), check_finite("weights", weights)
+
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        bulk = (self.weights.unsqueeze(-1) * (u**2 - 1) ** 2).sum() / 4
+        return 0.5 * self.epsilon**2 * (u * (self.stiffness @ u)).sum() + bulk
+
+    def gradient(self, u: torch.Tensor) -> torch.Tensor:
+        return self.epsilon**2 * (self.stiffness @ u) + self.weights.unsqueeze(-1) * u * (u**2 - 1)
+
+    def hessian_matvec(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.epsilon**2 * (self.stiffness @ v) + self.weights.unsqueeze(-1) * (3 * u**2 - 1) * v
+
+    def convexity(self, metric: Metric) -> float | None:
+        like = torch.zeros(self.stiffness.shape[0], 1, dtype=self.stiffness.dtype, device=self.stiffness.device)
+        lower = self.epsilon**2 * self.stiffness - torch.diag(self.weights)
+        return smallest_generalized_eigenvalue(lower, _dense_metric(metric, like))
+
+    def prox(self, u: torch.Tensor, tau: float, metric: Metric, *, tolerance: float = 1e-13, max_iterations: int = 100) -> torch.Tensor:
+        modulus = self.convexity(metric)
+        if modulus is not None and 1 + tau * modulus <= 0:
+            raise ValueError(f"tau = {tau} >= 1/|lambda| = {-1 / modulus:.6g}: the MMS step is not strongly convex")
+        flow = _dense_metric(metric, u)
+        stiffness = _node_matrix(self.stiffness, u.shape[1])
+        weights = self.weights.repeat_interleave(u.shape[1])
+
+        def objective(v: torch.Tensor) -> torch.Tensor:
+            difference = (v - u).reshape(-1)
+            return self.value(v) + difference @ flow @ difference / (2 * tau)
+
+        point = u.clone()
+        for _ in range(max_iterations):
+            gradient = (self.gradient(point) + (flow @ (point - u).reshape(-1)).reshape(u.shape) / tau).reshape(-1)
+            hessian = self.epsilon**2 * stiffness + torch.diag(weights * (3 * point.reshape(-1) ** 2 - 1)) + flow / tau
+            step = torch.linalg.solve(hessian, -gradient).reshape(u.shape)
+            length, current = 1.0, objective(point)
+            while objective(point + length * step) > current + 1e-4 * length * float(gradient @ step.reshape(-1)):
+                length /= 2
+                if length < 1e-10:
+                    break
+            point = point + length * step
+            if float(step.abs().max()) <= tolerance * max(1.0, float(point.abs().max())):
+                return point
+        raise RuntimeError(f"GinzburgLandau.prox: Newton did not converge in {max_iterations} iterations")
+
+
+class CallableEnergy(Energy):
+    r"""A user's energy from a function ``fn(u) -> scalar tensor``, with a declared convexity modulus.
+
+    Args:
+        fn: torch-differentiable :math:`E`, ``(N, m) -> ()``.
+        convexity: :math:`\lambda` with respect to the flow's metric, or ``None`` (bounds then
+            stay uncertified). It is taken on trust: state it only if you know it.
+        prox: optional exact step ``prox(u, tau, metric) -> (N, m)``.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        convexity: float | None = None,
+        prox: Callable[[torch.Tensor, float, Metric], torch.Tensor] | None = None,
+    ):
+        self._fn = fn
+        self._convexity = None if convexity is None else float(convexity)
+        self._prox = prox
+
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        return self._fn(u)
+
+    def convexity(self, metric: Metric) -> float | None:
+        return self._convexity
+
+    @property
+    def has_prox(self) -> bool:
+        return self._prox is not None
+
+    def prox(self, u: torch.Tensor, tau: float, metric: Metric) -> torch.Tensor:
+        if self._prox is None:
+            return super().prox(u, tau, metric)
+        return self._prox(u, tau, metric)

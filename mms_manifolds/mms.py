@@ -1,0 +1,317 @@
+r"""The minimizing movement scheme driver and its inexactness ledger.
+
+Each step solves :math:`u_{k+1} \approx \arg\min_u E(u) + \|u - u_k\|_M^2/(2\tau)` over the network's
+increment manifold with an inner solver, then books the a-posteriori residual
+:math:`\rho_k = \|M^{-1}\nabla F_k(u_{k+1})\|_M` into the tracking bound (DESIGN.md §4)
+
+.. math:: B_{k+1} = L B_k + \rho_k/\mu,\qquad L = \frac{1}{1 + \tau\lambda},\quad \mu = \frac1\tau + \lambda,
+
+which bounds the distance :math:`\|u_k - v_k\|_M` to the exact MMS iterates :math:`v_k` started from
+:math:`v_0`. It is certified only when the energy states its convexity modulus :math:`\lambda`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import as_tensor, check_finite, check_positive_float, check_shape
+from .budget import TrajectoryBudget, lipschitz_constant
+from .energies import Energy
+from .manifold import IncrementManifold
+from .metrics.base import Metric
+from .parametrizations.base import Parametrization
+from .results import MMSResult
+from .solvers.base import InnerSolver, StopReason
+from .subproblem import MMSSubproblem
+
+__all__ = ["MMSDivergenceError", "MinimizingMovement", "exact_trajectory"]
+
+
+class MMSDivergenceError(RuntimeError):
+    """An inner solve produced non-finite values; the run stopped with its last good state kept.
+
+    Attributes:
+        step: the MMS step (1-based) whose inner solve failed.
+        iteration: the inner iteration at which the non-finite value appeared.
+        result: the run's record up to the last good step (also in the checkpoint, if any).
+    """
+
+    def __init__(self, step: int, iteration: int | None, result: MMSResult):
+        super().__init__(
+            f"MMS step {step}: the inner solver met a non-finite value at iteration {iteration}; "
+            f"the last good state (step {step - 1}) is kept in the result"
+        )
+        self.step, self.iteration, self.result = step, iteration, result
+
+
+def exact_trajectory(energy: Energy, metric: Metric, u0: torch.Tensor, tau: float, steps: int) -> torch.Tensor:
+    r"""The exact MMS iterates :math:`v_{k+1} = \operatorname{prox}_{\tau E}(v_k)` on :math:`H_N`, shape ``(steps + 1, N, m)``.
+
+    Raises:
+        ValueError: the energy has no exact proximal map, ``tau <= 0`` or ``steps < 0``.
+    """
+    tau = check_positive_float("tau", tau)
+    if not energy.has_prox:
+        raise ValueError(f"{type(energy).__name__} has no exact proximal map: pass a reference trajectory instead")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps}")
+    states = [u0]
+    for _ in range(int(steps)):
+        states.append(energy.prox(states[-1], tau, metric))
+    return torch.stack(states)
+
+
+class MinimizingMovement:
+    r"""Run the neural MMS :math:`\theta_{k+1} = \text{solver}(F_k, \theta_k)` and keep its error ledger.
+
+    Args:
+        parametrization: the network :math:`\phi`.
+        energy: :math:`E`.
+        metric: :math:`M`, the metric of the flow (and of the increment manifold).
+        tau: time step :math:`\tau > 0`; :math:`\tau < 1/|\lambda|` for semi-convex energies.
+        damping: the increment manifold's damping (``"auto"`` or a number; see :class:`IncrementManifold`).
+        solve_mode: the manifold's solve mode.
+
+    Raises:
+        ValueError: ``tau`` not positive and finite, or too large for the energy's convexity.
+
+    Examples:
+        >>> import torch
+        >>> from mms_manifolds import GaussNewton, L2Metric, L2Regression, MinimizingMovement, TorchParametrization
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <...>
+        >>> x = torch.linspace(-1, 1, 32, dtype=torch.float64).unsqueeze(-1)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+        >>> metric = L2Metric(torch.full((32,), 2 / 32, dtype=torch.float64))
+        >>> flow = MinimizingMovement(TorchParametrization(net, x), L2Regression(x.abs(), metric), metric, tau=0.2)
+        >>> result = flow.run(flow.parametrization.initial_point(), steps=3, solver=GaussNewton(max_iterations=3))
+        >>> bool((result.trajectory_error <= result.tracking_bound + 1e-12).all())
+        True
+    """
+
+    def __init__(
+        self,
+        parametrization: Parametrization,
+        energy: Energy,
+        metric: Metric,
+        tau: float,
+        damping: float | str = "auto",
+        solve_mode: object = "auto",
+    ):
+        self.parametrization = parametrization
+        self.energy = energy
+        self.metric = metric
+        self.tau = check_positive_float("tau", tau)
+        self.convexity = energy.convexity(metric)
+        if self.convexity is not None:
+            if 1 + self.tau * self.convexity <= 0:
+                raise ValueError(
+                    f"tau = {self.tau} >= 1/|lambda| = {-1 / self.convexity:.6g} for this semi-convex energy "
+                    f"(lambda = {self.convexity:.6g}): each step must be strongly convex"
+                )
+            self.lipschitz = lipschitz_constant(self.convexity, self.tau)
+            self.strong_convexity = 1 / self.tau + self.convexity
+        else:
+            self.lipschitz = self.strong_convexity = math.nan
+        self.manifold = IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode)
+
+    @property
+    def certified(self) -> bool:
+        """Whether the tracking bound is certified (the energy's convexity modulus is known)."""
+        return self.convexity is not None
+
+    def _metadata(self, steps: int, solver: InnerSolver, budget: TrajectoryBudget | None) -> dict:
+        notes = [] if self.certified else ["convexity unknown: tracking bounds are not computed (nan)"]
+        return {
+            "tau": self.tau,
+            "convexity": self.convexity,
+            "lipschitz": None if math.isnan(self.lipschitz) else self.lipschitz,
+            "strong_convexity": None if math.isnan(self.strong_convexity) else self.strong_convexity,
+            "certified": self.certified,
+            "solver": repr(solver),
+            "steps": int(steps),
+            "num_parameters": self.parametrization.num_parameters,
+            "damping": self.manifold.damping,
+            "solve_mode": self.manifold.solve_mode_name(),
+            "budget": None if budget is None else budget.tolerance,
+            "notes": notes,
+        }
+
+    def _check_reference(self, reference: object, steps: int) -> torch.Tensor | None:
+        if reference is None:
+            return None
+        options = {"dtype": self.parametrization.dtype, "device": self.parametrization.device}
+        reference = as_tensor("reference", reference, **options)
+        check_shape("reference", reference, (steps + 1, *self.parametrization.output_shape))
+        return check_finite("reference", reference)
+
+    def run(
+        self,
+        theta0: torch.Tensor,
+        steps: int,
+        solver: InnerSolver,
+        *,
+        budget: TrajectoryBudget | None = None,
+        reference: torch.Tensor | None = None,
+        checkpoint: str | Path | None = None,
+        progress: bool = False,
+    ) -> MMSResult:
+        r"""Take ``steps`` MMS steps from ``theta0`` with ``solver``; return the per-step record.
+
+        Args:
+            theta0: initial parameters, shape ``(p,)``.
+            steps: number of MMS steps :math:`K \ge 1`.
+            solver: an :class:`~mms_manifolds.solvers.InnerSolver`.
+            budget: a :class:`TrajectoryBudget`; each step's tolerance becomes :math:`\mu\eta` (needs
+                a known convexity modulus).
+            reference: exact iterates :math:`v_k`, shape ``(steps + 1, N, m)``. Without it, an energy
+                with an exact prox gives :math:`v_k` from :math:`v_0 = u_0` on the fly.
+            checkpoint: a file path; the record is written there atomically after every step, and a
+                run started with an existing checkpoint resumes from its last step (same settings
+                required) and ends with the same numbers as an uninterrupted run.
+            progress: print one line per step to standard error.
+
+        Returns:
+            MMSResult.
+
+        Raises:
+            ValueError: ``steps < 1``, bad ``theta0``/``reference``, a budget without convexity, or a
+                checkpoint written with other settings.
+            MMSDivergenceError: an inner solve produced non-finite values (last good state kept).
+        """
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps}")
+        steps = int(steps)
+        if not isinstance(solver, InnerSolver):
+            raise TypeError(f"solver must be an InnerSolver, got {type(solver).__name__}")
+        if budget is not None and not self.certified:
+            raise ValueError("a TrajectoryBudget needs the energy's convexity modulus (it is None)")
+        theta0 = self.manifold.check_point(theta0, "theta0")
+        reference = self._check_reference(reference, steps)
+        metadata = self._metadata(steps, solver, budget)
+        result = self._resume_or_start(theta0, reference, metadata, checkpoint)
+        step_tolerance = None if budget is None else budget.step_tolerance(self.lipschitz, self.strong_convexity, steps)
+        exact = reference is None and self.energy.has_prox
+
+        for step in range(result.steps_done + 1, steps + 1):
+            start = time.perf_counter()
+            theta_previous = result.thetas[-1]
+            anchor = self.parametrization.value(theta_previous)
+            subproblem = MMSSubproblem(self.manifold.with_anchor(anchor), self.energy, self.tau)
+            inner = solver.solve(subproblem, theta_previous, step_tolerance)
+            if inner.stop_reason is StopReason.NON_FINITE:
+                raise MMSDivergenceError(step, inner.failed_iteration, result)
+            theta = inner.point
+            u = self.parametrization.value(theta)
+            residual = subproblem.residual(theta)
+            previous = {name: result.columns[name][-1] for name in ("tracking_bound", "bound_inexactness", "bound_approximation")}
+            if self.certified:
+                bound = self.lipschitz * previous["tracking_bound"] + residual.total / self.strong_convexity
+                inexact = self.lipschitz * previous["bound_inexactness"] + residual.tangential / self.strong_convexity
+                approximation = self.lipschitz * previous["bound_approximation"] + residual.normal / self.strong_convexity
+            else:
+                bound = inexact = approximation = math.nan
+            exact_state = None
+            if reference is not None:
+                exact_state = reference[step]
+            elif exact:
+                exact_state = self.energy.prox(result.reference_states[-1], self.tau, self.metric)
+            error = math.nan if exact_state is None else float(self.metric.norm(u - exact_state))
+            result.append(
+                theta,
+                inner.stop_reason.name.lower(),
+                exact_state,
+                energy=float(self.energy.value(u)),
+                inner_iterations=inner.iterations,
+                wall_time=time.perf_counter() - start,
+                initial_residual=inner.residual_history[0] if inner.residual_history else math.nan,
+                residual_total=residual.total,
+                residual_tangential=residual.tangential,
+                residual_normal=residual.normal,
+                tracking_bound=bound,
+                bound_inexactness=inexact,
+                bound_approximation=approximation,
+                trajectory_error=error,
+                step_tolerance=math.nan if step_tolerance is None else step_tolerance,
+            )
+            if checkpoint is not None:
+                result.save(checkpoint)
+            if progress:
+                print(
+                    f"step {step}/{steps}: E = {result.columns['energy'][-1]:.6e}, inner = {inner.iterations}, "
+                    f"rho = {residual.total:.3e}, B = {bound:.3e}, e = {error:.3e} ({inner.stop_reason.name.lower()})",
+                    file=sys.stderr,
+                )
+        if budget is not None:
+            result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
+        return result
+
+    def _resume_or_start(
+        self, theta0: torch.Tensor, reference: torch.Tensor | None, metadata: dict, checkpoint: str | Path | None
+    ) -> MMSResult:
+        if checkpoint is not None and Path(checkpoint).exists():
+            result = MMSResult.load(checkpoint, dtype=self.parametrization.dtype, device=self.parametrization.device)
+            for key in ("tau", "solver", "steps", "num_parameters", "budget", "damping"):
+                if result.metadata.get(key) != metadata[key]:
+                    raise ValueError(
+                        f"checkpoint {checkpoint} was written with {key} = {result.metadata.get(key)!r}, "
+                        f"this run has {metadata[key]!r}: use another checkpoint path or the same settings"
+                    )
+            if not torch.equal(result.thetas[0], theta0):
+                raise ValueError(f"checkpoint {checkpoint} starts from another theta0")
+            return result
+        u0 = self.parametrization.value(theta0)
+        v0 = reference[0] if reference is not None else (u0 if self.energy.has_prox else None)
+        error0 = math.nan if v0 is None else float(self.metric.norm(u0 - v0))
+        result = MMSResult(metadata=metadata)
+        result.append(
+            theta0,
+            "",
+            v0,
+            energy=float(self.energy.value(u0)),
+            inner_iterations=0,
+            wall_time=0.0,
+            initial_residual=math.nan,
+            residual_total=math.nan,
+            residual_tangential=math.nan,
+            residual_normal=math.nan,
+            tracking_bound=(0.0 if math.isnan(error0) else error0) if self.certified else math.nan,
+            bound_inexactness=0.0 if self.certified else math.nan,
+            bound_approximation=0.0 if self.certified else math.nan,
+            trajectory_error=error0,
+            step_tolerance=math.nan,
+        )
+        if checkpoint is not None:
+            result.save(checkpoint)
+        return result
+
+
+def _predicted_iterations(result: MMSResult, step_tolerance: float) -> int | None:
+    r"""Inner iterations the budget predicts: :math:`\sum_k \lceil\log(\mu\eta/\rho_{0,k})/\log q\rceil`.
+
+    :math:`\rho_{0,k}` is each step's initial Riemannian gradient norm and :math:`q` the geometric mean
+    of the observed per-iteration contraction :math:`(\rho_{T,k}/\rho_{0,k})^{1/n_k}` (an a-posteriori
+    estimate, DESIGN.md §4). ``None`` when no step contracted.
+    """
+    initial, final, counts = result.initial_residual[1:], result.residual_tangential[1:], result.inner_iterations[1:]
+    rates = [
+        np.log(after / before) / count
+        for before, after, count in zip(initial, final, counts)
+        if count > 0 and 0 < after < before and np.isfinite(after)
+    ]
+    if not rates:
+        return None
+    contraction = float(np.exp(np.mean(rates)))
+    return int(
+        sum(
+            TrajectoryBudget.predicted_inner_iterations(start, step_tolerance, contraction)
+            for start in initial
+            if np.isfinite(start) and start > 0
+        )
+    )

@@ -1,0 +1,18 @@
+"""Inner solvers for one MMS step, all with ``solve(subproblem, theta0, tolerance=None) -> InnerResult``."""
+
+from .base import InnerResult, InnerSolver, StopReason
+from .gauss_newton import GaussNewton
+from .riemannian_gradient_descent import RiemannianGradientDescent
+from .torch_optimizers import LBFGS, SGD, Adam, TorchOptimizerSolver
+
+__all__ = [
+    "LBFGS",
+    "SGD",
+    "Adam",
+    "GaussNewton",
+    "InnerResult",
+    "InnerSolver",
+    "RiemannianGradientDescent",
+    "StopReason",
+    "TorchOptimizerSolver",
+]

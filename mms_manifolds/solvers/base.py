@@ -1,0 +1,90 @@
+"""The inner-solver protocol: ``solve(subproblem, theta0, tolerance=None) -> InnerResult``."""
+
+from __future__ import annotations
+
+import enum
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from .._checks import check_positive_float
+from ..subproblem import MMSSubproblem
+
+__all__ = ["InnerResult", "InnerSolver", "StopReason"]
+
+
+class StopReason(enum.Enum):
+    """Why an inner solve stopped; each member's value is the message shown to users."""
+
+    CONVERGED = "the Riemannian gradient norm reached the tolerance"
+    MAX_ITERATIONS = "the iteration budget was used up"
+    STALLED = "no decrease is possible at working precision (predicted decrease below rounding)"
+    NO_PROGRESS = "no step decreased the cost (damping or line search exhausted); last good iterate kept"
+    NON_FINITE = "a non-finite cost or gradient appeared; last good iterate kept"
+
+    @property
+    def failed(self) -> bool:
+        """Whether the stop signals a failure rather than an ordinary end."""
+        return self in (StopReason.NO_PROGRESS, StopReason.NON_FINITE)
+
+
+@dataclass
+class InnerResult:
+    """Outcome of one inner solve.
+
+    Attributes:
+        point: final parameters, shape ``(p,)`` (the last good iterate).
+        iterations: iterations taken (for Gauss–Newton: Jacobian evaluations; for the torch
+            baselines: optimiser steps).
+        cost_history: :math:`f` at the start and after each iteration.
+        residual_history: Riemannian gradient norms, measured at ``residual_iterations``.
+        residual_iterations: the iterations at which ``residual_history`` was measured.
+        wall_time: seconds spent.
+        stop_reason: why it stopped.
+        failed_iteration: iteration at which a failure (non-finite value) occurred, else ``None``.
+    """
+
+    point: torch.Tensor
+    iterations: int
+    cost_history: list[float]
+    residual_history: list[float]
+    residual_iterations: list[int]
+    wall_time: float
+    stop_reason: StopReason
+    failed_iteration: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class InnerSolver(ABC):
+    """An inner solver for one MMS step.
+
+    Args:
+        max_iterations: iteration cap (``>= 1``).
+        tolerance: stop when the Riemannian gradient norm is at or below it (``0`` disables).
+    """
+
+    name: str = "solver"
+
+    def __init__(self, max_iterations: int, tolerance: float = 0.0):
+        if int(max_iterations) != max_iterations or max_iterations < 1:
+            raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations}")
+        self.max_iterations = int(max_iterations)
+        self.tolerance = check_positive_float("tolerance", tolerance, allow_zero=True)
+
+    def solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float | None = None) -> InnerResult:
+        """Minimise ``subproblem`` from ``theta0``; ``tolerance`` overrides the constructor's (the driver's budget)."""
+        theta0 = subproblem.manifold.check_point(theta0, "theta0")
+        target = self.tolerance if tolerance is None else check_positive_float("tolerance", tolerance, allow_zero=True)
+        start = time.perf_counter()
+        result = self._solve(subproblem, theta0.detach().clone(), target)
+        result.wall_time = time.perf_counter() - start
+        return result
+
+    @abstractmethod
+    def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
+        """The iteration itself; ``wall_time`` is filled in by :meth:`solve`."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_iterations={self.max_iterations}, tolerance={self.tolerance})"

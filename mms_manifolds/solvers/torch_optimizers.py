@@ -1,0 +1,158 @@
+r"""First-order baselines on raw parameters, as neural-MMS codes use them today: Adam, SGD, L-BFGS."""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+
+import torch
+
+from .._checks import check_positive_float
+from ..subproblem import MMSSubproblem
+from .base import InnerResult, InnerSolver, StopReason
+
+__all__ = ["LBFGS", "SGD", "Adam", "TorchOptimizerSolver"]
+
+
+class TorchOptimizerSolver(InnerSolver):
+    r"""Minimise :math:`f(\theta)` with a ``torch.optim`` optimiser on the flat parameter vector.
+
+    The cost is recorded after every step; the Riemannian gradient norm (a metric solve, costlier
+    than the step itself) only at the start, every ``check_every`` steps when a tolerance is set, and
+    at the end, so the baseline is timed as people run it.
+
+    Args:
+        max_iterations: optimiser steps.
+        tolerance: stop when the Riemannian gradient norm is at or below it (checked every ``check_every``).
+        check_every: steps between tolerance checks. Default ``10``.
+    """
+
+    def __init__(self, max_iterations: int, tolerance: float = 0.0, check_every: int = 10):
+        super().__init__(max_iterations, tolerance)
+        if int(check_every) < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
+        self.check_every = int(check_every)
+
+    @abstractmethod
+    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
+        """The ``torch.optim`` optimiser over the single flat ``parameter``."""
+
+    def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
+        parameter = theta0.clone().requires_grad_(True)
+        optimizer = self._optimizer(parameter)
+        last_good = theta0.clone()
+        costs = [subproblem.cost(theta0)]
+        residuals = [subproblem.riemannian_gradient_norm(theta0)]
+        residual_iterations = [0]
+        stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
+        if residuals[0] <= tolerance:
+            return InnerResult(theta0, 0, costs, residuals, residual_iterations, 0.0, StopReason.CONVERGED)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = subproblem.cost_tensor(parameter)
+            loss.backward()
+            return loss
+
+        for iteration in range(1, self.max_iterations + 1):
+            optimizer.step(closure)
+            iterations = iteration
+            current = parameter.detach().clone()
+            cost = subproblem.cost(current) if bool(torch.isfinite(current).all()) else math.nan
+            if not math.isfinite(cost):
+                stop, failed_at = StopReason.NON_FINITE, iteration
+                break
+            costs.append(cost)
+            last_good = current
+            if tolerance > 0 and iteration % self.check_every == 0:
+                residuals.append(subproblem.riemannian_gradient_norm(current))
+                residual_iterations.append(iteration)
+                if residuals[-1] <= tolerance:
+                    stop = StopReason.CONVERGED
+                    break
+        if residual_iterations[-1] != iterations and stop is not StopReason.NON_FINITE:
+            residuals.append(subproblem.riemannian_gradient_norm(last_good))
+            residual_iterations.append(iterations)
+        return InnerResult(last_good, iterations, costs, residuals, residual_iterations, 0.0, stop, failed_iteration=failed_at)
+
+
+class Adam(TorchOptimizerSolver):
+    """``torch.optim.Adam`` on the raw parameters (a fresh optimiser state for every MMS step).
+
+    Args:
+        lr: learning rate. Default ``1e-2``.
+        max_iterations: steps. Default ``100``.
+        tolerance, check_every: see :class:`TorchOptimizerSolver`.
+    """
+
+    name = "adam"
+
+    def __init__(self, lr: float = 1e-2, max_iterations: int = 100, tolerance: float = 0.0, check_every: int = 10):
+        super().__init__(max_iterations, tolerance, check_every)
+        self.lr = check_positive_float("lr", lr)
+
+    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
+        return torch.optim.Adam([parameter], lr=self.lr)
+
+
+class SGD(TorchOptimizerSolver):
+    """``torch.optim.SGD`` (optionally with momentum) on the raw parameters.
+
+    Args:
+        lr: learning rate. Default ``1e-2``.
+        momentum: heavy-ball momentum in ``[0, 1)``. Default ``0``.
+        max_iterations: steps. Default ``100``.
+        tolerance, check_every: see :class:`TorchOptimizerSolver`.
+    """
+
+    name = "sgd"
+
+    def __init__(
+        self, lr: float = 1e-2, momentum: float = 0.0, max_iterations: int = 100, tolerance: float = 0.0, check_every: int = 10
+    ):
+        super().__init__(max_iterations, tolerance, check_every)
+        self.lr = check_positive_float("lr", lr)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+
+    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
+        return torch.optim.SGD([parameter], lr=self.lr, momentum=self.momentum)
+
+
+class LBFGS(TorchOptimizerSolver):
+    """``torch.optim.LBFGS`` with strong-Wolfe line search, one quasi-Newton iteration per step.
+
+    The history persists across the iterations of one MMS step (the optimiser's state), as in published
+    neural-MMS code; the gradient and change tolerances of torch are disabled so that
+    ``max_iterations`` is honoured, and each iteration may use up to 25 line-search evaluations.
+
+    Args:
+        lr: initial step length. Default ``1``.
+        history_size: stored curvature pairs. Default ``50``.
+        max_iterations: iterations. Default ``50``.
+        tolerance, check_every: see :class:`TorchOptimizerSolver`.
+    """
+
+    name = "lbfgs"
+
+    def __init__(
+        self, lr: float = 1.0, history_size: int = 50, max_iterations: int = 50, tolerance: float = 0.0, check_every: int = 10
+    ):
+        super().__init__(max_iterations, tolerance, check_every)
+        self.lr = check_positive_float("lr", lr)
+        if int(history_size) < 1:
+            raise ValueError(f"history_size must be >= 1, got {history_size}")
+        self.history_size = int(history_size)
+
+    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
+        return torch.optim.LBFGS(
+            [parameter],
+            lr=self.lr,
+            max_iter=1,
+            max_eval=26,  # torch's default, 1.25 * max_iter, would leave the line search no evaluations
+            history_size=self.history_size,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=0.0,
+            tolerance_change=0.0,
+        )

@@ -1,0 +1,139 @@
+r"""One MMS step as an optimisation problem over the increment manifold.
+
+.. math:: f(\theta) = F_k(\phi(\theta)),\qquad F_k(u) = E(u) + \frac{1}{2\tau}\|u - u_k\|_M^2
+
+with the anchor :math:`u_k` of the manifold. The function-space residual
+:math:`r = M^{-1}\nabla F_k(u)` bounds the distance to the exact step,
+:math:`\|u - \operatorname{prox}_{\tau E}(u_k)\|_M \le \|r\|_M/\mu` with :math:`\mu = 1/\tau + \lambda`, and
+splits :math:`M`-orthogonally into a tangential part (what more inner iterations remove) and a normal part
+(what the network cannot represent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import check_positive_float
+from .energies import Energy
+from .manifold import IncrementManifold
+
+__all__ = ["MMSSubproblem", "Residual"]
+
+
+@dataclass(frozen=True)
+class Residual:
+    r"""The function-space residual :math:`r = M^{-1}\nabla F_k(u)` of a candidate step, in :math:`M`-norms.
+
+    Attributes:
+        total: :math:`\|r\|_M`.
+        tangential: :math:`\|P_T r\|_M`, the inner-solver inexactness.
+        normal: :math:`\|r - P_T r\|_M`, the neural approximation error.
+    """
+
+    total: float
+    tangential: float
+    normal: float
+
+
+class MMSSubproblem:
+    r"""The MMS step :math:`\min_\theta F_k(\phi(\theta))` on an :class:`IncrementManifold` anchored at :math:`u_k`.
+
+    Values and gradients come from one cached forward per point: :math:`u = \phi(\theta)`,
+    :math:`\nabla F_k(u) = \nabla E(u) + M(u - u_k)/\tau`, and :math:`\nabla_\theta f = J^\top\nabla F_k(u)`.
+    The Euclidean Hessian-vector product is assembled from the same primitives,
+
+    .. math:: \nabla^2_\theta f\,\xi = J^\top\big(\nabla^2E(u) + M/\tau\big)J\xi + c(\xi),\qquad
+              c_i = \langle D^2\phi[\xi, e_i], \nabla F_k(u)\rangle .
+
+    Args:
+        manifold: the increment manifold; its anchor is :math:`u_k`.
+        energy: :math:`E`.
+        tau: time step :math:`\tau > 0`.
+
+    Raises:
+        ValueError: ``tau <= 0``, not finite, or :math:`1 + \tau\lambda \le 0` for a semi-convex energy.
+    """
+
+    def __init__(self, manifold: IncrementManifold, energy: Energy, tau: float):
+        self.manifold = manifold
+        self.energy = energy
+        self.tau = check_positive_float("tau", tau)
+        self.convexity = energy.convexity(manifold.metric)
+        if self.convexity is not None and 1 + self.tau * self.convexity <= 0:
+            raise ValueError(
+                f"tau = {self.tau} is too large for this {self.convexity:.6g}-convex energy: "
+                f"need tau < 1/|lambda| = {-1 / self.convexity:.6g} for a strongly convex step"
+            )
+        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def anchor(self) -> torch.Tensor:
+        """:math:`u_k`, shape ``(N, m)``."""
+        return self.manifold.anchor
+
+    @property
+    def strong_convexity(self) -> float | None:
+        r""":math:`\mu = 1/\tau + \lambda`, the strong convexity of :math:`F_k` in the :math:`M`-norm (``None`` if :math:`\lambda` unknown)."""
+        return None if self.convexity is None else 1 / self.tau + self.convexity
+
+    def objective(self, u: torch.Tensor) -> torch.Tensor:
+        r""":math:`F_k(u)` for node values ``u`` of shape ``(N, m)``; a scalar tensor."""
+        difference = u - self.anchor
+        return self.energy.value(u) + self.manifold.metric.inner(difference, difference) / (2 * self.tau)
+
+    def function_gradient(self, u: torch.Tensor) -> torch.Tensor:
+        r""":math:`\nabla F_k(u) = \nabla E(u) + M(u - u_k)/\tau`, shape ``(N, m)`` (Euclidean, i.e. dual)."""
+        return self.energy.gradient(u) + self.manifold.metric.apply(u - self.anchor) / self.tau
+
+    def _evaluate(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cache is None or not torch.equal(self._cache[0], theta):
+            u = self.manifold.parametrization.value(theta)
+            self._cache = (theta.detach().clone(), u, self.function_gradient(u))
+        return self._cache[1], self._cache[2]
+
+    def cost(self, theta: torch.Tensor) -> float:
+        r""":math:`f(\theta) = F_k(\phi(\theta))`."""
+        theta = self.manifold.check_point(theta)
+        return float(self.objective(self._evaluate(theta)[0]))
+
+    def cost_tensor(self, theta: torch.Tensor) -> torch.Tensor:
+        r""":math:`f(\theta)` as a differentiable scalar tensor (for autograd-based optimisers)."""
+        return self.objective(self.manifold.parametrization.value(theta))
+
+    def euclidean_gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        r""":math:`\nabla_\theta f = J^\top\nabla F_k(\phi(\theta))`, shape ``(p,)``."""
+        theta = self.manifold.check_point(theta)
+        return self.manifold.parametrization.vjp(theta, self._evaluate(theta)[1])
+
+    def hessian_vector_product(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r"""Euclidean Hessian-vector product :math:`\nabla^2_\theta f\,\xi`, shape ``(p,)``."""
+        theta, xi = self.manifold.check_point(theta), self.manifold.check_tangent(xi)
+        u, function_gradient = self._evaluate(theta)
+        parametrization = self.manifold.parametrization
+        image = parametrization.jvp(theta, xi)
+        weighted = self.energy.hessian_matvec(u, image) + self.manifold.metric.apply(image) / self.tau
+        return parametrization.vjp(theta, weighted) + parametrization.second_derivative_adjoint(theta, xi, function_gradient)
+
+    def riemannian_gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        r""":math:`G^{-1}\nabla_\theta f`, shape ``(p,)``."""
+        return self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta))
+
+    def riemannian_gradient_norm(self, theta: torch.Tensor) -> float:
+        r""":math:`\|\operatorname{grad} f\|_G = \sqrt{\nabla_\theta f \cdot G^{-1}\nabla_\theta f}`.
+
+        With :math:`\lambda_d = 0` it equals the tangential residual :math:`\|P_T r\|_M`; with damping it
+        is slightly smaller. Solvers stop on it; the driver's bounds use :meth:`residual`.
+        """
+        egrad = self.euclidean_gradient(theta)
+        return float(egrad @ self.manifold.egrad2rgrad(theta, egrad)) ** 0.5
+
+    def residual(self, theta: torch.Tensor) -> Residual:
+        r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split."""
+        theta = self.manifold.check_point(theta)
+        _, function_gradient = self._evaluate(theta)
+        ambient = self.manifold.metric.solve(function_gradient)
+        total = float(self.manifold.metric.norm(ambient))
+        tangential, normal = self.manifold.split_ambient(theta, ambient)
+        return Residual(total=total, tangential=tangential, normal=normal)
