@@ -30,14 +30,18 @@ _MAX_DENSE_PD_CHECK = 2000
 
 
 def default_relative_damping(dtype: torch.dtype) -> float:
-    r"""Default :math:`\lambda_d / (\operatorname{tr}(J^\top M J)/p)`: ``1e-6`` in float64, ``1e-4`` in lower precision.
+    r"""Default :math:`\lambda_d / (\operatorname{tr}(J^\top M J)/p)`: ``1e-3`` in float64, ``1e-2`` in lower precision.
 
     A smooth network's Jacobian has geometrically decaying singular values (cond :math:`\sim 10^{18}`
-    seen on a 1-6-1 tanh net), so an undamped solve is noise; this floor keeps :math:`G` well conditioned
-    relative to the working precision while changing well-resolved directions by a relative
-    :math:`10^{-6}` at most.
+    seen on a 1-6-1 tanh net), so an undamped solve is noise. The floor also bounds how far a
+    Riemannian step of unit length moves in coordinates: with ``1e-6``, geoopt's momentum SGD and
+    Adam (``lr`` 0.1 and 1e-2) raised the cost of a regression step by up to :math:`10^5` times, since
+    the chart retraction :math:`\theta + \xi` left the region where it approximates the geodesic;
+    with ``1e-3`` the same runs decreased it, and geodesics were 4 times cheaper to integrate.
+    The MMS error bounds do not depend on it (they use the exact residual), and the Gauss–Newton
+    solver uses its own Levenberg–Marquardt damping.
     """
-    return 1e-6 if dtype == torch.float64 else 1e-4
+    return 1e-3 if dtype == torch.float64 else 1e-2
 
 
 @dataclass(frozen=True)

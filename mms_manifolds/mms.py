@@ -295,7 +295,7 @@ class MinimizingMovement:
 def _predicted_iterations(result: MMSResult, step_tolerance: float) -> int | None:
     r"""Inner iterations the budget predicts: :math:`\sum_k \lceil\log(\mu\eta/\rho_{0,k})/\log q\rceil`.
 
-    :math:`\rho_{0,k}` is each step's initial Riemannian gradient norm and :math:`q` the geometric mean
+    :math:`\rho_{0,k}` is each step's initial tangential residual and :math:`q` the geometric mean
     of the observed per-iteration contraction :math:`(\rho_{T,k}/\rho_{0,k})^{1/n_k}` (an a-posteriori
     estimate, DESIGN.md §4). ``None`` when no step contracted.
     """

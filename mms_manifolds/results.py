@@ -47,8 +47,8 @@ class MMSResult:
     r"""Per-step record of a minimizing-movement run; every column has length ``steps + 1``.
 
     Columns (numpy arrays through attributes of the same name): ``energy`` :math:`E(u_k)`,
-    ``inner_iterations``, ``wall_time`` (seconds per step), ``initial_residual`` (the Riemannian
-    gradient norm of :math:`F_k` at the start of the step), ``residual_total`` :math:`\rho_k = \|r\|_M`,
+    ``inner_iterations``, ``wall_time`` (seconds per step), ``initial_residual`` (the tangential
+    residual of :math:`F_k` at the start of the step), ``residual_total`` :math:`\rho_k = \|r\|_M`,
     ``residual_tangential`` (inner inexactness), ``residual_normal`` (approximation error),
     ``tracking_bound`` :math:`B_k`, its parts ``bound_inexactness`` and ``bound_approximation``
     (propagated tangential and normal residuals), ``trajectory_error`` :math:`e_k = \|u_k - v_k\|_M`

@@ -124,10 +124,19 @@ class MMSSubproblem:
         r""":math:`\|\operatorname{grad} f\|_G = \sqrt{\nabla_\theta f \cdot G^{-1}\nabla_\theta f}`.
 
         With :math:`\lambda_d = 0` it equals the tangential residual :math:`\|P_T r\|_M`; with damping it
-        is slightly smaller. Solvers stop on it; the driver's bounds use :meth:`residual`.
+        is smaller (the damping shrinks weakly represented directions), so solvers stop on
+        :meth:`tangential_residual` instead, and the driver's bounds use :meth:`residual`.
         """
         egrad = self.euclidean_gradient(theta)
         return float(egrad @ self.manifold.egrad2rgrad(theta, egrad)) ** 0.5
+
+    def tangential_residual(self, theta: torch.Tensor) -> float:
+        r""":math:`\|P_T r\|_M`, the part of the residual more inner iterations can remove; solvers stop on it.
+
+        Exact in the dense and Woodbury modes; in the matrix-free mode it is the damped estimate of
+        :meth:`IncrementManifold.split_ambient`.
+        """
+        return self.residual(theta).tangential
 
     def residual(self, theta: torch.Tensor) -> Residual:
         r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split."""

@@ -39,7 +39,9 @@ def heat_flow(seed: int = 0, count: int = 24, tau: float = 0.05) -> MinimizingMo
     return MinimizingMovement(TorchParametrization(Bubble(), x), energy, metric, tau)
 
 
-def linear_regression_flow(seed: int = 0, count: int = 30, features: int = 6, tau: float = 0.3) -> MinimizingMovement:
+def linear_regression_flow(
+    seed: int = 0, count: int = 30, features: int = 6, tau: float = 0.3, damping: float | str = "auto"
+) -> MinimizingMovement:
     """A Fourier-feature linear model: the increment set is flat, the MMS step has a closed form."""
     x = torch.linspace(-1.0, 1.0, count)
     basis = torch.stack([torch.cos(math.pi * j * x / 2) for j in range(features)], dim=-1)
@@ -47,5 +49,9 @@ def linear_regression_flow(seed: int = 0, count: int = 30, features: int = 6, ta
     target = (torch.exp(x) + (x > 0.3).double()).unsqueeze(-1)
     generator = torch.Generator().manual_seed(seed)
     return MinimizingMovement(
-        LinearParametrization(basis, torch.randn(features, generator=generator)), L2Regression(target, metric), metric, tau
+        LinearParametrization(basis, torch.randn(features, generator=generator)),
+        L2Regression(target, metric),
+        metric,
+        tau,
+        damping=damping,
     )

@@ -18,7 +18,7 @@ __all__ = ["InnerResult", "InnerSolver", "StopReason"]
 class StopReason(enum.Enum):
     """Why an inner solve stopped; each member's value is the message shown to users."""
 
-    CONVERGED = "the Riemannian gradient norm reached the tolerance"
+    CONVERGED = "the tangential residual reached the tolerance"
     MAX_ITERATIONS = "the iteration budget was used up"
     STALLED = "no decrease is possible at working precision (predicted decrease below rounding)"
     NO_PROGRESS = "no step decreased the cost (damping or line search exhausted); last good iterate kept"
@@ -39,7 +39,8 @@ class InnerResult:
         iterations: iterations taken (for Gauss–Newton: Jacobian evaluations; for the torch
             baselines: optimiser steps).
         cost_history: :math:`f` at the start and after each iteration.
-        residual_history: Riemannian gradient norms, measured at ``residual_iterations``.
+        residual_history: tangential residuals :math:`\\|P_T r\\|_M` (see
+            :meth:`MMSSubproblem.tangential_residual`), measured at ``residual_iterations``.
         residual_iterations: the iterations at which ``residual_history`` was measured.
         wall_time: seconds spent.
         stop_reason: why it stopped.
@@ -62,7 +63,7 @@ class InnerSolver(ABC):
 
     Args:
         max_iterations: iteration cap (``>= 1``).
-        tolerance: stop when the Riemannian gradient norm is at or below it (``0`` disables).
+        tolerance: stop when the tangential residual is at or below it (``0`` disables).
     """
 
     name: str = "solver"

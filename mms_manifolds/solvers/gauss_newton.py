@@ -42,7 +42,7 @@ class GaussNewton(InnerSolver):
     :math:`\rho = (f(\theta) - f(\theta + \delta)) / (m(0) - m(\delta))` is positive, and :math:`\mu` follows
     Nielsen's rule: :math:`\mu \leftarrow \mu\max(1/3, 1 - (2\rho - 1)^3)` on acceptance,
     :math:`\mu \leftarrow \nu\mu`, :math:`\nu \leftarrow 2\nu` on rejection. When the predicted decrease
-    is below the cost's rounding level, the step is accepted if it lowers the Riemannian gradient norm
+    is below the cost's rounding level, the step is accepted if it lowers the tangential residual
     (otherwise the solve ends as ``STALLED``). Retries reuse the factorisation
     of :math:`A` (no new Jacobian). When :math:`\nabla^2E = cM` (regression), :math:`A = (c + 1/\tau)J^\top MJ`
     and the manifold's own factorisation is reused.
@@ -52,7 +52,7 @@ class GaussNewton(InnerSolver):
 
     Args:
         max_iterations: Gauss–Newton iterations (Jacobian evaluations). Default ``5``.
-        tolerance: stop when the Riemannian gradient norm is at or below it. Default ``0``.
+        tolerance: stop when the tangential residual :math:`\\|P_T r\\|_M` is at or below it. Default ``0``.
         initial_damping: :math:`\mu_0` relative to :math:`\operatorname{tr}(A)/p`. Default ``1e-3``.
         max_retries: rejected steps allowed per iteration before stopping with ``NO_PROGRESS``. Default ``30``.
         solve_mode: ``"auto"``, ``"dense"`` or ``"cg"`` for the model solve (``"woodbury"`` applies on
@@ -109,7 +109,7 @@ class GaussNewton(InnerSolver):
         nu, relative_damping = 2.0, self.initial_damping
         for iteration in range(self.max_iterations):
             egrad = subproblem.euclidean_gradient(theta)
-            residuals.append(subproblem.riemannian_gradient_norm(theta))
+            residuals.append(subproblem.tangential_residual(theta))
             residual_iterations.append(iteration)
             if not math.isfinite(residuals[-1]):
                 stop, failed_at = StopReason.NON_FINITE, iteration
@@ -128,7 +128,7 @@ class GaussNewton(InnerSolver):
                 candidate_cost = subproblem.cost(candidate) if bool(torch.isfinite(candidate).all()) else math.nan
                 if not predicted > 8 * torch.finfo(theta.dtype).eps * max(abs(cost), 1.0):
                     # The cost cannot resolve the decrease: accept on a smaller gradient norm instead.
-                    if math.isfinite(candidate_cost) and subproblem.riemannian_gradient_norm(candidate) < residuals[-1]:
+                    if math.isfinite(candidate_cost) and subproblem.tangential_residual(candidate) < residuals[-1]:
                         theta, cost, accepted = candidate, candidate_cost, True
                     else:
                         stop = StopReason.STALLED
@@ -148,7 +148,7 @@ class GaussNewton(InnerSolver):
                 stop, failed_at = StopReason.NO_PROGRESS, iteration
                 break
         else:
-            residuals.append(subproblem.riemannian_gradient_norm(theta))
+            residuals.append(subproblem.tangential_residual(theta))
             residual_iterations.append(self.max_iterations)
             if residuals[-1] <= tolerance:
                 stop = StopReason.CONVERGED

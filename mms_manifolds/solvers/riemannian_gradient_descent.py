@@ -26,7 +26,7 @@ class RiemannianGradientDescent(InnerSolver):
         use_exp: move along geodesics (default) or by the chart retraction.
         line_search: Armijo backtracking (default ``True``); without it every step uses ``step_size``.
         max_iterations: iterations. Default ``20``.
-        tolerance: stop when :math:`\|\operatorname{grad} f\|_G` is at or below it.
+        tolerance: stop when the tangential residual is at or below it.
         exp_rtol: relative tolerance of the geodesic integration. Default ``1e-8``.
     """
 
@@ -62,11 +62,13 @@ class RiemannianGradientDescent(InnerSolver):
             egrad = subproblem.euclidean_gradient(theta)
             rgrad = subproblem.manifold.egrad2rgrad(theta, egrad)
             squared_norm = float(egrad @ rgrad)
-            residuals.append(math.sqrt(max(squared_norm, 0.0)))
-            residual_iterations.append(iteration)
             if not math.isfinite(squared_norm):
+                residuals.append(math.nan)
+                residual_iterations.append(iteration)
                 stop, failed_at = StopReason.NON_FINITE, iteration
                 break
+            residuals.append(subproblem.tangential_residual(theta))
+            residual_iterations.append(iteration)
             if residuals[-1] <= tolerance:
                 stop = StopReason.CONVERGED
                 break

@@ -17,13 +17,13 @@ __all__ = ["LBFGS", "SGD", "Adam", "TorchOptimizerSolver"]
 class TorchOptimizerSolver(InnerSolver):
     r"""Minimise :math:`f(\theta)` with a ``torch.optim`` optimiser on the flat parameter vector.
 
-    The cost is recorded after every step; the Riemannian gradient norm (a metric solve, costlier
+    The cost is recorded after every step; the tangential residual (a linearisation, costlier
     than the step itself) only at the start, every ``check_every`` steps when a tolerance is set, and
     at the end, so the baseline is timed as people run it.
 
     Args:
         max_iterations: optimiser steps.
-        tolerance: stop when the Riemannian gradient norm is at or below it (checked every ``check_every``).
+        tolerance: stop when the tangential residual is at or below it (checked every ``check_every``).
         check_every: steps between tolerance checks. Default ``10``.
     """
 
@@ -42,7 +42,7 @@ class TorchOptimizerSolver(InnerSolver):
         optimizer = self._optimizer(parameter)
         last_good = theta0.clone()
         costs = [subproblem.cost(theta0)]
-        residuals = [subproblem.riemannian_gradient_norm(theta0)]
+        residuals = [subproblem.tangential_residual(theta0)]
         residual_iterations = [0]
         stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
         if residuals[0] <= tolerance:
@@ -65,13 +65,13 @@ class TorchOptimizerSolver(InnerSolver):
             costs.append(cost)
             last_good = current
             if tolerance > 0 and iteration % self.check_every == 0:
-                residuals.append(subproblem.riemannian_gradient_norm(current))
+                residuals.append(subproblem.tangential_residual(current))
                 residual_iterations.append(iteration)
                 if residuals[-1] <= tolerance:
                     stop = StopReason.CONVERGED
                     break
         if residual_iterations[-1] != iterations and stop is not StopReason.NON_FINITE:
-            residuals.append(subproblem.riemannian_gradient_norm(last_good))
+            residuals.append(subproblem.tangential_residual(last_good))
             residual_iterations.append(iterations)
         return InnerResult(last_good, iterations, costs, residuals, residual_iterations, 0.0, stop, failed_iteration=failed_at)
 

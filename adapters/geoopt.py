@@ -1,0 +1,241 @@
+r"""The increment manifold as a geoopt ``Manifold`` on one flat ``ManifoldParameter``, and an MMS inner solver.
+
+geoopt applies manifold operations per parameter tensor; the pullback metric couples all layers of a
+network, so all of its parameters live in one flat vector :math:`\theta` of length :math:`p`. Every
+geometric operation is delegated to :class:`mms_manifolds.IncrementManifold`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import geoopt
+import torch
+
+from mms_manifolds.manifold import IncrementManifold
+from mms_manifolds.metrics.base import Metric
+from mms_manifolds.parametrizations import TorchParametrization
+from mms_manifolds.solvers.base import InnerResult, InnerSolver, StopReason
+from mms_manifolds.subproblem import MMSSubproblem
+
+__all__ = ["GeooptIncrementManifold", "GeooptNetwork", "GeooptSolver", "network_parameter"]
+
+
+class GeooptIncrementManifold(geoopt.Manifold):
+    r"""An :class:`~mms_manifolds.IncrementManifold` as a ``geoopt.Manifold`` over flat parameter vectors.
+
+    ``retr`` is the chart retraction :math:`\theta + \xi`, ``expmap`` integrates the geodesic,
+    ``inner`` is :math:`g_\theta`, ``egrad2rgrad`` is :math:`G^{-1}g`, ``proju``/``projx`` are the
+    identity (tangent spaces are :math:`\mathbb{R}^p`, every finite vector is a point), ``transp``
+    is the core's transport (``"projection"`` by default), ``dist`` the function-space chord.
+
+    geoopt's ``RiemannianAdam`` keeps one scalar second moment per tensor,
+    :math:`v \leftarrow \beta_2 v + (1 - \beta_2)\|\operatorname{grad} f\|_G^2`; on this manifold, with one
+    tensor, it is a normalised Riemannian (Gauss–Newton-preconditioned) gradient method, not
+    coordinate-wise Adam.
+
+    Args:
+        manifold: the core manifold.
+        transport_kind: ``"projection"`` or ``"identity"``.
+    """
+
+    name = "IncrementManifold"
+    ndim = 1
+    reversible = False
+
+    def __init__(self, manifold: IncrementManifold, transport_kind: str = "projection"):
+        super().__init__()
+        if not isinstance(manifold, IncrementManifold):
+            raise TypeError(f"manifold must be an IncrementManifold, got {type(manifold).__name__}")
+        if transport_kind not in ("identity", "projection"):
+            raise ValueError(f"transport_kind must be 'identity' or 'projection', got {transport_kind!r}")
+        self.core = manifold
+        self.transport_kind = transport_kind
+
+    def _point(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        return self.core.check_point(x.detach(), name)
+
+    def _check_point_on_manifold(self, x: torch.Tensor, *, atol=1e-5, rtol=1e-5) -> tuple[bool, str | None]:
+        if x.shape != (self.core.dim,):
+            return False, f"a point is a flat vector of shape ({self.core.dim},), got {tuple(x.shape)}"
+        if x.dtype != self.core.parametrization.dtype:
+            return False, f"point dtype {x.dtype} differs from the model's {self.core.parametrization.dtype}"
+        if not bool(torch.isfinite(x).all()):
+            return False, "point contains non-finite values"
+        return True, None
+
+    def _check_vector_on_tangent(self, x: torch.Tensor, u: torch.Tensor, *, atol=1e-5, rtol=1e-5) -> tuple[bool, str | None]:
+        ok, reason = self._check_point_on_manifold(x)
+        if not ok:
+            return ok, reason
+        if u.shape != x.shape:
+            return False, f"a tangent vector has the point's shape {tuple(x.shape)}, got {tuple(u.shape)}"
+        if not bool(torch.isfinite(u).all()):
+            return False, "tangent vector contains non-finite values"
+        return True, None
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.core.retract(self._point(x), self._point(u, "u"))
+
+    def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.core.exp(self._point(x), self._point(u, "u"))
+
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None, *, keepdim=False) -> torch.Tensor:
+        value = self.core.inner(self._point(x), self._point(u, "u"), self._point(u if v is None else v, "v"))
+        return value.reshape(1) if keepdim else value
+
+    def norm(self, x: torch.Tensor, u: torch.Tensor, *, keepdim=False) -> torch.Tensor:
+        return self.inner(x, u, keepdim=keepdim).clamp_min(0).sqrt()
+
+    def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return u
+
+    def projx(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.core.egrad2rgrad(self._point(x), self._point(u, "egrad"))
+
+    def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.core.transport(self._point(x), self._point(y, "y"), self._point(v, "v"), kind=self.transport_kind)
+
+    def retr_transp(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.retr(x, u)
+        return y, self.transp(x, y, v)
+
+    def expmap_transp(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.expmap(x, u)
+        return y, self.transp(x, y, v)
+
+    def transp_follow_retr(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.transp(x, self.retr(x, u), v)
+
+    def transp_follow_expmap(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.transp(x, self.expmap(x, u), v)
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim=False) -> torch.Tensor:
+        value = self.core.dist(self._point(x), self._point(y, "y"))
+        return value.reshape(1) if keepdim else value
+
+    def random(self, *size, dtype=None, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random point near the initial parameters (``size`` must be ``(p,)`` or empty)."""
+        if size and tuple(size) not in ((self.core.dim,), ((self.core.dim,),)):
+            raise ValueError(f"points of this manifold have shape ({self.core.dim},), got size {size}")
+        return self.core.random_point(generator)
+
+    def origin(self, *size, dtype=None, device=None, seed=None) -> torch.Tensor:
+        """The parametrisation's initial point."""
+        return self.core.parametrization.initial_point()
+
+
+@dataclass
+class GeooptNetwork:
+    r"""A network as one flat ``geoopt.ManifoldParameter`` on its increment manifold.
+
+    Attributes:
+        parameter: :math:`\theta`, shape ``(p,)``, a ``ManifoldParameter`` of ``manifold``.
+        manifold: the geoopt manifold.
+        parametrization: the module's parametrisation (nodes fixed).
+    """
+
+    parameter: geoopt.ManifoldParameter
+    manifold: GeooptIncrementManifold
+    parametrization: TorchParametrization
+
+    def forward(self) -> torch.Tensor:
+        r"""Node values :math:`\phi(\theta)`, shape ``(N, m)``, differentiable with respect to :attr:`parameter`."""
+        return self.parametrization.value(self.parameter)
+
+    def write_back(self) -> None:
+        """Copy the parameter's current values into the module."""
+        self.parametrization.write_to_module(self.parameter.detach())
+
+
+def network_parameter(
+    module: torch.nn.Module, nodes: torch.Tensor, metric: Metric, *, damping: float | str = "auto", solve_mode: object = "auto"
+) -> GeooptNetwork:
+    """Turn an ``nn.Module`` evaluated at ``nodes`` into one flat ``ManifoldParameter`` on its increment manifold.
+
+    Examples:
+        >>> import torch, geoopt
+        >>> from mms_manifolds import L2Metric
+        >>> net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+        >>> x = torch.linspace(-1, 1, 16, dtype=torch.float64).unsqueeze(-1)
+        >>> network = network_parameter(net, x, L2Metric(torch.full((16,), 1 / 8, dtype=torch.float64)))
+        >>> optimizer = geoopt.optim.RiemannianSGD([network.parameter], lr=0.5)
+        >>> loss = (network.forward() - x.abs()).square().mean()
+        >>> loss.backward(); optimizer.step(); network.write_back()
+    """
+    parametrization = TorchParametrization(module, nodes)
+    manifold = GeooptIncrementManifold(IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode))
+    parameter = geoopt.ManifoldParameter(parametrization.initial_point(), manifold=manifold)
+    return GeooptNetwork(parameter, manifold, parametrization)
+
+
+class GeooptSolver(InnerSolver):
+    r"""An MMS inner solver running a geoopt optimiser (``RiemannianSGD``, ``RiemannianAdam``, ``RiemannianLineSearch``).
+
+    Each call builds one ``ManifoldParameter`` at :math:`\theta_0` and takes ``max_iterations``
+    optimiser steps on :math:`f(\theta) = F_k(\phi(\theta))` (a fresh optimiser state per MMS step).
+
+    Args:
+        optimizer_class: a geoopt optimiser class.
+        max_iterations: steps. Default ``20``.
+        tolerance: stop when the tangential residual is at or below it (checked every step).
+        transport_kind: passed to :class:`GeooptIncrementManifold`.
+        **options: keyword arguments of the optimiser (``lr``, ``momentum``, ``betas``, ...).
+    """
+
+    def __init__(
+        self,
+        optimizer_class: type[torch.optim.Optimizer],
+        max_iterations: int = 20,
+        tolerance: float = 0.0,
+        transport_kind: str = "projection",
+        **options,
+    ):
+        super().__init__(max_iterations, tolerance)
+        if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+            raise TypeError(f"optimizer_class must be a torch optimizer class, got {optimizer_class!r}")
+        self.optimizer_class, self.options, self.transport_kind = optimizer_class, options, transport_kind
+        self.name = f"geoopt-{optimizer_class.__name__}"
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{key}={value!r}" for key, value in sorted(self.options.items()))
+        return f"GeooptSolver({self.optimizer_class.__name__}, max_iterations={self.max_iterations}, {options})"
+
+    def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
+        manifold = GeooptIncrementManifold(subproblem.manifold, self.transport_kind)
+        parameter = geoopt.ManifoldParameter(theta0.clone(), manifold=manifold)
+        optimizer = self.optimizer_class([parameter], **self.options)
+        costs, residuals = [subproblem.cost(theta0)], [subproblem.tangential_residual(theta0)]
+        last_good, stop, failed_at, iterations = theta0.clone(), StopReason.MAX_ITERATIONS, None, 0
+        if residuals[0] <= tolerance:
+            return InnerResult(theta0, 0, costs, residuals, [0], 0.0, StopReason.CONVERGED)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = subproblem.cost_tensor(parameter)
+            loss.backward()
+            return loss
+
+        for iteration in range(1, self.max_iterations + 1):
+            try:
+                optimizer.step(closure)
+            except ValueError:  # the core refuses a non-finite point: treat as divergence
+                stop, failed_at = StopReason.NON_FINITE, iteration
+                break
+            iterations = iteration
+            current = parameter.detach().clone()
+            cost = subproblem.cost(current) if bool(torch.isfinite(current).all()) else math.nan
+            if not math.isfinite(cost):
+                stop, failed_at = StopReason.NON_FINITE, iteration
+                break
+            last_good = current
+            costs.append(cost)
+            residuals.append(subproblem.tangential_residual(current))
+            if residuals[-1] <= tolerance:
+                stop = StopReason.CONVERGED
+                break
+        return InnerResult(last_good, iterations, costs, residuals, list(range(len(residuals))), 0.0, stop, failed_iteration=failed_at)
