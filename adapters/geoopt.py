@@ -193,7 +193,7 @@ class GeooptSolver(InnerSolver):
         max_iterations: int = 20,
         tolerance: float = 0.0,
         transport_kind: str = "projection",
-        **options,
+        **options: object,
     ):
         super().__init__(max_iterations, tolerance)
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):

@@ -2,6 +2,7 @@ r"""Matrix-free conjugate gradients: one JVP and one VJP per iteration, memory :
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ __all__ = ["ConjugateGradientSolve", "conjugate_gradient"]
 
 
 def conjugate_gradient(
-    matvec, rhs: torch.Tensor, *, tolerance: float, max_iterations: int
+    matvec: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, *, tolerance: float, max_iterations: int
 ) -> tuple[torch.Tensor, int, float]:
     r"""Conjugate gradients for an SPD operator: solve :math:`Ax = b` from :math:`x_0 = 0`.
 

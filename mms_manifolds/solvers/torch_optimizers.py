@@ -82,7 +82,8 @@ class Adam(TorchOptimizerSolver):
     Args:
         lr: learning rate. Default ``1e-2``.
         max_iterations: steps. Default ``100``.
-        tolerance, check_every: see :class:`TorchOptimizerSolver`.
+        tolerance: see :class:`TorchOptimizerSolver`.
+        check_every: see :class:`TorchOptimizerSolver`.
     """
 
     name = "adam"
@@ -102,7 +103,8 @@ class SGD(TorchOptimizerSolver):
         lr: learning rate. Default ``1e-2``.
         momentum: heavy-ball momentum in ``[0, 1)``. Default ``0``.
         max_iterations: steps. Default ``100``.
-        tolerance, check_every: see :class:`TorchOptimizerSolver`.
+        tolerance: see :class:`TorchOptimizerSolver`.
+        check_every: see :class:`TorchOptimizerSolver`.
     """
 
     name = "sgd"
@@ -131,7 +133,8 @@ class LBFGS(TorchOptimizerSolver):
         lr: initial step length. Default ``1``.
         history_size: stored curvature pairs. Default ``50``.
         max_iterations: iterations. Default ``50``.
-        tolerance, check_every: see :class:`TorchOptimizerSolver`.
+        tolerance: see :class:`TorchOptimizerSolver`.
+        check_every: see :class:`TorchOptimizerSolver`.
     """
 
     name = "lbfgs"
