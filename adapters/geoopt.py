@@ -7,16 +7,15 @@ geometric operation is delegated to :class:`mms_manifolds.IncrementManifold`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import geoopt
 import torch
 
-from mms_manifolds.manifold import IncrementManifold
+from mms_manifolds.manifold import IncrementManifold, check_transport_kind
 from mms_manifolds.metrics.base import Metric
 from mms_manifolds.parametrizations import TorchParametrization
-from mms_manifolds.solvers.base import InnerResult, InnerSolver, StopReason
+from mms_manifolds.solvers import TorchOptimizerSolver
 from mms_manifolds.subproblem import MMSSubproblem
 
 __all__ = ["GeooptIncrementManifold", "GeooptNetwork", "GeooptSolver", "network_parameter"]
@@ -48,10 +47,8 @@ class GeooptIncrementManifold(geoopt.Manifold):
         super().__init__()
         if not isinstance(manifold, IncrementManifold):
             raise TypeError(f"manifold must be an IncrementManifold, got {type(manifold).__name__}")
-        if transport_kind not in ("identity", "projection"):
-            raise ValueError(f"transport_kind must be 'identity' or 'projection', got {transport_kind!r}")
         self.core = manifold
-        self.transport_kind = transport_kind
+        self.transport_kind = check_transport_kind(transport_kind)
 
     def _point(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         return self.core.check_point(x.detach(), name)
@@ -65,7 +62,9 @@ class GeooptIncrementManifold(geoopt.Manifold):
             return False, "point contains non-finite values"
         return True, None
 
-    def _check_vector_on_tangent(self, x: torch.Tensor, u: torch.Tensor, *, atol=1e-5, rtol=1e-5) -> tuple[bool, str | None]:
+    def _check_vector_on_tangent(
+        self, x: torch.Tensor, u: torch.Tensor, *, atol=1e-5, rtol=1e-5
+    ) -> tuple[bool, str | None]:
         ok, reason = self._check_point_on_manifold(x)
         if not ok:
             return ok, reason
@@ -153,7 +152,12 @@ class GeooptNetwork:
 
 
 def network_parameter(
-    module: torch.nn.Module, nodes: torch.Tensor, metric: Metric, *, damping: float | str = "auto", solve_mode: object = "auto"
+    module: torch.nn.Module,
+    nodes: torch.Tensor,
+    metric: Metric,
+    *,
+    damping: float | str = "auto",
+    solve_mode: object = "auto",
 ) -> GeooptNetwork:
     """Turn an ``nn.Module`` evaluated at ``nodes`` into one flat ``ManifoldParameter`` on its increment manifold.
 
@@ -168,21 +172,26 @@ def network_parameter(
         >>> loss.backward(); optimizer.step(); network.write_back()
     """
     parametrization = TorchParametrization(module, nodes)
-    manifold = GeooptIncrementManifold(IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode))
+    manifold = GeooptIncrementManifold(
+        IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode)
+    )
     parameter = geoopt.ManifoldParameter(parametrization.initial_point(), manifold=manifold)
     return GeooptNetwork(parameter, manifold, parametrization)
 
 
-class GeooptSolver(InnerSolver):
+class GeooptSolver(TorchOptimizerSolver):
     r"""An MMS inner solver running a geoopt optimiser (``RiemannianSGD``, ``RiemannianAdam``, ``RiemannianLineSearch``).
 
-    Each call builds one ``ManifoldParameter`` at :math:`\theta_0` and takes ``max_iterations``
-    optimiser steps on :math:`f(\theta) = F_k(\phi(\theta))` (a fresh optimiser state per MMS step).
+    Each call wraps :math:`\theta_0` in one ``ManifoldParameter`` of :class:`GeooptIncrementManifold`
+    and takes ``max_iterations`` optimiser steps on :math:`f(\theta) = F_k(\phi(\theta))` (a fresh
+    optimiser state per MMS step); the loop, records and divergence handling are those of
+    :class:`~mms_manifolds.solvers.TorchOptimizerSolver`.
 
     Args:
         optimizer_class: a geoopt optimiser class.
         max_iterations: steps. Default ``20``.
-        tolerance: stop when the tangential residual is at or below it (checked every step).
+        tolerance: stop when the tangential residual is at or below it.
+        check_every: steps between tolerance checks. Default ``1``.
         transport_kind: passed to :class:`GeooptIncrementManifold`.
         **options: keyword arguments of the optimiser (``lr``, ``momentum``, ``betas``, ...).
     """
@@ -192,50 +201,24 @@ class GeooptSolver(InnerSolver):
         optimizer_class: type[torch.optim.Optimizer],
         max_iterations: int = 20,
         tolerance: float = 0.0,
+        check_every: int = 1,
         transport_kind: str = "projection",
         **options: object,
     ):
-        super().__init__(max_iterations, tolerance)
+        super().__init__(max_iterations, tolerance, check_every)
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
             raise TypeError(f"optimizer_class must be a torch optimizer class, got {optimizer_class!r}")
-        self.optimizer_class, self.options, self.transport_kind = optimizer_class, options, transport_kind
+        self.optimizer_class, self.options = optimizer_class, options
+        self.transport_kind = check_transport_kind(transport_kind)
         self.name = f"geoopt-{optimizer_class.__name__}"
 
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in sorted(self.options.items()))
         return f"GeooptSolver({self.optimizer_class.__name__}, max_iterations={self.max_iterations}, {options})"
 
-    def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
+    def _parameter(self, subproblem: MMSSubproblem, theta0: torch.Tensor) -> torch.Tensor:
         manifold = GeooptIncrementManifold(subproblem.manifold, self.transport_kind)
-        parameter = geoopt.ManifoldParameter(theta0.clone(), manifold=manifold)
-        optimizer = self.optimizer_class([parameter], **self.options)
-        costs, residuals = [subproblem.cost(theta0)], [subproblem.tangential_residual(theta0)]
-        last_good, stop, failed_at, iterations = theta0.clone(), StopReason.MAX_ITERATIONS, None, 0
-        if residuals[0] <= tolerance:
-            return InnerResult(theta0, 0, costs, residuals, [0], 0.0, StopReason.CONVERGED)
+        return geoopt.ManifoldParameter(theta0.clone(), manifold=manifold)
 
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = subproblem.cost_tensor(parameter)
-            loss.backward()
-            return loss
-
-        for iteration in range(1, self.max_iterations + 1):
-            try:
-                optimizer.step(closure)
-            except ValueError:  # the core refuses a non-finite point: treat as divergence
-                stop, failed_at = StopReason.NON_FINITE, iteration
-                break
-            iterations = iteration
-            current = parameter.detach().clone()
-            cost = subproblem.cost(current) if bool(torch.isfinite(current).all()) else math.nan
-            if not math.isfinite(cost):
-                stop, failed_at = StopReason.NON_FINITE, iteration
-                break
-            last_good = current
-            costs.append(cost)
-            residuals.append(subproblem.tangential_residual(current))
-            if residuals[-1] <= tolerance:
-                stop = StopReason.CONVERGED
-                break
-        return InnerResult(last_good, iterations, costs, residuals, list(range(len(residuals))), 0.0, stop, failed_iteration=failed_at)
+    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
+        return self.optimizer_class([parameter], **self.options)

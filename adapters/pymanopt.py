@@ -17,7 +17,7 @@ import torch
 from autograd.extend import defvjp, primitive
 from pymanopt.manifolds.manifold import Manifold
 
-from mms_manifolds.manifold import IncrementManifold
+from mms_manifolds.manifold import IncrementManifold, check_transport_kind
 from mms_manifolds.parametrizations import AutogradParametrization
 from mms_manifolds.solvers.base import InnerResult, InnerSolver, StopReason
 from mms_manifolds.subproblem import MMSSubproblem
@@ -57,10 +57,8 @@ class PymanoptIncrementManifold(Manifold):
     ):
         if not isinstance(manifold, IncrementManifold):
             raise TypeError(f"manifold must be an IncrementManifold, got {type(manifold).__name__}")
-        if transport_kind not in ("identity", "projection"):
-            raise ValueError(f"transport_kind must be 'identity' or 'projection', got {transport_kind!r}")
         self.core = manifold
-        self.transport_kind = transport_kind
+        self.transport_kind = check_transport_kind(transport_kind)
         if typical_dist is None:
             initial = manifold.parametrization.value(manifold.parametrization.initial_point())
             typical_dist = max(1.0, float(manifold.metric.norm(initial)))
@@ -97,7 +95,13 @@ class PymanoptIncrementManifold(Manifold):
 
     def inner_product(self, point, tangent_vector_a, tangent_vector_b) -> float:
         theta = self.to_torch(point)
-        return float(self.core.inner(theta, self.to_torch(tangent_vector_a, "tangent_vector_a"), self.to_torch(tangent_vector_b, "tangent_vector_b")))
+        return float(
+            self.core.inner(
+                theta,
+                self.to_torch(tangent_vector_a, "tangent_vector_a"),
+                self.to_torch(tangent_vector_b, "tangent_vector_b"),
+            )
+        )
 
     def norm(self, point, tangent_vector) -> float:
         return float(self.core.norm(self.to_torch(point), self.to_torch(tangent_vector, "tangent_vector")))
@@ -205,8 +209,10 @@ def _values_primitive(adapter: PymanoptIncrementManifold):
     defvjp(values, lambda answer, theta: lambda g: pullback(theta, g))
     defvjp(
         pullback,
-        lambda answer, theta, g: lambda w: as_array(
-            core.second_derivative_adjoint(as_tensor(theta), cotangent_tensor(w), cotangent_tensor(g))
+        lambda answer, theta, g: (
+            lambda w: as_array(
+                core.second_derivative_adjoint(as_tensor(theta), cotangent_tensor(w), cotangent_tensor(g))
+            )
         ),
         lambda answer, theta, g: lambda w: core.jvp(as_tensor(theta), cotangent_tensor(w)).detach().cpu().numpy(),
     )

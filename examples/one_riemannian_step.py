@@ -12,10 +12,13 @@ manifold = IncrementManifold(TorchParametrization(net, x), L2Metric(trapezoid_we
 
 theta = manifold.parametrization.initial_point()
 target = torch.sin(3 * x)
-residual = manifold.parametrization.value(theta) - target            # f = |phi(theta) - g|_M^2 / 2
+residual = manifold.parametrization.value(theta) - target  # f = |phi(theta) - g|_M^2 / 2
 egrad = manifold.parametrization.vjp(theta, manifold.metric.apply(residual))
-rgrad = manifold.egrad2rgrad(theta, egrad)                           # G^{-1} J^T M (phi - g)
-theta_next = manifold.exp(theta, -0.5 * rgrad)                       # along the geodesic
+rgrad = manifold.egrad2rgrad(theta, egrad)  # G^{-1} J^T M (phi - g)
+theta_next = manifold.exp(theta, -0.5 * rgrad)  # along the geodesic
 print(manifold.diagnostics(theta))
-print("misfit before/after:", float(manifold.metric.norm(residual)),
-      float(manifold.metric.norm(manifold.parametrization.value(theta_next) - target)))
+print(
+    "misfit before/after:",
+    float(manifold.metric.norm(residual)),
+    float(manifold.metric.norm(manifold.parametrization.value(theta_next) - target)),
+)

@@ -4,11 +4,11 @@ import autograd.numpy as anp
 import numpy as np
 import pymanopt
 import torch
+from mms_manifolds.adapters import PymanoptIncrementManifold
 from pymanopt.manifolds import Euclidean, Product
 from pymanopt.optimizers import ConjugateGradient, TrustRegions
 
 from mms_manifolds import IncrementManifold, L2Metric, TorchParametrization
-from mms_manifolds.adapters import PymanoptIncrementManifold
 from mms_manifolds.grids import trapezoid_weights
 
 torch.manual_seed(0)
@@ -28,7 +28,9 @@ def cost(theta, offset):
     return 0.5 * (weights[:, None] * (network.function_values(theta) + offset - target) ** 2).sum()
 
 
-result = ConjugateGradient(max_iterations=100, verbosity=0).run(pymanopt.Problem(product, cost), initial_point=[theta0, np.zeros(1)])
+result = ConjugateGradient(max_iterations=100, verbosity=0).run(
+    pymanopt.Problem(product, cost), initial_point=[theta0, np.zeros(1)]
+)
 print("pytorch backend, product manifold: cost", result.cost, "offset", result.point[1])
 
 # 2. autograd backend on the increment manifold alone (Hessians by reverse-over-reverse autograd).
@@ -40,5 +42,7 @@ def autograd_cost(theta):
     return 0.5 * anp.sum(weights_np[:, None] * (network.function_values(theta) - target_np) ** 2)
 
 
-result = TrustRegions(max_iterations=10, verbosity=0).run(pymanopt.Problem(network, autograd_cost), initial_point=theta0)
+result = TrustRegions(max_iterations=10, verbosity=0).run(
+    pymanopt.Problem(network, autograd_cost), initial_point=theta0
+)
 print("autograd backend, TrustRegions: cost", result.cost)

@@ -58,9 +58,7 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def check_vector(
-    name: str, value: object, *, length: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
+def check_vector(name: str, value: object, *, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Validate a flat vector: tensor of ``dtype`` on ``device``, shape ``(length,)``, finite."""
     tensor = as_tensor(name, value, dtype=dtype, device=device)
     check_shape(name, tensor, (length,))

@@ -28,7 +28,9 @@ def lipschitz_constant(convexity: float, tau: float) -> float:
         ValueError: :math:`1 + \tau\lambda \le 0` (the step is not strongly convex).
     """
     if 1 + tau * convexity <= 0:
-        raise ValueError(f"1 + tau * lambda = {1 + tau * convexity:.6g} <= 0: tau is too large for lambda = {convexity}")
+        raise ValueError(
+            f"1 + tau * lambda = {1 + tau * convexity:.6g} <= 0: tau is too large for lambda = {convexity}"
+        )
     return 1 / (1 + tau * convexity)
 
 

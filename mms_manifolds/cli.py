@@ -27,7 +27,11 @@ def regression_demo_problem(seed: int = 0, nodes: int = 128, width: int = 12, ta
     torch.manual_seed(seed)
     x = torch.linspace(-1.0, 1.0, nodes, dtype=torch.float64).unsqueeze(-1)
     net = torch.nn.Sequential(
-        torch.nn.Linear(1, width), torch.nn.Tanh(), torch.nn.Linear(width, width), torch.nn.Tanh(), torch.nn.Linear(width, 1)
+        torch.nn.Linear(1, width),
+        torch.nn.Tanh(),
+        torch.nn.Linear(width, width),
+        torch.nn.Tanh(),
+        torch.nn.Linear(width, 1),
     ).double()
     metric = L2Metric(trapezoid_weights(nodes, -1.0, 1.0))
     target = x.abs() + 0.3 * torch.sin(5 * x)
@@ -69,8 +73,10 @@ def run_demo(steps: int, output_dir: Path, seed: int, quick: bool) -> int:
         "lbfgs": LBFGS(max_iterations=20 if quick else 50),
     }
     output_dir.mkdir(parents=True, exist_ok=True)
-    print(f"Regression flow, {flow.parametrization.num_parameters} parameters, "
-          f"{flow.parametrization.output_shape[0]} nodes, tau = {flow.tau}, {steps} steps, float64")
+    print(
+        f"Regression flow, {flow.parametrization.num_parameters} parameters, "
+        f"{flow.parametrization.output_shape[0]} nodes, tau = {flow.tau}, {steps} steps, float64"
+    )
     print(f"{'solver':<14} {'inner/step':>10} {'max e_k':>10} {'max B_k':>10} {'max B/e':>8} {'time [s]':>9}")
     results = {}
     for name, solver in solvers.items():

@@ -131,7 +131,9 @@ class L2Regression(Energy):
     def convexity(self, metric: Metric) -> float | None:
         if metric is self.metric:
             return 1.0
-        return smallest_generalized_eigenvalue(_dense_metric(self.metric, self.target), _dense_metric(metric, self.target))
+        return smallest_generalized_eigenvalue(
+            _dense_metric(self.metric, self.target), _dense_metric(metric, self.target)
+        )
 
     def prox(self, u: torch.Tensor, tau: float, metric: Metric) -> torch.Tensor:
         if metric is self.metric:
@@ -160,7 +162,9 @@ class DirichletEnergy(Energy):
 
     def _check(self, u: torch.Tensor) -> None:
         if u.ndim != 2 or u.shape[0] != self.stiffness.shape[0]:
-            raise ValueError(f"DirichletEnergy has {self.stiffness.shape[0]} nodes, got values of shape {tuple(u.shape)}")
+            raise ValueError(
+                f"DirichletEnergy has {self.stiffness.shape[0]} nodes, got values of shape {tuple(u.shape)}"
+            )
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
         self._check(u)
@@ -221,7 +225,9 @@ class GinzburgLandau(Energy):
         lower = self.epsilon**2 * self.stiffness - torch.diag(self.weights)
         return smallest_generalized_eigenvalue(lower, _dense_metric(metric, like))
 
-    def prox(self, u: torch.Tensor, tau: float, metric: Metric, *, tolerance: float = 1e-13, max_iterations: int = 100) -> torch.Tensor:
+    def prox(
+        self, u: torch.Tensor, tau: float, metric: Metric, *, tolerance: float = 1e-13, max_iterations: int = 100
+    ) -> torch.Tensor:
         modulus = self.convexity(metric)
         if modulus is not None and 1 + tau * modulus <= 0:
             raise ValueError(f"tau = {tau} >= 1/|lambda| = {-1 / modulus:.6g}: the MMS step is not strongly convex")

@@ -20,7 +20,9 @@ def _check_count(name: str, count: int, minimum: int) -> int:
     return int(count)
 
 
-def uniform_nodes(count: int, start: float, stop: float, boundary: str = "neumann", dtype=torch.float64) -> torch.Tensor:
+def uniform_nodes(
+    count: int, start: float, stop: float, boundary: str = "neumann", dtype=torch.float64
+) -> torch.Tensor:
     r"""Grid nodes on :math:`[a, b]`, shape ``(count,)``, laid out for ``boundary``.
 
     - ``"dirichlet"``: ``count`` interior nodes, :math:`h = (b - a)/(\text{count} + 1)` (boundary values are 0);

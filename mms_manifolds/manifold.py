@@ -24,7 +24,10 @@ from .metrics.base import Metric
 from .ode import integrate_dormand_prince
 from .parametrizations.base import Parametrization
 
-__all__ = ["Geodesic", "IncrementManifold", "default_relative_damping"]
+__all__ = ["TRANSPORT_KINDS", "Geodesic", "IncrementManifold", "check_transport_kind", "default_relative_damping"]
+
+#: Vector transports :meth:`IncrementManifold.transport` implements.
+TRANSPORT_KINDS = ("projection", "identity")
 
 _MAX_DENSE_PD_CHECK = 2000
 
@@ -42,6 +45,13 @@ def default_relative_damping(dtype: torch.dtype) -> float:
     solver uses its own Levenberg–Marquardt damping.
     """
     return 1e-3 if dtype == torch.float64 else 1e-2
+
+
+def check_transport_kind(kind: str) -> str:
+    """Return ``kind`` if it names a transport in :data:`TRANSPORT_KINDS`, else raise ``ValueError``."""
+    if kind not in TRANSPORT_KINDS:
+        raise ValueError(f"transport kind must be one of {TRANSPORT_KINDS}, got {kind!r}")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -372,11 +382,13 @@ class IncrementManifold:
           transport (project the ambient image onto the new tangent space);
         - ``"identity"``: :math:`\xi` unchanged, the differential of the chart retraction.
         """
-        theta1, theta2, xi = self.check_point(theta1, "theta1"), self.check_point(theta2, "theta2"), self.check_tangent(xi)
-        if kind == "identity":
+        theta1, theta2, xi = (
+            self.check_point(theta1, "theta1"),
+            self.check_point(theta2, "theta2"),
+            self.check_tangent(xi),
+        )
+        if check_transport_kind(kind) == "identity":
             return xi.clone()
-        if kind != "projection":
-            raise ValueError(f"kind must be 'projection' or 'identity', got {kind!r}")
         image = self.parametrization.jvp(theta1, xi)
         return self._solve(theta2, self.parametrization.vjp(theta2, self.metric.apply(image)))
 

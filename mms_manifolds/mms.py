@@ -210,11 +210,16 @@ class MinimizingMovement:
             theta = inner.point
             u = self.parametrization.value(theta)
             residual = subproblem.residual(theta)
-            previous = {name: result.columns[name][-1] for name in ("tracking_bound", "bound_inexactness", "bound_approximation")}
+            previous = {
+                name: result.columns[name][-1]
+                for name in ("tracking_bound", "bound_inexactness", "bound_approximation")
+            }
             if self.certified:
                 bound = self.lipschitz * previous["tracking_bound"] + residual.total / self.strong_convexity
                 inexact = self.lipschitz * previous["bound_inexactness"] + residual.tangential / self.strong_convexity
-                approximation = self.lipschitz * previous["bound_approximation"] + residual.normal / self.strong_convexity
+                approximation = (
+                    self.lipschitz * previous["bound_approximation"] + residual.normal / self.strong_convexity
+                )
             else:
                 bound = inexact = approximation = math.nan
             exact_state = None

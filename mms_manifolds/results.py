@@ -122,7 +122,9 @@ class MMSResult:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> MMSResult:
+    def load(
+        cls, path: str | os.PathLike, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+    ) -> MMSResult:
         """Read a result written by :meth:`save`.
 
         Raises:
@@ -136,7 +138,9 @@ class MMSResult:
             with np.load(path, allow_pickle=False) as archive:
                 header = json.loads(str(archive["header"]))
                 if header.get("format_version") != FORMAT_VERSION:
-                    raise ResultFileError(f"{path}: format version {header.get('format_version')}, expected {FORMAT_VERSION}")
+                    raise ResultFileError(
+                        f"{path}: format version {header.get('format_version')}, expected {FORMAT_VERSION}"
+                    )
                 columns = {name: archive[f"column_{name}"].tolist() for name in COLUMNS}
                 thetas = archive["thetas"]
                 references = archive["reference_states"] if "reference_states" in archive.files else None
@@ -190,7 +194,12 @@ class MMSResult:
             raise ImportError("MMSResult.plot needs matplotlib: pip install 'mms_manifolds[plot]'") from error
         figure, axis = plt.subplots(figsize=(6, 4))
         steps = np.arange(len(self.thetas))
-        for name, style in (("trajectory_error", "o-"), ("tracking_bound", "--"), ("residual_tangential", ":"), ("residual_normal", "-.")):
+        for name, style in (
+            ("trajectory_error", "o-"),
+            ("tracking_bound", "--"),
+            ("residual_tangential", ":"),
+            ("residual_normal", "-."),
+        ):
             values = getattr(self, name)
             if np.isfinite(values[1:]).any():
                 axis.semilogy(steps[1:], np.abs(values[1:]) + 1e-300, style, label=name.replace("_", " "))

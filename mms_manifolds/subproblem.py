@@ -114,7 +114,9 @@ class MMSSubproblem:
         parametrization = self.manifold.parametrization
         image = parametrization.jvp(theta, xi)
         weighted = self.energy.hessian_matvec(u, image) + self.manifold.metric.apply(image) / self.tau
-        return parametrization.vjp(theta, weighted) + parametrization.second_derivative_adjoint(theta, xi, function_gradient)
+        return parametrization.vjp(theta, weighted) + parametrization.second_derivative_adjoint(
+            theta, xi, function_gradient
+        )
 
     def riemannian_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         r""":math:`G^{-1}\nabla_\theta f`, shape ``(p,)``."""

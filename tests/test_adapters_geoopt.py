@@ -4,18 +4,21 @@ import geoopt
 import numpy as np
 import pytest
 import torch
+from cases import mlp, nodes_1d
+from mms_manifolds.adapters import GeooptIncrementManifold, GeooptSolver, network_parameter
+from problems import regression_flow
 
 from mms_manifolds import MMSSubproblem
-from mms_manifolds.adapters import GeooptIncrementManifold, GeooptSolver, network_parameter
-
-from cases import mlp, nodes_1d
-from problems import regression_flow
 
 
 def _subproblem():
     flow = regression_flow(widths=(1, 5, 1), count=16)
     theta0 = flow.parametrization.initial_point()
-    return flow, MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau), theta0
+    return (
+        flow,
+        MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau),
+        theta0,
+    )
 
 
 def test_riemannian_sgd_with_unit_rate_takes_the_core_step():
@@ -43,7 +46,9 @@ def test_geoopt_optimizers_decrease_the_cost(optimizer_class, options):
 
 def test_geoopt_solver_in_the_driver_keeps_the_bound():
     flow = regression_flow(widths=(1, 5, 1), count=16)
-    result = flow.run(flow.parametrization.initial_point(), 3, GeooptSolver(geoopt.optim.RiemannianSGD, max_iterations=3, lr=0.15))
+    result = flow.run(
+        flow.parametrization.initial_point(), 3, GeooptSolver(geoopt.optim.RiemannianSGD, max_iterations=3, lr=0.15)
+    )
     assert np.all(result.trajectory_error <= result.tracking_bound + 1e-12)
 
 

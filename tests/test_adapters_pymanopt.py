@@ -9,24 +9,25 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pymanopt
+import pymanopt_numpy2
 import pytest
 import torch
+from mms_manifolds.adapters import PymanoptIncrementManifold, PymanoptSolver, make_problem
+from problems import linear_regression_flow, regression_flow
 from pymanopt.manifolds import Euclidean, Product
 from pymanopt.optimizers import ConjugateGradient, NelderMead, ParticleSwarm, SteepestDescent, TrustRegions
 from pymanopt.tools import diagnostics
 
 from mms_manifolds import AutogradParametrization, IncrementManifold, L2Metric, L2Regression, MMSSubproblem
-from mms_manifolds.adapters import PymanoptIncrementManifold, PymanoptSolver, make_problem
-
-import pymanopt_numpy2
-from problems import linear_regression_flow, regression_flow
 
 pymanopt_numpy2.install()
 
 
 def _mlp_problem(damping=None):
     flow = regression_flow(widths=(1, 4, 1), count=16)
-    manifold = flow.manifold if damping is None else IncrementManifold(flow.parametrization, flow.metric, damping=damping)
+    manifold = (
+        flow.manifold if damping is None else IncrementManifold(flow.parametrization, flow.metric, damping=damping)
+    )
     theta0 = flow.parametrization.initial_point()
     anchor = flow.parametrization.value(theta0)
     subproblem = MMSSubproblem(manifold.with_anchor(anchor), flow.energy, flow.tau)
@@ -157,7 +158,9 @@ def test_autograd_parametrization_inside_autograd_cost():
     def cost(theta):
         return anp.sum((adapter.function_values(theta)[:, 0] - anp.abs(x)) ** 2)
 
-    outcome = TrustRegions(max_iterations=10, verbosity=0).run(pymanopt.Problem(adapter, cost), initial_point=np.array([1.0, 0.2, 0.5]))
+    outcome = TrustRegions(max_iterations=10, verbosity=0).run(
+        pymanopt.Problem(adapter, cost), initial_point=np.array([1.0, 0.2, 0.5])
+    )
     assert outcome.cost < cost(np.array([1.0, 0.2, 0.5]))
 
 

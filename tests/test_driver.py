@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from problems import heat_flow, linear_regression_flow, regression_flow
 
 from mms_manifolds import (
     LBFGS,
@@ -16,7 +18,6 @@ from mms_manifolds import (
     CallableEnergy,
     GaussNewton,
     GinzburgLandau,
-    L2Metric,
     MinimizingMovement,
     MMSDivergenceError,
     MMSResult,
@@ -25,8 +26,6 @@ from mms_manifolds import (
     TrajectoryBudget,
 )
 from mms_manifolds.grids import stiffness_1d
-
-from problems import heat_flow, linear_regression_flow, regression_flow
 
 SOLVERS = {
     "gn-1": lambda: GaussNewton(max_iterations=1),
@@ -72,7 +71,9 @@ def test_linear_model_normal_residual_is_the_distance_to_the_span():
     weights = problem.metric.weights.sqrt()
     mu = problem.strong_convexity
     for k in range(1, 5):
-        exact_step = problem.energy.prox(problem.parametrization.value(result.thetas[k - 1]), problem.tau, problem.metric)
+        exact_step = problem.energy.prox(
+            problem.parametrization.value(result.thetas[k - 1]), problem.tau, problem.metric
+        )
         coefficients = torch.linalg.lstsq(weights[:, None] * basis, weights * exact_step[:, 0]).solution
         distance = float(torch.linalg.vector_norm(weights * (basis @ coefficients - exact_step[:, 0])))
         assert result.residual_normal[k] / mu == pytest.approx(distance, rel=1e-8)

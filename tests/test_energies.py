@@ -4,13 +4,20 @@ import math
 
 import pytest
 import torch
+from cases import random_spd
 from torch.func import grad, jvp
 
-from mms_manifolds import CallableEnergy, DirichletEnergy, Energy, GinzburgLandau, L2Metric, L2Regression, MatrixMetric
-from mms_manifolds import exact_trajectory
+from mms_manifolds import (
+    CallableEnergy,
+    DirichletEnergy,
+    Energy,
+    GinzburgLandau,
+    L2Metric,
+    L2Regression,
+    MatrixMetric,
+    exact_trajectory,
+)
 from mms_manifolds.grids import grid_spacing, stiffness_1d, stiffness_2d, trapezoid_weights, uniform_nodes
-
-from cases import random_spd
 
 
 def _energies():

@@ -5,10 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from cases import mlp_parametrization, random_spd
 
 from mms_manifolds import FunctionParametrization, IncrementManifold, L2Metric, LinearParametrization, MatrixMetric
-
-from cases import mlp_parametrization, random_spd
 
 
 def _m_orthonormal(metric_matrix, count, seed):
@@ -159,7 +158,7 @@ def test_bad_input_raises_clear_errors():
         manifold.egrad2rgrad(theta, torch.zeros(3))
     with pytest.raises(ValueError, match="v has shape"):
         manifold.project(theta, torch.zeros(3, 3))
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="transport kind"):
         manifold.transport(theta, theta, theta, kind="parallel")
     with pytest.raises(ValueError, match="damping > 0"):
         IncrementManifold(phi, metric, damping=0.0, solve_mode="woodbury").solve_metric(theta, theta)

@@ -8,13 +8,13 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from cases import CASES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.func import jacfwd, jvp
 
 from mms_manifolds import IncrementManifold
 from mms_manifolds.testing import taylor_slope
-
-from cases import CASES
 
 SEEDS = st.integers(0, 2**12)
 MODES = ["dense", "woodbury", "cg"]
@@ -100,7 +100,9 @@ def test_projection_idempotent_and_orthogonal(case):
     residual = v - image
     for column in torch.eye(phi.num_parameters):
         tangent_image = manifold.to_ambient(theta, column)
-        assert abs(float(manifold.metric.inner(residual, tangent_image))) <= 1e-7 * float(tangent_image.norm() * v.norm())
+        assert abs(float(manifold.metric.inner(residual, tangent_image))) <= 1e-7 * float(
+            tangent_image.norm() * v.norm()
+        )
     tangential, normal = manifold.split_ambient(theta, v)
     assert math.isclose(tangential, float(manifold.metric.norm(image)), rel_tol=1e-6, abs_tol=1e-9)
     assert math.isclose(normal, float(manifold.metric.norm(residual)), rel_tol=1e-6, abs_tol=1e-9)
@@ -114,7 +116,10 @@ def test_rhess_is_the_levi_civita_hessian_and_symmetric(case, seed):
     theta, (xi, eta) = random_vectors(manifold, seed, 2)
     f = energy(manifold)
     egrad = torch.func.grad(f)(theta)
-    hvp = lambda v: jvp(torch.func.grad(f), (theta,), (v,))[1]
+
+    def hvp(v):
+        return jvp(torch.func.grad(f), (theta,), (v,))[1]
+
     hess_xi = manifold.rhess(theta, egrad, hvp(xi), xi)
     hess_eta = manifold.rhess(theta, egrad, hvp(eta), eta)
 
@@ -160,6 +165,7 @@ def test_retractions_agree_with_exp_to_first_and_second_order(case):
 @pytest.mark.parametrize("mode", MODES)
 def test_float32_model_works_with_documented_accuracy(mode):
     from cases import mlp_parametrization
+
     from mms_manifolds import L2Metric
     from mms_manifolds.grids import trapezoid_weights
 

@@ -3,11 +3,10 @@
 import pytest
 import scipy.sparse
 import torch
+from cases import mlp_parametrization, random_spd
 
 from mms_manifolds import IncrementManifold, L2Metric, MatrixMetric, Metric, SobolevMetric
 from mms_manifolds.grids import stiffness_1d, trapezoid_weights
-
-from cases import mlp_parametrization, random_spd
 
 
 class ExponentialWeights(Metric):

@@ -4,11 +4,11 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from cases import mlp, mlp_parametrization, nodes_1d
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mms_manifolds import AutogradParametrization, LinearParametrization, TorchParametrization
-
-from cases import mlp, mlp_parametrization, nodes_1d
 
 SEEDS = st.integers(0, 2**16)
 
@@ -57,7 +57,11 @@ def test_second_derivative_against_finite_differences_and_symmetry(seed):
 def test_second_derivative_adjoint(seed):
     phi = mlp_parametrization(seed)
     theta = phi.initial_point()
-    xi, eta, w = _random(phi.num_parameters, seed), _random(phi.num_parameters, seed + 1), _random(phi.output_shape, seed + 2)
+    xi, eta, w = (
+        _random(phi.num_parameters, seed),
+        _random(phi.num_parameters, seed + 1),
+        _random(phi.output_shape, seed + 2),
+    )
     lhs = (phi.second_derivative(theta, xi, eta) * w).sum()
     assert torch.allclose(lhs, phi.second_derivative_adjoint(theta, xi, w) @ eta, atol=1e-12)
 
@@ -79,7 +83,9 @@ def test_autograd_parametrization_matches_torch():
     assert torch.allclose(numpy_phi.jvp(theta, xi), torch_phi.jvp(theta, xi), atol=1e-12)
     assert torch.allclose(numpy_phi.vjp(theta, w), torch_phi.vjp(theta, w), atol=1e-12)
     assert torch.allclose(numpy_phi.jacobian(theta), torch_phi.jacobian(theta), atol=1e-12)
-    assert torch.allclose(numpy_phi.second_derivative(theta, xi, eta), torch_phi.second_derivative(theta, xi, eta), atol=1e-12)
+    assert torch.allclose(
+        numpy_phi.second_derivative(theta, xi, eta), torch_phi.second_derivative(theta, xi, eta), atol=1e-12
+    )
     assert torch.allclose(
         numpy_phi.second_derivative_adjoint(theta, xi, w), torch_phi.second_derivative_adjoint(theta, xi, w), atol=1e-12
     )

@@ -38,7 +38,8 @@ def conjugate_gradient(
     direction = residual.clone()
     residual_square = residual @ residual
     iterations = 0
-    for iterations in range(1, max_iterations + 1):
+    for iteration in range(1, max_iterations + 1):
+        iterations = iteration
         product = matvec(direction)
         curvature = direction @ product
         if curvature <= 0:

@@ -42,7 +42,11 @@ class FunctionParametrization(Parametrization):
     """
 
     def __init__(self, function: Callable[[torch.Tensor], torch.Tensor], initial_point: torch.Tensor):
-        if not isinstance(initial_point, torch.Tensor) or initial_point.ndim != 1 or not initial_point.is_floating_point():
+        if (
+            not isinstance(initial_point, torch.Tensor)
+            or initial_point.ndim != 1
+            or not initial_point.is_floating_point()
+        ):
             raise ValueError("initial_point must be a 1-D floating-point tensor of parameters")
         check_finite("initial_point", initial_point)
         self._function = function

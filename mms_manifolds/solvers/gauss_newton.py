@@ -153,6 +153,13 @@ class GaussNewton(InnerSolver):
             if residuals[-1] <= tolerance:
                 stop = StopReason.CONVERGED
         return InnerResult(
-            theta, iterations, costs, residuals, residual_iterations, 0.0, stop, failed_iteration=failed_at,
+            theta,
+            iterations,
+            costs,
+            residuals,
+            residual_iterations,
+            0.0,
+            stop,
+            failed_iteration=failed_at,
             extra={"relative_damping": relative_damping},
         )

@@ -93,4 +93,6 @@ class RiemannianGradientDescent(InnerSolver):
                 break
             theta, cost = candidate, candidate_cost
             costs.append(cost)
-        return InnerResult(theta, iterations, costs, residuals, residual_iterations, 0.0, stop, failed_iteration=failed_at)
+        return InnerResult(
+            theta, iterations, costs, residuals, residual_iterations, 0.0, stop, failed_iteration=failed_at
+        )

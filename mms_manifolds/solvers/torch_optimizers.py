@@ -37,8 +37,12 @@ class TorchOptimizerSolver(InnerSolver):
     def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
         """The ``torch.optim`` optimiser over the single flat ``parameter``."""
 
+    def _parameter(self, subproblem: MMSSubproblem, theta0: torch.Tensor) -> torch.Tensor:
+        """The leaf tensor the optimiser updates, a copy of ``theta0`` (subclasses may attach a manifold)."""
+        return theta0.clone().requires_grad_(True)
+
     def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
-        parameter = theta0.clone().requires_grad_(True)
+        parameter = self._parameter(subproblem, theta0)
         optimizer = self._optimizer(parameter)
         last_good = theta0.clone()
         costs = [subproblem.cost(theta0)]
@@ -55,7 +59,11 @@ class TorchOptimizerSolver(InnerSolver):
             return loss
 
         for iteration in range(1, self.max_iterations + 1):
-            optimizer.step(closure)
+            try:
+                optimizer.step(closure)
+            except ValueError:  # the core refuses non-finite points and vectors: a divergence
+                stop, failed_at = StopReason.NON_FINITE, iteration
+                break
             iterations = iteration
             current = parameter.detach().clone()
             cost = subproblem.cost(current) if bool(torch.isfinite(current).all()) else math.nan
@@ -73,7 +81,9 @@ class TorchOptimizerSolver(InnerSolver):
         if residual_iterations[-1] != iterations and stop is not StopReason.NON_FINITE:
             residuals.append(subproblem.tangential_residual(last_good))
             residual_iterations.append(iterations)
-        return InnerResult(last_good, iterations, costs, residuals, residual_iterations, 0.0, stop, failed_iteration=failed_at)
+        return InnerResult(
+            last_good, iterations, costs, residuals, residual_iterations, 0.0, stop, failed_iteration=failed_at
+        )
 
 
 class Adam(TorchOptimizerSolver):
@@ -110,7 +120,12 @@ class SGD(TorchOptimizerSolver):
     name = "sgd"
 
     def __init__(
-        self, lr: float = 1e-2, momentum: float = 0.0, max_iterations: int = 100, tolerance: float = 0.0, check_every: int = 10
+        self,
+        lr: float = 1e-2,
+        momentum: float = 0.0,
+        max_iterations: int = 100,
+        tolerance: float = 0.0,
+        check_every: int = 10,
     ):
         super().__init__(max_iterations, tolerance, check_every)
         self.lr = check_positive_float("lr", lr)
@@ -140,7 +155,12 @@ class LBFGS(TorchOptimizerSolver):
     name = "lbfgs"
 
     def __init__(
-        self, lr: float = 1.0, history_size: int = 50, max_iterations: int = 50, tolerance: float = 0.0, check_every: int = 10
+        self,
+        lr: float = 1.0,
+        history_size: int = 50,
+        max_iterations: int = 50,
+        tolerance: float = 0.0,
+        check_every: int = 10,
     ):
         super().__init__(max_iterations, tolerance, check_every)
         self.lr = check_positive_float("lr", lr)
