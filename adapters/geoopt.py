@@ -7,6 +7,7 @@ geometric operation is delegated to :class:`mms_manifolds.IncrementManifold`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import geoopt
@@ -215,6 +216,14 @@ class GeooptSolver(TorchOptimizerSolver):
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in sorted(self.options.items()))
         return f"GeooptSolver({self.optimizer_class.__name__}, max_iterations={self.max_iterations}, {options})"
+
+    def fallback(self) -> GeooptSolver | None:
+        """The same solver with a ten times smaller ``lr`` (``None`` without an ``lr`` option)."""
+        if "lr" not in self.options:
+            return None
+        cautious = copy.copy(self)
+        cautious.options = {**self.options, "lr": self.options["lr"] / 10}
+        return cautious
 
     def _parameter(self, subproblem: MMSSubproblem, theta0: torch.Tensor) -> torch.Tensor:
         manifold = GeooptIncrementManifold(subproblem.manifold, self.transport_kind)

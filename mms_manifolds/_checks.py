@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
     "as_tensor",
     "check_finite",
+    "check_integer",
     "check_positive_float",
     "check_shape",
     "check_vector",
@@ -77,3 +79,15 @@ def check_positive_float(name: str, value: object, *, allow_zero: bool = False) 
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {number}")
     return number
+
+
+def check_integer(name: str, value: object, *, minimum: int) -> int:
+    """Return ``value`` as an int, raising ``TypeError`` unless it is an integer and ``ValueError`` below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)

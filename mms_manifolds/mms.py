@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_finite, check_positive_float, check_shape
+from ._checks import as_tensor, check_finite, check_integer, check_positive_float, check_shape
 from .budget import TrajectoryBudget, lipschitz_constant
 from .energies import Energy
 from .manifold import IncrementManifold
@@ -34,20 +34,24 @@ __all__ = ["MMSDivergenceError", "MinimizingMovement", "exact_trajectory"]
 
 
 class MMSDivergenceError(RuntimeError):
-    """An inner solve produced non-finite values; the run stopped with its last good state kept.
+    """An inner solve failed (non-finite values, no progress, or a cost increase) and retries did not help.
+
+    The run stopped with its last good state kept.
 
     Attributes:
         step: the MMS step (1-based) whose inner solve failed.
-        iteration: the inner iteration at which the non-finite value appeared.
+        iteration: the inner iteration at which the failure appeared.
+        reason: the inner solver's :class:`~mms_manifolds.solvers.StopReason`.
+        retries: how many fallback solvers were tried.
         result: the run's record up to the last good step (also in the checkpoint, if any).
     """
 
-    def __init__(self, step: int, iteration: int | None, result: MMSResult):
+    def __init__(self, step: int, iteration: int | None, reason: StopReason, retries: int, result: MMSResult):
         super().__init__(
-            f"MMS step {step}: the inner solver met a non-finite value at iteration {iteration}; "
-            f"the last good state (step {step - 1}) is kept in the result"
+            f"MMS step {step}: the inner solver failed at iteration {iteration} ({reason.value}) "
+            f"after {retries} retries; the last good state (step {step - 1}) is kept in the result"
         )
-        self.step, self.iteration, self.result = step, iteration, result
+        self.step, self.iteration, self.reason, self.retries, self.result = step, iteration, reason, retries, result
 
 
 def exact_trajectory(energy: Energy, metric: Metric, u0: torch.Tensor, tau: float, steps: int) -> torch.Tensor:
@@ -59,10 +63,9 @@ def exact_trajectory(energy: Energy, metric: Metric, u0: torch.Tensor, tau: floa
     tau = check_positive_float("tau", tau)
     if not energy.has_prox:
         raise ValueError(f"{type(energy).__name__} has no exact proximal map: pass a reference trajectory instead")
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps}")
+    steps = check_integer("steps", steps, minimum=0)
     states = [u0]
-    for _ in range(int(steps)):
+    for _ in range(steps):
         states.append(energy.prox(states[-1], tau, metric))
     return torch.stack(states)
 
@@ -161,6 +164,8 @@ class MinimizingMovement:
         reference: torch.Tensor | None = None,
         checkpoint: str | Path | None = None,
         progress: bool = False,
+        on_failure: str = "retry",
+        max_retries: int = 3,
     ) -> MMSResult:
         r"""Take ``steps`` MMS steps from ``theta0`` with ``solver``; return the per-step record.
 
@@ -176,6 +181,11 @@ class MinimizingMovement:
                 run started with an existing checkpoint resumes from its last step (same settings
                 required) and ends with the same numbers as an uninterrupted run.
             progress: print one line per step to standard error.
+            on_failure: what a failed inner solve (stop reason ``NON_FINITE``, ``NO_PROGRESS`` or
+                ``COST_INCREASE``; the solver has kept its last good iterate) leads to: ``"retry"``
+                solves the step again from :math:`\theta_k` with ``solver.fallback()`` (more damping,
+                a smaller rate), up to ``max_retries`` times, then raises; ``"raise"`` raises at once.
+            max_retries: fallback attempts per step with ``on_failure="retry"``.
 
         Returns:
             MMSResult.
@@ -183,11 +193,13 @@ class MinimizingMovement:
         Raises:
             ValueError: ``steps < 1``, bad ``theta0``/``reference``, a budget without convexity, or a
                 checkpoint written with other settings.
-            MMSDivergenceError: an inner solve produced non-finite values (last good state kept).
+            MMSDivergenceError: an inner solve failed and retries (if any) did not help; it names the
+                step and the iteration, and carries the record up to the last good step.
         """
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps}")
-        steps = int(steps)
+        steps = check_integer("steps", steps, minimum=1)
+        max_retries = check_integer("max_retries", max_retries, minimum=0)
+        if on_failure not in ("retry", "raise"):
+            raise ValueError(f"on_failure must be 'retry' or 'raise', got {on_failure!r}")
         if not isinstance(solver, InnerSolver):
             raise TypeError(f"solver must be an InnerSolver, got {type(solver).__name__}")
         if budget is not None and not self.certified:
@@ -204,9 +216,14 @@ class MinimizingMovement:
             theta_previous = result.thetas[-1]
             anchor = self.parametrization.value(theta_previous)
             subproblem = MMSSubproblem(self.manifold.with_anchor(anchor), self.energy, self.tau)
-            inner = solver.solve(subproblem, theta_previous, step_tolerance)
-            if inner.stop_reason is StopReason.NON_FINITE:
-                raise MMSDivergenceError(step, inner.failed_iteration, result)
+            inner, retries, attempt = solver.solve(subproblem, theta_previous, step_tolerance), 0, solver
+            while inner.stop_reason.failed and on_failure == "retry" and retries < max_retries:
+                attempt = attempt.fallback()
+                if attempt is None:
+                    break
+                inner, retries = attempt.solve(subproblem, theta_previous, step_tolerance), retries + 1
+            if inner.stop_reason.failed:
+                raise MMSDivergenceError(step, inner.failed_iteration, inner.stop_reason, retries, result)
             theta = inner.point
             u = self.parametrization.value(theta)
             residual = subproblem.residual(theta)
@@ -234,6 +251,7 @@ class MinimizingMovement:
                 exact_state,
                 energy=float(self.energy.value(u)),
                 inner_iterations=inner.iterations,
+                retries=retries,
                 wall_time=time.perf_counter() - start,
                 initial_residual=inner.residual_history[0] if inner.residual_history else math.nan,
                 residual_total=residual.total,
@@ -281,6 +299,7 @@ class MinimizingMovement:
             v0,
             energy=float(self.energy.value(u0)),
             inner_iterations=0,
+            retries=0,
             wall_time=0.0,
             initial_residual=math.nan,
             residual_total=math.nan,

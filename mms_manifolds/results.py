@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 COLUMNS = (
     "energy",
     "inner_iterations",
+    "retries",
     "wall_time",
     "initial_residual",
     "residual_total",
@@ -47,7 +48,8 @@ class MMSResult:
     r"""Per-step record of a minimizing-movement run; every column has length ``steps + 1``.
 
     Columns (numpy arrays through attributes of the same name): ``energy`` :math:`E(u_k)`,
-    ``inner_iterations``, ``wall_time`` (seconds per step), ``initial_residual`` (the tangential
+    ``inner_iterations``, ``retries`` (failed inner solves
+    retried with the solver's fallback), ``wall_time`` (seconds per step), ``initial_residual`` (the tangential
     residual of :math:`F_k` at the start of the step), ``residual_total`` :math:`\rho_k = \|r\|_M`,
     ``residual_tangential`` (inner inexactness), ``residual_normal`` (approximation error),
     ``tracking_bound`` :math:`B_k`, its parts ``bound_inexactness`` and ``bound_approximation``

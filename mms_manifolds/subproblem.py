@@ -11,6 +11,7 @@ splits :math:`M`-orthogonally into a tangential part (what more inner iterations
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -141,9 +142,14 @@ class MMSSubproblem:
         return self.residual(theta).tangential
 
     def residual(self, theta: torch.Tensor) -> Residual:
-        r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split."""
+        r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split.
+
+        All three are ``nan`` where :math:`\nabla F_k(u)` is not finite (a diverged state).
+        """
         theta = self.manifold.check_point(theta)
         _, function_gradient = self._evaluate(theta)
+        if not bool(torch.isfinite(function_gradient).all()):
+            return Residual(total=math.nan, tangential=math.nan, normal=math.nan)
         ambient = self.manifold.metric.solve(function_gradient)
         total = float(self.manifold.metric.norm(ambient))
         tangential, normal = self.manifold.split_ambient(theta, ambient)

@@ -165,9 +165,10 @@ def test_non_finite_energy_stops_with_step_and_iteration_and_keeps_the_last_stat
         return value * math.nan if calls["count"] > 40 else value
 
     flow = MinimizingMovement(problem.parametrization, CallableEnergy(exploding, convexity=1.0), problem.metric, 0.2)
-    with pytest.raises(MMSDivergenceError, match=r"MMS step \d+: .* iteration \d+") as caught:
+    with pytest.raises(MMSDivergenceError, match=r"MMS step \d+: .* iteration \d+ .*non-finite.* 3 retries") as caught:
         flow.run(problem.parametrization.initial_point(), 50, Adam(max_iterations=5), checkpoint=tmp_path / "run.npz")
     error = caught.value
+    assert error.retries == 3 and error.reason.name == "NON_FINITE"
     assert error.result.steps_done == error.step - 1
     assert torch.isfinite(error.result.thetas[-1]).all()
     assert MMSResult.load(tmp_path / "run.npz").steps_done == error.step - 1

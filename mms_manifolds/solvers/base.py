@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_positive_float
+from .._checks import check_integer, check_positive_float
 from ..subproblem import MMSSubproblem
 
 __all__ = ["InnerResult", "InnerSolver", "StopReason"]
@@ -23,11 +24,12 @@ class StopReason(enum.Enum):
     STALLED = "no decrease is possible at working precision (predicted decrease below rounding)"
     NO_PROGRESS = "no step decreased the cost (damping or line search exhausted); last good iterate kept"
     NON_FINITE = "a non-finite cost or gradient appeared; last good iterate kept"
+    COST_INCREASE = "the final cost exceeded the initial one beyond tolerance; the initial point is kept"
 
     @property
     def failed(self) -> bool:
         """Whether the stop signals a failure rather than an ordinary end."""
-        return self in (StopReason.NO_PROGRESS, StopReason.NON_FINITE)
+        return self in (StopReason.NO_PROGRESS, StopReason.NON_FINITE, StopReason.COST_INCREASE)
 
 
 @dataclass
@@ -61,17 +63,20 @@ class InnerResult:
 class InnerSolver(ABC):
     """An inner solver for one MMS step.
 
+    :meth:`solve` guards every solver the same way: a result whose final cost exceeds the initial one
+    by more than ``COST_INCREASE_TOLERANCE`` (relative) is replaced by the initial point with stop
+    reason ``COST_INCREASE``; the rejected point stays in ``extra["rejected_point"]``.
+
     Args:
         max_iterations: iteration cap (``>= 1``).
         tolerance: stop when the tangential residual is at or below it (``0`` disables).
     """
 
     name: str = "solver"
+    COST_INCREASE_TOLERANCE = 1e-10
 
     def __init__(self, max_iterations: int, tolerance: float = 0.0):
-        if int(max_iterations) != max_iterations or max_iterations < 1:
-            raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations}")
-        self.max_iterations = int(max_iterations)
+        self.max_iterations = check_integer("max_iterations", max_iterations, minimum=1)
         self.tolerance = check_positive_float("tolerance", tolerance, allow_zero=True)
 
     def solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float | None = None) -> InnerResult:
@@ -79,9 +84,25 @@ class InnerSolver(ABC):
         theta0 = subproblem.manifold.check_point(theta0, "theta0")
         target = self.tolerance if tolerance is None else check_positive_float("tolerance", tolerance, allow_zero=True)
         start = time.perf_counter()
+        initial_cost = subproblem.cost(theta0)
+        if not math.isfinite(initial_cost):
+            return InnerResult(theta0, 0, [initial_cost], [], [], time.perf_counter() - start, StopReason.NON_FINITE, 0)
         result = self._solve(subproblem, theta0.detach().clone(), target)
+        initial, final = result.cost_history[0], result.cost_history[-1]
+        if not result.stop_reason.failed and final > initial + self.COST_INCREASE_TOLERANCE * max(1.0, abs(initial)):
+            result.extra["rejected_point"] = result.point
+            result.point, result.stop_reason = theta0.detach().clone(), StopReason.COST_INCREASE
+            result.failed_iteration = result.iterations
         result.wall_time = time.perf_counter() - start
         return result
+
+    def fallback(self) -> InnerSolver | None:
+        """A more cautious copy of this solver for the driver to retry a failed step with, or ``None``.
+
+        The default has none; Gauss–Newton raises its initial damping, the learning-rate solvers
+        divide the rate by 10.
+        """
+        return None
 
     @abstractmethod
     def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:

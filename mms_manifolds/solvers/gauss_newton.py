@@ -2,11 +2,12 @@ r"""Generalized Gauss–Newton with Levenberg–Marquardt damping adapted by act
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 
-from .._checks import check_positive_float
+from .._checks import check_integer, check_positive_float
 from ..linalg import EigenFactorization, Factorization, GramOperator, make_solve_mode
 from ..metrics.base import Metric
 from ..subproblem import MMSSubproblem
@@ -74,10 +75,16 @@ class GaussNewton(InnerSolver):
     ):
         super().__init__(max_iterations, tolerance)
         self.initial_damping = check_positive_float("initial_damping", initial_damping)
-        if int(max_retries) < 1:
-            raise ValueError(f"max_retries must be >= 1, got {max_retries}")
-        self.max_retries = int(max_retries)
+        self.max_retries = check_integer("max_retries", max_retries, minimum=1)
         self.solve_mode = make_solve_mode(solve_mode)
+
+    def fallback(self) -> GaussNewton | None:
+        """The same solver with 100 times the initial Levenberg–Marquardt damping (none beyond ``1e3``)."""
+        if self.initial_damping * 100 > 1e3:
+            return None
+        cautious = copy.copy(self)
+        cautious.initial_damping = self.initial_damping * 100
+        return cautious
 
     def _model(self, subproblem: MMSSubproblem, theta: torch.Tensor) -> tuple[Factorization, float, float]:
         """Factorisation of :math:`A/s`, the scale :math:`s`, and :math:`\\operatorname{tr}(A)/p`."""

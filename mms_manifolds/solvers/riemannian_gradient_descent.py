@@ -2,6 +2,7 @@ r"""Riemannian gradient descent along geodesics: the paper's discrete companion 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -45,6 +46,14 @@ class RiemannianGradientDescent(InnerSolver):
         self.step_size = None if step_size is None else check_positive_float("step_size", step_size)
         self.use_exp, self.line_search = bool(use_exp), bool(line_search)
         self.exp_rtol = check_positive_float("exp_rtol", exp_rtol)
+
+    def fallback(self) -> RiemannianGradientDescent | None:
+        """With a fixed step: the same solver with a ten times smaller step; with a line search, none."""
+        if self.line_search or self.step_size is None:
+            return None
+        cautious = copy.copy(self)
+        cautious.step_size = self.step_size / 10
+        return cautious
 
     def _move(self, subproblem: MMSSubproblem, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         if self.use_exp:

@@ -2,12 +2,13 @@ r"""First-order baselines on raw parameters, as neural-MMS codes use them today:
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import abstractmethod
 
 import torch
 
-from .._checks import check_positive_float
+from .._checks import check_integer, check_positive_float
 from ..subproblem import MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 
@@ -29,13 +30,19 @@ class TorchOptimizerSolver(InnerSolver):
 
     def __init__(self, max_iterations: int, tolerance: float = 0.0, check_every: int = 10):
         super().__init__(max_iterations, tolerance)
-        if int(check_every) < 1:
-            raise ValueError(f"check_every must be >= 1, got {check_every}")
-        self.check_every = int(check_every)
+        self.check_every = check_integer("check_every", check_every, minimum=1)
 
     @abstractmethod
     def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
         """The ``torch.optim`` optimiser over the single flat ``parameter``."""
+
+    def fallback(self) -> TorchOptimizerSolver | None:
+        """The same solver with a ten times smaller learning rate (``None`` for rate-free optimisers)."""
+        if not hasattr(self, "lr"):
+            return None
+        cautious = copy.copy(self)
+        cautious.lr = self.lr / 10
+        return cautious
 
     def _parameter(self, subproblem: MMSSubproblem, theta0: torch.Tensor) -> torch.Tensor:
         """The leaf tensor the optimiser updates, a copy of ``theta0`` (subclasses may attach a manifold)."""
@@ -164,9 +171,7 @@ class LBFGS(TorchOptimizerSolver):
     ):
         super().__init__(max_iterations, tolerance, check_every)
         self.lr = check_positive_float("lr", lr)
-        if int(history_size) < 1:
-            raise ValueError(f"history_size must be >= 1, got {history_size}")
-        self.history_size = int(history_size)
+        self.history_size = check_integer("history_size", history_size, minimum=1)
 
     def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
         return torch.optim.LBFGS(
