@@ -36,6 +36,8 @@ COLUMNS = (
     "bound_approximation",
     "trajectory_error",
     "step_tolerance",
+    "jacobian_rank",
+    "jacobian_sigma_min",
 )
 
 
