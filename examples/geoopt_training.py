@@ -2,9 +2,9 @@
 
 import geoopt
 import torch
-from mms_manifolds.adapters import network_parameter
 
 from mms_manifolds import L2Metric
+from mms_manifolds.adapters import network_parameter
 from mms_manifolds.grids import trapezoid_weights
 
 torch.manual_seed(0)

@@ -4,11 +4,11 @@ import autograd.numpy as anp
 import numpy as np
 import pymanopt
 import torch
-from mms_manifolds.adapters import PymanoptIncrementManifold
 from pymanopt.manifolds import Euclidean, Product
 from pymanopt.optimizers import ConjugateGradient, TrustRegions
 
 from mms_manifolds import IncrementManifold, L2Metric, TorchParametrization
+from mms_manifolds.adapters import PymanoptIncrementManifold
 from mms_manifolds.grids import trapezoid_weights
 
 torch.manual_seed(0)

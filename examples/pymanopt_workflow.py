@@ -1,10 +1,10 @@
 """An existing pymanopt workflow gains the increment manifold in a few lines: one MMS step with TrustRegions."""
 
 import torch
-from mms_manifolds.adapters import PymanoptIncrementManifold, make_problem
 from pymanopt.optimizers import TrustRegions
 
 from mms_manifolds import L2Metric, L2Regression, MinimizingMovement, MMSSubproblem, TorchParametrization
+from mms_manifolds.adapters import PymanoptIncrementManifold, make_problem
 from mms_manifolds.grids import trapezoid_weights
 
 torch.manual_seed(0)

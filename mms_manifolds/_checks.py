@@ -18,6 +18,7 @@ __all__ = [
     "check_finite",
     "check_integer",
     "check_positive_float",
+    "check_real_tensor",
     "check_shape",
     "check_vector",
 ]
@@ -53,7 +54,9 @@ def check_shape(name: str, value: torch.Tensor, shape: Sequence[int]) -> torch.T
 
 
 def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
-    """Raise ``ValueError`` if ``value`` holds NaN or infinite entries."""
+    """Raise ``ValueError`` if ``value`` holds NaN or infinite entries (or lives on the data-less meta device)."""
+    if value.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device and holds no values")
     if not bool(torch.isfinite(value).all()):
         count = int((~torch.isfinite(value)).sum())
         raise ValueError(f"{name} contains {count} non-finite value(s) (NaN or inf)")
@@ -82,12 +85,33 @@ def check_positive_float(name: str, value: object, *, allow_zero: bool = False) 
 
 
 def check_integer(name: str, value: object, *, minimum: int) -> int:
-    """Return ``value`` as an int, raising ``TypeError`` unless it is an integer and ``ValueError`` below ``minimum``."""
+    """Return ``value`` as an int, raising ``TypeError`` unless it is an integer and ``ValueError`` below ``minimum``.
+
+    Floats are refused even when whole (``1e308`` would be a silent endless loop, not a count).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise TypeError(f"{name} must be an integer, got {value!r}")
+        raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def check_real_tensor(name: str, value: object, *, ndim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """Validate a data tensor: a ``torch.Tensor`` of real floating dtype, ``ndim`` dimensions, non-empty, finite.
+
+    Raises:
+        TypeError: not a tensor, or an integer, boolean or complex dtype.
+        ValueError: wrong number of dimensions, no entries, meta device, or non-finite values.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a real floating dtype, got {value.dtype}")
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if allowed is not None and value.ndim not in allowed:
+        raise ValueError(
+            f"{name} must have {' or '.join(map(str, allowed))} dimension(s), got shape {tuple(value.shape)}"
+        )
+    if value.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(value.shape)})")
+    return check_finite(name, value)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.func import grad, jvp
 
-from ._checks import check_finite, check_positive_float
+from ._checks import check_positive_float, check_real_tensor
 from .metrics.base import Metric
 
 __all__ = [
@@ -110,9 +110,7 @@ class L2Regression(Energy):
     """
 
     def __init__(self, target: torch.Tensor, metric: Metric):
-        if not isinstance(target, torch.Tensor) or target.ndim != 2:
-            raise ValueError("target must be a tensor of shape (N, m)")
-        self.target = check_finite("target", target)
+        self.target = check_real_tensor("target", target, ndim=2)
         self.metric = metric
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
@@ -156,9 +154,10 @@ class DirichletEnergy(Energy):
     """
 
     def __init__(self, stiffness: torch.Tensor):
-        if not isinstance(stiffness, torch.Tensor) or stiffness.ndim != 2 or stiffness.shape[0] != stiffness.shape[1]:
-            raise ValueError("stiffness must be a square tensor of shape (N, N)")
-        self.stiffness = check_finite("stiffness", stiffness)
+        check_real_tensor("stiffness", stiffness, ndim=2)
+        if stiffness.shape[0] != stiffness.shape[1]:
+            raise ValueError(f"stiffness must be square, got shape {tuple(stiffness.shape)}")
+        self.stiffness = stiffness
 
     def _check(self, u: torch.Tensor) -> None:
         if u.ndim != 2 or u.shape[0] != self.stiffness.shape[0]:
@@ -204,11 +203,15 @@ class GinzburgLandau(Energy):
 
     def __init__(self, epsilon: float, stiffness: torch.Tensor, weights: torch.Tensor):
         self.epsilon = check_positive_float("epsilon", epsilon)
-        if stiffness.ndim != 2 or stiffness.shape != (weights.shape[0], weights.shape[0]):
+        if self.epsilon > 1e100:
+            raise ValueError(f"epsilon = {self.epsilon:.3g} is too large: epsilon^2 would overflow")
+        check_real_tensor("weights", weights, ndim=1)
+        check_real_tensor("stiffness", stiffness, ndim=2)
+        if stiffness.shape != (weights.shape[0], weights.shape[0]):
             raise ValueError(f"stiffness has shape {tuple(stiffness.shape)}, expected {(weights.shape[0],) * 2}")
         if bool((weights <= 0).any()):
             raise ValueError("weights must be strictly positive")
-        self.stiffness, self.weights = check_finite("stiffness", stiffness), check_finite("weights", weights)
+        self.stiffness, self.weights = stiffness, weights
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
         bulk = (self.weights.unsqueeze(-1) * (u**2 - 1) ** 2).sum() / 4

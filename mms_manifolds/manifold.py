@@ -54,6 +54,16 @@ def check_transport_kind(kind: str) -> str:
     return kind
 
 
+def _finite_result(method: str, value: torch.Tensor) -> torch.Tensor:
+    """Return ``value``, raising ``ValueError`` if finite inputs overflowed to non-finite results."""
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(
+            f"IncrementManifold.{method} overflowed: finite inputs (theta, tangent or ambient vectors) gave "
+            "non-finite values; rescale them"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Geodesic:
     r"""End state of a geodesic :math:`\gamma(t)` with :math:`\gamma(0) = \theta`, :math:`\gamma'(0) = \xi`.
@@ -235,18 +245,18 @@ class IncrementManifold:
     def increment(self, theta: torch.Tensor) -> torch.Tensor:
         r""":math:`\phi(\theta) - u_k`, shape ``(N, m)``."""
         theta = self.check_point(theta)
-        return self.parametrization.value(theta) - self.anchor
+        return _finite_result("increment", self.parametrization.value(theta) - self.anchor)
 
     def to_ambient(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Function-space image :math:`J(\theta)\xi`, shape ``(N, m)``."""
-        return self.parametrization.jvp(self.check_point(theta), self.check_tangent(xi))
+        return _finite_result("to_ambient", self.parametrization.jvp(self.check_point(theta), self.check_tangent(xi)))
 
     def inner(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         r""":math:`g_\theta(\xi, \eta) = \langle J\xi, J\eta\rangle_M + \lambda_d\,\xi\cdot\eta` (scalar tensor)."""
         theta, xi, eta = self.check_point(theta), self.check_tangent(xi), self.check_tangent(eta, "eta")
         jacobian_xi = self.parametrization.jvp(theta, xi)
         jacobian_eta = jacobian_xi if eta is xi else self.parametrization.jvp(theta, eta)
-        return self.metric.inner(jacobian_xi, jacobian_eta) + self.damping * (xi @ eta)
+        return _finite_result("inner", self.metric.inner(jacobian_xi, jacobian_eta) + self.damping * (xi @ eta))
 
     def norm(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r""":math:`\sqrt{g_\theta(\xi, \xi)}`."""
@@ -256,20 +266,20 @@ class IncrementManifold:
         r""":math:`G(\theta)\xi = J^\top M J\xi + \lambda_d\xi`, shape ``(p,)``."""
         theta, xi = self.check_point(theta), self.check_tangent(xi)
         operator, _ = self._factorization(theta)
-        return operator.matvec(xi) + self.damping * xi
+        return _finite_result("metric_matvec", operator.matvec(xi) + self.damping * xi)
 
     def solve_metric(self, theta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         r""":math:`G(\theta)^{-1}g`, shape ``(p,)`` (truncated pseudo-inverse in dense mode when :math:`\lambda_d = 0`)."""
-        return self._solve(self.check_point(theta), self.check_tangent(g, "g"))
+        return _finite_result("solve_metric", self._solve(self.check_point(theta), self.check_tangent(g, "g")))
 
     def egrad2rgrad(self, theta: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
         r"""Riemannian gradient :math:`G^{-1}\nabla_\theta f` from the Euclidean gradient ``egrad`` (shape ``(p,)``)."""
-        return self._solve(self.check_point(theta), self.check_tangent(egrad, "egrad"))
+        return _finite_result("egrad2rgrad", self._solve(self.check_point(theta), self.check_tangent(egrad, "egrad")))
 
     def christoffel(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         r""":math:`\Gamma_\theta(\xi, \eta) = G^{-1}J^\top M\,D^2\phi[\xi, \eta]`, shape ``(p,)``."""
         theta, xi, eta = self.check_point(theta), self.check_tangent(xi), self.check_tangent(eta, "eta")
-        return self._christoffel(theta, xi, eta)
+        return _finite_result("christoffel", self._christoffel(theta, xi, eta))
 
     def _christoffel(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         acceleration = self.parametrization.second_derivative(theta, xi, eta)
@@ -295,7 +305,7 @@ class IncrementManifold:
         rgrad = self._solve(theta, egrad)
         weighted_image = self.metric.apply(self.parametrization.jvp(theta, rgrad))
         curvature = self.parametrization.second_derivative_adjoint(theta, xi, weighted_image)
-        return self._solve(theta, ehess_xi - curvature)
+        return _finite_result("rhess", self._solve(theta, ehess_xi - curvature))
 
     def project(self, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r"""Tangent coordinates of an ambient vector: :math:`G^{-1}J^\top M v`, ``(N, m) -> (p,)``.
@@ -304,7 +314,7 @@ class IncrementManifold:
         :math:`M`-orthogonal projection of :math:`v` onto :math:`\operatorname{range} J`.
         """
         theta, v = self.check_point(theta), self._check_ambient(v, "v")
-        return self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(v)))
+        return _finite_result("project", self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(v))))
 
     def split_ambient(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
         r""":math:`M`-orthogonal split of :math:`v`: ``(||P_T v||_M, ||v - P_T v||_M)``, :math:`P_T` onto :math:`\operatorname{range} J`.
@@ -335,12 +345,12 @@ class IncrementManifold:
 
     def retract(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Chart retraction :math:`R_\theta(\xi) = \theta + \xi` (first order)."""
-        return self.check_point(theta) + self.check_tangent(xi)
+        return _finite_result("retract", self.check_point(theta) + self.check_tangent(xi))
 
     def retract_second_order(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Second-order retraction :math:`\theta + \xi - \tfrac12\Gamma_\theta(\xi, \xi)`: agrees with :math:`\exp` to :math:`O(|\xi|^3)`."""
         theta, xi = self.check_point(theta), self.check_tangent(xi)
-        return theta + xi - 0.5 * self._christoffel(theta, xi, xi)
+        return _finite_result("retract_second_order", theta + xi - 0.5 * self._christoffel(theta, xi, xi))
 
     def geodesic(
         self, theta: torch.Tensor, xi: torch.Tensor, time: float = 1.0, *, rtol: float = 1e-10, atol: float = 1e-12
@@ -390,7 +400,9 @@ class IncrementManifold:
         if check_transport_kind(kind) == "identity":
             return xi.clone()
         image = self.parametrization.jvp(theta1, xi)
-        return self._solve(theta2, self.parametrization.vjp(theta2, self.metric.apply(image)))
+        return _finite_result(
+            "transport", self._solve(theta2, self.parametrization.vjp(theta2, self.metric.apply(image)))
+        )
 
     def dist(self, theta1: torch.Tensor, theta2: torch.Tensor) -> torch.Tensor:
         r"""Function-space chordal distance :math:`\|\phi(\theta_1) - \phi(\theta_2)\|_M`.
@@ -399,7 +411,9 @@ class IncrementManifold:
         than a curve on the manifold); it is not the Riemannian distance.
         """
         theta1, theta2 = self.check_point(theta1, "theta1"), self.check_point(theta2, "theta2")
-        return self.metric.norm(self.parametrization.value(theta1) - self.parametrization.value(theta2))
+        return _finite_result(
+            "dist", self.metric.norm(self.parametrization.value(theta1) - self.parametrization.value(theta2))
+        )
 
     def random_point(self, generator: torch.Generator | None = None, scale: float = 0.1) -> torch.Tensor:
         r"""``initial_point + scale * z``, :math:`z \sim N(0, I_p)` drawn from ``generator``."""

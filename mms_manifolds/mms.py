@@ -211,6 +211,8 @@ class MinimizingMovement:
         if budget is not None and not self.certified:
             raise ValueError("a TrajectoryBudget needs the energy's convexity modulus (it is None)")
         theta0 = self.manifold.check_point(theta0, "theta0")
+        if not math.isfinite(float(self.energy.value(self.parametrization.value(theta0)))):
+            raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
         metadata = self._metadata(steps, solver, budget)
         result = self._resume_or_start(theta0, reference, metadata, checkpoint)

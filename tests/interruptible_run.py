@@ -9,9 +9,9 @@ import torch
 
 torch.set_default_dtype(torch.float64)
 
-from problems import regression_flow  # noqa: E402
-
 from mms_manifolds import GaussNewton  # noqa: E402
+
+from problems import regression_flow  # noqa: E402
 
 if __name__ == "__main__":
     flow = regression_flow(widths=(1, 16, 16, 1), count=96)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from cases import mlp
 
 from mms_manifolds import (
     DirichletEnergy,
@@ -16,6 +15,8 @@ from mms_manifolds import (
     TorchParametrization,
 )
 from mms_manifolds.grids import grid_spacing, stiffness_1d, trapezoid_weights, uniform_nodes
+
+from cases import mlp
 
 
 def regression_flow(

@@ -4,11 +4,12 @@ import geoopt
 import numpy as np
 import pytest
 import torch
-from cases import mlp, nodes_1d
-from mms_manifolds.adapters import GeooptIncrementManifold, GeooptSolver, network_parameter
-from problems import regression_flow
 
 from mms_manifolds import MMSSubproblem
+from mms_manifolds.adapters import GeooptIncrementManifold, GeooptSolver, network_parameter
+
+from cases import mlp, nodes_1d
+from problems import regression_flow
 
 
 def _subproblem():

@@ -9,16 +9,17 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pymanopt
-import pymanopt_numpy2
 import pytest
 import torch
-from mms_manifolds.adapters import PymanoptIncrementManifold, PymanoptSolver, make_problem
-from problems import linear_regression_flow, regression_flow
 from pymanopt.manifolds import Euclidean, Product
 from pymanopt.optimizers import ConjugateGradient, NelderMead, ParticleSwarm, SteepestDescent, TrustRegions
 from pymanopt.tools import diagnostics
 
 from mms_manifolds import AutogradParametrization, IncrementManifold, L2Metric, L2Regression, MMSSubproblem
+from mms_manifolds.adapters import PymanoptIncrementManifold, PymanoptSolver, make_problem
+
+import pymanopt_numpy2
+from problems import linear_regression_flow, regression_flow
 
 pymanopt_numpy2.install()
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from problems import heat_flow, linear_regression_flow, regression_flow
 
 from mms_manifolds import (
     LBFGS,
@@ -26,6 +25,8 @@ from mms_manifolds import (
     TrajectoryBudget,
 )
 from mms_manifolds.grids import stiffness_1d
+
+from problems import heat_flow, linear_regression_flow, regression_flow
 
 SOLVERS = {
     "gn-1": lambda: GaussNewton(max_iterations=1),

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from cases import random_spd
 from torch.func import grad, jvp
 
 from mms_manifolds import (
@@ -18,6 +17,8 @@ from mms_manifolds import (
     exact_trajectory,
 )
 from mms_manifolds.grids import grid_spacing, stiffness_1d, stiffness_2d, trapezoid_weights, uniform_nodes
+
+from cases import random_spd
 
 
 def _energies():

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from cases import mlp_parametrization, random_spd
 
 from mms_manifolds import FunctionParametrization, IncrementManifold, L2Metric, LinearParametrization, MatrixMetric
+
+from cases import mlp_parametrization, random_spd
 
 
 def _m_orthonormal(metric_matrix, count, seed):

@@ -8,13 +8,14 @@ import math
 
 import pytest
 import torch
-from cases import CASES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import jacfwd, jvp
 
 from mms_manifolds import IncrementManifold
 from mms_manifolds.testing import taylor_slope
+
+from cases import CASES
 
 SEEDS = st.integers(0, 2**12)
 MODES = ["dense", "woodbury", "cg"]
@@ -164,10 +165,10 @@ def test_retractions_agree_with_exp_to_first_and_second_order(case):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_float32_model_works_with_documented_accuracy(mode):
-    from cases import mlp_parametrization
-
     from mms_manifolds import L2Metric
     from mms_manifolds.grids import trapezoid_weights
+
+    from cases import mlp_parametrization
 
     single = mlp_parametrization(0, dtype=torch.float32)
     double = mlp_parametrization(0)

@@ -3,10 +3,11 @@
 import pytest
 import scipy.sparse
 import torch
-from cases import mlp_parametrization, random_spd
 
 from mms_manifolds import IncrementManifold, L2Metric, MatrixMetric, Metric, SobolevMetric
 from mms_manifolds.grids import stiffness_1d, trapezoid_weights
+
+from cases import mlp_parametrization, random_spd
 
 
 class ExponentialWeights(Metric):
@@ -68,7 +69,7 @@ def test_sobolev_matches_its_definition():
     [
         (lambda: L2Metric(torch.tensor([1.0, 0.0])), "strictly positive"),
         (lambda: L2Metric(torch.tensor([1.0, float("inf")])), "non-finite"),
-        (lambda: L2Metric(torch.ones(2, 2)), "1-D"),
+        (lambda: L2Metric(torch.ones(2, 2)), "1 dimension"),
         (lambda: MatrixMetric(torch.tensor([[1.0, 2.0], [0.0, 1.0]])), "not symmetric"),
         (lambda: MatrixMetric(torch.tensor([[1.0, 2.0], [2.0, 1.0]])), "not positive definite"),
         (lambda: MatrixMetric(torch.ones(2, 3)), "square"),

@@ -4,11 +4,12 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 import torch
-from cases import mlp, mlp_parametrization, nodes_1d
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mms_manifolds import AutogradParametrization, LinearParametrization, TorchParametrization
+
+from cases import mlp, mlp_parametrization, nodes_1d
 
 SEEDS = st.integers(0, 2**16)
 

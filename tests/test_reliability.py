@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases import mlp
-from problems import regression_flow
 
 from mms_manifolds import (
     SGD,
@@ -27,6 +25,9 @@ from mms_manifolds import (
     TorchParametrization,
 )
 from mms_manifolds.grids import trapezoid_weights
+
+from cases import mlp
+from problems import regression_flow
 
 HERE = Path(__file__).parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_finite
+from .._checks import check_real_tensor
 from .base import Metric
 
 __all__ = ["L2Metric"]
@@ -20,13 +20,12 @@ class L2Metric(Metric):
             ``volume / N`` for Monte Carlo nodes).
 
     Raises:
+        TypeError: ``weights`` is not a real floating tensor.
         ValueError: ``weights`` is not 1-D, is empty, or has a non-finite or non-positive entry.
     """
 
     def __init__(self, weights: torch.Tensor):
-        if not isinstance(weights, torch.Tensor) or weights.ndim != 1 or weights.numel() == 0:
-            raise ValueError("weights must be a non-empty 1-D tensor of shape (N,)")
-        check_finite("weights", weights)
+        check_real_tensor("weights", weights, ndim=1)
         if bool((weights <= 0).any()):
             raise ValueError(f"weights must be strictly positive; {int((weights <= 0).sum())} entries are <= 0")
         self.weights = weights

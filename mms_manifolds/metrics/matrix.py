@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._checks import check_finite
+from .._checks import check_positive_float, check_real_tensor
 from .base import Metric
 
 __all__ = ["MatrixMetric", "SobolevMetric"]
@@ -16,13 +16,20 @@ _MAX_DENSE_CHECK = 6000
 def _to_torch_matrix(matrix: object) -> torch.Tensor:
     """Accept a torch tensor (dense or sparse) or a scipy sparse matrix; return a torch matrix."""
     if isinstance(matrix, torch.Tensor):
+        if matrix.device.type == "meta":
+            raise ValueError("matrix is on the meta device and holds no values")
         return matrix
     if hasattr(matrix, "tocoo"):
         coo = matrix.tocoo()
         indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
         values = torch.as_tensor(coo.data, dtype=torch.float64)
         return torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=True).coalesce()
-    return torch.as_tensor(matrix, dtype=torch.float64)
+    try:
+        return torch.as_tensor(matrix, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"matrix must be a tensor, an array or a scipy sparse matrix, got {type(matrix).__name__}"
+        ) from error
 
 
 class MatrixMetric(Metric):
@@ -42,12 +49,11 @@ class MatrixMetric(Metric):
 
     def __init__(self, matrix: object):
         matrix = _to_torch_matrix(matrix)
-        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-            raise ValueError(f"matrix must be square and non-empty, got shape {tuple(matrix.shape)}")
-        self.matrix = matrix
         self.is_sparse = matrix.layout != torch.strided
-        dense = matrix.to_dense() if self.is_sparse else matrix
-        check_finite("matrix", dense)
+        dense = check_real_tensor("matrix", matrix.to_dense() if self.is_sparse else matrix, ndim=2)
+        if matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"matrix must be square, got shape {tuple(matrix.shape)}")
+        self.matrix = matrix
         scale = float(dense.abs().max())
         if float((dense - dense.T).abs().max()) > 1e-10 * max(scale, 1.0):
             raise ValueError("matrix is not symmetric: a metric must be symmetric positive definite")
@@ -119,14 +125,12 @@ class SobolevMetric(MatrixMetric):
 
     def __init__(self, weights: torch.Tensor, stiffness: object, alpha: float = 1.0):
         stiffness = _to_torch_matrix(stiffness)
-        if not isinstance(weights, torch.Tensor) or weights.ndim != 1:
-            raise ValueError("weights must be a 1-D tensor of shape (N,)")
+        check_real_tensor("weights", weights, ndim=1)
         if stiffness.shape != (weights.shape[0], weights.shape[0]):
             raise ValueError(f"stiffness has shape {tuple(stiffness.shape)}, expected {(weights.shape[0],) * 2}")
-        if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
+        alpha = check_positive_float("alpha", alpha)
         if bool((weights <= 0).any()):
             raise ValueError("weights must be strictly positive")
-        self.weights, self.stiffness, self.alpha = weights, stiffness, float(alpha)
+        self.weights, self.stiffness, self.alpha = weights, stiffness, alpha
         dense_stiffness = stiffness.to_dense() if stiffness.layout != torch.strided else stiffness
         super().__init__(torch.diag(weights) + self.alpha * dense_stiffness.to(weights.dtype))

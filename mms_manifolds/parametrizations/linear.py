@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_finite
+from .._checks import check_real_tensor
 from .torch_function import FunctionParametrization
 
 __all__ = ["LinearParametrization"]
@@ -26,9 +26,7 @@ class LinearParametrization(FunctionParametrization):
     """
 
     def __init__(self, basis: torch.Tensor, initial_point: torch.Tensor | None = None):
-        if not isinstance(basis, torch.Tensor) or basis.ndim not in (2, 3) or not basis.is_floating_point():
-            raise ValueError("basis must be a floating tensor of shape (N, p) or (N, m, p)")
-        check_finite("basis", basis)
+        check_real_tensor("basis", basis, ndim=(2, 3))
         self.basis = basis if basis.ndim == 3 else basis.unsqueeze(1)
         if initial_point is None:
             initial_point = torch.zeros(self.basis.shape[-1], dtype=basis.dtype, device=basis.device)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.func import jacfwd, jacrev, jvp, vjp
 
-from .._checks import check_finite
+from .._checks import check_finite, check_real_tensor
 from .base import Parametrization
 
 __all__ = ["FunctionParametrization"]
@@ -42,20 +42,17 @@ class FunctionParametrization(Parametrization):
     """
 
     def __init__(self, function: Callable[[torch.Tensor], torch.Tensor], initial_point: torch.Tensor):
-        if (
-            not isinstance(initial_point, torch.Tensor)
-            or initial_point.ndim != 1
-            or not initial_point.is_floating_point()
-        ):
-            raise ValueError("initial_point must be a 1-D floating-point tensor of parameters")
-        check_finite("initial_point", initial_point)
+        check_real_tensor("initial_point", initial_point, ndim=1)
         self._function = function
         self._initial_point = initial_point.detach().clone()
         self.num_parameters = initial_point.numel()
         self.dtype = initial_point.dtype
         self.device = initial_point.device
-        with torch.no_grad():
-            output = function(self._initial_point)
+        try:
+            with torch.no_grad():
+                output = function(self._initial_point)
+        except RuntimeError as error:
+            raise ValueError(f"function(initial_point) could not be evaluated: {error}") from error
         if not isinstance(output, torch.Tensor) or output.ndim not in (1, 2):
             raise ValueError("function must return a tensor of shape (N,) or (N, m)")
         if output.dtype != self.dtype:

@@ -52,7 +52,7 @@ class TorchParametrization(FunctionParametrization):
         if not dtype.is_floating_point:
             raise ValueError(f"module parameters must be floating point, got {dtype}")
         if not isinstance(nodes, torch.Tensor):
-            raise ValueError("nodes must be a torch.Tensor")
+            raise TypeError(f"nodes must be a torch.Tensor, got {type(nodes).__name__}")
         if nodes.dtype != dtype or nodes.device != device:
             raise ValueError(
                 f"nodes have dtype {nodes.dtype} on {nodes.device}, the module's parameters {dtype} on {device}"
@@ -71,7 +71,12 @@ class TorchParametrization(FunctionParametrization):
         def forward(theta: torch.Tensor) -> torch.Tensor:
             return functional_call(module, {**buffers, **frozen, **self.unflatten(theta)}, (nodes,))
 
-        super().__init__(forward, parameters_to_vector([p for _, p in named]).detach())
+        try:
+            super().__init__(forward, parameters_to_vector([p for _, p in named]).detach())
+        except ValueError as error:
+            raise ValueError(
+                f"the module cannot be evaluated at nodes of shape {tuple(nodes.shape)}: {error}"
+            ) from error
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a flat vector of shape ``(p,)`` into the module's named parameter tensors."""

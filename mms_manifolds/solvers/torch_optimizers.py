@@ -136,9 +136,9 @@ class SGD(TorchOptimizerSolver):
     ):
         super().__init__(max_iterations, tolerance, check_every)
         self.lr = check_positive_float("lr", lr)
-        if not 0.0 <= momentum < 1.0:
+        self.momentum = check_positive_float("momentum", momentum, allow_zero=True)
+        if self.momentum >= 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.momentum = float(momentum)
 
     def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
         return torch.optim.SGD([parameter], lr=self.lr, momentum=self.momentum)
