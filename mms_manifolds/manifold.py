@@ -19,7 +19,15 @@ import torch
 
 from ._checks import as_tensor, check_finite, check_positive_float, check_shape
 from .diagnostics import JacobianDiagnostics
-from .linalg import AutoSolve, Factorization, GramOperator, make_solve_mode
+from .linalg import (
+    AutoSolve,
+    ConjugateGradientSolve,
+    DenseSolve,
+    Factorization,
+    GramOperator,
+    WoodburySolve,
+    make_solve_mode,
+)
 from .metrics.base import Metric
 from .ode import integrate_dormand_prince
 from .parametrizations.base import Parametrization
@@ -177,9 +185,10 @@ class IncrementManifold:
     def _trace_estimate(self) -> float:
         r""":math:`\operatorname{tr}(J^\top M J)` at the initial point: exact if :math:`J` may be formed, else Hutchinson."""
         operator = GramOperator(self.parametrization, self.metric, self.parametrization.initial_point())
-        return operator.trace(exact=self._mode_for_size().name != "cg")
+        return operator.trace(exact=self.selected_solve_mode().name != "cg")
 
-    def _mode_for_size(self):
+    def selected_solve_mode(self) -> DenseSolve | WoodburySolve | ConjugateGradientSolve:
+        """The solve mode in use: the automatic choice for this size, or the one given."""
         if isinstance(self.solve_mode, AutoSolve):
             mode, _ = self.solve_mode.select(
                 self.dim, self.parametrization.ambient_dimension, self.parametrization.dtype.itemsize
@@ -199,7 +208,7 @@ class IncrementManifold:
 
     def solve_mode_name(self) -> str:
         """Name of the solve mode in use (after the automatic choice)."""
-        return self._mode_for_size().name
+        return self.selected_solve_mode().name
 
     # ------------------------------------------------------------------------------ internals
 
@@ -220,7 +229,7 @@ class IncrementManifold:
         if self._cache is not None and torch.equal(self._cache[0], theta):
             return self._cache[1], self._cache[2]
         operator = GramOperator(self.parametrization, self.metric, theta.detach().clone())
-        factorization = self._mode_for_size().factorize(operator)
+        factorization = self.selected_solve_mode().factorize(operator)
         self._cache = (operator.theta, operator, factorization)
         return operator, factorization
 
@@ -332,8 +341,7 @@ class IncrementManifold:
             xi = self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(v)))
             image = self.parametrization.jvp(theta, xi)
             return float(self.metric.norm(image)), float(self.metric.norm(v - image))
-        whitened = operator.whitened_jacobian()
-        left, singular, _ = torch.linalg.svd(whitened, full_matrices=False)
+        left, singular, _ = operator.whitened_svd()
         keep = singular > torch.finfo(singular.dtype).eps ** 0.5 * float(singular.max())
         target = self.metric.whiten(v)
         tangential = left[:, keep] @ (left[:, keep].T @ target)
@@ -439,7 +447,7 @@ class IncrementManifold:
         """
         theta = self.check_point(theta)
         operator, _ = self._factorization(theta)
-        singular = torch.linalg.svdvals(operator.whitened_jacobian())
+        singular = operator.whitened_svd()[1]
         sigma_max = float(singular.max())
         tolerance = self._rank_tolerance(singular)
         rank = int((singular > tolerance).sum())

@@ -94,6 +94,10 @@ class MMSSubproblem:
             self._cache = (theta.detach().clone(), u, self.function_gradient(u))
         return self._cache[1], self._cache[2]
 
+    def node_values(self, theta: torch.Tensor) -> torch.Tensor:
+        r""":math:`u = \phi(\theta)`, shape ``(N, m)``, from the one-entry cache."""
+        return self._evaluate(self.manifold.check_point(theta))[0]
+
     def cost(self, theta: torch.Tensor) -> float:
         r""":math:`f(\theta) = F_k(\phi(\theta))`."""
         theta = self.manifold.check_point(theta)

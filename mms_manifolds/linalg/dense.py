@@ -78,9 +78,8 @@ class DenseSolve:
     name: str = "dense"
 
     def factorize(self, operator: GramOperator) -> Factorization:
-        whitened = operator.whitened_jacobian()
-        _, singular_values, right_transposed = torch.linalg.svd(whitened, full_matrices=False)
+        _, singular_values, right_transposed = operator.whitened_svd()
         rtol = self.pseudo_inverse_rtol
         if rtol is None:
-            rtol = torch.finfo(whitened.dtype).eps ** 0.5
+            rtol = torch.finfo(singular_values.dtype).eps ** 0.5
         return _DenseFactorization(singular_values, right_transposed.T, rtol * float(singular_values.max()))

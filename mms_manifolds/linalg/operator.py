@@ -40,6 +40,7 @@ class GramOperator:
         self.theta = theta
         self._jacobian = jacobian
         self._whitened_jacobian: torch.Tensor | None = None
+        self._svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.jacobian_evaluations = 0
 
     @property
@@ -66,6 +67,15 @@ class GramOperator:
         if self._whitened_jacobian is None:
             self._whitened_jacobian = self.weight.whiten(self.jacobian().movedim(-1, 0)).T.contiguous()
         return self._whitened_jacobian
+
+    def whitened_svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""Thin SVD :math:`B = U\Sigma V^\top` of the whitened Jacobian, ``(U, S, Vh)``; computed once.
+
+        The dense solve, the residual split and the diagnostics all read it.
+        """
+        if self._svd is None:
+            self._svd = torch.linalg.svd(self.whitened_jacobian(), full_matrices=False)
+        return self._svd
 
     def gram_matrix(self) -> torch.Tensor:
         r""":math:`J^\top W J` as a dense ``(p, p)`` matrix, from :math:`W` applied to the columns of :math:`J` (no factor of :math:`W` needed)."""

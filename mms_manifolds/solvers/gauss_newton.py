@@ -96,9 +96,8 @@ class GaussNewton(InnerSolver):
             factorization = manifold.metric_factorization(theta)
             mean_eigenvalue = scale * metric_operator.trace(exact=factorization.mode != "cg") / manifold.dim
             return factorization, scale, mean_eigenvalue
-        u, _ = subproblem._evaluate(theta)
-        weight = _StepHessian(subproblem, u)
-        mode = self.solve_mode if self.solve_mode.name != "auto" else manifold._mode_for_size()
+        weight = _StepHessian(subproblem, subproblem.node_values(theta))
+        mode = self.solve_mode if self.solve_mode.name != "auto" else manifold.selected_solve_mode()
         if mode.name == "cg":
             operator = GramOperator(manifold.parametrization, weight, theta)
             factorization = mode.factorize(operator)
