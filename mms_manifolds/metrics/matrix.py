@@ -39,6 +39,9 @@ class MatrixMetric(Metric):
     (mass or stiffness-plus-mass matrices); a full matrix of shape ``(Nm, Nm)`` acts on the
     flattened values.
 
+    A sparse matrix is applied sparsely; :meth:`solve` and :meth:`whiten` factor a dense copy
+    (Cholesky, once per dtype and device), which limits them to sizes of a few thousand.
+
     Args:
         matrix: :math:`A`, dense or sparse (torch sparse COO/CSR, or any scipy sparse matrix), square.
 
