@@ -272,6 +272,14 @@ class PymanoptSolver(InnerSolver):
         self.transport_kind = transport_kind
         self.name = f"pymanopt-{type(optimizer).__name__}"
 
+    def __repr__(self) -> str:
+        optimizer = self.optimizer
+        return (
+            f"PymanoptSolver({type(optimizer).__name__}, max_iterations={self.max_iterations}, "
+            f"min_gradient_norm={self.tolerance}, min_step_size={optimizer._min_step_size}, "
+            f"transport_kind={self.transport_kind!r})"
+        )
+
     def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
         manifold = PymanoptIncrementManifold(subproblem.manifold, transport_kind=self.transport_kind)
         problem = make_problem(subproblem, manifold)

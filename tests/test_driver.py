@@ -225,6 +225,8 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path):
     assert np.array_equal(resumed.tracking_bound, uninterrupted.tracking_bound)
     with pytest.raises(ValueError, match="tau"):
         regression_flow(tau=0.3).run(theta0, 5, GaussNewton(max_iterations=3), checkpoint=path)
+    with pytest.raises(ValueError, match="solver"):
+        problem.run(theta0, 5, GaussNewton(max_iterations=3, initial_damping=1e-2), checkpoint=path)
 
 
 def test_demo_command_runs(tmp_path):

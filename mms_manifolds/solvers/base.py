@@ -109,4 +109,6 @@ class InnerSolver(ABC):
         """The iteration itself; ``wall_time`` is filled in by :meth:`solve`."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(max_iterations={self.max_iterations}, tolerance={self.tolerance})"
+        """Every public setting, sorted: the driver compares it when resuming from a checkpoint."""
+        settings = ", ".join(f"{key}={value!r}" for key, value in sorted(vars(self).items()) if not key.startswith("_"))
+        return f"{type(self).__name__}({settings})"
