@@ -239,3 +239,12 @@ def test_demo_command_runs(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "gauss-newton" in completed.stdout and "adam" in completed.stdout
     assert (tmp_path / "demo.png").exists() and (tmp_path / "demo_gauss-newton.npz").exists()
+
+
+def test_progress_lines_and_plot(tmp_path, capsys):
+    problem = regression_flow()
+    result = problem.run(problem.parametrization.initial_point(), 2, GaussNewton(max_iterations=1), progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert len(lines) == 2 and "B = " in lines[0] and "e = " in lines[0]
+    path = result.plot(tmp_path / "run.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
