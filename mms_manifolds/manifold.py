@@ -155,7 +155,10 @@ class IncrementManifold:
         self._check_metric()
         self._cache: tuple[torch.Tensor, GramOperator, Factorization] | None = None
         if damping == "auto":
-            self.damping = default_relative_damping(parametrization.dtype) * self._trace_estimate() / self.dim
+            trace = self._trace_estimate()
+            if not trace > 0:
+                raise ValueError("damping='auto' needs a nonzero Jacobian at the initial point; pass damping > 0")
+            self.damping = default_relative_damping(parametrization.dtype) * trace / self.dim
         elif isinstance(damping, str):
             raise ValueError(f"damping must be a number >= 0 or 'auto', got {damping!r}")
         else:
