@@ -248,3 +248,16 @@ def test_progress_lines_and_plot(tmp_path, capsys):
     assert len(lines) == 2 and "B = " in lines[0] and "e = " in lines[0]
     path = result.plot(tmp_path / "run.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_matrix_free_mode_never_forms_the_jacobian(monkeypatch):
+    """With solve_mode='cg' a whole MMS run (metric, damping, GN steps, residual split, bound) uses JVP/VJP only."""
+    problem = regression_flow()
+    flow = MinimizingMovement(problem.parametrization, problem.energy, problem.metric, problem.tau, solve_mode="cg")
+
+    def refuse(theta):
+        raise AssertionError("the (N, m, p) Jacobian was materialised in the matrix-free mode")
+
+    monkeypatch.setattr(problem.parametrization, "jacobian", refuse)
+    result = flow.run(problem.parametrization.initial_point(), 2, GaussNewton(max_iterations=2))
+    assert np.all(result.trajectory_error <= result.tracking_bound * (1 + 1e-9) + 1e-13)
