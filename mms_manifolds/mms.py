@@ -233,7 +233,7 @@ class MinimizingMovement:
             if inner.stop_reason.failed:
                 raise MMSDivergenceError(step, inner.failed_iteration, inner.stop_reason, retries, result)
             theta = inner.point
-            u = self.parametrization.value(theta)
+            u = subproblem.node_values(theta)
             residual = subproblem.residual(theta)
             previous = {
                 name: result.columns[name][-1]

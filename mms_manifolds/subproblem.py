@@ -127,21 +127,12 @@ class MMSSubproblem:
         r""":math:`G^{-1}\nabla_\theta f`, shape ``(p,)``."""
         return self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta))
 
-    def riemannian_gradient_norm(self, theta: torch.Tensor) -> float:
-        r""":math:`\|\operatorname{grad} f\|_G = \sqrt{\nabla_\theta f \cdot G^{-1}\nabla_\theta f}`.
-
-        With :math:`\lambda_d = 0` it equals the tangential residual :math:`\|P_T r\|_M`; with damping it
-        is smaller (the damping shrinks weakly represented directions), so solvers stop on
-        :meth:`tangential_residual` instead, and the driver's bounds use :meth:`residual`.
-        """
-        egrad = self.euclidean_gradient(theta)
-        return float(egrad @ self.manifold.egrad2rgrad(theta, egrad)) ** 0.5
-
     def tangential_residual(self, theta: torch.Tensor) -> float:
         r""":math:`\|P_T r\|_M`, the part of the residual more inner iterations can remove; solvers stop on it.
 
         Exact in the dense and Woodbury modes; in the matrix-free mode it is the damped estimate of
-        :meth:`IncrementManifold.split_ambient`.
+        :meth:`IncrementManifold.split_ambient`. (The Riemannian gradient norm
+        :math:`\|\operatorname{grad} f\|_G` equals it only without damping; with damping it is smaller.)
         """
         return self.residual(theta).tangential
 

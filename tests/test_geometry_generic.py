@@ -181,3 +181,16 @@ def test_float32_model_works_with_documented_accuracy(mode):
     r64 = m64.egrad2rgrad(theta, egrad)
     assert r32.dtype == torch.float32
     assert float((r32.double() - r64).norm()) <= 1e-2 * float(r64.norm())
+
+
+@pytest.mark.parametrize("mode", ["dense", "woodbury"])
+def test_one_point_forms_the_jacobian_once(mode):
+    manifold = build(CASES[0], 0, mode)
+    theta, (xi,) = random_vectors(manifold, 1, 1)
+    v = torch.ones(manifold.parametrization.output_shape)
+    manifold.egrad2rgrad(theta, xi)
+    manifold.rhess(theta, xi, xi, xi)
+    manifold.project(theta, v)
+    manifold.split_ambient(theta, v)
+    manifold.diagnostics(theta)
+    assert manifold.linearization(theta).jacobian_evaluations == 1

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mms_manifolds import AutogradParametrization, LinearParametrization, TorchParametrization
+from mms_manifolds.testing import adjoint_mismatch
 
 from cases import mlp, mlp_parametrization, nodes_1d
 
@@ -25,6 +26,7 @@ def test_jvp_vjp_adjoint(seed):
     theta = phi.initial_point()
     xi, w = _random(phi.num_parameters, seed + 1), _random(phi.output_shape, seed + 2)
     assert torch.allclose((phi.jvp(theta, xi) * w).sum(), phi.vjp(theta, w) @ xi, rtol=1e-12, atol=1e-12)
+    assert adjoint_mismatch(lambda v: phi.jvp(theta, v), lambda c: phi.vjp(theta, c), xi, w) < 1e-13
 
 
 @settings(max_examples=5, deadline=None)
