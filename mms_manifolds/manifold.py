@@ -177,6 +177,8 @@ class IncrementManifold:
     def _check_metric(self) -> None:
         options = {"dtype": self.parametrization.dtype, "device": self.parametrization.device}
         shape = self.parametrization.output_shape
+        if not self.metric.positive_definite:
+            return  # declared semi-definite (mesh-free jets): the damped pullback metric is what must be SPD
         if self.parametrization.ambient_dimension <= _MAX_DENSE_PD_CHECK:
             self.metric.assert_positive_definite(shape, **options)
             return
@@ -349,6 +351,24 @@ class IncrementManifold:
         target = self.metric.whiten(v)
         tangential = left[:, keep] @ (left[:, keep].T @ target)
         return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))
+
+    def dual_tangential_norm(self, theta: torch.Tensor, g: torch.Tensor) -> float:
+        r""":math:`\|P_T M^{-1}g\|_M` for a dual vector :math:`g` (shape ``(N, m)``), computed without :math:`M^{-1}`.
+
+        With the whitened SVD :math:`M^{1/2}J = U\Sigma V^\top` and :math:`J^\top g = V\Sigma U^\top M^{-1/2}g`,
+        the tangential norm is :math:`\|\Sigma_k^{-1}V_k^\top J^\top g\|` over the singular values kept by
+        :meth:`split_ambient` (the same number it returns for :math:`v = M^{-1}g`). It stays defined when
+        :math:`M` is only semi-definite (mesh-free jets), where :math:`M^{-1}g` is not. In the matrix-free
+        mode it is the damped :math:`\|JG^{-1}J^\top g\|_M`.
+        """
+        theta, g = self.check_point(theta), self._check_ambient(g, "g")
+        operator, factorization = self._factorization(theta)
+        egrad = self.parametrization.vjp(theta, g)
+        if factorization.mode == "cg":
+            return float(self.metric.norm(self.parametrization.jvp(theta, self._solve(theta, egrad))))
+        _, singular, right = operator.whitened_svd()
+        keep = singular > torch.finfo(singular.dtype).eps ** 0.5 * float(singular.max())
+        return float(torch.linalg.vector_norm((right[keep] @ egrad) / singular[keep]))
 
     def _rank_tolerance(self, singular: torch.Tensor) -> float:
         size = max(self.dim, self.parametrization.ambient_dimension)

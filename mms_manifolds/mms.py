@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -126,24 +127,42 @@ class MinimizingMovement:
 
     @property
     def certified(self) -> bool:
-        """Whether the tracking bound is certified (the energy's convexity modulus is known)."""
-        return self.convexity is not None
+        """Whether the tracking bound is certified: the energy's convexity modulus is known and :math:`M` is positive definite."""
+        return self.convexity is not None and self.metric.positive_definite
 
-    def _metadata(self, steps: int, solver: InnerSolver, budget: TrajectoryBudget | None) -> dict:
-        notes = [] if self.certified else ["convexity unknown: tracking bounds are not computed (nan)"]
+    def _notes(self, resampled: bool) -> list[str]:
+        notes = []
+        if self.convexity is None:
+            notes.append("convexity unknown: tracking bounds are not computed (nan)")
+        if not self.metric.positive_definite:
+            notes.append(
+                "the metric is only semi-definite on the jet space: M^{-1} grad F_k does not exist, so only the "
+                "tangential residual is computed; residual_total, residual_normal and the bounds are nan"
+            )
+        if resampled:
+            notes.append(
+                "nodes resampled every step: each step is a different discrete problem and its residual a "
+                "quadrature estimate on that step's nodes, so no tracking bound against a fixed discrete flow "
+                "is certified (bounds nan); the energy column is each step's energy on its own nodes"
+            )
+        return notes
+
+    def _metadata(self, steps: int, solver: InnerSolver, budget: TrajectoryBudget | None, resampled: bool) -> dict:
+        certified = self.certified and not resampled
         return {
             "tau": self.tau,
             "convexity": self.convexity,
             "lipschitz": None if math.isnan(self.lipschitz) else self.lipschitz,
             "strong_convexity": None if math.isnan(self.strong_convexity) else self.strong_convexity,
-            "certified": self.certified,
+            "certified": certified,
+            "resampled": resampled,
             "solver": repr(solver),
             "steps": int(steps),
             "num_parameters": self.parametrization.num_parameters,
             "damping": self.manifold.damping,
             "solve_mode": self.manifold.solve_mode_name(),
             "budget": None if budget is None else budget.tolerance,
-            "notes": notes,
+            "notes": self._notes(resampled),
         }
 
     def _check_reference(self, reference: object, steps: int) -> torch.Tensor | None:
@@ -167,6 +186,7 @@ class MinimizingMovement:
         on_failure: str = "retry",
         max_retries: int = 3,
         diagnostics: bool = False,
+        resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None = None,
     ) -> MMSResult:
         r"""Take ``steps`` MMS steps from ``theta0`` with ``solver``; return the per-step record.
 
@@ -192,6 +212,14 @@ class MinimizingMovement:
                 ``metadata["rank_deficient_steps"]`` with a note: the paper's convergence guarantees for the
                 inner solve assume a locally non-degenerate Jacobian; the tracking bound does not (it is
                 a-posteriori) and still holds.
+            resample: fresh nodes every step, as mesh-free codes do: ``resample(k)`` returns the
+                ``(parametrization, energy, metric)`` of step :math:`k` (1-based) on new nodes, for the same
+                network and parameters. Step :math:`k` is then anchored at :math:`u_{k-1}` evaluated on step
+                :math:`k`'s nodes. It must be a deterministic function of :math:`k` (seed its sampler with
+                :math:`k`) so that a resumed run repeats an uninterrupted one. The tangential residual is
+                still exact for each step's discrete problem, but the steps are different problems, so the
+                tracking bound is not certified (``nan``, stated in ``metadata["notes"]``) and no
+                ``reference`` may be given.
 
         Returns:
             MMSResult.
@@ -209,21 +237,29 @@ class MinimizingMovement:
         if not isinstance(solver, InnerSolver):
             raise TypeError(f"solver must be an InnerSolver, got {type(solver).__name__}")
         if budget is not None and not self.certified:
-            raise ValueError("a TrajectoryBudget needs the energy's convexity modulus (it is None)")
+            raise ValueError("a TrajectoryBudget needs the energy's convexity modulus and a positive definite metric")
+        if resample is not None and not callable(resample):
+            raise TypeError(f"resample must be a callable step -> (parametrization, energy, metric), got {resample!r}")
+        if resample is not None and (reference is not None or budget is not None):
+            raise ValueError(
+                "resample cannot be combined with a reference or a budget: resampled steps have no fixed flow"
+            )
         theta0 = self.manifold.check_point(theta0, "theta0")
         if not math.isfinite(float(self.energy.value(self.parametrization.value(theta0)))):
             raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
-        metadata = self._metadata(steps, solver, budget)
+        metadata = self._metadata(steps, solver, budget, resampled=resample is not None)
         result = self._resume_or_start(theta0, reference, metadata, checkpoint)
         step_tolerance = None if budget is None else budget.step_tolerance(self.lipschitz, self.strong_convexity, steps)
-        exact = reference is None and self.energy.has_prox
+        exact = reference is None and resample is None and self.energy.has_prox
+        certified = metadata["certified"]
 
         for step in range(result.steps_done + 1, steps + 1):
             start = time.perf_counter()
             theta_previous = result.thetas[-1]
-            anchor = self.parametrization.value(theta_previous)
-            subproblem = MMSSubproblem(self.manifold.with_anchor(anchor), self.energy, self.tau)
+            parametrization, energy, manifold = self._step_problem(resample, step)
+            anchor = parametrization.value(theta_previous)
+            subproblem = MMSSubproblem(manifold.with_anchor(anchor), energy, self.tau)
             inner, retries, attempt = solver.solve(subproblem, theta_previous, step_tolerance), 0, solver
             while inner.stop_reason.failed and on_failure == "retry" and retries < max_retries:
                 attempt = attempt.fallback()
@@ -239,7 +275,7 @@ class MinimizingMovement:
                 name: result.columns[name][-1]
                 for name in ("tracking_bound", "bound_inexactness", "bound_approximation")
             }
-            if self.certified:
+            if certified:
                 bound = self.lipschitz * previous["tracking_bound"] + residual.total / self.strong_convexity
                 inexact = self.lipschitz * previous["bound_inexactness"] + residual.tangential / self.strong_convexity
                 approximation = (
@@ -253,12 +289,12 @@ class MinimizingMovement:
             elif exact:
                 exact_state = self.energy.prox(result.reference_states[-1], self.tau, self.metric)
             error = math.nan if exact_state is None else float(self.metric.norm(u - exact_state))
-            rank, sigma_min = self._jacobian_report(theta, result) if diagnostics else (math.nan, math.nan)
+            rank, sigma_min = self._jacobian_report(manifold, theta, result) if diagnostics else (math.nan, math.nan)
             result.append(
                 theta,
                 inner.stop_reason.name.lower(),
                 exact_state,
-                energy=float(self.energy.value(u)),
+                energy=float(energy.value(u)),
                 inner_iterations=inner.iterations,
                 retries=retries,
                 wall_time=time.perf_counter() - start,
@@ -286,12 +322,34 @@ class MinimizingMovement:
             result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
         return result
 
+    def _step_problem(
+        self, resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None, step: int
+    ) -> tuple[Parametrization, Energy, IncrementManifold]:
+        """The parametrisation, energy and manifold of one step: the run's own, or step ``step``'s resampled ones."""
+        if resample is None:
+            return self.parametrization, self.energy, self.manifold
+        problem = resample(step)
+        if not (isinstance(problem, tuple) and len(problem) == 3):
+            raise TypeError(
+                f"resample({step}) must return (parametrization, energy, metric), got {type(problem).__name__}"
+            )
+        parametrization, energy, metric = problem
+        if parametrization.num_parameters != self.parametrization.num_parameters:
+            raise ValueError(
+                f"resample({step}) has {parametrization.num_parameters} parameters, the flow "
+                f"{self.parametrization.num_parameters}: it must evaluate the same network"
+            )
+        manifold = IncrementManifold(
+            parametrization, metric, damping=self.manifold.damping, solve_mode=self.manifold.solve_mode
+        )
+        return parametrization, energy, manifold
+
     def _resume_or_start(
         self, theta0: torch.Tensor, reference: torch.Tensor | None, metadata: dict, checkpoint: str | Path | None
     ) -> MMSResult:
         if checkpoint is not None and Path(checkpoint).exists():
             result = MMSResult.load(checkpoint, dtype=self.parametrization.dtype, device=self.parametrization.device)
-            for key in ("tau", "solver", "steps", "num_parameters", "budget", "damping"):
+            for key in ("tau", "solver", "steps", "num_parameters", "budget", "damping", "resampled"):
                 if result.metadata.get(key) != metadata[key]:
                     raise ValueError(
                         f"checkpoint {checkpoint} was written with {key} = {result.metadata.get(key)!r}, "
@@ -316,9 +374,9 @@ class MinimizingMovement:
             residual_total=math.nan,
             residual_tangential=math.nan,
             residual_normal=math.nan,
-            tracking_bound=(0.0 if math.isnan(error0) else error0) if self.certified else math.nan,
-            bound_inexactness=0.0 if self.certified else math.nan,
-            bound_approximation=0.0 if self.certified else math.nan,
+            tracking_bound=(0.0 if math.isnan(error0) else error0) if metadata["certified"] else math.nan,
+            bound_inexactness=0.0 if metadata["certified"] else math.nan,
+            bound_approximation=0.0 if metadata["certified"] else math.nan,
             trajectory_error=error0,
             step_tolerance=math.nan,
             jacobian_rank=math.nan,
@@ -328,9 +386,11 @@ class MinimizingMovement:
             result.save(checkpoint)
         return result
 
-    def _jacobian_report(self, theta: torch.Tensor, result: MMSResult) -> tuple[float, float]:
+    def _jacobian_report(
+        self, manifold: IncrementManifold, theta: torch.Tensor, result: MMSResult
+    ) -> tuple[float, float]:
         """Rank and smallest singular value of :math:`M^{1/2}J(\theta)`; notes rank deficiency in the metadata."""
-        report = self.manifold.diagnostics(theta)
+        report = manifold.diagnostics(theta)
         if not report.full_column_rank:
             steps = result.metadata.setdefault("rank_deficient_steps", [])
             steps.append(result.steps_done + 1)

@@ -139,12 +139,17 @@ class MMSSubproblem:
     def residual(self, theta: torch.Tensor) -> Residual:
         r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split.
 
-        All three are ``nan`` where :math:`\nabla F_k(u)` is not finite (a diverged state).
+        All three are ``nan`` where :math:`\nabla F_k(u)` is not finite (a diverged state). Where the metric
+        is only semi-definite (mesh-free jets), :math:`r` does not exist: the tangential part is then
+        :meth:`IncrementManifold.dual_tangential_norm` of :math:`\nabla F_k(u)` and the other two are ``nan``.
         """
         theta = self.manifold.check_point(theta)
         _, function_gradient = self._evaluate(theta)
         if not bool(torch.isfinite(function_gradient).all()):
             return Residual(total=math.nan, tangential=math.nan, normal=math.nan)
+        if not self.manifold.metric.positive_definite:
+            tangential = self.manifold.dual_tangential_norm(theta, function_gradient)
+            return Residual(total=math.nan, tangential=tangential, normal=math.nan)
         ambient = self.manifold.metric.solve(function_gradient)
         total = float(self.manifold.metric.norm(ambient))
         tangential, normal = self.manifold.split_ambient(theta, ambient)

@@ -18,6 +18,7 @@ from mms_manifolds import (
     TorchParametrization,
 )
 from mms_manifolds.grids import stiffness_1d, trapezoid_weights
+from mms_manifolds.meshfree import JetMetric, JetParametrization, box_boundary_grid, box_interior_grid
 
 
 def mlp(widths: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
@@ -78,6 +79,20 @@ def _sine_features(seed: int) -> Parametrization:
     return FunctionParametrization(function, torch.randn(4, generator=generator) + torch.tensor([1.0, 2.0, 0, 0]))
 
 
+def _jets(seed: int) -> Parametrization:
+    """Jets of a 2-D tanh network: value, gradient and Laplacian inside, values on the boundary."""
+    node_sets = {
+        "interior": box_interior_grid(2, 2, ("value", "gradient", "laplacian")),
+        "boundary": box_boundary_grid(1),
+    }
+    return JetParametrization(mlp((2, 4, 1), seed), node_sets)
+
+
+def _jet_h1(parametrization: Parametrization) -> Metric:
+    """H1 on the interior, L2 on the boundary: semi-definite (Laplacian entries have weight 0)."""
+    return JetMetric(parametrization, value={"interior": 1.0, "boundary": 1.0}, gradient={"interior": 1.0})
+
+
 CASES = [
     Case("mlp-l2", lambda seed: mlp_parametrization(seed), _l2),
     Case("mlp2out-sobolev", lambda seed: mlp_parametrization(seed, 10, (1, 4, 2)), _sobolev),
@@ -88,4 +103,5 @@ CASES = [
         lambda seed: LinearParametrization(torch.randn(12, 5, generator=torch.Generator().manual_seed(seed))),
         _l2,
     ),
+    Case("jets-h1", _jets, _jet_h1),
 ]

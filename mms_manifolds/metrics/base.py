@@ -29,6 +29,15 @@ class Metric(ABC):
         tensor(6.)
     """
 
+    positive_definite: bool = True
+    r"""Whether :math:`M` is positive definite on :math:`H_N`.
+
+    A metric that is only positive semi-definite (a mesh-free metric that weights some jet entries
+    only, :class:`~mms_manifolds.meshfree.JetMetric`) sets it to ``False``: the geometry still works
+    through the damped pullback metric :math:`J^\top MJ + \lambda I` and :meth:`whiten`, but :math:`M^{-1}`,
+    and with it the function-space residual and the tracking bound, does not exist.
+    """
+
     @abstractmethod
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         r""":math:`Mv` for ``v`` of shape ``(..., N, m)``; result has the same shape."""

@@ -65,11 +65,13 @@ class TorchParametrization(FunctionParametrization):
         self._names = [name for name, _ in named]
         self._shapes = [parameter.shape for _, parameter in named]
         self._sizes = [parameter.numel() for _, parameter in named]
-        buffers = dict(module.named_buffers())
-        frozen = {name: p.detach() for name, p in module.named_parameters() if not p.requires_grad}
+        self._fixed = {
+            **dict(module.named_buffers()),
+            **{name: p.detach() for name, p in module.named_parameters() if not p.requires_grad},
+        }
 
         def forward(theta: torch.Tensor) -> torch.Tensor:
-            return functional_call(module, {**buffers, **frozen, **self.unflatten(theta)}, (nodes,))
+            return self._forward({**self._fixed, **self.unflatten(theta)})
 
         try:
             super().__init__(forward, parameters_to_vector([p for _, p in named]).detach())
@@ -77,6 +79,10 @@ class TorchParametrization(FunctionParametrization):
             raise ValueError(
                 f"the module cannot be evaluated at nodes of shape {tuple(nodes.shape)}: {error}"
             ) from error
+
+    def _forward(self, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The module's output at the nodes with the given named tensors; subclasses evaluate other maps."""
+        return functional_call(self.module, parameters, (self.nodes,))
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a flat vector of shape ``(p,)`` into the module's named parameter tensors."""
