@@ -1,0 +1,83 @@
+"""The linear algebra of the pullback metric: preconditioned CG, and the matrix-free mode's memory guard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mms_manifolds import GaussNewton, IncrementManifold, L2Metric, L2Regression, TorchParametrization
+from mms_manifolds.linalg import ConjugateGradientSolve, GramOperator, conjugate_gradient
+from mms_manifolds.subproblem import MMSSubproblem
+
+from cases import mlp
+
+
+def test_jacobi_preconditioning_solves_the_same_system_in_fewer_iterations():
+    generator = torch.Generator().manual_seed(0)
+    size = 60
+    factor = torch.randn(size, size, generator=generator, dtype=torch.float64) / size**0.5
+    scales = torch.logspace(-3, 3, size, dtype=torch.float64)
+    matrix = scales.sqrt()[:, None] * (factor @ factor.T + torch.eye(size, dtype=torch.float64)) * scales.sqrt()
+    rhs = torch.randn(size, generator=generator, dtype=torch.float64)
+    exact = torch.linalg.solve(matrix, rhs)
+    options = {"tolerance": 1e-10, "max_iterations": 2000}
+    plain, plain_iterations, _ = conjugate_gradient(lambda x: matrix @ x, rhs, **options)
+    jacobi, jacobi_iterations, relative = conjugate_gradient(
+        lambda x: matrix @ x, rhs, preconditioner=1 / matrix.diagonal(), **options
+    )
+    assert relative <= 1e-10
+    torch.testing.assert_close(jacobi, exact, rtol=1e-7, atol=0)
+    assert jacobi_iterations < plain_iterations / 3
+    torch.testing.assert_close(plain, exact, rtol=1e-6, atol=0)
+
+
+def test_hutchinson_diagonal_estimates_the_gram_diagonal():
+    parametrization = TorchParametrization(mlp((1, 6, 1), 1), torch.linspace(-1, 1, 40).unsqueeze(-1))
+    metric = L2Metric(torch.full((40,), 0.05))
+    operator = GramOperator(parametrization, metric, parametrization.initial_point())
+    exact = operator.gram_matrix().diagonal()
+    estimate = ConjugateGradientSolve(diagonal_probes=400).factorize(operator).diagonal()
+    assert float((estimate - exact).norm() / exact.norm()) < 0.3  # a rough but positive scaling
+    assert bool((estimate > 0).all())
+    with pytest.raises(ValueError, match="preconditioner"):
+        ConjugateGradientSolve(preconditioner="ilu")
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an operation returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                self.largest = max(self.largest, tensor.numel())
+        return output
+
+
+@pytest.mark.parametrize("preconditioner", ["jacobi", "none"])
+def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
+    count, widths = 400, (1, 24, 24, 1)
+    nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
+    parametrization = TorchParametrization(mlp(widths, 2), nodes)
+    metric = L2Metric(torch.full((count,), 2 / count))
+    mode = ConjugateGradientSolve(max_iterations=50, preconditioner=preconditioner)
+    manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
+    p = parametrization.num_parameters
+    subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), tau=0.1)
+    theta = parametrization.initial_point()
+    guard = LargestTensor()
+    with guard:
+        manifold.egrad2rgrad(theta, subproblem.euclidean_gradient(theta))
+        subproblem.residual(theta)
+        GaussNewton(max_iterations=2).solve(subproblem, theta)
+    # the widest tensor is a layer activation (N x width) or a parameter-sized vector, far below N x p
+    assert guard.largest < count * p / 10, (guard.largest, count * p)
+    dense_guard = LargestTensor()
+    with dense_guard:
+        IncrementManifold(parametrization, metric, solve_mode="dense").egrad2rgrad(theta, torch.ones(p))
+    assert dense_guard.largest >= count * p  # the guard does see a materialised Jacobian
