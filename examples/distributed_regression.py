@@ -37,7 +37,8 @@ INITIAL_DAMPING = 1e-1  # relative LM damping: keeps each CG solve well conditio
 def problem(rank: int | None = None, world_size: int | None = None):
     """The flow's parametrisation, energy and metric on all nodes, or on one process's shard."""
     torch.manual_seed(0)
-    network = torch.nn.Sequential(torch.nn.Linear(1, 12), torch.nn.Tanh(), torch.nn.Linear(12, 1)).double()
+    double = {"dtype": torch.float64}  # explicit, so the draw does not depend on the default dtype
+    network = torch.nn.Sequential(torch.nn.Linear(1, 12, **double), torch.nn.Tanh(), torch.nn.Linear(12, 1, **double))
     x = torch.linspace(-1, 1, NODES, dtype=torch.float64).unsqueeze(-1)
     weights = torch.full((NODES,), 2 / NODES, dtype=torch.float64)
     if rank is None:
