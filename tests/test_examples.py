@@ -12,6 +12,7 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 SMALLER = {
     "poisson_2d": ["--steps", "1", "--iterations", "2"],
     "heat_4d": ["--nodes", "200", "--steps", "2"],
+    "gpu_check": ["--parameters", "200", "--nodes", "200"],
 }
 
 
