@@ -32,11 +32,20 @@ SourceFunction = Callable[[torch.Tensor], torch.Tensor]
 class _JetEnergy(Energy):
     """Shared set-up: the parametrisation's layout, node-set lookup with clear errors, sampled functions."""
 
-    def __init__(self, parametrization: JetParametrization):
+    def __init__(
+        self,
+        parametrization: JetParametrization,
+        boundary: str | None,
+        penalty: float,
+        boundary_values: SourceFunction | None,
+    ):
         if not isinstance(parametrization, JetParametrization):
             raise TypeError(f"parametrization must be a JetParametrization, got {type(parametrization).__name__}")
         self.parametrization = parametrization
         self.layout = parametrization.layout
+        self.boundary = None if boundary is None else self._node_set(boundary, "value")
+        self.penalty = check_positive_float("penalty", penalty)
+        self.boundary_data = None if boundary is None else self._sample(boundary_values, boundary)
 
     def _node_set(self, name: str, *needed: str) -> str:
         if name not in self.layout.blocks:
@@ -101,15 +110,12 @@ class RitzEnergy(_JetEnergy):
         penalty: float = 1.0,
         boundary_values: SourceFunction | None = None,
     ):
-        super().__init__(parametrization)
+        super().__init__(parametrization, boundary, penalty, boundary_values)
         self.interior = (
             self._node_set(interior, "value", "gradient") if source else self._node_set(interior, "gradient")
         )
-        self.boundary = None if boundary is None else self._node_set(boundary, "value")
         self.diffusion = check_positive_float("diffusion", diffusion)
-        self.penalty = check_positive_float("penalty", penalty)
         self.source = self._sample(source, interior) if source else None
-        self.boundary_data = None if boundary is None else self._sample(boundary_values, boundary)
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
         jets = self._jets(u)
@@ -148,12 +154,9 @@ class GinzburgLandauJet(_JetEnergy):
         penalty: float = 1.0,
         boundary_values: SourceFunction | None = None,
     ):
-        super().__init__(parametrization)
+        super().__init__(parametrization, boundary, penalty, boundary_values)
         self.epsilon = check_positive_float("epsilon", epsilon)
         self.interior = self._node_set(interior, "value", "gradient")
-        self.boundary = None if boundary is None else self._node_set(boundary, "value")
-        self.penalty = check_positive_float("penalty", penalty)
-        self.boundary_data = None if boundary is None else self._sample(boundary_values, boundary)
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
         jets = self._jets(u)
@@ -191,12 +194,9 @@ class PoissonLeastSquares(_JetEnergy):
         penalty: float = 1.0,
         boundary_values: SourceFunction | None = None,
     ):
-        super().__init__(parametrization)
+        super().__init__(parametrization, boundary, penalty, boundary_values)
         self.interior = self._node_set(interior, "laplacian")
-        self.boundary = None if boundary is None else self._node_set(boundary, "value")
-        self.penalty = check_positive_float("penalty", penalty)
         self.source = self._sample(source, interior)
-        self.boundary_data = None if boundary is None else self._sample(boundary_values, boundary)
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
         jets = self._jets(u)
