@@ -2,7 +2,7 @@
 
 from .budget import TrajectoryBudget, lipschitz_constant
 from .diagnostics import JacobianDiagnostics
-from .energies import CallableEnergy, DirichletEnergy, Energy, GinzburgLandau, L2Regression
+from .energies import CallableEnergy, DirichletEnergy, Energy, GinzburgLandau, L2Regression, QuarticEnergy
 from .manifold import Geodesic, IncrementManifold, default_relative_damping
 from .metrics import L2Metric, MatrixMetric, Metric, SobolevMetric
 from .mms import MinimizingMovement, MMSDivergenceError, exact_trajectory
@@ -41,6 +41,7 @@ __all__ = [
     "GinzburgLandau",
     "L2Regression",
     "MMSSubproblem",
+    "QuarticEnergy",
     "Residual",
     # inner solvers
     "LBFGS",

@@ -105,7 +105,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--output-dir", type=Path, default=Path("mms_demo"), help="where results and the plot go")
     demo.add_argument("--seed", type=int, default=0, help="network initialisation seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="fewer nodes and baseline iterations (for tests)")
+    reproduce = commands.add_parser("reproduce", help="every experiment x inner solver x iteration budget")
+    reproduce.add_argument("--quick", action="store_true", help="small problems, budgets 1, 3, 10 (minutes)")
+    reproduce.add_argument("--experiments", nargs="+", help="subset of experiments (default all)")
+    reproduce.add_argument("--solvers", nargs="+", help="subset of solvers (default all)")
+    reproduce.add_argument("--output-dir", type=Path, default=Path("mms_reproduce"), help="CSV, figures, summary")
     arguments = parser.parse_args(argv)
+    if arguments.command == "reproduce":
+        return run_reproduce(arguments.quick, arguments.experiments, arguments.solvers, arguments.output_dir)
     if arguments.steps < 1:
         parser.error("--steps must be >= 1")
     return run_demo(arguments.steps, arguments.output_dir, arguments.seed, arguments.quick)
+
+
+def run_reproduce(quick: bool, experiments: list[str] | None, solvers: list[str] | None, output_dir: Path) -> int:
+    """Run the solver comparison; write ``results.csv``, one figure per experiment and ``summary.md``."""
+    from .reproduce.runner import compare, plot, summary_markdown, write_csv
+
+    start = time.perf_counter()
+    rows, floors = compare(experiments, solvers, quick=quick)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, floors, output_dir / "results.csv")
+    plot(rows, floors, output_dir)
+    command = "python -m mms_manifolds reproduce" + (" --quick" if quick else "")
+    summary = summary_markdown(rows, floors, command)
+    summary += f"\nTotal wall time {time.perf_counter() - start:.0f} s.\n"
+    (output_dir / "summary.md").write_text(summary)
+    print(summary)
+    return 0 if all(row.bound_holds for row in rows) else 1

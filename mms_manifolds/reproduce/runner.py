@@ -1,0 +1,246 @@
+"""Run the solver comparison: every experiment x solver x inner-iteration budget, with CSV, figures and a summary.
+
+For each experiment the approximation floor is the max trajectory error of Gauss–Newton with a
+large budget (``floor_budget`` iterations per step): what more inner iterations cannot improve. The
+summary gives, per solver, the smallest budget (from the grid) whose max error is within twice the
+floor, and the wall time of that run; rows record every bound check.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..mms import MMSDivergenceError
+from .experiments import EXPERIMENTS, build
+from .roster import RATE_GRIDS, SOLVERS, solver_variants
+
+__all__ = ["Row", "compare", "summary_markdown"]
+
+QUICK_BUDGETS = (1, 3, 10)
+FULL_BUDGETS = (1, 2, 5, 10, 20, 50)
+SLOW_MAX_BUDGET = {"quick": {"pymanopt-tr": 3}, "full": {"pymanopt-tr": 20}}
+"""Budgets above these are skipped for slow solvers: a trust-region iteration runs an inner truncated-CG loop."""
+
+
+@dataclass
+class Row:
+    """One run: an experiment, a solver at a budget (best rate of its grid), and what it achieved."""
+
+    experiment: str
+    solver: str
+    budget: int
+    rate: float | None
+    max_error: float
+    final_error: float
+    wall_time: float
+    inner_iterations: int
+    bound_holds: bool
+    max_bound_ratio: float
+    energy_monotone: bool
+    status: str
+    extra: str = ""
+
+
+def _run(experiment, name: str, budget: int) -> Row:
+    best: Row | None = None
+    for rate, solver in solver_variants(name, budget):
+        flow = experiment.flow
+        start = time.perf_counter()
+        status = "ok"
+        try:
+            result = flow.run(experiment.theta0, experiment.steps, solver, reference=experiment.reference)
+        except MMSDivergenceError as error:
+            result, status = error.result, f"diverged at step {error.step}"
+        except (RuntimeError, ValueError) as error:
+            row = Row(
+                experiment.name,
+                name,
+                budget,
+                rate,
+                math.inf,
+                math.inf,
+                time.perf_counter() - start,
+                0,
+                True,
+                math.nan,
+                False,
+                f"failed: {str(error)[:80]}",
+            )
+            best = row if best is None else best
+            continue
+        wall = time.perf_counter() - start
+        errors, bounds = np.asarray(result.trajectory_error), np.asarray(result.tracking_bound)
+        finite = np.isfinite(bounds)
+        holds = bool(np.all(errors[finite] <= bounds[finite] * (1 + 1e-10) + 1e-12))
+        ratio = float(np.max(bounds[1:] / np.maximum(errors[1:], 1e-300))) if finite[1:].all() else math.nan
+        energies = np.asarray(result.energy)
+        monotone = bool(np.all(np.diff(energies) <= 1e-10 * np.maximum(1.0, np.abs(energies[:-1]))))
+        complete = status == "ok"
+        theta = result.thetas[-1]
+        extra = ";".join(f"{key}={evaluate(theta):.6g}" for key, evaluate in experiment.evaluations.items())
+        row = Row(
+            experiment.name,
+            name,
+            budget,
+            rate,
+            float(np.max(errors[1:])) if complete else math.inf,
+            float(errors[-1]) if complete else math.inf,
+            wall,
+            int(np.sum(result.inner_iterations)),
+            holds,
+            ratio,
+            monotone,
+            status,
+            extra,
+        )
+        if best is None or row.max_error < best.max_error:
+            best = row
+    return best
+
+
+def compare(
+    experiments: list[str] | None = None,
+    solvers: list[str] | None = None,
+    quick: bool = False,
+    budgets: tuple[int, ...] | None = None,
+    floor_budget: int | None = None,
+    progress: bool = True,
+) -> tuple[list[Row], dict[str, float]]:
+    """Run every experiment x solver x budget; return the rows and each experiment's approximation floor."""
+    experiments = list(EXPERIMENTS) if experiments is None else experiments
+    solvers = list(SOLVERS) if solvers is None else solvers
+    budgets = (QUICK_BUDGETS if quick else FULL_BUDGETS) if budgets is None else budgets
+    floor_budget = (30 if quick else 50) if floor_budget is None else floor_budget
+    size = "quick" if quick else "full"
+    rows, floors = [], {}
+    for name in experiments:
+        experiment = build(name, size)
+        floors[name] = _run(experiment, "gauss-newton", floor_budget).max_error
+        for solver in solvers:
+            for budget in budgets:
+                if budget > SLOW_MAX_BUDGET[size].get(solver, math.inf):
+                    continue
+                rows.append(_run(experiment, solver, budget))
+                if progress:
+                    row = rows[-1]
+                    print(
+                        f"{name:16s} {solver:13s} n={budget:3d} max e {row.max_error:.3e} "
+                        f"{row.wall_time:6.2f} s {row.status}",
+                        file=sys.stderr,
+                    )
+    return rows, floors
+
+
+def write_csv(rows: list[Row], floors: dict[str, float], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*asdict(rows[0]).keys(), "floor"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**asdict(row), "floor": floors[row.experiment]})
+
+
+def plot(rows: list[Row], floors: dict[str, float], folder: Path) -> list[Path]:
+    """Per experiment: max error vs inner iterations per step, and vs wall time; the floor dashed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no figures (pip install 'mms_manifolds[plot]')", file=sys.stderr)
+        return []
+    paths = []
+    for experiment, floor in floors.items():
+        figure, (by_budget, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+        for index, solver in enumerate(dict.fromkeys(row.solver for row in rows)):
+            mine = [
+                row
+                for row in rows
+                if row.experiment == experiment and row.solver == solver and math.isfinite(row.max_error)
+            ]
+            if not mine:
+                continue
+            style = {"color": f"C{index % 10}", "marker": "o", "label": solver}
+            by_budget.loglog([row.budget for row in mine], [row.max_error for row in mine], **style)
+            by_time.loglog([row.wall_time for row in mine], [row.max_error for row in mine], **style)
+        for axis, label in ((by_budget, "inner iterations per MMS step"), (by_time, "wall time of the run (s)")):
+            axis.axhline(floor, color="k", linestyle="--", linewidth=1, label="approximation floor")
+            axis.set_xlabel(label)
+            axis.set_ylabel("max_k ||u_k - v_k||_M")
+            axis.grid(True, which="both", alpha=0.3)
+        by_budget.set_title(experiment)
+        by_time.legend(fontsize=7, ncol=2)
+        figure.tight_layout()
+        path = folder / f"{experiment}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def reach(rows: list[Row], experiment: str, solver: str, target: float) -> Row | None:
+    """The run with the smallest budget whose max error is within ``target``."""
+    hits = [row for row in rows if row.experiment == experiment and row.solver == solver and row.max_error <= target]
+    return min(hits, key=lambda row: row.budget) if hits else None
+
+
+def summary_markdown(rows: list[Row], floors: dict[str, float], command: str) -> str:
+    lines = [
+        f"Command: `{command}`. Learning-rate grids searched: "
+        + ", ".join(f"{name} {list(rates)}" for name, rates in RATE_GRIDS.items())
+        + ".",
+        "",
+    ]
+    violations = [row for row in rows if not row.bound_holds]
+    lines.append(f"Tracking bound checked on {len(rows)} runs: {len(violations)} violations.")
+    lines.append("")
+    for experiment, floor in floors.items():
+        lines += [
+            f"#### {experiment}",
+            "",
+            f"Approximation floor (GN, large budget): {floor:.4g}; target 2x floor = {2 * floor:.4g}.",
+            "",
+            "| solver | budgets: max error | iterations/step to 2x floor | wall time there (s) | notes |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for solver in dict.fromkeys(row.solver for row in rows if row.experiment == experiment):
+            mine = [row for row in rows if row.experiment == experiment and row.solver == solver]
+            curve = ", ".join(f"{row.budget}: {row.max_error:.3g}" for row in mine)
+            hit = reach(rows, experiment, solver, 2 * floor)
+            notes = "; ".join(
+                sorted(
+                    {row.status for row in mine if row.status != "ok"} | {row.extra for row in mine[-1:] if row.extra}
+                )
+            )
+            if experiment == "allen_cahn":
+                notes = (notes + "; " if notes else "") + (
+                    "energy monotone"
+                    if all(r.energy_monotone for r in mine if r.status == "ok")
+                    else "energy NOT monotone in some run"
+                )
+            lines.append(
+                f"| {solver} | {curve} | {hit.budget if hit else '—'} | "
+                f"{f'{hit.wall_time:.3g}' if hit else '—'} | {notes} |"
+            )
+        gn = reach(rows, experiment, "gauss-newton", 2 * floor)
+        for other in ("adam", "lbfgs"):
+            hit = reach(rows, experiment, other, 2 * floor)
+            if gn and hit:
+                lines.append(
+                    f"\n{other} / GN to 2x floor: {hit.budget / gn.budget:.3g}x iterations, "
+                    f"{hit.wall_time / gn.wall_time:.3g}x wall time."
+                )
+            elif gn:
+                lines.append(
+                    f"\n{other} did not reach 2x floor within the budgets; GN needed {gn.budget} iterations/step."
+                )
+        lines.append("")
+    return "\n".join(lines)
