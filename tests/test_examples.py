@@ -13,11 +13,12 @@ SMALLER = {
     "poisson_2d": ["--steps", "1", "--iterations", "2"],
     "heat_4d": ["--nodes", "200", "--steps", "2"],
     "gpu_check": ["--parameters", "200", "--nodes", "200"],
+    "reproduce": ["--quick", "--experiments", "regression", "--solvers", "gauss-newton", "adam", "--output-dir", "{tmp}"],
 }
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)
-def test_example_runs(script):
-    arguments = SMALLER.get(script.stem, [])
+def test_example_runs(script, tmp_path):
+    arguments = [argument.replace("{tmp}", str(tmp_path)) for argument in SMALLER.get(script.stem, [])]
     completed = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
