@@ -13,7 +13,16 @@ SMALLER = {
     "poisson_2d": ["--steps", "1", "--iterations", "2"],
     "heat_4d": ["--nodes", "200", "--steps", "2"],
     "gpu_check": ["--parameters", "200", "--nodes", "200"],
-    "reproduce": ["--quick", "--experiments", "regression", "--solvers", "gauss-newton", "adam", "--output-dir", "{tmp}"],
+    "reproduce": [
+        "--quick",
+        "--experiments",
+        "regression",
+        "--solvers",
+        "gauss-newton",
+        "adam",
+        "--output-dir",
+        "{tmp}",
+    ],
 }
 
 

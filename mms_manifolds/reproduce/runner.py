@@ -112,13 +112,19 @@ def compare(
     budgets: tuple[int, ...] | None = None,
     floor_budget: int | None = None,
     progress: bool = True,
+    time_limit: float | None = None,
 ) -> tuple[list[Row], dict[str, float]]:
-    """Run every experiment x solver x budget; return the rows and each experiment's approximation floor."""
+    """Run every experiment x solver x budget; return the rows and each experiment's approximation floor.
+
+    A solver whose run at one budget took longer than ``time_limit`` seconds (default 20 quick, 300
+    full) is not run at larger budgets of that experiment.
+    """
     experiments = list(EXPERIMENTS) if experiments is None else experiments
     solvers = list(SOLVERS) if solvers is None else solvers
     budgets = (QUICK_BUDGETS if quick else FULL_BUDGETS) if budgets is None else budgets
     floor_budget = (30 if quick else 50) if floor_budget is None else floor_budget
     size = "quick" if quick else "full"
+    time_limit = (20.0 if quick else 300.0) if time_limit is None else time_limit
     rows, floors = [], {}
     for name in experiments:
         experiment = build(name, size)
@@ -127,6 +133,13 @@ def compare(
             for budget in budgets:
                 if budget > SLOW_MAX_BUDGET[size].get(solver, math.inf):
                     continue
+                if (
+                    rows
+                    and rows[-1].solver == solver
+                    and rows[-1].experiment == name
+                    and rows[-1].wall_time > time_limit
+                ):
+                    break  # larger budgets of a solver that already took too long are skipped (the summary says so)
                 rows.append(_run(experiment, solver, budget))
                 if progress:
                     row = rows[-1]
