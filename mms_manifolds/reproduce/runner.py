@@ -161,7 +161,7 @@ def write_csv(rows: list[Row], floors: dict[str, float], path: Path) -> None:
 
 
 def plot(rows: list[Row], floors: dict[str, float], folder: Path) -> list[Path]:
-    """Per experiment: max error vs inner iterations per step, and vs wall time; the floor dashed."""
+    """Per experiment: max and final error vs inner iterations per step and vs wall time; the floor dashed."""
     try:
         import matplotlib
 
@@ -172,7 +172,7 @@ def plot(rows: list[Row], floors: dict[str, float], folder: Path) -> list[Path]:
         return []
     paths = []
     for experiment, floor in floors.items():
-        figure, (by_budget, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+        figure, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="row")
         for index, solver in enumerate(dict.fromkeys(row.solver for row in rows)):
             mine = [
                 row
@@ -182,18 +182,20 @@ def plot(rows: list[Row], floors: dict[str, float], folder: Path) -> list[Path]:
             if not mine:
                 continue
             style = {"color": f"C{index % 10}", "marker": "o", "label": solver}
-            by_budget.loglog([row.budget for row in mine], [row.max_error for row in mine], **style)
-            by_time.loglog([row.wall_time for row in mine], [row.max_error for row in mine], **style)
-        for axis, label in ((by_budget, "inner iterations per MMS step"), (by_time, "wall time of the run (s)")):
+            for line, field in ((0, "max_error"), (1, "final_error")):
+                errors = [getattr(row, field) for row in mine]
+                axes[line, 0].loglog([row.budget for row in mine], errors, **style)
+                axes[line, 1].loglog([row.wall_time for row in mine], errors, **style)
+        for (line, column), axis in np.ndenumerate(axes):
             axis.axhline(floor, color="k", linestyle="--", linewidth=1, label="approximation floor")
-            axis.set_xlabel(label)
-            axis.set_ylabel("max_k ||u_k - v_k||_M")
+            axis.set_xlabel(("inner iterations per MMS step", "wall time of the run (s)")[column])
+            axis.set_ylabel(("max_k ||u_k - v_k||_M", "final ||u_K - v_K||_M")[line])
             axis.grid(True, which="both", alpha=0.3)
-        by_budget.set_title(experiment)
-        by_time.legend(fontsize=7, ncol=2)
+        axes[0, 0].set_title(experiment)
+        axes[0, 1].legend(fontsize=7, ncol=2)
         figure.tight_layout()
         path = folder / f"{experiment}.png"
-        figure.savefig(path, dpi=110)
+        figure.savefig(path, dpi=100)
         plt.close(figure)
         paths.append(path)
     return paths
