@@ -30,20 +30,10 @@ from mms_manifolds.meshfree import (
     box_interior_sobol,
     box_midpoint_grid,
 )
+from mms_manifolds.reproduce.experiments import Bubble
 from mms_manifolds.subproblem import MMSSubproblem
 
 from cases import mlp
-
-
-class Bubble(torch.nn.Module):
-    """prod_k x_k (1 - x_k) times a tanh MLP: zero on the boundary of the unit box."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        return (points * (1 - points)).prod(-1, keepdim=True) * self.net(points)
 
 
 def _finite_difference_jet(network, x: torch.Tensor, step: float = 1e-4):
