@@ -71,9 +71,6 @@ class _JetEnergy(Energy):
             raise ValueError(f"the function has non-finite values at the {name!r} nodes")
         return values.to(points.dtype).reshape(shape)
 
-    def _jets(self, u: torch.Tensor) -> dict[str, Jet]:
-        return self.layout.split(u)
-
     def _penalty(self, jets: dict[str, Jet], boundary: str | None, data: torch.Tensor | None, beta: float):
         if boundary is None:
             return 0.0
@@ -118,7 +115,7 @@ class RitzEnergy(_JetEnergy):
         self.source = self._sample(source, interior) if source else None
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
-        jets = self._jets(u)
+        jets = self.layout.split(u)
         inside = jets[self.interior]
         density = 0.5 * self.diffusion * inside.gradient.square().sum((-2, -1))
         if self.source is not None:
@@ -159,7 +156,7 @@ class GinzburgLandauJet(_JetEnergy):
         self.interior = self._node_set(interior, "value", "gradient")
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
-        jets = self._jets(u)
+        jets = self.layout.split(u)
         inside = jets[self.interior]
         density = 0.5 * self.epsilon**2 * inside.gradient.square().sum((-2, -1))
         density = density + 0.25 * (inside.value.square() - 1).square().sum(-1)
@@ -199,7 +196,7 @@ class PoissonLeastSquares(_JetEnergy):
         self.source = self._sample(source, interior)
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
-        jets = self._jets(u)
+        jets = self.layout.split(u)
         defect = jets[self.interior].laplacian + self.source
         return 0.5 * (self._weights(self.interior) * defect.square().sum(-1)).sum() + self._penalty(
             jets, self.boundary, self.boundary_data, self.penalty
