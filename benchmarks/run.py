@@ -6,14 +6,17 @@ r"""Benchmark suite: every figure is a ratio against a baseline measured in the 
 Writes ``benchmarks/results/benchmarks.json``, one CSV per table, and the tables into
 ``docs/performance.md`` between its GENERATED markers. Peak memory is the resident set size of a
 fresh process that does only the measured work (``--cell``), minus nothing: it includes Python and
-torch (about 0.4 GB), which the report states.
+torch (about 0.4 GB), which the report states. Each cell first runs one GN iteration on a tiny problem,
+so that the first-call costs of torch.func and LAPACK (seconds) are not timed.
 
 Sections:
 1. one Gauss-Newton iteration vs one Adam iteration, time and peak RSS, over p and N;
 2. time to accuracy on the regression flow (GN vs Adam vs L-BFGS, to twice the approximation floor);
 3. adapter overhead (pymanopt SteepestDescent, geoopt RiemannianSGD vs the same core step);
 4. the solve modes on one problem (time, peak RSS, agreement, CG iterations);
-5. scaling of the time per MMS step with p and with N (fitted exponents).
+5. scaling of the time per MMS step with p and with N (fitted exponents);
+6. crossovers: the fastest solve mode over a grid of p and N, for one and for ten right-hand sides;
+7. (full run only) memory of the matrix-free mode at p = N = 1e5.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 REPORT = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
 CG_CAP = 50  # CG iterations per solve in the size grid (reported; the default is 500)
+MEMORY_CG_CAP = 5  # CG iterations per solve in the p = N = 1e5 memory cell (memory does not grow with it)
 
 
 # ------------------------------------------------------------------------------------------ problems
@@ -99,15 +103,24 @@ def cell(kind: str, parameters: int, nodes: int, mode: str) -> dict:
         "dense": DenseSolve(),
         "woodbury": WoodburySolve(),
         "cg": ConjugateGradientSolve(max_iterations=CG_CAP),
+        "cg-memory": ConjugateGradientSolve(max_iterations=MEMORY_CG_CAP),
         "cg-jacobi": ConjugateGradientSolve(max_iterations=500, tolerance=1e-10, preconditioner="jacobi"),
         "cg-none": ConjugateGradientSolve(max_iterations=500, tolerance=1e-10),
     }[mode]
-    # the solve-mode comparison fixes the damping (damping="auto" estimates tr(J^T M J) by Hutchinson in CG mode)
-    damping = 1e-4 if kind == "solve" else "auto"
+    # the solve-mode comparison and the memory cell fix the damping (damping="auto" estimates
+    # tr(J^T M J) by 16 Hutchinson products in CG mode)
+    damping = 1e-4 if kind in ("solve", "memory") else "auto"
+    if kind != "adam":  # first calls into torch.func and LAPACK cost seconds: pay them on a tiny problem
+        _, small, small_theta = regression_subproblem(30, 20, solve_mode, damping=damping)
+        GaussNewton(max_iterations=1).solve(small, small_theta)
     network, subproblem, theta = regression_subproblem(parameters, nodes, solve_mode, damping=damping)
     manifold = subproblem.manifold
     out = {"p": subproblem.manifold.dim, "N": nodes, "mode": manifold.solve_mode_name()}
-    if kind == "gn":
+    if kind in ("gn", "memory"):
+        if kind == "memory":  # one Jacobian-vector pair (JVP + VJP), the unit of matrix-free work
+            start = time.perf_counter()
+            manifold.linearization(theta).matvec(torch.ones_like(theta))
+            out["pair_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
         GaussNewton(max_iterations=1).solve(subproblem, theta)
         out["seconds"] = time.perf_counter() - start
@@ -136,6 +149,9 @@ def cell(kind: str, parameters: int, nodes: int, mode: str) -> dict:
         factorization = manifold.metric_factorization(theta)
         solution = factorization.solve(egrad, manifold.damping)
         out["seconds"] = time.perf_counter() - start
+        for column in torch.randn(9, egrad.numel(), dtype=egrad.dtype, generator=torch.Generator().manual_seed(1)):
+            factorization.solve(column, manifold.damping)
+        out["seconds_ten"] = time.perf_counter() - start  # one factorisation, ten right-hand sides
         out["cg_iterations"] = solution.iterations
         out["solution"] = solution.value.tolist()
     out["peak_rss_bytes"] = peak_rss_bytes()
@@ -156,12 +172,12 @@ def run_cell(kind: str, parameters: int, nodes: int, mode: str = "auto", timeout
 # ------------------------------------------------------------------------------------------ sections
 
 
-def iteration_costs(sizes: list[int], skip: set[tuple[int, int]]) -> list[dict]:
+def iteration_costs(sizes: list[int], skip: dict[tuple[int, int], str]) -> list[dict]:
     rows = []
     for parameters in sizes:
         for nodes in sizes:
             if (parameters, nodes) in skip:
-                rows.append({"p_target": parameters, "N": nodes, "skipped": "left out of --quick"})
+                rows.append({"p_target": parameters, "N": nodes, "skipped": skip[parameters, nodes]})
                 continue
             gn, adam = run_cell("gn", parameters, nodes), run_cell("adam", parameters, nodes)
             row = {"p_target": parameters, "N": nodes, "gn": gn, "adam": adam}
@@ -289,7 +305,43 @@ def scaling(parameter_sizes: list[int], node_sizes: list[int], fixed_p: int, fix
     }
 
 
+def crossovers(parameter_sizes: list[int], node_sizes: list[int]) -> list[dict]:
+    """Dense, Woodbury and plain CG on one solve at each (p, N), each in a fresh process; and what ``auto`` picks."""
+    from mms_manifolds.linalg import AutoSolve
+
+    rows = []
+    for parameters in parameter_sizes:
+        for nodes in node_sizes:
+            row = {"p_target": parameters, "N": nodes, "modes": {}}
+            for mode in ("dense", "woodbury", "cg-none"):
+                measured = run_cell("solve", parameters, nodes, mode, timeout=600)
+                measured.pop("solution", None)
+                row["modes"][mode] = measured
+                row["p"] = measured.get("p", row.get("p"))
+            timed = {mode: m for mode, m in row["modes"].items() if "seconds" in m}
+            row["fastest_one"] = min(timed, key=lambda mode: timed[mode]["seconds"]) if timed else None
+            row["fastest_ten"] = min(timed, key=lambda mode: timed[mode]["seconds_ten"]) if timed else None
+            row["auto"] = AutoSolve().select(row["p"] or parameters, nodes)[0].name
+            rows.append(row)
+            print("crossover", parameters, nodes, row["fastest_one"], row["fastest_ten"], file=sys.stderr)
+    return rows
+
+
 # -------------------------------------------------------------------------------------------- report
+
+
+def time_to_reach(curve: list[dict], level: float) -> tuple[float, bool]:
+    """``(seconds, True)`` of the first budget whose max error is at most ``level``, else ``(longest run's seconds, False)``."""
+    for point in curve:
+        if point["max_error"] <= level:
+            return point["seconds"], True
+    return max(point["seconds"] for point in curve), False
+
+
+def accuracy_levels(accuracy: dict) -> list[float]:
+    """The target and the errors GN reaches at 3 and 10 iterations per step (looser accuracies)."""
+    gn_curve = {point["iterations"]: point["max_error"] for point in accuracy["solvers"]["gauss-newton"]["curve"]}
+    return [gn_curve[n] * 1.05 for n in (3, 10) if n in gn_curve] + [accuracy["target"]]
 
 
 def _fmt(value: float | None, spec: str = ".3g") -> str:
@@ -344,8 +396,24 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         f"Adam / GN wall time: **{_fmt(accuracy['adam_over_gn'])}** (target >= 10); "
-        f"L-BFGS / GN: **{_fmt(accuracy['lbfgs_over_gn'])}** (target >= 3).",
+        f"L-BFGS / GN: **{_fmt(accuracy['lbfgs_over_gn'])}** (target >= 3). A solver that never reaches the "
+        "target gives no ratio; its last run's wall time bounds the ratio from below.",
+        "",
+        "The same curves read at looser accuracies (wall time of the first budget that reaches each; "
+        "`>` marks a lower bound, from a solver's longest run, when it never does):",
+        "",
+        "| max error at most | GN s | Adam s | L-BFGS s | Adam / GN | L-BFGS / GN |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    for level in accuracy_levels(accuracy):
+        times = {name: time_to_reach(entry["curve"], level) for name, entry in accuracy["solvers"].items()}
+        gn_time, _ = times["gauss-newton"]
+        cells = [f"{seconds:.3g}" if reached else f"> {seconds:.3g}" for seconds, reached in times.values()]
+        ratios = [
+            ("" if reached else "> ") + f"{seconds / gn_time:.3g}"
+            for seconds, reached in (times["adam"], times["lbfgs"])
+        ]
+        lines.append(f"| {level:.3g} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     adapters = report["adapter_overhead"]
     lines += ["", "### 3. Adapter overhead", ""]
     lines += [
@@ -388,14 +456,38 @@ def markdown(report: dict) -> str:
     ]
     for by_p, by_n in zip(scale["by_p"], scale["by_n"]):
         lines.append(f"| {by_p['p']} | {by_p['seconds']:.3g} | | {by_n['N']} | {by_n['seconds']:.3g} |")
+    lines += ["", "### 6. Crossovers between the solve modes", ""]
+    lines += [
+        "One solve as in section 4 (lambda = 1e-4, factorisation included), each mode in a fresh process; "
+        "seconds for one right-hand side and for ten with one factorisation, plain CG's iterations for the "
+        "first, and the mode `AutoSolve` picks.",
+        "",
+        "| p | N | dense 1 / 10 s | woodbury 1 / 10 s | cg 1 / 10 s (its) | fastest, 1 | fastest, 10 | auto |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def pair(measured: dict) -> str:
+        if "seconds" not in measured:
+            return f"skipped: {measured.get('skipped')}"
+        return f"{measured['seconds']:.3g} / {measured['seconds_ten']:.3g}"
+
+    for row in report["crossovers"]:
+        modes = row["modes"]
+        lines.append(
+            f"| {row['p']} | {row['N']} | {pair(modes['dense'])} | {pair(modes['woodbury'])} | "
+            f"{pair(modes['cg-none'])} ({modes['cg-none'].get('cg_iterations', '—')}) | {row['fastest_one']} | "
+            f"{row['fastest_ten']} | {row['auto']} |"
+        )
     if "memory_cell" in report:
         cell_row = report["memory_cell"]
-        lines += ["", "### Memory: p = N = 1e5, matrix-free", ""]
+        lines += ["", "### 7. Memory: p = N = 1e5, matrix-free", ""]
         if "peak_rss_bytes" in cell_row:
             lines.append(
-                f"One GN iteration (CG, at most {CG_CAP} iterations per solve) at p = {cell_row['p']}, "
-                f"N = {cell_row['N']}: peak RSS **{cell_row['peak_rss_bytes'] / 2**30:.2f} GiB** (target < 4 GB), "
-                f"{cell_row['seconds']:.1f} s."
+                f"One GN iteration in CG mode at p = {cell_row['p']}, N = {cell_row['N']} with CG capped at "
+                f"{MEMORY_CG_CAP} iterations per solve and damping fixed at 1e-4 (CG keeps a fixed number of "
+                "p-vectors, so the cap changes the time, not the peak): peak RSS "
+                f"**{cell_row['peak_rss_bytes'] / 2**30:.2f} GiB** (target < 4 GB), torch included; "
+                f"{cell_row['seconds']:.0f} s for the iteration, {cell_row['pair_seconds']:.1f} s per JVP + VJP pair."
             )
         else:
             lines.append(f"skipped: {cell_row.get('skipped')}")
@@ -437,14 +529,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smaller grid (about 5 minutes on 2 cores)")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite docs/performance.md from benchmarks/results/benchmarks.json"
+    )
     arguments = parser.parse_args()
     if arguments.cell:
         kind, parameters, nodes, mode = json.loads(arguments.cell)
         print(json.dumps(cell(kind, parameters, nodes, mode)))
         return
+    if arguments.report_only:
+        write_report(json.loads((RESULTS / "benchmarks.json").read_text()))
+        return
     sizes = [1000, 10000, 100000]
     quick = arguments.quick
-    skip = {(p, n) for p in sizes for n in sizes if max(p, n) == 100000} if quick else set()
+    if quick:
+        skip = {(p, n): "left out of --quick" for p in sizes for n in sizes if max(p, n) == 100000}
+    else:
+        skip = {
+            (100000, 100000): f"one GN iteration with CG capped at {CG_CAP} is about 170 JVP + VJP pairs of several "
+            "seconds each here (over 20 min); memory measured in section 7"
+        }
     report = {
         "command": "python benchmarks/run.py" + (" --quick" if quick else ""),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -460,9 +564,10 @@ def main() -> None:
         "scaling": scaling([300, 1000, 3000, 10000], [300, 1000, 3000, 10000], 1000, 1000)
         if quick
         else scaling([1000, 3000, 10000, 30000, 100000], [1000, 3000, 10000, 30000, 100000], 1000, 1000),
+        "crossovers": crossovers([300, 1000, 3000], [300, 1000, 3000] if quick else [300, 1000, 3000, 10000]),
     }
     if not quick:
-        report["memory_cell"] = run_cell("gn", 100000, 100000, "cg", timeout=1800)
+        report["memory_cell"] = run_cell("memory", 100000, 100000, "cg-memory", timeout=1800)
     write_report(report)
     print(markdown(report))
 

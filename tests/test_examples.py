@@ -8,22 +8,18 @@ import pytest
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 
+QUICK_PAIR = ["--solvers", "gauss-newton", "adam", "--output-dir", "{tmp}"]
+
 # Scripts whose defaults are a full experiment run here with the same code path at a smaller size.
 SMALLER = {
     "poisson_2d": ["--steps", "1", "--iterations", "2"],
     "heat_4d": ["--nodes", "200", "--steps", "2"],
     "gpu_check": ["--parameters", "200", "--nodes", "200"],
-    "reproduce": [
-        "--quick",
-        "--experiments",
-        "regression",
-        "--solvers",
-        "gauss-newton",
-        "adam",
-        "--output-dir",
-        "{tmp}",
-    ],
+    "reproduce": ["--quick", "--experiments", "regression", *QUICK_PAIR],
 }
+# The per-experiment scripts of the reproduction: quick size, GN against Adam.
+for experiment_script in ("regression_flow", "latent_diffusion", "heat_flow", "allen_cahn", "known_minimizer"):
+    SMALLER[experiment_script] = ["--quick", *QUICK_PAIR]
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)

@@ -71,3 +71,33 @@ def test_latent_diffusion_pieces():
     assert energy_distance(latents[:300], 3 * noise) > 0.5
     samples = ddpm_sample(lambda z: torch.zeros_like(z[:, :4]), NoiseSchedule(), 50, 4, seed=0)
     assert samples.shape == (50, 4) and bool(torch.isfinite(samples).all())
+
+
+def test_an_interrupted_comparison_resumes_from_its_journal(tmp_path, monkeypatch):
+    from mms_manifolds.reproduce import runner
+
+    journal = tmp_path / "runs.csv"
+    arguments = {"quick": True, "budgets": (1, 2), "floor_budget": 2, "progress": False, "journal": journal}
+    rows, floors = compare(["regression"], ["gauss-newton", "adam"], **arguments)
+    # GN at 1, at 2 (the floor run, journaled once and reused), Adam at 1 and 2
+    assert [(row.solver, row.budget) for row in runner.read_csv(journal)] == [
+        ("gauss-newton", 2),
+        ("gauss-newton", 1),
+        ("adam", 1),
+        ("adam", 2),
+    ]
+
+    def must_not_run(*_):
+        raise AssertionError("a journaled run was run again")
+
+    monkeypatch.setattr(runner, "_run", must_not_run)
+    again, floors_again = compare(["regression"], ["gauss-newton", "adam"], **arguments)
+    assert again == rows and floors_again == floors
+    # a run cut off before it was journaled is the only one repeated
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:-1]) + "\n")
+    monkeypatch.undo()
+    resumed, _ = compare(["regression"], ["gauss-newton", "adam"], **arguments)
+    assert [(row.solver, row.budget, row.max_error) for row in resumed] == [
+        (row.solver, row.budget, row.max_error) for row in rows
+    ]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,13 @@ from ..mms import MMSDivergenceError
 from .experiments import EXPERIMENTS, build
 from .roster import RATE_GRIDS, SOLVERS, solver_variants
 
-__all__ = ["Row", "compare", "summary_markdown"]
+__all__ = ["Row", "append_csv", "compare", "read_csv", "summary_markdown", "write_csv"]
 
 QUICK_BUDGETS = (1, 3, 10)
 FULL_BUDGETS = (1, 2, 5, 10, 20, 50)
-SLOW_MAX_BUDGET = {"quick": {"pymanopt-tr": 3}, "full": {"pymanopt-tr": 20}}
-"""Budgets above these are skipped for slow solvers: a trust-region iteration runs an inner truncated-CG loop."""
+SLOW_MAX_BUDGET = {"quick": {"pymanopt-tr": 3}, "full": {"pymanopt-tr": 20, "rgd-exp": 10}}
+"""Budgets above these are skipped for slow solvers: a trust-region iteration runs an inner truncated-CG
+loop, and every exp-map step integrates a stiff geodesic ODE (10-20x a GN iteration)."""
 
 
 @dataclass
@@ -113,22 +115,45 @@ def compare(
     floor_budget: int | None = None,
     progress: bool = True,
     time_limit: float | None = None,
+    journal: Path | None = None,
 ) -> tuple[list[Row], dict[str, float]]:
     """Run every experiment x solver x budget; return the rows and each experiment's approximation floor.
 
-    A solver whose run at one budget took longer than ``time_limit`` seconds (default 20 quick, 300
+    A solver whose run at one budget took longer than ``time_limit`` seconds (default 20 quick, 120
     full) is not run at larger budgets of that experiment.
+
+    With a ``journal`` (a CSV path), every finished run is appended to it at once, and runs already
+    in it (same experiment, solver and budget) are read back instead of run again: an interrupted
+    comparison resumes where it stopped. The floor run is journaled as Gauss–Newton at
+    ``floor_budget``. A journal belongs to one size and one version of the code; delete it to start over.
     """
     experiments = list(EXPERIMENTS) if experiments is None else experiments
     solvers = list(SOLVERS) if solvers is None else solvers
     budgets = (QUICK_BUDGETS if quick else FULL_BUDGETS) if budgets is None else budgets
     floor_budget = (30 if quick else 50) if floor_budget is None else floor_budget
     size = "quick" if quick else "full"
-    time_limit = (20.0 if quick else 300.0) if time_limit is None else time_limit
+    time_limit = (20.0 if quick else 120.0) if time_limit is None else time_limit
+    done = {(row.experiment, row.solver, row.budget): row for row in read_csv(journal)} if journal else {}
     rows, floors = [], {}
+
+    def run(experiment, solver: str, budget: int) -> Row:
+        key = (experiment.name, solver, budget)
+        if key not in done:
+            done[key] = _run(experiment, solver, budget)
+            if journal is not None:
+                append_csv(done[key], journal)
+            if progress:
+                row = done[key]
+                print(
+                    f"{row.experiment:16s} {solver:13s} n={budget:3d} max e {row.max_error:.3e} "
+                    f"{row.wall_time:6.2f} s {row.status}",
+                    file=sys.stderr,
+                )
+        return done[key]
+
     for name in experiments:
-        experiment = build(name, size)
-        floors[name] = _run(experiment, "gauss-newton", floor_budget).max_error
+        experiment = _Lazy(name, size)
+        floors[name] = run(experiment, "gauss-newton", floor_budget).max_error
         for solver in solvers:
             for budget in budgets:
                 if budget > SLOW_MAX_BUDGET[size].get(solver, math.inf):
@@ -140,15 +165,20 @@ def compare(
                     and rows[-1].wall_time > time_limit
                 ):
                     break  # larger budgets of a solver that already took too long are skipped (the summary says so)
-                rows.append(_run(experiment, solver, budget))
-                if progress:
-                    row = rows[-1]
-                    print(
-                        f"{name:16s} {solver:13s} n={budget:3d} max e {row.max_error:.3e} "
-                        f"{row.wall_time:6.2f} s {row.status}",
-                        file=sys.stderr,
-                    )
+                rows.append(run(experiment, solver, budget))
     return rows, floors
+
+
+class _Lazy:
+    """An experiment built on first use, so that a resumed comparison does not rebuild finished ones."""
+
+    def __init__(self, name: str, size: str):
+        self.name, self.size, self._experiment = name, size, None
+
+    def __getattr__(self, attribute: str):
+        if self._experiment is None:
+            self._experiment = build(self.name, self.size)
+        return getattr(self._experiment, attribute)
 
 
 def write_csv(rows: list[Row], floors: dict[str, float], path: Path) -> None:
@@ -158,6 +188,42 @@ def write_csv(rows: list[Row], floors: dict[str, float], path: Path) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({**asdict(row), "floor": floors[row.experiment]})
+
+
+def append_csv(row: Row, path: Path) -> None:
+    """Append one row to a journal CSV (with a header when the file is new), flushed to disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(row).keys()))
+        if new:
+            writer.writeheader()
+        writer.writerow(asdict(row))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_csv(path: Path) -> list[Row]:
+    """The rows of a CSV written by :func:`append_csv` or :func:`write_csv` (none if it does not exist)."""
+    if not path.exists():
+        return []
+    types = {field.name: field.type for field in fields(Row)}
+    rows = []
+    with open(path, newline="") as handle:
+        for record in csv.DictReader(handle):
+            values = {}
+            for name, kind in types.items():
+                text = record[name]
+                if kind == "bool":
+                    values[name] = text == "True"
+                elif kind == "int":
+                    values[name] = int(text)
+                elif kind in ("float", "float | None"):
+                    values[name] = None if text == "" else float(text)
+                else:
+                    values[name] = text
+            rows.append(Row(**values))
+    return rows
 
 
 def plot(rows: list[Row], floors: dict[str, float], folder: Path) -> list[Path]:
