@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mms_manifolds import AutogradParametrization, LinearParametrization, TorchParametrization
+from mms_manifolds.parametrizations import FunctionParametrization
 from mms_manifolds.testing import adjoint_mismatch
 
 from cases import mlp, mlp_parametrization, nodes_1d
@@ -40,6 +41,38 @@ def test_jacobian_matches_jvp_and_loop(seed):
     assert torch.allclose(jacobian @ xi, phi.jvp(theta, xi), atol=1e-12)
     looped = super(type(phi).__mro__[1], phi).jacobian(theta)  # Parametrization's one-JVP-per-column default
     assert torch.allclose(jacobian, looped, atol=1e-12)
+
+
+def test_node_wise_jacobian_equals_the_batched_jvp_jacobian():
+    phi = mlp_parametrization(3)
+    theta = phi.initial_point() + 0.1
+    forward_mode = FunctionParametrization.jacobian(phi, theta)
+    assert phi.node_separable is None
+    assert torch.allclose(phi.jacobian(theta), forward_mode, rtol=1e-12, atol=1e-13)
+    assert phi.node_separable is True  # decided by the check at the first Jacobian
+
+
+class _CoupledNetwork(torch.nn.Module):
+    """Couples the nodes: the network's output minus its mean over the nodes (and divided by their spread)."""
+
+    def __init__(self, scaled: bool):
+        super().__init__()
+        self.inner, self.scaled = mlp((1, 4, 1), 0), scaled
+
+    def forward(self, x):
+        out = self.inner(x)
+        centred = out - out.mean(0, keepdim=True)
+        return centred / out.std(0, keepdim=True) if self.scaled else centred  # NaN at a single node
+
+
+@pytest.mark.parametrize("module", [_CoupledNetwork(False), _CoupledNetwork(True)], ids=["centred", "standardised"])
+def test_a_module_that_couples_nodes_is_detected_and_gets_the_generic_jacobian(module):
+    phi = TorchParametrization(module, nodes_1d(12))
+    theta = phi.initial_point()
+    with pytest.warns(UserWarning, match="Jacobian is formed by batched JVPs"):
+        jacobian = phi.jacobian(theta)
+    assert phi.node_separable is False
+    assert torch.allclose(jacobian, FunctionParametrization.jacobian(phi, theta), atol=1e-13)
 
 
 @settings(max_examples=5, deadline=None)

@@ -156,7 +156,8 @@ class JetParametrization(TorchParametrization):
         )
         self._seed = check_integer("seed", seed, minimum=0)
         self._probes = self._hutchinson_probes(next(iter(self.node_sets.values())).points)
-        super().__init__(module, torch.cat([node_set.points for node_set in self.node_sets.values()]))
+        nodes = torch.cat([node_set.points for node_set in self.node_sets.values()])
+        super().__init__(module, nodes, node_separable=False)  # jets are not the module's node values
         outputs = self._single_output_size()
         self.layout = JetLayout(self.node_sets, outputs, self.input_dimension)
 

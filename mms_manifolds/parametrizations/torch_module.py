@@ -2,12 +2,14 @@ r"""Parametrisation of a ``torch.nn.Module`` evaluated at fixed nodes."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from torch.func import functional_call
+from torch.func import functional_call, jacrev, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .._checks import check_finite
-from .torch_function import FunctionParametrization
+from .torch_function import JACOBIAN_CHUNK_NUMBERS, FunctionParametrization
 
 __all__ = ["TorchParametrization"]
 
@@ -21,11 +23,22 @@ class TorchParametrization(FunctionParametrization):
     ``torch.func`` (see :class:`FunctionParametrization`). The module is never modified except by
     :meth:`write_to_module`.
 
+    The dense Jacobian of a network that maps each node on its own (an MLP: ``f(X)[i]`` depends on
+    ``X[i]`` only) is formed node by node, as batched per-node reverse-mode gradients
+    (``vmap(jacrev(...))`` over the nodes): :math:`O(Nmp)` work, against :math:`O(Np^2)` for the
+    :math:`p` batched JVPs of the generic path (about 100x faster at :math:`p = 1021`,
+    :math:`N = 3000`; see ``docs/performance.md``). Whether the module is node-separable is checked at
+    the first Jacobian: :math:`J v` from the node-wise Jacobian must equal a JVP in a fixed random
+    direction :math:`v`; a module that couples nodes (batch statistics, attention across nodes) fails
+    the check, gets a warning and the generic path from then on.
+
     Args:
         module: the network; all trainable parameters share one floating dtype and one device,
             which the parametrisation follows.
         nodes: evaluation points, shape ``(N, d)`` or ``(N,)`` (read as ``d = 1`` only if the module
             accepts it), same dtype and device as the parameters.
+        node_separable: ``None`` (default) checks at the first Jacobian as above; ``True`` skips the
+            check; ``False`` always uses the generic path.
 
     Raises:
         ValueError: the module has no trainable parameters, parameters disagree in dtype or device,
@@ -40,7 +53,7 @@ class TorchParametrization(FunctionParametrization):
         (13, (10, 1))
     """
 
-    def __init__(self, module: torch.nn.Module, nodes: torch.Tensor):
+    def __init__(self, module: torch.nn.Module, nodes: torch.Tensor, node_separable: bool | None = None):
         named = [(name, parameter) for name, parameter in module.named_parameters() if parameter.requires_grad]
         if not named:
             raise ValueError("module has no trainable parameters")
@@ -60,8 +73,11 @@ class TorchParametrization(FunctionParametrization):
         if nodes.ndim == 0 or nodes.shape[0] == 0:
             raise ValueError(f"nodes must hold at least one node along dimension 0, got shape {tuple(nodes.shape)}")
         check_finite("nodes", nodes)
+        if node_separable not in (None, True, False):
+            raise ValueError(f"node_separable must be None, True or False, got {node_separable!r}")
         self.module = module
         self.nodes = nodes
+        self.node_separable = node_separable
         self._names = [name for name, _ in named]
         self._shapes = [parameter.shape for _, parameter in named]
         self._sizes = [parameter.numel() for _, parameter in named]
@@ -83,6 +99,43 @@ class TorchParametrization(FunctionParametrization):
     def _forward(self, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         """The module's output at the nodes with the given named tensors; subclasses evaluate other maps."""
         return functional_call(self.module, parameters, (self.nodes,))
+
+    def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
+        r"""Dense :math:`J(\theta)`, shape ``(N, m, p)``: node by node when the module is node-separable.
+
+        Per-node gradients are batched over chunks of at most ``JACOBIAN_CHUNK_NUMBERS // (m p)`` nodes.
+        """
+        if self.node_separable is False or self.nodes.ndim < 2:
+            return super().jacobian(theta)
+        if self.node_separable:
+            return self._node_wise_jacobian(theta)
+        try:
+            jacobian = self._node_wise_jacobian(theta)
+        except (RuntimeError, ValueError) as error:  # e.g. batch statistics of a single node
+            problem = f"cannot be evaluated at one node ({error})"
+        else:
+            direction = torch.randn(
+                self.num_parameters, generator=torch.Generator().manual_seed(0), dtype=self.dtype
+            ).to(self.device)
+            expected = self.jvp(theta, direction)
+            mismatch = float((jacobian @ direction - expected).norm()) / max(float(expected.norm()), 1e-300)
+            if mismatch <= 100 * torch.finfo(self.dtype).eps ** 0.5:
+                self.node_separable = True
+                return jacobian
+            problem = f"couples nodes (node-wise J v differs from the JVP by {mismatch:.1e} relative)"
+        self.node_separable = False
+        warnings.warn(
+            f"{type(self.module).__name__} {problem}: the Jacobian is formed by batched JVPs instead", stacklevel=2
+        )
+        return super().jacobian(theta)
+
+    def _node_wise_jacobian(self, theta: torch.Tensor) -> torch.Tensor:
+        def at_node(point: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+            parameters = {**self._fixed, **self.unflatten(point)}
+            return functional_call(self.module, parameters, (node.unsqueeze(0),)).reshape(-1)
+
+        chunk = max(1, JACOBIAN_CHUNK_NUMBERS // (self.output_shape[1] * self.num_parameters))
+        return vmap(jacrev(at_node), in_dims=(None, 0), chunk_size=chunk)(theta, self.nodes)
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a flat vector of shape ``(p,)`` into the module's named parameter tensors."""
