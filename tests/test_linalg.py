@@ -7,7 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mms_manifolds import GaussNewton, IncrementManifold, L2Metric, L2Regression, TorchParametrization
-from mms_manifolds.linalg import ConjugateGradientSolve, GramOperator, conjugate_gradient
+from mms_manifolds.linalg import AutoSolve, ConjugateGradientSolve, GramOperator, conjugate_gradient
 from mms_manifolds.subproblem import MMSSubproblem
 
 from cases import mlp
@@ -81,3 +81,20 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
     with dense_guard:
         IncrementManifold(parametrization, metric, solve_mode="dense").egrad2rgrad(theta, torch.ones(p))
     assert dense_guard.largest >= count * p  # the guard does see a materialised Jacobian
+
+
+@pytest.mark.parametrize(
+    ("parameters", "ambient", "expected"),
+    [
+        (286, 300, "dense"),
+        (1021, 10_000, "dense"),  # J is 82 MB: the factorisation's ~650 MB fits the 1 GiB budget
+        (9997, 1000, "woodbury"),
+        (1021, 100_000, "cg"),  # J is 817 MB: the dense factorisation peaked at 7.2 GB
+        (99853, 1000, "cg"),  # J is 800 MB: the kernel factorisation peaked at 5.8 GB
+        (5000, 5000, "cg"),
+    ],
+)
+def test_auto_solve_picks_by_size_and_the_factorisation_memory(parameters, ambient, expected):
+    mode, reason = AutoSolve().select(parameters, ambient)
+    assert mode.name == expected, reason
+    assert AutoSolve(memory_budget_bytes=2**40).select(1021, 100_000)[0].name == "dense"
