@@ -26,7 +26,7 @@ class TorchParametrization(FunctionParametrization):
     The dense Jacobian of a network that maps each node on its own (an MLP: ``f(X)[i]`` depends on
     ``X[i]`` only) is formed node by node, as batched per-node reverse-mode gradients
     (``vmap(jacrev(...))`` over the nodes): :math:`O(Nmp)` work, against :math:`O(Np^2)` for the
-    :math:`p` batched JVPs of the generic path (about 100x faster at :math:`p = 1021`,
+    :math:`p` batched JVPs of the generic path (93x faster at :math:`p = 1021`,
     :math:`N = 3000`; see ``docs/performance.md``). Whether the module is node-separable is checked at
     the first Jacobian: :math:`J v` from the node-wise Jacobian must equal a JVP in a fixed random
     direction :math:`v`; a module that couples nodes (batch statistics, attention across nodes) fails
