@@ -317,3 +317,44 @@ def test_resampling_runs_with_fresh_nodes_resumes_exactly_and_certifies_nothing(
         flow.run(
             jets.initial_point(), steps=1, solver=solver, resample=lambda k: _resampled_problem(k, mlp((2, 3, 1), 0))
         )
+
+
+class _SoftplusResidual(torch.nn.Module):
+    """A deeper architecture with a skip connection and a non-tanh activation."""
+
+    def __init__(self, dimension: int, outputs: int):
+        super().__init__()
+        torch.manual_seed(7)
+        self.inner = torch.nn.Linear(dimension, 7)
+        self.middle = torch.nn.Linear(7, 7)
+        self.outer = torch.nn.Linear(7, outputs)
+
+    def forward(self, points):
+        hidden = torch.nn.functional.softplus(self.inner(points))
+        return self.outer(hidden + torch.sin(self.middle(hidden)))
+
+
+@pytest.mark.parametrize("probes", [None, 3])
+@pytest.mark.parametrize(
+    "network, dimension, derivatives",
+    [
+        (mlp((2, 8, 1), seed=1), 2, ("value", "laplacian")),
+        (mlp((3, 5, 5, 2), seed=2), 3, ("value", "gradient", "laplacian")),
+        (_SoftplusResidual(2, 2), 2, ("gradient", "laplacian")),
+    ],
+    ids=["tanh-2d-poisson", "deep-3d-two-outputs", "softplus-skip"],
+)
+def test_node_wise_jet_jacobian_equals_the_batched_jvp_path(network, dimension, derivatives, probes):
+    """The fast Jacobian (vmap over nodes of jacrev over parameters of one node's jet) against p batched JVPs."""
+    network = network.double()
+    generator = torch.Generator().manual_seed(5)
+    node_sets = {
+        "interior": NodeSet(torch.rand(9, dimension, generator=generator), torch.full((9,), 1 / 9), derivatives),
+        "boundary": NodeSet(torch.rand(4, dimension, generator=generator), torch.full((4,), 1 / 4), ("value",)),
+    }
+    jets = JetParametrization(network, node_sets, laplacian_probes=probes)
+    theta = jets.initial_point() + 0.1 * torch.randn(jets.num_parameters, generator=generator)
+    fast = jets.jacobian(theta)
+    reference = super(TorchParametrization, jets).jacobian(theta)  # FunctionParametrization: batched JVPs
+    assert fast.shape == reference.shape == (*jets.output_shape, jets.num_parameters)
+    assert torch.allclose(fast, reference, rtol=0, atol=1e-12 * float(reference.abs().max()))
