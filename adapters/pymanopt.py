@@ -280,7 +280,9 @@ class PymanoptSolver(InnerSolver):
             f"transport_kind={self.transport_kind!r})"
         )
 
-    def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
+    def _solve(
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+    ) -> InnerResult:
         manifold = PymanoptIncrementManifold(subproblem.manifold, transport_kind=self.transport_kind)
         problem = make_problem(subproblem, manifold)
         saved = (self.optimizer._min_gradient_norm, self.optimizer._log_verbosity)

@@ -27,6 +27,7 @@ from .linalg import (
     GramOperator,
     WoodburySolve,
     make_solve_mode,
+    pseudo_inverse_rtol,
 )
 from .metrics.base import Metric
 from .ode import integrate_dormand_prince
@@ -196,7 +197,10 @@ class IncrementManifold:
         """The solve mode in use: the automatic choice for this size, or the one given."""
         if isinstance(self.solve_mode, AutoSolve):
             mode, _ = self.solve_mode.select(
-                self.dim, self.parametrization.ambient_dimension, self.parametrization.dtype.itemsize
+                self.dim,
+                self.parametrization.ambient_dimension,
+                self.parametrization.dtype.itemsize,
+                self.parametrization.device,
             )
             return mode
         return self.solve_mode
@@ -334,7 +338,7 @@ class IncrementManifold:
         r""":math:`M`-orthogonal split of :math:`v`: ``(||P_T v||_M, ||v - P_T v||_M)``, :math:`P_T` onto :math:`\operatorname{range} J`.
 
         Exact in the dense and Woodbury modes: :math:`P_T` projects onto the left singular vectors of
-        :math:`M^{1/2}J` whose singular values exceed :math:`\sqrt{\varepsilon}\,\sigma_{\max}`, the
+        :math:`M^{1/2}J` whose squared singular values exceed :math:`\min(p, Nm)\,\varepsilon\,\sigma_{\max}^2`, the
         directions the network reaches at bounded parameter cost (the same cutoff as the undamped
         dense pseudo-inverse, so the split agrees with :meth:`project` at ``damping=0``). In the
         matrix-free mode :math:`P_T` is replaced by :math:`J G^{-1}J^\top M` (damped), whose normal part
@@ -347,7 +351,7 @@ class IncrementManifold:
             image = self.parametrization.jvp(theta, xi)
             return float(self.metric.norm(image)), float(self.metric.norm(v - image))
         left, singular, _ = operator.whitened_svd()
-        keep = singular > torch.finfo(singular.dtype).eps ** 0.5 * float(singular.max())
+        keep = self._kept_singular_values(singular)
         target = self.metric.whiten(v)
         tangential = left[:, keep] @ (left[:, keep].T @ target)
         return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))
@@ -367,8 +371,17 @@ class IncrementManifold:
         if factorization.mode == "cg":
             return float(self.metric.norm(self.parametrization.jvp(theta, self._solve(theta, egrad))))
         _, singular, right = operator.whitened_svd()
-        keep = singular > torch.finfo(singular.dtype).eps ** 0.5 * float(singular.max())
+        keep = self._kept_singular_values(singular)
         return float(torch.linalg.vector_norm((right[keep] @ egrad) / singular[keep]))
+
+    def _kept_singular_values(self, singular: torch.Tensor) -> torch.Tensor:
+        r"""Mask of the singular values of :math:`M^{1/2}J` that span :math:`T`: :math:`\sigma_i^2 > \text{rtol}\,\sigma_{\max}^2`.
+
+        ``rtol`` is :func:`~mms_manifolds.linalg.pseudo_inverse_rtol` of :math:`\min(p, Nm)`, the cutoff of the
+        undamped dense pseudo-inverse, so that the split agrees with :meth:`project` at ``damping=0``.
+        """
+        rtol = pseudo_inverse_rtol(min(self.dim, self.parametrization.ambient_dimension), singular.dtype)
+        return singular.square() > rtol * float(singular.max()) ** 2
 
     def _rank_tolerance(self, singular: torch.Tensor) -> float:
         size = max(self.dim, self.parametrization.ambient_dimension)

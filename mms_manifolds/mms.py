@@ -260,12 +260,13 @@ class MinimizingMovement:
             parametrization, energy, manifold = self._step_problem(resample, step)
             anchor = parametrization.value(theta_previous)
             subproblem = MMSSubproblem(manifold.with_anchor(anchor), energy, self.tau)
-            inner, retries, attempt = solver.solve(subproblem, theta_previous, step_tolerance), 0, solver
+            state = result.metadata.get("solver_state")
+            inner, retries, attempt = solver.solve(subproblem, theta_previous, step_tolerance, state), 0, solver
             while inner.stop_reason.failed and on_failure == "retry" and retries < max_retries:
                 attempt = attempt.fallback()
                 if attempt is None:
                     break
-                inner, retries = attempt.solve(subproblem, theta_previous, step_tolerance), retries + 1
+                inner, retries = attempt.solve(subproblem, theta_previous, step_tolerance, state), retries + 1
             if inner.stop_reason.failed:
                 raise MMSDivergenceError(step, inner.failed_iteration, inner.stop_reason, retries, result)
             theta = inner.point
@@ -310,6 +311,7 @@ class MinimizingMovement:
                 jacobian_rank=rank,
                 jacobian_sigma_min=sigma_min,
             )
+            result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
             if checkpoint is not None:
                 result.save(checkpoint)
             if progress:

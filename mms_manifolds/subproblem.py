@@ -18,9 +18,19 @@ import torch
 
 from ._checks import check_positive_float
 from .energies import Energy
+from .linalg import (
+    AutoSolve,
+    ConjugateGradientSolve,
+    DenseSolve,
+    Factorization,
+    GramFactorization,
+    GramOperator,
+    make_solve_mode,
+)
 from .manifold import IncrementManifold
+from .metrics.base import Metric
 
-__all__ = ["MMSSubproblem", "Residual"]
+__all__ = ["GaussNewtonModel", "MMSSubproblem", "Residual"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,69 @@ class Residual:
     total: float
     tangential: float
     normal: float
+
+
+@dataclass(frozen=True)
+class GaussNewtonModel:
+    r"""The Gauss–Newton model of the step at one point: :math:`m(\delta) = f + g\cdot\delta + \tfrac12\delta\cdot A\delta`.
+
+    .. math:: A = J^\top\big(\nabla^2E(u) + M/\tau\big)J \quad (p \times p),\qquad g = \nabla_\theta f = J^\top\nabla F_k(u),
+
+    the generalized Gauss–Newton matrix of :math:`f = F_k\circ\phi` (the second-derivative term of
+    :math:`\phi` left out). ``factorization`` solves with :math:`A/s` for any damping, so one model serves
+    every step length and damping an iteration tries.
+
+    Attributes:
+        cost: :math:`f(\theta)`.
+        gradient: :math:`g`, shape ``(p,)``.
+        factorization: of :math:`A/s`.
+        scale: :math:`s` (:math:`c + 1/\tau` where :math:`\nabla^2E = cM` and the metric's factorisation is
+            reused, else 1).
+        mean_eigenvalue: :math:`\operatorname{tr}(A)/p` (exact where :math:`J` is formed, else Hutchinson).
+        proximal_share: :math:`\operatorname{tr}(J^\top MJ)/(\tau\operatorname{tr}(A))`, the part of the model's
+            curvature that the proximal term :math:`\|u - u_k\|_M^2/(2\tau)` contributes: near 1 for a short
+            time step, near 0 where the step is a long minimisation of :math:`E`.
+    """
+
+    cost: float
+    gradient: torch.Tensor
+    factorization: Factorization
+    scale: float
+    mean_eigenvalue: float
+    proximal_share: float
+
+    def step(self, damping: float = 0.0) -> torch.Tensor:
+        r""":math:`\delta = -(A + \mu I)^{-1}g`, shape ``(p,)``; :math:`\mu = 0` gives :math:`-A^+g`, the truncated pseudo-inverse step.
+
+        The eigenvalues of :math:`A` that the pseudo-inverse drops are those at or below
+        :func:`~mms_manifolds.linalg.pseudo_inverse_rtol` times the largest (or the cutoff of the
+        factorisation's solve mode); in the matrix-free mode :math:`\mu = 0` is not available.
+        """
+        return -self.factorization.solve(self.gradient, damping / self.scale).value / self.scale
+
+    def predicted_decrease(self, step: torch.Tensor, damping: float = 0.0) -> float:
+        r""":math:`m(0) - m(\delta) = \tfrac12(-g\cdot\delta + \mu\,\delta\cdot\delta)` for the step :meth:`step` returned with damping :math:`\mu`."""
+        return 0.5 * float(-(self.gradient @ step) + damping * (step @ step))
+
+
+class _StepHessian(Metric):
+    r"""The function-space Hessian of the MMS step, :math:`W = \nabla^2E(u) + M/\tau`, as an operator on :math:`H_N`."""
+
+    def __init__(self, energy: Energy, metric: Metric, tau: float, u: torch.Tensor):
+        self.energy, self.metric, self.tau, self.u = energy, metric, tau, u
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        if v.ndim == 2:
+            return self.energy.hessian_matvec(self.u, v) + self.metric.apply(v) / self.tau
+        flat = v.reshape(-1, *v.shape[-2:])
+        product = torch.vmap(lambda column: self.energy.hessian_matvec(self.u, column))(flat)
+        return product.reshape(v.shape) + self.metric.apply(v) / self.tau
+
+
+def _resolve_solve_mode(manifold: IncrementManifold, mode: object) -> object:
+    """A solve mode by name or instance; ``"auto"`` resolves to the manifold's automatic choice."""
+    mode = make_solve_mode("auto" if mode is None else mode)
+    return manifold.selected_solve_mode() if isinstance(mode, AutoSolve) else mode
 
 
 class MMSSubproblem:
@@ -122,6 +195,53 @@ class MMSSubproblem:
         return parametrization.vjp(theta, weighted) + parametrization.second_derivative_adjoint(
             theta, xi, function_gradient
         )
+
+    def gauss_newton_model(self, theta: torch.Tensor, solve_mode: object = None) -> GaussNewtonModel:
+        r"""The :class:`GaussNewtonModel` at ``theta``; the Jacobian is formed at most once per point.
+
+        - :math:`\nabla^2E = cM` (regression): :math:`A = (c + 1/\tau)J^\top MJ`, and the manifold's own
+          cached factorisation of :math:`J^\top MJ` is reused (scale :math:`c + 1/\tau`).
+        - Otherwise, where :math:`J` is formed: :math:`A` assembled as a ``(p, p)`` matrix from :math:`W`
+          applied to the columns of :math:`J` (:class:`~mms_manifolds.linalg.GramFactorization`).
+        - Matrix-free mode: the operator :math:`J^\top WJ` solved by CG.
+
+        With :math:`J` formed, :math:`g = J^\top\nabla F_k(u)` is a matrix-vector product (no backward pass).
+
+        Args:
+            theta: the point, shape ``(p,)``.
+            solve_mode: ``None`` or ``"auto"`` for the manifold's mode, else a mode for the model solve
+                (``"dense"``, ``"cg"`` or an instance); the regression case always reuses the manifold's.
+        """
+        theta = self.manifold.check_point(theta)
+        manifold = self.manifold
+        u, function_gradient = self._evaluate(theta)
+        cost = float(self.objective(u))
+        multiple = self.energy.hessian_metric_multiple(manifold.metric)
+        mode = manifold.selected_solve_mode() if multiple is not None else _resolve_solve_mode(manifold, solve_mode)
+        matrix_free = isinstance(mode, ConjugateGradientSolve)
+        metric_operator = manifold.linearization(theta)
+        if matrix_free:
+            gradient = manifold.parametrization.vjp(theta, function_gradient)
+        else:
+            jacobian = metric_operator.jacobian()
+            gradient = jacobian.reshape(-1, manifold.dim).T @ function_gradient.reshape(-1)
+        metric_trace = metric_operator.trace(exact=not matrix_free)
+        if multiple is not None:
+            scale = multiple + 1 / self.tau
+            factorization = manifold.metric_factorization(theta)
+            return GaussNewtonModel(
+                cost, gradient, factorization, scale, scale * metric_trace / manifold.dim, 1 / (self.tau * scale)
+            )
+        weight = _StepHessian(self.energy, manifold.metric, self.tau, u)
+        if matrix_free:
+            operator = GramOperator(manifold.parametrization, weight, theta)
+            factorization, trace = mode.factorize(operator), operator.trace(exact=False)
+        else:
+            gram = GramOperator(manifold.parametrization, weight, theta, jacobian=jacobian).gram_matrix()
+            rtol = mode.pseudo_inverse_rtol if isinstance(mode, DenseSolve) else None
+            factorization, trace = GramFactorization(gram, rtol=rtol), float(torch.trace(gram))
+        share = metric_trace / (self.tau * trace) if trace > 0 else 1.0
+        return GaussNewtonModel(cost, gradient, factorization, 1.0, trace / manifold.dim, share)
 
     def riemannian_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         r""":math:`G^{-1}\nabla_\theta f`, shape ``(p,)``."""

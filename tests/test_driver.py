@@ -202,11 +202,11 @@ class _InterruptingGaussNewton(GaussNewton):
         super().__init__(**options)
         self.interrupt_after, self.calls = interrupt_after, 0
 
-    def solve(self, subproblem, theta0, tolerance=None):
+    def solve(self, subproblem, theta0, tolerance=None, state=None):
         self.calls += 1
         if self.calls > self.interrupt_after:
             raise _Interrupt
-        return super().solve(subproblem, theta0, tolerance)
+        return super().solve(subproblem, theta0, tolerance, state)
 
     def __repr__(self):  # the checkpoint compares solver settings, not the interruption
         return repr(GaussNewton(max_iterations=self.max_iterations))

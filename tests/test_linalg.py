@@ -88,13 +88,14 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
     [
         (286, 300, "dense"),
         (1021, 10_000, "dense"),  # J is 82 MB: the factorisation's ~650 MB fits the 1 GiB budget
-        (9997, 1000, "woodbury"),
+        (9997, 1000, "dense"),  # the smaller side: a 1000 x 1000 kernel Gram matrix
         (1021, 100_000, "cg"),  # J is 817 MB: the dense factorisation peaked at 7.2 GB
         (99853, 1000, "cg"),  # J is 800 MB: the kernel factorisation peaked at 5.8 GB
-        (5000, 5000, "cg"),
+        (5000, 5000, "cg"),  # a 5000 x 5000 Gram side is past the CPU's dense limit
     ],
 )
 def test_auto_solve_picks_by_size_and_the_factorisation_memory(parameters, ambient, expected):
     mode, reason = AutoSolve().select(parameters, ambient)
     assert mode.name == expected, reason
+    assert AutoSolve(max_dense_size=6000, memory_budget_bytes=2**40).select(5000, 5000)[0].name == "dense"
     assert AutoSolve(memory_budget_bytes=2**40).select(1021, 100_000)[0].name == "dense"

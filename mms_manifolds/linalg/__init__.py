@@ -2,20 +2,22 @@
 
 from .auto import AutoSolve, make_solve_mode
 from .cg import ConjugateGradientSolve, conjugate_gradient
-from .dense import DenseSolve, EigenFactorization
+from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
 from .operator import GramOperator
-from .solution import Factorization, LinearSolution
+from .solution import Factorization, LinearSolution, pseudo_inverse_rtol
 from .woodbury import WoodburySolve
 
 __all__ = [
     "AutoSolve",
     "ConjugateGradientSolve",
     "DenseSolve",
-    "EigenFactorization",
     "Factorization",
+    "GramFactorization",
     "GramOperator",
     "LinearSolution",
+    "WhitenedGramFactorization",
     "WoodburySolve",
     "conjugate_gradient",
     "make_solve_mode",
+    "pseudo_inverse_rtol",
 ]

@@ -1,57 +1,81 @@
-r"""Choice of solve mode from the sizes :math:`p`, :math:`Nm` and a memory budget."""
+r"""Choice of solve mode from the sizes :math:`p`, :math:`Nm`, the device and its memory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .cg import ConjugateGradientSolve
 from .dense import DenseSolve
+from .solution import available_memory_bytes
 from .woodbury import WoodburySolve
 
 __all__ = ["AutoSolve", "SolveMode", "make_solve_mode"]
 
 SolveMode = DenseSolve | WoodburySolve | ConjugateGradientSolve
 
+#: Largest smaller Gram side :math:`\min(p, Nm)` factored densely, by device type (``docs/performance.md``).
+MAX_DENSE_SIZE = {"cpu": 3000, "cuda": 16384}
+
 
 @dataclass(frozen=True)
 class AutoSolve:
-    r"""Pick a solve mode by size; :meth:`select` says which and why.
+    r"""Pick a solve mode by size and device; :meth:`select` says which and why.
 
-    - ``dense`` when :math:`p \le` ``max_dense_parameters`` and the factorisation fits;
-    - ``woodbury`` when :math:`Nm \le` ``max_kernel_size``, :math:`Nm < p / 2`, and it fits;
+    - ``dense`` (Cholesky of the smaller Gram side, :math:`J^\top MJ` or :math:`MJJ^\top`) when
+      :math:`n = \min(p, Nm)` is at most ``max_dense_size`` and the factorisation fits;
     - ``cg`` (matrix-free) otherwise.
 
+    The default ``max_dense_size`` is 3000 on a CPU, where forming the Gram matrix,
+    :math:`O(Nm\,p\,n)`, overtakes ten CG solves at about that size, and 16384 on CUDA, where a Gram
+    matrix of that side and its Cholesky take milliseconds while CG is bound by kernel launches and
+    host synchronisations (crossovers measured per device in ``docs/performance.md``).
+
     A factorisation "fits" when ``FACTORIZATION_MEMORY_MULTIPLE`` times the Jacobian's bytes
-    (:math:`Nm \cdot p` numbers) is within ``memory_budget_bytes``: the Jacobian, its whitened copy, the
-    SVD's or the kernel's factors and LAPACK's workspace together peaked at about 8.4 times the
-    Jacobian (7.2 GB resident for an 817 MB Jacobian at :math:`p = 1021`, :math:`N = 10^5`; 5.8 GB for
-    800 MB at :math:`p = 99853`, :math:`N = 10^3`; ``benchmarks/run.py``).
+    (:math:`Nm \cdot p` numbers) is within the memory budget: the Jacobian, its whitened copy, the
+    Gram matrix and LAPACK's workspace together peaked at about 8 times the Jacobian
+    (``benchmarks/run.py``).
 
     Args:
-        memory_budget_bytes: peak bytes a dense or kernel factorisation may use. Default 1 GiB.
-        max_dense_parameters: largest :math:`p` for the :math:`p \times p` eigendecomposition. Default 3000.
-        max_kernel_size: largest :math:`Nm` for the :math:`Nm \times Nm` one. Default 3000.
+        memory_budget_bytes: peak bytes a dense factorisation may use; ``None`` means 1 GiB on a CPU and
+            a quarter of the free memory on CUDA.
+        max_dense_size: largest :math:`\min(p, Nm)` for a dense factorisation; ``None`` for the
+            device's default (:data:`MAX_DENSE_SIZE`).
     """
 
     FACTORIZATION_MEMORY_MULTIPLE = 8
 
-    memory_budget_bytes: int = 2**30
-    max_dense_parameters: int = 3000
-    max_kernel_size: int = 3000
+    memory_budget_bytes: int | None = None
+    max_dense_size: int | None = None
     name: str = "auto"
 
-    def select(self, num_parameters: int, ambient_dimension: int, bytes_per_number: int = 8) -> tuple[SolveMode, str]:
-        """Return ``(mode, reason)`` for a problem with ``p`` parameters and ``Nm`` node values."""
+    def select(
+        self,
+        num_parameters: int,
+        ambient_dimension: int,
+        bytes_per_number: int = 8,
+        device: torch.device | str = "cpu",
+    ) -> tuple[SolveMode, str]:
+        """Return ``(mode, reason)`` for a problem with ``p`` parameters and ``Nm`` node values on ``device``."""
+        kind = torch.device(device).type
+        budget = self.memory_budget_bytes
+        if budget is None:
+            budget = available_memory_bytes(device) // 4 if kind == "cuda" else 2**30
+        limit = self.max_dense_size or MAX_DENSE_SIZE.get(kind, MAX_DENSE_SIZE["cpu"])
         jacobian_bytes = num_parameters * ambient_dimension * bytes_per_number
-        fits = self.FACTORIZATION_MEMORY_MULTIPLE * jacobian_bytes <= self.memory_budget_bytes
-        if ambient_dimension <= self.max_kernel_size and 2 * ambient_dimension < num_parameters and fits:
-            return WoodburySolve(), f"Nm = {ambient_dimension} << p = {num_parameters}: kernel Gram is smaller"
-        if num_parameters <= self.max_dense_parameters and fits:
-            return DenseSolve(), f"p = {num_parameters} <= {self.max_dense_parameters} and J fits in memory"
+        required = self.FACTORIZATION_MEMORY_MULTIPLE * jacobian_bytes
+        smaller = min(num_parameters, ambient_dimension)
+        side = "J^T M J" if num_parameters <= ambient_dimension else "M J J^T"
+        if smaller <= limit and required <= budget:
+            return DenseSolve(), (
+                f"min(p, Nm) = {smaller} <= {limit} on {kind} and about {required / 2**20:.0f} MiB fit: "
+                f"Cholesky of the {smaller} x {smaller} Gram side {side}"
+            )
         return ConjugateGradientSolve(), (
-            f"p = {num_parameters}, Nm = {ambient_dimension}: a factorisation would take about "
-            f"{self.FACTORIZATION_MEMORY_MULTIPLE * jacobian_bytes / 2**20:.0f} MiB (J is "
-            f"{jacobian_bytes / 2**20:.0f} MiB) or is too large; matrix-free CG"
+            f"p = {num_parameters}, Nm = {ambient_dimension} on {kind}: a dense factorisation would take about "
+            f"{required / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget with a {smaller} x {smaller} Gram side "
+            f"(limit {limit}); matrix-free CG"
         )
 
 

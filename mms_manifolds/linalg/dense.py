@@ -1,4 +1,4 @@
-r"""Dense solve: singular value decomposition of the whitened Jacobian :math:`B = C^\top J` (``(Nm, p)``)."""
+r"""Dense solves with :math:`A = B^\top B`, :math:`B = C^\top J` the whitened Jacobian (``(Nm, p)``), factored on its smaller side."""
 
 from __future__ import annotations
 
@@ -7,79 +7,210 @@ from dataclasses import dataclass
 import torch
 
 from .operator import GramOperator
-from .solution import Factorization, LinearSolution
+from .solution import Factorization, LinearSolution, check_fits_in_memory, pseudo_inverse_rtol
 
-__all__ = ["DenseSolve", "EigenFactorization"]
-
-
-class _DenseFactorization(Factorization):
-    mode = "dense"
-
-    def __init__(self, singular_values: torch.Tensor, right_vectors: torch.Tensor, cutoff: float):
-        self.singular_values = singular_values
-        self.right_vectors = right_vectors  # (p, r)
-        self.cutoff = cutoff
-
-    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
-        squares = self.singular_values.square()
-        if damping == 0.0:
-            keep = self.singular_values > self.cutoff
-            inverse = torch.where(keep, 1.0 / squares.where(keep, torch.ones_like(squares)), torch.zeros_like(squares))
-        else:
-            inverse = 1.0 / (squares + damping)
-        coefficients = self.right_vectors.T @ rhs
-        value = self.right_vectors @ (inverse * coefficients)
-        if damping > 0.0 and self.right_vectors.shape[1] < self.right_vectors.shape[0]:
-            value = value + (rhs - self.right_vectors @ coefficients) / damping
-        return LinearSolution(value=value, mode=self.mode)
+__all__ = ["DenseSolve", "GramFactorization", "WhitenedGramFactorization"]
 
 
-class EigenFactorization(Factorization):
-    r"""Solve :math:`(A + \lambda I)x = b` from the eigendecomposition :math:`A = Q\Lambda Q^\top` of an explicit SPD ``(p, p)`` matrix.
+class GramFactorization(Factorization):
+    r"""Solve :math:`(A + \lambda I)x = b` from an explicit Gram matrix, for any :math:`\lambda \ge 0`.
 
-    .. math:: x = Q(\Lambda + \lambda I)^{-1}Q^\top b
+    Either :math:`A` itself is given (``factor=None``, ``gram`` is :math:`A`, ``(p, p)``), or its kernel
+    side (``gram`` :math:`= BB^\top`, ``(n, n)``, with ``factor`` :math:`B`, ``(n, p)``, :math:`n < p`):
 
-    Used where :math:`A = J^\top W J` is assembled directly (the Gauss–Newton model with an energy
-    Hessian that has no cheap factor). Needs :math:`\lambda > 0` unless :math:`A` is definite.
+    .. math:: (B^\top B + \lambda I)^{-1} b = \tfrac1\lambda\big(b - B^\top(BB^\top + \lambda I)^{-1}Bb\big).
+
+    - :math:`\lambda > 0`: one Cholesky factorisation of ``gram`` :math:`+ \lambda I` per damping value
+      (the last one is kept, so repeated solves at one damping factor once). If rounding makes the
+      shifted matrix indefinite, the eigendecomposition below is used instead.
+    - :math:`\lambda = 0`: the truncated pseudo-inverse from the eigendecomposition
+      ``gram`` :math:`= Q\Lambda Q^\top` (computed once), dropping eigenvalues at or below
+      ``rtol`` :math:`\cdot\lambda_{\max}`: :math:`x = Q_k\Lambda_k^{-1}Q_k^\top b`, or on the kernel side
+      :math:`x = B^\top Q_k\Lambda_k^{-2}Q_k^\top Bb` (the minimum-norm least-squares solution).
+
+    Forming the Gram matrix squares the condition number that an SVD of :math:`B` would see: eigenvalues
+    below about :math:`\varepsilon\lambda_{\max}` are rounding noise. The default cutoff
+    ``n * eps`` (:func:`pseudo_inverse_rtol`, the rule of LAPACK's and numpy's least-squares drivers)
+    stays above that noise, and Cholesky needs :math:`\lambda` well above it; in exchange a
+    factorisation costs :math:`O(n^3/3)` (Cholesky) rather than the :math:`O(Nm\,p\,\min(Nm, p))` of an SVD,
+    which is 10-50 times slower on a CPU and 100-500 times slower on a GPU.
+
+    Args:
+        gram: symmetric positive semi-definite, shape ``(n, n)``.
+        factor: :math:`B` with ``gram`` :math:`= BB^\top`, shape ``(n, p)``, or ``None``.
+        rtol: relative eigenvalue cutoff of the pseudo-inverse; ``None`` for ``n * eps``.
+        mode: the solve mode's name reported in :class:`LinearSolution`.
     """
 
-    mode = "dense"
+    def __init__(
+        self, gram: torch.Tensor, factor: torch.Tensor | None = None, rtol: float | None = None, mode: str = "dense"
+    ):
+        self.gram = 0.5 * (gram + gram.T)
+        self.factor = factor
+        self.rtol = pseudo_inverse_rtol(gram.shape[0], gram.dtype) if rtol is None else rtol
+        self.mode = mode
+        self._cholesky: tuple[float, torch.Tensor] | None = None
+        self._eigen: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def __init__(self, matrix: torch.Tensor):
-        eigenvalues, self.eigenvectors = torch.linalg.eigh(matrix)
-        self.eigenvalues = eigenvalues.clamp_min(0.0)
+    def eigendecomposition(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""``(eigenvalues, eigenvectors)`` of ``gram``, ascending, eigenvalues clamped at 0; computed once."""
+        if self._eigen is None:
+            eigenvalues, eigenvectors = torch.linalg.eigh(self.gram)
+            self._eigen = (eigenvalues.clamp_min(0.0), eigenvectors)
+        return self._eigen
+
+    def _shifted_cholesky(self, damping: float) -> torch.Tensor | None:
+        if self._cholesky is None or self._cholesky[0] != damping:
+            shifted = self.gram + damping * torch.eye(
+                self.gram.shape[0], dtype=self.gram.dtype, device=self.gram.device
+            )
+            lower, info = torch.linalg.cholesky_ex(shifted)
+            self._cholesky = (damping, lower if int(info) == 0 else None)
+        return self._cholesky[1]
+
+    def _gram_solve(self, rhs: torch.Tensor, damping: float) -> torch.Tensor:
+        r""":math:`(\text{gram} + \lambda I)^{-1}` rhs for :math:`\lambda > 0`, or the truncated pseudo-inverse (squared on the kernel side) for 0."""
+        if damping > 0.0:
+            lower = self._shifted_cholesky(damping)
+            if lower is not None:
+                return torch.cholesky_solve(rhs.unsqueeze(-1), lower).squeeze(-1)
+            eigenvalues, eigenvectors = self.eigendecomposition()
+            return eigenvectors @ ((eigenvectors.T @ rhs) / (eigenvalues + damping))
+        eigenvalues, eigenvectors = self.eigendecomposition()
+        keep = eigenvalues > self.rtol * eigenvalues[-1]
+        power = 1 if self.factor is None else 2
+        inverse = torch.where(keep, 1.0 / eigenvalues.where(keep, torch.ones_like(eigenvalues)) ** power, 0.0)
+        return eigenvectors @ (inverse * (eigenvectors.T @ rhs))
 
     def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
-        value = self.eigenvectors @ ((self.eigenvectors.T @ rhs) / (self.eigenvalues + damping))
+        if self.factor is None:
+            return LinearSolution(value=self._gram_solve(rhs, damping), mode=self.mode)
+        projected = self._gram_solve(self.factor @ rhs, damping)
+        if damping > 0.0:
+            value = (rhs - self.factor.T @ projected) / damping
+        else:
+            value = self.factor.T @ projected
         return LinearSolution(value=value, mode=self.mode)
+
+
+def _singular_value_solve(operator: GramOperator, rhs: torch.Tensor, damping: float, rtol: float) -> torch.Tensor:
+    r"""Solve with :math:`B^\top B + \lambda I` from the operator's cached thin SVD :math:`B = U\Sigma V^\top`."""
+    _, singular_values, right_transposed = operator.whitened_svd()
+    squares = singular_values.square()
+    if damping == 0.0:
+        keep = squares > rtol * float(squares.max())
+        inverse = torch.where(keep, 1.0 / squares.where(keep, torch.ones_like(squares)), torch.zeros_like(squares))
+    else:
+        inverse = 1.0 / (squares + damping)
+    coefficients = right_transposed @ rhs
+    value = right_transposed.T @ (inverse * coefficients)
+    if damping > 0.0 and right_transposed.shape[0] < right_transposed.shape[1]:
+        value = value + (rhs - right_transposed.T @ coefficients) / damping
+    return value
+
+
+class _SingularValueFactorization(Factorization):
+    mode = "dense"
+
+    def __init__(self, operator: GramOperator, rtol: float):
+        self.operator, self.rtol = operator, rtol
+
+    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
+        return LinearSolution(value=_singular_value_solve(self.operator, rhs, damping, self.rtol), mode=self.mode)
+
+
+class WhitenedGramFactorization(GramFactorization):
+    r""":class:`GramFactorization` of :math:`B^\top B` or :math:`BB^\top` whose pseudo-inverse (:math:`\lambda = 0`) comes from the SVD of :math:`B`.
+
+    Damped solves use Cholesky; the undamped metric (exact geometry, projections) gets the SVD's
+    accuracy in the small singular directions, computed once per point and shared with the residual
+    split and the diagnostics.
+
+    Args:
+        operator: the Gram operator; its whitened Jacobian :math:`B` is formed (once).
+        rtol: relative eigenvalue cutoff of the pseudo-inverse; ``None`` for
+            :func:`pseudo_inverse_rtol` of :math:`\min(p, Nm)`.
+        kernel_side: factor :math:`BB^\top` (``(Nm, Nm)``) instead of :math:`B^\top B` (``(p, p)``).
+        mode: the solve mode's name.
+    """
+
+    def __init__(self, operator: GramOperator, rtol: float | None, kernel_side: bool, mode: str):
+        parametrization = operator.parametrization
+        rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
+        size = rows if kernel_side else columns
+        check_fits_in_memory(
+            (2 * rows * columns + 2 * size * size) * parametrization.dtype.itemsize,
+            parametrization.device,
+            f"the {mode} solve (J and its whitened copy, {rows} x {columns}, and a {size} x {size} Gram matrix)",
+        )
+        self.operator, self.kernel_side, self.mode = operator, kernel_side, mode
+        self._rtol = rtol
+        self._cholesky = self._eigen = None
+        self._gram: torch.Tensor | None = None
+
+    @property
+    def factor(self) -> torch.Tensor | None:
+        """:math:`B` on the kernel side, else ``None``."""
+        return self.operator.whitened_jacobian() if self.kernel_side else None
+
+    @property
+    def gram(self) -> torch.Tensor:
+        r""":math:`BB^\top` or :math:`B^\top B`, formed at the first solve that needs it (not for :math:`\lambda = 0`)."""
+        if self._gram is None:
+            whitened = self.operator.whitened_jacobian()
+            gram = whitened @ whitened.T if self.kernel_side else whitened.T @ whitened
+            self._gram = 0.5 * (gram + gram.T)
+        return self._gram
+
+    @property
+    def rtol(self) -> float:
+        """Relative eigenvalue cutoff of the pseudo-inverse."""
+        if self._rtol is not None:
+            return self._rtol
+        return pseudo_inverse_rtol(min(self.operator.whitened_jacobian().shape), self.operator.theta.dtype)
+
+    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
+        if damping > 0.0:
+            return super().solve(rhs, damping)
+        return LinearSolution(value=_singular_value_solve(self.operator, rhs, 0.0, self.rtol), mode=self.mode)
 
 
 @dataclass(frozen=True)
 class DenseSolve:
-    r"""Materialise :math:`B = C^\top J` and take its thin SVD :math:`B = U\Sigma V^\top`.
+    r"""Materialise :math:`B = C^\top J` and factor :math:`A + \lambda I = B^\top B + \lambda I` densely.
 
-    .. math:: (B^\top B + \lambda I)^{-1} b = V(\Sigma^2 + \lambda I)^{-1}V^\top b
-              + \tfrac{1}{\lambda}(I - VV^\top)\, b
+    - ``method="cholesky"`` (default): :class:`GramFactorization` of the smaller Gram side,
+      :math:`B^\top B` (``(p, p)``) when :math:`p \le Nm`, else :math:`BB^\top` (``(Nm, Nm)``) with the
+      kernel identity. One Cholesky per damping value, :math:`O(Nm\,p\,n + n^3/3)` with
+      :math:`n = \min(p, Nm)`. Only :math:`\lambda = 0` (the undamped pseudo-inverse) takes the SVD of
+      :math:`B`, once per point, for its accuracy in the small singular directions.
+    - ``method="svd"``: thin SVD :math:`B = U\Sigma V^\top`,
+      :math:`(B^\top B + \lambda I)^{-1} b = V(\Sigma^2 + \lambda I)^{-1}V^\top b + \tfrac1\lambda(I - VV^\top)b`,
+      accurate in the small singular directions that the Gram matrix loses to rounding, at 10-50 times
+      the cost (``docs/performance.md``).
 
-    (the last term exists when :math:`p > Nm`). Cost :math:`O(Nm\,p\,\min(Nm, p))` once per point, then
-    :math:`O(p \min(Nm, p))` per right-hand side and per damping value, so Levenberg–Marquardt retries
-    reuse it. With :math:`\lambda = 0` it is the truncated pseudo-inverse: singular values at or below
-    ``pseudo_inverse_rtol`` times the largest are dropped (the default :math:`\sqrt{\varepsilon}` keeps
-    coordinates :math:`\xi` within a factor :math:`\varepsilon^{-1/2}` of the data, so that
-    :math:`J\xi` recomputed by a JVP stays accurate to about :math:`\sqrt{\varepsilon}`). Working with :math:`\Sigma` rather than the
-    eigenvalues of :math:`B^\top B` keeps small singular directions accurate.
+    With :math:`\lambda = 0` both give the truncated pseudo-inverse: eigenvalues of :math:`A` (squared
+    singular values of :math:`B`) at or below ``pseudo_inverse_rtol`` times the largest are dropped.
 
     Args:
-        pseudo_inverse_rtol: relative singular-value cutoff used when ``damping == 0``; ``None`` means
-            :math:`\sqrt{\varepsilon}` of the dtype.
+        method: ``"cholesky"`` or ``"svd"``.
+        pseudo_inverse_rtol: relative eigenvalue cutoff for :math:`\lambda = 0`; ``None`` means
+            :func:`~mms_manifolds.linalg.pseudo_inverse_rtol` of the factored size.
     """
 
+    method: str = "cholesky"
     pseudo_inverse_rtol: float | None = None
     name: str = "dense"
 
+    def __post_init__(self) -> None:
+        if self.method not in ("cholesky", "svd"):
+            raise ValueError(f"method must be 'cholesky' or 'svd', got {self.method!r}")
+
     def factorize(self, operator: GramOperator) -> Factorization:
-        _, singular_values, right_transposed = operator.whitened_svd()
+        if self.method == "cholesky":
+            rows, columns = operator.parametrization.ambient_dimension, operator.parametrization.num_parameters
+            return WhitenedGramFactorization(operator, self.pseudo_inverse_rtol, columns > rows, self.name)
         rtol = self.pseudo_inverse_rtol
         if rtol is None:
-            rtol = torch.finfo(singular_values.dtype).eps ** 0.5
-        return _DenseFactorization(singular_values, right_transposed.T, rtol * float(singular_values.max()))
+            rtol = pseudo_inverse_rtol(min(operator.whitened_jacobian().shape), operator.theta.dtype)
+        return _SingularValueFactorization(operator, rtol)

@@ -55,6 +55,16 @@ class _JetEnergy(Energy):
             raise ValueError(f"node set {name!r} must carry {missing} for {type(self).__name__}")
         return name
 
+    def hessian_matvec(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        r""":math:`\nabla^2E(u)\,v = d \odot v` with :math:`d = \nabla^2E(u)\,\mathbf 1`, shape ``(K, 1)``.
+
+        Each jet energy is a sum of functions of single entries of the stacked jets (a node's Laplacian,
+        one gradient component, one value), so its Hessian is diagonal and its diagonal is the one
+        Hessian-vector product :math:`\nabla^2E(u)\,\mathbf 1`. Batched over many ``v`` (the Gauss–Newton
+        model's columns of :math:`J`), that is one HVP instead of one per column.
+        """
+        return super().hessian_matvec(u, torch.ones_like(u)) * v
+
     def _weights(self, name: str) -> torch.Tensor:
         return self.parametrization.node_sets[name].weights
 

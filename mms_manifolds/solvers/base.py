@@ -47,6 +47,9 @@ class InnerResult:
         wall_time: seconds spent.
         stop_reason: why it stopped.
         failed_iteration: iteration at which a failure (non-finite value) occurred, else ``None``.
+        extra: solver-specific records (for example ``rejected_point``).
+        state: the solver's warm-start state after the solve (:meth:`InnerSolver.initial_state`); the
+            driver hands it to the next step's solve and stores it in the checkpoint.
     """
 
     point: torch.Tensor
@@ -58,6 +61,7 @@ class InnerResult:
     stop_reason: StopReason
     failed_iteration: int | None = None
     extra: dict = field(default_factory=dict)
+    state: dict[str, float] = field(default_factory=dict)
 
 
 class InnerSolver(ABC):
@@ -79,15 +83,32 @@ class InnerSolver(ABC):
         self.max_iterations = check_integer("max_iterations", max_iterations, minimum=1)
         self.tolerance = check_positive_float("tolerance", tolerance, allow_zero=True)
 
-    def solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float | None = None) -> InnerResult:
-        """Minimise ``subproblem`` from ``theta0``; ``tolerance`` overrides the constructor's (the driver's budget)."""
+    def solve(
+        self,
+        subproblem: MMSSubproblem,
+        theta0: torch.Tensor,
+        tolerance: float | None = None,
+        state: dict[str, float] | None = None,
+    ) -> InnerResult:
+        """Minimise ``subproblem`` from ``theta0``.
+
+        Args:
+            subproblem: the MMS step.
+            theta0: the starting point, shape ``(p,)``.
+            tolerance: overrides the constructor's (the driver's budget).
+            state: a warm-start state returned by an earlier solve (``InnerResult.state``); ``None`` for
+                :meth:`initial_state`.
+        """
         theta0 = subproblem.manifold.check_point(theta0, "theta0")
         target = self.tolerance if tolerance is None else check_positive_float("tolerance", tolerance, allow_zero=True)
+        state = self.check_state(state)
         start = time.perf_counter()
         initial_cost = subproblem.cost(theta0)
         if not math.isfinite(initial_cost):
-            return InnerResult(theta0, 0, [initial_cost], [], [], time.perf_counter() - start, StopReason.NON_FINITE, 0)
-        result = self._solve(subproblem, theta0.detach().clone(), target)
+            return InnerResult(
+                theta0, 0, [initial_cost], [], [], time.perf_counter() - start, StopReason.NON_FINITE, 0, state=state
+            )
+        result = self._solve(subproblem, theta0.detach().clone(), target, state)
         initial, final = result.cost_history[0], result.cost_history[-1]
         if not result.stop_reason.failed and final > initial + self.COST_INCREASE_TOLERANCE * max(1.0, abs(initial)):
             result.extra["rejected_point"] = result.point
@@ -95,6 +116,26 @@ class InnerSolver(ABC):
             result.failed_iteration = result.iterations
         result.wall_time = time.perf_counter() - start
         return result
+
+    def initial_state(self) -> dict[str, float]:
+        """The warm-start state of a cold start: ``{}`` for solvers that carry nothing from step to step."""
+        return {}
+
+    def check_state(self, state: object) -> dict[str, float]:
+        """``state`` as a dict of the keys of :meth:`initial_state`, each a finite positive number; ``None`` gives the initial state.
+
+        Raises:
+            ValueError: other keys, or values that are not finite positive numbers (a damaged checkpoint).
+        """
+        initial = self.initial_state()
+        if state is None:
+            return initial
+        if not isinstance(state, dict) or set(state) != set(initial):
+            raise ValueError(f"{type(self).__name__} state must have the keys {sorted(initial)}, got {state!r}")
+        for key, value in state.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+                raise ValueError(f"{type(self).__name__} state {key!r} must be a finite positive number, got {value!r}")
+        return {key: float(value) for key, value in state.items()}
 
     def fallback(self) -> InnerSolver | None:
         """A more cautious copy of this solver for the driver to retry a failed step with, or ``None``.
@@ -105,8 +146,10 @@ class InnerSolver(ABC):
         return None
 
     @abstractmethod
-    def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
-        """The iteration itself; ``wall_time`` is filled in by :meth:`solve`."""
+    def _solve(
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+    ) -> InnerResult:
+        """The iteration itself, from the checked warm-start ``state``; ``wall_time`` is filled in by :meth:`solve`."""
 
     def __repr__(self) -> str:
         """Every public setting, sorted: the driver compares it when resuming from a checkpoint."""

@@ -60,7 +60,9 @@ class RiemannianGradientDescent(InnerSolver):
             return subproblem.manifold.geodesic(theta, xi, rtol=self.exp_rtol, atol=self.exp_rtol * 1e-2).point
         return subproblem.manifold.retract(theta, xi)
 
-    def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
+    def _solve(
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+    ) -> InnerResult:
         theta, cost = theta0, subproblem.cost(theta0)
         initial_step = self.step_size
         if initial_step is None:

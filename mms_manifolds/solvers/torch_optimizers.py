@@ -48,7 +48,9 @@ class TorchOptimizerSolver(InnerSolver):
         """The leaf tensor the optimiser updates, a copy of ``theta0`` (subclasses may attach a manifold)."""
         return theta0.clone().requires_grad_(True)
 
-    def _solve(self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float) -> InnerResult:
+    def _solve(
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+    ) -> InnerResult:
         parameter = self._parameter(subproblem, theta0)
         optimizer = self._optimizer(parameter)
         last_good = theta0.clone()

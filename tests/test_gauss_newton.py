@@ -1,0 +1,192 @@
+"""The Gauss–Newton inner solver: line search, spectral cutoff, Levenberg–Marquardt, automatic choice, warm starts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mms_manifolds import (
+    GaussNewton,
+    IncrementManifold,
+    L2Metric,
+    L2Regression,
+    LinearParametrization,
+    MinimizingMovement,
+    MMSResult,
+    MMSSubproblem,
+)
+from mms_manifolds.linalg import GramFactorization
+
+from problems import regression_flow
+
+
+def _step_problem(flow: MinimizingMovement, theta: torch.Tensor) -> MMSSubproblem:
+    return MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, flow.tau)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 50), globalization=st.sampled_from(["line-search", "levenberg-marquardt"]))
+def test_cost_never_increases(seed, globalization):
+    flow = regression_flow(seed=seed, tau=0.2)
+    theta0 = flow.parametrization.initial_point()
+    for line_search in ("armijo", "grid"):
+        solver = GaussNewton(max_iterations=6, globalization=globalization, line_search=line_search)
+        result = solver.solve(_step_problem(flow, theta0), theta0)
+        costs = result.cost_history
+        rounding = [16 * np.finfo(float).eps * max(1.0, abs(cost)) for cost in costs]
+        assert all(after <= before + slack for before, after, slack in zip(costs, costs[1:], rounding)), costs
+        assert not result.stop_reason.failed
+
+
+def _linear_flow(singular_values: torch.Tensor, repeated_column: bool, tau: float = 1e3):
+    """A linear model Phi = Q diag(s) W^T (plus a duplicated column) with the plain Euclidean metric."""
+    generator = torch.Generator().manual_seed(0)
+    count, size = 40, singular_values.numel()
+    left, _ = torch.linalg.qr(torch.randn(count, size, generator=generator))
+    right, _ = torch.linalg.qr(torch.randn(size, size, generator=generator))
+    basis = left @ torch.diag(singular_values) @ right.T
+    if repeated_column:
+        basis = torch.cat([basis, basis[:, :1]], dim=1)  # exactly rank deficient
+    metric = L2Metric(torch.ones(count))
+    target = torch.sin(torch.linspace(0, 3, count)).unsqueeze(-1)
+    parametrization = LinearParametrization(basis)
+    flow = MinimizingMovement(parametrization, L2Regression(target, metric), metric, tau, damping=0.0)
+    return flow, basis, target
+
+
+@pytest.mark.parametrize("repeated_column", [False, True])
+def test_pseudo_inverse_step_on_an_ill_conditioned_jacobian(repeated_column):
+    """cond(J) = 1e12, cond(A) = 1e24: eigenvalues <= p eps lambda_max are dropped, the step stays finite and useful.
+
+    Forming A squares the conditioning: an eigenvalue lambda_i just above the cutoff is known only to relative
+    accuracy eps lambda_max / lambda_i, so the image is compared with the SVD reference to 1e-2, not to rounding.
+    """
+    flow, basis, target = _linear_flow(torch.logspace(0, -12, 8), repeated_column)
+    theta0 = flow.parametrization.initial_point()
+    subproblem = _step_problem(flow, theta0)
+    model = subproblem.gauss_newton_model(theta0)
+    step = model.step(0.0)
+    assert bool(torch.isfinite(step).all())
+    eigenvalues = model.factorization.eigendecomposition()[0]
+    assert int((eigenvalues > model.factorization.rtol * eigenvalues[-1]).sum()) == 5  # s >= 1.4e-7 kept
+    left, singular, right = torch.linalg.svd(basis, full_matrices=False)
+    kept = singular**2 > model.factorization.rtol * float(singular.max()) ** 2
+    reference = -(right[kept].T @ ((right[kept] @ model.gradient) / singular[kept] ** 2)) / model.scale
+    assert float((basis @ (step - reference)).norm()) <= 1e-2 * float((basis @ reference).norm())
+    result = GaussNewton(max_iterations=1, globalization="line-search").solve(subproblem, theta0)
+    assert result.cost_history[-1] < result.cost_history[0]
+
+
+@pytest.mark.parametrize("repeated_column", [False, True])
+def test_one_iteration_lands_on_the_constrained_minimiser_of_a_linear_model(repeated_column):
+    """Linear phi, quadratic E: the model is exact, so -A^+ g reaches the M-projection of the prox onto range(Phi)."""
+    flow, basis, target = _linear_flow(torch.logspace(0, -4, 8), repeated_column)  # exactly rank deficient if repeated
+    theta0 = flow.parametrization.initial_point()
+    result = GaussNewton(max_iterations=1, globalization="line-search").solve(_step_problem(flow, theta0), theta0)
+    prox = (flow.parametrization.value(theta0) + flow.tau * target) / (1 + flow.tau)
+    columns = torch.linalg.svd(basis, full_matrices=False).U[:, :8]
+    expected = columns @ (columns.T @ prox)
+    assert torch.allclose(flow.parametrization.value(result.point), expected, atol=1e-8)
+    assert bool(torch.isfinite(result.point).all()) and float(result.point.norm()) < 1e6
+
+
+def test_gram_factorization_matches_dense_solves_on_both_sides():
+    generator = torch.Generator().manual_seed(3)
+    tall = torch.randn(30, 12, generator=generator)
+    wide = torch.randn(12, 30, generator=generator)
+    for factor in (tall, wide):
+        gram_matrix = factor.T @ factor
+        rhs = torch.randn(factor.shape[1], generator=generator)
+        smaller_side = (
+            GramFactorization(gram_matrix) if factor is tall else GramFactorization(factor @ factor.T, factor=factor)
+        )
+        for damping in (1e-6, 0.3):
+            reference = torch.linalg.solve(gram_matrix + damping * torch.eye(factor.shape[1]), rhs)
+            assert torch.allclose(smaller_side.solve(rhs, damping).value, reference, rtol=1e-7, atol=1e-9)
+        pseudo = torch.linalg.pinv(factor) @ torch.linalg.pinv(factor).T @ rhs  # (B^T B)^+ rhs, minimum norm
+        assert torch.allclose(smaller_side.solve(rhs, 0.0).value, pseudo, rtol=1e-7, atol=1e-9)
+
+
+def test_cholesky_falls_back_to_the_eigendecomposition_when_rounding_makes_the_shift_indefinite():
+    indefinite = torch.diag(torch.tensor([1.0, -1e-3]))  # a rounding-damaged Gram matrix
+    factorization = GramFactorization(indefinite)
+    value = factorization.solve(torch.tensor([1.0, 1.0]), 1e-6).value
+    assert bool(torch.isfinite(value).all())
+    assert value[1] == pytest.approx(1 / 1e-6)  # eigenvalue clamped at 0, then shifted
+
+
+def test_automatic_globalization_follows_the_proximal_share():
+    short = regression_flow(tau=0.2)
+    long = regression_flow(tau=1e6)
+    theta0 = short.parametrization.initial_point()
+    solver = GaussNewton()
+    short_model = _step_problem(short, theta0).gauss_newton_model(theta0)
+    long_model = _step_problem(long, theta0).gauss_newton_model(theta0)
+    assert short_model.proximal_share == pytest.approx(1 / (0.2 * (1 + 1 / 0.2)))
+    assert solver.selected_globalization(short_model) == "levenberg-marquardt"
+    assert solver.selected_globalization(long_model) == "line-search"
+    assert GaussNewton(globalization="line-search").selected_globalization(short_model) == "line-search"
+
+
+def test_matrix_free_model_agrees_with_the_dense_one():
+    flow = regression_flow(tau=1e3)
+    theta0 = flow.parametrization.initial_point()
+    dense = _step_problem(flow, theta0).gauss_newton_model(theta0, "dense")
+    cg = _step_problem(flow, theta0).gauss_newton_model(theta0, "cg")
+    assert torch.allclose(dense.gradient, cg.gradient, rtol=1e-10, atol=1e-12)
+    damping = 1e-3 * dense.mean_eigenvalue
+    assert torch.allclose(dense.step(damping), cg.step(damping), rtol=1e-6, atol=1e-9)
+
+
+def test_warm_started_resume_is_bit_identical(tmp_path):
+    """The solver state (step length, damping) travels through the checkpoint: a resumed run repeats the original."""
+    problem = regression_flow(tau=0.2)
+    theta0 = problem.parametrization.initial_point()
+    solver = GaussNewton(max_iterations=1)  # Levenberg-Marquardt here: its damping is the state that travels
+    uninterrupted = problem.run(theta0, 6, solver)
+    assert uninterrupted.metadata["solver_state"] != solver.initial_state()  # the state did change on the way
+    path = tmp_path / "checkpoint.npz"
+    problem.run(theta0, 3, solver, checkpoint=path)
+    partial = MMSResult.load(path)
+    assert partial.metadata["solver_state"] != solver.initial_state()
+    partial.metadata["steps"] = 6  # the same run, cut after three steps
+    partial.save(path)
+    cold_path = tmp_path / "cold.npz"
+    partial.metadata["solver_state"] = solver.initial_state()  # a resume that forgot the state
+    partial.save(cold_path)
+    resumed = problem.run(theta0, 6, solver, checkpoint=path)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
+    assert resumed.metadata["solver_state"] == uninterrupted.metadata["solver_state"]
+    forgetful = problem.run(theta0, 6, solver, checkpoint=cold_path)
+    assert not all(torch.equal(a, b) for a, b in zip(forgetful.thetas, uninterrupted.thetas))
+
+
+def test_solver_state_is_checked():
+    solver = GaussNewton()
+    flow = regression_flow()
+    theta0 = flow.parametrization.initial_point()
+    subproblem = _step_problem(flow, theta0)
+    for bad in ({"step_length": 1.0}, {"step_length": math.nan, "relative_damping": 1e-3}, {"a": 1, "b": 2}, [1]):
+        with pytest.raises(ValueError, match="state"):
+            solver.solve(subproblem, theta0, state=bad)
+    with pytest.raises(ValueError, match="globalization"):
+        GaussNewton(globalization="trust-region")
+    with pytest.raises(ValueError, match="line_search"):
+        GaussNewton(line_search="wolfe")
+    with pytest.raises(ValueError, match="armijo"):
+        GaussNewton(armijo=0.7)
+
+
+def test_geometry_damping_does_not_reach_the_gauss_newton_model():
+    """The model solves with A itself: the manifold's damping lambda_d is the metric's, not the solver's."""
+    flow = regression_flow(tau=1e3)
+    theta0 = flow.parametrization.initial_point()
+    undamped = IncrementManifold(flow.parametrization, flow.metric, damping=0.0)
+    subproblem = MMSSubproblem(undamped.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    damped = _step_problem(flow, theta0)
+    assert torch.equal(subproblem.gauss_newton_model(theta0).step(1e-4), damped.gauss_newton_model(theta0).step(1e-4))
