@@ -63,8 +63,15 @@ def _plot(results: dict[str, MMSResult], path: Path) -> Path | None:
     return path
 
 
-def run_demo(steps: int, output_dir: Path, seed: int, quick: bool) -> int:
-    """Run the regression flow with each demo solver, print the comparison, write results and a plot."""
+def run_demo(steps: int, output_dir: Path, seed: int, quick: bool, threads: int = 1) -> int:
+    """Run the regression flow with each demo solver, print the comparison, write results and a plot.
+
+    ``threads`` sets ``torch.set_num_threads`` for the run (0 keeps torch's default). One thread is the
+    default: the demo's problems are small, and on a shared 2-core machine torch's default threads made
+    it 10-20 times slower (``docs/performance.md``).
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
     flow = regression_demo_problem(seed=seed, nodes=64 if quick else 128)
     theta0 = flow.parametrization.initial_point()
     solvers: dict[str, InnerSolver] = {
@@ -75,7 +82,8 @@ def run_demo(steps: int, output_dir: Path, seed: int, quick: bool) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"Regression flow, {flow.parametrization.num_parameters} parameters, "
-        f"{flow.parametrization.output_shape[0]} nodes, tau = {flow.tau}, {steps} steps, float64"
+        f"{flow.parametrization.output_shape[0]} nodes, tau = {flow.tau}, {steps} steps, float64, "
+        f"{torch.get_num_threads()} torch thread(s)"
     )
     print(f"{'solver':<14} {'inner/step':>10} {'max e_k':>10} {'max B_k':>10} {'max B/e':>8} {'time [s]':>9}")
     results = {}
@@ -105,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--output-dir", type=Path, default=Path("mms_demo"), help="where results and the plot go")
     demo.add_argument("--seed", type=int, default=0, help="network initialisation seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="fewer nodes and baseline iterations (for tests)")
+    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 keeps torch's default)")
     reproduce = commands.add_parser("reproduce", help="every experiment x inner solver x iteration budget")
     reproduce.add_argument("--quick", action="store_true", help="small problems, budgets 1, 3, 10 (minutes)")
     reproduce.add_argument("--experiments", nargs="+", help="subset of experiments (default all)")
@@ -117,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_reproduce(arguments.quick, arguments.experiments, arguments.solvers, arguments.output_dir)
     if arguments.steps < 1:
         parser.error("--steps must be >= 1")
-    return run_demo(arguments.steps, arguments.output_dir, arguments.seed, arguments.quick)
+    if arguments.threads < 0:
+        parser.error("--threads must be >= 0")
+    return run_demo(arguments.steps, arguments.output_dir, arguments.seed, arguments.quick, arguments.threads)
 
 
 def run_reproduce(quick: bool, experiments: list[str] | None, solvers: list[str] | None, output_dir: Path) -> int:

@@ -28,7 +28,7 @@ from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
 from .results import MMSResult
-from .solvers.base import InnerSolver, StopReason
+from .solvers.base import InnerResult, InnerSolver, StopReason
 from .subproblem import MMSSubproblem
 
 __all__ = ["MMSDivergenceError", "MinimizingMovement", "exact_trajectory"]
@@ -299,7 +299,7 @@ class MinimizingMovement:
                 inner_iterations=inner.iterations,
                 retries=retries,
                 wall_time=time.perf_counter() - start,
-                initial_residual=inner.residual_history[0] if inner.residual_history else math.nan,
+                initial_residual=_initial_residual(inner),
                 residual_total=residual.total,
                 residual_tangential=residual.tangential,
                 residual_normal=residual.normal,
@@ -403,6 +403,13 @@ class MinimizingMovement:
             if note not in result.metadata["notes"]:
                 result.metadata["notes"].append(note)
         return float(report.numerical_rank), report.sigma_min
+
+
+def _initial_residual(inner: InnerResult) -> float:
+    """The tangential residual at the start of an inner solve, where the solver measured it (``nan`` otherwise)."""
+    if inner.residual_iterations and inner.residual_iterations[0] == 0:
+        return inner.residual_history[0]
+    return math.nan
 
 
 def _predicted_iterations(result: MMSResult, step_tolerance: float) -> int | None:

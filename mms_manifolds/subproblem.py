@@ -243,6 +243,29 @@ class MMSSubproblem:
         share = metric_trace / (self.tau * trace) if trace > 0 else 1.0
         return GaussNewtonModel(cost, gradient, factorization, 1.0, trace / manifold.dim, share)
 
+    def geodesic_acceleration(
+        self, theta: torch.Tensor, model: GaussNewtonModel, step: torch.Tensor, damping: float
+    ) -> torch.Tensor:
+        r"""The second-order correction :math:`a = -(A + \mu I)^{-1}J^\top W\,D^2\phi[\delta, \delta]` of a model step, shape ``(p,)``.
+
+        The model step :math:`\delta` linearises :math:`\phi`; along the curve
+        :math:`t \mapsto \theta + t\delta + \tfrac{t^2}2 a` the function changes by
+        :math:`J\delta + \tfrac12(D^2\phi[\delta, \delta] + Ja) + O(|\delta|^3)`, and :math:`a` is the
+        :math:`W`-least-squares choice that cancels the second-order term (:math:`W = \nabla^2E(u) + M/\tau`):
+        the geodesic acceleration of Levenberg–Marquardt. One second directional derivative (a JVP of a
+        JVP), one VJP, and one solve with the model's factorisation.
+
+        References:
+            M. K. Transtrum, J. P. Sethna, "Improvements to the Levenberg–Marquardt algorithm for nonlinear
+            least-squares minimization", arXiv:1201.5885, 2012.
+        """
+        parametrization = self.manifold.parametrization
+        u, _ = self._evaluate(theta)
+        curvature = parametrization.second_derivative(theta, step, step)
+        weighted = self.energy.hessian_matvec(u, curvature) + self.manifold.metric.apply(curvature) / self.tau
+        rhs = parametrization.vjp(theta, weighted)
+        return -model.factorization.solve(rhs, damping / model.scale).value / model.scale
+
     def riemannian_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         r""":math:`G^{-1}\nabla_\theta f`, shape ``(p,)``."""
         return self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta))

@@ -190,3 +190,36 @@ def test_geometry_damping_does_not_reach_the_gauss_newton_model():
     subproblem = MMSSubproblem(undamped.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
     damped = _step_problem(flow, theta0)
     assert torch.equal(subproblem.gauss_newton_model(theta0).step(1e-4), damped.gauss_newton_model(theta0).step(1e-4))
+
+
+def test_geodesic_acceleration_solves_its_normal_equations():
+    """a = -(A + mu I)^{-1} J^T W D^2phi[delta, delta]: (A + mu I) a + J^T W D^2phi[delta, delta] = 0."""
+    flow = regression_flow(tau=0.2)
+    theta0 = flow.parametrization.initial_point()
+    subproblem = _step_problem(flow, theta0)
+    model = subproblem.gauss_newton_model(theta0)
+    damping = 1e-3 * model.mean_eigenvalue
+    step = model.step(damping)
+    acceleration = subproblem.geodesic_acceleration(theta0, model, step, damping)
+    jacobian = flow.parametrization.jacobian(theta0).reshape(-1, theta0.numel())
+    weights = flow.metric.weights.unsqueeze(-1).expand(*flow.parametrization.output_shape).reshape(-1)
+    gram = jacobian.T @ ((1 + 1 / flow.tau) * weights.unsqueeze(-1) * jacobian)  # W = (c + 1/tau) M, c = 1
+    curvature = flow.parametrization.second_derivative(theta0, step, step).reshape(-1)
+    residual = (gram + damping * torch.eye(theta0.numel())) @ acceleration
+    residual = residual + jacobian.T @ ((1 + 1 / flow.tau) * weights * curvature)
+    assert float(residual.norm()) <= 1e-8 * float((jacobian.T @ (weights * curvature)).norm())
+    assert float(acceleration.norm()) > 0
+
+
+def test_geodesic_acceleration_makes_short_steps_more_accurate():
+    """Measured on the heat flow: one accelerated Levenberg-Marquardt iteration per step tracks the exact flow better."""
+    from problems import heat_flow
+
+    errors = {}
+    for accelerated in (False, True):
+        flow = heat_flow(tau=0.05)
+        result = flow.run(flow.parametrization.initial_point(), 4, GaussNewton(1, geodesic_acceleration=accelerated))
+        errors[accelerated] = float(result.trajectory_error.max())
+    assert errors[True] < errors[False]
+    with pytest.raises(TypeError, match="geodesic_acceleration"):
+        GaussNewton(geodesic_acceleration="yes")

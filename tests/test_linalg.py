@@ -99,3 +99,27 @@ def test_auto_solve_picks_by_size_and_the_factorisation_memory(parameters, ambie
     assert mode.name == expected, reason
     assert AutoSolve(max_dense_size=6000, memory_budget_bytes=2**40).select(5000, 5000)[0].name == "dense"
     assert AutoSolve(memory_budget_bytes=2**40).select(1021, 100_000)[0].name == "dense"
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40)])
+def test_svd_from_the_gram_eigendecomposition_matches_lapack(shape):
+    """The CUDA path of GramOperator.whitened_svd: U S Vh from eigh of the smaller Gram side, checked on the CPU."""
+    from mms_manifolds.linalg.operator import _svd_from_gram
+
+    generator = torch.Generator().manual_seed(2)
+    factor = torch.randn(*shape, generator=generator)
+    factor[:, -1] = factor[:, 0]  # rank deficient by one
+    left, singular, right = _svd_from_gram(factor)
+    reference = torch.linalg.svdvals(factor)
+    # a zero singular value comes out at the rounding level of the Gram matrix, sqrt(eps) sigma_max
+    assert torch.allclose(singular, reference, atol=10 * torch.finfo(factor.dtype).eps ** 0.5 * float(reference[0]))
+    assert torch.allclose((left * singular) @ right, factor, atol=1e-12)
+    kept = singular > 1e-8 * singular[0]
+    assert torch.allclose(left[:, kept].T @ left[:, kept], torch.eye(int(kept.sum())), atol=1e-10)
+
+
+def test_auto_solve_on_cuda_allows_larger_dense_sides():
+    cuda = AutoSolve(memory_budget_bytes=2**40)
+    assert cuda.select(5000, 5000, device="cuda")[0].name == "dense"  # min(p, Nm) <= 16384 there
+    assert cuda.select(5000, 5000, device="cpu")[0].name == "cg"
+    assert cuda.select(20000, 20000, device="cuda")[0].name == "cg"

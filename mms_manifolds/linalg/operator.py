@@ -10,6 +10,19 @@ from ..parametrizations.base import Parametrization
 __all__ = ["GramOperator"]
 
 
+def _svd_from_gram(whitened: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""``(U, S, Vh)`` of ``whitened`` (``(n, p)``) from ``eigh`` of its smaller Gram side, singular values descending."""
+    kernel_side = whitened.shape[0] < whitened.shape[1]
+    gram = whitened @ whitened.T if kernel_side else whitened.T @ whitened
+    eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (gram + gram.T))
+    singular = eigenvalues.clamp_min(0.0).sqrt().flip(0)
+    eigenvectors = eigenvectors.flip(1)
+    inverse = torch.where(singular > 0, 1.0 / singular.where(singular > 0, torch.ones_like(singular)), 0.0)
+    if kernel_side:
+        return eigenvectors, singular, ((whitened.T @ eigenvectors) * inverse).T
+    return (whitened @ eigenvectors) * inverse, singular, eigenvectors.T
+
+
 class GramOperator:
     r"""The undamped Gram operator :math:`A(\theta) = J(\theta)^\top W J(\theta)`, shape ``(p, p)``.
 
@@ -69,12 +82,23 @@ class GramOperator:
         return self._whitened_jacobian
 
     def whitened_svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        r"""Thin SVD :math:`B = U\Sigma V^\top` of the whitened Jacobian, ``(U, S, Vh)``; computed once.
+        r"""Thin SVD :math:`B = U\Sigma V^\top` of the whitened Jacobian, ``(U, S, Vh)``, singular values descending; computed once.
 
-        The dense solve, the residual split and the diagnostics all read it.
+        The residual split, the diagnostics and the SVD dense solve all read it. On the CPU it is
+        LAPACK's SVD. On CUDA, where a thin SVD is 50-500 times slower than an eigendecomposition of the
+        smaller Gram side (7.9 s against 0.14 s at :math:`Nm = 16384`, :math:`p = 4353` on an H200), it
+        comes from ``eigh`` of :math:`B^\top B = V\Sigma^2V^\top` (then :math:`U = BV\Sigma^{-1}`) or of
+        :math:`BB^\top = U\Sigma^2U^\top` (then :math:`V = B^\top U\Sigma^{-1}`): singular values below about
+        :math:`\sqrt{\varepsilon}\,\sigma_{\max}` are then rounding noise (their vectors are set to zero where
+        :math:`\sigma = 0`), which the library's cutoff (:func:`~mms_manifolds.linalg.pseudo_inverse_rtol`)
+        drops anyway.
         """
         if self._svd is None:
-            self._svd = torch.linalg.svd(self.whitened_jacobian(), full_matrices=False)
+            whitened = self.whitened_jacobian()
+            if whitened.device.type == "cuda":
+                self._svd = _svd_from_gram(whitened)
+            else:
+                self._svd = torch.linalg.svd(whitened, full_matrices=False)
         return self._svd
 
     def gram_matrix(self) -> torch.Tensor:

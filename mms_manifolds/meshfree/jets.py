@@ -26,7 +26,7 @@ import torch
 from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
 
 from .._checks import check_integer
-from ..parametrizations.torch_function import JACOBIAN_CHUNK_NUMBERS
+from ..parametrizations.torch_function import jacobian_chunk_numbers
 from ..parametrizations.torch_module import TorchParametrization
 from .nodes import NodeSet
 
@@ -214,7 +214,7 @@ class JetParametrization(TorchParametrization):
 
         For each node set, the per-node jet :math:`\theta \mapsto j_\theta(x_i) \in \mathbb{R}^{c}` is
         differentiated by reverse mode (``jacrev``, :math:`c` passes) and batched over the nodes with
-        ``vmap``, in chunks of at most ``JACOBIAN_CHUNK_NUMBERS // (c p)`` nodes: :math:`O(K p)` work instead
+        ``vmap``, in chunks of at most :func:`~mms_manifolds.parametrizations.torch_function.jacobian_chunk_numbers` ``// (c p)`` nodes: :math:`O(K p)` work instead
         of the :math:`p` batched JVPs through the whole jet map of the generic path
         (:meth:`FunctionParametrization.jacobian`, kept as the reference: equal to rounding, tested).
         """
@@ -225,7 +225,7 @@ class JetParametrization(TorchParametrization):
             def at_node(point: torch.Tensor, x: torch.Tensor, wanted: tuple[str, ...] = node_set.derivatives):
                 return self._node_jet({**self._fixed, **self.unflatten(point)}, x, wanted)
 
-            chunk = max(1, JACOBIAN_CHUNK_NUMBERS // (block.width * self.num_parameters))
+            chunk = max(1, jacobian_chunk_numbers(self.device) // (block.width * self.num_parameters))
             rows = vmap(jacrev(at_node), in_dims=(None, 0), chunk_size=chunk)(theta, node_set.points)
             blocks.append(rows.reshape(-1, self.num_parameters))  # (N_s c_s, p), node by node as the layout
         return torch.cat(blocks).unsqueeze(1)

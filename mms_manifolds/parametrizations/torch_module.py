@@ -9,7 +9,7 @@ from torch.func import functional_call, jacrev, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .._checks import check_finite
-from .torch_function import JACOBIAN_CHUNK_NUMBERS, FunctionParametrization
+from .torch_function import FunctionParametrization, jacobian_chunk_numbers
 
 __all__ = ["TorchParametrization"]
 
@@ -103,7 +103,7 @@ class TorchParametrization(FunctionParametrization):
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         r"""Dense :math:`J(\theta)`, shape ``(N, m, p)``: node by node when the module is node-separable.
 
-        Per-node gradients are batched over chunks of at most ``JACOBIAN_CHUNK_NUMBERS // (m p)`` nodes.
+        Per-node gradients are batched over chunks of at most ``jacobian_chunk_numbers(device) // (m p)`` nodes.
         """
         if self.node_separable is False or self.nodes.ndim < 2:
             return super().jacobian(theta)
@@ -134,7 +134,7 @@ class TorchParametrization(FunctionParametrization):
             parameters = {**self._fixed, **self.unflatten(point)}
             return functional_call(self.module, parameters, (node.unsqueeze(0),)).reshape(-1)
 
-        chunk = max(1, JACOBIAN_CHUNK_NUMBERS // (self.output_shape[1] * self.num_parameters))
+        chunk = max(1, jacobian_chunk_numbers(self.device) // (self.output_shape[1] * self.num_parameters))
         return vmap(jacrev(at_node), in_dims=(None, 0), chunk_size=chunk)(theta, self.nodes)
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:

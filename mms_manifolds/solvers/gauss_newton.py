@@ -12,12 +12,14 @@ from ..linalg import AutoSolve, make_solve_mode
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 
-__all__ = ["GLOBALIZATIONS", "LINE_SEARCHES", "GaussNewton"]
+__all__ = ["ACCELERATION_RATIO", "GLOBALIZATIONS", "LINE_SEARCHES", "GaussNewton"]
 
 #: How :class:`GaussNewton` makes a Gauss–Newton step safe far from the solution.
 GLOBALIZATIONS = ("auto", "line-search", "levenberg-marquardt")
 #: How the ``"line-search"`` globalization picks the step length.
 LINE_SEARCHES = ("armijo", "grid")
+#: Largest :math:`2|a|/|\delta|` for which a Levenberg–Marquardt step takes its geodesic acceleration (Transtrum's 0.75).
+ACCELERATION_RATIO = 0.75
 
 
 class GaussNewton(InnerSolver):
@@ -59,13 +61,16 @@ class GaussNewton(InnerSolver):
     ``globalization="levenberg-marquardt"``: :math:`\delta = -(A + \mu I)^{-1}g`, accepted when
     :math:`\rho = (f(\theta) - f(\theta + \delta)) / (m(0) - m(\delta)) > 0`, with Nielsen's update
     :math:`\mu \leftarrow \mu\max(1/3, 1 - (2\rho - 1)^3)` on acceptance, :math:`\mu \leftarrow \nu\mu`,
-    :math:`\nu \leftarrow 2\nu` on rejection (:math:`\mu` relative to :math:`\operatorname{tr}(A)/p`).
+    :math:`\nu \leftarrow 2\nu` on rejection (:math:`\mu` relative to :math:`\operatorname{tr}(A)/p`), and
+    with ``geodesic_acceleration`` the step bent along the curve by its second-order correction.
 
     Both reuse one factorisation of :math:`A` per iteration for every trial (no new Jacobian). When the
     predicted decrease is below the cost's rounding level, a step is accepted if it lowers the
-    tangential residual (otherwise the solve ends as ``STALLED``). The tangential residual, an SVD of
-    the whitened Jacobian, is measured at the start and the end of the solve, and in between only
-    where ``tolerance > 0`` asks for it.
+    tangential residual (otherwise the solve ends as ``STALLED``). The tangential residual (it needs an
+    SVD of the whitened Jacobian) is measured at the end of the solve, where the driver's ledger reads
+    it from the same cached SVD, and at every iteration only where ``tolerance > 0`` asks for a
+    stopping test. A non-finite gradient ends the solve as ``NON_FINITE``, a step that no trial makes
+    succeed as ``NO_PROGRESS``; both keep the last good iterate.
 
     Warm start: :meth:`solve` returns the step length and damping it ended with in
     ``InnerResult.state``; the MMS driver passes them to the next step and stores them in the
@@ -84,11 +89,18 @@ class GaussNewton(InnerSolver):
         max_retries: Levenberg–Marquardt retries per iteration before ``NO_PROGRESS``. Default ``30``.
         solve_mode: ``"auto"``, ``"dense"`` or ``"cg"`` for the model solve (the regression fast path always
             reuses the manifold's factorisation).
+        geodesic_acceleration: add to each Levenberg–Marquardt step half its second-order correction
+            :math:`a` (:meth:`MMSSubproblem.geodesic_acceleration`) where :math:`2|a| \le 0.75|\delta|`.
+            On the paper's flows at 1-3 iterations per step it lowered the trajectory error 1.1-16
+            times (heat 2-D 5.6e-3 to 3.5e-4 at one iteration) for 1.5-2 times the time
+            (``docs/gauss_newton.md``). Default ``True``.
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
         ICML 2023. H. B. Nielsen, "Damping parameter in Marquardt's method", IMM-REP-1999-05, DTU, 1999.
         J. Nocedal, S. J. Wright, "Numerical Optimization", 2nd ed., §3.1 and §10.3, Springer 2006.
+        M. K. Transtrum, J. P. Sethna, "Improvements to the Levenberg–Marquardt algorithm for nonlinear
+        least-squares minimization", arXiv:1201.5885, 2012.
     """
 
     name = "gauss-newton"
@@ -104,6 +116,7 @@ class GaussNewton(InnerSolver):
         initial_damping: float = 1e-3,
         max_retries: int = 30,
         solve_mode: object = "auto",
+        geodesic_acceleration: bool = True,
     ):
         super().__init__(max_iterations, tolerance)
         if globalization not in GLOBALIZATIONS:
@@ -119,6 +132,9 @@ class GaussNewton(InnerSolver):
         self.initial_damping = check_positive_float("initial_damping", initial_damping)
         self.max_retries = check_integer("max_retries", max_retries, minimum=1)
         self.solve_mode = make_solve_mode(solve_mode)
+        if not isinstance(geodesic_acceleration, bool):
+            raise TypeError(f"geodesic_acceleration must be True or False, got {geodesic_acceleration!r}")
+        self.geodesic_acceleration = geodesic_acceleration
 
     def fallback(self) -> GaussNewton | None:
         """Levenberg–Marquardt with 100 times the initial damping (none beyond ``1e3``)."""
@@ -148,22 +164,28 @@ class GaussNewton(InnerSolver):
     ) -> InnerResult:
         theta = theta0
         cost = subproblem.cost(theta)
-        costs, residuals, residual_iterations = [cost], [subproblem.tangential_residual(theta)], [0]
+        costs, residuals, residual_iterations = [cost], [], []
+        if tolerance > 0:
+            residuals, residual_iterations = [subproblem.tangential_residual(theta)], [0]
         stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
         step_length, relative_damping, nu = state["step_length"], state["relative_damping"], 2.0
         use_line_search = None
         for iteration in range(self.max_iterations):
-            if iteration > 0 and tolerance > 0:
-                residuals.append(subproblem.tangential_residual(theta))
-                residual_iterations.append(iteration)
-            if not math.isfinite(residuals[-1]):
-                stop, failed_at = StopReason.NON_FINITE, iteration
-                break
-            if residuals[-1] <= tolerance:
-                stop = StopReason.CONVERGED
-                break
+            if tolerance > 0:
+                if iteration > 0:
+                    residuals.append(subproblem.tangential_residual(theta))
+                    residual_iterations.append(iteration)
+                if not math.isfinite(residuals[-1]):
+                    stop, failed_at = StopReason.NON_FINITE, iteration
+                    break
+                if residuals[-1] <= tolerance:
+                    stop = StopReason.CONVERGED
+                    break
             model = self._model(subproblem, theta)
             iterations += 1
+            if not bool(torch.isfinite(model.gradient).all()):
+                stop, failed_at = StopReason.NON_FINITE, iteration
+                break
             if use_line_search is None:
                 use_line_search = self.selected_globalization(model) == "line-search"
             candidate = None
@@ -185,7 +207,7 @@ class GaussNewton(InnerSolver):
                 break
             theta, cost = candidate
             costs.append(cost)
-        if stop is StopReason.MAX_ITERATIONS or residual_iterations[-1] != iterations:
+        if not residual_iterations or residual_iterations[-1] != iterations:
             residuals.append(subproblem.tangential_residual(theta))
             residual_iterations.append(iterations)
             if stop is StopReason.MAX_ITERATIONS and residuals[-1] <= tolerance:
@@ -202,9 +224,15 @@ class GaussNewton(InnerSolver):
             state={"step_length": step_length, "relative_damping": relative_damping},
         )
 
-    def _unresolvable(self, model: GaussNewtonModel, predicted: float) -> bool:
-        """Whether a predicted decrease is below the cost's rounding level."""
-        return not predicted > 8 * torch.finfo(model.gradient.dtype).eps * max(abs(model.cost), 1.0)
+    def _unresolvable(self, model: GaussNewtonModel, predicted: float, terms: int) -> bool:
+        r"""Whether a predicted decrease is below the cost's rounding level, :math:`8\varepsilon\sqrt{Nm}\max(|f|, 1)`.
+
+        The cost is a sum over :math:`Nm` node values whose terms can cancel (a Ritz energy's
+        :math:`\tfrac12|u'|^2` against :math:`-fu`), so its rounding grows like :math:`\sqrt{Nm}` times that
+        of one term; below that level the line search cannot tell a decrease from noise.
+        """
+        rounding = 8 * torch.finfo(model.gradient.dtype).eps * math.sqrt(terms) * max(abs(model.cost), 1.0)
+        return not predicted > rounding
 
     def _accept_on_residual(
         self, subproblem: MMSSubproblem, theta: torch.Tensor, step: torch.Tensor
@@ -231,7 +259,9 @@ class GaussNewton(InnerSolver):
         slope = float(model.gradient @ step)
         if not (math.isfinite(slope) and slope < 0):
             return None, 0.0
-        if self._unresolvable(model, model.predicted_decrease(step, damping)):
+        if self._unresolvable(
+            model, model.predicted_decrease(step, damping), subproblem.manifold.parametrization.ambient_dimension
+        ):
             return self._accept_on_residual(subproblem, theta, step), 1.0
         length = min(1.0, 2 * previous_length)
         best: tuple[float, torch.Tensor, float] | None = None
@@ -261,8 +291,12 @@ class GaussNewton(InnerSolver):
             damping = relative_damping * model.mean_eigenvalue
             step = model.step(damping)
             predicted = model.predicted_decrease(step, damping)
-            if self._unresolvable(model, predicted):
+            if self._unresolvable(model, predicted, subproblem.manifold.parametrization.ambient_dimension):
                 return self._accept_on_residual(subproblem, theta, step), relative_damping, nu
+            if self.geodesic_acceleration:
+                acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
+                if 2 * float(acceleration.norm()) <= ACCELERATION_RATIO * float(step.norm()):
+                    step = step + 0.5 * acceleration
             candidate = theta + step
             candidate_cost = self._trial_cost(subproblem, candidate)
             ratio = (model.cost - candidate_cost) / predicted if math.isfinite(candidate_cost) else -math.inf
