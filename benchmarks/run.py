@@ -68,29 +68,41 @@ def width_for(parameters: int) -> int:
     return max(2, round(-2 + math.sqrt(3 + parameters)))
 
 
+def regression_flow(
+    parameters: int,
+    nodes: int,
+    solve_mode: object = "auto",
+    seed: int = 0,
+    damping: float | str = "auto",
+    device: torch.device | str = "cpu",
+) -> MinimizingMovement:
+    """The regression flow E = |u - g|^2/2 (tau 0.2) on ``nodes`` points of [-1, 1] with a 1-w-w-1 tanh MLP of about ``parameters``."""
+    torch.manual_seed(seed)
+    width = width_for(parameters)
+    options = {"dtype": torch.float64, "device": device}
+    network = torch.nn.Sequential(
+        torch.nn.Linear(1, width, **options),
+        torch.nn.Tanh(),
+        torch.nn.Linear(width, width, **options),
+        torch.nn.Tanh(),
+        torch.nn.Linear(width, 1, **options),
+    )
+    x = torch.linspace(-1, 1, nodes, **options).unsqueeze(-1)
+    metric = L2Metric(torch.full((nodes,), 2 / nodes, **options))
+    energy = L2Regression(x.abs() + 0.3 * torch.sin(5 * x), metric)
+    return MinimizingMovement(
+        TorchParametrization(network, x), energy, metric, tau=0.2, damping=damping, solve_mode=solve_mode
+    )
+
+
 def regression_subproblem(
     parameters: int, nodes: int, solve_mode: object = "auto", seed: int = 0, damping: float | str = "auto"
 ):
-    """The regression MMS step E = |u - g|^2/2 on ``nodes`` points with a 1-w-w-1 tanh MLP of about ``parameters``."""
-    torch.manual_seed(seed)
-    width = width_for(parameters)
-    double = {"dtype": torch.float64}
-    network = torch.nn.Sequential(
-        torch.nn.Linear(1, width, **double),
-        torch.nn.Tanh(),
-        torch.nn.Linear(width, width, **double),
-        torch.nn.Tanh(),
-        torch.nn.Linear(width, 1, **double),
-    )
-    x = torch.linspace(-1, 1, nodes, dtype=torch.float64).unsqueeze(-1)
-    metric = L2Metric(torch.full((nodes,), 2 / nodes, dtype=torch.float64))
-    energy = L2Regression(x.abs() + 0.3 * torch.sin(5 * x), metric)
-    flow = MinimizingMovement(
-        TorchParametrization(network, x), energy, metric, tau=0.2, damping=damping, solve_mode=solve_mode
-    )
+    """The first MMS step of :func:`regression_flow`: ``(network, subproblem, theta)``."""
+    flow = regression_flow(parameters, nodes, solve_mode, seed, damping)
     theta = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), energy, flow.tau)
-    return network, subproblem, theta
+    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, flow.tau)
+    return flow.parametrization.module, subproblem, theta
 
 
 def peak_rss_bytes() -> int:

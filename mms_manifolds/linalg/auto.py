@@ -16,7 +16,7 @@ __all__ = ["AutoSolve", "SolveMode", "make_solve_mode"]
 SolveMode = DenseSolve | WoodburySolve | ConjugateGradientSolve
 
 #: Largest smaller Gram side :math:`\min(p, Nm)` factored densely, by device type (``docs/performance.md``).
-MAX_DENSE_SIZE = {"cpu": 3000, "cuda": 16384}
+MAX_DENSE_SIZE = {"cpu": 4096, "cuda": 16384}
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,12 @@ class AutoSolve:
       :math:`n = \min(p, Nm)` is at most ``max_dense_size`` and the factorisation fits;
     - ``cg`` (matrix-free) otherwise.
 
-    The default ``max_dense_size`` is 3000 on a CPU, where forming the Gram matrix,
-    :math:`O(Nm\,p\,n)`, overtakes ten CG solves at about that size, and 16384 on CUDA, where a Gram
+    The default ``max_dense_size`` is 4096 on a CPU (at :math:`p = 3022`, :math:`N = 4000` a dense
+    factorisation and ten solves took 3.2 s against 4.7 s for ten CG solves on one core; forming the
+    Gram matrix costs :math:`O(Nm\,p\,n)`, so CG takes over beyond), and 16384 on CUDA, where a Gram
     matrix of that side and its Cholesky take milliseconds while CG is bound by kernel launches and
-    host synchronisations (crossovers measured per device in ``docs/performance.md``).
+    host synchronisations (0.5-0.7 s for ten solves in every cell measured on an H200; crossovers per
+    device in ``docs/performance.md``).
 
     A factorisation "fits" when ``FACTORIZATION_MEMORY_MULTIPLE`` times the Jacobian's bytes
     (:math:`Nm \cdot p` numbers) is within the memory budget: the Jacobian, its whitened copy, the

@@ -1,0 +1,200 @@
+r"""The energy natural gradient (ENGD) benchmark problems, solved by the library's Gauss–Newton, over seeds.
+
+Two problems from Müller & Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient
+descent" (ICML 2023), set up here from the paper's description (no code of theirs is used):
+
+- ``poisson``: :math:`-\Delta u = 2\pi^2\sin(\pi x)\sin(\pi y)` on :math:`(0, 1)^2`, :math:`u = 0` on the
+  boundary, least squares (PINN) energy, a [2, 32, 1] tanh network, a 28 x 28 interior grid and 29 nodes
+  per boundary side; L2 error on a 200 x 200 interior grid. Published: L2 error 6.1e-7 after 51 ENGD
+  iterations (one seed).
+- ``nonlinear``: the Ritz energy :math:`\int_{-1}^1 \tfrac12|u'|^2 + \tfrac14u^4 - fu` with
+  :math:`f = \pi^2\cos(\pi x) + \cos^3(\pi x)`, minimiser :math:`\cos(\pi x)` (natural boundary
+  conditions), a [1, 32, 1] tanh network, 2000 Gauss–Legendre nodes (with 20000 midpoint nodes the
+  discrete minimiser itself is about 1e-7 from :math:`\cos(\pi x)`, and every run stopped there); L2
+  error on 20001 points.
+  Published: L2 error about 1e-8 after 60 ENGD iterations.
+
+Each problem is one MMS step with a long time step (:math:`\tau = 10^6`), so the step is the
+minimisation of the energy; ``GaussNewton()`` then chooses its line-search globalization by itself
+(the proximal share of the model is about :math:`10^{-8}`). Reported per seed: iterations to the L2
+targets, the final error, and the seconds per Gauss–Newton iteration (one torch thread unless
+``--threads`` says otherwise).
+
+    python benchmarks/peers.py                  # both problems, 10 seeds, results in benchmarks/results/
+    python benchmarks/peers.py --problems poisson --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy
+import torch
+
+from mms_manifolds import GaussNewton, MinimizingMovement, MMSSubproblem
+from mms_manifolds.meshfree import (
+    JetMetric,
+    JetParametrization,
+    NodeSet,
+    PoissonLeastSquares,
+    RitzEnergy,
+    box_boundary_grid,
+    box_interior_grid,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TAU = 1e6
+NONLINEAR_NODES = 2000  # Gauss-Legendre: the quadrature error of the discrete minimiser is far below 1e-8
+
+
+def tanh_network(widths: tuple[int, ...], seed: int) -> torch.nn.Sequential:
+    """A float64 tanh MLP with torch's default initialisation from ``seed``."""
+    torch.manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(torch.nn.Linear(width_in, width_out, dtype=torch.float64))
+        if index < len(widths) - 2:
+            layers.append(torch.nn.Tanh())
+    return torch.nn.Sequential(*layers)
+
+
+class NonlinearRitz(RitzEnergy):
+    r""":math:`E(u) = \int \tfrac12|u'|^2 - fu + \tfrac14 u^4`: the Ritz energy plus a quartic reaction term."""
+
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        inside = self.layout.split(u)[self.interior]
+        return super().value(u) + 0.25 * (self._weights(self.interior) * inside.value.squeeze(-1) ** 4).sum()
+
+
+def poisson(seed: int, device: torch.device | str = "cpu"):
+    """The 2-D Poisson least-squares problem on ``device``: (flow, network, L2 error function)."""
+    network = tanh_network((2, 32, 1), seed).to(device)
+    node_sets = {
+        "interior": box_interior_grid(28, 2, ("value", "laplacian"), device=device),
+        "boundary": box_boundary_grid(29, device=device),
+    }
+    jets = JetParametrization(network, node_sets)
+
+    def source(points: torch.Tensor) -> torch.Tensor:
+        return 2 * math.pi**2 * torch.sin(math.pi * points[:, 0]) * torch.sin(math.pi * points[:, 1])
+
+    energy = PoissonLeastSquares(jets, source, boundary="boundary", penalty=1.0)
+    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=TAU)
+    test = box_interior_grid(200, 2, device=device).points
+    exact = torch.sin(math.pi * test[:, 0]) * torch.sin(math.pi * test[:, 1])
+    return flow, network, lambda: float((network(test).squeeze(-1) - exact).square().mean().sqrt())
+
+
+def nonlinear(seed: int, device: torch.device | str = "cpu"):
+    """The 1-D nonlinear Ritz problem on ``device``: (flow, network, L2 error function)."""
+    network = tanh_network((1, 32, 1), seed).to(device)
+    points, weights = numpy.polynomial.legendre.leggauss(NONLINEAR_NODES)
+    options = {"dtype": torch.float64, "device": device}
+    interior = NodeSet(torch.as_tensor(points, **options).unsqueeze(-1), torch.as_tensor(weights, **options))
+    node_sets = {"interior": NodeSet(interior.points, interior.weights, ("value", "gradient"))}
+    jets = JetParametrization(network, node_sets)
+
+    def source(points: torch.Tensor) -> torch.Tensor:
+        solution = torch.cos(math.pi * points[:, 0])
+        return math.pi**2 * solution + solution**3
+
+    energy = NonlinearRitz(jets, source)
+    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=TAU)
+    test = torch.linspace(-1, 1, 20001, **options).unsqueeze(-1)
+    exact = torch.cos(math.pi * test[:, 0])
+    return flow, network, lambda: float(((network(test).squeeze(-1) - exact).square().mean() * 2).sqrt())
+
+
+PROBLEMS = {"poisson": (poisson, (1e-6, 1e-7)), "nonlinear": (nonlinear, (1e-6, 1e-7, 1e-8))}
+
+
+def run_seed(problem: str, seed: int, iterations: int, line_search: str) -> dict:
+    """Gauss–Newton iterations on one MMS step, the L2 error after each; timing from the solves alone."""
+    build, targets = PROBLEMS[problem]
+    flow, network, l2_error = build(seed)
+    theta = flow.parametrization.initial_point()
+    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, TAU)
+    one_iteration = GaussNewton(max_iterations=1, line_search=line_search)
+    errors, state, solve_seconds = [], None, 0.0
+    for _ in range(iterations):
+        start = time.perf_counter()
+        result = one_iteration.solve(subproblem, theta, state=state)  # = one long solve, warm state carried
+        solve_seconds += time.perf_counter() - start
+        theta, state = result.point, result.state
+        flow.parametrization.write_to_module(theta)
+        with torch.no_grad():
+            errors.append(l2_error())
+        if result.stop_reason.name == "STALLED":
+            break
+    start = time.perf_counter()  # seconds per iteration of one long solve (residuals only at its ends)
+    timing_iterations = min(20, iterations)
+    long = GaussNewton(max_iterations=timing_iterations, line_search=line_search)
+    long_result = long.solve(subproblem, flow.parametrization.initial_point())
+    per_iteration = (time.perf_counter() - start) / max(long_result.iterations, 1)
+    reached = {f"{target:.0e}": next((k + 1 for k, e in enumerate(errors) if e <= target), None) for target in targets}
+    return {
+        "problem": problem,
+        "seed": seed,
+        "iterations_to": reached,
+        "final_error": errors[-1],
+        "best_error": min(errors),
+        "iterations_run": len(errors),
+        "seconds_per_iteration": per_iteration,
+        "errors": errors,
+    }
+
+
+def summarise(rows: list[dict], problem: str, budget: int) -> dict:
+    """Counts of seeds reaching each target within ``budget`` iterations, and the median iteration count."""
+    chosen = [row for row in rows if row["problem"] == problem]
+    summary = {"seeds": len(chosen), "budget": budget}
+    for target in chosen[0]["iterations_to"]:
+        counts = [row["iterations_to"][target] for row in chosen]
+        within = sorted(count for count in counts if count is not None and count <= budget)
+        summary[target] = {
+            "reached_within_budget": len(within),
+            "median_iterations": statistics.median(within) if within else None,
+            "range": [within[0], within[-1]] if within else None,
+        }
+    summary["stalled_above_1e-5"] = sum(row["best_error"] > 1e-5 for row in chosen)
+    summary["median_seconds_per_iteration"] = statistics.median(row["seconds_per_iteration"] for row in chosen)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", default="poisson,nonlinear")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=100, help="Gauss-Newton iterations per seed")
+    parser.add_argument("--budget", type=int, default=60, help="iterations within which a target counts as reached")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (timings name it)")
+    parser.add_argument("--line-search", choices=("armijo", "grid"), default="armijo")
+    parser.add_argument("--output", type=Path, default=RESULTS / "peers.json")
+    arguments = parser.parse_args()
+    torch.set_num_threads(arguments.threads)
+    rows = []
+    for problem in arguments.problems.split(","):
+        for seed in range(arguments.seeds):
+            row = run_seed(problem, seed, arguments.iterations, arguments.line_search)
+            rows.append(row)
+            print(
+                f"{problem} seed {seed}: to {row['iterations_to']}, final {row['final_error']:.2e}, "
+                f"{row['seconds_per_iteration'] * 1e3:.1f} ms/iteration",
+                flush=True,
+            )
+    summaries = {problem: summarise(rows, problem, arguments.budget) for problem in arguments.problems.split(",")}
+    for problem, summary in summaries.items():
+        print(problem, json.dumps(summary))
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    solver = repr(GaussNewton(line_search=arguments.line_search))
+    record = {"threads": arguments.threads, "solver": solver, "summaries": summaries, "runs": rows}
+    arguments.output.write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
