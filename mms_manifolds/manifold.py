@@ -253,6 +253,26 @@ class IncrementManifold:
     def _solve(self, theta: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         return self._factorization(theta)[1].solve(rhs, self.damping).value
 
+    def _formed_jacobian(self, theta: torch.Tensor) -> torch.Tensor | None:
+        """:math:`J(\theta)` as ``(Nm, p)`` if the cached point is ``theta`` and its Jacobian is formed, else ``None``."""
+        if self._cache is not None and self._cache[1].has_jacobian and torch.equal(self._cache[0], theta):
+            return self._cache[1].jacobian().reshape(-1, self.dim)
+        return None
+
+    def _jvp(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r""":math:`J\xi`, shape ``(N, m)``: a product with the cached Jacobian where it exists, else a JVP."""
+        jacobian = self._formed_jacobian(theta)
+        if jacobian is None:
+            return self.parametrization.jvp(theta, xi)
+        return (jacobian @ xi).reshape(self.parametrization.output_shape)
+
+    def _vjp(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        r""":math:`J^\top w`, shape ``(p,)``: a product with the cached Jacobian where it exists, else a VJP."""
+        jacobian = self._formed_jacobian(theta)
+        if jacobian is None:
+            return self.parametrization.vjp(theta, w)
+        return jacobian.T @ w.reshape(-1)
+
     # ----------------------------------------------------------------------------- the geometry
 
     @property
@@ -272,8 +292,8 @@ class IncrementManifold:
     def inner(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         r""":math:`g_\theta(\xi, \eta) = \langle J\xi, J\eta\rangle_M + \lambda_d\,\xi\cdot\eta` (scalar tensor)."""
         theta, xi, eta = self.check_point(theta), self.check_tangent(xi), self.check_tangent(eta, "eta")
-        jacobian_xi = self.parametrization.jvp(theta, xi)
-        jacobian_eta = jacobian_xi if eta is xi else self.parametrization.jvp(theta, eta)
+        jacobian_xi = self._jvp(theta, xi)
+        jacobian_eta = jacobian_xi if eta is xi else self._jvp(theta, eta)
         return _finite_result("inner", self.metric.inner(jacobian_xi, jacobian_eta) + self.damping * (xi @ eta))
 
     def norm(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
@@ -301,7 +321,7 @@ class IncrementManifold:
 
     def _christoffel(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         acceleration = self.parametrization.second_derivative(theta, xi, eta)
-        return self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(acceleration)))
+        return self._solve(theta, self._vjp(theta, self.metric.apply(acceleration)))
 
     def rhess(self, theta: torch.Tensor, egrad: torch.Tensor, ehess_xi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Riemannian Hessian-vector product of the Levi-Civita connection of :math:`G`.
@@ -321,7 +341,7 @@ class IncrementManifold:
         theta, xi = self.check_point(theta), self.check_tangent(xi)
         egrad, ehess_xi = self.check_tangent(egrad, "egrad"), self.check_tangent(ehess_xi, "ehess_xi")
         rgrad = self._solve(theta, egrad)
-        weighted_image = self.metric.apply(self.parametrization.jvp(theta, rgrad))
+        weighted_image = self.metric.apply(self._jvp(theta, rgrad))
         curvature = self.parametrization.second_derivative_adjoint(theta, xi, weighted_image)
         return _finite_result("rhess", self._solve(theta, ehess_xi - curvature))
 
@@ -332,7 +352,8 @@ class IncrementManifold:
         :math:`M`-orthogonal projection of :math:`v` onto :math:`\operatorname{range} J`.
         """
         theta, v = self.check_point(theta), self._check_ambient(v, "v")
-        return _finite_result("project", self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(v))))
+        self._factorization(theta)
+        return _finite_result("project", self._solve(theta, self._vjp(theta, self.metric.apply(v))))
 
     def split_ambient(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
         r""":math:`M`-orthogonal split of :math:`v`: ``(||P_T v||_M, ||v - P_T v||_M)``, :math:`P_T` onto :math:`\operatorname{range} J`.
@@ -443,10 +464,9 @@ class IncrementManifold:
         )
         if check_transport_kind(kind) == "identity":
             return xi.clone()
-        image = self.parametrization.jvp(theta1, xi)
-        return _finite_result(
-            "transport", self._solve(theta2, self.parametrization.vjp(theta2, self.metric.apply(image)))
-        )
+        image = self._jvp(theta1, xi)
+        self._factorization(theta2)  # J(theta2) is formed once and serves the VJP and the solve
+        return _finite_result("transport", self._solve(theta2, self._vjp(theta2, self.metric.apply(image))))
 
     def dist(self, theta1: torch.Tensor, theta2: torch.Tensor) -> torch.Tensor:
         r"""Function-space chordal distance :math:`\|\phi(\theta_1) - \phi(\theta_2)\|_M`.

@@ -68,6 +68,11 @@ class GramOperator:
         image = self.parametrization.jvp(self.theta, xi)
         return self.parametrization.vjp(self.theta, self.weight.apply(image))
 
+    @property
+    def has_jacobian(self) -> bool:
+        """Whether :math:`J(\theta)` has been formed (reading it then costs nothing)."""
+        return self._jacobian is not None
+
     def jacobian(self) -> torch.Tensor:
         r""":math:`J(\theta)`, shape ``(N, m, p)``; formed once."""
         if self._jacobian is None:
