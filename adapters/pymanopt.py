@@ -280,6 +280,21 @@ class PymanoptSolver(InnerSolver):
             f"transport_kind={self.transport_kind!r})"
         )
 
+    def _stop_reason(self, outcome: pymanopt.optimizers.optimizer.OptimizerResult, tolerance: float) -> StopReason:
+        """pymanopt's stop, from the numbers it returns, in the order its own check uses (its message is prose).
+
+        The iteration budget first, then the gradient norm against ``tolerance`` (``CONVERGED``), then the
+        step size against the optimiser's ``min_step_size`` (``STALLED``); the time and cost-evaluation
+        budgets count as a used-up budget (``MAX_ITERATIONS``).
+        """
+        if outcome.iterations >= self.optimizer._max_iterations:
+            return StopReason.MAX_ITERATIONS
+        if outcome.gradient_norm is not None and outcome.gradient_norm < tolerance:
+            return StopReason.CONVERGED
+        if outcome.step_size is not None and outcome.step_size < self.optimizer._min_step_size:
+            return StopReason.STALLED
+        return StopReason.MAX_ITERATIONS
+
     def _solve(
         self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
     ) -> InnerResult:
@@ -306,14 +321,7 @@ class PymanoptSolver(InnerSolver):
             residuals = [start_residual] + ([subproblem.tangential_residual(point)] if finite else [])
             residual_iterations = [0, int(outcome.iterations)][: len(residuals)]
         criterion = str(outcome.stopping_criterion)
-        if not finite:
-            stop = StopReason.NON_FINITE
-        elif "gradient norm" in criterion.lower():
-            stop = StopReason.CONVERGED
-        elif "iteration" in criterion.lower():
-            stop = StopReason.MAX_ITERATIONS
-        else:
-            stop = StopReason.STALLED
+        stop = self._stop_reason(outcome, tolerance) if finite else StopReason.NON_FINITE
         return InnerResult(
             point=point,
             iterations=int(outcome.iterations),

@@ -177,3 +177,21 @@ def test_bad_input_at_the_adapter_boundary():
         adapter.euclidean_to_riemannian_gradient(x, bad)
     with pytest.raises(TypeError, match="pymanopt optimizer"):
         PymanoptSolver("TrustRegions")
+
+
+@pytest.mark.parametrize(
+    ("settings", "tolerance", "expected"),
+    [
+        ({"max_iterations": 2}, 0.0, "MAX_ITERATIONS"),  # "max iterations reached"
+        ({"max_iterations": 50}, 1e3, "CONVERGED"),  # "min grad norm reached after 0 iterations"
+        ({"max_iterations": 50, "min_step_size": 1e3}, 0.0, "STALLED"),  # "min step_size reached"
+    ],
+)
+def test_each_pymanopt_stop_is_classified_from_its_numbers(settings, tolerance, expected):
+    """pymanopt 2.2 says "min grad norm reached after N iterations": a substring test read it as MAX_ITERATIONS."""
+    flow = regression_flow(widths=(1, 4, 1), count=16)
+    theta0 = flow.parametrization.initial_point()
+    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    solver = PymanoptSolver(SteepestDescent(verbosity=0, **settings))
+    result = solver.solve(subproblem, theta0, tolerance=tolerance)
+    assert result.stop_reason.name == expected, result.extra["stopping_criterion"]
