@@ -259,7 +259,8 @@ class MinimizingMovement:
             theta_previous = result.thetas[-1]
             parametrization, energy, manifold = self._step_problem(resample, step)
             anchor = parametrization.value(theta_previous)
-            subproblem = MMSSubproblem(manifold.with_anchor(anchor), energy, self.tau)
+            convexity = self.convexity if resample is None else energy.convexity(manifold.metric)
+            subproblem = MMSSubproblem(manifold.with_anchor(anchor), energy, self.tau, convexity)
             state = result.metadata.get("solver_state")
             inner, retries, attempt = solver.solve(subproblem, theta_previous, step_tolerance, state), 0, solver
             while inner.stop_reason.failed and on_failure == "retry" and retries < max_retries:

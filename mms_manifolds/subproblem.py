@@ -125,16 +125,21 @@ class MMSSubproblem:
         manifold: the increment manifold; its anchor is :math:`u_k`.
         energy: :math:`E`.
         tau: time step :math:`\tau > 0`.
+        convexity: :math:`\lambda` of ``energy`` in the manifold's metric if the caller knows it already
+            (the MMS driver computes it once per flow: for Dirichlet, Ginzburg–Landau and quartic energies it
+            is a dense Cholesky and an eigenvalue problem); omitted, it is asked of ``energy``.
 
     Raises:
         ValueError: ``tau <= 0``, not finite, or :math:`1 + \tau\lambda \le 0` for a semi-convex energy.
     """
 
-    def __init__(self, manifold: IncrementManifold, energy: Energy, tau: float):
+    _ASK_THE_ENERGY = object()  # the default of `convexity`: no modulus given, so ask `energy`
+
+    def __init__(self, manifold: IncrementManifold, energy: Energy, tau: float, convexity: object = _ASK_THE_ENERGY):
         self.manifold = manifold
         self.energy = energy
         self.tau = check_positive_float("tau", tau)
-        self.convexity = energy.convexity(manifold.metric)
+        self.convexity = energy.convexity(manifold.metric) if convexity is self._ASK_THE_ENERGY else convexity
         if self.convexity is not None and 1 + self.tau * self.convexity <= 0:
             raise ValueError(
                 f"tau = {self.tau} is too large for this {self.convexity:.6g}-convex energy: "

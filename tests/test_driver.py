@@ -262,3 +262,20 @@ def test_matrix_free_mode_never_forms_the_jacobian(monkeypatch):
     monkeypatch.setattr(problem.parametrization, "jacobian", refuse)
     result = flow.run(problem.parametrization.initial_point(), 2, GaussNewton(max_iterations=2))
     assert np.all(result.trajectory_error <= result.tracking_bound * (1 + 1e-9) + 1e-13)
+
+
+def test_the_convexity_modulus_is_computed_once_per_flow():
+    """Every step used to ask the energy again (a dense Cholesky and an eigenvalue problem for a stiffness energy)."""
+    problem = heat_flow()
+    calls = []
+    original = type(problem.energy).convexity
+
+    def counting(energy, metric):
+        calls.append(1)
+        return original(energy, metric)
+
+    energy = problem.energy
+    energy.convexity = counting.__get__(energy)
+    flow = MinimizingMovement(problem.parametrization, energy, problem.metric, problem.tau)
+    result = flow.run(problem.parametrization.initial_point(), 4, GaussNewton(max_iterations=1))
+    assert len(calls) == 1 and result.certified

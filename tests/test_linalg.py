@@ -65,7 +65,9 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
     nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
     parametrization = TorchParametrization(mlp(widths, 2), nodes)
     metric = L2Metric(torch.full((count,), 2 / count))
-    mode = ConjugateGradientSolve(max_iterations=50, preconditioner=preconditioner)
+    mode = ConjugateGradientSolve(
+        max_iterations=50, preconditioner=preconditioner, on_unconverged="ignore"
+    )  # capped: short
     manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
     p = parametrization.num_parameters
     subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), tau=0.1)
@@ -123,3 +125,24 @@ def test_auto_solve_on_cuda_allows_larger_dense_sides():
     assert cuda.select(5000, 5000, device="cuda")[0].name == "dense"  # min(p, Nm) <= 16384 there
     assert cuda.select(5000, 5000, device="cpu")[0].name == "cg"  # past the CPU's 4096
     assert cuda.select(20000, 20000, device="cuda")[0].name == "cg"
+
+
+def test_an_unconverged_cg_solve_is_reported():
+    """CG at its iteration cap above its tolerance: converged=False, and a warning or an error by setting."""
+    from mms_manifolds.linalg import UnconvergedSolveError
+
+    parametrization = TorchParametrization(mlp((1, 8, 8, 1), 0), torch.linspace(-1, 1, 50).unsqueeze(-1))
+    metric = L2Metric(torch.full((50,), 1 / 50))
+    theta = parametrization.initial_point()
+    rhs = torch.ones(parametrization.num_parameters)
+    starved = ConjugateGradientSolve(max_iterations=2, tolerance=1e-14)
+    with pytest.warns(RuntimeWarning, match="relative residual"):
+        solution = starved.factorize(GramOperator(parametrization, metric, theta)).solve(rhs, 1e-6)
+    assert not solution.converged and solution.iterations == 2 and solution.relative_residual > 1e-14
+    raising = ConjugateGradientSolve(max_iterations=2, tolerance=1e-14, on_unconverged="raise")
+    with pytest.raises(UnconvergedSolveError, match="inexact"):
+        raising.factorize(GramOperator(parametrization, metric, theta)).solve(rhs, 1e-6)
+    enough = ConjugateGradientSolve().factorize(GramOperator(parametrization, metric, theta)).solve(rhs, 1e-2)
+    assert enough.converged
+    with pytest.raises(ValueError, match="on_unconverged"):
+        ConjugateGradientSolve(on_unconverged="sometimes")

@@ -2,6 +2,7 @@ r"""Matrix-free conjugate gradients: one JVP and one VJP per iteration, memory :
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ import torch
 
 from .._checks import check_positive_float
 from .operator import GramOperator
-from .solution import Factorization, LinearSolution
+from .solution import Factorization, LinearSolution, UnconvergedSolveError
 
 __all__ = ["ConjugateGradientSolve", "conjugate_gradient"]
 
@@ -103,7 +104,19 @@ class _ConjugateGradientFactorization(Factorization):
             max_iterations=self.settings.max_iterations,
             preconditioner=preconditioner,
         )
-        return LinearSolution(value=value, mode=self.mode, iterations=iterations, relative_residual=relative)
+        converged = relative <= self.settings.tolerance
+        if not converged and self.settings.on_unconverged != "ignore":
+            message = (
+                f"conjugate gradients stopped at their cap of {iterations} iterations with relative residual "
+                f"{relative:.2e} > tolerance {self.settings.tolerance:.1e}: the solve is inexact (raise "
+                "ConjugateGradientSolve.max_iterations, or the damping)"
+            )
+            if self.settings.on_unconverged == "raise":
+                raise UnconvergedSolveError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return LinearSolution(
+            value=value, mode=self.mode, iterations=iterations, relative_residual=relative, converged=converged
+        )
 
 
 @dataclass(frozen=True)
@@ -125,12 +138,18 @@ class ConjugateGradientSolve:
         max_iterations: iteration cap per solve. Default ``500``.
         preconditioner: ``"none"`` (default) or ``"jacobi"``.
         diagonal_probes: Hutchinson probes for the diagonal. Default ``16``.
+        on_unconverged: what a solve that stops at ``max_iterations`` above ``tolerance`` does:
+            ``"warn"`` (default, a ``RuntimeWarning`` naming the residual reached), ``"raise"``
+            (:class:`~mms_manifolds.linalg.UnconvergedSolveError`) or ``"ignore"``; the
+            :class:`LinearSolution` says ``converged=False`` in every case. Before, such a solve returned
+            silently, and every Riemannian gradient or residual built on it was inexact with no record.
     """
 
     tolerance: float = 1e-10
     max_iterations: int = 500
     preconditioner: str = "none"
     diagonal_probes: int = 16
+    on_unconverged: str = "warn"
     name: str = "cg"
 
     def __post_init__(self) -> None:
@@ -141,6 +160,8 @@ class ConjugateGradientSolve:
             raise ValueError(f"preconditioner must be 'jacobi' or 'none', got {self.preconditioner!r}")
         if int(self.diagonal_probes) < 1:
             raise ValueError(f"diagonal_probes must be >= 1, got {self.diagonal_probes}")
+        if self.on_unconverged not in ("warn", "raise", "ignore"):
+            raise ValueError(f"on_unconverged must be 'warn', 'raise' or 'ignore', got {self.on_unconverged!r}")
 
     def factorize(self, operator: GramOperator) -> Factorization:
         return _ConjugateGradientFactorization(operator, self)

@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Factorization", "LinearSolution", "available_memory_bytes", "check_fits_in_memory", "pseudo_inverse_rtol"]
+__all__ = [
+    "Factorization",
+    "LinearSolution",
+    "UnconvergedSolveError",
+    "available_memory_bytes",
+    "check_fits_in_memory",
+    "pseudo_inverse_rtol",
+]
+
+
+class UnconvergedSolveError(RuntimeError):
+    """An iterative solve stopped at its iteration cap above its tolerance, and its settings ask to raise."""
 
 
 def available_memory_bytes(device: torch.device | str) -> int:
@@ -58,12 +69,15 @@ class LinearSolution:
         mode: name of the solve mode that produced it (``"dense"``, ``"woodbury"``, ``"cg"``).
         iterations: CG iterations (``0`` for direct modes).
         relative_residual: :math:`\|(A + \lambda I)x - b\| / \|b\|` where it was computed, else ``nan``.
+        converged: ``False`` when an iterative solve stopped at its iteration cap above its tolerance
+            (its ``value`` is then inexact); direct solves are exact up to rounding and report ``True``.
     """
 
     value: torch.Tensor
     mode: str
     iterations: int = 0
     relative_residual: float = field(default=float("nan"))
+    converged: bool = True
 
 
 class Factorization(ABC):
