@@ -45,12 +45,27 @@ class GramFactorization(Factorization):
     def __init__(
         self, gram: torch.Tensor, factor: torch.Tensor | None = None, rtol: float | None = None, mode: str = "dense"
     ):
-        self.gram = 0.5 * (gram + gram.T)
-        self.factor = factor
-        self.rtol = pseudo_inverse_rtol(gram.shape[0], gram.dtype) if rtol is None else rtol
+        self._gram: torch.Tensor | None = 0.5 * (gram + gram.T)
+        self._factor = factor
+        self._rtol = pseudo_inverse_rtol(gram.shape[0], gram.dtype) if rtol is None else rtol
         self.mode = mode
         self._cholesky: tuple[float, torch.Tensor] | None = None
         self._eigen: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def gram(self) -> torch.Tensor:
+        """The symmetrised Gram matrix, shape ``(n, n)``."""
+        return self._gram
+
+    @property
+    def factor(self) -> torch.Tensor | None:
+        r""":math:`B` with ``gram`` :math:`= BB^\top` on the kernel side, else ``None``."""
+        return self._factor
+
+    @property
+    def rtol(self) -> float:
+        """Relative eigenvalue cutoff of the pseudo-inverse."""
+        return self._rtol
 
     def eigendecomposition(self) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``(eigenvalues, eigenvectors)`` of ``gram``, ascending, eigenvalues clamped at 0; computed once."""
@@ -146,7 +161,7 @@ class WhitenedGramFactorization(GramFactorization):
         self.operator, self.kernel_side, self.mode = operator, kernel_side, mode
         self._rtol = rtol
         self._cholesky = self._eigen = None
-        self._gram: torch.Tensor | None = None
+        self._gram = None  # formed by the ``gram`` property at the first solve that needs it
 
     @property
     def factor(self) -> torch.Tensor | None:
