@@ -188,6 +188,13 @@ class GeooptSolver(TorchOptimizerSolver):
     optimiser state per MMS step); the loop, records and divergence handling are those of
     :class:`~mms_manifolds.solvers.TorchOptimizerSolver`.
 
+    Without an ``lr`` option the rate comes from the step problem at :math:`\theta_0`
+    (:meth:`~mms_manifolds.MMSSubproblem.riemannian_step_size`, :math:`\eta = 1/(c + 1/\tau)` when
+    :math:`\nabla^2E = cM`): ``RiemannianSGD`` gets :math:`\eta`, whose first step is the Gauss–Newton step;
+    ``RiemannianAdam``, whose steps have length about ``lr`` in the metric (one second moment for the one
+    flat tensor), gets a third of that step's length, :math:`\eta\|\operatorname{grad} f(\theta_0)\|_G/3`
+    (the best of 1, 1/3 and 1/10 measured on a regression and a heat step, docs/adapters.md).
+
     Args:
         optimizer_class: a geoopt optimiser class.
         max_iterations: steps. Default ``20``.
@@ -196,6 +203,9 @@ class GeooptSolver(TorchOptimizerSolver):
         transport_kind: passed to :class:`GeooptIncrementManifold`.
         **options: keyword arguments of the optimiser (``lr``, ``momentum``, ``betas``, ...).
     """
+
+    ADAM_STEP_FRACTION = 1 / 3
+    """``RiemannianAdam``'s default ``lr`` as a fraction of the Gauss–Newton-equivalent step length."""
 
     def __init__(
         self,
@@ -211,23 +221,47 @@ class GeooptSolver(TorchOptimizerSolver):
             raise TypeError(f"optimizer_class must be a torch optimizer class, got {optimizer_class!r}")
         self.optimizer_class, self.options = optimizer_class, options
         self.transport_kind = check_transport_kind(transport_kind)
+        self.rate_factor = 1.0  # the fallback's tenfold smaller derived rate
         self.name = f"geoopt-{optimizer_class.__name__}"
 
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in sorted(self.options.items()))
-        return f"GeooptSolver({self.optimizer_class.__name__}, max_iterations={self.max_iterations}, {options})"
+        derived = "" if "lr" in self.options or not self._derives_rate() else f"lr=derived x {self.rate_factor:g}, "
+        return (
+            f"GeooptSolver({self.optimizer_class.__name__}, max_iterations={self.max_iterations}, "
+            f"tolerance={self.tolerance!r}, check_every={self.check_every}, "
+            f"transport_kind={self.transport_kind!r}, {derived}{options})"
+        )
+
+    def _derives_rate(self) -> bool:
+        return issubclass(self.optimizer_class, (geoopt.optim.RiemannianSGD, geoopt.optim.RiemannianAdam))
 
     def fallback(self) -> GeooptSolver | None:
-        """The same solver with a ten times smaller ``lr`` (``None`` without an ``lr`` option)."""
-        if "lr" not in self.options:
-            return None
+        """The same solver with a ten times smaller ``lr`` (given or derived); ``None`` for rate-free optimisers."""
         cautious = copy.copy(self)
-        cautious.options = {**self.options, "lr": self.options["lr"] / 10}
+        if "lr" in self.options:
+            cautious.options = {**self.options, "lr": self.options["lr"] / 10}
+        elif self._derives_rate():
+            cautious.rate_factor = self.rate_factor / 10
+        else:
+            return None
         return cautious
+
+    def learning_rate(self, subproblem: MMSSubproblem, theta0: torch.Tensor) -> float | None:
+        """The ``lr`` a solve from ``theta0`` uses: the given one, else derived as the class docstring says."""
+        if "lr" in self.options:
+            return float(self.options["lr"])
+        if not self._derives_rate():
+            return None
+        if issubclass(self.optimizer_class, geoopt.optim.RiemannianAdam):
+            return self.rate_factor * self.ADAM_STEP_FRACTION * subproblem.riemannian_step_length(theta0)
+        return self.rate_factor * subproblem.riemannian_step_size(theta0)
 
     def _parameter(self, subproblem: MMSSubproblem, theta0: torch.Tensor) -> torch.Tensor:
         manifold = GeooptIncrementManifold(subproblem.manifold, self.transport_kind)
         return geoopt.ManifoldParameter(theta0.clone(), manifold=manifold)
 
-    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
-        return self.optimizer_class([parameter], **self.options)
+    def _optimizer(self, parameter: torch.Tensor, subproblem: MMSSubproblem) -> torch.optim.Optimizer:
+        rate = self.learning_rate(subproblem, parameter.detach())
+        options = self.options if rate is None else {**self.options, "lr": rate}
+        return self.optimizer_class([parameter], **options)

@@ -22,7 +22,14 @@ from mms_manifolds.parametrizations import AutogradParametrization
 from mms_manifolds.solvers.base import InnerResult, InnerSolver, StopReason
 from mms_manifolds.subproblem import MMSSubproblem
 
-__all__ = ["PymanoptIncrementManifold", "PymanoptSolver", "make_problem"]
+from . import _pymanopt_diagnostics
+
+__all__ = ["EXP_MAPS", "PymanoptIncrementManifold", "PymanoptSolver", "make_problem"]
+
+EXP_MAPS = ("second-order", "geodesic")
+"""What :meth:`PymanoptIncrementManifold.exp` computes: the second-order retraction, or the geodesic."""
+
+_pymanopt_diagnostics.install()  # pymanopt 2.2's checks fail on every manifold under numpy 2
 
 
 class PymanoptIncrementManifold(Manifold):
@@ -36,6 +43,15 @@ class PymanoptIncrementManifold(Manifold):
     not the Riemannian logarithm), ``transport``, ``dist`` (the function-space chord), ``pair_mean``
     (chart midpoint), ``typical_dist``, ``random_point``, ``random_tangent_vector``, ``zero_vector``.
 
+    pymanopt's optimisers move by ``retraction``; ``exp`` serves its diagnostics, which prefer it to the
+    retraction. By default ``exp`` is the second-order retraction
+    :math:`\theta + \xi - \tfrac12\Gamma_\theta(\xi, \xi)` (one Christoffel solve, agrees with the
+    exponential map to :math:`O(|\xi|^3)`): then ``check_gradient`` shows slope 2, ``check_hessian``
+    slope 3 (the quadratic model needs a curve with zero initial acceleration) and ``check_retraction``
+    slope 2 (the chart retraction is first order in this metric), all in seconds. ``exp_map="geodesic"``
+    integrates the geodesic ODE instead (:meth:`~mms_manifolds.IncrementManifold.geodesic`, adaptive,
+    about a hundred solves per unit step on a small MLP): the same slopes, at 10-1000x the cost.
+
     Args:
         manifold: the core manifold.
         transport_kind: ``"identity"`` (the differentiated chart retraction, free) or
@@ -43,9 +59,11 @@ class PymanoptIncrementManifold(Manifold):
         typical_dist: scale of distances for TrustRegions' radius; default
             :math:`\max(1, \|\phi(\theta_0)\|_M)`, the size of the initial function.
         seed: seed of the generator behind ``random_point`` and ``random_tangent_vector``.
+        exp_map: ``"second-order"`` (default) or ``"geodesic"``, see above.
 
     Raises:
-        ValueError: a point or vector is not a finite float64 vector of length :math:`p`.
+        ValueError: a point or vector is not a finite float64 vector of length :math:`p`, or
+            ``exp_map``/``transport_kind`` names no option.
     """
 
     def __init__(
@@ -54,10 +72,14 @@ class PymanoptIncrementManifold(Manifold):
         transport_kind: str = "identity",
         typical_dist: float | None = None,
         seed: int = 0,
+        exp_map: str = "second-order",
     ):
         if not isinstance(manifold, IncrementManifold):
             raise TypeError(f"manifold must be an IncrementManifold, got {type(manifold).__name__}")
+        if exp_map not in EXP_MAPS:
+            raise ValueError(f"exp_map must be one of {EXP_MAPS}, got {exp_map!r}")
         self.core = manifold
+        self.exp_map = exp_map
         self.transport_kind = check_transport_kind(transport_kind)
         if typical_dist is None:
             initial = manifold.parametrization.value(manifold.parametrization.initial_point())
@@ -133,7 +155,11 @@ class PymanoptIncrementManifold(Manifold):
         return self.to_numpy(self.core.retract(self.to_torch(point), self.to_torch(tangent_vector, "tangent_vector")))
 
     def exp(self, point, tangent_vector):
-        return self.to_numpy(self.core.exp(self.to_torch(point), self.to_torch(tangent_vector, "tangent_vector")))
+        """The second-order retraction (default) or the geodesic, as ``exp_map`` chose."""
+        theta, xi = self.to_torch(point), self.to_torch(tangent_vector, "tangent_vector")
+        if self.exp_map == "geodesic":
+            return self.to_numpy(self.core.exp(theta, xi))
+        return self.to_numpy(self.core.retract_second_order(theta, xi))
 
     def log(self, point_a, point_b):
         """The inverse of the chart retraction, :math:`\\theta_b - \\theta_a` (not the Riemannian logarithm)."""
@@ -248,37 +274,95 @@ def make_problem(subproblem: MMSSubproblem, manifold: PymanoptIncrementManifold 
     return pymanopt.Problem(manifold, cost, euclidean_gradient=euclidean_gradient, euclidean_hessian=euclidean_hessian)
 
 
-class PymanoptSolver(InnerSolver):
-    r"""An MMS inner solver that runs any pymanopt optimiser on :func:`make_problem`.
+def _describe(value: object) -> str:
+    """``repr(value)``, or for an object with the default ``repr`` (an address) its class and settings."""
+    if type(value).__repr__ is object.__repr__:
+        settings = ", ".join(f"{key.lstrip('_')}={item!r}" for key, item in sorted(vars(value).items()))
+        return f"{type(value).__name__}({settings})"
+    return repr(value)
 
-    The optimiser's own ``max_iterations`` is the iteration budget; a tolerance from the driver
-    becomes its ``min_gradient_norm`` for that call. pymanopt stops on
-    :math:`\|\operatorname{grad} f\|_G`, which the damping makes smaller than the tangential residual the
-    built-in solvers stop on; the recorded history is pymanopt's where it logs one.
+
+class PymanoptSolver(InnerSolver):
+    r"""An MMS inner solver that runs a pymanopt optimiser on :func:`make_problem`, a fresh one per solve.
+
+    Every solve builds ``optimizer_class(max_iterations=..., min_gradient_norm=tolerance, verbosity=0,
+    log_verbosity=1, **options)``, so nothing is carried between MMS steps and no optimiser the user holds
+    is modified. pymanopt stops on :math:`\|\operatorname{grad} f\|_G`, which the damping makes smaller
+    than the tangential residual the built-in solvers stop on; the recorded history is pymanopt's where it
+    logs one.
+
+    ``TrustRegions`` gets radii from the step's scale unless ``run_options`` sets them: initial radius
+    ``Delta0`` :math:`= \ell`, the Gauss–Newton-equivalent step length
+    (:meth:`~mms_manifolds.MMSSubproblem.riemannian_step_length`), and largest radius ``Delta_bar``
+    :math:`= \max(\text{typical\_dist}, 8\ell)` (pymanopt's own, ``Delta_bar`` = typical_dist and ``Delta0``
+    an eighth of it, ignore the step's scale; ``None`` for both restores them). The line-search optimisers
+    keep pymanopt's line searchers: a first trial of length :math:`\ell` measured no better
+    (docs/adapters.md).
 
     Args:
-        optimizer: a pymanopt optimiser instance, e.g. ``TrustRegions(max_iterations=5, verbosity=0)``.
+        optimizer_class: a pymanopt optimiser class, e.g. ``TrustRegions``.
+        max_iterations: the optimiser's iteration budget. Default ``20``.
+        tolerance: the optimiser's ``min_gradient_norm`` when the driver gives none. Default ``0``.
         transport_kind: passed to :class:`PymanoptIncrementManifold`.
+        run_options: keyword arguments of ``optimizer.run`` (``Delta_bar``, ``Delta0``, ``maxinner``, ...).
+        **options: keyword arguments of the optimiser's constructor (``min_step_size``, ``beta_rule``,
+            ``line_searcher``, ``miniter``, ...).
     """
 
     name = "pymanopt"
+    _RESERVED = ("max_iterations", "min_gradient_norm", "log_verbosity")
 
-    def __init__(self, optimizer: pymanopt.optimizers.optimizer.Optimizer, transport_kind: str = "identity"):
-        if not isinstance(optimizer, pymanopt.optimizers.optimizer.Optimizer):
-            raise TypeError(f"optimizer must be a pymanopt optimizer, got {type(optimizer).__name__}")
-        # pymanopt keeps its stopping criteria in private attributes and has no setters.
-        super().__init__(max_iterations=int(optimizer._max_iterations), tolerance=float(optimizer._min_gradient_norm))
-        self.optimizer = optimizer
-        self.transport_kind = transport_kind
-        self.name = f"pymanopt-{type(optimizer).__name__}"
+    def __init__(
+        self,
+        optimizer_class: type[pymanopt.optimizers.optimizer.Optimizer],
+        max_iterations: int = 20,
+        tolerance: float = 0.0,
+        transport_kind: str = "identity",
+        run_options: dict[str, object] | None = None,
+        **options: object,
+    ):
+        if not (
+            isinstance(optimizer_class, type) and issubclass(optimizer_class, pymanopt.optimizers.optimizer.Optimizer)
+        ):
+            raise TypeError(f"optimizer_class must be a pymanopt optimizer class, got {optimizer_class!r}")
+        reserved = sorted(set(options) & set(self._RESERVED))
+        if reserved:
+            raise ValueError(
+                f"PymanoptSolver sets {reserved} itself: pass max_iterations= and tolerance= to PymanoptSolver"
+            )
+        super().__init__(max_iterations=max_iterations, tolerance=tolerance)
+        self.optimizer_class = optimizer_class
+        self.options = {"verbosity": 0, **options}
+        self.run_options = dict(run_options or {})
+        self.transport_kind = check_transport_kind(transport_kind)
+        self.name = f"pymanopt-{optimizer_class.__name__}"
 
     def __repr__(self) -> str:
-        optimizer = self.optimizer
+        options = ", ".join(f"{key}={_describe(value)}" for key, value in sorted(self.options.items()))
         return (
-            f"PymanoptSolver({type(optimizer).__name__}, max_iterations={self.max_iterations}, "
-            f"min_gradient_norm={self.tolerance}, min_step_size={optimizer._min_step_size}, "
-            f"transport_kind={self.transport_kind!r})"
+            f"PymanoptSolver({self.optimizer_class.__name__}, max_iterations={self.max_iterations}, "
+            f"tolerance={self.tolerance!r}, transport_kind={self.transport_kind!r}, "
+            f"run_options={dict(sorted(self.run_options.items()))!r}, {options})"
         )
+
+    def optimizer(self, tolerance: float) -> pymanopt.optimizers.optimizer.Optimizer:
+        """A new optimiser for one solve: the user's options with the budget and ``tolerance``."""
+        options = {"max_iterations": self.max_iterations, "min_gradient_norm": tolerance, "log_verbosity": 1}
+        return self.optimizer_class(**self.options, **options)
+
+    def run_arguments(
+        self, manifold: PymanoptIncrementManifold, subproblem: MMSSubproblem, theta0: torch.Tensor
+    ) -> dict[str, object]:
+        """Keyword arguments of ``run`` besides the initial point: the user's, and TrustRegions' radii from the scale."""
+        arguments = dict(self.run_options)
+        if issubclass(self.optimizer_class, pymanopt.optimizers.TrustRegions) and not {"Delta0", "Delta_bar"} <= set(
+            arguments
+        ):
+            length = subproblem.riemannian_step_length(theta0)
+            length = length if math.isfinite(length) and length > 0 else manifold.typical_dist / 8
+            arguments.setdefault("Delta0", length)
+            arguments.setdefault("Delta_bar", max(manifold.typical_dist, 8 * length))
+        return arguments
 
     def _stop_reason(self, outcome: pymanopt.optimizers.optimizer.OptimizerResult, tolerance: float) -> StopReason:
         """pymanopt's stop, from the numbers it returns, in the order its own check uses (its message is prose).
@@ -287,11 +371,12 @@ class PymanoptSolver(InnerSolver):
         step size against the optimiser's ``min_step_size`` (``STALLED``); the time and cost-evaluation
         budgets count as a used-up budget (``MAX_ITERATIONS``).
         """
-        if outcome.iterations >= self.optimizer._max_iterations:
+        if outcome.iterations >= self.max_iterations:
             return StopReason.MAX_ITERATIONS
         if outcome.gradient_norm is not None and outcome.gradient_norm < tolerance:
             return StopReason.CONVERGED
-        if outcome.step_size is not None and outcome.step_size < self.optimizer._min_step_size:
+        min_step_size = self.options.get("min_step_size", 1e-10)  # pymanopt's default
+        if outcome.step_size is not None and outcome.step_size < min_step_size:
             return StopReason.STALLED
         return StopReason.MAX_ITERATIONS
 
@@ -300,14 +385,11 @@ class PymanoptSolver(InnerSolver):
     ) -> InnerResult:
         manifold = PymanoptIncrementManifold(subproblem.manifold, transport_kind=self.transport_kind)
         problem = make_problem(subproblem, manifold)
-        saved = (self.optimizer._min_gradient_norm, self.optimizer._log_verbosity)
-        self.optimizer._min_gradient_norm, self.optimizer._log_verbosity = tolerance, max(saved[1], 1)
         start_cost = subproblem.cost(theta0)
         start_residual = subproblem.tangential_residual(theta0)
-        try:
-            outcome = self.optimizer.run(problem, initial_point=manifold.to_numpy(theta0))
-        finally:
-            self.optimizer._min_gradient_norm, self.optimizer._log_verbosity = saved
+        outcome = self.optimizer(tolerance).run(
+            problem, initial_point=manifold.to_numpy(theta0), **self.run_arguments(manifold, subproblem, theta0)
+        )
         final = np.asarray(outcome.point, dtype=np.float64)
         finite = bool(np.all(np.isfinite(final))) and math.isfinite(float(outcome.cost))
         point = manifold.to_torch(final) if finite else theta0

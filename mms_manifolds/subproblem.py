@@ -190,6 +190,40 @@ class MMSSubproblem:
         theta = self.manifold.check_point(theta)
         return self.manifold.parametrization.vjp(theta, self._evaluate(theta)[1])
 
+    def riemannian_step_size(self, theta: torch.Tensor) -> float:
+        r"""The rate :math:`\eta = 1/(c + 1/\tau)` at which a Riemannian gradient step is the Gauss–Newton step.
+
+        The manifold's metric is the pullback of :math:`M` alone, while the step's function-space Hessian is
+        :math:`\nabla^2E + M/\tau`. Where :math:`\nabla^2E = cM` (regression: :math:`c = 1`) and the damping
+        is negligible, :math:`\theta - \eta\,\operatorname{grad} f` with :math:`\eta = 1/(c + 1/\tau)`
+        is exactly the Gauss–Newton step; a unit rate overshoots by the factor :math:`c\tau + 1`. Where
+        :math:`\nabla^2E` is not a multiple of :math:`M`, :math:`c` is its curvature along the image of the
+        Riemannian gradient, :math:`c = \langle\nabla^2E(u)v, v\rangle/\langle Mv, v\rangle`,
+        :math:`v = J\operatorname{grad} f(\theta)`, clipped at 0 so that :math:`\eta \le \tau`. The
+        length of that step, :math:`\eta\|\operatorname{grad} f\|_G`, is the natural first trust radius
+        or line-search trial.
+        """
+        theta = self.manifold.check_point(theta)
+        multiple = self.energy.hessian_metric_multiple(self.manifold.metric)
+        if multiple is None:
+            u = self._evaluate(theta)[0]
+            image = self.manifold.parametrization.jvp(
+                theta, self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta))
+            )
+            size = float(self.manifold.metric.inner(image, image))
+            curvature = float((self.energy.hessian_matvec(u, image) * image).sum())
+            multiple = curvature / size if size > 0 and math.isfinite(curvature) else 0.0
+        return 1.0 / (max(multiple, 0.0) + 1.0 / self.tau)
+
+    def riemannian_step_length(self, theta: torch.Tensor) -> float:
+        r""":math:`\ell = \eta\|\operatorname{grad} f(\theta)\|_G`, the length of the step :meth:`riemannian_step_size` takes.
+
+        The scale adapters set their first trust radius, line-search trial or normalised step from.
+        """
+        theta = self.manifold.check_point(theta)
+        gradient = self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta))
+        return self.riemannian_step_size(theta) * float(self.manifold.norm(theta, gradient))
+
     def hessian_vector_product(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Euclidean Hessian-vector product :math:`\nabla^2_\theta f\,\xi`, shape ``(p,)``."""
         theta, xi = self.manifold.check_point(theta), self.manifold.check_tangent(xi)

@@ -102,3 +102,54 @@ def test_bad_input_at_the_adapter_boundary():
         manifold.egrad2rgrad(theta0, torch.full_like(theta0, float("nan")))
     with pytest.raises(TypeError, match="optimizer class"):
         GeooptSolver("RiemannianSGD")
+
+
+def test_the_step_size_rule_worked_example_of_the_docs():
+    """docs/adapters.md: L2 regression, tau = 0.2, so eta = 1/(c + 1/tau) = 1/6; 20 RiemannianSGD steps."""
+    from mms_manifolds import GaussNewton, IncrementManifold
+
+    flow = regression_flow(widths=(1, 16, 16, 1), count=64)
+    theta0 = flow.parametrization.initial_point()
+    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    assert subproblem.riemannian_step_size(theta0) == pytest.approx(1 / 6, rel=1e-15)
+    best = subproblem.cost(GaussNewton(max_iterations=50).solve(subproblem, theta0).point)
+
+    def gap(**options):
+        result = GeooptSolver(geoopt.optim.RiemannianSGD, max_iterations=20, **options).solve(subproblem, theta0)
+        return subproblem.cost(result.point) - best, result.stop_reason.name
+
+    unit, derived, given = gap(lr=1.0), gap(), gap(lr=1 / 6)
+    assert unit[1] == "COST_INCREASE" and unit[0] == pytest.approx(0.131, abs=5e-4)  # stays at theta0
+    assert derived == given and derived[0] < 2e-5  # 1.0e-5 in the docs
+    # Undamped, the first step at the rule's rate is the Gauss-Newton step (c + 1/tau) J^T M J delta = -g.
+    undamped = MMSSubproblem(
+        IncrementManifold(flow.parametrization, flow.metric, damping=0.0).with_anchor(subproblem.anchor),
+        flow.energy,
+        flow.tau,
+    )
+    step = -undamped.riemannian_step_size(theta0) * undamped.manifold.egrad2rgrad(
+        theta0, undamped.euclidean_gradient(theta0)
+    )
+    model = undamped.gauss_newton_model(theta0)
+    assert torch.allclose(step, model.step(0.0), atol=1e-10 * float(step.norm()))
+
+
+def test_the_rule_uses_the_energys_curvature_along_the_gradient_where_hess_e_is_not_c_m():
+    from problems import heat_flow
+
+    flow = heat_flow()
+    theta0 = flow.parametrization.initial_point()
+    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    image = flow.parametrization.jvp(
+        theta0, subproblem.manifold.egrad2rgrad(theta0, subproblem.euclidean_gradient(theta0))
+    )
+    curvature = float((flow.energy.hessian_matvec(subproblem.anchor, image) * image).sum()) / float(
+        flow.metric.inner(image, image)
+    )
+    assert subproblem.riemannian_step_size(theta0) == pytest.approx(1 / (curvature + 1 / flow.tau), rel=1e-12)
+    assert 0 < subproblem.riemannian_step_size(theta0) < flow.tau
+    adam = GeooptSolver(geoopt.optim.RiemannianAdam)
+    assert adam.learning_rate(subproblem, theta0) == pytest.approx(subproblem.riemannian_step_length(theta0) / 3)
+    assert adam.fallback().learning_rate(subproblem, theta0) == pytest.approx(
+        adam.learning_rate(subproblem, theta0) / 10
+    )

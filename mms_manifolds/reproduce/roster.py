@@ -28,11 +28,10 @@ def _pymanopt(optimizer_name: str, budget: int) -> InnerSolver:
 
     from ..adapters.pymanopt import PymanoptSolver
 
-    optimizer = getattr(pymanopt.optimizers, optimizer_name)
-    options = {"max_iterations": budget, "min_gradient_norm": 0.0, "verbosity": 0}
-    if optimizer_name != "TrustRegions":
-        options["min_step_size"] = 0.0
-    return PymanoptSolver(optimizer(**options))
+    # pymanopt's optimisers as pymanopt ships them: None radii are TrustRegions' own defaults.
+    shipped_radii = {"run_options": {"Delta_bar": None, "Delta0": None}}
+    options = shipped_radii if optimizer_name == "TrustRegions" else {"min_step_size": 0.0}
+    return PymanoptSolver(getattr(pymanopt.optimizers, optimizer_name), max_iterations=budget, **options)
 
 
 def _geoopt(class_name: str, budget: int, rate: float) -> InnerSolver:

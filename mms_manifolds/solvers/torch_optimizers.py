@@ -33,8 +33,8 @@ class TorchOptimizerSolver(InnerSolver):
         self.check_every = check_integer("check_every", check_every, minimum=1)
 
     @abstractmethod
-    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
-        """The ``torch.optim`` optimiser over the single flat ``parameter``."""
+    def _optimizer(self, parameter: torch.Tensor, subproblem: MMSSubproblem) -> torch.optim.Optimizer:
+        """The ``torch.optim`` optimiser over the single flat ``parameter`` (``subproblem`` sets scale-derived defaults)."""
 
     def fallback(self) -> TorchOptimizerSolver | None:
         """The same solver with a ten times smaller learning rate (``None`` for rate-free optimisers)."""
@@ -52,7 +52,7 @@ class TorchOptimizerSolver(InnerSolver):
         self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
     ) -> InnerResult:
         parameter = self._parameter(subproblem, theta0)
-        optimizer = self._optimizer(parameter)
+        optimizer = self._optimizer(parameter, subproblem)
         last_good = theta0.clone()
         costs = [subproblem.cost(theta0)]
         residuals = [subproblem.tangential_residual(theta0)]
@@ -111,7 +111,7 @@ class Adam(TorchOptimizerSolver):
         super().__init__(max_iterations, tolerance, check_every)
         self.lr = check_positive_float("lr", lr)
 
-    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
+    def _optimizer(self, parameter: torch.Tensor, subproblem: MMSSubproblem) -> torch.optim.Optimizer:
         return torch.optim.Adam([parameter], lr=self.lr)
 
 
@@ -142,7 +142,7 @@ class SGD(TorchOptimizerSolver):
         if self.momentum >= 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
 
-    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
+    def _optimizer(self, parameter: torch.Tensor, subproblem: MMSSubproblem) -> torch.optim.Optimizer:
         return torch.optim.SGD([parameter], lr=self.lr, momentum=self.momentum)
 
 
@@ -175,7 +175,7 @@ class LBFGS(TorchOptimizerSolver):
         self.lr = check_positive_float("lr", lr)
         self.history_size = check_integer("history_size", history_size, minimum=1)
 
-    def _optimizer(self, parameter: torch.Tensor) -> torch.optim.Optimizer:
+    def _optimizer(self, parameter: torch.Tensor, subproblem: MMSSubproblem) -> torch.optim.Optimizer:
         return torch.optim.LBFGS(
             [parameter],
             lr=self.lr,
