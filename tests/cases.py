@@ -61,7 +61,7 @@ def _l2(parametrization: Parametrization) -> Metric:
 
 def _sobolev(parametrization: Parametrization) -> Metric:
     count = parametrization.output_shape[0]
-    return SobolevMetric(trapezoid_weights(count, -1.0, 1.0), stiffness_1d(count, 2.0 / (count - 1), "neumann"), 0.1)
+    return SobolevMetric(trapezoid_weights(count, -1.0, 1.0), stiffness_1d(count, -1.0, 1.0, "neumann"), 0.1)
 
 
 def _full_matrix(parametrization: Parametrization) -> Metric:

@@ -46,7 +46,7 @@ def heat_flow(seed: int = 0, count: int = 24, tau: float = 0.05) -> MinimizingMo
             return points * (1 - points) * self.net(points)
 
     metric = L2Metric(torch.full((count,), spacing))
-    energy = DirichletEnergy(0.25 * stiffness_1d(count, spacing, "dirichlet"))
+    energy = DirichletEnergy(0.25 * stiffness_1d(count, 0.0, 1.0, "dirichlet"))
     return MinimizingMovement(TorchParametrization(Bubble(), x), energy, metric, tau)
 
 

@@ -142,7 +142,7 @@ def test_bad_input_is_rejected():
         with pytest.raises(ValueError, match="tau"):
             MinimizingMovement(problem.parametrization, problem.energy, problem.metric, tau)
     weights = problem.metric.weights
-    semi_convex = GinzburgLandau(0.1, stiffness_1d(32, 2 / 31, "neumann"), weights)
+    semi_convex = GinzburgLandau(0.1, stiffness_1d(32, -1.0, 1.0, "neumann"), weights)
     with pytest.raises(ValueError, match="1/\\|lambda\\|"):
         MinimizingMovement(problem.parametrization, semi_convex, problem.metric, 1.5)
     with pytest.raises(ValueError, match="steps"):

@@ -25,7 +25,7 @@ def _energies():
     count = 9
     weights = trapezoid_weights(count, -1.0, 1.0)
     metric = L2Metric(weights)
-    stiffness = stiffness_1d(count, 0.25, "neumann")
+    stiffness = stiffness_1d(count, 0.0, 0.25 * (count - 1), "neumann")
     target = torch.cos(torch.linspace(0, 3, count)).unsqueeze(-1)
     return metric, {
         "regression": L2Regression(target, metric),
@@ -70,7 +70,7 @@ def test_heat_equation_amplitude_and_convexity():
     spacing = grid_spacing(count, 0.0, 1.0, "dirichlet")
     x = uniform_nodes(count, 0.0, 1.0, "dirichlet")
     metric = L2Metric(torch.full((count,), spacing))
-    energy = DirichletEnergy(0.25 * stiffness_1d(count, spacing, "dirichlet"))
+    energy = DirichletEnergy(0.25 * stiffness_1d(count, 0.0, 1.0, "dirichlet"))
     grid_eigenvalue = 0.25 * 4 / spacing**2 * math.sin(math.pi * spacing / 2) ** 2
     assert energy.convexity(metric) == pytest.approx(grid_eigenvalue, rel=1e-10)
     assert energy.convexity(metric) == pytest.approx(math.pi**2 / 4, rel=1e-3)
@@ -83,7 +83,7 @@ def test_heat_equation_amplitude_and_convexity():
 def test_two_dimensional_stiffness_eigenvalue():
     count = 15
     spacing = grid_spacing(count, 0.0, 1.0, "dirichlet")
-    energy = DirichletEnergy(stiffness_2d(count, count, spacing, spacing))
+    energy = DirichletEnergy(stiffness_2d(count, count, (0.0, 1.0, 0.0, 1.0), "dirichlet"))
     metric = L2Metric(torch.full((count * count,), spacing**2))
     assert energy.convexity(metric) == pytest.approx(2 * math.pi**2, rel=1e-2)
 
@@ -91,7 +91,7 @@ def test_two_dimensional_stiffness_eigenvalue():
 def test_ginzburg_landau_convexity_is_at_least_minus_one():
     count = 20
     weights = torch.full((count,), 0.1)
-    energy = GinzburgLandau(0.05, stiffness_1d(count, 0.1, "periodic"), weights)
+    energy = GinzburgLandau(0.05, stiffness_1d(count, 0.0, 0.1 * count, "periodic"), weights)
     modulus = energy.convexity(L2Metric(weights))
     assert -1.0 - 1e-12 <= modulus < 0
     with pytest.raises(ValueError, match="not strongly convex"):

@@ -173,7 +173,7 @@ def _heat_flows_1d(count: int):
     grid_metric = L2Metric(torch.full((count,), spacing, dtype=torch.float64))
     grid_flow = MinimizingMovement(
         TorchParametrization(net, x),
-        DirichletEnergy(0.25 * stiffness_1d(count, spacing, "dirichlet")),
+        DirichletEnergy(0.25 * stiffness_1d(count, 0.0, 1.0, "dirichlet")),
         grid_metric,
         tau=0.02,
     )
@@ -214,10 +214,12 @@ def test_meshfree_dirichlet_matches_finite_differences_2d():
     net = Bubble(mlp((2, 5, 1), seed=3))
     errors = []
     for count in (8, 16):
-        points, spacing = grid_2d(count, count, "dirichlet"), grid_spacing(count, 0.0, 1.0, "dirichlet")
+        points = grid_2d(count, count, (0.0, 1.0, 0.0, 1.0), "dirichlet")
         with torch.no_grad():
             grid_values = net(points)
-        grid_energy = float(DirichletEnergy(stiffness_2d(count, count, spacing, spacing)).value(grid_values))
+        grid_energy = float(
+            DirichletEnergy(stiffness_2d(count, count, (0.0, 1.0, 0.0, 1.0), "dirichlet")).value(grid_values)
+        )
         jets = JetParametrization(net, {"interior": box_midpoint_grid(count + 1, 2, ("gradient",))})
         jet_energy = float(RitzEnergy(jets).value(jets.value(jets.initial_point())))
         errors.append(abs(grid_energy - jet_energy) / grid_energy)
@@ -228,10 +230,13 @@ def test_meshfree_heat_flow_matches_finite_differences_2d():
     """Two MMS steps of u_t = Lap u / 4 on the unit square: grid flow and mesh-free flow, same network."""
     count, tau = 10, 0.01
     net = Bubble(mlp((2, 5, 1), seed=7))
-    points, spacing = grid_2d(count, count, "dirichlet"), grid_spacing(count, 0.0, 1.0, "dirichlet")
+    points, spacing = (
+        grid_2d(count, count, (0.0, 1.0, 0.0, 1.0), "dirichlet"),
+        grid_spacing(count, 0.0, 1.0, "dirichlet"),
+    )
     grid = TorchParametrization(net, points)
     grid_metric = L2Metric(torch.full((count * count,), spacing**2, dtype=torch.float64))
-    grid_energy = DirichletEnergy(0.25 * stiffness_2d(count, count, spacing, spacing))
+    grid_energy = DirichletEnergy(0.25 * stiffness_2d(count, count, (0.0, 1.0, 0.0, 1.0), "dirichlet"))
     jets = JetParametrization(net, {"interior": box_midpoint_grid(count + 1, 2, ("value", "gradient"))})
     solver = GaussNewton(max_iterations=6)
     theta0 = grid.initial_point()

@@ -21,7 +21,7 @@ class ExponentialWeights(Metric):
 def _metrics():
     count = 7
     weights = trapezoid_weights(count, 0.0, 1.0)
-    stiffness = stiffness_1d(count, 1 / 6, "neumann")
+    stiffness = stiffness_1d(count, 0.0, (count - 1) / 6, "neumann")
     return {
         "l2": L2Metric(weights),
         "node-matrix": MatrixMetric(random_spd(count, 1)),
@@ -57,7 +57,7 @@ def test_user_metric_drives_a_manifold():
 
 def test_sobolev_matches_its_definition():
     weights = trapezoid_weights(5, 0.0, 1.0)
-    stiffness = stiffness_1d(5, 0.25, "neumann")
+    stiffness = stiffness_1d(5, 0.0, 1.0, "neumann")
     metric = SobolevMetric(weights, stiffness, alpha=2.0)
     u = torch.randn(5, 1, generator=torch.Generator().manual_seed(0))
     expected = (weights * u[:, 0] ** 2).sum() + 2.0 * u[:, 0] @ stiffness @ u[:, 0]

@@ -38,6 +38,7 @@ from ..solvers import GaussNewton
 __all__ = ["EXPERIMENTS", "Experiment", "build"]
 
 DOUBLE = {"dtype": torch.float64}
+UNIT_SQUARE = (0.0, 1.0, 0.0, 1.0)
 
 
 @dataclass
@@ -187,7 +188,7 @@ def heat_1d(size: str) -> Experiment:
     x = uniform_nodes(count, 0.0, 1.0, "dirichlet").unsqueeze(-1)
     parametrization = TorchParametrization(Bubble(mlp((1, 10, 1), 3)), x)
     metric = L2Metric(torch.full((count,), spacing, **DOUBLE))
-    energy = DirichletEnergy(0.25 * stiffness_1d(count, spacing, "dirichlet"))
+    energy = DirichletEnergy(0.25 * stiffness_1d(count, 0.0, 1.0, "dirichlet"))
     u0 = torch.sin(math.pi * x)
     flow = MinimizingMovement(parametrization, energy, metric, tau)
     reference = exact_trajectory(energy, metric, u0, tau, steps)
@@ -197,10 +198,10 @@ def heat_1d(size: str) -> Experiment:
 def heat_2d(size: str) -> Experiment:
     count, steps, tau = (8, 4, 0.02) if size == "quick" else (14, 10, 0.02)
     spacing = grid_spacing(count, 0.0, 1.0, "dirichlet")
-    points = grid_2d(count, count, "dirichlet")
+    points = grid_2d(count, count, UNIT_SQUARE, "dirichlet")
     parametrization = TorchParametrization(Bubble(mlp((2, 12, 1), 4)), points)
     metric = L2Metric(torch.full((count * count,), spacing**2, **DOUBLE))
-    energy = DirichletEnergy(0.25 * stiffness_2d(count, count, spacing, spacing))
+    energy = DirichletEnergy(0.25 * stiffness_2d(count, count, UNIT_SQUARE, "dirichlet"))
     u0 = torch.sin(math.pi * points[:, :1]) * torch.sin(math.pi * points[:, 1:])
     flow = MinimizingMovement(parametrization, energy, metric, tau)
     reference = exact_trajectory(energy, metric, u0, tau, steps)
@@ -210,11 +211,10 @@ def heat_2d(size: str) -> Experiment:
 def allen_cahn(size: str) -> Experiment:
     count, steps, tau = (32, 4, 0.1) if size == "quick" else (80, 12, 0.1)
     x = uniform_nodes(count, -1.0, 1.0, "neumann").unsqueeze(-1)
-    spacing = grid_spacing(count, -1.0, 1.0, "neumann")
     weights = trapezoid_weights(count, -1.0, 1.0)
     parametrization = TorchParametrization(mlp((1, 12, 12, 1), 5), x)
     metric = L2Metric(weights)
-    energy = GinzburgLandau(0.1, stiffness_1d(count, spacing, "neumann"), weights)
+    energy = GinzburgLandau(0.1, stiffness_1d(count, -1.0, 1.0, "neumann"), weights)
     theta0 = fit(parametrization, metric, 0.6 * torch.sin(2.5 * math.pi * x) + 0.2 * x)
     flow = MinimizingMovement(parametrization, energy, metric, tau)
     return Experiment("allen_cahn", flow, theta0, steps, description="1-12-12-1, eps = 0.1")
@@ -223,10 +223,9 @@ def allen_cahn(size: str) -> Experiment:
 def known_minimizer(size: str) -> Experiment:
     count, steps, tau = (32, 4, 0.5) if size == "quick" else (80, 15, 0.5)
     x = uniform_nodes(count, -1.0, 1.0, "neumann").unsqueeze(-1)
-    spacing = grid_spacing(count, -1.0, 1.0, "neumann")
     weights = trapezoid_weights(count, -1.0, 1.0)
     source = math.pi**2 * torch.cos(math.pi * x) + torch.cos(math.pi * x) ** 3
-    energy = QuarticEnergy(stiffness_1d(count, spacing, "neumann"), weights, source)
+    energy = QuarticEnergy(stiffness_1d(count, -1.0, 1.0, "neumann"), weights, source)
     metric = L2Metric(weights)
     parametrization = TorchParametrization(mlp((1, 12, 12, 1), 6), x)
     flow = MinimizingMovement(parametrization, energy, metric, tau)
