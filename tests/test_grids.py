@@ -29,7 +29,7 @@ def test_the_old_spacing_signature_and_bad_grids_are_refused_with_the_signature_
     with pytest.raises(TypeError, match=r"take \(count, start, stop, boundary\)"):
         stiffness_1d(24, 0.0, "dirichlet", "dirichlet")
     with pytest.raises(TypeError, match=r"\(count_x, count_y, box, boundary\)"):
-        grid_2d(4, 4, "dirichlet")
+        grid_2d(4, 4, "dirichlet", "dirichlet")
     with pytest.raises(ValueError, match="start < stop"):
         uniform_nodes(4, 1.0, 0.0, "neumann")
     with pytest.raises(ValueError, match="boundary must be one of"):
