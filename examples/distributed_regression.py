@@ -73,6 +73,7 @@ def _worker(rank: int, world_size: int, port: int, output: str) -> None:
         thetas = run(rank, world_size)
         if rank == 0:
             torch.save(thetas, output)
+        dist.barrier()  # no process tears gloo down while another still has work in flight
     finally:
         dist.destroy_process_group()
 
@@ -94,6 +95,7 @@ def main() -> None:
         thetas = run(dist.get_rank(), dist.get_world_size())
         if dist.get_rank() == 0:
             print(f"{dist.get_world_size()} processes: final parameters norm {float(thetas[-1].norm()):.15e}")
+        dist.barrier()
         dist.destroy_process_group()
         return
     single = run()

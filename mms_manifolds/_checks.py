@@ -16,6 +16,8 @@ import torch
 __all__ = [
     "as_tensor",
     "check_finite",
+    "check_geometry_dtype",
+    "check_held_tensors",
     "check_integer",
     "check_positive_float",
     "check_real_tensor",
@@ -25,25 +27,64 @@ __all__ = [
 
 
 def as_tensor(name: str, value: object, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Convert ``value`` to a tensor of ``dtype`` on ``device``, refusing silent precision changes.
+    """Return ``value`` if it is a tensor of ``dtype`` on ``device``; refuse everything else by name.
 
-    A tensor whose dtype differs from ``dtype`` is rejected rather than cast: mixing float32 and
-    float64 silently is how geometry loses its accuracy.
+    One rule for every point, vector and data tensor of the torch API: a ``torch.Tensor`` in the model's
+    dtype and on its device. Nothing is converted or cast silently (a float64 numpy vector for a float32
+    model would lose precision unseen); numpy arrays are the pymanopt adapter's business.
 
     Raises:
-        TypeError: ``value`` is not a tensor or array-like, or has another floating dtype.
+        TypeError: ``value`` is not a tensor (a numpy array, a list), or has another dtype.
         ValueError: ``value`` lives on another device.
     """
-    if isinstance(value, torch.Tensor):
-        if value.dtype != dtype:
-            raise TypeError(f"{name} has dtype {value.dtype}, expected {dtype} (the model's dtype); cast it explicitly")
-        if value.device != device:
-            raise ValueError(f"{name} is on device {value.device}, expected {device} (the model's device)")
-        return value
-    try:
-        return torch.as_tensor(value, dtype=dtype, device=device)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise TypeError(f"{name} must be a tensor or array-like of numbers, got {type(value).__name__}") from error
+    if not isinstance(value, torch.Tensor):
+        hint = ""
+        if isinstance(value, (np.ndarray, list, tuple, np.generic)):
+            hint = f": convert it with torch.as_tensor({name}, dtype={dtype}, device='{device}')"
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}{hint}")
+    if value.dtype != dtype:
+        raise TypeError(f"{name} has dtype {value.dtype}, expected {dtype} (the model's dtype); cast it explicitly")
+    if value.device != device:
+        raise ValueError(f"{name} is on device {value.device}, expected {device} (the model's device)")
+    return value
+
+
+def check_geometry_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Refuse dtypes the geometry cannot use: its factorizations need float32 or float64."""
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"the geometry needs float32 or float64, the model is {dtype}: cast the model "
+            "(module.double() or module.float()) and its nodes"
+        )
+    return dtype
+
+
+def check_held_tensors(
+    name: str, holder: object, *, dtype: torch.dtype, device: torch.device, into: tuple[type, ...] = ()
+) -> None:
+    """Every floating tensor ``holder`` keeps as a public attribute is in ``dtype`` on ``device``.
+
+    Attributes that are instances of ``into`` (the metrics and energies an energy holds) are checked
+    the same way, under their own names (``energy.metric.weights``). Integer tensors (indices) are skipped.
+
+    Raises:
+        TypeError: a tensor in another floating dtype, named ``name.attribute``.
+        ValueError: a tensor on another device.
+    """
+    for attribute, value in vars(holder).items():
+        if attribute.startswith("_"):
+            continue
+        label = f"{name}.{attribute}"
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            if value.dtype != dtype:
+                raise TypeError(
+                    f"{label} has dtype {value.dtype}, the model {dtype}: build it in {dtype} "
+                    f"(e.g. trapezoid_weights(..., dtype={dtype}), tensor.to({dtype}))"
+                )
+            if value.device != device:
+                raise ValueError(f"{label} is on device {value.device}, the model on {device}")
+        elif into and isinstance(value, into) and value is not holder:
+            check_held_tensors(label, value, dtype=dtype, device=device, into=into)
 
 
 def check_shape(name: str, value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

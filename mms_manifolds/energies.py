@@ -12,6 +12,7 @@ Convexity is relative to the metric of the flow: :math:`E` is :math:`\lambda`-co
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -74,6 +75,41 @@ class Energy(ABC):
         :math:`J^\top(\nabla^2E + M/\tau)J = (c + 1/\tau)J^\top M J`.
         """
         return None
+
+    def check_evaluates(self, u: torch.Tensor) -> None:
+        r"""Raise unless :math:`E(u)` is a finite scalar and :math:`\nabla E(u)` has ``u``'s shape and dtype.
+
+        The MMS driver calls it once with the network's initial values, so a target with the wrong number
+        of rows, an energy that returns a vector, or data in another dtype is named where the flow is built.
+
+        Raises:
+            ValueError: the energy cannot be evaluated at ``u``, returns a non-scalar or non-finite value, or
+                a gradient of another shape.
+            TypeError: value or gradient in another dtype than ``u``.
+        """
+        name = type(self).__name__
+
+        def evaluate(method):
+            try:
+                return method(u)
+            except (ValueError, RuntimeError, IndexError) as error:
+                raise ValueError(
+                    f"energy {name} cannot be evaluated at the network's values of shape {tuple(u.shape)}: {error}"
+                ) from error
+
+        value = evaluate(self.value)
+        if not isinstance(value, torch.Tensor) or value.ndim != 0:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"energy {name}.value must return a scalar tensor, got {got}")
+        gradient = evaluate(self.gradient)
+        if not isinstance(gradient, torch.Tensor) or gradient.shape != u.shape:
+            got = tuple(gradient.shape) if isinstance(gradient, torch.Tensor) else type(gradient).__name__
+            raise ValueError(f"energy {name}.gradient has shape {got}, the values {tuple(u.shape)}")
+        for label, tensor in (("value", value), ("gradient", gradient)):
+            if tensor.dtype != u.dtype:
+                raise TypeError(f"energy {name}.{label} has dtype {tensor.dtype}, the model {u.dtype}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"energy {name} is not finite at the network's initial values: {float(value)}")
 
     @property
     def has_prox(self) -> bool:

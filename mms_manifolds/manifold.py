@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import as_tensor, check_finite, check_positive_float, check_shape
+from ._checks import (
+    as_tensor,
+    check_finite,
+    check_geometry_dtype,
+    check_held_tensors,
+    check_positive_float,
+    check_shape,
+)
 from .diagnostics import JacobianDiagnostics
 from .linalg import (
     AutoSolve,
@@ -149,6 +156,9 @@ class IncrementManifold:
             raise TypeError(f"parametrization must be a Parametrization, got {type(parametrization).__name__}")
         if not isinstance(metric, Metric):
             raise TypeError(f"metric must be a Metric, got {type(metric).__name__}")
+        check_geometry_dtype(parametrization.dtype)
+        check_held_tensors("metric", metric, dtype=parametrization.dtype, device=parametrization.device, into=(Metric,))
+        metric.check_fits(parametrization.output_shape, dtype=parametrization.dtype, device=parametrization.device)
         self.parametrization = parametrization
         self.metric = metric
         self.solve_mode = make_solve_mode(solve_mode)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_finite, check_integer, check_positive_float, check_shape
+from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
 from .budget import TrajectoryBudget, lipschitz_constant
 from .energies import Energy
 from .manifold import IncrementManifold
@@ -71,6 +71,26 @@ def exact_trajectory(energy: Energy, metric: Metric, u0: torch.Tensor, tau: floa
     return torch.stack(states)
 
 
+def _check_flow_arguments(parametrization: object, energy: object, metric: object) -> None:
+    """Types first, then every tensor the energy holds against the model, then one evaluation of the energy.
+
+    The metric's fit to the node count is checked by :class:`IncrementManifold`.
+    """
+    if not isinstance(parametrization, Parametrization):
+        raise TypeError(f"parametrization must be a Parametrization, got {type(parametrization).__name__}")
+    if not isinstance(energy, Energy):
+        hint = ": wrap a function u -> E(u) in CallableEnergy(function)" if callable(energy) else ""
+        raise TypeError(f"energy must be an Energy, got {type(energy).__name__}{hint}")
+    if not isinstance(metric, Metric):
+        raise TypeError(
+            f"metric must be a Metric (the flow's metric, e.g. L2Metric(weights)), got {type(metric).__name__}"
+        )
+    options = {"dtype": parametrization.dtype, "device": parametrization.device}
+    check_held_tensors("metric", metric, **options, into=(Metric,))
+    check_held_tensors("energy", energy, **options, into=(Energy, Metric))
+    energy.check_evaluates(parametrization.value(parametrization.initial_point()))
+
+
 class MinimizingMovement:
     r"""Run the neural MMS :math:`\theta_{k+1} = \text{solver}(F_k, \theta_k)` and keep its error ledger.
 
@@ -83,7 +103,11 @@ class MinimizingMovement:
         solve_mode: the manifold's solve mode.
 
     Raises:
-        ValueError: ``tau`` not positive and finite, or too large for the energy's convexity.
+        TypeError: an argument of the wrong type (a plain function as ``energy``, ``metric=None``), or a tensor
+            the energy or metric holds (target, weights, stiffness) in another dtype than the model.
+        ValueError: ``tau`` not positive and finite or too large for the energy's convexity; the energy
+            cannot be evaluated on the network's values (a target with the wrong number of rows), returns
+            a non-scalar, or the metric has another node count.
 
     Examples:
         >>> import torch
@@ -108,6 +132,7 @@ class MinimizingMovement:
         damping: float | str = "auto",
         solve_mode: object = "auto",
     ):
+        _check_flow_arguments(parametrization, energy, metric)
         self.parametrization = parametrization
         self.energy = energy
         self.metric = metric

@@ -83,6 +83,37 @@ class Metric(ABC):
         factor = self._cholesky(shape, v.dtype, v.device)
         return v.reshape(*v.shape[:-2], shape[0] * shape[1]) @ factor
 
+    def check_fits(self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device) -> None:
+        r"""Raise unless :math:`M` maps values of ``shape`` ``(N, m)`` in ``dtype`` on ``device`` to the same.
+
+        The parametrization's output shape, dtype and device are what a metric must fit; a metric built on
+        another node count, or whose data are in another dtype (so its products are promoted), is
+        refused here, where the user built it, rather than deep in the first solve.
+
+        Raises:
+            ValueError: the metric cannot be applied to such values, or returns another shape or device.
+            TypeError: it returns another dtype.
+        """
+        probe = torch.ones(shape, dtype=dtype, device=device)
+        try:
+            image = self.apply(probe)
+        except (ValueError, RuntimeError, IndexError) as error:
+            raise ValueError(
+                f"the metric does not fit the parametrization's {shape[0]} nodes (values of shape {shape}): {error}"
+            ) from error
+        if not isinstance(image, torch.Tensor) or image.shape != probe.shape:
+            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"{type(self).__name__}.apply must return values of shape {shape}, got {got}")
+        if image.dtype != dtype:
+            raise TypeError(
+                f"{type(self).__name__} computes in {image.dtype} (the dtype of its data), the parametrization in "
+                f"{dtype}: build the metric's data in {dtype}"
+            )
+        if image.device != device:
+            raise ValueError(
+                f"{type(self).__name__} returns values on {image.device}, the parametrization is on {device}"
+            )
+
     def check_positive_definite(
         self, shape: tuple[int, int], *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
     ) -> tuple[bool, str | None]:

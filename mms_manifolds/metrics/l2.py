@@ -32,7 +32,10 @@ class L2Metric(Metric):
 
     def _check(self, v: torch.Tensor) -> None:
         if v.ndim < 2 or v.shape[-2] != self.weights.shape[0]:
-            raise ValueError(f"L2Metric has {self.weights.shape[0]} nodes, got values of shape {tuple(v.shape)}")
+            raise ValueError(
+                f"L2Metric has {self.weights.shape[0]} nodes, the values {v.shape[-2] if v.ndim >= 2 else 'none'} "
+                f"(shape {tuple(v.shape)})"
+            )
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         self._check(v)

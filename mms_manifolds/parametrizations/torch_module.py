@@ -41,8 +41,9 @@ class TorchParametrization(FunctionParametrization):
             check; ``False`` always uses the generic path.
 
     Raises:
+        TypeError: nodes in another dtype than the module's parameters.
         ValueError: the module has no trainable parameters, parameters disagree in dtype or device,
-            nodes are empty, non-finite, or in another dtype or on another device.
+            nodes are empty, non-finite, on another device, or of a shape the module cannot take.
 
     Examples:
         >>> import torch
@@ -66,10 +67,10 @@ class TorchParametrization(FunctionParametrization):
             raise ValueError(f"module parameters must be floating point, got {dtype}")
         if not isinstance(nodes, torch.Tensor):
             raise TypeError(f"nodes must be a torch.Tensor, got {type(nodes).__name__}")
-        if nodes.dtype != dtype or nodes.device != device:
-            raise ValueError(
-                f"nodes have dtype {nodes.dtype} on {nodes.device}, the module's parameters {dtype} on {device}"
-            )
+        if nodes.dtype != dtype:
+            raise TypeError(f"nodes have dtype {nodes.dtype}, the module's parameters {dtype}: cast one to the other")
+        if nodes.device != device:
+            raise ValueError(f"nodes are on {nodes.device}, the module's parameters on {device}")
         if nodes.ndim == 0 or nodes.shape[0] == 0:
             raise ValueError(f"nodes must hold at least one node along dimension 0, got shape {tuple(nodes.shape)}")
         check_finite("nodes", nodes)
@@ -92,8 +93,14 @@ class TorchParametrization(FunctionParametrization):
         try:
             super().__init__(forward, parameters_to_vector([p for _, p in named]).detach())
         except ValueError as error:
+            hint = ""
+            if nodes.ndim == 1:
+                hint = (
+                    f"; nodes of shape ({nodes.shape[0]},) are {nodes.shape[0]} scalars: for points of a 1-D domain "
+                    "pass nodes.unsqueeze(-1), shape (N, 1)"
+                )
             raise ValueError(
-                f"the module cannot be evaluated at nodes of shape {tuple(nodes.shape)}: {error}"
+                f"the module cannot be evaluated at nodes of shape {tuple(nodes.shape)}: {error}{hint}"
             ) from error
 
     def _forward(self, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
