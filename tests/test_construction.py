@@ -81,7 +81,9 @@ def test_numpy_points_are_refused_everywhere_with_the_conversion_named():
     phi, metric = TorchParametrization(_net(), _nodes()), L2Metric(trapezoid_weights(16, -1.0, 1.0))
     flow = MinimizingMovement(phi, L2Regression(torch.zeros(16, 1, dtype=torch.float64), metric), metric, 0.1)
     theta = phi.initial_point()
-    with pytest.raises(TypeError, match=r"theta0 must be a torch\.Tensor, got ndarray: convert it with torch\.as_tensor"):
+    with pytest.raises(
+        TypeError, match=r"theta0 must be a torch\.Tensor, got ndarray: convert it with torch\.as_tensor"
+    ):
         flow.run(theta.numpy(), 1, GaussNewton(max_iterations=1))
     with pytest.raises(TypeError, match=r"theta must be a torch\.Tensor, got ndarray"):
         flow.manifold.egrad2rgrad(theta.numpy(), theta)
