@@ -114,10 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0, help="network initialisation seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="fewer nodes and baseline iterations (for tests)")
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 keeps torch's default)")
+    from .reproduce.experiments import EXPERIMENTS
+    from .reproduce.roster import SOLVERS
+
     reproduce = commands.add_parser("reproduce", help="every experiment x inner solver x iteration budget")
-    reproduce.add_argument("--quick", action="store_true", help="small problems, budgets 1, 3, 10 (minutes)")
-    reproduce.add_argument("--experiments", nargs="+", help="subset of experiments (default all)")
-    reproduce.add_argument("--solvers", nargs="+", help="subset of solvers (default all)")
+    reproduce.add_argument("--quick", action="store_true", help="small problems, budgets 1, 3, 10")
+    reproduce.add_argument(
+        "--experiments", nargs="+", choices=list(EXPERIMENTS), metavar="NAME", help=f"subset of {list(EXPERIMENTS)}"
+    )
+    reproduce.add_argument(
+        "--solvers", nargs="+", choices=list(SOLVERS), metavar="NAME", help=f"subset of {list(SOLVERS)}"
+    )
     reproduce.add_argument(
         "--output-dir", type=Path, default=Path("mms_reproduce"), help="CSV, figures, summary; resumes from its journal"
     )
@@ -141,6 +148,9 @@ def run_reproduce(quick: bool, experiments: list[str] | None, solvers: list[str]
 
     start = time.perf_counter()
     journal = output_dir / f"runs_{'quick' if quick else 'full'}.csv"
+    print(
+        f"reproduce{' --quick' if quick else ''}: results, figures and summary.md go to {output_dir}/", file=sys.stderr
+    )
     rows, floors = compare(experiments, solvers, quick=quick, journal=journal)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, floors, output_dir / "results.csv")

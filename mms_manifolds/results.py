@@ -8,6 +8,7 @@ same folder and are renamed into place, so an interrupted write never destroys t
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -45,7 +46,26 @@ class ResultFileError(ValueError):
     """A result or checkpoint file is missing pieces, truncated, corrupted or of another format."""
 
 
-@dataclass
+def _same(a: object, b: object) -> bool:
+    """Equality of result contents with NaN equal to NaN: numbers, strings, lists, dicts, tensors."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(a.isnan(), b.isnan()))
+            and bool(torch.equal(a.nan_to_num(), b.nan_to_num()))
+        )
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
+    return a == b
+
+
+@dataclass(eq=False)
 class MMSResult:
     r"""Per-step record of a minimizing-movement run; every column has length ``steps + 1``.
 
@@ -78,6 +98,24 @@ class MMSResult:
         if name in COLUMNS:
             return np.asarray(self.__dict__["columns"][name], dtype=float)
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        """Same columns, parameters, stop reasons, reference states and metadata, with NaN equal to NaN.
+
+        ``nan`` marks what was not computed (bounds without a convexity modulus, errors without a
+        reference), so a result read back from its file equals the one that was saved. Tensors compare by
+        value (dtype and device of the same values do not matter: :meth:`load` chooses them).
+        """
+        if not isinstance(other, MMSResult):
+            return NotImplemented
+        tensors = lambda values: [value.detach().cpu().double() for value in values]  # noqa: E731
+        return (
+            _same(self.columns, other.columns)
+            and _same(tensors(self.thetas), tensors(other.thetas))
+            and self.stop_reasons == other.stop_reasons
+            and _same(tensors(self.reference_states), tensors(other.reference_states))
+            and _same(self.metadata, other.metadata)
+        )
 
     @property
     def steps_done(self) -> int:
@@ -179,8 +217,15 @@ class MMSResult:
                 f"{self.columns['residual_normal'][step]:>9.2e} {self.columns['tracking_bound'][step]:>9.2e} "
                 f"{self.columns['trajectory_error'][step]:>9.2e}  {self.stop_reasons[step]}"
             )
-        if not self.certified:
-            lines.append("bounds uncertified: the energy's convexity modulus is unknown")
+        if self.certified:
+            lines.append(
+                f"bounds certified: B_k >= ||u_k - v_k||_M from the convexity modulus "
+                f"lambda = {self.metadata.get('convexity')} and the residuals"
+            )
+        else:
+            lines.append(
+                "bounds uncertified: " + "; ".join(self.metadata.get("notes") or ["convexity modulus unknown"])
+            )
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
@@ -191,6 +236,7 @@ class MMSResult:
         """
         try:
             import matplotlib
+            import matplotlib.ticker
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
@@ -208,8 +254,11 @@ class MMSResult:
             if np.isfinite(values[1:]).any():
                 axis.semilogy(steps[1:], np.abs(values[1:]) + 1e-300, style, label=name.replace("_", " "))
         axis.set_xlabel("MMS step k")
-        axis.legend()
-        axis.set_title(title or str(self.metadata.get("solver", "")))
+        axis.set_ylabel("M-norm (error, bound, residuals)")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole numbers
+        axis.legend(loc="best", fontsize=8)
+        certified = "certified bound" if self.certified else "bound uncertified"
+        axis.set_title(title or f"{self.metadata.get('solver', '')} ({certified})", fontsize=9)
         figure.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,11 @@ __all__ = ["Row", "append_csv", "compare", "read_csv", "summary_markdown", "writ
 QUICK_BUDGETS = (1, 3, 10)
 FULL_BUDGETS = (1, 2, 5, 10, 20, 50)
 SLOW_MAX_BUDGET = {"quick": {"pymanopt-tr": 3}, "full": {"pymanopt-tr": 20, "rgd-exp": 10}}
-"""Budgets above these are skipped for slow solvers: a trust-region iteration runs an inner truncated-CG
-loop, and every exp-map step integrates a stiff geodesic ODE (10-20x a GN iteration)."""
+"""The largest budget a slow solver runs at, per size; larger budgets are left out (the summary says so)."""
+SLOW_REASONS = {
+    "pymanopt-tr": "a trust-region iteration runs an inner truncated-CG loop",
+    "rgd-exp": "every exp-map step integrates a stiff geodesic ODE, 10-20x a GN iteration",
+}
 NOT_RUN = {
     "quick": {},
     "full": {
@@ -115,6 +118,16 @@ def _run(experiment, name: str, budget: int) -> Row:
     return best
 
 
+def planned_budgets(solver: str, budgets: tuple[int, ...], size: str) -> tuple[tuple[int, ...], str]:
+    """The budgets ``solver`` runs at in a comparison of ``size``, and why any are left out (``""`` if none)."""
+    cap = SLOW_MAX_BUDGET[size].get(solver, math.inf)
+    kept = tuple(budget for budget in budgets if budget <= cap)
+    if len(kept) == len(budgets):
+        return kept, ""
+    left_out = ", ".join(str(budget) for budget in budgets if budget > cap)
+    return kept, f"budgets {left_out} not run in {size} mode ({solver} capped at {cap}: {SLOW_REASONS[solver]})"
+
+
 def compare(
     experiments: list[str] | None = None,
     solvers: list[str] | None = None,
@@ -122,65 +135,97 @@ def compare(
     budgets: tuple[int, ...] | None = None,
     floor_budget: int | None = None,
     progress: bool = True,
-    time_limit: float | None = None,
     journal: Path | None = None,
 ) -> tuple[list[Row], dict[str, float]]:
     """Run every experiment x solver x budget; return the rows and each experiment's approximation floor.
 
-    A solver whose run at one budget took longer than ``time_limit`` seconds (default 20 quick, 120
-    full) is not run at larger budgets of that experiment.
+    The cells are fixed before anything runs, by the size alone (never by how long a run took): every
+    budget of the grid, except those above a slow solver's cap (:data:`SLOW_MAX_BUDGET`) and the pairs of
+    :data:`NOT_RUN`; each left-out cell becomes a row whose status says why, which the summary prints.
+    With ``progress``, a bar on standard error counts the runs and estimates the time left.
 
     With a ``journal`` (a CSV path), every finished run is appended to it at once, and runs already
     in it (same experiment, solver and budget) are read back instead of run again: an interrupted
     comparison resumes where it stopped. The floor run is journaled as Gauss–Newton at
     ``floor_budget``. A journal belongs to one size and one version of the code; delete it to start over.
     """
+    from tqdm import tqdm
+
     experiments = list(EXPERIMENTS) if experiments is None else experiments
     solvers = list(SOLVERS) if solvers is None else solvers
+    unknown = sorted(set(experiments) - set(EXPERIMENTS)) + sorted(set(solvers) - set(SOLVERS))
+    if unknown:
+        raise ValueError(
+            f"unknown experiment or solver {unknown}; experiments {list(EXPERIMENTS)}, solvers {list(SOLVERS)}"
+        )
     budgets = (QUICK_BUDGETS if quick else FULL_BUDGETS) if budgets is None else budgets
     floor_budget = (30 if quick else 50) if floor_budget is None else floor_budget
     size = "quick" if quick else "full"
-    time_limit = (20.0 if quick else 120.0) if time_limit is None else time_limit
     done = {(row.experiment, row.solver, row.budget): row for row in read_csv(journal)} if journal else {}
-    rows, floors = [], {}
 
-    def run(experiment, solver: str, budget: int) -> Row:
-        key = (experiment.name, solver, budget)
-        if key not in done:
-            done[key] = _run(experiment, solver, budget)
-            if journal is not None:
-                append_csv(done[key], journal)
-            if progress:
-                row = done[key]
-                print(
-                    f"{row.experiment:16s} {solver:13s} n={budget:3d} max e {row.max_error:.3e} "
-                    f"{row.wall_time:6.2f} s {row.status}",
-                    file=sys.stderr,
-                )
-        return done[key]
-
+    plan: list[tuple[str, str, int]] = []  # (experiment, solver, budget) in running order, each floor first
+    cells: list[tuple[str, str, int]] = []  # the cells that become rows (the floor run is not one)
+    skipped: list[Row] = []
     for name in experiments:
-        experiment = _Lazy(name, size)
-        floors[name] = run(experiment, "gauss-newton", floor_budget).max_error
+        plan.append((name, "gauss-newton", floor_budget))
         for solver in solvers:
             if (name, solver) in NOT_RUN[size]:
                 reason = NOT_RUN[size][name, solver]
-                rows.append(
+                skipped.append(
                     Row(name, solver, budgets[0], None, math.inf, math.inf, math.nan, 0, True, math.nan, True, reason)
                 )
                 continue
-            for budget in budgets:
-                if budget > SLOW_MAX_BUDGET[size].get(solver, math.inf):
-                    continue
-                if (
-                    rows
-                    and rows[-1].solver == solver
-                    and rows[-1].experiment == name
-                    and rows[-1].wall_time > time_limit
-                ):
-                    break  # larger budgets of a solver that already took too long are skipped (the summary says so)
-                rows.append(run(experiment, solver, budget))
-    return rows, floors
+            kept, reason = planned_budgets(solver, budgets, size)
+            cells += [(name, solver, budget) for budget in kept]
+            plan += [(name, solver, budget) for budget in kept]
+            if reason:
+                skipped.append(
+                    Row(name, solver, max(budgets), None, math.inf, math.inf, math.nan, 0, True, math.nan, True, reason)
+                )
+    plan = list(dict.fromkeys(plan))  # GN at the floor budget, if on the grid, runs once
+    journaled = sum(cell in done for cell in plan)
+    if progress:
+        print(
+            f"{len(experiments)} experiments x {len(solvers)} solvers ({size}): {len(plan)} runs, "
+            f"{journaled} already in the journal {journal}"
+            if journal
+            else f"{len(plan)} runs",
+            file=sys.stderr,
+        )
+    bar = tqdm(total=len(plan), disable=not progress, unit="run", file=sys.stderr, dynamic_ncols=True)
+    bar.update(journaled)
+    built: dict[str, _Lazy] = {}
+    for name, solver, budget in plan:
+        if (name, solver, budget) in done:
+            continue
+        bar.set_description(f"{name} {solver} n={budget}")
+        experiment = built.setdefault(name, _Lazy(name, size))
+        row = done[name, solver, budget] = _run(experiment, solver, budget)
+        if journal is not None:
+            append_csv(row, journal)
+        bar.update(1)
+        bar.write(
+            f"{name:16s} {solver:13s} n={budget:3d} max e {row.max_error:.3e} {row.wall_time:6.2f} s {row.status}"
+        )
+    bar.close()
+
+    floors = {name: done[name, "gauss-newton", floor_budget].max_error for name in experiments}
+    return _ordered([done[cell] for cell in cells] + skipped, experiments, solvers), floors
+
+
+def _ordered(rows: list[Row], experiments: list[str], solvers: list[str]) -> list[Row]:
+    """Rows grouped by experiment, then solver in roster order, then budget (skipped cells last in their group)."""
+    rank = {name: index for index, name in enumerate(experiments)}
+    order = {name: index for index, name in enumerate(solvers)}
+    return sorted(
+        rows,
+        key=lambda row: (
+            rank[row.experiment],
+            order.get(row.solver, -1),
+            row.status.startswith("budgets "),
+            row.budget,
+        ),
+    )
 
 
 class _Lazy:
@@ -251,9 +296,11 @@ def plot(rows: list[Row], floors: dict[str, float], folder: Path) -> list[Path]:
         print("matplotlib is not installed: no figures (pip install 'mms_manifolds[plot]')", file=sys.stderr)
         return []
     paths = []
+    markers = "osv^DPX*<>"
+    names = list(dict.fromkeys(row.solver for row in rows))
     for experiment, floor in floors.items():
-        figure, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="row")
-        for index, solver in enumerate(dict.fromkeys(row.solver for row in rows)):
+        figure, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+        for index, solver in enumerate(names):
             mine = [
                 row
                 for row in rows
@@ -261,24 +308,38 @@ def plot(rows: list[Row], floors: dict[str, float], folder: Path) -> list[Path]:
             ]
             if not mine:
                 continue
-            style = {"color": f"C{index % 10}", "marker": "o", "label": solver}
+            # Colour, marker and line style all differ between solvers (Adam and SGD were hard to tell apart);
+            # the torch baselines are dashed, the Riemannian solvers solid.
+            style = {
+                "color": f"C{index % 10}",
+                "marker": markers[index % len(markers)],
+                "linestyle": "--" if solver in ("adam", "sgd", "lbfgs") else "-",
+                "markerfacecolor": "none" if index % 2 else f"C{index % 10}",
+                "label": solver,
+            }
             for line, field in ((0, "max_error"), (1, "final_error")):
                 errors = [getattr(row, field) for row in mine]
                 axes[line, 0].loglog([row.budget for row in mine], errors, **style)
                 axes[line, 1].loglog([row.wall_time for row in mine], errors, **style)
         for (line, column), axis in np.ndenumerate(axes):
-            axis.axhline(floor, color="k", linestyle="--", linewidth=1, label="approximation floor")
+            axis.axhline(floor, color="k", linestyle=":", linewidth=1, label="approximation floor (GN, large budget)")
             axis.set_xlabel(("inner iterations per MMS step", "wall time of the run (s)")[column])
             axis.set_ylabel(("max_k ||u_k - v_k||_M", "final ||u_K - v_K||_M")[line])
             axis.grid(True, which="both", alpha=0.3)
-        axes[0, 0].set_title(experiment)
-        axes[0, 1].legend(fontsize=7, ncol=2)
-        figure.tight_layout()
+        figure.suptitle(experiment)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="lower center", ncol=6, fontsize=8, frameon=False)  # below, never on points
+        figure.tight_layout(rect=(0, 0.08, 1, 1))
         path = folder / f"{experiment}.png"
         figure.savefig(path, dpi=100)
         plt.close(figure)
         paths.append(path)
     return paths
+
+
+def _left_out(row: Row) -> bool:
+    """Whether ``row`` stands for a cell that was not run (its status says why)."""
+    return row.status.startswith(("not run", "budgets "))
 
 
 def reach(rows: list[Row], experiment: str, solver: str, target: float) -> Row | None:
@@ -294,8 +355,9 @@ def summary_markdown(rows: list[Row], floors: dict[str, float], command: str) ->
         + ".",
         "",
     ]
-    violations = [row for row in rows if not row.bound_holds]
-    lines.append(f"Tracking bound checked on {len(rows)} runs: {len(violations)} violations.")
+    ran = [row for row in rows if not _left_out(row)]
+    violations = [row for row in ran if not row.bound_holds]
+    lines.append(f"Tracking bound checked on {len(ran)} runs: {len(violations)} violations.")
     lines.append("")
     for experiment, floor in floors.items():
         lines += [
@@ -303,28 +365,32 @@ def summary_markdown(rows: list[Row], floors: dict[str, float], command: str) ->
             "",
             f"Approximation floor (GN, large budget): {floor:.4g}; target 2x floor = {2 * floor:.4g}.",
             "",
-            "| solver | budgets: max error | iterations/step to 2x floor | wall time there (s) | notes |",
+            "| solver | budget: max error | iterations/step to 2x floor | wall time there (s) | notes |",
             "| --- | --- | --- | --- | --- |",
         ]
         for solver in dict.fromkeys(row.solver for row in rows if row.experiment == experiment):
             mine = [row for row in rows if row.experiment == experiment and row.solver == solver]
-            curve = ", ".join(f"{row.budget}: {row.max_error:.3g}" for row in mine)
-            hit = reach(rows, experiment, solver, 2 * floor)
+            ran = [row for row in mine if not _left_out(row)]
+            curve = ", ".join(f"{row.budget}: {row.max_error:.3g}" for row in ran) or "—"
+            hit = reach(ran, experiment, solver, 2 * floor)
+            if hit:
+                budget, wall = str(hit.budget), f"{hit.wall_time:.3g}"
+            elif ran:
+                budget, wall = f"not reached by {max(row.budget for row in ran)}", "—"
+            else:
+                budget, wall = "not run", "—"
             notes = "; ".join(
                 sorted(
-                    {row.status for row in mine if row.status != "ok"} | {row.extra for row in mine[-1:] if row.extra}
+                    {row.status for row in mine if row.status != "ok"} | {row.extra for row in ran[-1:] if row.extra}
                 )
             )
-            if experiment == "allen_cahn":
+            if experiment == "allen_cahn" and ran:
                 notes = (notes + "; " if notes else "") + (
                     "energy monotone"
-                    if all(r.energy_monotone for r in mine if r.status == "ok")
+                    if all(r.energy_monotone for r in ran if r.status == "ok")
                     else "energy NOT monotone in some run"
                 )
-            lines.append(
-                f"| {solver} | {curve} | {hit.budget if hit else '—'} | "
-                f"{f'{hit.wall_time:.3g}' if hit else '—'} | {notes} |"
-            )
+            lines.append(f"| {solver} | {curve} | {budget} | {wall} | {notes} |")
         gn = reach(rows, experiment, "gauss-newton", 2 * floor)
         for other in ("adam", "lbfgs"):
             hit = reach(rows, experiment, other, 2 * floor)
