@@ -391,6 +391,13 @@ class CallableEnergy(Energy):
         convexity: float | None = None,
         prox: Callable[[torch.Tensor, float, Metric], torch.Tensor] | None = None,
     ):
+        if not callable(fn):
+            raise TypeError(f"fn must be a function u -> E(u), got {type(fn).__name__}")
+        if convexity is not None:
+            if isinstance(convexity, bool) or not isinstance(convexity, (int, float)):
+                raise TypeError(f"convexity must be a real number or None, got {convexity!r}")
+            if not math.isfinite(convexity):
+                raise ValueError(f"convexity must be finite or None, got {convexity}: a modulus is taken on trust")
         self._fn = fn
         self._convexity = None if convexity is None else float(convexity)
         self._prox = prox

@@ -12,9 +12,11 @@ which bounds the distance :math:`\|u_k - v_k\|_M` to the exact MMS iterates :mat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,12 +26,16 @@ import torch
 from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
 from .budget import TrajectoryBudget, lipschitz_constant
 from .energies import Energy
+from .fingerprint import differing_parts, trajectory_fingerprint
+from .ledger import BoundParts, TrackingLedger
+from .linalg import UnconvergedSolveCount
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
-from .results import MMSResult
+from .results import MMSResult, ResultFileError
 from .solvers.base import InnerResult, InnerSolver, StopReason
-from .subproblem import MMSSubproblem
+from .storage import WriterLock, resolve_path
+from .subproblem import MMSSubproblem, Residual
 
 __all__ = ["MMSDivergenceError", "MinimizingMovement", "exact_trajectory"]
 
@@ -138,6 +144,11 @@ class MinimizingMovement:
         self.metric = metric
         self.tau = check_positive_float("tau", tau)
         self.convexity = energy.convexity(metric)
+        if self.convexity is not None and not math.isfinite(self.convexity):
+            raise ValueError(
+                f"{type(energy).__name__}.convexity returned {self.convexity}: a convexity modulus must be finite "
+                "(or None when unknown); a non-finite one would certify bounds of 0 or nan"
+            )
         if self.convexity is not None:
             if 1 + self.tau * self.convexity <= 0:
                 raise ValueError(
@@ -172,7 +183,9 @@ class MinimizingMovement:
             )
         return notes
 
-    def _metadata(self, steps: int, solver: InnerSolver, budget: TrajectoryBudget | None, resampled: bool) -> dict:
+    def _metadata(
+        self, steps: int, solver: InnerSolver, budget: TrajectoryBudget | None, resampled: bool, theta0: torch.Tensor
+    ) -> dict:
         certified = self.certified and not resampled
         return {
             "tau": self.tau,
@@ -188,6 +201,16 @@ class MinimizingMovement:
             "solve_mode": self.manifold.solve_mode_name(),
             "budget": None if budget is None else budget.tolerance,
             "notes": self._notes(resampled),
+            "fingerprint": trajectory_fingerprint(
+                self.parametrization,
+                self.energy,
+                self.metric,
+                self.tau,
+                self.manifold.damping,
+                self.manifold.selected_solve_mode(),
+                solver,
+                theta0,
+            ),
         }
 
     def _check_reference(self, reference: object, steps: int) -> torch.Tensor | None:
@@ -224,8 +247,13 @@ class MinimizingMovement:
             reference: exact iterates :math:`v_k`, shape ``(steps + 1, N, m)``. Without it, an energy
                 with an exact prox gives :math:`v_k` from :math:`v_0 = u_0` on the fly.
             checkpoint: a file path; the record is written there atomically after every step, and a
-                run started with an existing checkpoint resumes from its last step (same settings
-                required) and ends with the same numbers as an uninterrupted run.
+                run started with an existing checkpoint resumes from its last step and ends with the same
+                numbers as an uninterrupted run. The run holds the path's writer lock throughout: a second
+                run on the same path is refused (:class:`~mms_manifolds.storage.CheckpointInUseError`).
+                A checkpoint written for another problem (any part of the run's fingerprint: network,
+                nodes, energy and its data, metric, tau, damping, solve mode, solver settings, dtype,
+                theta0) is refused with the parts that differ named. ``steps`` may grow between runs
+                (without a budget); a checkpoint with more steps than ``steps`` is refused.
             progress: print one line per step to standard error.
             on_failure: what a failed inner solve (stop reason ``NON_FINITE``, ``NO_PROGRESS`` or
                 ``COST_INCREASE``; the solver has kept its last good iterate) leads to: ``"retry"``
@@ -247,11 +275,16 @@ class MinimizingMovement:
                 ``reference`` may be given.
 
         Returns:
-            MMSResult.
+            MMSResult. Certification is withdrawn during the run (``certified`` becomes ``False``, every
+            bound ``nan``, ``metadata["certification_withdrawn"]`` says where and why) when a step shows
+            less curvature than the declared convexity modulus, or a quantity the bound uses is not finite.
 
         Raises:
-            ValueError: ``steps < 1``, bad ``theta0``/``reference``, a budget without convexity, or a
-                checkpoint written with other settings.
+            TypeError: ``checkpoint`` is not a path, or ``solver`` not an inner solver.
+            ValueError: ``steps < 1``, bad ``theta0``/``reference``, a budget without convexity, a
+                checkpoint written for another problem, or an energy whose exact prox is not finite.
+            ResultFileError: the checkpoint file is malformed, edited or truncated.
+            CheckpointInUseError: another run is writing the checkpoint.
             MMSDivergenceError: an inner solve failed and retries (if any) did not help; it names the
                 step and the iteration, and carries the record up to the last good step.
         """
@@ -269,86 +302,125 @@ class MinimizingMovement:
             raise ValueError(
                 "resample cannot be combined with a reference or a budget: resampled steps have no fixed flow"
             )
+        path = None if checkpoint is None else resolve_path(checkpoint, "checkpoint")
         theta0 = self.manifold.check_point(theta0, "theta0")
         if not math.isfinite(float(self.energy.value(self.parametrization.value(theta0)))):
             raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
-        metadata = self._metadata(steps, solver, budget, resampled=resample is not None)
-        result = self._resume_or_start(theta0, reference, metadata, checkpoint)
-        step_tolerance = None if budget is None else budget.step_tolerance(self.lipschitz, self.strong_convexity, steps)
-        exact = reference is None and resample is None and self.energy.has_prox
-        certified = metadata["certified"]
-
-        for step in range(result.steps_done + 1, steps + 1):
-            start = time.perf_counter()
-            theta_previous = result.thetas[-1]
-            parametrization, energy, manifold = self._step_problem(resample, step)
-            anchor = parametrization.value(theta_previous)
-            convexity = self.convexity if resample is None else energy.convexity(manifold.metric)
-            subproblem = MMSSubproblem(manifold.with_anchor(anchor), energy, self.tau, convexity)
-            state = result.metadata.get("solver_state")
-            inner, retries, attempt = solver.solve(subproblem, theta_previous, step_tolerance, state), 0, solver
-            while inner.stop_reason.failed and on_failure == "retry" and retries < max_retries:
-                attempt = attempt.fallback()
-                if attempt is None:
-                    break
-                inner, retries = attempt.solve(subproblem, theta_previous, step_tolerance, state), retries + 1
-            if inner.stop_reason.failed:
-                raise MMSDivergenceError(step, inner.failed_iteration, inner.stop_reason, retries, result)
-            theta = inner.point
-            u = subproblem.node_values(theta)
-            residual = subproblem.residual(theta)
-            previous = {
-                name: result.columns[name][-1]
-                for name in ("tracking_bound", "bound_inexactness", "bound_approximation")
-            }
-            if certified:
-                bound = self.lipschitz * previous["tracking_bound"] + residual.total / self.strong_convexity
-                inexact = self.lipschitz * previous["bound_inexactness"] + residual.tangential / self.strong_convexity
-                approximation = (
-                    self.lipschitz * previous["bound_approximation"] + residual.normal / self.strong_convexity
-                )
-            else:
-                bound = inexact = approximation = math.nan
-            exact_state = None
-            if reference is not None:
-                exact_state = reference[step]
-            elif exact:
-                exact_state = self.energy.prox(result.reference_states[-1], self.tau, self.metric)
-            error = math.nan if exact_state is None else float(self.metric.norm(u - exact_state))
-            rank, sigma_min = self._jacobian_report(manifold, theta, result) if diagnostics else (math.nan, math.nan)
-            result.append(
-                theta,
-                inner.stop_reason.name.lower(),
-                exact_state,
-                energy=float(energy.value(u)),
-                inner_iterations=inner.iterations,
-                retries=retries,
-                wall_time=time.perf_counter() - start,
-                initial_residual=_initial_residual(inner),
-                residual_total=residual.total,
-                residual_tangential=residual.tangential,
-                residual_normal=residual.normal,
-                tracking_bound=bound,
-                bound_inexactness=inexact,
-                bound_approximation=approximation,
-                trajectory_error=error,
-                step_tolerance=math.nan if step_tolerance is None else step_tolerance,
-                jacobian_rank=rank,
-                jacobian_sigma_min=sigma_min,
+        metadata = self._metadata(steps, solver, budget, resample is not None, theta0)
+        with contextlib.ExitStack() as stack:
+            lock = None if path is None else stack.enter_context(WriterLock(path))
+            result = self._resume_or_start(theta0, reference, metadata, path, lock)
+            step_tolerance = (
+                None if budget is None else budget.step_tolerance(self.lipschitz, self.strong_convexity, steps)
             )
-            result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
-            if checkpoint is not None:
-                result.save(checkpoint)
-            if progress:
-                print(
-                    f"step {step}/{steps}: E = {result.columns['energy'][-1]:.6e}, inner = {inner.iterations}, "
-                    f"rho = {residual.total:.3e}, B = {bound:.3e}, e = {error:.3e} ({inner.stop_reason.name.lower()})",
-                    file=sys.stderr,
+            exact = reference is None and resample is None and self.energy.has_prox
+            ledger = (
+                TrackingLedger(self.convexity, self.tau, self.metric, self.parametrization.dtype, self._state_size)
+                if metadata["certified"]
+                else None
+            )
+            for step in range(result.steps_done + 1, steps + 1):
+                start = time.perf_counter()
+                parametrization, energy, manifold = self._step_problem(resample, step)
+                anchor = parametrization.value(result.thetas[-1])
+                convexity = self.convexity if resample is None else energy.convexity(manifold.metric)
+                subproblem = MMSSubproblem(manifold.with_anchor(anchor), energy, self.tau, convexity)
+                inner, retries = _solve_with_retries(
+                    solver, subproblem, result, step, step_tolerance, on_failure, max_retries
                 )
-        if budget is not None:
-            result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
+                with UnconvergedSolveCount(f"MMS step {step} residual") as unconverged:
+                    residual = subproblem.residual(inner.point)
+                u = subproblem.node_values(inner.point)
+                exact_state = reference[step] if reference is not None else None
+                if exact:
+                    exact_state = self._exact_step(result.reference_states[-1], step)
+                bound = self._book_bound(ledger, result, step, residual, u, anchor, energy)
+                rank, sigma_min = (
+                    self._jacobian_report(manifold, inner.point, result) if diagnostics else (math.nan, math.nan)
+                )
+                result.append(
+                    inner.point,
+                    inner.stop_reason.name.lower(),
+                    exact_state,
+                    energy=float(energy.value(u)),
+                    inner_iterations=inner.iterations,
+                    retries=retries,
+                    wall_time=time.perf_counter() - start,
+                    initial_residual=_initial_residual(inner),
+                    residual_total=residual.total,
+                    residual_tangential=residual.tangential,
+                    residual_normal=residual.normal,
+                    tracking_bound=bound.tracking_bound,
+                    bound_inexactness=bound.inexactness,
+                    bound_approximation=bound.approximation,
+                    bound_rounding=bound.rounding,
+                    trajectory_error=math.nan if exact_state is None else float(self.metric.norm(u - exact_state)),
+                    step_tolerance=math.nan if step_tolerance is None else step_tolerance,
+                    jacobian_rank=rank,
+                    jacobian_sigma_min=sigma_min,
+                    unconverged_solves=inner.unconverged_solves + unconverged.count,
+                )
+                result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
+                if path is not None:
+                    result.save(path, lock=lock)
+                if progress:
+                    print(
+                        f"step {step}/{steps}: E = {result.columns['energy'][-1]:.6e}, inner = {inner.iterations}, "
+                        f"rho = {residual.total:.3e}, B = {bound.tracking_bound:.3e}, "
+                        f"e = {result.columns['trajectory_error'][-1]:.3e} ({inner.stop_reason.name.lower()})",
+                        file=sys.stderr,
+                    )
+            if budget is not None:
+                result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
         return result
+
+    @property
+    def _state_size(self) -> int:
+        """:math:`Nm`, the number of entries of a state."""
+        return int(math.prod(self.parametrization.output_shape))
+
+    def _exact_step(self, previous: torch.Tensor, step: int) -> torch.Tensor:
+        r""":math:`v_k = \operatorname{prox}_{\tau E}(v_{k-1})`; a non-finite prox is an error, not a silent ``nan``."""
+        state = self.energy.prox(previous, self.tau, self.metric)
+        if not bool(torch.isfinite(state).all()):
+            raise ValueError(
+                f"{type(self.energy).__name__}.prox returned non-finite values at MMS step {step}: the exact "
+                "reference (and the trajectory error against it) cannot be computed"
+            )
+        return state
+
+    def _book_bound(
+        self,
+        ledger: TrackingLedger | None,
+        result: MMSResult,
+        step: int,
+        residual: Residual,
+        u: torch.Tensor,
+        anchor: torch.Tensor,
+        energy: Energy,
+    ) -> BoundParts:
+        """The bound of step ``step`` from the ledger, or ``nan`` parts; withdraws certification on a failed check."""
+        if ledger is None or not result.certified:
+            return BoundParts.undefined()
+        previous = BoundParts(
+            *(
+                result.columns[name][-1]
+                for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding")
+            )
+        )
+        bound = ledger.step(previous, residual, u, anchor)
+        problem = None
+        if not all(math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)):
+            problem = f"the residual is not finite ({residual.total}, {residual.tangential}, {residual.normal})"
+        elif not bool(torch.isfinite(u).all()):
+            problem = "the state u_k is not finite"
+        else:
+            problem = ledger.curvature_violation(energy, u, anchor)
+        if problem is None:
+            return bound
+        _withdraw_certification(result, step, problem)
+        return BoundParts.undefined()
 
     def _step_problem(
         self, resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None, step: int
@@ -373,22 +445,21 @@ class MinimizingMovement:
         return parametrization, energy, manifold
 
     def _resume_or_start(
-        self, theta0: torch.Tensor, reference: torch.Tensor | None, metadata: dict, checkpoint: str | Path | None
+        self,
+        theta0: torch.Tensor,
+        reference: torch.Tensor | None,
+        metadata: dict,
+        path: Path | None,
+        lock: WriterLock | None,
     ) -> MMSResult:
-        if checkpoint is not None and Path(checkpoint).exists():
-            result = MMSResult.load(checkpoint, dtype=self.parametrization.dtype, device=self.parametrization.device)
-            for key in ("tau", "solver", "steps", "num_parameters", "budget", "damping", "resampled"):
-                if result.metadata.get(key) != metadata[key]:
-                    raise ValueError(
-                        f"checkpoint {checkpoint} was written with {key} = {result.metadata.get(key)!r}, "
-                        f"this run has {metadata[key]!r}: use another checkpoint path or the same settings"
-                    )
-            if not torch.equal(result.thetas[0], theta0):
-                raise ValueError(f"checkpoint {checkpoint} starts from another theta0")
-            return result
+        """The checkpoint's record if it is one of this run (validated), else a new record at step 0."""
+        if path is not None and path.exists():
+            return self._resume(path, metadata)
         u0 = self.parametrization.value(theta0)
         v0 = reference[0] if reference is not None else (u0 if self.energy.has_prox else None)
         error0 = math.nan if v0 is None else float(self.metric.norm(u0 - v0))
+        start = BoundParts(0.0 if math.isnan(error0) else error0, 0.0, 0.0, 0.0)
+        bound = start if metadata["certified"] else BoundParts.undefined()
         result = MMSResult(metadata=metadata)
         result.append(
             theta0,
@@ -402,16 +473,55 @@ class MinimizingMovement:
             residual_total=math.nan,
             residual_tangential=math.nan,
             residual_normal=math.nan,
-            tracking_bound=(0.0 if math.isnan(error0) else error0) if metadata["certified"] else math.nan,
-            bound_inexactness=0.0 if metadata["certified"] else math.nan,
-            bound_approximation=0.0 if metadata["certified"] else math.nan,
+            tracking_bound=bound.tracking_bound,
+            bound_inexactness=bound.inexactness,
+            bound_approximation=bound.approximation,
+            bound_rounding=bound.rounding,
             trajectory_error=error0,
             step_tolerance=math.nan,
             jacobian_rank=math.nan,
             jacobian_sigma_min=math.nan,
+            unconverged_solves=0,
         )
-        if checkpoint is not None:
-            result.save(checkpoint)
+        if path is not None:
+            result.save(path, lock=lock)
+        return result
+
+    def _resume(self, path: Path, metadata: dict) -> MMSResult:
+        """Load ``path`` and check that it records this run; the file is data, this run's settings are the settings.
+
+        Only the record (steps, parameters, columns) and what the run itself found (the solver's warm-start
+        state, rank-deficient steps, a withdrawn certification) are taken from the file; every setting,
+        ``certified`` included, is this run's.
+        """
+        result = MMSResult.load(path, dtype=self.parametrization.dtype, device=self.parametrization.device)
+        differing = differing_parts(result.metadata.get("fingerprint"), metadata["fingerprint"])
+        if differing:
+            raise ValueError(
+                f"checkpoint {path} was written for another problem: {', '.join(differing)} differ; "
+                "use another checkpoint path, or the same problem and settings"
+            )
+        for key in ("budget", "resampled") + (("steps",) if metadata["budget"] is not None else ()):
+            if result.metadata.get(key) != metadata[key]:
+                raise ValueError(
+                    f"checkpoint {path} was written with {key} = {result.metadata.get(key)!r}, this run has "
+                    f"{metadata[key]!r}: use another checkpoint path or the same settings"
+                )
+        if result.steps_done > metadata["steps"]:
+            raise ValueError(
+                f"checkpoint {path} holds {result.steps_done} steps, more than steps = {metadata['steps']}: "
+                "ask for at least as many steps, or use another checkpoint path"
+            )
+        needs_references = self.energy.has_prox and not metadata["resampled"]
+        if needs_references and len(result.reference_states) != result.steps_done + 1 and result.reference_states:
+            raise ResultFileError(
+                f"{path}: {len(result.reference_states)} reference states for {result.steps_done} steps"
+            )
+        found = {key: result.metadata[key] for key in _FOUND_BY_THE_RUN if key in result.metadata}
+        withdrawn = "certification_withdrawn" in found
+        result.metadata = {**metadata, **found, "certified": metadata["certified"] and not withdrawn}
+        for note in found.get("notes_found", []):
+            result.metadata["notes"].append(note)
         return result
 
     def _jacobian_report(
@@ -422,13 +532,56 @@ class MinimizingMovement:
         if not report.full_column_rank:
             steps = result.metadata.setdefault("rank_deficient_steps", [])
             steps.append(result.steps_done + 1)
-            note = (
+            _add_note(
+                result,
                 "Jacobian rank deficient at some steps (rank_deficient_steps): the non-degeneracy the paper's "
-                "inner-solver convergence assumes fails there; the a-posteriori tracking bound does not use it"
+                "inner-solver convergence assumes fails there; the a-posteriori tracking bound does not use it",
             )
-            if note not in result.metadata["notes"]:
-                result.metadata["notes"].append(note)
         return float(report.numerical_rank), report.sigma_min
+
+
+_FOUND_BY_THE_RUN = ("solver_state", "rank_deficient_steps", "certification_withdrawn", "notes_found")
+"""Metadata a resumed run takes from its checkpoint: what the steps so far found, never a setting."""
+
+
+def _solve_with_retries(
+    solver: InnerSolver,
+    subproblem: MMSSubproblem,
+    result: MMSResult,
+    step: int,
+    tolerance: float | None,
+    on_failure: str,
+    max_retries: int,
+) -> tuple[InnerResult, int]:
+    """Solve step ``step`` from the last parameters; on failure retry with ``solver.fallback()`` or raise."""
+    theta, state = result.thetas[-1], result.metadata.get("solver_state")
+    inner, retries, attempt = solver.solve(subproblem, theta, tolerance, state), 0, solver
+    while inner.stop_reason.failed and on_failure == "retry" and retries < max_retries:
+        attempt = attempt.fallback()
+        if attempt is None:
+            break
+        inner, retries = attempt.solve(subproblem, theta, tolerance, state), retries + 1
+    if inner.stop_reason.failed:
+        raise MMSDivergenceError(step, inner.failed_iteration, inner.stop_reason, retries, result)
+    return inner, retries
+
+
+def _withdraw_certification(result: MMSResult, step: int, reason: str) -> None:
+    """Mark the record uncertified from now on: every bound ``nan``, the step and the reason in the metadata."""
+    note = f"certification withdrawn at MMS step {step}: {reason}; every tracking bound is nan"
+    result.metadata.update(certified=False, certification_withdrawn={"step": step, "reason": reason})
+    _add_note(result, note)
+    for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding"):
+        result.columns[name] = [math.nan] * len(result.columns[name])
+    warnings.warn(note, RuntimeWarning, stacklevel=3)
+
+
+def _add_note(result: MMSResult, note: str) -> None:
+    """Add a note found by the run (kept as ``notes_found`` too, so that a resumed run carries it)."""
+    for key in ("notes", "notes_found"):
+        notes = result.metadata.setdefault(key, [])
+        if note not in notes:
+            notes.append(note)
 
 
 def _initial_residual(inner: InnerResult) -> float:

@@ -1,8 +1,10 @@
 r"""The record of an MMS run: per-step numbers, parameters, and their safe storage on disk.
 
-Files are ``.npz`` archives of plain numeric arrays plus one JSON string, read with
-``allow_pickle=False``: loading a result can never execute code. Writes go to a temporary file in the
-same folder and are renamed into place, so an interrupted write never destroys the previous file.
+Files are ``.npz`` archives of plain numeric arrays plus one JSON header, read with
+``allow_pickle=False``: loading a result can never execute code. Every file is validated before any
+value is used (schema, types, shapes, lengths consistent with the step count, and a SHA-256 checksum
+of the arrays in the header), so a malformed or hand-edited file raises :class:`ResultFileError`.
+Writes are atomic and take the path's writer lock (:mod:`mms_manifolds.storage`).
 """
 
 from __future__ import annotations
@@ -10,17 +12,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["COLUMNS", "MMSResult", "ResultFileError"]
+from .storage import WriterLock, atomic_write, content_checksum, resolve_path
 
-FORMAT_VERSION = 1
+__all__ = ["COLUMNS", "FORMAT_VERSION", "MMSResult", "ResultFileError"]
+
+FORMAT_VERSION = 2
+"""Version 2 added the checksum, the run's fingerprint and the ``bound_rounding`` and ``unconverged_solves`` columns."""
 
 #: Per-step columns; index 0 is the initial state.
 COLUMNS = (
@@ -35,10 +40,12 @@ COLUMNS = (
     "tracking_bound",
     "bound_inexactness",
     "bound_approximation",
+    "bound_rounding",
     "trajectory_error",
     "step_tolerance",
     "jacobian_rank",
     "jacobian_sigma_min",
+    "unconverged_solves",
 )
 
 
@@ -65,6 +72,78 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
+_READ_ERRORS = (
+    OSError,
+    KeyError,
+    ValueError,
+    RuntimeError,  # zipfile: "File ... is encrypted, password required"
+    NotImplementedError,  # zipfile: "That compression method is not supported"
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    json.JSONDecodeError,
+)
+
+
+def _read_validated(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and header of ``path``, after checking every rule of the format; else :class:`ResultFileError`."""
+
+    def fail(problem: str) -> ResultFileError:
+        return ResultFileError(f"{path} is not a valid MMS result: {problem}")
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise fail(f"a plain .npy array of shape {getattr(loaded, 'shape', None)}, not an .npz archive")
+        with loaded as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ResultFileError:
+        raise
+    except _READ_ERRORS as error:
+        raise fail(f"unreadable, truncated or corrupted (or not an archive): {error}") from error
+    if "header" not in arrays:
+        raise fail("no header")
+    raw = arrays.pop("header")
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise fail(f"the header must be one JSON string, got an array of {raw.dtype} and shape {raw.shape}")
+    try:
+        header = json.loads(str(raw))
+    except json.JSONDecodeError as error:
+        raise fail(f"the header is not JSON: {error}") from error
+    if not isinstance(header, dict):
+        raise fail(f"the header must be a JSON object, got {type(header).__name__}")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise fail(f"format version {header.get('format_version')!r}, this library reads {FORMAT_VERSION}")
+    for key, kind in (("stop_reasons", list), ("metadata", dict), ("checksum", str)):
+        if not isinstance(header.get(key), kind):
+            raise fail(f"header key {key!r} must be a {kind.__name__}, got {type(header.get(key)).__name__}")
+    if not all(isinstance(reason, str) for reason in header["stop_reasons"]):
+        raise fail("header key 'stop_reasons' must hold strings")
+    expected = {f"column_{name}" for name in COLUMNS} | {"thetas"}
+    missing, unknown = expected - set(arrays), set(arrays) - expected - {"reference_states"}
+    if missing or unknown:
+        raise fail(f"missing arrays {sorted(missing)}, unknown arrays {sorted(unknown)}")
+    content = {"stop_reasons": header["stop_reasons"], "metadata": header["metadata"]}
+    if content_checksum(arrays, content) != header["checksum"]:
+        raise fail("the checksum does not match its arrays and settings: edited by hand or corrupted")
+    steps = len(header["stop_reasons"])
+    for name in COLUMNS:
+        column = arrays[f"column_{name}"]
+        if column.dtype != np.float64 or column.shape != (steps,):
+            raise fail(f"column {name!r} must be float64 of shape ({steps},), got {column.dtype} {column.shape}")
+    thetas = arrays["thetas"]
+    if thetas.dtype.kind != "f" or thetas.ndim != 2 or thetas.shape[0] != steps or thetas.shape[1] < 1:
+        raise fail(f"thetas must be a float array of shape ({steps}, p), got {thetas.dtype} {thetas.shape}")
+    if not np.all(np.isfinite(thetas)):
+        raise fail("thetas hold non-finite values")
+    references = arrays.get("reference_states")
+    if references is not None and (references.dtype.kind != "f" or references.ndim != 3 or len(references) != steps):
+        raise fail(
+            f"reference_states must be floats of shape ({steps}, N, m), got {references.dtype} {references.shape}"
+        )
+    return arrays, header
+
+
 @dataclass(eq=False)
 class MMSResult:
     r"""Per-step record of a minimizing-movement run; every column has length ``steps + 1``.
@@ -74,9 +153,11 @@ class MMSResult:
     retried with the solver's fallback), ``wall_time`` (seconds per step), ``initial_residual`` (the tangential
     residual of :math:`F_k` at the start of the step), ``residual_total`` :math:`\rho_k = \|r\|_M`,
     ``residual_tangential`` (inner inexactness), ``residual_normal`` (approximation error),
-    ``tracking_bound`` :math:`B_k`, its parts ``bound_inexactness`` and ``bound_approximation``
-    (propagated tangential and normal residuals), ``trajectory_error`` :math:`e_k = \|u_k - v_k\|_M`
-    (``nan`` without a reference), ``step_tolerance`` (the budget's tolerance, ``nan`` without one).
+    ``tracking_bound`` :math:`B_k`, its parts ``bound_inexactness``, ``bound_approximation``
+    (propagated tangential and normal residuals) and ``bound_rounding`` (the floating-point allowance),
+    ``trajectory_error`` :math:`e_k = \|u_k - v_k\|_M` (``nan`` without a reference), ``step_tolerance``
+    (the budget's tolerance, ``nan`` without one), ``jacobian_rank`` and ``jacobian_sigma_min`` (with
+    ``diagnostics=True``), ``unconverged_solves`` (iterative solves of the step that stopped at their cap).
     Bounds are ``nan`` when the energy's convexity is unknown (``certified`` is then ``False``).
 
     Attributes:
@@ -141,62 +222,65 @@ class MMSResult:
 
     # ------------------------------------------------------------------------------- storage
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the result atomically to ``path`` (``.npz``); returns the path."""
-        path = Path(path)
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The record as the named arrays of its file (columns, ``thetas``, ``reference_states``), before the header."""
         arrays = {f"column_{name}": np.asarray(values, dtype=np.float64) for name, values in self.columns.items()}
-        arrays["thetas"] = torch.stack(self.thetas).cpu().numpy() if self.thetas else np.zeros((0, 0))
+        arrays["thetas"] = torch.stack(self.thetas).detach().cpu().numpy() if self.thetas else np.zeros((0, 0))
         if self.reference_states:
-            arrays["reference_states"] = torch.stack(self.reference_states).cpu().numpy()
-        header = {"format_version": FORMAT_VERSION, "stop_reasons": self.stop_reasons, "metadata": self.metadata}
+            arrays["reference_states"] = torch.stack(self.reference_states).detach().cpu().numpy()
+        return arrays
+
+    def save(self, path: str | os.PathLike, *, lock: WriterLock | None = None) -> Path:
+        """Write the result atomically to ``path`` (``.npz``, a symbolic link is written through); returns the path.
+
+        Args:
+            path: the file.
+            lock: the path's :class:`~mms_manifolds.storage.WriterLock` when the caller holds it (the MMS
+                driver holds it for a whole run); otherwise it is taken for the save.
+
+        Raises:
+            TypeError: ``path`` is not a path.
+            mms_manifolds.storage.CheckpointInUseError: another run is writing ``path``.
+        """
+        path = resolve_path(path)
+        arrays = self.arrays()
+        content = {"stop_reasons": self.stop_reasons, "metadata": self.metadata}
+        header = {"format_version": FORMAT_VERSION, **content, "checksum": content_checksum(arrays, content)}
         arrays["header"] = np.array(json.dumps(header))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                np.savez(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+        if lock is not None:
+            return atomic_write(path, lambda handle: np.savez(handle, **arrays), lock)
+        with WriterLock(path) as own:
+            return atomic_write(path, lambda handle: np.savez(handle, **arrays), own)
 
     @classmethod
     def load(
         cls, path: str | os.PathLike, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
     ) -> MMSResult:
-        """Read a result written by :meth:`save`.
+        """Read a result written by :meth:`save`, validating the whole file before using any value.
+
+        Args:
+            path: the file.
+            dtype: floating dtype of the returned parameters and reference states. Default float64.
+            device: their device. Default CPU.
 
         Raises:
             FileNotFoundError: no file at ``path``.
-            ResultFileError: the file is truncated, corrupted, not a result, or of another format version.
+            TypeError: ``dtype`` is not a floating dtype (parameters would be truncated), or ``path`` no path.
+            ResultFileError: the file is truncated, corrupted, edited (checksum), not an MMS result, of another
+                format version, or breaks the schema (a header that is not an object, missing or mistyped
+                keys, columns that are not 1-D float arrays of the step count, ...); the message says which.
         """
-        path = Path(path)
+        path = resolve_path(path)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch dtype, got {dtype}: parameters would be truncated")
         if not path.exists():
             raise FileNotFoundError(f"no result file at {path}")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                header = json.loads(str(archive["header"]))
-                if header.get("format_version") != FORMAT_VERSION:
-                    raise ResultFileError(
-                        f"{path}: format version {header.get('format_version')}, expected {FORMAT_VERSION}"
-                    )
-                columns = {name: archive[f"column_{name}"].tolist() for name in COLUMNS}
-                thetas = archive["thetas"]
-                references = archive["reference_states"] if "reference_states" in archive.files else None
-        except ResultFileError:
-            raise
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as error:
-            raise ResultFileError(f"{path} is not a readable MMS result (truncated or corrupted?): {error}") from error
-        lengths = {len(values) for values in columns.values()} | {len(thetas), len(header["stop_reasons"])}
-        if len(lengths) != 1:
-            raise ResultFileError(f"{path}: columns have inconsistent lengths {sorted(lengths)}")
+        arrays, header = _read_validated(path)
         convert = lambda array: torch.as_tensor(array, dtype=dtype, device=device)  # noqa: E731
+        references = arrays.get("reference_states")
         return cls(
-            columns=columns,
-            thetas=[convert(theta) for theta in thetas],
+            columns={name: arrays[f"column_{name}"].tolist() for name in COLUMNS},
+            thetas=[convert(theta) for theta in arrays["thetas"]],
             stop_reasons=list(header["stop_reasons"]),
             reference_states=[] if references is None else [convert(state) for state in references],
             metadata=header["metadata"],

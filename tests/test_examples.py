@@ -25,5 +25,6 @@ for experiment_script in ("regression_flow", "latent_diffusion", "heat_flow", "a
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)
 def test_example_runs(script, tmp_path):
     arguments = [argument.replace("{tmp}", str(tmp_path)) for argument in SMALLER.get(script.stem, [])]
-    completed = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=600)
+    # No timeout: each example's work is bounded, and a clock-based limit fails on a busy machine.
+    completed = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-2000:]

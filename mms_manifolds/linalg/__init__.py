@@ -4,7 +4,14 @@ from .auto import AutoSolve, make_solve_mode
 from .cg import ConjugateGradientSolve, conjugate_gradient
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
 from .operator import GramOperator
-from .solution import Factorization, LinearSolution, UnconvergedSolveError, pseudo_inverse_rtol
+from .solution import (
+    Factorization,
+    LinearSolution,
+    UnconvergedSolveCount,
+    UnconvergedSolveError,
+    UnconvergedSolveWarning,
+    pseudo_inverse_rtol,
+)
 from .woodbury import WoodburySolve
 
 __all__ = [
@@ -15,7 +22,9 @@ __all__ = [
     "GramFactorization",
     "GramOperator",
     "LinearSolution",
+    "UnconvergedSolveCount",
     "UnconvergedSolveError",
+    "UnconvergedSolveWarning",
     "WhitenedGramFactorization",
     "WoodburySolve",
     "conjugate_gradient",

@@ -10,7 +10,7 @@ import torch
 
 from .._checks import check_positive_float
 from .operator import GramOperator
-from .solution import Factorization, LinearSolution, UnconvergedSolveError
+from .solution import Factorization, LinearSolution, UnconvergedSolveError, UnconvergedSolveWarning
 
 __all__ = ["ConjugateGradientSolve", "conjugate_gradient"]
 
@@ -113,7 +113,7 @@ class _ConjugateGradientFactorization(Factorization):
             )
             if self.settings.on_unconverged == "raise":
                 raise UnconvergedSolveError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, UnconvergedSolveWarning, stacklevel=3)
         return LinearSolution(
             value=value, mode=self.mode, iterations=iterations, relative_residual=relative, converged=converged
         )
@@ -139,7 +139,9 @@ class ConjugateGradientSolve:
         preconditioner: ``"none"`` (default) or ``"jacobi"``.
         diagonal_probes: Hutchinson probes for the diagonal. Default ``16``.
         on_unconverged: what a solve that stops at ``max_iterations`` above ``tolerance`` does:
-            ``"warn"`` (default, a ``RuntimeWarning`` naming the residual reached), ``"raise"``
+            ``"warn"`` (default, an :class:`~mms_manifolds.linalg.UnconvergedSolveWarning` naming the residual
+            reached, counted per MMS step into ``InnerResult.unconverged_solves`` and the result's
+            ``unconverged_solves`` column), ``"raise"``
             (:class:`~mms_manifolds.linalg.UnconvergedSolveError`) or ``"ignore"``; the
             :class:`LinearSolution` says ``converged=False`` in every case. Before, such a solve returned
             silently, and every Riemannian gradient or residual built on it was inexact with no record.

@@ -33,7 +33,10 @@ SLOW_REASONS = {
     "rgd-exp": "every exp-map step integrates a stiff geodesic ODE, 10-20x a GN iteration",
 }
 NOT_RUN = {
-    "quick": {},
+    "quick": {
+        ("known_minimizer", "rgd-exp"): "not run: at budget 3 the exp-map steps (a stiff geodesic ODE each) "
+        "had not finished after 10 minutes (budget 1 took 34 s)",
+    },
     "full": {
         ("known_minimizer", "rgd-exp"): "not run: at budget 1 the exp-map steps (a stiff geodesic ODE each) "
         "had not finished after 12 minutes",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_integer, check_positive_float
+from ..linalg import UnconvergedSolveCount
 from ..subproblem import MMSSubproblem
 
 __all__ = ["InnerResult", "InnerSolver", "StopReason"]
@@ -50,6 +51,8 @@ class InnerResult:
         extra: solver-specific records (for example ``rejected_point``).
         state: the solver's warm-start state after the solve (:meth:`InnerSolver.initial_state`); the
             driver hands it to the next step's solve and stores it in the checkpoint.
+        unconverged_solves: iterative linear solves (CG) of this solve that stopped at their iteration cap
+            above their tolerance (:class:`~mms_manifolds.linalg.UnconvergedSolveWarning`).
     """
 
     point: torch.Tensor
@@ -62,6 +65,7 @@ class InnerResult:
     failed_iteration: int | None = None
     extra: dict = field(default_factory=dict)
     state: dict[str, float] = field(default_factory=dict)
+    unconverged_solves: int = 0
 
 
 class InnerSolver(ABC):
@@ -108,7 +112,9 @@ class InnerSolver(ABC):
             return InnerResult(
                 theta0, 0, [initial_cost], [], [], time.perf_counter() - start, StopReason.NON_FINITE, 0, state=state
             )
-        result = self._solve(subproblem, theta0.detach().clone(), target, state)
+        with UnconvergedSolveCount(f"{type(self).__name__} solve") as unconverged:
+            result = self._solve(subproblem, theta0.detach().clone(), target, state)
+        result.unconverged_solves = unconverged.count
         initial, final = result.cost_history[0], result.cost_history[-1]
         if not result.stop_reason.failed and final > initial + self.COST_INCREASE_TOLERANCE * max(1.0, abs(initial)):
             result.extra["rejected_point"] = result.point
