@@ -141,6 +141,11 @@ def _read_validated(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         raise fail(
             f"reference_states must be floats of shape ({steps}, N, m), got {references.dtype} {references.shape}"
         )
+    measured = np.isfinite(arrays["column_trajectory_error"])
+    if references is None and measured.any():
+        raise fail("trajectory errors are recorded but the reference_states they were measured against are missing")
+    if references is not None and not measured.all():
+        raise fail("reference_states are stored but some trajectory errors are not")
     return arrays, header
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -101,3 +103,31 @@ def test_an_interrupted_comparison_resumes_from_its_journal(tmp_path, monkeypatc
     assert [(row.solver, row.budget, row.max_error) for row in resumed] == [
         (row.solver, row.budget, row.max_error) for row in rows
     ]
+
+
+def test_a_torn_journal_row_is_dropped_with_a_warning_and_appends_are_all_or_nothing(tmp_path):
+    from mms_manifolds.reproduce import runner
+
+    journal = tmp_path / "runs.csv"
+    row = runner.Row("regression", "adam", 3, 0.01, 0.5, 0.4, 1.25, 9, True, 1.5, True, "ok")
+    runner.append_csv(row, journal)
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + whole.splitlines(keepends=True)[1][:25])  # an append cut mid-row
+    with pytest.warns(UserWarning, match="dropped a torn last line"):
+        assert runner.read_csv(journal) == [row]
+    journal.write_bytes(whole.replace(b",True,", b",Maybe,", 1))
+    with pytest.raises(ValueError, match="line 2: not a valid row"):
+        runner.read_csv(journal)
+    # Under a file-size limit the append fails as a whole: the file keeps its previous length.
+    journal.write_bytes(whole)
+    script = (
+        "import resource, sys, pathlib\n"
+        "from mms_manifolds.reproduce import runner\n"
+        f"path = pathlib.Path({str(journal)!r})\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 10, resource.RLIM_INFINITY))\n"
+        f"row = runner.Row('regression', 'sgd', 3, 0.01, 0.5, 0.4, 1.25, 9, True, 1.5, True, 'ok')\n"
+        "try:\n    runner.append_csv(row, path)\nexcept OSError as error:\n    print('refused', error.errno)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert completed.returncode == 0 and completed.stdout.startswith("refused"), completed.stderr
+    assert journal.read_bytes() == whole and runner.read_csv(journal) == [row]

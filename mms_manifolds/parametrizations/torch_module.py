@@ -14,6 +14,29 @@ from .torch_function import FunctionParametrization, jacobian_chunk_numbers
 __all__ = ["TorchParametrization"]
 
 
+_MODE_DEPENDENT_LAYERS = (
+    torch.nn.modules.dropout._DropoutNd,
+    torch.nn.modules.batchnorm._BatchNorm,
+    torch.nn.modules.instancenorm._InstanceNorm,
+)
+"""Layers whose output in training mode is random (dropout) or updates buffers (running statistics)."""
+
+
+def _check_deterministic(module: torch.nn.Module) -> None:
+    """Refuse a module in training mode whose layers make its output random or mutate its buffers."""
+    offending = [
+        f"{name or type(module).__name__} ({type(layer).__name__})"
+        for name, layer in module.named_modules()
+        if layer.training and isinstance(layer, _MODE_DEPENDENT_LAYERS)
+    ]
+    if offending:
+        raise ValueError(
+            f"the module is in training mode with {', '.join(offending)}: its output would be random or would "
+            "update running statistics at every evaluation, so it is no function of its parameters and the "
+            "geometry and bounds would be wrong; call module.eval() first (the library never changes your module)"
+        )
+
+
 class TorchParametrization(FunctionParametrization):
     r"""The node values of a network, :math:`\phi(\theta) = (f_\theta(x_i))_{i=1}^N`, shape ``(N, m)``.
 
@@ -42,6 +65,9 @@ class TorchParametrization(FunctionParametrization):
 
     Raises:
         TypeError: nodes in another dtype than the module's parameters.
+        ValueError: the module is in training mode with layers that make it random or stateful (Dropout,
+            BatchNorm, InstanceNorm with running statistics): :math:`\phi` must be a function of
+            :math:`\theta`, and evaluating such a module would change its running statistics.
         ValueError: the module has no trainable parameters, parameters disagree in dtype or device,
             nodes are empty, non-finite, on another device, or of a shape the module cannot take.
 
@@ -74,11 +100,13 @@ class TorchParametrization(FunctionParametrization):
         if nodes.ndim == 0 or nodes.shape[0] == 0:
             raise ValueError(f"nodes must hold at least one node along dimension 0, got shape {tuple(nodes.shape)}")
         check_finite("nodes", nodes)
+        _check_deterministic(module)
         if node_separable not in (None, True, False):
             raise ValueError(f"node_separable must be None, True or False, got {node_separable!r}")
         self.module = module
         self.nodes = nodes
-        self.node_separable = node_separable
+        self._node_separable_setting = node_separable
+        self._node_separable_cache: bool | None = None  # what the check at the first Jacobian found
         self._names = [name for name, _ in named]
         self._shapes = [parameter.shape for _, parameter in named]
         self._sizes = [parameter.numel() for _, parameter in named]
@@ -107,6 +135,13 @@ class TorchParametrization(FunctionParametrization):
         """The module's output at the nodes with the given named tensors; subclasses evaluate other maps."""
         return functional_call(self.module, parameters, (self.nodes,))
 
+    @property
+    def node_separable(self) -> bool | None:
+        """The setting given, else what the check at the first Jacobian found (``None`` before it ran)."""
+        if self._node_separable_setting is not None:
+            return self._node_separable_setting
+        return self._node_separable_cache
+
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         r"""Dense :math:`J(\theta)`, shape ``(N, m, p)``: node by node when the module is node-separable.
 
@@ -127,10 +162,10 @@ class TorchParametrization(FunctionParametrization):
             expected = self.jvp(theta, direction)
             mismatch = float((jacobian @ direction - expected).norm()) / max(float(expected.norm()), 1e-300)
             if mismatch <= 100 * torch.finfo(self.dtype).eps ** 0.5:
-                self.node_separable = True
+                self._node_separable_cache = True
                 return jacobian
             problem = f"couples nodes (node-wise J v differs from the JVP by {mismatch:.1e} relative)"
-        self.node_separable = False
+        self._node_separable_cache = False
         warnings.warn(
             f"{type(self.module).__name__} {problem}: the Jacobian is formed by batched JVPs instead", stacklevel=2
         )

@@ -9,10 +9,12 @@ floor, and the wall time of that run; rows record every bound check.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -252,39 +254,76 @@ def write_csv(rows: list[Row], floors: dict[str, float], path: Path) -> None:
             writer.writerow({**asdict(row), "floor": floors[row.experiment]})
 
 
+def _csv_line(row: Row) -> bytes:
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, fieldnames=list(asdict(row).keys())).writerow(asdict(row))
+    return buffer.getvalue().encode()
+
+
 def append_csv(row: Row, path: Path) -> None:
-    """Append one row to a journal CSV (with a header when the file is new), flushed to disk."""
+    """Append one row to a journal CSV (with a header when the file is new) all or nothing, then ``fsync``.
+
+    The row is one ``write`` on an ``O_APPEND`` descriptor; if the write is cut short (a file-size limit,
+    a full disk) the file is truncated back to its previous length and the error raised, so a torn row
+    never stays behind to be read as a valid one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(row).keys()))
-        if new:
-            writer.writeheader()
-        writer.writerow(asdict(row))
-        handle.flush()
-        os.fsync(handle.fileno())
+    data = _csv_line(row)
+    if not path.exists() or path.stat().st_size == 0:
+        data = (",".join(asdict(row).keys()) + "\r\n").encode() + data
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(descriptor).st_size
+        try:
+            written = os.write(descriptor, data)
+        except OSError:
+            os.ftruncate(descriptor, size)
+            raise
+        if written != len(data):
+            os.ftruncate(descriptor, size)
+            raise OSError(f"journal {path}: only {written} of {len(data)} bytes written; the row was not kept")
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def read_csv(path: Path) -> list[Row]:
-    """The rows of a CSV written by :func:`append_csv` or :func:`write_csv` (none if it does not exist)."""
+    """The rows of a CSV written by :func:`append_csv` or :func:`write_csv` (none if it does not exist).
+
+    A last line without its line end is a torn append (a writer killed mid-row): it is dropped with a
+    warning and the run is done again. Any other malformed row raises ``ValueError`` naming the line.
+    """
     if not path.exists():
         return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        torn = text[text.rfind("\n") + 1 :]
+        warnings.warn(f"journal {path}: dropped a torn last line ({torn[:60]!r}); that run is done again", stacklevel=2)
+        text = text[: len(text) - len(torn)]
     types = {field.name: field.type for field in fields(Row)}
     rows = []
-    with open(path, newline="") as handle:
-        for record in csv.DictReader(handle):
+    for line, record in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:
+            if None in record or any(value is None for value in record.values()):
+                raise ValueError("wrong number of fields")
             values = {}
             for name, kind in types.items():
-                text = record[name]
+                text_value = record[name]
                 if kind == "bool":
-                    values[name] = text == "True"
+                    if text_value not in ("True", "False"):
+                        raise ValueError(f"{name} = {text_value!r} is not True or False")
+                    values[name] = text_value == "True"
                 elif kind == "int":
-                    values[name] = int(text)
+                    values[name] = int(text_value)
                 elif kind in ("float", "float | None"):
-                    values[name] = None if text == "" else float(text)
+                    values[name] = None if text_value == "" else float(text_value)
                 else:
-                    values[name] = text
-            rows.append(Row(**values))
+                    values[name] = text_value
+        except (KeyError, ValueError) as error:
+            raise ValueError(
+                f"journal {path}, line {line}: not a valid row ({error}); delete the journal to start over"
+            ) from error
+        rows.append(Row(**values))
     return rows
 
 
