@@ -104,7 +104,7 @@ class Geodesic:
 class IncrementManifold:
     r"""The set of increments :math:`\{\phi(\theta) - u_k\}` a network reaches, as a Riemannian manifold in the chart :math:`\theta`.
 
-    Geometry (DESIGN.md §3), with :math:`J = J(\theta)` and :math:`G = J^\top M J + \lambda_d I`:
+    Geometry (docs/geometry.md), with :math:`J = J(\theta)` and :math:`G = J^\top M J + \lambda_d I`:
 
     - inner product :math:`g_\theta(\xi, \eta) = \langle J\xi, J\eta\rangle_M + \lambda_d\,\xi\cdot\eta`;
     - Riemannian gradient :math:`G^{-1}\nabla_\theta f`;

@@ -2,12 +2,14 @@ r"""The minimizing movement scheme driver and its inexactness ledger.
 
 Each step solves :math:`u_{k+1} \approx \arg\min_u E(u) + \|u - u_k\|_M^2/(2\tau)` over the network's
 increment manifold with an inner solver, then books the a-posteriori residual
-:math:`\rho_k = \|M^{-1}\nabla F_k(u_{k+1})\|_M` into the tracking bound (DESIGN.md §4)
+:math:`\rho_k = \|M^{-1}\nabla F_k(u_{k+1})\|_M` into the tracking bound (:mod:`mms_manifolds.ledger`, docs/driver.md)
 
-.. math:: B_{k+1} = L B_k + \rho_k/\mu,\qquad L = \frac{1}{1 + \tau\lambda},\quad \mu = \frac1\tau + \lambda,
+.. math:: B_{k+1} = L B_k + \rho_k/\mu + \delta_k,\qquad L = \frac{1}{1 + \tau\lambda},\quad \mu = \frac1\tau + \lambda,
 
-which bounds the distance :math:`\|u_k - v_k\|_M` to the exact MMS iterates :math:`v_k` started from
-:math:`v_0`. It is certified only when the energy states its convexity modulus :math:`\lambda`.
+(:math:`\delta_k` a floating-point allowance) which bounds the distance :math:`\|u_k - v_k\|_M` to the exact
+MMS iterates :math:`v_k` started from :math:`v_0`. It is certified only when the energy states its
+convexity modulus :math:`\lambda`, and withdrawn when a step contradicts it. Checkpoints are locked,
+fingerprinted and validated (:mod:`mms_manifolds.storage`, :mod:`mms_manifolds.fingerprint`).
 """
 
 from __future__ import annotations
@@ -596,7 +598,7 @@ def _predicted_iterations(result: MMSResult, step_tolerance: float) -> int | Non
 
     :math:`\rho_{0,k}` is each step's initial tangential residual and :math:`q` the geometric mean
     of the observed per-iteration contraction :math:`(\rho_{T,k}/\rho_{0,k})^{1/n_k}` (an a-posteriori
-    estimate, DESIGN.md §4). ``None`` when no step contracted.
+    estimate, docs/driver.md). ``None`` when no step contracted.
     """
     initial, final, counts = result.initial_residual[1:], result.residual_tangential[1:], result.inner_iterations[1:]
     rates = [
