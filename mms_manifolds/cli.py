@@ -128,13 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     reproduce.add_argument(
         "--output-dir", type=Path, default=Path("mms_reproduce"), help="CSV, figures, summary; resumes from its journal"
     )
+    reproduce.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 keeps torch's default)")
     arguments = parser.parse_args(argv)
-    if arguments.command == "reproduce":
-        return run_reproduce(arguments.quick, arguments.experiments, arguments.solvers, arguments.output_dir)
-    if arguments.steps < 1:
-        parser.error("--steps must be >= 1")
     if arguments.threads < 0:
         parser.error("--threads must be >= 0")
+    if arguments.command == "reproduce":
+        return run_reproduce(
+            arguments.quick, arguments.experiments, arguments.solvers, arguments.output_dir, arguments.threads
+        )
+    if arguments.steps < 1:
+        parser.error("--steps must be >= 1")
     return run_demo(arguments.steps, arguments.output_dir, arguments.seed, arguments.quick, arguments.threads)
 
 

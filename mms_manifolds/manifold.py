@@ -34,7 +34,6 @@ from .linalg import (
     GramOperator,
     WoodburySolve,
     make_solve_mode,
-    pseudo_inverse_rtol,
 )
 from .metrics.base import Metric
 from .ode import integrate_dormand_prince
@@ -201,7 +200,7 @@ class IncrementManifold:
     def _trace_estimate(self) -> float:
         r""":math:`\operatorname{tr}(J^\top M J)` at the initial point: exact if :math:`J` may be formed, else Hutchinson."""
         operator = GramOperator(self.parametrization, self.metric, self.parametrization.initial_point())
-        return operator.trace(exact=self.selected_solve_mode().name != "cg")
+        return operator.trace(exact=not isinstance(self.selected_solve_mode(), ConjugateGradientSolve))
 
     def selected_solve_mode(self) -> DenseSolve | WoodburySolve | ConjugateGradientSolve:
         """The solve mode in use: the automatic choice for this size, or the one given."""
@@ -373,19 +372,10 @@ class IncrementManifold:
         directions the network reaches at bounded parameter cost (the same cutoff as the undamped
         dense pseudo-inverse, so the split agrees with :meth:`project` at ``damping=0``). In the
         matrix-free mode :math:`P_T` is replaced by :math:`J G^{-1}J^\top M` (damped), whose normal part
-        is an upper bound on the exact one.
+        is an upper bound on the exact one. (:meth:`~mms_manifolds.linalg.Factorization.range_split`.)
         """
         theta, v = self.check_point(theta), self._check_ambient(v, "v")
-        operator, factorization = self._factorization(theta)
-        if factorization.mode == "cg":
-            xi = self._solve(theta, self.parametrization.vjp(theta, self.metric.apply(v)))
-            image = self.parametrization.jvp(theta, xi)
-            return float(self.metric.norm(image)), float(self.metric.norm(v - image))
-        left, singular, _ = operator.whitened_svd()
-        keep = self._kept_singular_values(singular)
-        target = self.metric.whiten(v)
-        tangential = left[:, keep] @ (left[:, keep].T @ target)
-        return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))
+        return self._factorization(theta)[1].range_split(v, self.damping)
 
     def dual_tangential_norm(self, theta: torch.Tensor, g: torch.Tensor) -> float:
         r""":math:`\|P_T M^{-1}g\|_M` for a dual vector :math:`g` (shape ``(N, m)``), computed without :math:`M^{-1}`.
@@ -397,22 +387,8 @@ class IncrementManifold:
         mode it is the damped :math:`\|JG^{-1}J^\top g\|_M`.
         """
         theta, g = self.check_point(theta), self._check_ambient(g, "g")
-        operator, factorization = self._factorization(theta)
-        egrad = self.parametrization.vjp(theta, g)
-        if factorization.mode == "cg":
-            return float(self.metric.norm(self.parametrization.jvp(theta, self._solve(theta, egrad))))
-        _, singular, right = operator.whitened_svd()
-        keep = self._kept_singular_values(singular)
-        return float(torch.linalg.vector_norm((right[keep] @ egrad) / singular[keep]))
-
-    def _kept_singular_values(self, singular: torch.Tensor) -> torch.Tensor:
-        r"""Mask of the singular values of :math:`M^{1/2}J` that span :math:`T`: :math:`\sigma_i^2 > \text{rtol}\,\sigma_{\max}^2`.
-
-        ``rtol`` is :func:`~mms_manifolds.linalg.pseudo_inverse_rtol` of :math:`\min(p, Nm)`, the cutoff of the
-        undamped dense pseudo-inverse, so that the split agrees with :meth:`project` at ``damping=0``.
-        """
-        rtol = pseudo_inverse_rtol(min(self.dim, self.parametrization.ambient_dimension), singular.dtype)
-        return singular.square() > rtol * float(singular.max()) ** 2
+        factorization = self._factorization(theta)[1]
+        return factorization.dual_tangential_norm(self._vjp(theta, g), self.damping)
 
     def _rank_tolerance(self, singular: torch.Tensor) -> float:
         size = max(self.dim, self.parametrization.ambient_dimension)

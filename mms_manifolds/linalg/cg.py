@@ -69,6 +69,7 @@ def conjugate_gradient(
 
 class _ConjugateGradientFactorization(Factorization):
     mode = "cg"
+    pseudo_inverts = False
 
     def __init__(self, operator: GramOperator, settings: ConjugateGradientSolve):
         self.operator = operator
@@ -91,6 +92,19 @@ class _ConjugateGradientFactorization(Factorization):
             estimate = sum(probe * self.operator.matvec(probe) for probe in signs) / probes
             self._diagonal = estimate.clamp_min(1e-3 * float(estimate.abs().mean()))
         return self._diagonal
+
+    def range_split(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
+        r"""Matrix-free: :math:`P_T` replaced by the damped :math:`JG^{-1}J^\top M`, whose normal part bounds the exact one from above."""
+        parametrization, theta, metric = self.operator.parametrization, self.operator.theta, self.operator.weight
+        xi = self.solve(parametrization.vjp(theta, metric.apply(v)), damping).value
+        image = parametrization.jvp(theta, xi)
+        return float(metric.norm(image)), float(metric.norm(v - image))
+
+    def dual_tangential_norm(self, egrad: torch.Tensor, damping: float) -> float:
+        r"""Matrix-free: the damped :math:`\|JG^{-1}J^\top g\|_M`."""
+        parametrization, theta = self.operator.parametrization, self.operator.theta
+        image = parametrization.jvp(theta, self.solve(egrad, damping).value)
+        return float(self.operator.weight.norm(image))
 
     def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
         def matvec(xi: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 
 from ..metrics.base import Metric
 from ..parametrizations.base import Parametrization
+from .solution import pseudo_inverse_rtol
 
 __all__ = ["GramOperator"]
 
@@ -105,6 +106,15 @@ class GramOperator:
             else:
                 self._svd = torch.linalg.svd(whitened, full_matrices=False)
         return self._svd
+
+    def range_mask(self, singular: torch.Tensor) -> torch.Tensor:
+        r"""Mask of the singular values of :math:`B` that span :math:`\operatorname{range} J`: :math:`\sigma_i^2 > \text{rtol}\,\sigma_{\max}^2`.
+
+        ``rtol`` is :func:`~mms_manifolds.linalg.pseudo_inverse_rtol` of :math:`\min(p, Nm)`, the cutoff of the
+        undamped dense pseudo-inverse, so that the residual split agrees with the projection at ``damping=0``.
+        """
+        rtol = pseudo_inverse_rtol(min(self.size, self.parametrization.ambient_dimension), singular.dtype)
+        return singular.square() > rtol * float(singular.max()) ** 2
 
     def gram_matrix(self) -> torch.Tensor:
         r""":math:`J^\top W J` as a dense ``(p, p)`` matrix, from :math:`W` applied to the columns of :math:`J` (no factor of :math:`W` needed)."""

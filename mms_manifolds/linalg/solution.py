@@ -6,8 +6,12 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .operator import GramOperator
 
 __all__ = [
     "Factorization",
@@ -120,9 +124,40 @@ class LinearSolution:
 
 
 class Factorization(ABC):
-    r"""Per-point state of a solve mode: solves :math:`(J^\top W J + \lambda I)x = b` for any :math:`\lambda`."""
+    r"""Per-point state of a solve mode: solves :math:`(J^\top W J + \lambda I)x = b` for any :math:`\lambda`.
+
+    The factorisations of the manifold's metric (``operator`` set, :math:`W = M`) also split function-space
+    vectors into their parts in and across :math:`\operatorname{range} J`: exactly from the whitened SVD
+    of the operator (:meth:`range_split`, :meth:`dual_tangential_norm`); the matrix-free factorisation
+    overrides both with damped solves.
+    """
 
     mode: str
+    pseudo_inverts: bool = True
+    """Whether ``solve(rhs, 0.0)`` gives the truncated pseudo-inverse (direct modes); matrix-free CG needs a damping."""
+
+    operator: GramOperator | None = None
+
+    def range_split(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
+        r""":math:`(\|P_T v\|_M, \|v - P_T v\|_M)` for ``v`` of shape ``(N, m)``, :math:`P_T` the :math:`M`-orthogonal projection onto :math:`\operatorname{range} J`.
+
+        :math:`P_T` projects onto the left singular vectors of :math:`M^{1/2}J` kept by
+        :meth:`GramOperator.range_mask` (``damping`` is not used: the split is of the exact geometry).
+        """
+        left, singular, _ = self.operator.whitened_svd()
+        keep = self.operator.range_mask(singular)
+        target = self.operator.weight.whiten(v)
+        tangential = left[:, keep] @ (left[:, keep].T @ target)
+        return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))
+
+    def dual_tangential_norm(self, egrad: torch.Tensor, damping: float) -> float:
+        r""":math:`\|P_T M^{-1}g\|_M` from :math:`J^\top g` (``egrad``, shape ``(p,)``): :math:`\|\Sigma_k^{-1}V_k^\top J^\top g\|` over the kept singular values.
+
+        It needs no :math:`M^{-1}`, so it stays defined for a semi-definite :math:`M` (mesh-free jets).
+        """
+        _, singular, right = self.operator.whitened_svd()
+        keep = self.operator.range_mask(singular)
+        return float(torch.linalg.vector_norm((right[keep] @ egrad) / singular[keep]))
 
     @abstractmethod
     def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:

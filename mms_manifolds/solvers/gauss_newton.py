@@ -254,7 +254,7 @@ class GaussNewton(InnerSolver):
         self, subproblem: MMSSubproblem, model: GaussNewtonModel, theta: torch.Tensor, previous_length: float
     ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float]:
         """``((candidate, cost), length)`` of the accepted step, ``(STALLED, 0)``, or ``(None, 0)`` if none decreased the cost."""
-        damping = 0.0 if model.factorization.mode != "cg" else self.initial_damping * model.mean_eigenvalue
+        damping = 0.0 if model.factorization.pseudo_inverts else self.initial_damping * model.mean_eigenvalue
         step = model.step(damping)
         slope = float(model.gradient @ step)
         if not (math.isfinite(slope) and slope < 0):
