@@ -1,14 +1,36 @@
-"""Adapters: the increment manifold inside pymanopt and geoopt (``mms_manifolds.adapters``)."""
+"""Adapters: the increment manifold inside pymanopt and geoopt (``mms_manifolds.adapters``).
 
-from .geoopt import GeooptIncrementManifold, GeooptNetwork, GeooptSolver, network_parameter
-from .pymanopt import PymanoptIncrementManifold, PymanoptSolver, make_problem
+Each adapter imports its library only when first used, so that geoopt users need no pymanopt and the
+other way round: ``from mms_manifolds.adapters import GeooptSolver`` imports geoopt (and torch) only,
+``PymanoptSolver`` imports pymanopt and autograd only. The dependency edges:
 
-__all__ = [
-    "GeooptIncrementManifold",
-    "GeooptNetwork",
-    "GeooptSolver",
-    "PymanoptIncrementManifold",
-    "PymanoptSolver",
-    "make_problem",
-    "network_parameter",
-]
+- ``mms_manifolds.adapters.pymanopt`` -> pymanopt, autograd (and the core);
+- ``mms_manifolds.adapters.geoopt`` -> geoopt (and the core).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "GeooptIncrementManifold": "geoopt",
+    "GeooptNetwork": "geoopt",
+    "GeooptSolver": "geoopt",
+    "network_parameter": "geoopt",
+    "PymanoptIncrementManifold": "pymanopt",
+    "PymanoptSolver": "pymanopt",
+    "make_problem": "pymanopt",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> object:
+    """Import the adapter module that defines ``name`` on first access (PEP 562)."""
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -35,8 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from flows import regression_flow  # noqa: E402
 from peers import poisson  # noqa: E402
-from run import regression_flow  # noqa: E402
 
 from mms_manifolds import (  # noqa: E402
     LBFGS,

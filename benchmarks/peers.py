@@ -46,21 +46,11 @@ from mms_manifolds.meshfree import (
     box_boundary_grid,
     box_interior_grid,
 )
+from mms_manifolds.problems import mlp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TAU = 1e6
 NONLINEAR_NODES = 2000  # Gauss-Legendre: the quadrature error of the discrete minimiser is far below 1e-8
-
-
-def tanh_network(widths: tuple[int, ...], seed: int) -> torch.nn.Sequential:
-    """A float64 tanh MLP with torch's default initialisation from ``seed``."""
-    torch.manual_seed(seed)
-    layers: list[torch.nn.Module] = []
-    for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(torch.nn.Linear(width_in, width_out, dtype=torch.float64))
-        if index < len(widths) - 2:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers)
 
 
 class NonlinearRitz(RitzEnergy):
@@ -73,7 +63,7 @@ class NonlinearRitz(RitzEnergy):
 
 def poisson(seed: int, device: torch.device | str = "cpu"):
     """The 2-D Poisson least-squares problem on ``device``: (flow, network, L2 error function)."""
-    network = tanh_network((2, 32, 1), seed).to(device)
+    network = mlp((2, 32, 1), seed).to(device)
     node_sets = {
         "interior": box_interior_grid(28, 2, ("value", "laplacian"), device=device),
         "boundary": box_boundary_grid(29, device=device),
@@ -92,7 +82,7 @@ def poisson(seed: int, device: torch.device | str = "cpu"):
 
 def nonlinear(seed: int, device: torch.device | str = "cpu"):
     """The 1-D nonlinear Ritz problem on ``device``: (flow, network, L2 error function)."""
-    network = tanh_network((1, 32, 1), seed).to(device)
+    network = mlp((1, 32, 1), seed).to(device)
     points, weights = numpy.polynomial.legendre.leggauss(NONLINEAR_NODES)
     options = {"dtype": torch.float64, "device": device}
     interior = NodeSet(torch.as_tensor(points, **options).unsqueeze(-1), torch.as_tensor(weights, **options))

@@ -26,11 +26,8 @@ says which and when); ``--report-only`` rewrites docs/performance.md from the JS
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -39,75 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mms_manifolds import (
-    LBFGS,
-    Adam,
-    GaussNewton,
-    L2Metric,
-    L2Regression,
-    MinimizingMovement,
-    TorchParametrization,
-)
-from mms_manifolds.cli import regression_demo_problem
+from mms_manifolds import LBFGS, Adam, GaussNewton, problems
 from mms_manifolds.linalg import ConjugateGradientSolve, DenseSolve, WoodburySolve
-from mms_manifolds.subproblem import MMSSubproblem
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-REPORT = ROOT / "docs" / "performance.md"
-BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
-CG_CAP = 50  # CG iterations per solve in the size grid (reported; the default is 500)
-MEMORY_CG_CAP = 5  # CG iterations per solve in the p = N = 1e5 memory cell (memory does not grow with it)
-
-
-# ------------------------------------------------------------------------------------------ problems
-
-
-def width_for(parameters: int) -> int:
-    """Width w of a 1-w-w-1 MLP with about ``parameters`` parameters (p = w^2 + 4w + 1)."""
-    return max(2, round(-2 + math.sqrt(3 + parameters)))
-
-
-def regression_flow(
-    parameters: int,
-    nodes: int,
-    solve_mode: object = "auto",
-    seed: int = 0,
-    damping: float | str = "auto",
-    device: torch.device | str = "cpu",
-) -> MinimizingMovement:
-    """The regression flow E = |u - g|^2/2 (tau 0.2) on ``nodes`` points of [-1, 1] with a 1-w-w-1 tanh MLP of about ``parameters``."""
-    torch.manual_seed(seed)
-    width = width_for(parameters)
-    options = {"dtype": torch.float64, "device": device}
-    network = torch.nn.Sequential(
-        torch.nn.Linear(1, width, **options),
-        torch.nn.Tanh(),
-        torch.nn.Linear(width, width, **options),
-        torch.nn.Tanh(),
-        torch.nn.Linear(width, 1, **options),
-    )
-    x = torch.linspace(-1, 1, nodes, **options).unsqueeze(-1)
-    metric = L2Metric(torch.full((nodes,), 2 / nodes, **options))
-    energy = L2Regression(x.abs() + 0.3 * torch.sin(5 * x), metric)
-    return MinimizingMovement(
-        TorchParametrization(network, x), energy, metric, tau=0.2, damping=damping, solve_mode=solve_mode
-    )
-
-
-def regression_subproblem(
-    parameters: int, nodes: int, solve_mode: object = "auto", seed: int = 0, damping: float | str = "auto"
-):
-    """The first MMS step of :func:`regression_flow`: ``(network, subproblem, theta)``."""
-    flow = regression_flow(parameters, nodes, solve_mode, seed, damping)
-    theta = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, flow.tau)
-    return flow.parametrization.module, subproblem, theta
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmark's own modules, run as a script
+from flows import CG_CAP, MEMORY_CG_CAP, peak_rss_bytes, regression_subproblem  # noqa: E402
+from report import RESULTS, markdown, write_report  # noqa: E402
 
 # ------------------------------------------------------------------------------- single measurements
 
@@ -206,7 +140,7 @@ def iteration_costs(sizes: list[int], skip: dict[tuple[int, int], str]) -> list[
 
 
 def max_error_run(solver, steps: int = 12) -> tuple[float, float]:
-    flow = regression_demo_problem()
+    flow = problems.regression_flow()
     start = time.perf_counter()
     result = flow.run(flow.parametrization.initial_point(), steps=steps, solver=solver)
     return float(np.max(result.trajectory_error[1:])), time.perf_counter() - start
@@ -374,221 +308,6 @@ def crossovers(parameter_sizes: list[int], node_sizes: list[int]) -> list[dict]:
             rows.append(row)
             print("crossover", parameters, nodes, row["fastest_one"], row["fastest_ten"], file=sys.stderr)
     return rows
-
-
-# -------------------------------------------------------------------------------------------- report
-
-
-def time_to_reach(curve: list[dict], level: float) -> tuple[float, bool]:
-    """``(seconds, True)`` of the first budget whose max error is at most ``level``, else ``(longest run's seconds, False)``."""
-    for point in curve:
-        if point["max_error"] <= level:
-            return point["seconds"], True
-    return max(point["seconds"] for point in curve), False
-
-
-def accuracy_levels(accuracy: dict) -> list[float]:
-    """The target and the errors GN reaches at 3 and 10 iterations per step (looser accuracies)."""
-    gn_curve = {point["iterations"]: point["max_error"] for point in accuracy["solvers"]["gauss-newton"]["curve"]}
-    return [gn_curve[n] * 1.05 for n in (3, 10) if n in gn_curve] + [accuracy["target"]]
-
-
-def _fmt(value: float | None, spec: str = ".3g") -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def _mib(row: dict) -> str:
-    return _fmt(row["peak_rss_bytes"] / 2**20, ".0f") if "peak_rss_bytes" in row else "—"
-
-
-def markdown(report: dict) -> str:
-    lines = [f"Generated by `{report['command']}` on {report['machine']} ({report['date']})."]
-    for update in report.get("updates", []):
-        lines.append(f"Sections re-measured by `{update['command']}` ({update['date']}).")
-    lines.append("")
-    lines += ["### 1. One Gauss–Newton iteration vs one Adam iteration", ""]
-    lines += [
-        "Regression MMS step, 1-w-w-1 tanh MLP, float64; GN with the automatic solve mode (CG capped at "
-        f"{CG_CAP} iterations per solve) including its two residual checks; Adam is a bare torch loop "
-        "(forward, backward, step). Peak RSS of a fresh process, torch included.",
-        "",
-        "| p | N | GN mode | GN s | Adam s | time GN/Adam | GN MiB | Adam MiB | memory GN/Adam |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in report["iteration_costs"]:
-        if "gn" not in row or "seconds" not in row["gn"] or "seconds" not in row["adam"]:
-            reason = row.get("skipped") or row.get("gn", {}).get("skipped") or row.get("adam", {}).get("skipped")
-            lines.append(f"| {row['p_target']:.0e} | {row['N']:.0e} | skipped: {reason} | | | | | | |")
-            continue
-        gn, adam = row["gn"], row["adam"]
-        lines.append(
-            f"| {gn['p']} | {gn['N']} | {gn['mode']} | {gn['seconds']:.3g} | {adam['seconds']:.3g} | "
-            f"{row['time_ratio']:.3g} | {_mib(gn)} | {_mib(adam)} | {row['memory_ratio']:.2f} |"
-        )
-    accuracy = report["time_to_accuracy"]
-    lines += ["", "### 2. Time to accuracy on the regression flow", ""]
-    lines += [
-        f"The demo's flow (128 nodes, 1-12-12-1, tau 0.2, 12 steps). Floor: max trajectory error with GN "
-        f"at 50 iterations per step, {accuracy['floor']:.4g}; target twice that, {accuracy['target']:.4g}. "
-        f"Inner iterations per step tried: {accuracy['budgets']}; Adam learning rates {accuracy['adam_rates']} "
-        "(best reported).",
-        "",
-        "| solver | iterations per step to reach the target | max error | wall time s |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, entry in accuracy["solvers"].items():
-        hit = entry["reached"]
-        if hit is None:
-            last = entry["curve"][-1]
-            lines.append(
-                f"| {name} | not within {last['iterations']} | {last['max_error']:.4g} | {last['seconds']:.3g} |"
-            )
-        else:
-            lines.append(f"| {name} | {hit['iterations']} | {hit['max_error']:.4g} | {hit['seconds']:.3g} |")
-    lines += [
-        "",
-        f"Adam / GN wall time: **{_fmt(accuracy['adam_over_gn'])}** (target >= 10); "
-        f"L-BFGS / GN: **{_fmt(accuracy['lbfgs_over_gn'])}** (target >= 3). A solver that never reaches the "
-        "target gives no ratio; its last run's wall time bounds the ratio from below.",
-        "",
-        "The same curves read at looser accuracies (wall time of the first budget that reaches each; "
-        "`>` marks a lower bound, from a solver's longest run, when it never does):",
-        "",
-        "| max error at most | GN s | Adam s | L-BFGS s | Adam / GN | L-BFGS / GN |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for level in accuracy_levels(accuracy):
-        times = {name: time_to_reach(entry["curve"], level) for name, entry in accuracy["solvers"].items()}
-        gn_time, _ = times["gauss-newton"]
-        cells = [f"{seconds:.3g}" if reached else f"> {seconds:.3g}" for seconds, reached in times.values()]
-        ratios = [
-            ("" if reached else "> ") + f"{seconds / gn_time:.3g}"
-            for seconds, reached in (times["adam"], times["lbfgs"])
-        ]
-        lines.append(f"| {level:.3g} | {' | '.join(cells)} | {' | '.join(ratios)} |")
-    adapters = report["adapter_overhead"]
-    lines += ["", "### 3. Adapter overhead", ""]
-    lines += [
-        f"{adapters['iterations']} fixed-step Riemannian gradient steps (step tau/(1+tau), the GN step for "
-        "regression) on a p = 221, N = 128 regression step, dense mode.",
-        "",
-        "| runner | s per iteration | ratio to core | max parameter difference to core |",
-        "| --- | --- | --- | --- |",
-        f"| core (`MMSSubproblem.riemannian_gradient`) | {adapters['seconds_per_iteration']['core']:.3g} | 1 | 0 |",
-        f"| pymanopt SteepestDescent | {adapters['seconds_per_iteration']['pymanopt']:.3g} | "
-        f"{adapters['pymanopt_over_core']:.3g} | {adapters['max_difference_pymanopt']:.2g} |",
-        f"| geoopt RiemannianSGD | {adapters['seconds_per_iteration']['geoopt']:.3g} | "
-        f"{adapters['geoopt_over_core']:.3g} | {adapters['max_difference_geoopt']:.2g} |",
-    ]
-    lines += ["", "### 4. Solve modes on one problem", ""]
-    modes = report["solve_modes"]
-    lines += [
-        f"One solve `(J^T M J + lambda I) x = J^T grad F` at p = {modes['p']}, N = {modes['N']}, lambda = 1e-4 "
-        "(factorisation included; peak RSS of a fresh process).",
-        "",
-        "| mode | s | peak MiB | CG iterations | relative difference to dense |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for row in modes["rows"]:
-        if "seconds" not in row:
-            lines.append(f"| {row['requested']} | skipped: {row.get('skipped')} | | | |")
-            continue
-        lines.append(
-            f"| {row['requested']} | {row['seconds']:.3g} | {_mib(row)} | {row.get('cg_iterations') or '—'} | "
-            f"{row['relative_difference']:.2g} |"
-        )
-    scale = report["scaling"]
-    lines += ["", "### 5. Scaling of one GN iteration", ""]
-    lines += [
-        f"Mode {scale['mode']}. Fitted exponents: time ~ p^{scale['exponent_p']:.2f} at N = {scale['fixed_n']}, "
-        f"time ~ N^{scale['exponent_n']:.2f} at p = {scale['fixed_p']}.",
-        "",
-        "| p | s |  | N | s |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for by_p, by_n in zip(scale["by_p"], scale["by_n"]):
-        lines.append(f"| {by_p['p']} | {by_p['seconds']:.3g} | | {by_n['N']} | {by_n['seconds']:.3g} |")
-    lines += ["", "### 6. Crossovers between the solve modes", ""]
-    lines += [
-        "One solve as in section 4 (lambda = 1e-4, factorisation included), each mode in a fresh process; "
-        "seconds for one right-hand side and for ten with one factorisation, plain CG's iterations for the "
-        "first, and the mode `AutoSolve` picks.",
-        "",
-        "| p | N | dense 1 / 10 s | woodbury 1 / 10 s | cg 1 / 10 s (its) | fastest, 1 | fastest, 10 | auto |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-
-    def pair(measured: dict) -> str:
-        if "seconds" not in measured:
-            return f"skipped: {measured.get('skipped')}"
-        return f"{measured['seconds']:.3g} / {measured['seconds_ten']:.3g}"
-
-    for row in report["crossovers"]:
-        modes = row["modes"]
-        lines.append(
-            f"| {row['p']} | {row['N']} | {pair(modes['dense'])} | {pair(modes['woodbury'])} | "
-            f"{pair(modes['cg-none'])} ({modes['cg-none'].get('cg_iterations', '—')}) | {row['fastest_one']} | "
-            f"{row['fastest_ten']} | {row['auto']} |"
-        )
-    if "memory_cell" in report:
-        cell_row = report["memory_cell"]
-        lines += ["", "### 7. Memory: p = N = 1e5, matrix-free", ""]
-        if "peak_rss_bytes" in cell_row:
-            lines.append(
-                f"One GN iteration in CG mode at p = {cell_row['p']}, N = {cell_row['N']} with CG capped at "
-                f"{MEMORY_CG_CAP} iterations per solve and damping fixed at 1e-4 (CG keeps a fixed number of "
-                "p-vectors, so the cap changes the time, not the peak): peak RSS "
-                f"**{cell_row['peak_rss_bytes'] / 2**30:.2f} GiB** (target < 4 GB), torch included; "
-                f"{cell_row['seconds']:.0f} s for the iteration, {cell_row['pair_seconds']:.1f} s per JVP + VJP pair."
-            )
-        else:
-            lines.append(f"skipped: {cell_row.get('skipped')}")
-    if "jacobian_paths" in report:
-        lines += ["", "### 8. Dense Jacobian: batched JVPs against node by node", ""]
-        lines += [
-            "`FunctionParametrization.jacobian` (p batched JVPs, O(N p^2) work) against "
-            "`TorchParametrization.jacobian` (per-node reverse mode, O(N p)), same process, after a warm-up.",
-            "",
-            "| p | N | batched JVPs s | node by node s | speed-up | max difference |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for row in report["jacobian_paths"]:
-            lines.append(
-                f"| {row['p']} | {row['N']} | {row['generic_seconds']:.3g} | {row['node_wise_seconds']:.3g} | "
-                f"{row['generic_seconds'] / row['node_wise_seconds']:.3g} | {row['max_difference']:.1e} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def write_report(report: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "benchmarks.json").write_text(json.dumps(report, indent=1))
-    with open(RESULTS / "iteration_costs.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["p", "N", "gn_mode", "gn_seconds", "adam_seconds", "gn_peak_rss", "adam_peak_rss"])
-        for row in report["iteration_costs"]:
-            gn, adam = row.get("gn", {}), row.get("adam", {})
-            writer.writerow(
-                [
-                    gn.get("p", row["p_target"]),
-                    row["N"],
-                    gn.get("mode"),
-                    gn.get("seconds"),
-                    adam.get("seconds"),
-                    gn.get("peak_rss_bytes"),
-                    adam.get("peak_rss_bytes"),
-                ]
-            )
-    with open(RESULTS / "time_to_accuracy.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["solver", "iterations_per_step", "max_error", "seconds", "configuration"])
-        for name, entry in report["time_to_accuracy"]["solvers"].items():
-            for point in entry["curve"]:
-                writer.writerow([name, point["iterations"], point["max_error"], point["seconds"], point["solver"]])
-    text = REPORT.read_text()
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    REPORT.write_text(head + BEGIN + "\n" + markdown(report) + END + tail)
 
 
 SECTIONS = (

@@ -13,7 +13,7 @@ from .parametrizations import (
     Parametrization,
     TorchParametrization,
 )
-from .results import MMSResult, ResultFileError
+from .results import MMSResult, ResultFileError, StepRecord
 from .solvers import LBFGS, SGD, Adam, GaussNewton, InnerResult, InnerSolver, RiemannianGradientDescent, StopReason
 from .subproblem import MMSSubproblem, Residual
 
@@ -57,6 +57,7 @@ __all__ = [
     "MMSResult",
     "MinimizingMovement",
     "ResultFileError",
+    "StepRecord",
     "TrajectoryBudget",
     "exact_trajectory",
     "lipschitz_constant",

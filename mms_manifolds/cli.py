@@ -11,11 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .energies import L2Regression
-from .grids import trapezoid_weights
-from .metrics import L2Metric
 from .mms import MinimizingMovement
-from .parametrizations import TorchParametrization
+from .problems import regression_flow
 from .results import MMSResult
 from .solvers import LBFGS, Adam, GaussNewton, InnerSolver
 
@@ -23,19 +20,8 @@ __all__ = ["main", "regression_demo_problem"]
 
 
 def regression_demo_problem(seed: int = 0, nodes: int = 128, width: int = 12, tau: float = 0.2) -> MinimizingMovement:
-    r"""The demo's flow: :math:`E(u) = \|u - g\|^2/2`, :math:`g = |x| + 0.3\sin 5x` on [-1, 1], a 1-w-w-1 tanh MLP, float64."""
-    torch.manual_seed(seed)
-    x = torch.linspace(-1.0, 1.0, nodes, dtype=torch.float64).unsqueeze(-1)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(1, width),
-        torch.nn.Tanh(),
-        torch.nn.Linear(width, width),
-        torch.nn.Tanh(),
-        torch.nn.Linear(width, 1),
-    ).double()
-    metric = L2Metric(trapezoid_weights(nodes, -1.0, 1.0))
-    target = x.abs() + 0.3 * torch.sin(5 * x)
-    return MinimizingMovement(TorchParametrization(net, x), L2Regression(target, metric), metric, tau)
+    r"""The demo's flow: :func:`mms_manifolds.problems.regression_flow` with a 1-w-w-1 tanh MLP, float64."""
+    return regression_flow(nodes, (1, width, width, 1), seed, tau)
 
 
 def _plot(results: dict[str, MMSResult], path: Path) -> Path | None:
@@ -141,18 +127,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_demo(arguments.steps, arguments.output_dir, arguments.seed, arguments.quick, arguments.threads)
 
 
-def run_reproduce(quick: bool, experiments: list[str] | None, solvers: list[str] | None, output_dir: Path) -> int:
+def run_reproduce(
+    quick: bool, experiments: list[str] | None, solvers: list[str] | None, output_dir: Path, threads: int = 1
+) -> int:
     """Run the solver comparison; write ``results.csv``, one figure per experiment and ``summary.md``.
 
     Every finished run is journaled in ``runs_quick.csv`` / ``runs_full.csv`` in ``output_dir``; running
-    the same command again resumes from it (delete it to start over).
+    the same command again resumes from it (delete it to start over). ``threads`` as for the demo.
     """
     from .reproduce.runner import compare, plot, summary_markdown, write_csv
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     journal = output_dir / f"runs_{'quick' if quick else 'full'}.csv"
     print(
-        f"reproduce{' --quick' if quick else ''}: results, figures and summary.md go to {output_dir}/", file=sys.stderr
+        f"reproduce{' --quick' if quick else ''}, {torch.get_num_threads()} torch thread(s): results, figures and "
+        f"summary.md go to {output_dir}/",
+        file=sys.stderr,
     )
     rows, floors = compare(experiments, solvers, quick=quick, journal=journal)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import torch
 from torch.func import grad, jvp
 
 from ._checks import check_positive_float, check_real_tensor
+from .budget import lipschitz_constant
 from .metrics.base import Metric
 
 __all__ = [
@@ -290,8 +291,8 @@ class GinzburgLandau(Energy):
         self, u: torch.Tensor, tau: float, metric: Metric, *, tolerance: float = 1e-11, max_iterations: int = 100
     ) -> torch.Tensor:
         modulus = self.convexity(metric)
-        if modulus is not None and 1 + tau * modulus <= 0:
-            raise ValueError(f"tau = {tau} >= 1/|lambda| = {-1 / modulus:.6g}: the MMS step is not strongly convex")
+        if modulus is not None:
+            lipschitz_constant(modulus, tau)  # raises unless the step is strongly convex
         stiffness = self.epsilon**2 * _node_matrix(self.stiffness, u.shape[1])
         weights = self.weights.repeat_interleave(u.shape[1])
 

@@ -34,7 +34,7 @@ from .linalg import UnconvergedSolveCount
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
-from .results import MMSResult, ResultFileError
+from .results import MMSResult, ResultFileError, StepRecord
 from .solvers.base import InnerResult, InnerSolver, StopReason
 from .storage import WriterLock, resolve_path
 from .subproblem import MMSSubproblem, Residual
@@ -152,11 +152,6 @@ class MinimizingMovement:
                 "(or None when unknown); a non-finite one would certify bounds of 0 or nan"
             )
         if self.convexity is not None:
-            if 1 + self.tau * self.convexity <= 0:
-                raise ValueError(
-                    f"tau = {self.tau} >= 1/|lambda| = {-1 / self.convexity:.6g} for this semi-convex energy "
-                    f"(lambda = {self.convexity:.6g}): each step must be strongly convex"
-                )
             self.lipschitz = lipschitz_constant(self.convexity, self.tau)
             self.strong_convexity = 1 / self.tau + self.convexity
         else:
@@ -341,10 +336,7 @@ class MinimizingMovement:
                 rank, sigma_min = (
                     self._jacobian_report(manifold, inner.point, result) if diagnostics else (math.nan, math.nan)
                 )
-                result.append(
-                    inner.point,
-                    inner.stop_reason.name.lower(),
-                    exact_state,
+                record = StepRecord(
                     energy=float(energy.value(u)),
                     inner_iterations=inner.iterations,
                     retries=retries,
@@ -363,6 +355,7 @@ class MinimizingMovement:
                     jacobian_sigma_min=sigma_min,
                     unconverged_solves=inner.unconverged_solves + unconverged.count,
                 )
+                result.append(inner.point, inner.stop_reason.name.lower(), exact_state, record)
                 result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
                 if path is not None:
                     result.save(path, lock=lock)
@@ -463,10 +456,7 @@ class MinimizingMovement:
         start = BoundParts(0.0 if math.isnan(error0) else error0, 0.0, 0.0, 0.0)
         bound = start if metadata["certified"] else BoundParts.undefined()
         result = MMSResult(metadata=metadata)
-        result.append(
-            theta0,
-            "",
-            v0,
+        initial = StepRecord(
             energy=float(self.energy.value(u0)),
             inner_iterations=0,
             retries=0,
@@ -485,6 +475,7 @@ class MinimizingMovement:
             jacobian_sigma_min=math.nan,
             unconverged_solves=0,
         )
+        result.append(theta0, "", v0, initial)
         if path is not None:
             result.save(path, lock=lock)
         return result

@@ -14,7 +14,7 @@ import math
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,31 +22,52 @@ import torch
 
 from .storage import WriterLock, atomic_write, content_checksum, resolve_path
 
-__all__ = ["COLUMNS", "FORMAT_VERSION", "MMSResult", "ResultFileError"]
+__all__ = ["COLUMNS", "FORMAT_VERSION", "MMSResult", "ResultFileError", "StepRecord"]
 
 FORMAT_VERSION = 2
 """Version 2 added the checksum, the run's fingerprint and the ``bound_rounding`` and ``unconverged_solves`` columns."""
 
-#: Per-step columns; index 0 is the initial state.
-COLUMNS = (
-    "energy",
-    "inner_iterations",
-    "retries",
-    "wall_time",
-    "initial_residual",
-    "residual_total",
-    "residual_tangential",
-    "residual_normal",
-    "tracking_bound",
-    "bound_inexactness",
-    "bound_approximation",
-    "bound_rounding",
-    "trajectory_error",
-    "step_tolerance",
-    "jacobian_rank",
-    "jacobian_sigma_min",
-    "unconverged_solves",
-)
+
+@dataclass(frozen=True)
+class StepRecord:
+    r"""The numbers one MMS step adds to the record: one field per column of :class:`MMSResult`.
+
+    Attributes:
+        energy: :math:`E(u_k)`.
+        inner_iterations: the inner solver's iterations (Gauss–Newton: Jacobian evaluations).
+        retries: failed inner solves retried with the solver's fallback.
+        wall_time: seconds for the step, bookkeeping included.
+        initial_residual: the tangential residual of :math:`F_k` at the start of the step.
+        residual_total, residual_tangential, residual_normal: :math:`\rho_k` and its :math:`M`-orthogonal split.
+        tracking_bound: :math:`B_k` (``nan`` if uncertified).
+        bound_inexactness, bound_approximation, bound_rounding: :math:`B_k`'s propagated parts.
+        trajectory_error: :math:`e_k = \|u_k - v_k\|_M` (``nan`` without a reference).
+        step_tolerance: the budget's tolerance :math:`\mu\eta` (``nan`` without a budget).
+        jacobian_rank, jacobian_sigma_min: with ``diagnostics=True``, of :math:`M^{1/2}J(\theta_k)`.
+        unconverged_solves: CG solves of the step that stopped at their cap above tolerance.
+    """
+
+    energy: float
+    inner_iterations: int
+    retries: int
+    wall_time: float
+    initial_residual: float
+    residual_total: float
+    residual_tangential: float
+    residual_normal: float
+    tracking_bound: float
+    bound_inexactness: float
+    bound_approximation: float
+    bound_rounding: float
+    trajectory_error: float
+    step_tolerance: float
+    jacobian_rank: float
+    jacobian_sigma_min: float
+    unconverged_solves: int
+
+
+COLUMNS = tuple(column.name for column in fields(StepRecord))
+"""Per-step columns of :class:`MMSResult` (the fields of :class:`StepRecord`); index 0 is the initial state."""
 
 
 class ResultFileError(ValueError):
@@ -213,13 +234,10 @@ class MMSResult:
         """Whether the tracking bound rests on a known convexity modulus."""
         return bool(self.metadata.get("certified", False))
 
-    def append(self, theta: torch.Tensor, stop_reason: str, reference: torch.Tensor | None, **values: float) -> None:
-        """Add one step's record (all of :data:`COLUMNS` as keyword arguments)."""
-        missing = set(COLUMNS) - set(values)
-        if missing:
-            raise ValueError(f"missing columns: {sorted(missing)}")
+    def append(self, theta: torch.Tensor, stop_reason: str, reference: torch.Tensor | None, record: StepRecord) -> None:
+        """Add one step: its parameters, the inner solver's stop reason, the exact state :math:`v_k` (if any) and its numbers."""
         for name in COLUMNS:
-            self.columns[name].append(float(values[name]))
+            self.columns[name].append(float(getattr(record, name)))
         self.thetas.append(theta.detach().clone())
         self.stop_reasons.append(stop_reason)
         if reference is not None:

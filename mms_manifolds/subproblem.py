@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_positive_float
+from .budget import lipschitz_constant
 from .energies import Energy
 from .linalg import (
     AutoSolve,
@@ -140,11 +141,8 @@ class MMSSubproblem:
         self.energy = energy
         self.tau = check_positive_float("tau", tau)
         self.convexity = energy.convexity(manifold.metric) if convexity is self._ASK_THE_ENERGY else convexity
-        if self.convexity is not None and 1 + self.tau * self.convexity <= 0:
-            raise ValueError(
-                f"tau = {self.tau} is too large for this {self.convexity:.6g}-convex energy: "
-                f"need tau < 1/|lambda| = {-1 / self.convexity:.6g} for a strongly convex step"
-            )
+        if self.convexity is not None:
+            lipschitz_constant(self.convexity, self.tau)  # raises unless the step is strongly convex
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property

@@ -19,17 +19,7 @@ from mms_manifolds import (
 )
 from mms_manifolds.grids import stiffness_1d, trapezoid_weights
 from mms_manifolds.meshfree import JetMetric, JetParametrization, box_boundary_grid, box_interior_grid
-
-
-def mlp(widths: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
-    """A tanh MLP with the given layer widths, initialised from ``seed``."""
-    torch.manual_seed(seed)
-    layers: list[torch.nn.Module] = []
-    for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(torch.nn.Linear(width_in, width_out))
-        if index < len(widths) - 2:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers).to(dtype)
+from mms_manifolds.problems import mlp
 
 
 def nodes_1d(count: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:

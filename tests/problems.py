@@ -13,6 +13,7 @@ from mms_manifolds import (
     LinearParametrization,
     MinimizingMovement,
     TorchParametrization,
+    problems,
 )
 from mms_manifolds.grids import grid_spacing, stiffness_1d, trapezoid_weights, uniform_nodes
 
@@ -22,13 +23,8 @@ from cases import mlp
 def regression_flow(
     seed: int = 0, count: int = 32, widths=(1, 8, 1), tau: float = 0.2, **options
 ) -> MinimizingMovement:
-    """E(u) = |u - g|^2 / 2 with g = |x| + 0.3 sin(5x) on [-1, 1], a tanh MLP."""
-    x = torch.linspace(-1.0, 1.0, count).unsqueeze(-1)
-    metric = L2Metric(trapezoid_weights(count, -1.0, 1.0))
-    target = x.abs() + 0.3 * torch.sin(5 * x)
-    return MinimizingMovement(
-        TorchParametrization(mlp(widths, seed), x), L2Regression(target, metric), metric, tau, **options
-    )
+    """E(u) = |u - g|^2 / 2 with g = |x| + 0.3 sin(5x) on [-1, 1], a tanh MLP (``mms_manifolds.problems``)."""
+    return problems.regression_flow(count, widths, seed, tau, **options)
 
 
 def heat_flow(seed: int = 0, count: int = 24, tau: float = 0.05) -> MinimizingMovement:

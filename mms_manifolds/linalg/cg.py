@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_positive_float
+from .._random import rademacher_probes
 from .operator import GramOperator
 from .solution import Factorization, LinearSolution, UnconvergedSolveError, UnconvergedSolveWarning
 
@@ -84,11 +85,8 @@ class _ConjugateGradientFactorization(Factorization):
         so that the preconditioner stays positive where the estimate is noisy.
         """
         if self._diagonal is None:
-            theta = self.operator.theta
-            generator = torch.Generator(device=theta.device).manual_seed(0)
-            probes = self.settings.diagonal_probes
-            signs = torch.randint(0, 2, (probes, self.operator.size), generator=generator, device=theta.device)
-            signs = (2 * signs - 1).to(theta.dtype)
+            theta, probes = self.operator.theta, self.settings.diagonal_probes
+            signs = rademacher_probes(probes, self.operator.size, dtype=theta.dtype, device=theta.device)
             estimate = sum(probe * self.operator.matvec(probe) for probe in signs) / probes
             self._diagonal = estimate.clamp_min(1e-3 * float(estimate.abs().mean()))
         return self._diagonal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .._random import rademacher_probes
 from ..metrics.base import Metric
 from ..parametrizations.base import Parametrization
 from .solution import pseudo_inverse_rtol
@@ -132,8 +133,5 @@ class GramOperator:
         """
         if exact:
             return float(self.whitened_jacobian().square().sum())
-        device, dtype = self.theta.device, self.theta.dtype
-        generator = torch.Generator(device=device).manual_seed(0)
-        signs = torch.randint(0, 2, (probes, self.size), generator=generator, device=device)
-        signs = (2 * signs - 1).to(dtype)
+        signs = rademacher_probes(probes, self.size, dtype=self.theta.dtype, device=self.theta.device)
         return float(sum(probe @ self.matvec(probe) for probe in signs)) / probes

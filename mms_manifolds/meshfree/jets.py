@@ -26,6 +26,7 @@ import torch
 from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
 
 from .._checks import check_integer
+from .._random import rademacher_probes
 from ..parametrizations.torch_function import jacobian_chunk_numbers
 from ..parametrizations.torch_module import TorchParametrization
 from .nodes import NodeSet
@@ -172,9 +173,8 @@ class JetParametrization(TorchParametrization):
         """The fixed Rademacher probes, shape ``(s, d)``, drawn once from ``seed`` (``None`` for the exact Laplacian)."""
         if self.laplacian_probes is None:
             return None
-        generator = torch.Generator().manual_seed(self._seed)
-        signs = torch.randint(0, 2, (self.laplacian_probes, self.input_dimension), generator=generator)
-        return (2 * signs - 1).to(dtype=like.dtype, device=like.device)
+        options = {"dtype": like.dtype, "device": like.device, "seed": self._seed}
+        return rademacher_probes(self.laplacian_probes, self.input_dimension, **options)
 
     def _node_jet(
         self, parameters: dict[str, torch.Tensor], x: torch.Tensor, derivatives: tuple[str, ...]

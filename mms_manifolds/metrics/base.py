@@ -3,6 +3,7 @@ r"""The metric interface: an SPD operator :math:`M` on discretised functions :ma
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 
@@ -56,15 +57,27 @@ class Metric(ABC):
         basis = torch.eye(size, dtype=dtype, device=device).reshape(size, *shape)
         return self.apply(basis).reshape(size, size).T.contiguous()
 
-    def _cholesky(self, shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        key = (shape, dtype, device)
+    def _cached_cholesky(self, key: tuple, matrix: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The Cholesky factor of ``matrix()``, computed once per ``key``: every metric's one factor cache.
+
+        The cache lives in ``_cholesky_cache`` (created on first use, so subclasses need not call an
+        ``__init__``); a lazily filled cache, it is not part of the metric's identity.
+
+        Raises:
+            ValueError: the matrix is not positive definite.
+        """
         cache = self.__dict__.setdefault("_cholesky_cache", {})
         if key not in cache:
-            factor, info = torch.linalg.cholesky_ex(self.to_dense(shape, dtype=dtype, device=device))
+            factor, info = torch.linalg.cholesky_ex(matrix())
             if int(info) != 0:
-                raise ValueError(f"{type(self).__name__} is not positive definite on shape {shape}")
+                raise ValueError(
+                    f"{type(self).__name__} is not positive definite (Cholesky failed): a metric must be SPD"
+                )
             cache[key] = factor
         return cache[key]
+
+    def _cholesky(self, shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return self._cached_cholesky((shape, dtype, device), lambda: self.to_dense(shape, dtype=dtype, device=device))
 
     def solve(self, v: torch.Tensor) -> torch.Tensor:
         r""":math:`M^{-1}v` for ``v`` of shape ``(..., N, m)``."""

@@ -91,14 +91,8 @@ class MatrixMetric(Metric):
         return self._unflat(matrix @ columns, v, per_node)
 
     def _factor(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_factor_cache", {})
-        key = (dtype, device)
-        if key not in cache:
-            factor, info = torch.linalg.cholesky_ex(self._dense.to(dtype=dtype, device=device))
-            if int(info) != 0:
-                raise ValueError("matrix is not positive definite (Cholesky failed): a metric must be SPD")
-            cache[key] = factor
-        return cache[key]
+        """Cholesky factor of the ``(size, size)`` matrix (per node when it acts per node), in the metric's one cache."""
+        return self._cached_cholesky(("matrix", dtype, device), lambda: self._dense.to(dtype=dtype, device=device))
 
     def solve(self, v: torch.Tensor) -> torch.Tensor:
         columns, per_node = self._flat(v)

@@ -33,6 +33,7 @@ from ..grids import grid_2d, grid_spacing, stiffness_1d, stiffness_2d, trapezoid
 from ..metrics import L2Metric
 from ..mms import MinimizingMovement, exact_trajectory
 from ..parametrizations import TorchParametrization
+from ..problems import mlp, regression_flow
 from ..solvers import GaussNewton
 
 __all__ = ["EXPERIMENTS", "Experiment", "build"]
@@ -54,19 +55,6 @@ class Experiment:
     description: str = ""
 
 
-def mlp(widths: tuple[int, ...], seed: int) -> torch.nn.Sequential:
-    """A tanh MLP in float64 drawn from ``seed`` (explicit dtype: the draw does not depend on the default dtype)."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    layers: list[torch.nn.Module] = []
-    for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(torch.nn.Linear(width_in, width_out, **DOUBLE))
-        if index < len(widths) - 2:
-            layers.append(torch.nn.Tanh())
-    torch.random.set_rng_state(generator_state)
-    return torch.nn.Sequential(*layers)
-
-
 class Bubble(torch.nn.Module):
     r""":math:`\prod_k x_k(1 - x_k)` times a network: zero on the boundary of the unit box."""
 
@@ -86,12 +74,9 @@ def fit(parametrization: TorchParametrization, metric: L2Metric, target: torch.T
 
 def regression(size: str) -> Experiment:
     nodes, width, steps = (64, 8, 4) if size == "quick" else (128, 12, 12)
-    x = torch.linspace(-1, 1, nodes, **DOUBLE).unsqueeze(-1)
-    metric = L2Metric(trapezoid_weights(nodes, -1.0, 1.0))
-    parametrization = TorchParametrization(mlp((1, width, width, 1), 0), x)
-    energy = L2Regression(x.abs() + 0.3 * torch.sin(5 * x), metric)
-    flow = MinimizingMovement(parametrization, energy, metric, tau=0.2)
-    return Experiment("regression", flow, parametrization.initial_point(), steps, description=f"1-{width}-{width}-1")
+    flow = regression_flow(nodes, (1, width, width, 1), seed=0, tau=0.2)
+    theta0 = flow.parametrization.initial_point()
+    return Experiment("regression", flow, theta0, steps, description=f"1-{width}-{width}-1")
 
 
 def digits_latents(dimension: int = 4) -> torch.Tensor:

@@ -1,0 +1,21 @@
+"""The library's one source of random probes: seeded, on the caller's device, never the global RNG."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["rademacher_probes"]
+
+
+def rademacher_probes(
+    count: int, size: int, *, dtype: torch.dtype, device: torch.device, seed: int = 0
+) -> torch.Tensor:
+    r"""``count`` Rademacher vectors :math:`z_j \in \{-1, 1\}^{\text{size}}`, shape ``(count, size)``, from a generator seeded with ``seed``.
+
+    Hutchinson's estimators use them (:math:`\mathbb{E}[zz^\top] = I`): the trace of the Gram operator, the
+    diagonal for CG's Jacobi preconditioner, and the mesh-free Laplacian. The same seed gives the same
+    probes, so every estimate is deterministic.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    signs = torch.randint(0, 2, (count, size), generator=generator, device=device)
+    return (2 * signs - 1).to(dtype)
