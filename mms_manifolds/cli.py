@@ -61,7 +61,7 @@ def run_demo(steps: int, output_dir: Path, seed: int, quick: bool, threads: int 
     flow = regression_demo_problem(seed=seed, nodes=64 if quick else 128)
     theta0 = flow.parametrization.initial_point()
     solvers: dict[str, InnerSolver] = {
-        "gauss-newton": GaussNewton(max_iterations=3),
+        "gauss-newton": GaussNewton(max_iterations=5),
         "adam": Adam(lr=1e-2, max_iterations=30 if quick else 100),
         "lbfgs": LBFGS(max_iterations=20 if quick else 50),
     }
