@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -146,3 +147,30 @@ def test_an_unconverged_cg_solve_is_reported():
     assert enough.converged
     with pytest.raises(ValueError, match="on_unconverged"):
         ConjugateGradientSolve(on_unconverged="sometimes")
+
+
+def test_unconverged_cg_solves_are_counted_per_step_into_the_record():
+    """Starved CG in a whole run: InnerResult and the unconverged_solves column count them; one warning per solve."""
+    from mms_manifolds import GaussNewton, L2Regression, MinimizingMovement
+    from mms_manifolds.linalg import UnconvergedSolveWarning
+
+    x = torch.linspace(-1, 1, 50).unsqueeze(-1)
+    metric = L2Metric(torch.full((50,), 1 / 50))
+    starved = ConjugateGradientSolve(max_iterations=2, tolerance=1e-14)
+    flow = MinimizingMovement(
+        TorchParametrization(mlp((1, 8, 8, 1), 0), x),
+        L2Regression(torch.sin(3 * x), metric),
+        metric,
+        0.2,
+        solve_mode=starved,
+    )
+    with pytest.warns(
+        UnconvergedSolveWarning, match=r"MMS step 1 residual: \d+ iterative solve\(s\) stopped unconverged"
+    ) as caught:
+        result = flow.run(flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=2))
+    assert result.unconverged_solves[0] == 0 and np.all(result.unconverged_solves[1:] >= 1)
+    summaries = [w for w in caught if issubclass(w.category, UnconvergedSolveWarning)]
+    assert len(summaries) <= 4  # one per inner solve and one per residual, not one per CG call
+    converged = MinimizingMovement(flow.parametrization, flow.energy, metric, 0.2, solve_mode="cg")
+    quiet = converged.run(flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=2))
+    assert np.all(quiet.unconverged_solves == 0)
