@@ -92,8 +92,8 @@ class GaussNewtonModel:
         return 0.5 * float(-(self.gradient @ step) + damping * (step @ step))
 
 
-class _StepHessian(Metric):
-    r"""The function-space Hessian of the MMS step, :math:`W = \nabla^2E(u) + M/\tau`, as an operator on :math:`H_N`."""
+class _StepHessian:
+    r"""The function-space Hessian of the MMS step, :math:`W = \nabla^2E(u) + M/\tau`: a :class:`~mms_manifolds.linalg.SymmetricOperator`."""
 
     def __init__(self, energy: Energy, metric: Metric, tau: float, u: torch.Tensor):
         self.energy, self.metric, self.tau, self.u = energy, metric, tau, u

@@ -3,7 +3,7 @@
 from .auto import AutoSolve, make_solve_mode
 from .cg import ConjugateGradientSolve, conjugate_gradient
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
-from .operator import GramOperator
+from .operator import GramOperator, SymmetricOperator
 from .solution import (
     Factorization,
     LinearSolution,
@@ -21,6 +21,7 @@ __all__ = [
     "Factorization",
     "GramFactorization",
     "GramOperator",
+    "SymmetricOperator",
     "LinearSolution",
     "UnconvergedSolveCount",
     "UnconvergedSolveError",

@@ -2,14 +2,27 @@ r"""The Gram operator :math:`J^\top W J` of a parametrisation at a point, weight
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from .._random import rademacher_probes
-from ..metrics.base import Metric
 from ..parametrizations.base import Parametrization
 from .solution import pseudo_inverse_rtol
 
-__all__ = ["GramOperator"]
+__all__ = ["GramOperator", "SymmetricOperator"]
+
+
+class SymmetricOperator(Protocol):
+    r"""A symmetric positive (semi-)definite operator :math:`W` on :math:`H_N`: all a Gram operator needs of its weight.
+
+    Every :class:`~mms_manifolds.metrics.Metric` is one; so is the MMS step's Hessian
+    :math:`\nabla^2E(u) + M/\tau`. The whitened Jacobian (dense and kernel solves, the residual split) also
+    needs ``whiten``, which only metrics provide.
+    """
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        """:math:`Wv` for ``v`` of shape ``(..., N, m)``."""
 
 
 def _svd_from_gram(whitened: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -37,7 +50,7 @@ class GramOperator:
 
     Args:
         parametrization: :math:`\phi`.
-        weight: :math:`W`, an SPD :class:`~mms_manifolds.metrics.Metric` on :math:`H_N`.
+        weight: :math:`W`, a :class:`SymmetricOperator` on :math:`H_N` (a metric, or the step's Hessian).
         theta: the point, shape ``(p,)``.
         jacobian: :math:`J(\theta)`, shape ``(N, m, p)``, if another operator at the same point has
             formed it already (shared, not copied).
@@ -46,7 +59,7 @@ class GramOperator:
     def __init__(
         self,
         parametrization: Parametrization,
-        weight: Metric,
+        weight: SymmetricOperator,
         theta: torch.Tensor,
         jacobian: torch.Tensor | None = None,
     ):
