@@ -32,6 +32,7 @@ from .linalg import (
     DenseSolve,
     Factorization,
     GramOperator,
+    MetricLinearization,
     WoodburySolve,
     make_solve_mode,
 )
@@ -163,7 +164,7 @@ class IncrementManifold:
         self.solve_mode = make_solve_mode(solve_mode)
         self.anchor = self._check_anchor(anchor)
         self._check_metric()
-        self._cache: tuple[torch.Tensor, GramOperator, Factorization] | None = None
+        self._linearization = MetricLinearization(parametrization, metric, self.selected_solve_mode)
         if damping == "auto":
             trace = self._trace_estimate()
             if not trace > 0:
@@ -217,8 +218,8 @@ class IncrementManifold:
     def with_anchor(self, anchor: torch.Tensor) -> IncrementManifold:
         """The same manifold (parametrisation, metric, damping, solve mode) around another anchor :math:`u_k`.
 
-        The metric check and the damping are not redone, and the copy starts with this manifold's
-        cached factorisation (the geometry does not depend on the anchor).
+        The metric check and the damping are not redone, and the copy shares this manifold's
+        :class:`~mms_manifolds.linalg.MetricLinearization` (the geometry does not depend on the anchor).
         """
         moved = copy.copy(self)
         moved.anchor = self._check_anchor(anchor)
@@ -243,44 +244,16 @@ class IncrementManifold:
         check_shape(name, tensor, self.parametrization.output_shape)
         return check_finite(name, tensor)
 
-    def _factorization(self, theta: torch.Tensor) -> tuple[GramOperator, Factorization]:
-        if self._cache is not None and torch.equal(self._cache[0], theta):
-            return self._cache[1], self._cache[2]
-        operator = GramOperator(self.parametrization, self.metric, theta.detach().clone())
-        factorization = self.selected_solve_mode().factorize(operator)
-        self._cache = (operator.theta, operator, factorization)
-        return operator, factorization
-
     def linearization(self, theta: torch.Tensor) -> GramOperator:
         r"""The cached Gram operator :math:`J^\top M J` at ``theta`` (its Jacobian is formed at most once per point)."""
-        return self._factorization(self.check_point(theta))[0]
+        return self._linearization.at(self.check_point(theta))[0]
 
     def metric_factorization(self, theta: torch.Tensor) -> Factorization:
         r"""The cached factorisation of :math:`J^\top M J` at ``theta``; ``solve(g, damping)`` works for any damping."""
-        return self._factorization(self.check_point(theta))[1]
+        return self._linearization.at(self.check_point(theta))[1]
 
     def _solve(self, theta: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-        return self._factorization(theta)[1].solve(rhs, self.damping).value
-
-    def _formed_jacobian(self, theta: torch.Tensor) -> torch.Tensor | None:
-        """:math:`J(\theta)` as ``(Nm, p)`` if the cached point is ``theta`` and its Jacobian is formed, else ``None``."""
-        if self._cache is not None and self._cache[1].has_jacobian and torch.equal(self._cache[0], theta):
-            return self._cache[1].jacobian().reshape(-1, self.dim)
-        return None
-
-    def _jvp(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-        r""":math:`J\xi`, shape ``(N, m)``: a product with the cached Jacobian where it exists, else a JVP."""
-        jacobian = self._formed_jacobian(theta)
-        if jacobian is None:
-            return self.parametrization.jvp(theta, xi)
-        return (jacobian @ xi).reshape(self.parametrization.output_shape)
-
-    def _vjp(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        r""":math:`J^\top w`, shape ``(p,)``: a product with the cached Jacobian where it exists, else a VJP."""
-        jacobian = self._formed_jacobian(theta)
-        if jacobian is None:
-            return self.parametrization.vjp(theta, w)
-        return jacobian.T @ w.reshape(-1)
+        return self._linearization.solve(theta, rhs, self.damping)
 
     # ----------------------------------------------------------------------------- the geometry
 
@@ -301,8 +274,8 @@ class IncrementManifold:
     def inner(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         r""":math:`g_\theta(\xi, \eta) = \langle J\xi, J\eta\rangle_M + \lambda_d\,\xi\cdot\eta` (scalar tensor)."""
         theta, xi, eta = self.check_point(theta), self.check_tangent(xi), self.check_tangent(eta, "eta")
-        jacobian_xi = self._jvp(theta, xi)
-        jacobian_eta = jacobian_xi if eta is xi else self._jvp(theta, eta)
+        jacobian_xi = self._linearization.jvp(theta, xi)
+        jacobian_eta = jacobian_xi if eta is xi else self._linearization.jvp(theta, eta)
         return _finite_result("inner", self.metric.inner(jacobian_xi, jacobian_eta) + self.damping * (xi @ eta))
 
     def norm(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
@@ -312,7 +285,7 @@ class IncrementManifold:
     def metric_matvec(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r""":math:`G(\theta)\xi = J^\top M J\xi + \lambda_d\xi`, shape ``(p,)``."""
         theta, xi = self.check_point(theta), self.check_tangent(xi)
-        operator, _ = self._factorization(theta)
+        operator, _ = self._linearization.at(theta)
         return _finite_result("metric_matvec", operator.matvec(xi) + self.damping * xi)
 
     def solve_metric(self, theta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -330,7 +303,7 @@ class IncrementManifold:
 
     def _christoffel(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         acceleration = self.parametrization.second_derivative(theta, xi, eta)
-        return self._solve(theta, self._vjp(theta, self.metric.apply(acceleration)))
+        return self._solve(theta, self._linearization.vjp(theta, self.metric.apply(acceleration)))
 
     def rhess(self, theta: torch.Tensor, egrad: torch.Tensor, ehess_xi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Riemannian Hessian-vector product of the Levi-Civita connection of :math:`G`.
@@ -350,7 +323,7 @@ class IncrementManifold:
         theta, xi = self.check_point(theta), self.check_tangent(xi)
         egrad, ehess_xi = self.check_tangent(egrad, "egrad"), self.check_tangent(ehess_xi, "ehess_xi")
         rgrad = self._solve(theta, egrad)
-        weighted_image = self.metric.apply(self._jvp(theta, rgrad))
+        weighted_image = self.metric.apply(self._linearization.jvp(theta, rgrad))
         curvature = self.parametrization.second_derivative_adjoint(theta, xi, weighted_image)
         return _finite_result("rhess", self._solve(theta, ehess_xi - curvature))
 
@@ -361,8 +334,8 @@ class IncrementManifold:
         :math:`M`-orthogonal projection of :math:`v` onto :math:`\operatorname{range} J`.
         """
         theta, v = self.check_point(theta), self._check_ambient(v, "v")
-        self._factorization(theta)
-        return _finite_result("project", self._solve(theta, self._vjp(theta, self.metric.apply(v))))
+        self._linearization.at(theta)
+        return _finite_result("project", self._solve(theta, self._linearization.vjp(theta, self.metric.apply(v))))
 
     def split_ambient(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
         r""":math:`M`-orthogonal split of :math:`v`: ``(||P_T v||_M, ||v - P_T v||_M)``, :math:`P_T` onto :math:`\operatorname{range} J`.
@@ -375,7 +348,7 @@ class IncrementManifold:
         is an upper bound on the exact one. (:meth:`~mms_manifolds.linalg.Factorization.range_split`.)
         """
         theta, v = self.check_point(theta), self._check_ambient(v, "v")
-        return self._factorization(theta)[1].range_split(v, self.damping)
+        return self._linearization.at(theta)[1].range_split(v, self.damping)
 
     def dual_tangential_norm(self, theta: torch.Tensor, g: torch.Tensor) -> float:
         r""":math:`\|P_T M^{-1}g\|_M` for a dual vector :math:`g` (shape ``(N, m)``), computed without :math:`M^{-1}`.
@@ -387,8 +360,8 @@ class IncrementManifold:
         mode it is the damped :math:`\|JG^{-1}J^\top g\|_M`.
         """
         theta, g = self.check_point(theta), self._check_ambient(g, "g")
-        factorization = self._factorization(theta)[1]
-        return factorization.dual_tangential_norm(self._vjp(theta, g), self.damping)
+        factorization = self._linearization.at(theta)[1]
+        return factorization.dual_tangential_norm(self._linearization.vjp(theta, g), self.damping)
 
     def _rank_tolerance(self, singular: torch.Tensor) -> float:
         size = max(self.dim, self.parametrization.ambient_dimension)
@@ -450,9 +423,11 @@ class IncrementManifold:
         )
         if check_transport_kind(kind) == "identity":
             return xi.clone()
-        image = self._jvp(theta1, xi)
-        self._factorization(theta2)  # J(theta2) is formed once and serves the VJP and the solve
-        return _finite_result("transport", self._solve(theta2, self._vjp(theta2, self.metric.apply(image))))
+        image = self._linearization.jvp(theta1, xi)
+        self._linearization.at(theta2)  # J(theta2) is formed once and serves the VJP and the solve
+        return _finite_result(
+            "transport", self._solve(theta2, self._linearization.vjp(theta2, self.metric.apply(image)))
+        )
 
     def dist(self, theta1: torch.Tensor, theta2: torch.Tensor) -> torch.Tensor:
         r"""Function-space chordal distance :math:`\|\phi(\theta_1) - \phi(\theta_2)\|_M`.
@@ -488,7 +463,7 @@ class IncrementManifold:
         does, so keep it off hot paths at large sizes.
         """
         theta = self.check_point(theta)
-        operator, _ = self._factorization(theta)
+        operator, _ = self._linearization.at(theta)
         singular = operator.whitened_svd()[1]
         sigma_max = float(singular.max())
         tolerance = self._rank_tolerance(singular)

@@ -28,13 +28,14 @@ import torch
 from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
 from .budget import TrajectoryBudget, lipschitz_constant
 from .energies import Energy
-from .fingerprint import differing_parts, trajectory_fingerprint
+from .fingerprint import trajectory_fingerprint
 from .ledger import BoundParts, TrackingLedger
 from .linalg import UnconvergedSolveCount
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
 from .results import MMSResult, ResultFileError, StepRecord
+from .run_settings import RunSettings
 from .solvers.base import InnerResult, InnerSolver, StopReason
 from .storage import WriterLock, resolve_path
 from .subproblem import MMSSubproblem, Residual
@@ -180,25 +181,24 @@ class MinimizingMovement:
             )
         return notes
 
-    def _metadata(
+    def _settings(
         self, steps: int, solver: InnerSolver, budget: TrajectoryBudget | None, resampled: bool, theta0: torch.Tensor
-    ) -> dict:
-        certified = self.certified and not resampled
-        return {
-            "tau": self.tau,
-            "convexity": self.convexity,
-            "lipschitz": None if math.isnan(self.lipschitz) else self.lipschitz,
-            "strong_convexity": None if math.isnan(self.strong_convexity) else self.strong_convexity,
-            "certified": certified,
-            "resampled": resampled,
-            "solver": repr(solver),
-            "steps": int(steps),
-            "num_parameters": self.parametrization.num_parameters,
-            "damping": self.manifold.damping,
-            "solve_mode": self.manifold.solve_mode_name(),
-            "budget": None if budget is None else budget.tolerance,
-            "notes": self._notes(resampled),
-            "fingerprint": trajectory_fingerprint(
+    ) -> RunSettings:
+        return RunSettings(
+            tau=self.tau,
+            convexity=self.convexity,
+            lipschitz=None if math.isnan(self.lipschitz) else self.lipschitz,
+            strong_convexity=None if math.isnan(self.strong_convexity) else self.strong_convexity,
+            certified=self.certified and not resampled,
+            resampled=resampled,
+            solver=repr(solver),
+            steps=int(steps),
+            num_parameters=self.parametrization.num_parameters,
+            damping=self.manifold.damping,
+            solve_mode=self.manifold.solve_mode_name(),
+            budget=None if budget is None else budget.tolerance,
+            notes=tuple(self._notes(resampled)),
+            fingerprint=trajectory_fingerprint(
                 self.parametrization,
                 self.energy,
                 self.metric,
@@ -208,7 +208,7 @@ class MinimizingMovement:
                 solver,
                 theta0,
             ),
-        }
+        )
 
     def _check_reference(self, reference: object, steps: int) -> torch.Tensor | None:
         if reference is None:
@@ -304,17 +304,17 @@ class MinimizingMovement:
         if not math.isfinite(float(self.energy.value(self.parametrization.value(theta0)))):
             raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
-        metadata = self._metadata(steps, solver, budget, resample is not None, theta0)
+        settings = self._settings(steps, solver, budget, resample is not None, theta0)
         with contextlib.ExitStack() as stack:
             lock = None if path is None else stack.enter_context(WriterLock(path))
-            result = self._resume_or_start(theta0, reference, metadata, path, lock)
+            result = self._resume_or_start(theta0, reference, settings, path, lock)
             step_tolerance = (
                 None if budget is None else budget.step_tolerance(self.lipschitz, self.strong_convexity, steps)
             )
             exact = reference is None and resample is None and self.energy.has_prox
             ledger = (
                 TrackingLedger(self.convexity, self.tau, self.metric, self.parametrization.dtype, self._state_size)
-                if metadata["certified"]
+                if settings.certified
                 else None
             )
             for step in range(result.steps_done + 1, steps + 1):
@@ -443,19 +443,19 @@ class MinimizingMovement:
         self,
         theta0: torch.Tensor,
         reference: torch.Tensor | None,
-        metadata: dict,
+        settings: RunSettings,
         path: Path | None,
         lock: WriterLock | None,
     ) -> MMSResult:
         """The checkpoint's record if it is one of this run (validated), else a new record at step 0."""
         if path is not None and path.exists():
-            return self._resume(path, metadata)
+            return self._resume(path, settings)
         u0 = self.parametrization.value(theta0)
         v0 = reference[0] if reference is not None else (u0 if self.energy.has_prox else None)
         error0 = math.nan if v0 is None else float(self.metric.norm(u0 - v0))
         start = BoundParts(0.0 if math.isnan(error0) else error0, 0.0, 0.0, 0.0)
-        bound = start if metadata["certified"] else BoundParts.undefined()
-        result = MMSResult(metadata=metadata)
+        bound = start if settings.certified else BoundParts.undefined()
+        result = MMSResult(metadata=settings.as_metadata())
         initial = StepRecord(
             energy=float(self.energy.value(u0)),
             inner_iterations=0,
@@ -480,7 +480,7 @@ class MinimizingMovement:
             result.save(path, lock=lock)
         return result
 
-    def _resume(self, path: Path, metadata: dict) -> MMSResult:
+    def _resume(self, path: Path, settings: RunSettings) -> MMSResult:
         """Load ``path`` and check that it records this run; the file is data, this run's settings are the settings.
 
         Only the record (steps, parameters, columns) and what the run itself found (the solver's warm-start
@@ -488,31 +488,17 @@ class MinimizingMovement:
         ``certified`` included, is this run's.
         """
         result = MMSResult.load(path, dtype=self.parametrization.dtype, device=self.parametrization.device)
-        differing = differing_parts(result.metadata.get("fingerprint"), metadata["fingerprint"])
-        if differing:
-            raise ValueError(
-                f"checkpoint {path} was written for another problem: {', '.join(differing)} differ; "
-                "use another checkpoint path, or the same problem and settings"
-            )
-        for key in ("budget", "resampled") + (("steps",) if metadata["budget"] is not None else ()):
-            if result.metadata.get(key) != metadata[key]:
-                raise ValueError(
-                    f"checkpoint {path} was written with {key} = {result.metadata.get(key)!r}, this run has "
-                    f"{metadata[key]!r}: use another checkpoint path or the same settings"
-                )
-        if result.steps_done > metadata["steps"]:
-            raise ValueError(
-                f"checkpoint {path} holds {result.steps_done} steps, more than steps = {metadata['steps']}: "
-                "ask for at least as many steps, or use another checkpoint path"
-            )
-        needs_references = self.energy.has_prox and not metadata["resampled"]
+        conflict = settings.resume_conflict(result.metadata, result.steps_done)
+        if conflict is not None:
+            raise ValueError(f"checkpoint {path} cannot be resumed: {conflict}; use another path or the same settings")
+        needs_references = self.energy.has_prox and not settings.resampled
         if needs_references and len(result.reference_states) != result.steps_done + 1 and result.reference_states:
             raise ResultFileError(
                 f"{path}: {len(result.reference_states)} reference states for {result.steps_done} steps"
             )
         found = {key: result.metadata[key] for key in _FOUND_BY_THE_RUN if key in result.metadata}
         withdrawn = "certification_withdrawn" in found
-        result.metadata = {**metadata, **found, "certified": metadata["certified"] and not withdrawn}
+        result.metadata = {**settings.as_metadata(), **found, "certified": settings.certified and not withdrawn}
         for note in found.get("notes_found", []):
             result.metadata["notes"].append(note)
         return result

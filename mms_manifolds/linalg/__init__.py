@@ -3,6 +3,7 @@
 from .auto import AutoSolve, make_solve_mode
 from .cg import ConjugateGradientSolve, conjugate_gradient
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
+from .linearization import MetricLinearization
 from .operator import GramOperator, SymmetricOperator
 from .solution import (
     Factorization,
@@ -21,6 +22,7 @@ __all__ = [
     "Factorization",
     "GramFactorization",
     "GramOperator",
+    "MetricLinearization",
     "SymmetricOperator",
     "LinearSolution",
     "UnconvergedSolveCount",
