@@ -57,6 +57,11 @@ class BoundParts:
         """Every part ``nan``: no certified bound."""
         return cls(math.nan, math.nan, math.nan, math.nan)
 
+    @classmethod
+    def start(cls, initial_error: float) -> BoundParts:
+        r""":math:`B_0 = \|u_0 - v_0\|_M` (0 when no :math:`v_0` is known: the flow starts at :math:`u_0`), no parts yet."""
+        return cls(0.0 if math.isnan(initial_error) else initial_error, 0.0, 0.0, 0.0)
+
 
 class TrackingLedger:
     r"""The recursion :math:`B_{k+1} = L B_k + \rho_k/\mu + \delta_k` and its two checks (module docstring).
@@ -77,11 +82,6 @@ class TrackingLedger:
         self.strong_convexity = 1 / self.tau + self.convexity
         self.epsilon = torch.finfo(dtype).eps
         self.rounding_constant = 16 + math.sqrt(size)
-
-    def start(self, initial_error: float) -> BoundParts:
-        r""":math:`B_0 = \|u_0 - v_0\|_M` (0 when no :math:`v_0` is known: the flow starts at :math:`u_0`)."""
-        bound = 0.0 if math.isnan(initial_error) else initial_error
-        return BoundParts(bound, 0.0, 0.0, 0.0)
 
     def rounding_allowance(self, u_new: torch.Tensor, u_old: torch.Tensor) -> float:
         r""":math:`\delta_k = c\,\varepsilon\,(\|u_{k+1}\|_M + \|u_k\|_M)`."""

@@ -453,27 +453,12 @@ class MinimizingMovement:
         u0 = self.parametrization.value(theta0)
         v0 = reference[0] if reference is not None else (u0 if self.energy.has_prox else None)
         error0 = math.nan if v0 is None else float(self.metric.norm(u0 - v0))
-        start = BoundParts(0.0 if math.isnan(error0) else error0, 0.0, 0.0, 0.0)
-        bound = start if settings.certified else BoundParts.undefined()
+        bound = BoundParts.start(error0) if settings.certified else BoundParts.undefined()
         result = MMSResult(metadata=settings.as_metadata())
-        initial = StepRecord(
-            energy=float(self.energy.value(u0)),
-            inner_iterations=0,
-            retries=0,
-            wall_time=0.0,
-            initial_residual=math.nan,
-            residual_total=math.nan,
-            residual_tangential=math.nan,
-            residual_normal=math.nan,
-            tracking_bound=bound.tracking_bound,
-            bound_inexactness=bound.inexactness,
-            bound_approximation=bound.approximation,
-            bound_rounding=bound.rounding,
-            trajectory_error=error0,
-            step_tolerance=math.nan,
-            jacobian_rank=math.nan,
-            jacobian_sigma_min=math.nan,
-            unconverged_solves=0,
+        initial = StepRecord.at_start(
+            float(self.energy.value(u0)),
+            error0,
+            (bound.tracking_bound, bound.inexactness, bound.approximation, bound.rounding),
         )
         result.append(theta0, "", v0, initial)
         if path is not None:

@@ -65,6 +65,12 @@ class StepRecord:
     jacobian_sigma_min: float
     unconverged_solves: int
 
+    @classmethod
+    def at_start(cls, energy: float, trajectory_error: float, bound: tuple[float, float, float, float]) -> StepRecord:
+        """The record of step 0: no solve, no residual; ``bound`` is :math:`(B_0, 0, 0, 0)` or four ``nan``."""
+        nan = math.nan
+        return cls(energy, 0, 0, 0.0, nan, nan, nan, nan, *bound, trajectory_error, nan, nan, nan, unconverged_solves=0)
+
 
 COLUMNS = tuple(column.name for column in fields(StepRecord))
 """Per-step columns of :class:`MMSResult` (the fields of :class:`StepRecord`); index 0 is the initial state."""
