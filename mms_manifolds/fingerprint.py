@@ -39,8 +39,10 @@ def describe(value: object, _seen: frozenset[int] = frozenset()) -> bytes:
         return repr(value).encode()
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
-        tensor = tensor.to_dense() if tensor.is_sparse else tensor
-        header = f"tensor|{tensor.dtype}|{tuple(tensor.shape)}|".encode()
+        header = f"tensor|{tensor.dtype}|{tuple(tensor.shape)}|{tensor.layout}|".encode()
+        if tensor.layout != torch.strided:  # sparse: its coordinates and values, never a dense copy
+            coalesced = tensor.to_sparse_coo().coalesce()
+            return header + describe([coalesced.indices(), coalesced.values()], _seen)
         return header + tensor.cpu().contiguous().numpy().tobytes()
     if isinstance(value, np.ndarray):
         return f"array|{value.dtype.str}|{value.shape}|".encode() + np.ascontiguousarray(value).tobytes()

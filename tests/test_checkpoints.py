@@ -305,3 +305,13 @@ def test_stale_temporaries_are_removed_and_symlinks_written_through(tmp_path):
     assert _run(flow, tmp_path / "link.npz", steps=3).steps_done == 3
     assert MMSResult.load(target_folder / "real.npz").steps_done == 3
     assert math.isfinite(MMSResult.load(tmp_path / "link.npz").tracking_bound[-1])
+
+
+def test_sparse_data_is_fingerprinted_by_its_entries_without_a_dense_copy():
+    from mms_manifolds.fingerprint import describe
+
+    indices = torch.tensor([[0, 1, 999_999], [0, 1, 999_999]])
+    values = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    huge = torch.sparse_coo_tensor(indices, values, (1_000_000, 1_000_000))  # 8 TB if densified
+    assert describe(huge) == describe(torch.sparse_coo_tensor(indices, values.clone(), huge.shape))
+    assert describe(huge) != describe(torch.sparse_coo_tensor(indices, values * 2, huge.shape))
