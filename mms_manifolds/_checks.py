@@ -7,8 +7,10 @@ inside torch.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +25,32 @@ __all__ = [
     "check_real_tensor",
     "check_shape",
     "check_vector",
+    "unchecked_values",
+    "values_are_checked",
 ]
+
+_INSIDE_A_SOLVER = contextvars.ContextVar("mms_manifolds_inside_a_solver", default=False)
+
+
+@contextlib.contextmanager
+def unchecked_values() -> Iterator[None]:
+    """Inside it, points, tangent vectors and geometric results are not checked for finite values.
+
+    The library's inner solvers run inside it (:meth:`~mms_manifolds.solvers.InnerSolver.solve`): their
+    starting point is checked at the door, every iterate is made by the solver itself, and each solver
+    watches its own costs for non-finite values. A finiteness check reads a value back to the host
+    (a synchronisation on a GPU); shapes, dtypes and devices are still checked (no synchronisation).
+    """
+    token = _INSIDE_A_SOLVER.set(True)
+    try:
+        yield
+    finally:
+        _INSIDE_A_SOLVER.reset(token)
+
+
+def values_are_checked() -> bool:
+    """Whether finiteness checks of points, vectors and results run here (everywhere but inside a solver)."""
+    return not _INSIDE_A_SOLVER.get()
 
 
 def as_tensor(name: str, value: object, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -105,10 +132,10 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
 
 
 def check_vector(name: str, value: object, *, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Validate a flat vector: tensor of ``dtype`` on ``device``, shape ``(length,)``, finite."""
+    """Validate a flat vector: tensor of ``dtype`` on ``device``, shape ``(length,)``, finite (outside solvers)."""
     tensor = as_tensor(name, value, dtype=dtype, device=device)
     check_shape(name, tensor, (length,))
-    return check_finite(name, tensor)
+    return check_finite(name, tensor) if values_are_checked() else tensor
 
 
 def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:

@@ -24,6 +24,7 @@ from ._checks import (
     check_held_tensors,
     check_positive_float,
     check_shape,
+    values_are_checked,
 )
 from .diagnostics import JacobianDiagnostics
 from .linalg import (
@@ -71,8 +72,8 @@ def check_transport_kind(kind: str) -> str:
 
 
 def _finite_result(method: str, value: torch.Tensor) -> torch.Tensor:
-    """Return ``value``, raising ``ValueError`` if finite inputs overflowed to non-finite results."""
-    if not bool(torch.isfinite(value).all()):
+    """Return ``value``, raising ``ValueError`` if finite inputs overflowed to non-finite results (not inside a solver)."""
+    if values_are_checked() and not bool(torch.isfinite(value).all()):
         raise ValueError(
             f"IncrementManifold.{method} overflowed: finite inputs (theta, tangent or ambient vectors) gave "
             "non-finite values; rescale them"

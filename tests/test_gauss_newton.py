@@ -223,3 +223,22 @@ def test_geodesic_acceleration_makes_short_steps_more_accurate():
     assert errors[True] < errors[False]
     with pytest.raises(TypeError, match="geodesic_acceleration"):
         GaussNewton(geodesic_acceleration="yes")
+
+
+def test_solvers_check_points_at_the_door_not_in_the_hot_path(monkeypatch):
+    """theta0 is checked for finite values once; the iterates a solver makes itself are not (a host sync each on a GPU)."""
+    from mms_manifolds import _checks
+
+    flow = regression_flow()
+    theta0 = flow.parametrization.initial_point()
+    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    checked = []
+    original = _checks.check_finite
+    monkeypatch.setattr(_checks, "check_finite", lambda name, value: checked.append(name) or original(name, value))
+    result = GaussNewton(max_iterations=5).solve(subproblem, theta0)
+    assert result.iterations == 5 and checked == ["theta0"]
+    checked.clear()
+    subproblem.cost(theta0)  # a public call from outside a solver is checked
+    assert checked == ["theta"]
+    with pytest.raises(ValueError, match="theta0 contains 1 non-finite"):
+        GaussNewton(max_iterations=5).solve(subproblem, torch.cat([theta0[:-1], torch.tensor([math.nan])]))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_integer, check_positive_float
+from .._checks import check_integer, check_positive_float, unchecked_values
 from ..linalg import UnconvergedSolveCount
 from ..subproblem import MMSSubproblem
 
@@ -71,7 +71,10 @@ class InnerResult:
 class InnerSolver(ABC):
     """An inner solver for one MMS step.
 
-    :meth:`solve` guards every solver the same way: a result whose final cost exceeds the initial one
+    :meth:`solve` checks ``theta0`` at the door and runs the iteration inside
+    :func:`~mms_manifolds._checks.unchecked_values` (the iterates are the solver's own: their finiteness is
+    not re-checked at every geometric call, each check being a host synchronisation on a GPU; solvers watch
+    their costs instead). It guards every solver the same way: a result whose final cost exceeds the initial one
     by more than ``COST_INCREASE_TOLERANCE`` (relative) is replaced by the initial point with stop
     reason ``COST_INCREASE``; the rejected point stays in ``extra["rejected_point"]``.
 
@@ -107,12 +110,13 @@ class InnerSolver(ABC):
         target = self.tolerance if tolerance is None else check_positive_float("tolerance", tolerance, allow_zero=True)
         state = self.check_state(state)
         start = time.perf_counter()
-        initial_cost = subproblem.cost(theta0)
+        with unchecked_values():  # theta0 was just checked
+            initial_cost = subproblem.cost(theta0)
         if not math.isfinite(initial_cost):
             return InnerResult(
                 theta0, 0, [initial_cost], [], [], time.perf_counter() - start, StopReason.NON_FINITE, 0, state=state
             )
-        with UnconvergedSolveCount(f"{type(self).__name__} solve") as unconverged:
+        with UnconvergedSolveCount(f"{type(self).__name__} solve") as unconverged, unchecked_values():
             result = self._solve(subproblem, theta0.detach().clone(), target, state)
         result.unconverged_solves = unconverged.count
         initial, final = result.cost_history[0], result.cost_history[-1]
