@@ -31,7 +31,7 @@ from .linalg import (
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 
-__all__ = ["GaussNewtonModel", "MMSSubproblem", "Residual"]
+__all__ = ["GaussNewtonModel", "MMSSubproblem", "Residual", "StepHessian"]
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,34 @@ class GaussNewtonModel:
         return 0.5 * float(-(self.gradient @ step) + damping * (step @ step))
 
 
-class _StepHessian:
-    r"""The function-space Hessian of the MMS step, :math:`W = \nabla^2E(u) + M/\tau`: a :class:`~mms_manifolds.linalg.SymmetricOperator`."""
+class StepHessian:
+    r"""The function-space Hessian of the MMS step, :math:`W = \nabla^2E(u) + M/\tau`, a :class:`~mms_manifolds.linalg.SymmetricOperator`.
+
+    Its property :attr:`metric_multiple` says when :math:`W` is a multiple of the metric,
+    :math:`W = (c + 1/\tau)M`: then the Gauss–Newton model reuses the metric's own factorisation. An energy
+    states :math:`\nabla^2E = cM` through the optional :meth:`Energy.hessian_metric_multiple`, whose default
+    ``None`` (unknown) makes :math:`W` a sum applied term by term.
+
+    Args:
+        energy: :math:`E`.
+        metric: :math:`M`.
+        tau: :math:`\tau`.
+        u: the node values the Hessian is taken at, shape ``(N, m)``.
+    """
 
     def __init__(self, energy: Energy, metric: Metric, tau: float, u: torch.Tensor):
         self.energy, self.metric, self.tau, self.u = energy, metric, tau, u
+        multiple = energy.hessian_metric_multiple(metric)
+        self.energy_multiple = multiple
+        """:math:`c` with :math:`\nabla^2E = cM`, or ``None``."""
+
+    @property
+    def metric_multiple(self) -> float | None:
+        r""":math:`s` with :math:`W = sM` (:math:`s = c + 1/\tau`), or ``None`` when :math:`\nabla^2E` is no known multiple of :math:`M`."""
+        return None if self.energy_multiple is None else self.energy_multiple + 1 / self.tau
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
+        r""":math:`Wv` for ``v`` of shape ``(..., N, m)``."""
         if v.ndim == 2:
             return self.energy.hessian_matvec(self.u, v) + self.metric.apply(v) / self.tau
         flat = v.reshape(-1, *v.shape[-2:])
@@ -188,6 +209,10 @@ class MMSSubproblem:
         theta = self.manifold.check_point(theta)
         return self.manifold.parametrization.vjp(theta, self._evaluate(theta)[1])
 
+    def step_hessian(self, u: torch.Tensor) -> StepHessian:
+        r"""The step's function-space Hessian :math:`W = \nabla^2E(u) + M/\tau` at node values ``u``, shape ``(N, m)``."""
+        return StepHessian(self.energy, self.manifold.metric, self.tau, u)
+
     def riemannian_step_size(self, theta: torch.Tensor) -> float:
         r"""The rate :math:`\eta = 1/(c + 1/\tau)` at which a Riemannian gradient step is the Gauss–Newton step.
 
@@ -202,9 +227,9 @@ class MMSSubproblem:
         or line-search trial.
         """
         theta = self.manifold.check_point(theta)
-        multiple = self.energy.hessian_metric_multiple(self.manifold.metric)
+        u = self._evaluate(theta)[0]
+        multiple = self.step_hessian(u).energy_multiple
         if multiple is None:
-            u = self._evaluate(theta)[0]
             image = self.manifold.parametrization.jvp(
                 theta, self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta))
             )
@@ -253,7 +278,8 @@ class MMSSubproblem:
         manifold = self.manifold
         u, function_gradient = self._evaluate(theta)
         cost = float(self.objective(u))
-        multiple = self.energy.hessian_metric_multiple(manifold.metric)
+        weight = self.step_hessian(u)
+        multiple = weight.metric_multiple
         mode = manifold.selected_solve_mode() if multiple is not None else _resolve_solve_mode(manifold, solve_mode)
         matrix_free = isinstance(mode, ConjugateGradientSolve)
         metric_operator = manifold.linearization(theta)
@@ -263,13 +289,16 @@ class MMSSubproblem:
             jacobian = metric_operator.jacobian()
             gradient = jacobian.reshape(-1, manifold.dim).T @ function_gradient.reshape(-1)
         metric_trace = metric_operator.trace(exact=not matrix_free)
-        if multiple is not None:
-            scale = multiple + 1 / self.tau
+        if multiple is not None:  # W = sM: the metric's own factorisation, scaled
             factorization = manifold.metric_factorization(theta)
             return GaussNewtonModel(
-                cost, gradient, factorization, scale, scale * metric_trace / manifold.dim, 1 / (self.tau * scale)
+                cost,
+                gradient,
+                factorization,
+                multiple,
+                multiple * metric_trace / manifold.dim,
+                1 / (self.tau * multiple),
             )
-        weight = _StepHessian(self.energy, manifold.metric, self.tau, u)
         if matrix_free:
             operator = GramOperator(manifold.parametrization, weight, theta)
             factorization, trace = mode.factorize(operator), operator.trace(exact=False)

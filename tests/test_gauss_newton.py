@@ -242,3 +242,21 @@ def test_solvers_check_points_at_the_door_not_in_the_hot_path(monkeypatch):
     assert checked == ["theta"]
     with pytest.raises(ValueError, match="theta0 contains 1 non-finite"):
         GaussNewton(max_iterations=5).solve(subproblem, torch.cat([theta0[:-1], torch.tensor([math.nan])]))
+
+
+def test_the_step_hessian_knows_when_it_is_a_multiple_of_the_metric():
+    from problems import heat_flow
+
+    flow = regression_flow()
+    theta = flow.parametrization.initial_point()
+    u = flow.parametrization.value(theta)
+    step = MMSSubproblem(flow.manifold.with_anchor(u), flow.energy, flow.tau).step_hessian(u)
+    assert step.metric_multiple == pytest.approx(1 + 1 / flow.tau)  # W = (c + 1/tau) M with c = 1
+    v = torch.randn(u.shape, generator=torch.Generator().manual_seed(0), dtype=u.dtype)
+    assert torch.allclose(step.apply(v), step.metric_multiple * flow.metric.apply(v), atol=1e-14)
+    heat = heat_flow()
+    u = heat.parametrization.value(heat.parametrization.initial_point())
+    step = MMSSubproblem(heat.manifold.with_anchor(u), heat.energy, heat.tau).step_hessian(u)
+    assert step.metric_multiple is None  # the stiffness is no multiple of M: W is applied as a sum
+    v = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=u.dtype)
+    assert torch.allclose(step.apply(v), heat.energy.stiffness @ v + heat.metric.apply(v) / heat.tau, atol=1e-12)
