@@ -67,9 +67,16 @@ def describe(value: object, _seen: frozenset[int] = frozenset()) -> bytes:
     if isinstance(value, Mapping):
         keys = sorted(value, key=repr)
         return b"map|" + b"|".join(describe(key, seen) + b"=" + describe(value[key], seen) for key in keys)
+    if isinstance(value, torch.Generator):
+        return b"generator|" + describe(value.get_state(), seen)
     attributes = getattr(value, "__dict__", None)
     name = f"{type(value).__module__}.{type(value).__qualname__}"
     if attributes is None:
+        slots = [slot for cls in type(value).__mro__ for slot in getattr(cls, "__slots__", ())]
+        if slots:
+            return f"slots|{name}|".encode() + describe({slot: getattr(value, slot, None) for slot in slots}, seen)
+        if type(value).__repr__ is object.__repr__:  # the default repr holds an address, not the object's identity
+            return f"opaque|{name}".encode()
         return f"{name}|{value!r}".encode()
     identity = {key: item for key, item in attributes.items() if not (key == "_cache" or key.endswith("_cache"))}
     return f"object|{name}|".encode() + describe(identity, seen)

@@ -315,3 +315,18 @@ def test_sparse_data_is_fingerprinted_by_its_entries_without_a_dense_copy():
     huge = torch.sparse_coo_tensor(indices, values, (1_000_000, 1_000_000))  # 8 TB if densified
     assert describe(huge) == describe(torch.sparse_coo_tensor(indices, values.clone(), huge.shape))
     assert describe(huge) != describe(torch.sparse_coo_tensor(indices, values * 2, huge.shape))
+
+
+def test_objects_without_attributes_digest_by_content_never_by_address():
+    from mms_manifolds.fingerprint import describe
+
+    class Slotted:
+        __slots__ = ("value",)
+
+        def __init__(self, value):
+            self.value = value
+
+    assert describe(torch.Generator().manual_seed(3)) == describe(torch.Generator().manual_seed(3))
+    assert describe(torch.Generator().manual_seed(3)) != describe(torch.Generator().manual_seed(4))
+    assert describe(Slotted(1)) == describe(Slotted(1)) and describe(Slotted(1)) != describe(Slotted(2))
+    assert b"0x" not in describe(object())
