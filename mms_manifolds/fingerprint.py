@@ -62,6 +62,9 @@ def describe(value: object, _seen: frozenset[int] = frozenset()) -> bytes:
             + code.co_code
             + describe([code.co_consts, captured, getattr(value, "__self__", None)], seen)
         )
+    if isinstance(value, types.CodeType):  # nested functions and comprehensions: by their code, not their address
+        name = getattr(value, "co_qualname", value.co_name)  # co_qualname from Python 3.11
+        return f"code|{name}|".encode() + value.co_code + describe([value.co_consts, value.co_names], seen)
     if isinstance(value, (list, tuple)):
         return b"seq|" + b"|".join(describe(item, seen) for item in value)
     if isinstance(value, Mapping):

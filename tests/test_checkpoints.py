@@ -330,3 +330,16 @@ def test_objects_without_attributes_digest_by_content_never_by_address():
     assert describe(torch.Generator().manual_seed(3)) != describe(torch.Generator().manual_seed(4))
     assert describe(Slotted(1)) == describe(Slotted(1)) and describe(Slotted(1)) != describe(Slotted(2))
     assert b"0x" not in describe(object())
+
+
+def test_functions_with_nested_code_digest_by_their_code():
+    from mms_manifolds.fingerprint import describe
+
+    def make(scale):
+        def energy(u):
+            return sum(value * scale for value in [u])  # a comprehension: a nested code object
+
+        return energy
+
+    assert describe(make(2.0)) == describe(make(2.0)) and b" at 0x" not in describe(make(2.0))
+    assert describe(make(2.0)) != describe(make(3.0))  # the captured value is part of it
