@@ -4,13 +4,18 @@ r"""Digests of everything that determines an MMS trajectory, so a checkpoint can
 (architecture, activation, nodes), the energy (type and data), the metric (type and data), the time
 step, the manifold's damping and solve mode, the inner solver's full configuration, the dtype and the
 initial parameters. Objects are described by :func:`describe`: tensors and arrays by dtype, shape and
-bytes; ``torch.nn.Module`` by its printed architecture (its parameter values are the initial parameters,
-digested separately) and its buffers; functions by qualified name and bytecode; other objects by type
-and public attributes, recursively. Two runs with equal digests of a part set that part up identically.
+bytes (sparse ones by coordinates and values); ``torch.nn.Module`` by its printed architecture (its
+parameter values are the initial parameters, digested separately), its buffers and frozen parameters;
+functions by qualified name, bytecode, constants (nested code included) and captured values; builtins
+by name; ``functools.partial`` by function and arguments; generators by their state; other objects by
+type and attributes (or slots), recursively. Nothing is described by its memory address, so equal
+set-ups in two processes digest equally. Two runs with equal digests of a part set that part up
+identically.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import types
@@ -62,6 +67,10 @@ def describe(value: object, _seen: frozenset[int] = frozenset()) -> bytes:
             + code.co_code
             + describe([code.co_consts, captured, getattr(value, "__self__", None)], seen)
         )
+    if isinstance(value, functools.partial):
+        return b"partial|" + describe([value.func, value.args, value.keywords], seen)
+    if isinstance(value, types.BuiltinFunctionType):  # torch.sin and friends: by name (their repr holds an address)
+        return f"builtin|{value.__module__}.{getattr(value, '__qualname__', value.__name__)}".encode()
     if isinstance(value, types.CodeType):  # nested functions and comprehensions: by their code, not their address
         name = getattr(value, "co_qualname", value.co_name)  # co_qualname from Python 3.11
         return f"code|{name}|".encode() + value.co_code + describe([value.co_consts, value.co_names], seen)

@@ -343,3 +343,17 @@ def test_functions_with_nested_code_digest_by_their_code():
 
     assert describe(make(2.0)) == describe(make(2.0)) and b" at 0x" not in describe(make(2.0))
     assert describe(make(2.0)) != describe(make(3.0))  # the captured value is part of it
+
+
+def test_builtins_and_partials_digest_by_what_they_compute():
+    import functools
+
+    from mms_manifolds.fingerprint import describe
+
+    assert describe(torch.sin) == describe(torch.sin) and describe(torch.sin) != describe(torch.cos)
+    assert b" at 0x" not in describe(torch.sin)
+
+    def scaled(u, scale):
+        return u * scale
+
+    assert describe(functools.partial(scaled, scale=2.0)) != describe(functools.partial(scaled, scale=3.0))
