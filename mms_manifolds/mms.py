@@ -34,7 +34,7 @@ from .linalg import UnconvergedSolveCount
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
-from .results import MMSResult, ResultFileError, StepRecord
+from .results import MMSResult, StepRecord
 from .run_settings import RunSettings
 from .solvers.base import InnerResult, InnerSolver, StopReason
 from .storage import WriterLock, resolve_path
@@ -476,11 +476,6 @@ class MinimizingMovement:
         conflict = settings.resume_conflict(result.metadata, result.steps_done)
         if conflict is not None:
             raise ValueError(f"checkpoint {path} cannot be resumed: {conflict}; use another path or the same settings")
-        needs_references = self.energy.has_prox and not settings.resampled
-        if needs_references and len(result.reference_states) != result.steps_done + 1 and result.reference_states:
-            raise ResultFileError(
-                f"{path}: {len(result.reference_states)} reference states for {result.steps_done} steps"
-            )
         found = {key: result.metadata[key] for key in _FOUND_BY_THE_RUN if key in result.metadata}
         withdrawn = "certification_withdrawn" in found
         result.metadata = {**settings.as_metadata(), **found, "certified": settings.certified and not withdrawn}

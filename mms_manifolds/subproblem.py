@@ -227,16 +227,7 @@ class MMSSubproblem:
         or line-search trial.
         """
         theta = self.manifold.check_point(theta)
-        u = self._evaluate(theta)[0]
-        multiple = self.step_hessian(u).energy_multiple
-        if multiple is None:
-            image = self.manifold.parametrization.jvp(
-                theta, self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta))
-            )
-            size = float(self.manifold.metric.inner(image, image))
-            curvature = float((self.energy.hessian_matvec(u, image) * image).sum())
-            multiple = curvature / size if size > 0 and math.isfinite(curvature) else 0.0
-        return 1.0 / (max(multiple, 0.0) + 1.0 / self.tau)
+        return self._step_size(theta, self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta)))
 
     def riemannian_step_length(self, theta: torch.Tensor) -> float:
         r""":math:`\ell = \eta\|\operatorname{grad} f(\theta)\|_G`, the length of the step :meth:`riemannian_step_size` takes.
@@ -245,7 +236,18 @@ class MMSSubproblem:
         """
         theta = self.manifold.check_point(theta)
         gradient = self.manifold.egrad2rgrad(theta, self.euclidean_gradient(theta))
-        return self.riemannian_step_size(theta) * float(self.manifold.norm(theta, gradient))
+        return self._step_size(theta, gradient) * float(self.manifold.norm(theta, gradient))
+
+    def _step_size(self, theta: torch.Tensor, gradient: torch.Tensor) -> float:
+        """:meth:`riemannian_step_size` from the Riemannian gradient at ``theta``, computed once by the caller."""
+        u = self._evaluate(theta)[0]
+        multiple = self.step_hessian(u).energy_multiple
+        if multiple is None:
+            image = self.manifold.parametrization.jvp(theta, gradient)
+            size = float(self.manifold.metric.inner(image, image))
+            curvature = float((self.energy.hessian_matvec(u, image) * image).sum())
+            multiple = curvature / size if size > 0 and math.isfinite(curvature) else 0.0
+        return 1.0 / (max(multiple, 0.0) + 1.0 / self.tau)
 
     def hessian_vector_product(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Euclidean Hessian-vector product :math:`\nabla^2_\theta f\,\xi`, shape ``(p,)``."""
