@@ -160,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", default="poisson,nonlinear")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, ..., first-seed + seeds - 1")
     parser.add_argument("--iterations", type=int, default=100, help="Gauss-Newton iterations per seed")
     parser.add_argument("--budget", type=int, default=60, help="iterations within which a target counts as reached")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (timings name it)")
@@ -169,7 +170,7 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
     rows = []
     for problem in arguments.problems.split(","):
-        for seed in range(arguments.seeds):
+        for seed in range(arguments.first_seed, arguments.first_seed + arguments.seeds):
             row = run_seed(problem, seed, arguments.iterations, arguments.line_search)
             rows.append(row)
             print(

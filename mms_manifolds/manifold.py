@@ -272,6 +272,14 @@ class IncrementManifold:
         r"""Function-space image :math:`J(\theta)\xi`, shape ``(N, m)``."""
         return _finite_result("to_ambient", self.parametrization.jvp(self.check_point(theta), self.check_tangent(xi)))
 
+    def pull_back(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        r""":math:`J(\theta)^\top w` for a dual function-space vector ``w`` of shape ``(N, m)``, shape ``(p,)``.
+
+        A product with the Jacobian cached at ``theta`` where it is formed, else a VJP.
+        """
+        theta, w = self.check_point(theta), self._check_ambient(w, "w")
+        return _finite_result("pull_back", self._linearization.vjp(theta, w))
+
     def inner(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         r""":math:`g_\theta(\xi, \eta) = \langle J\xi, J\eta\rangle_M + \lambda_d\,\xi\cdot\eta` (scalar tensor)."""
         theta, xi, eta = self.check_point(theta), self.check_tangent(xi), self.check_tangent(eta, "eta")

@@ -78,14 +78,22 @@ class GaussNewtonModel:
     mean_eigenvalue: float
     proximal_share: float
 
-    def step(self, damping: float = 0.0) -> torch.Tensor:
+    def step(self, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
         r""":math:`\delta = -(A + \mu I)^{-1}g`, shape ``(p,)``; :math:`\mu = 0` gives :math:`-A^+g`, the truncated pseudo-inverse step.
 
-        The eigenvalues of :math:`A` that the pseudo-inverse drops are those at or below
-        :func:`~mms_manifolds.linalg.pseudo_inverse_rtol` times the largest (or the cutoff of the
-        factorisation's solve mode); in the matrix-free mode :math:`\mu = 0` is not available.
+        See :meth:`inverse` for the eigenvalues the pseudo-inverse drops.
         """
-        return -self.factorization.solve(self.gradient, damping / self.scale).value / self.scale
+        return -self.inverse(self.gradient, damping, cutoff)
+
+    def inverse(self, rhs: torch.Tensor, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
+        r""":math:`(A + \mu I)^{-1}b` for ``rhs`` :math:`b` of shape ``(p,)``, or the truncated pseudo-inverse :math:`A^+b` for :math:`\mu = 0`.
+
+        The pseudo-inverse drops the eigenvalues of :math:`A` at or below ``cutoff`` times the largest,
+        where ``cutoff`` is larger than the factorisation's own cutoff
+        (:func:`~mms_manifolds.linalg.pseudo_inverse_rtol`, or the solve mode's), else at or below that
+        one. In the matrix-free mode :math:`\mu = 0` is not available.
+        """
+        return self.factorization.solve(rhs, damping / self.scale, cutoff).value / self.scale
 
     def predicted_decrease(self, step: torch.Tensor, damping: float = 0.0) -> float:
         r""":math:`m(0) - m(\delta) = \tfrac12(-g\cdot\delta + \mu\,\delta\cdot\delta)` for the step :meth:`step` returned with damping :math:`\mu`."""
@@ -312,7 +320,12 @@ class MMSSubproblem:
         return GaussNewtonModel(cost, gradient, factorization, 1.0, trace / manifold.dim, share)
 
     def geodesic_acceleration(
-        self, theta: torch.Tensor, model: GaussNewtonModel, step: torch.Tensor, damping: float
+        self,
+        theta: torch.Tensor,
+        model: GaussNewtonModel,
+        step: torch.Tensor,
+        damping: float,
+        cutoff: float | None = None,
     ) -> torch.Tensor:
         r"""The second-order correction :math:`a = -(A + \mu I)^{-1}J^\top W\,D^2\phi[\delta, \delta]` of a model step, shape ``(p,)``.
 
@@ -321,7 +334,9 @@ class MMSSubproblem:
         :math:`J\delta + \tfrac12(D^2\phi[\delta, \delta] + Ja) + O(|\delta|^3)`, and :math:`a` is the
         :math:`W`-least-squares choice that cancels the second-order term (:math:`W = \nabla^2E(u) + M/\tau`):
         the geodesic acceleration of Levenberg–Marquardt. One second directional derivative (a JVP of a
-        JVP), one VJP, and one solve with the model's factorisation.
+        JVP), one product with :math:`J^\top` (the cached Jacobian where it is formed, else a VJP), and one
+        solve with the model's factorisation (:meth:`GaussNewtonModel.inverse`: for :math:`\mu = 0` the
+        pseudo-inverse with ``cutoff``, the one the step was taken with).
 
         References:
             M. K. Transtrum, J. P. Sethna, "Improvements to the Levenberg–Marquardt algorithm for nonlinear
@@ -331,8 +346,7 @@ class MMSSubproblem:
         u, _ = self._evaluate(theta)
         curvature = parametrization.second_derivative(theta, step, step)
         weighted = self.energy.hessian_matvec(u, curvature) + self.manifold.metric.apply(curvature) / self.tau
-        rhs = parametrization.vjp(theta, weighted)
-        return -model.factorization.solve(rhs, damping / model.scale).value / model.scale
+        return -model.inverse(self.manifold.pull_back(theta, weighted), damping, cutoff)
 
     def riemannian_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         r""":math:`G^{-1}\nabla_\theta f`, shape ``(p,)``."""

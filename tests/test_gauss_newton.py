@@ -95,6 +95,74 @@ def test_one_iteration_lands_on_the_constrained_minimiser_of_a_linear_model(repe
     assert bool(torch.isfinite(result.point).all()) and float(result.point.norm()) < 1e6
 
 
+def test_the_step_cutoff_drops_the_eigenvalues_at_or_below_it():
+    """Eigenvalues s_i^2 of A: 1, 3.7e-4, 1.4e-7, 5.2e-11, 1.9e-14, ...; a cutoff of 1e-12 keeps four directions.
+
+    Those four are resolved to rounding, so the step matches the SVD reference tightly; a cutoff below the
+    factorisation's own (p eps) changes nothing.
+    """
+    flow, basis, _ = _linear_flow(torch.logspace(0, -12, 8), repeated_column=False)
+    theta0 = flow.parametrization.initial_point()
+    model = _step_problem(flow, theta0).gauss_newton_model(theta0)
+    _, singular, right = torch.linalg.svd(basis, full_matrices=False)
+    kept = singular**2 > 1e-12 * float(singular.max()) ** 2
+    assert int(kept.sum()) == 4
+    reference = -(right[kept].T @ ((right[kept] @ model.gradient) / singular[kept] ** 2)) / model.scale
+    assert torch.allclose(model.step(0.0, 1e-12), reference, rtol=1e-8, atol=1e-12)
+    assert torch.equal(model.step(0.0, 1e-30), model.step(0.0))
+    assert not torch.allclose(model.step(0.0, 1e-12), model.step(0.0))
+
+
+def test_the_full_pseudo_inverse_takes_over_where_the_truncated_step_has_nothing_left():
+    """The residual lies along a singular direction below the step cutoff (s = 1e-7): the truncated step is zero.
+
+    The full pseudo-inverse (cutoff p eps) still resolves that direction, and on this linear model one iteration
+    lands on the constrained minimiser, the prox of the anchor (stopping there would be a false stall).
+    """
+    generator = torch.Generator().manual_seed(1)
+    count = 20
+    left, _ = torch.linalg.qr(torch.randn(count, 2, generator=generator, dtype=torch.float64))
+    basis = left @ torch.diag(torch.tensor([1.0, 1e-7], dtype=torch.float64))
+    metric = L2Metric(torch.ones(count, dtype=torch.float64))
+    parametrization = LinearParametrization(basis)
+    theta0 = parametrization.initial_point()
+    anchor = parametrization.value(theta0)
+    target = anchor - 0.5 * left[:, 1:]
+    flow = MinimizingMovement(parametrization, L2Regression(target, metric), metric, 1e3, damping=0.0)
+    subproblem = _step_problem(flow, theta0)
+    model = subproblem.gauss_newton_model(theta0)
+    assert float(model.step(0.0, 1e-12).norm()) < 1e-15  # rounding only
+    result = GaussNewton(max_iterations=1, globalization="line-search").solve(subproblem, theta0)
+    prox = (anchor + flow.tau * target) / (1 + flow.tau)
+    assert torch.allclose(parametrization.value(result.point), prox, atol=1e-9)
+    assert result.stop_reason.name != "STALLED"
+
+
+def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo():
+    """The accepted point is theta + eta delta + eta^2 a / 2 with the second-order correction a of delta."""
+    flow = regression_flow(seed=2, tau=0.2)
+    theta0 = flow.parametrization.initial_point()
+    subproblem = _step_problem(flow, theta0)
+    solver = GaussNewton(max_iterations=1, globalization="line-search")
+    result = solver.solve(subproblem, theta0)
+    length = result.state["step_length"]
+    model = subproblem.gauss_newton_model(theta0)
+    step = model.step(0.0, solver.step_cutoff)
+    acceleration = subproblem.geodesic_acceleration(theta0, model, step, 0.0, solver.step_cutoff)
+    assert float(acceleration.norm()) > 0
+    assert torch.allclose(result.point, theta0 + length * step + 0.5 * length**2 * acceleration, rtol=0, atol=1e-12)
+    slope = float(model.gradient @ step)
+    assert result.cost_history[-1] <= result.cost_history[0] + solver.armijo * length * slope
+    straight = GaussNewton(max_iterations=1, globalization="line-search", geodesic_acceleration=False)
+    assert not torch.allclose(straight.solve(subproblem, theta0).point, result.point)
+
+
+@pytest.mark.parametrize("cutoff", [0.0, -1e-12, 1.0, math.nan, None])
+def test_the_step_cutoff_is_checked(cutoff):
+    with pytest.raises((TypeError, ValueError), match="step_cutoff"):
+        GaussNewton(step_cutoff=cutoff)
+
+
 def test_gram_factorization_matches_dense_solves_on_both_sides():
     generator = torch.Generator().manual_seed(3)
     tall = torch.randn(30, 12, generator=generator)

@@ -104,7 +104,9 @@ class _ConjugateGradientFactorization(Factorization):
         image = parametrization.jvp(theta, self.solve(egrad, damping).value)
         return float(self.operator.weight.norm(image))
 
-    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
+    def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
+        del rtol  # no pseudo-inverse here: CG solves the damped system
+
         def matvec(xi: torch.Tensor) -> torch.Tensor:
             return self.operator.matvec(xi) + damping * xi
 

@@ -83,8 +83,8 @@ class GramFactorization(Factorization):
             self._cholesky = (damping, lower if int(info) == 0 else None)
         return self._cholesky[1]
 
-    def _gram_solve(self, rhs: torch.Tensor, damping: float) -> torch.Tensor:
-        r""":math:`(\text{gram} + \lambda I)^{-1}` rhs for :math:`\lambda > 0`, or the truncated pseudo-inverse (squared on the kernel side) for 0."""
+    def _gram_solve(self, rhs: torch.Tensor, damping: float, rtol: float) -> torch.Tensor:
+        r""":math:`(\text{gram} + \lambda I)^{-1}` rhs for :math:`\lambda > 0`, or the truncated pseudo-inverse (squared on the kernel side, cutoff ``rtol``) for 0."""
         if damping > 0.0:
             lower = self._shifted_cholesky(damping)
             if lower is not None:
@@ -92,15 +92,16 @@ class GramFactorization(Factorization):
             eigenvalues, eigenvectors = self.eigendecomposition()
             return eigenvectors @ ((eigenvectors.T @ rhs) / (eigenvalues + damping))
         eigenvalues, eigenvectors = self.eigendecomposition()
-        keep = eigenvalues > self.rtol * eigenvalues[-1]
+        keep = eigenvalues > rtol * eigenvalues[-1]
         power = 1 if self.factor is None else 2
         inverse = torch.where(keep, 1.0 / eigenvalues.where(keep, torch.ones_like(eigenvalues)) ** power, 0.0)
         return eigenvectors @ (inverse * (eigenvectors.T @ rhs))
 
-    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
+    def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
+        rtol = self.rtol if rtol is None else max(rtol, self.rtol)
         if self.factor is None:
-            return LinearSolution(value=self._gram_solve(rhs, damping), mode=self.mode)
-        projected = self._gram_solve(self.factor @ rhs, damping)
+            return LinearSolution(value=self._gram_solve(rhs, damping, rtol), mode=self.mode)
+        projected = self._gram_solve(self.factor @ rhs, damping, rtol)
         if damping > 0.0:
             value = (rhs - self.factor.T @ projected) / damping
         else:
@@ -130,8 +131,9 @@ class _SingularValueFactorization(Factorization):
     def __init__(self, operator: GramOperator, rtol: float):
         self.operator, self.rtol = operator, rtol
 
-    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
-        return LinearSolution(value=_singular_value_solve(self.operator, rhs, damping, self.rtol), mode=self.mode)
+    def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
+        rtol = self.rtol if rtol is None else max(rtol, self.rtol)
+        return LinearSolution(value=_singular_value_solve(self.operator, rhs, damping, rtol), mode=self.mode)
 
 
 class WhitenedGramFactorization(GramFactorization):
@@ -184,10 +186,11 @@ class WhitenedGramFactorization(GramFactorization):
             return self._rtol
         return pseudo_inverse_rtol(min(self.operator.whitened_jacobian().shape), self.operator.theta.dtype)
 
-    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
+    def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
         if damping > 0.0:
             return super().solve(rhs, damping)
-        return LinearSolution(value=_singular_value_solve(self.operator, rhs, 0.0, self.rtol), mode=self.mode)
+        rtol = self.rtol if rtol is None else max(rtol, self.rtol)
+        return LinearSolution(value=_singular_value_solve(self.operator, rhs, 0.0, rtol), mode=self.mode)
 
 
 @dataclass(frozen=True)

@@ -160,5 +160,9 @@ class Factorization(ABC):
         return float(torch.linalg.vector_norm((right[keep] @ egrad) / singular[keep]))
 
     @abstractmethod
-    def solve(self, rhs: torch.Tensor, damping: float) -> LinearSolution:
-        r"""Solve :math:`(J^\top W J + \lambda I)x = b`; ``rhs`` shape ``(p,)``, :math:`\lambda` = ``damping``."""
+    def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
+        r"""Solve :math:`(J^\top W J + \lambda I)x = b`; ``rhs`` shape ``(p,)``, :math:`\lambda` = ``damping``.
+
+        ``rtol`` (:math:`\lambda = 0` in the direct modes only): the relative eigenvalue cutoff of this
+        pseudo-inverse, if larger than the factorisation's own; ``None`` for the factorisation's own.
+        """
