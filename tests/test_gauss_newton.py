@@ -132,29 +132,42 @@ def test_the_full_pseudo_inverse_takes_over_where_the_truncated_step_has_nothing
     subproblem = _step_problem(flow, theta0)
     model = subproblem.gauss_newton_model(theta0)
     assert float(model.step(0.0, 1e-12).norm()) < 1e-15  # rounding only
-    result = GaussNewton(max_iterations=1, globalization="line-search").solve(subproblem, theta0)
+    solver = GaussNewton(max_iterations=1, globalization="line-search")
+    after_a_short_step = {"step_length": 0.5, "relative_damping": solver.initial_damping}  # the truncated step
+    assert solver.step_cutoff_after(after_a_short_step["step_length"]) == 1e-12
+    result = solver.solve(subproblem, theta0, state=after_a_short_step)
     prox = (anchor + flow.tau * target) / (1 + flow.tau)
     assert torch.allclose(parametrization.value(result.point), prox, atol=1e-9)
     assert result.stop_reason.name != "STALLED"
 
 
-def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo():
-    """The accepted point is theta + eta delta + eta^2 a / 2 with the second-order correction a of delta."""
+@pytest.mark.parametrize("previous_length", [1.0, 0.25])
+def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo(previous_length):
+    """The accepted point is theta + eta delta + eta^2 a / 2 with the second-order correction a of delta.
+
+    delta is the full pseudo-inverse step after a full-length step (and at a cold start), the truncated one
+    (``step_cutoff``) after a shortened step.
+    """
     flow = regression_flow(seed=2, tau=0.2)
     theta0 = flow.parametrization.initial_point()
     subproblem = _step_problem(flow, theta0)
-    solver = GaussNewton(max_iterations=1, globalization="line-search")
-    result = solver.solve(subproblem, theta0)
+    solver = GaussNewton(max_iterations=1, globalization="line-search", step_cutoff=1e-6)
+    state = {"step_length": previous_length, "relative_damping": solver.initial_damping}
+    result = solver.solve(subproblem, theta0, state=state)
     length = result.state["step_length"]
+    assert length <= min(1.0, 2 * previous_length)
+    cutoff = None if previous_length == 1.0 else 1e-6
+    assert solver.step_cutoff_after(previous_length) == cutoff
     model = subproblem.gauss_newton_model(theta0)
-    step = model.step(0.0, solver.step_cutoff)
-    acceleration = subproblem.geodesic_acceleration(theta0, model, step, 0.0, solver.step_cutoff)
+    step = model.step(0.0, cutoff)
+    assert not torch.allclose(step, model.step(0.0, 1e-6 if cutoff is None else None))  # the cutoff matters here
+    acceleration = subproblem.geodesic_acceleration(theta0, model, step, 0.0, cutoff)
     assert float(acceleration.norm()) > 0
     assert torch.allclose(result.point, theta0 + length * step + 0.5 * length**2 * acceleration, rtol=0, atol=1e-12)
     slope = float(model.gradient @ step)
     assert result.cost_history[-1] <= result.cost_history[0] + solver.armijo * length * slope
-    straight = GaussNewton(max_iterations=1, globalization="line-search", geodesic_acceleration=False)
-    assert not torch.allclose(straight.solve(subproblem, theta0).point, result.point)
+    straight = GaussNewton(max_iterations=1, globalization="line-search", geodesic_acceleration=False, step_cutoff=1e-6)
+    assert not torch.allclose(straight.solve(subproblem, theta0, state=state).point, result.point)
 
 
 @pytest.mark.parametrize("cutoff", [0.0, -1e-12, 1.0, math.nan, None])
