@@ -145,8 +145,8 @@ def test_the_full_pseudo_inverse_takes_over_where_the_truncated_step_has_nothing
 def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo(previous_length):
     """The accepted point is theta + eta delta + eta^2 a / 2 with the second-order correction a of delta.
 
-    delta is the full pseudo-inverse step after a full-length step (and at a cold start), the truncated one
-    (``step_cutoff``) after a shortened step.
+    delta is the full pseudo-inverse step after a full-length step, the truncated one (``step_cutoff``) after a
+    shortened step and at a cold start.
     """
     flow = regression_flow(seed=2, tau=0.2)
     theta0 = flow.parametrization.initial_point()
@@ -158,6 +158,7 @@ def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo(prev
     assert length <= min(1.0, 2 * previous_length)
     cutoff = None if previous_length == 1.0 else 1e-6
     assert solver.step_cutoff_after(previous_length) == cutoff
+    assert solver.step_cutoff_after(solver.initial_state()["step_length"]) == 1e-6  # a cold start is truncated
     model = subproblem.gauss_newton_model(theta0)
     step = model.step(0.0, cutoff)
     assert not torch.allclose(step, model.step(0.0, 1e-6 if cutoff is None else None))  # the cutoff matters here
