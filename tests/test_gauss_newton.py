@@ -21,6 +21,7 @@ from mms_manifolds import (
     MMSSubproblem,
 )
 from mms_manifolds.linalg import GramFactorization
+from mms_manifolds.reproduce import build
 
 from problems import regression_flow
 
@@ -169,6 +170,23 @@ def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo(prev
     assert result.cost_history[-1] <= result.cost_history[0] + solver.armijo * length * slope
     straight = GaussNewton(max_iterations=1, globalization="line-search", geodesic_acceleration=False, step_cutoff=1e-6)
     assert not torch.allclose(straight.solve(subproblem, theta0, state=state).point, result.point)
+
+
+def test_long_line_searches_do_not_creep_into_rounding_and_stall_the_flow():
+    """The known-minimiser flow with 50 iterations per step: the search must keep moving the flow.
+
+    Its steps take the line search (proximal share 0.39). When the search halved down to lengths of
+    4e-16 it accepted points whose cost differed from the last by rounding alone and handed that length
+    to the next MMS step, and from the third step on the flow stood still 0.098 from the minimiser. It
+    now stops halving where the first-order decrease is below the cost's rounding level, falls back to
+    Levenberg–Marquardt, and the next search starts afresh.
+    """
+    experiment = build("known_minimizer", "full")
+    result = experiment.flow.run(experiment.theta0, 4, GaussNewton(max_iterations=50))
+    distance = experiment.evaluations["distance_to_grid_minimiser"]
+    distances = [distance(theta) for theta in result.thetas]
+    assert distances[4] < 0.5 * distances[2], distances
+    assert result.metadata["solver_state"]["step_length"] > 1e-8
 
 
 @pytest.mark.parametrize("cutoff", [0.0, -1e-12, 1.0, math.nan, None])

@@ -69,9 +69,13 @@ class GaussNewton(InnerSolver):
       :math:`h + 1` cost evaluations per iteration),
 
     starting at :math:`\eta_0 = \min(1, 2\eta_{\text{prev}})`, twice the last accepted length (a step
-    that needed halving is likely to need it again next iteration). Only if no length decreases the
-    cost does the iteration fall back to Levenberg–Marquardt retries on the same model. Every accepted
-    step lowers the cost, so the cost never increases (tested).
+    that needed halving is likely to need it again next iteration). The halving stops where the
+    first-order decrease :math:`\eta|g\cdot\delta|` falls below the cost's rounding level: shorter
+    lengths would be accepted or refused by rounding alone (they once crept down to
+    :math:`\eta \approx 10^{-16}` and, handed on to the next MMS step, stalled a flow). If no length
+    decreases the cost the iteration falls back to Levenberg–Marquardt retries on the same model, and
+    the next search starts afresh, as at a cold start. Every accepted step lowers the cost, so the cost
+    never increases (tested).
 
     ``globalization="levenberg-marquardt"``: :math:`\delta = -(A + \mu I)^{-1}g`, accepted when
     :math:`\rho = (f(\theta) - f(\theta + \delta)) / (m(0) - m(\delta)) > 0`, with Nielsen's update
@@ -227,8 +231,8 @@ class GaussNewton(InnerSolver):
             candidate = None
             if use_line_search:
                 candidate, length = self._line_search(subproblem, model, theta, step_length)
-                if candidate is not None:
-                    step_length = length
+                # after a fallback to Levenberg–Marquardt the next search starts afresh, as at a cold start
+                step_length = length if candidate is not None else self.initial_state()["step_length"]
             if candidate is None:  # Levenberg–Marquardt, or the line search's fallback
                 candidate, relative_damping, nu = self._levenberg_marquardt(
                     subproblem, model, theta, relative_damping, nu
@@ -260,18 +264,21 @@ class GaussNewton(InnerSolver):
             state={"step_length": step_length, "relative_damping": relative_damping},
         )
 
-    def _unresolvable(self, model: GaussNewtonModel, predicted: float) -> bool:
-        r"""Whether a predicted decrease is below the rounding level of the cost's value, :math:`8\varepsilon\max(|f|, 1)`.
+    def _rounding_level(self, model: GaussNewtonModel) -> float:
+        r""":math:`8\varepsilon\max(|f|, 1)`, the rounding level of the cost's value.
 
-        Below it the line search cannot tell a decrease from rounding. The level is that of the computed
-        value, not of its terms: where a sum's terms cancel (a Ritz energy's :math:`\tfrac12|u'|^2` against
-        :math:`-fu`) its true rounding can be somewhat larger, and the search then follows rounding for a few
-        steps; an earlier bound :math:`8\varepsilon\sqrt{Nm}\max(|f|, 1)` stopped it too early instead
+        Below it a change of the cost cannot be told from rounding. It is the level of the computed value,
+        not of its terms: where a sum's terms cancel (a Ritz energy's :math:`\tfrac12|u'|^2` against
+        :math:`-fu`) the true rounding can be somewhat larger, and the search then follows rounding for a
+        few steps; an earlier level :math:`8\varepsilon\sqrt{Nm}\max(|f|, 1)` stopped it too early instead
         (measured in ``docs/gauss_newton.md``: 30 against 36 of 40 seeds of the nonlinear Ritz benchmark at
         1e-7).
         """
-        rounding = 8 * torch.finfo(model.gradient.dtype).eps * max(abs(model.cost), 1.0)
-        return not predicted > rounding
+        return 8 * torch.finfo(model.gradient.dtype).eps * max(abs(model.cost), 1.0)
+
+    def _unresolvable(self, model: GaussNewtonModel, predicted: float) -> bool:
+        """Whether a predicted decrease is at or below the cost's rounding level (:meth:`_rounding_level`)."""
+        return not predicted > self._rounding_level(model)
 
     def _accept_on_residual(
         self, subproblem: MMSSubproblem, theta: torch.Tensor, step: torch.Tensor
@@ -317,6 +324,8 @@ class GaussNewton(InnerSolver):
         length = min(1.0, 2 * previous_length)
         best: tuple[float, torch.Tensor, float] | None = None
         for _ in range(self.max_halvings + 1):
+            if self._unresolvable(model, -length * slope):
+                break  # a first-order decrease below rounding: no shorter length can be judged by the cost
             candidate = theta + length * step + (0.5 * length**2) * acceleration
             candidate_cost = self._trial_cost(subproblem, candidate)
             if self.line_search == "armijo":
