@@ -41,8 +41,8 @@ class GaussNewton(InnerSolver):
     (``docs/performance.md``): on the paper's flows at 1-3 iterations per step (:math:`s` 0.7-0.9)
     Levenberg–Marquardt ends 3-20 times closer to the exact flow (regression 0.034 against 0.74 at 3
     iterations); on the 2-D Poisson least-squares problem (:math:`\tau = 10^6`, :math:`s \approx 10^{-8}`)
-    it leaves a floor near :math:`10^{-5}` where the line search reaches :math:`10^{-6}` within 60
-    iterations on 20 of 20 seeds (``docs/gauss_newton.md``).
+    it leaves a floor near :math:`10^{-5}`, where the line search reaches :math:`10^{-6}` (at
+    :math:`\tau = 10^{12}`: within 60 iterations on 20 of 20 seeds, ``docs/gauss_newton.md``).
 
     ``globalization="line-search"``: the direction is the pseudo-inverse step
     :math:`\delta = -A^+g`, the energy natural gradient step of Müller & Zeinhofer for the MMS
