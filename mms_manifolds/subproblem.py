@@ -117,8 +117,7 @@ class StepHessian:
 
     def __init__(self, energy: Energy, metric: Metric, tau: float, u: torch.Tensor):
         self.energy, self.metric, self.tau, self.u = energy, metric, tau, u
-        multiple = energy.hessian_metric_multiple(metric)
-        self.energy_multiple = multiple
+        self.energy_multiple = energy.hessian_metric_multiple(metric)
         """:math:`c` with :math:`\nabla^2E = cM`, or ``None``."""
 
     @property
@@ -345,7 +344,7 @@ class MMSSubproblem:
         parametrization = self.manifold.parametrization
         u, _ = self._evaluate(theta)
         curvature = parametrization.second_derivative(theta, step, step)
-        weighted = self.energy.hessian_matvec(u, curvature) + self.manifold.metric.apply(curvature) / self.tau
+        weighted = self.step_hessian(u).apply(curvature)
         return -model.inverse(self.manifold.pull_back(theta, weighted), damping, cutoff)
 
     def riemannian_gradient(self, theta: torch.Tensor) -> torch.Tensor:

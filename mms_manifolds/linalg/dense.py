@@ -12,6 +12,11 @@ from .solution import Factorization, LinearSolution, check_fits_in_memory, pseud
 __all__ = ["DenseSolve", "GramFactorization", "WhitenedGramFactorization"]
 
 
+def _solve_rtol(own: float, requested: float | None) -> float:
+    """The cutoff of one pseudo-inverse solve: the factorisation's own, or a larger one the caller asks for."""
+    return own if requested is None else max(requested, own)
+
+
 class GramFactorization(Factorization):
     r"""Solve :math:`(A + \lambda I)x = b` from an explicit Gram matrix, for any :math:`\lambda \ge 0`.
 
@@ -98,7 +103,7 @@ class GramFactorization(Factorization):
         return eigenvectors @ (inverse * (eigenvectors.T @ rhs))
 
     def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
-        rtol = self.rtol if rtol is None else max(rtol, self.rtol)
+        rtol = _solve_rtol(self.rtol, rtol)
         if self.factor is None:
             return LinearSolution(value=self._gram_solve(rhs, damping, rtol), mode=self.mode)
         projected = self._gram_solve(self.factor @ rhs, damping, rtol)
@@ -132,7 +137,7 @@ class _SingularValueFactorization(Factorization):
         self.operator, self.rtol = operator, rtol
 
     def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
-        rtol = self.rtol if rtol is None else max(rtol, self.rtol)
+        rtol = _solve_rtol(self.rtol, rtol)
         return LinearSolution(value=_singular_value_solve(self.operator, rhs, damping, rtol), mode=self.mode)
 
 
@@ -189,7 +194,7 @@ class WhitenedGramFactorization(GramFactorization):
     def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
         if damping > 0.0:
             return super().solve(rhs, damping)
-        rtol = self.rtol if rtol is None else max(rtol, self.rtol)
+        rtol = _solve_rtol(self.rtol, rtol)
         return LinearSolution(value=_singular_value_solve(self.operator, rhs, 0.0, rtol), mode=self.mode)
 
 

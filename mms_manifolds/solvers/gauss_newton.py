@@ -12,7 +12,14 @@ from ..linalg import AutoSolve, make_solve_mode
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 
-__all__ = ["ACCELERATION_RATIO", "DEFAULT_STEP_CUTOFF", "GLOBALIZATIONS", "LINE_SEARCHES", "GaussNewton"]
+__all__ = [
+    "ACCELERATION_RATIO",
+    "DEFAULT_STEP_CUTOFF",
+    "FRESH_STEP_LENGTH",
+    "GLOBALIZATIONS",
+    "LINE_SEARCHES",
+    "GaussNewton",
+]
 
 #: How :class:`GaussNewton` makes a Gauss–Newton step safe far from the solution.
 GLOBALIZATIONS = ("auto", "line-search", "levenberg-marquardt")
@@ -20,6 +27,8 @@ GLOBALIZATIONS = ("auto", "line-search", "levenberg-marquardt")
 LINE_SEARCHES = ("armijo", "grid")
 #: Relative eigenvalue cutoff of the line search's pseudo-inverse step (``GaussNewton(step_cutoff=...)``).
 DEFAULT_STEP_CUTOFF = 1e-12
+#: The line search's ``step_length`` at a cold start and after a fallback: counted as a shortened step.
+FRESH_STEP_LENGTH = 0.5
 #: Largest :math:`2|a|/|\delta|` for which a Levenberg–Marquardt step takes its geodesic acceleration (Transtrum's 0.75).
 ACCELERATION_RATIO = 0.75
 
@@ -178,7 +187,7 @@ class GaussNewton(InnerSolver):
         A cold start counts as following a shortened step: its first search starts at length
         :math:`\min(1, 2 \cdot 1/2) = 1` with the truncated step (:meth:`step_cutoff_after`).
         """
-        return {"step_length": 0.5, "relative_damping": self.initial_damping}
+        return {"step_length": FRESH_STEP_LENGTH, "relative_damping": self.initial_damping}
 
     def selected_globalization(self, model: GaussNewtonModel) -> str:
         """The globalization for a solve whose first model is ``model``: the one given, or the automatic choice."""
@@ -232,7 +241,7 @@ class GaussNewton(InnerSolver):
             if use_line_search:
                 candidate, length = self._line_search(subproblem, model, theta, step_length)
                 # after a fallback to Levenberg–Marquardt the next search starts afresh, as at a cold start
-                step_length = length if candidate is not None else self.initial_state()["step_length"]
+                step_length = length if candidate is not None else FRESH_STEP_LENGTH
             if candidate is None:  # Levenberg–Marquardt, or the line search's fallback
                 candidate, relative_damping, nu = self._levenberg_marquardt(
                     subproblem, model, theta, relative_damping, nu
@@ -308,13 +317,15 @@ class GaussNewton(InnerSolver):
         damping = 0.0 if model.factorization.pseudo_inverts else self.initial_damping * model.mean_eigenvalue
         cutoff = self.step_cutoff_after(previous_length)
         step = model.step(damping, cutoff)
-        if cutoff is not None and damping == 0.0 and self._unresolvable(model, model.predicted_decrease(step)):
+        predicted = model.predicted_decrease(step, damping)
+        if cutoff is not None and damping == 0.0 and self._unresolvable(model, predicted):
             cutoff = None  # the truncated step has nothing left to give: the full pseudo-inverse
             step = model.step(damping, cutoff)
+            predicted = model.predicted_decrease(step, damping)
         slope = float(model.gradient @ step)
         if not (math.isfinite(slope) and slope < 0):
             return None, 0.0
-        if self._unresolvable(model, model.predicted_decrease(step, damping)):
+        if self._unresolvable(model, predicted):
             return self._accept_on_residual(subproblem, theta, step), 1.0
         acceleration = torch.zeros_like(step)
         if self.geodesic_acceleration:
