@@ -19,6 +19,8 @@ from mms_manifolds import (
     MinimizingMovement,
     MMSResult,
     MMSSubproblem,
+    RiemannianGradientDescent,
+    default_relative_damping,
 )
 from mms_manifolds.linalg import GramFactorization
 from mms_manifolds.reproduce import build
@@ -360,3 +362,24 @@ def test_the_step_hessian_knows_when_it_is_a_multiple_of_the_metric():
     assert step.metric_multiple is None  # the stiffness is no multiple of M: W is applied as a sum
     v = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=u.dtype)
     assert torch.allclose(step.apply(v), heat.energy.stiffness @ v + heat.metric.apply(v) / heat.tau, atol=1e-12)
+
+
+def test_a_riemannian_gradient_step_along_the_geodesic_is_the_damped_gauss_newton_step_moved_along_it():
+    """Where Hess E = cM (regression), RGD's default step is Levenberg–Marquardt's at the manifold's damping.
+
+    At the point the manifold's damping was fixed, -tau/(1 + tau c) G^{-1} g = -(A + mu I)^{-1} g with
+    A = (c + 1/tau) J^T M J and mu the same relative damping of tr(A)/p: an RGD-exp iteration is the
+    Gauss–Newton step moved along the exact geodesic instead of the chart (docs/gauss_newton.md).
+    """
+    flow = regression_flow(seed=3, tau=0.2)
+    theta0 = flow.parametrization.initial_point()
+    subproblem = _step_problem(flow, theta0)
+    assert GaussNewton().initial_damping == default_relative_damping(torch.float64)
+    model = subproblem.gauss_newton_model(theta0)
+    gauss_newton_step = model.step(GaussNewton().initial_damping * model.mean_eigenvalue)
+    rate = subproblem.tau / (1 + subproblem.tau * subproblem.convexity)
+    torch.testing.assert_close(-rate * subproblem.riemannian_gradient(theta0), gauss_newton_step, rtol=1e-9, atol=0)
+    result = RiemannianGradientDescent(max_iterations=1, exp_rtol=1e-10).solve(subproblem, theta0)
+    along_geodesic = flow.manifold.geodesic(theta0, gauss_newton_step, rtol=1e-10, atol=1e-12).point
+    torch.testing.assert_close(result.point, along_geodesic, rtol=1e-7, atol=1e-9)
+    assert not torch.allclose(result.point, theta0 + gauss_newton_step, rtol=1e-3, atol=1e-3)
