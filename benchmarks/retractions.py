@@ -55,12 +55,16 @@ Move = Callable[[MMSSubproblem, GaussNewtonModel, torch.Tensor, torch.Tensor, fl
 class EvaluationCount:
     """Counts the curve evaluations of one run: Christoffel products and frozen second derivatives."""
 
+    active: EvaluationCount | None = None
+    """The count of the run in progress."""
+
     def __init__(self):
         self.count = 0
         self._christoffel = IncrementManifold._christoffel
 
     def __enter__(self) -> EvaluationCount:
         original, counter = self._christoffel, self
+        EvaluationCount.active = self
 
         def counted(manifold, theta, xi, eta):
             counter.count += 1
@@ -71,9 +75,7 @@ class EvaluationCount:
 
     def __exit__(self, *exc) -> None:
         IncrementManifold._christoffel = self._christoffel
-
-
-COUNTER: EvaluationCount | None = None
+        EvaluationCount.active = None
 
 
 def _runge_kutta_4(acceleration: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], theta, velocity):
@@ -94,6 +96,7 @@ def _runge_kutta_4(acceleration: Callable[[torch.Tensor, torch.Tensor], torch.Te
 
 
 def chart(subproblem, model, theta, step, damping):
+    r"""``GaussNewton``'s move: :math:`\theta + \delta + a/2` where :math:`2|a| \le 0.75|\delta|`, else :math:`\theta + \delta`."""
     acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
     if 2 * float(acceleration.norm()) <= ACCELERATION_RATIO * float(step.norm()):
         step = step + 0.5 * acceleration
@@ -101,11 +104,12 @@ def chart(subproblem, model, theta, step, damping):
 
 
 def frozen_rk4(subproblem, model, theta, step, damping):
+    r"""One RK4 step of the model's geodesic equation, :math:`J`, :math:`W` and the factorisation frozen at ``theta``."""
     manifold = subproblem.manifold
     weight = subproblem.step_hessian(subproblem.node_values(theta))
 
     def acceleration(point, velocity):
-        COUNTER.count += 1
+        EvaluationCount.active.count += 1
         curvature = manifold.parametrization.second_derivative(point, velocity, velocity)
         return -model.inverse(manifold.pull_back(theta, weight.apply(curvature)), damping)
 
@@ -113,11 +117,13 @@ def frozen_rk4(subproblem, model, theta, step, damping):
 
 
 def geodesic_rk4(subproblem, model, theta, step, damping):
+    r"""One RK4 step of the manifold's geodesic equation :math:`\theta'' = -\Gamma_\theta(\theta', \theta')`."""
     manifold = subproblem.manifold
     return _runge_kutta_4(lambda point, velocity: -manifold.christoffel(point, velocity, velocity), theta, step)
 
 
 def geodesic(subproblem, model, theta, step, damping):
+    """The manifold's adaptive exponential map at relative tolerance ``GEODESIC_RTOL``."""
     return subproblem.manifold.geodesic(theta, step, rtol=GEODESIC_RTOL, atol=GEODESIC_RTOL * 1e-2).point
 
 
@@ -196,10 +202,8 @@ def variants(budget: int) -> dict[str, InnerSolver]:
 
 
 def run(flow_name: str, solver: InnerSolver) -> dict[str, float]:
-    global COUNTER
     experiment = build(flow_name, "quick")
     with EvaluationCount() as counter:
-        COUNTER = counter
         start = time.perf_counter()
         result = experiment.flow.run(experiment.theta0, experiment.steps, solver, reference=experiment.reference)
         wall = time.perf_counter() - start
