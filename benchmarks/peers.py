@@ -50,6 +50,7 @@ from mms_manifolds.meshfree import (
     box_interior_grid,
 )
 from mms_manifolds.problems import mlp
+from mms_manifolds.solvers.gauss_newton import DEFAULT_STEP_CUTOFF
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TAU = 1e12
@@ -106,13 +107,15 @@ def nonlinear(seed: int, device: torch.device | str = "cpu"):
 PROBLEMS = {"poisson": (poisson, (1e-6, 1e-7)), "nonlinear": (nonlinear, (1e-6, 1e-7, 1e-8))}
 
 
-def run_seed(problem: str, seed: int, iterations: int, line_search: str) -> dict:
+def run_seed(
+    problem: str, seed: int, iterations: int, line_search: str, step_cutoff: float = DEFAULT_STEP_CUTOFF
+) -> dict:
     """Gauss–Newton iterations on one MMS step, the L2 error after each; timing from the solves alone."""
     build, targets = PROBLEMS[problem]
     flow, network, l2_error = build(seed)
     theta = flow.parametrization.initial_point()
     subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, TAU)
-    one_iteration = GaussNewton(max_iterations=1, line_search=line_search)
+    one_iteration = GaussNewton(max_iterations=1, line_search=line_search, step_cutoff=step_cutoff)
     errors, state, solve_seconds = [], None, 0.0
     for _ in range(iterations):
         start = time.perf_counter()
@@ -126,7 +129,7 @@ def run_seed(problem: str, seed: int, iterations: int, line_search: str) -> dict
             break
     start = time.perf_counter()  # seconds per iteration of one long solve (residuals only at its ends)
     timing_iterations = min(20, iterations)
-    long = GaussNewton(max_iterations=timing_iterations, line_search=line_search)
+    long = GaussNewton(max_iterations=timing_iterations, line_search=line_search, step_cutoff=step_cutoff)
     long_result = long.solve(subproblem, flow.parametrization.initial_point())
     per_iteration = (time.perf_counter() - start) / max(long_result.iterations, 1)
     reached = {f"{target:.0e}": next((k + 1 for k, e in enumerate(errors) if e <= target), None) for target in targets}
@@ -168,13 +171,19 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=60, help="iterations within which a target counts as reached")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (timings name it)")
     parser.add_argument("--line-search", choices=("armijo", "grid"), default="armijo")
+    parser.add_argument(
+        "--step-cutoff",
+        type=float,
+        default=DEFAULT_STEP_CUTOFF,
+        help="GaussNewton(step_cutoff=...); 1e-30 takes the full pseudo-inverse at every iteration",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "peers.json")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     rows = []
     for problem in arguments.problems.split(","):
         for seed in range(arguments.first_seed, arguments.first_seed + arguments.seeds):
-            row = run_seed(problem, seed, arguments.iterations, arguments.line_search)
+            row = run_seed(problem, seed, arguments.iterations, arguments.line_search, arguments.step_cutoff)
             rows.append(row)
             print(
                 f"{problem} seed {seed}: to {row['iterations_to']}, final {row['final_error']:.2e}, "
@@ -185,7 +194,7 @@ def main() -> None:
     for problem, summary in summaries.items():
         print(problem, json.dumps(summary))
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    solver = repr(GaussNewton(line_search=arguments.line_search))
+    solver = repr(GaussNewton(line_search=arguments.line_search, step_cutoff=arguments.step_cutoff))
     record = {"threads": arguments.threads, "solver": solver, "summaries": summaries, "runs": rows}
     arguments.output.write_text(json.dumps(record, indent=1))
 
