@@ -352,6 +352,21 @@ class GaussNewton(InnerSolver):
             return None, 0.0
         return (best[1], best[0]), best[2]
 
+    def _trial_point(
+        self,
+        subproblem: MMSSubproblem,
+        model: GaussNewtonModel,
+        theta: torch.Tensor,
+        step: torch.Tensor,
+        damping: float,
+    ) -> torch.Tensor:
+        r"""The Levenberg–Marquardt trial point of ``step``: :math:`\theta + \delta`, or :math:`\theta + \delta + \tfrac12 a` with ``geodesic_acceleration`` where :math:`2|a| \le 0.75|\delta|`."""
+        if self.geodesic_acceleration:
+            acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
+            if 2 * float(acceleration.norm()) <= ACCELERATION_RATIO * float(step.norm()):
+                return theta + (step + 0.5 * acceleration)
+        return theta + step
+
     def _levenberg_marquardt(
         self,
         subproblem: MMSSubproblem,
@@ -367,11 +382,7 @@ class GaussNewton(InnerSolver):
             predicted = model.predicted_decrease(step, damping)
             if self._unresolvable(model, predicted):
                 return self._accept_on_residual(subproblem, theta, step), relative_damping, nu
-            if self.geodesic_acceleration:
-                acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
-                if 2 * float(acceleration.norm()) <= ACCELERATION_RATIO * float(step.norm()):
-                    step = step + 0.5 * acceleration
-            candidate = theta + step
+            candidate = self._trial_point(subproblem, model, theta, step, damping)
             candidate_cost = self._trial_cost(subproblem, candidate)
             ratio = (model.cost - candidate_cost) / predicted if math.isfinite(candidate_cost) else -math.inf
             if ratio > 0:
