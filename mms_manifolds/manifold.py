@@ -29,14 +29,12 @@ from ._checks import (
 )
 from .diagnostics import JacobianDiagnostics
 from .linalg import (
-    AutoSolve,
-    ConjugateGradientSolve,
-    DenseSolve,
     Factorization,
     GramOperator,
     MetricLinearization,
-    WoodburySolve,
+    SolveMode,
     make_solve_mode,
+    resolve_solve_mode,
 )
 from .metrics.base import Metric
 from .ode import integrate_dormand_prince
@@ -161,8 +159,12 @@ class IncrementManifold:
         self.parametrization = parametrization
         self.metric = metric
         self.solve_mode = make_solve_mode(solve_mode)
+        self.solve_choice = resolve_solve_mode(
+            self.solve_mode, self.dim, parametrization.ambient_dimension, parametrization.dtype, parametrization.device
+        )
+        """The solve mode in use and why (:class:`~mms_manifolds.linalg.SolveChoice`), resolved once here."""
         self._check_metric()
-        self._linearization = MetricLinearization(parametrization, metric, self.selected_solve_mode)
+        self._linearization = MetricLinearization(parametrization, metric, self.solve_choice.mode)
         if damping == "auto":
             trace = self._trace_estimate()
             if not trace > 0:
@@ -191,19 +193,11 @@ class IncrementManifold:
     def _trace_estimate(self) -> float:
         r""":math:`\operatorname{tr}(J^\top M J)` at the initial point: exact if :math:`J` may be formed, else Hutchinson."""
         operator = GramOperator(self.parametrization, self.metric, self.parametrization.initial_point())
-        return operator.trace(exact=not isinstance(self.selected_solve_mode(), ConjugateGradientSolve))
+        return operator.trace(exact=self.selected_solve_mode().forms_jacobian)
 
-    def selected_solve_mode(self) -> DenseSolve | WoodburySolve | ConjugateGradientSolve:
-        """The solve mode in use: the automatic choice for this size, or the one given."""
-        if isinstance(self.solve_mode, AutoSolve):
-            mode, _ = self.solve_mode.select(
-                self.dim,
-                self.parametrization.ambient_dimension,
-                self.parametrization.dtype.itemsize,
-                self.parametrization.device,
-            )
-            return mode
-        return self.solve_mode
+    def selected_solve_mode(self) -> SolveMode:
+        """The solve mode in use: the automatic choice for this size (made once, at construction), or the one given."""
+        return self.solve_choice.mode
 
     def solve_mode_name(self) -> str:
         """Name of the solve mode in use (after the automatic choice)."""

@@ -215,6 +215,7 @@ class MinimizingMovement:
             num_parameters=self.parametrization.num_parameters,
             damping=self.manifold.damping,
             solve_mode=self.manifold.solve_mode_name(),
+            solve_mode_reason=self.manifold.solve_choice.reason,
             budget=None if budget is None else budget.tolerance,
             notes=tuple(self._notes(resampled)),
             fingerprint=trajectory_fingerprint(

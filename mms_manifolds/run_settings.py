@@ -31,6 +31,7 @@ class RunSettings:
         num_parameters: :math:`p`.
         damping: the manifold's damping :math:`\lambda_d`.
         solve_mode: the name of the solve mode in use.
+        solve_mode_reason: why (:attr:`~mms_manifolds.linalg.SolveChoice.reason`); not compared on resume.
         budget: the trajectory budget's tolerance, or ``None``.
         notes: why bounds are not certified, if they are not.
         fingerprint: one digest per part of the run (:func:`~mms_manifolds.fingerprint.trajectory_fingerprint`).
@@ -47,6 +48,7 @@ class RunSettings:
     num_parameters: int
     damping: float
     solve_mode: str
+    solve_mode_reason: str
     budget: float | None
     notes: tuple[str, ...]
     fingerprint: Mapping[str, str]

@@ -18,21 +18,13 @@ import torch
 
 from ._checks import as_tensor, check_finite, check_shape
 from .energies import Energy
-from .linalg import (
-    AutoSolve,
-    ConjugateGradientSolve,
-    DenseSolve,
-    Factorization,
-    GramFactorization,
-    GramOperator,
-    make_solve_mode,
-)
+from .linalg import AutoSolve, Factorization, GramOperator, OperatorSum, ScaledOperator, make_solve_mode
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
 from .step_constants import StepConstants
 
-__all__ = ["GaussNewtonModel", "MMSSubproblem", "Residual", "StepHessian"]
+__all__ = ["EnergyHessian", "GaussNewtonModel", "MMSSubproblem", "Residual"]
 
 
 @dataclass(frozen=True)
@@ -101,38 +93,26 @@ class GaussNewtonModel:
         return 0.5 * float(-(self.gradient @ step) + damping * (step @ step))
 
 
-class StepHessian:
-    r"""The function-space Hessian of the MMS step, :math:`W = \nabla^2E(u) + M/\tau`, a :class:`~mms_manifolds.linalg.SymmetricOperator`.
+class EnergyHessian:
+    r""":math:`\nabla^2E(u)` at node values ``u`` (shape ``(N, m)``) as an operator, knowing whether it is :math:`cM`.
 
-    Its property :attr:`metric_multiple` says when :math:`W` is a multiple of the metric,
-    :math:`W = (c + 1/\tau)M`: then the Gauss–Newton model reuses the metric's own factorisation. An energy
-    states :math:`\nabla^2E = cM` through the optional :meth:`Energy.hessian_metric_multiple`, whose default
-    ``None`` (unknown) makes :math:`W` a sum applied term by term.
-
-    Args:
-        energy: :math:`E`.
-        metric: :math:`M`.
-        tau: :math:`\tau`.
-        u: the node values the Hessian is taken at, shape ``(N, m)``.
+    An energy states :math:`\nabla^2E = cM` through the optional :meth:`Energy.hessian_metric_multiple`,
+    whose default ``None`` (unknown) makes every sum with it a sum applied term by term.
     """
 
-    def __init__(self, energy: Energy, metric: Metric, tau: float, u: torch.Tensor):
-        self.energy, self.metric, self.tau, self.u = energy, metric, tau, u
-        self.energy_multiple = energy.hessian_metric_multiple(metric)
-        """:math:`c` with :math:`\nabla^2E = cM`, or ``None``."""
-
-    @property
-    def metric_multiple(self) -> float | None:
-        r""":math:`s` with :math:`W = sM` (:math:`s = c + 1/\tau`), or ``None`` when :math:`\nabla^2E` is no known multiple of :math:`M`."""
-        return None if self.energy_multiple is None else self.energy_multiple + 1 / self.tau
+    def __init__(self, energy: Energy, u: torch.Tensor):
+        self.energy, self.u = energy, u
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
-        r""":math:`Wv` for ``v`` of shape ``(..., N, m)``."""
+        r""":math:`\nabla^2E(u)v` for ``v`` of shape ``(..., N, m)`` (a batch through ``vmap``)."""
         if v.ndim == 2:
-            return self.energy.hessian_matvec(self.u, v) + self.metric.apply(v) / self.tau
+            return self.energy.hessian_matvec(self.u, v)
         flat = v.reshape(-1, *v.shape[-2:])
-        product = torch.vmap(lambda column: self.energy.hessian_matvec(self.u, column))(flat)
-        return product.reshape(v.shape) + self.metric.apply(v) / self.tau
+        return torch.vmap(lambda column: self.energy.hessian_matvec(self.u, column))(flat).reshape(v.shape)
+
+    def multiple_of(self, metric: Metric) -> float | None:
+        r""":math:`c` with :math:`\nabla^2E = c\,` ``metric``, or ``None``."""
+        return self.energy.hessian_metric_multiple(metric)
 
 
 def _check_anchor(parametrization: Parametrization, anchor: object) -> torch.Tensor:
@@ -140,12 +120,6 @@ def _check_anchor(parametrization: Parametrization, anchor: object) -> torch.Ten
     anchor = as_tensor("anchor", anchor, dtype=parametrization.dtype, device=parametrization.device)
     check_shape("anchor", anchor, parametrization.output_shape)
     return check_finite("anchor", anchor)
-
-
-def _resolve_solve_mode(manifold: IncrementManifold, mode: object) -> object:
-    """A solve mode by name or instance; ``"auto"`` resolves to the manifold's automatic choice."""
-    mode = make_solve_mode("auto" if mode is None else mode)
-    return manifold.selected_solve_mode() if isinstance(mode, AutoSolve) else mode
 
 
 class MMSSubproblem:
@@ -197,6 +171,7 @@ class MMSSubproblem:
         self.anchor = _check_anchor(manifold.parametrization, anchor)
         """:math:`u_k`, shape ``(N, m)``."""
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._residuals: list[tuple[torch.Tensor, Residual]] = []  # the last two points asked, newest first
 
     @property
     def tau(self) -> float:
@@ -246,9 +221,12 @@ class MMSSubproblem:
         theta = self.manifold.check_point(theta)
         return self.manifold.parametrization.vjp(theta, self._evaluate(theta)[1])
 
-    def step_hessian(self, u: torch.Tensor) -> StepHessian:
-        r"""The step's function-space Hessian :math:`W = \nabla^2E(u) + M/\tau` at node values ``u``, shape ``(N, m)``."""
-        return StepHessian(self.energy, self.manifold.metric, self.tau, u)
+    def step_hessian(self, u: torch.Tensor) -> OperatorSum:
+        r"""The step's function-space Hessian :math:`W = \nabla^2E(u) + M/\tau` at node values ``u``, shape ``(N, m)``.
+
+        ``step_hessian(u).multiple_of(M)`` is :math:`c + 1/\tau` where :math:`\nabla^2E = cM`, else ``None``.
+        """
+        return OperatorSum(EnergyHessian(self.energy, u), ScaledOperator(self.manifold.metric, divisor=self.tau))
 
     def riemannian_step_size(self, theta: torch.Tensor) -> float:
         r"""The rate :math:`\eta = 1/(c + 1/\tau)` at which a Riemannian gradient step is the Gauss–Newton step.
@@ -278,7 +256,7 @@ class MMSSubproblem:
     def _step_size(self, theta: torch.Tensor, gradient: torch.Tensor) -> float:
         """:meth:`riemannian_step_size` from the Riemannian gradient at ``theta``, computed once by the caller."""
         u = self._evaluate(theta)[0]
-        multiple = self.step_hessian(u).energy_multiple
+        multiple = self.energy.hessian_metric_multiple(self.manifold.metric)
         if multiple is None:
             image = self.manifold.parametrization.jvp(theta, gradient)
             size = float(self.manifold.metric.inner(image, image))
@@ -297,7 +275,7 @@ class MMSSubproblem:
             theta, xi, function_gradient
         )
 
-    def gauss_newton_model(self, theta: torch.Tensor, solve_mode: object = None) -> GaussNewtonModel:
+    def gauss_newton_model(self, theta: torch.Tensor, solve_mode: object = "auto") -> GaussNewtonModel:
         r"""The :class:`GaussNewtonModel` at ``theta``; the Jacobian is formed at most once per point.
 
         - :math:`\nabla^2E = cM` (regression): :math:`A = (c + 1/\tau)J^\top MJ`, and the manifold's own
@@ -310,24 +288,26 @@ class MMSSubproblem:
 
         Args:
             theta: the point, shape ``(p,)``.
-            solve_mode: ``None`` or ``"auto"`` for the manifold's mode, else a mode for the model solve
-                (``"dense"``, ``"cg"`` or an instance); the regression case always reuses the manifold's.
+            solve_mode: ``"auto"`` (or an :class:`~mms_manifolds.linalg.AutoSolve`) for the manifold's mode, else a
+                mode for the model solve (``"dense"``, ``"cg"`` or an instance); where :math:`W = sM` the
+                manifold's factorisation is always reused.
         """
         theta = self.manifold.check_point(theta)
         manifold = self.manifold
         u, function_gradient = self._evaluate(theta)
         cost = float(self.objective(u))
         weight = self.step_hessian(u)
-        multiple = weight.metric_multiple
-        mode = manifold.selected_solve_mode() if multiple is not None else _resolve_solve_mode(manifold, solve_mode)
-        matrix_free = isinstance(mode, ConjugateGradientSolve)
+        multiple = weight.multiple_of(manifold.metric)
+        mode = make_solve_mode(solve_mode)
+        if multiple is not None or isinstance(mode, AutoSolve):
+            mode = manifold.selected_solve_mode()
         metric_operator = manifold.linearization(theta)
-        if matrix_free:
-            gradient = manifold.parametrization.vjp(theta, function_gradient)
-        else:
+        if mode.forms_jacobian:
             jacobian = metric_operator.jacobian()
             gradient = jacobian.reshape(-1, manifold.dim).T @ function_gradient.reshape(-1)
-        metric_trace = metric_operator.trace(exact=not matrix_free)
+        else:
+            gradient = manifold.parametrization.vjp(theta, function_gradient)
+        metric_trace = metric_operator.trace(exact=mode.forms_jacobian)
         if multiple is not None:  # W = sM: the metric's own factorisation, scaled
             factorization = manifold.metric_factorization(theta)
             return GaussNewtonModel(
@@ -338,13 +318,14 @@ class MMSSubproblem:
                 multiple * metric_trace / manifold.dim,
                 1 / (self.tau * multiple),
             )
-        if matrix_free:
-            operator = GramOperator(manifold.parametrization, weight, theta)
-            factorization, trace = mode.factorize(operator), operator.trace(exact=False)
+        if mode.forms_jacobian:
+            factorization = mode.factorize_weighted(
+                GramOperator(manifold.parametrization, weight, theta, jacobian=jacobian)
+            )
+            trace = float(torch.trace(factorization.gram))
         else:
-            gram = GramOperator(manifold.parametrization, weight, theta, jacobian=jacobian).gram_matrix()
-            rtol = mode.pseudo_inverse_rtol if isinstance(mode, DenseSolve) else None
-            factorization, trace = GramFactorization(gram, rtol=rtol), float(torch.trace(gram))
+            operator = GramOperator(manifold.parametrization, weight, theta)
+            factorization, trace = mode.factorize_weighted(operator), operator.trace(exact=False)
         share = metric_trace / (self.tau * trace) if trace > 0 else 1.0
         return GaussNewtonModel(cost, gradient, factorization, 1.0, trace / manifold.dim, share)
 
@@ -396,8 +377,20 @@ class MMSSubproblem:
         All three are ``nan`` where :math:`\nabla F_k(u)` is not finite (a diverged state). Where the metric
         is only semi-definite (mesh-free jets), :math:`r` does not exist: the tangential part is then
         :meth:`IncrementManifold.dual_tangential_norm` of :math:`\nabla F_k(u)` and the other two are ``nan``.
+
+        The residuals of the last two points are kept: a solver that compares a candidate with the current
+        point, and a driver that books the point the solver ended at, never form a Jacobian twice for one
+        point (the manifold's factorisation is cached for one point only), whatever the order of the calls.
         """
         theta = self.manifold.check_point(theta)
+        for point, known in self._residuals:
+            if torch.equal(point, theta):
+                return known
+        residual = self._residual(theta)
+        self._residuals = [(theta.detach().clone(), residual), *self._residuals[:1]]
+        return residual
+
+    def _residual(self, theta: torch.Tensor) -> Residual:
         _, function_gradient = self._evaluate(theta)
         if not bool(torch.isfinite(function_gradient).all()):
             return Residual(total=math.nan, tangential=math.nan, normal=math.nan)

@@ -349,13 +349,13 @@ def test_the_step_hessian_knows_when_it_is_a_multiple_of_the_metric():
     theta = flow.parametrization.initial_point()
     u = flow.parametrization.value(theta)
     step = flow.step_problem(u).step_hessian(u)
-    assert step.metric_multiple == pytest.approx(1 + 1 / flow.tau)  # W = (c + 1/tau) M with c = 1
+    assert step.multiple_of(flow.metric) == pytest.approx(1 + 1 / flow.tau)  # W = (c + 1/tau) M with c = 1
     v = torch.randn(u.shape, generator=torch.Generator().manual_seed(0), dtype=u.dtype)
-    assert torch.allclose(step.apply(v), step.metric_multiple * flow.metric.apply(v), atol=1e-14)
+    assert torch.allclose(step.apply(v), step.multiple_of(flow.metric) * flow.metric.apply(v), atol=1e-14)
     heat = heat_flow()
     u = heat.parametrization.value(heat.parametrization.initial_point())
     step = heat.step_problem(u).step_hessian(u)
-    assert step.metric_multiple is None  # the stiffness is no multiple of M: W is applied as a sum
+    assert step.multiple_of(heat.metric) is None  # the stiffness is no multiple of M: W is applied as a sum
     v = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=u.dtype)
     assert torch.allclose(step.apply(v), heat.energy.stiffness @ v + heat.metric.apply(v) / heat.tau, atol=1e-12)
 

@@ -81,3 +81,45 @@ def test_a_step_size_too_large_for_a_semiconvex_energy_is_refused():
     assert StepConstants.of(0.5, None) == StepConstants(0.5, None, None, None)
     with pytest.raises(ValueError, match="must be finite"):
         StepConstants.of(0.5, float("nan"))
+
+
+def test_a_candidate_between_two_residuals_of_theta_forms_each_jacobian_once():
+    """Cost does not depend on call order: theta, candidate, theta again forms two Jacobians, not three."""
+    flow = regression_flow(tau=0.2)
+    theta = flow.parametrization.initial_point()
+    step = flow.subproblem(theta)
+    formed = []
+    jacobian = flow.parametrization.jacobian
+    flow.parametrization.jacobian = lambda point: formed.append(point) or jacobian(point)
+    first = step.residual(theta)
+    candidate = step.residual(theta + 0.01)
+    assert step.residual(theta) == first and step.residual(theta + 0.01) == candidate
+    assert len(formed) == 2
+
+
+def test_the_step_hessian_says_when_it_is_a_multiple_of_the_metric():
+    """W = Hess E + M/tau from composable pieces: (c + 1/tau) M for regression, a plain sum for a stiffness."""
+    from mms_manifolds.linalg import OperatorSum, ScaledOperator
+
+    from problems import heat_flow
+
+    flow = regression_flow(tau=0.2)
+    u = flow.parametrization.value(flow.parametrization.initial_point())
+    weight = flow.subproblem(flow.parametrization.initial_point()).step_hessian(u)
+    assert weight.multiple_of(flow.metric) == 1.0 + 1 / 0.2
+    assert OperatorSum(flow.metric, ScaledOperator(flow.metric, factor=2.0)).multiple_of(flow.metric) == 3.0
+    heat = heat_flow()
+    u = heat.parametrization.value(heat.parametrization.initial_point())
+    assert heat.subproblem(heat.parametrization.initial_point()).step_hessian(u).multiple_of(heat.metric) is None
+    with pytest.raises(ValueError, match="exactly one"):
+        ScaledOperator(flow.metric)
+
+
+def test_the_reason_for_the_solve_mode_is_recorded():
+    flow = regression_flow()
+    result = flow.run(flow.parametrization.initial_point(), 1, GaussNewton(max_iterations=1))
+    assert result.metadata["solve_mode"] == "dense"
+    assert result.metadata["solve_mode_reason"] == flow.manifold.solve_choice.reason
+    assert "Cholesky" in result.metadata["solve_mode_reason"]
+    forced = type(flow)(flow.parametrization, flow.energy, flow.metric, flow.tau, solve_mode="cg")
+    assert forced.manifold.solve_choice.reason == "cg, as given"

@@ -1,7 +1,8 @@
 """Linear algebra of the pullback metric: the Gram operator and its three solve modes."""
 
-from .auto import AutoSolve, make_solve_mode
+from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_solve_mode
 from .cg import ConjugateGradientSolve, conjugate_gradient
+from .composite import OperatorSum, ScaledOperator, multiple_of
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
 from .linearization import MetricLinearization
 from .operator import GramOperator, SymmetricOperator
@@ -23,6 +24,10 @@ __all__ = [
     "GramFactorization",
     "GramOperator",
     "MetricLinearization",
+    "OperatorSum",
+    "ScaledOperator",
+    "SolveChoice",
+    "SolveMode",
     "SymmetricOperator",
     "LinearSolution",
     "UnconvergedSolveCount",
@@ -32,5 +37,7 @@ __all__ = [
     "WoodburySolve",
     "conjugate_gradient",
     "make_solve_mode",
+    "multiple_of",
     "pseudo_inverse_rtol",
+    "resolve_solve_mode",
 ]

@@ -11,7 +11,7 @@ from .dense import DenseSolve
 from .solution import available_memory_bytes
 from .woodbury import WoodburySolve
 
-__all__ = ["AutoSolve", "SolveMode", "make_solve_mode"]
+__all__ = ["AutoSolve", "SolveChoice", "SolveMode", "make_solve_mode", "resolve_solve_mode"]
 
 SolveMode = DenseSolve | WoodburySolve | ConjugateGradientSolve
 
@@ -79,6 +79,24 @@ class AutoSolve:
             f"{required / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget with a {smaller} x {smaller} Gram side "
             f"(limit {limit}); matrix-free CG"
         )
+
+
+@dataclass(frozen=True)
+class SolveChoice:
+    """The solve mode a problem uses and why: :meth:`AutoSolve.select`'s reason, or that it was given."""
+
+    mode: SolveMode
+    reason: str
+
+
+def resolve_solve_mode(
+    mode: object, num_parameters: int, ambient_dimension: int, dtype: torch.dtype, device: torch.device | str
+) -> SolveChoice:
+    """The one place a solve mode is resolved: ``"auto"`` (or an :class:`AutoSolve`) by :meth:`AutoSolve.select`, any other as given."""
+    mode = make_solve_mode(mode)
+    if isinstance(mode, AutoSolve):
+        return SolveChoice(*mode.select(num_parameters, ambient_dimension, dtype.itemsize, device))
+    return SolveChoice(mode, f"{mode.name}, as given")
 
 
 def make_solve_mode(mode: object) -> DenseSolve | WoodburySolve | ConjugateGradientSolve | AutoSolve:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -167,6 +168,7 @@ class ConjugateGradientSolve:
     diagonal_probes: int = 16
     on_unconverged: str = "warn"
     name: str = "cg"
+    forms_jacobian: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check_positive_float("tolerance", self.tolerance)
@@ -181,3 +183,7 @@ class ConjugateGradientSolve:
 
     def factorize(self, operator: GramOperator) -> Factorization:
         return _ConjugateGradientFactorization(operator, self)
+
+    def factorize_weighted(self, operator: GramOperator) -> Factorization:
+        r""":math:`J^\top WJ` for any weight :math:`W`: matrix-free as always."""
+        return self.factorize(operator)

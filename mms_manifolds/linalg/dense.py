@@ -3,6 +3,7 @@ r"""Dense solves with :math:`A = B^\top B`, :math:`B = C^\top J` the whitened Ja
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -224,6 +225,7 @@ class DenseSolve:
     method: str = "cholesky"
     pseudo_inverse_rtol: float | None = None
     name: str = "dense"
+    forms_jacobian: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.method not in ("cholesky", "svd"):
@@ -237,3 +239,7 @@ class DenseSolve:
         if rtol is None:
             rtol = pseudo_inverse_rtol(min(operator.whitened_jacobian().shape), operator.theta.dtype)
         return _SingularValueFactorization(operator, rtol)
+
+    def factorize_weighted(self, operator: GramOperator) -> GramFactorization:
+        r""":math:`J^\top WJ` for a weight without a whitening (the step's Hessian): assembled, ``(p, p)``, with this mode's cutoff."""
+        return GramFactorization(operator.gram_matrix(), rtol=self.pseudo_inverse_rtol)

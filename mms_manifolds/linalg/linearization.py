@@ -2,8 +2,6 @@ r"""The metric linearised at the last point asked for: :math:`J(\theta)`, :math:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..metrics.base import Metric
@@ -25,12 +23,11 @@ class MetricLinearization:
     Args:
         parametrization: :math:`\phi`.
         metric: :math:`M`.
-        solve_mode: returns the solve mode in use (the automatic choice may depend on the size only, so it is
-            asked once per new point).
+        solve_mode: the solve mode in use (resolved, not ``"auto"``); it factorises every point's operator.
     """
 
-    def __init__(self, parametrization: Parametrization, metric: Metric, solve_mode: Callable[[], object]):
-        self.parametrization, self.metric, self._solve_mode = parametrization, metric, solve_mode
+    def __init__(self, parametrization: Parametrization, metric: Metric, solve_mode: object):
+        self.parametrization, self.metric, self.solve_mode = parametrization, metric, solve_mode
         self._point: tuple[torch.Tensor, GramOperator, Factorization] | None = None
 
     def at(self, theta: torch.Tensor) -> tuple[GramOperator, Factorization]:
@@ -38,7 +35,7 @@ class MetricLinearization:
         if self._point is not None and torch.equal(self._point[0], theta):
             return self._point[1], self._point[2]
         operator = GramOperator(self.parametrization, self.metric, theta.detach().clone())
-        factorization = self._solve_mode().factorize(operator)
+        factorization = self.solve_mode.factorize(operator)
         self._point = (operator.theta, operator, factorization)
         return operator, factorization
 

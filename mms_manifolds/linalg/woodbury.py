@@ -3,8 +3,9 @@ r"""Kernel (Woodbury) solve: factor the :math:`Nm \times Nm` Gram matrix :math:`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from .dense import WhitenedGramFactorization
+from .dense import GramFactorization, WhitenedGramFactorization
 from .operator import GramOperator
 from .solution import Factorization
 
@@ -25,6 +26,11 @@ class WoodburySolve:
     """
 
     name: str = "woodbury"
+    forms_jacobian: ClassVar[bool] = True
 
     def factorize(self, operator: GramOperator) -> Factorization:
         return WhitenedGramFactorization(operator, None, kernel_side=True, mode=self.name)
+
+    def factorize_weighted(self, operator: GramOperator) -> GramFactorization:
+        r""":math:`J^\top WJ` for a weight without a whitening (the step's Hessian): assembled, ``(p, p)``, default cutoff."""
+        return GramFactorization(operator.gram_matrix())

@@ -8,7 +8,7 @@ import math
 import torch
 
 from .._checks import check_integer, check_positive_float
-from ..linalg import AutoSolve, make_solve_mode
+from ..linalg import make_solve_mode
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 
@@ -208,8 +208,7 @@ class GaussNewton(InnerSolver):
         return None if previous_length >= 1.0 else self.step_cutoff
 
     def _model(self, subproblem: MMSSubproblem, theta: torch.Tensor) -> GaussNewtonModel:
-        mode = None if isinstance(self.solve_mode, AutoSolve) else self.solve_mode
-        return subproblem.gauss_newton_model(theta, mode)
+        return subproblem.gauss_newton_model(theta, self.solve_mode)
 
     def _solve(
         self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
@@ -295,13 +294,16 @@ class GaussNewton(InnerSolver):
     def _accept_on_residual(
         self, subproblem: MMSSubproblem, theta: torch.Tensor, step: torch.Tensor
     ) -> tuple[torch.Tensor, float] | StopReason:
-        """At the rounding level the cost cannot judge a step: accept the full step if it lowers the tangential residual."""
+        """At the rounding level the cost cannot judge a step: accept the full step if it lowers the tangential residual.
+
+        ``theta``'s residual is taken first, while its factorisation is the cached one (the candidate's evicts it);
+        the subproblem keeps both residuals, so the end of a stalled solve does not form ``theta``'s again.
+        """
+        current = subproblem.tangential_residual(theta)
         candidate = theta + step
         if bool(torch.isfinite(candidate).all()):
             candidate_cost = subproblem.cost(candidate)
-            if math.isfinite(candidate_cost) and (
-                subproblem.tangential_residual(candidate) < subproblem.tangential_residual(theta)
-            ):
+            if math.isfinite(candidate_cost) and subproblem.tangential_residual(candidate) < current:
                 return candidate, candidate_cost
         return StopReason.STALLED
 

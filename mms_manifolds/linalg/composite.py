@@ -1,0 +1,90 @@
+r"""Sums and scalar multiples of symmetric operators that know whether they are a multiple of a metric.
+
+The MMS step's Hessian is :math:`W = \nabla^2E(u) + M/\tau`; where :math:`\nabla^2E = cM` it is
+:math:`(c + 1/\tau)M` and a solve with :math:`J^\top WJ` reuses the metric's own factorisation. Built from
+these pieces, ``W.multiple_of(M)`` says which case holds: each term states its multiple of :math:`M`
+(``None`` where unknown), a sum adds them, a scalar multiple scales them. Each operator applies exactly
+the arithmetic it is written with (``metric / tau`` divides by :math:`\tau`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+__all__ = ["MetricMultiple", "OperatorSum", "ScaledOperator", "multiple_of"]
+
+
+class MetricMultiple(Protocol):
+    r"""A symmetric operator :math:`W` on :math:`H_N` that can say whether :math:`W = sM` for a metric :math:`M`."""
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        """:math:`Wv` for ``v`` of shape ``(..., N, m)``."""
+
+    def multiple_of(self, metric: object) -> float | None:
+        """:math:`s` with :math:`W = s\\,` ``metric``, or ``None`` when not known to be one."""
+
+
+def multiple_of(operator: object, metric: object) -> float | None:
+    """``operator.multiple_of(metric)`` where the operator states it; a metric is 1 times itself; else ``None``."""
+    if operator is metric:
+        return 1.0
+    ask = getattr(operator, "multiple_of", None)
+    return None if ask is None else ask(metric)
+
+
+class ScaledOperator:
+    r""":math:`sW` (``factor`` :math:`s`) or :math:`W/d` (``divisor`` :math:`d`): exactly one of the two is given.
+
+    Args:
+        operator: :math:`W`.
+        factor: :math:`s`.
+        divisor: :math:`d`.
+    """
+
+    def __init__(self, operator: object, factor: float | None = None, divisor: float | None = None):
+        if (factor is None) == (divisor is None):
+            raise ValueError("give exactly one of factor and divisor")
+        self.operator, self.factor, self.divisor = operator, factor, divisor
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        r""":math:`sWv` or :math:`Wv/d`."""
+        product = self.operator.apply(v)
+        return product * self.factor if self.divisor is None else product / self.divisor
+
+    def multiple_of(self, metric: object) -> float | None:
+        inner = multiple_of(self.operator, metric)
+        if inner is None:
+            return None
+        return inner * self.factor if self.divisor is None else inner / self.divisor
+
+
+class OperatorSum:
+    r""":math:`W_1 + W_2 + \dots`, applied term by term (in the order given).
+
+    Args:
+        terms: the operators :math:`W_i`.
+    """
+
+    def __init__(self, *terms: object):
+        if not terms:
+            raise ValueError("an operator sum needs at least one term")
+        self.terms = terms
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sum_i W_iv`."""
+        total = self.terms[0].apply(v)
+        for term in self.terms[1:]:
+            total = total + term.apply(v)
+        return total
+
+    def multiple_of(self, metric: object) -> float | None:
+        r""":math:`\sum_i s_i` where every term is :math:`s_iM`, else ``None``."""
+        multiples = [multiple_of(term, metric) for term in self.terms]
+        if any(multiple is None for multiple in multiples):
+            return None
+        total = multiples[0]
+        for multiple in multiples[1:]:
+            total = total + multiple
+        return total
