@@ -6,6 +6,9 @@ other way round: ``from mms_manifolds.adapters import GeooptSolver`` imports geo
 
 - ``mms_manifolds.adapters.pymanopt`` -> pymanopt, autograd (and the core);
 - ``mms_manifolds.adapters.geoopt`` -> geoopt (and the core).
+
+Neither library is a dependency of the core: install the extra ``mms_manifolds[pymanopt]`` or
+``mms_manifolds[geoopt]`` (the ``test`` extra has both).
 """
 
 from __future__ import annotations

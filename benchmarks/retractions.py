@@ -103,7 +103,7 @@ def frozen_rk4(subproblem, model, theta, step, damping):
     def acceleration(point, velocity):
         EvaluationCount.active.count += 1
         curvature = manifold.parametrization.second_derivative(point, velocity, velocity)
-        return -model.inverse(manifold.pull_back(theta, weight.apply(curvature)), damping)
+        return -model.solve(manifold.pull_back(theta, weight.apply(curvature)), damping)
 
     return _runge_kutta_4(acceleration, theta, step)
 

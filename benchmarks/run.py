@@ -69,7 +69,7 @@ def cell(kind: str, parameters: int, nodes: int, mode: str) -> dict:
     if kind in ("gn", "memory"):
         if kind == "memory":  # one Jacobian-vector pair (JVP + VJP), the unit of matrix-free work
             start = time.perf_counter()
-            manifold.linearization(theta).matvec(torch.ones_like(theta))
+            manifold.gram_operator(theta).matvec(torch.ones_like(theta))
             out["pair_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
         GaussNewton(max_iterations=1).solve(subproblem, theta)

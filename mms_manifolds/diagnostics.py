@@ -18,8 +18,9 @@ class JacobianDiagnostics:
         sigma_min: smallest of its :math:`\min(p, Nm)` singular values (``0`` when :math:`p > Nm`
             counts as rank deficiency too: the Jacobian cannot have full column rank).
         condition_number: :math:`\sigma_{\max}/\sigma_{\min}` (``inf`` when :math:`\sigma_{\min} = 0`).
-        numerical_rank: number of singular values above ``rank_tolerance``.
-        rank_tolerance: :math:`\max(Nm, p)\,\varepsilon\,\sigma_{\max}`, :math:`\varepsilon` the dtype's epsilon.
+        numerical_rank: number of singular values above ``rank_tolerance``: the rank the residual split uses
+            (:func:`~mms_manifolds.linalg.range_mask`, :math:`\sigma^2 > \min(p, Nm)\,\varepsilon\,\sigma_{\max}^2`).
+        rank_tolerance: :math:`\sqrt{\min(p, Nm)\,\varepsilon}\,\sigma_{\max}`, :math:`\varepsilon` the dtype's epsilon.
         damping: :math:`\lambda_d` in :math:`G = J^\top M J + \lambda_d I`.
         damped_condition_number: condition number of :math:`G`,
             :math:`(\sigma_{\max}^2 + \lambda_d)/(\sigma_{\min,p}^2 + \lambda_d)` with

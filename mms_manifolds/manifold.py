@@ -34,8 +34,10 @@ from .linalg import (
     MetricLinearization,
     SolveMode,
     make_solve_mode,
+    range_mask,
     resolve_solve_mode,
 )
+from .linalg.limits import range_threshold
 from .metrics.base import Metric
 from .ode import integrate_dormand_prince
 from .parametrizations.base import Parametrization
@@ -218,7 +220,7 @@ class IncrementManifold:
         check_shape(name, tensor, self.parametrization.output_shape)
         return check_finite(name, tensor)
 
-    def linearization(self, theta: torch.Tensor) -> GramOperator:
+    def gram_operator(self, theta: torch.Tensor) -> GramOperator:
         r"""The cached Gram operator :math:`J^\top M J` at ``theta`` (its Jacobian is formed at most once per point)."""
         return self._linearization.at(self.check_point(theta))[0]
 
@@ -265,12 +267,12 @@ class IncrementManifold:
         operator, _ = self._linearization.at(theta)
         return _finite_result("metric_matvec", operator.matvec(xi) + self.damping * xi)
 
-    def solve_metric(self, theta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        r""":math:`G(\theta)^{-1}g`, shape ``(p,)`` (truncated pseudo-inverse in dense mode when :math:`\lambda_d = 0`)."""
-        return _finite_result("solve_metric", self._solve(self.check_point(theta), self.check_tangent(g, "g")))
-
     def egrad2rgrad(self, theta: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
-        r"""Riemannian gradient :math:`G^{-1}\nabla_\theta f` from the Euclidean gradient ``egrad`` (shape ``(p,)``)."""
+        r"""Riemannian gradient :math:`G^{-1}\nabla_\theta f` from the Euclidean gradient ``egrad`` (shape ``(p,)``): the solve with :math:`G`.
+
+        For any dual vector ``egrad`` it is :math:`G(\theta)^{-1}` ``egrad`` (the truncated pseudo-inverse in dense mode
+        when :math:`\lambda_d = 0`); pymanopt's name for it is kept.
+        """
         return _finite_result("egrad2rgrad", self._solve(self.check_point(theta), self.check_tangent(egrad, "egrad")))
 
     def christoffel(self, theta: torch.Tensor, xi: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
@@ -314,7 +316,7 @@ class IncrementManifold:
         self._linearization.at(theta)
         return _finite_result("project", self._solve(theta, self._linearization.vjp(theta, self.metric.apply(v))))
 
-    def split_ambient(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
+    def split_norms(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
         r""":math:`M`-orthogonal split of :math:`v`: ``(||P_T v||_M, ||v - P_T v||_M)``, :math:`P_T` onto :math:`\operatorname{range} J`.
 
         Exact in the dense and Woodbury modes: :math:`P_T` projects onto the left singular vectors of
@@ -322,27 +324,23 @@ class IncrementManifold:
         directions the network reaches at bounded parameter cost (the same cutoff as the undamped
         dense pseudo-inverse, so the split agrees with :meth:`project` at ``damping=0``). In the
         matrix-free mode :math:`P_T` is replaced by :math:`J G^{-1}J^\top M` (damped), whose normal part
-        is an upper bound on the exact one. (:meth:`~mms_manifolds.linalg.Factorization.range_split`.)
+        is an upper bound on the exact one. (:meth:`~mms_manifolds.linalg.Factorization.range_split_norms`.)
         """
         theta, v = self.check_point(theta), self._check_ambient(v, "v")
-        return self._linearization.at(theta)[1].range_split(v, self.damping)
+        return self._linearization.at(theta)[1].range_split_norms(v, self.damping)
 
     def dual_tangential_norm(self, theta: torch.Tensor, g: torch.Tensor) -> float:
         r""":math:`\|P_T M^{-1}g\|_M` for a dual vector :math:`g` (shape ``(N, m)``), computed without :math:`M^{-1}`.
 
         With the whitened SVD :math:`M^{1/2}J = U\Sigma V^\top` and :math:`J^\top g = V\Sigma U^\top M^{-1/2}g`,
         the tangential norm is :math:`\|\Sigma_k^{-1}V_k^\top J^\top g\|` over the singular values kept by
-        :meth:`split_ambient` (the same number it returns for :math:`v = M^{-1}g`). It stays defined when
+        :meth:`split_norms` (the same number it returns for :math:`v = M^{-1}g`). It stays defined when
         :math:`M` is only semi-definite (mesh-free jets), where :math:`M^{-1}g` is not. In the matrix-free
         mode it is the damped :math:`\|JG^{-1}J^\top g\|_M`.
         """
         theta, g = self.check_point(theta), self._check_ambient(g, "g")
         factorization = self._linearization.at(theta)[1]
         return factorization.dual_tangential_norm(self._linearization.vjp(theta, g), self.damping)
-
-    def _rank_tolerance(self, singular: torch.Tensor) -> float:
-        size = max(self.dim, self.parametrization.ambient_dimension)
-        return size * torch.finfo(singular.dtype).eps * float(singular.max())
 
     def retract(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Chart retraction :math:`R_\theta(\xi) = \theta + \xi` (first order)."""
@@ -443,8 +441,8 @@ class IncrementManifold:
         operator, _ = self._linearization.at(theta)
         singular = operator.whitened_svd()[1]
         sigma_max = float(singular.max())
-        tolerance = self._rank_tolerance(singular)
-        rank = int((singular > tolerance).sum())
+        tolerance = range_threshold(singular, self.dim, self.parametrization.ambient_dimension)
+        rank = int(range_mask(singular, self.dim, self.parametrization.ambient_dimension).sum())
         sigma_min = float(singular.min()) if self.dim <= self.parametrization.ambient_dimension else 0.0
         return JacobianDiagnostics(
             num_parameters=self.dim,

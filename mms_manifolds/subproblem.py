@@ -74,11 +74,11 @@ class GaussNewtonModel:
     def step(self, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
         r""":math:`\delta = -(A + \mu I)^{-1}g`, shape ``(p,)``; :math:`\mu = 0` gives :math:`-A^+g`, the truncated pseudo-inverse step.
 
-        See :meth:`inverse` for the eigenvalues the pseudo-inverse drops.
+        See :meth:`solve` for the eigenvalues the pseudo-inverse drops.
         """
-        return -self.inverse(self.gradient, damping, cutoff)
+        return -self.solve(self.gradient, damping, cutoff)
 
-    def inverse(self, rhs: torch.Tensor, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
+    def solve(self, rhs: torch.Tensor, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
         r""":math:`(A + \mu I)^{-1}b` for ``rhs`` :math:`b` of shape ``(p,)``, or the truncated pseudo-inverse :math:`A^+b` for :math:`\mu = 0`.
 
         The pseudo-inverse drops the eigenvalues of :math:`A` at or below ``cutoff`` times the largest,
@@ -301,7 +301,7 @@ class MMSSubproblem:
         mode = make_solve_mode(solve_mode)
         if multiple is not None or isinstance(mode, AutoSolve):
             mode = manifold.selected_solve_mode()
-        metric_operator = manifold.linearization(theta)
+        metric_operator = manifold.gram_operator(theta)
         if mode.forms_jacobian:
             jacobian = metric_operator.jacobian()
             gradient = jacobian.reshape(-1, manifold.dim).T @ function_gradient.reshape(-1)
@@ -345,7 +345,7 @@ class MMSSubproblem:
         :math:`W`-least-squares choice that cancels the second-order term (:math:`W = \nabla^2E(u) + M/\tau`):
         the geodesic acceleration of Levenberg–Marquardt. One second directional derivative (a JVP of a
         JVP), one product with :math:`J^\top` (the cached Jacobian where it is formed, else a VJP), and one
-        solve with the model's factorisation (:meth:`GaussNewtonModel.inverse`: for :math:`\mu = 0` the
+        solve with the model's factorisation (:meth:`GaussNewtonModel.solve`: for :math:`\mu = 0` the
         pseudo-inverse with ``cutoff``, the one the step was taken with).
 
         References:
@@ -356,7 +356,7 @@ class MMSSubproblem:
         u, _ = self._evaluate(theta)
         curvature = parametrization.second_derivative(theta, step, step)
         weighted = self.step_hessian(u).apply(curvature)
-        return -model.inverse(self.manifold.pull_back(theta, weighted), damping, cutoff)
+        return -model.solve(self.manifold.pull_back(theta, weighted), damping, cutoff)
 
     def riemannian_gradient(self, theta: torch.Tensor) -> torch.Tensor:
         r""":math:`G^{-1}\nabla_\theta f`, shape ``(p,)``."""
@@ -366,7 +366,7 @@ class MMSSubproblem:
         r""":math:`\|P_T r\|_M`, the part of the residual more inner iterations can remove; solvers stop on it.
 
         Exact in the dense and Woodbury modes; in the matrix-free mode it is the damped estimate of
-        :meth:`IncrementManifold.split_ambient`. (The Riemannian gradient norm
+        :meth:`IncrementManifold.split_norms`. (The Riemannian gradient norm
         :math:`\|\operatorname{grad} f\|_G` equals it only without damping; with damping it is smaller.)
         """
         return self.residual(theta).tangential
@@ -399,5 +399,5 @@ class MMSSubproblem:
             return Residual(total=math.nan, tangential=tangential, normal=math.nan)
         ambient = self.manifold.metric.solve(function_gradient)
         total = float(self.manifold.metric.norm(ambient))
-        tangential, normal = self.manifold.split_ambient(theta, ambient)
+        tangential, normal = self.manifold.split_norms(theta, ambient)
         return Residual(total=total, tangential=tangential, normal=normal)

@@ -159,6 +159,6 @@ def test_bad_input_raises_clear_errors():
         manifold.transport(theta, theta, theta, kind="parallel")
     # the undamped kernel solve is the minimum-norm pseudo-inverse, as the dense mode's (up to the squared
     # conditioning of the kernel Gram matrix that the dense mode's SVD avoids)
-    kernel = IncrementManifold(phi, metric, damping=0.0, solve_mode="woodbury").solve_metric(theta, theta)
-    dense = IncrementManifold(phi, metric, damping=0.0, solve_mode="dense").solve_metric(theta, theta)
+    kernel = IncrementManifold(phi, metric, damping=0.0, solve_mode="woodbury").egrad2rgrad(theta, theta)
+    dense = IncrementManifold(phi, metric, damping=0.0, solve_mode="dense").egrad2rgrad(theta, theta)
     assert torch.allclose(phi.jvp(theta, kernel), phi.jvp(theta, dense), rtol=1e-6, atol=1e-8)

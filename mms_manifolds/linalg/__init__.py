@@ -4,16 +4,11 @@ from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_so
 from .cg import ConjugateGradientSolve, conjugate_gradient
 from .composite import OperatorSum, ScaledOperator, multiple_of
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
+from .limits import pseudo_inverse_rtol, range_mask
 from .linearization import MetricLinearization
 from .operator import GramOperator, SymmetricOperator
-from .solution import (
-    Factorization,
-    LinearSolution,
-    UnconvergedSolveCount,
-    UnconvergedSolveError,
-    UnconvergedSolveWarning,
-    pseudo_inverse_rtol,
-)
+from .solution import Factorization, LinearSolution
+from .unconverged import UnconvergedSolveCount, UnconvergedSolveError, UnconvergedSolveWarning
 from .woodbury import WoodburySolve
 
 __all__ = [
@@ -39,5 +34,6 @@ __all__ = [
     "make_solve_mode",
     "multiple_of",
     "pseudo_inverse_rtol",
+    "range_mask",
     "resolve_solve_mode",
 ]

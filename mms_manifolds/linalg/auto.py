@@ -8,7 +8,7 @@ import torch
 
 from .cg import ConjugateGradientSolve
 from .dense import DenseSolve
-from .solution import available_memory_bytes
+from .limits import available_memory_bytes
 from .woodbury import WoodburySolve
 
 __all__ = ["AutoSolve", "SolveChoice", "SolveMode", "make_solve_mode", "resolve_solve_mode"]
@@ -99,13 +99,25 @@ def resolve_solve_mode(
     return SolveChoice(mode, f"{mode.name}, as given")
 
 
-def make_solve_mode(mode: object) -> DenseSolve | WoodburySolve | ConjugateGradientSolve | AutoSolve:
-    """Turn ``"auto" | "dense" | "woodbury" | "cg"`` or a mode instance into a mode instance."""
+#: What a solve mode provides: its name, whether it forms :math:`J`, and the two factorisations.
+SOLVE_MODE_INTERFACE = ("name", "forms_jacobian", "factorize", "factorize_weighted")
+
+
+def make_solve_mode(mode: object) -> SolveMode | AutoSolve:
+    """Turn ``"auto" | "dense" | "woodbury" | "cg"`` or a mode instance into a mode instance.
+
+    Any object with the attributes of :data:`SOLVE_MODE_INTERFACE` is a mode (``docs/architecture.md`` adds one):
+    ``factorize(operator)`` returns the :class:`~mms_manifolds.linalg.Factorization` of the metric's Gram operator,
+    ``factorize_weighted(operator)`` that of the step Hessian's.
+    """
     named = {"auto": AutoSolve, "dense": DenseSolve, "woodbury": WoodburySolve, "cg": ConjugateGradientSolve}
     if isinstance(mode, str):
         if mode not in named:
             raise ValueError(f"solve_mode must be one of {sorted(named)}, got {mode!r}")
         return named[mode]()
-    if isinstance(mode, (AutoSolve, DenseSolve, WoodburySolve, ConjugateGradientSolve)):
+    if isinstance(mode, AutoSolve) or all(hasattr(mode, attribute) for attribute in SOLVE_MODE_INTERFACE):
         return mode
-    raise ValueError(f"solve_mode must be a name or a solve-mode instance, got {type(mode).__name__}")
+    raise ValueError(
+        f"solve_mode must be a name or a solve-mode instance (with {', '.join(SOLVE_MODE_INTERFACE)}), "
+        f"got {type(mode).__name__}"
+    )

@@ -12,7 +12,8 @@ import torch
 from .._checks import check_positive_float
 from .._random import rademacher_probes
 from .operator import GramOperator
-from .solution import Factorization, LinearSolution, UnconvergedSolveError, UnconvergedSolveWarning
+from .solution import Factorization, LinearSolution
+from .unconverged import UnconvergedSolveError, UnconvergedSolveWarning
 
 __all__ = ["ConjugateGradientSolve", "conjugate_gradient"]
 
@@ -92,7 +93,7 @@ class _ConjugateGradientFactorization(Factorization):
             self._diagonal = estimate.clamp_min(1e-3 * float(estimate.abs().mean()))
         return self._diagonal
 
-    def range_split(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
+    def range_split_norms(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
         r"""Matrix-free: :math:`P_T` replaced by the damped :math:`JG^{-1}J^\top M`, whose normal part bounds the exact one from above."""
         parametrization, theta, metric = self.operator.parametrization, self.operator.theta, self.operator.weight
         xi = self.solve(parametrization.vjp(theta, metric.apply(v)), damping).value

@@ -7,8 +7,9 @@ from typing import ClassVar
 
 import torch
 
+from .limits import check_fits_in_memory, pseudo_inverse_rtol, truncated_reciprocal
 from .operator import GramOperator
-from .solution import Factorization, LinearSolution, check_fits_in_memory, pseudo_inverse_rtol
+from .solution import Factorization, LinearSolution
 
 __all__ = ["DenseSolve", "GramFactorization", "WhitenedGramFactorization"]
 
@@ -46,11 +47,19 @@ class GramFactorization(Factorization):
         factor: :math:`B` with ``gram`` :math:`= BB^\top`, shape ``(n, p)``, or ``None``.
         rtol: relative eigenvalue cutoff of the pseudo-inverse; ``None`` for ``n * eps``.
         mode: the solve mode's name reported in :class:`LinearSolution`.
+        operator: the Gram operator ``gram`` was formed from, where this factorises the metric's (its exact
+            residual split, :meth:`Factorization.range_split_norms`, reads the operator's SVD).
     """
 
     def __init__(
-        self, gram: torch.Tensor, factor: torch.Tensor | None = None, rtol: float | None = None, mode: str = "dense"
+        self,
+        gram: torch.Tensor,
+        factor: torch.Tensor | None = None,
+        rtol: float | None = None,
+        mode: str = "dense",
+        operator: GramOperator | None = None,
     ):
+        self.operator = operator
         self._gram: torch.Tensor | None = 0.5 * (gram + gram.T)
         self._factor = factor
         self._rtol = pseudo_inverse_rtol(gram.shape[0], gram.dtype) if rtol is None else rtol
@@ -100,7 +109,7 @@ class GramFactorization(Factorization):
         eigenvalues, eigenvectors = self.eigendecomposition()
         keep = eigenvalues > rtol * eigenvalues[-1]
         power = 1 if self.factor is None else 2
-        inverse = torch.where(keep, 1.0 / eigenvalues.where(keep, torch.ones_like(eigenvalues)) ** power, 0.0)
+        inverse = truncated_reciprocal(eigenvalues, keep, power)
         return eigenvectors @ (inverse * (eigenvectors.T @ rhs))
 
     def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
@@ -121,7 +130,7 @@ def _singular_value_solve(operator: GramOperator, rhs: torch.Tensor, damping: fl
     squares = singular_values.square()
     if damping == 0.0:
         keep = squares > rtol * float(squares.max())
-        inverse = torch.where(keep, 1.0 / squares.where(keep, torch.ones_like(squares)), torch.zeros_like(squares))
+        inverse = truncated_reciprocal(squares, keep)
     else:
         inverse = 1.0 / (squares + damping)
     coefficients = right_transposed @ rhs

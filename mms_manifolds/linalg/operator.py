@@ -8,7 +8,7 @@ import torch
 
 from .._random import rademacher_probes
 from ..parametrizations.base import Parametrization
-from .solution import pseudo_inverse_rtol
+from .limits import range_mask, truncated_reciprocal
 
 __all__ = ["GramOperator", "SymmetricOperator"]
 
@@ -32,7 +32,7 @@ def _svd_from_gram(whitened: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (gram + gram.T))
     singular = eigenvalues.clamp_min(0.0).sqrt().flip(0)
     eigenvectors = eigenvectors.flip(1)
-    inverse = torch.where(singular > 0, 1.0 / singular.where(singular > 0, torch.ones_like(singular)), 0.0)
+    inverse = truncated_reciprocal(singular, singular > 0)
     if kernel_side:
         return eigenvectors, singular, ((whitened.T @ eigenvectors) * inverse).T
     return (whitened @ eigenvectors) * inverse, singular, eigenvectors.T
@@ -122,13 +122,25 @@ class GramOperator:
         return self._svd
 
     def range_mask(self, singular: torch.Tensor) -> torch.Tensor:
-        r"""Mask of the singular values of :math:`B` that span :math:`\operatorname{range} J`: :math:`\sigma_i^2 > \text{rtol}\,\sigma_{\max}^2`.
+        r"""Mask of the singular values of :math:`B` that span :math:`\operatorname{range} J` (:func:`~mms_manifolds.linalg.limits.range_mask`, the one rank rule)."""
+        return range_mask(singular, self.size, self.parametrization.ambient_dimension)
 
-        ``rtol`` is :func:`~mms_manifolds.linalg.pseudo_inverse_rtol` of :math:`\min(p, Nm)`, the cutoff of the
-        undamped dense pseudo-inverse, so that the residual split agrees with the projection at ``damping=0``.
+    def range_split_norms(self, v: torch.Tensor) -> tuple[float, float]:
+        r""":math:`(\|P_T v\|_M, \|v - P_T v\|_M)` for ``v`` of shape ``(N, m)``, exactly: :math:`P_T` projects onto the left singular vectors of :math:`B` kept by :meth:`range_mask`."""
+        left, singular, _ = self.whitened_svd()
+        keep = self.range_mask(singular)
+        target = self.weight.whiten(v)
+        tangential = left[:, keep] @ (left[:, keep].T @ target)
+        return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))
+
+    def dual_tangential_norm(self, egrad: torch.Tensor) -> float:
+        r""":math:`\|P_T M^{-1}g\|_M` from :math:`J^\top g` (``egrad``, shape ``(p,)``): :math:`\|\Sigma_k^{-1}V_k^\top J^\top g\|` over the kept singular values.
+
+        It needs no :math:`M^{-1}`, so it stays defined for a semi-definite :math:`M` (mesh-free jets).
         """
-        rtol = pseudo_inverse_rtol(min(self.size, self.parametrization.ambient_dimension), singular.dtype)
-        return singular.square() > rtol * float(singular.max()) ** 2
+        _, singular, right = self.whitened_svd()
+        keep = self.range_mask(singular)
+        return float(torch.linalg.vector_norm((right[keep] @ egrad) / singular[keep]))
 
     def gram_matrix(self) -> torch.Tensor:
         r""":math:`J^\top W J` as a dense ``(p, p)`` matrix, from :math:`W` applied to the columns of :math:`J` (no factor of :math:`W` needed)."""
