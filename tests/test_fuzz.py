@@ -19,7 +19,7 @@ import geoopt
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mms_manifolds import (
@@ -61,6 +61,7 @@ _ENERGY = L2Regression(_X.abs(), _METRIC)
 _FLOW = MinimizingMovement(_PHI, _ENERGY, _METRIC, 0.2)
 _PYMANOPT = PymanoptIncrementManifold(_MANIFOLD)
 _GEOOPT = GeooptIncrementManifold(_MANIFOLD)
+_FLOW_REFERENCE = torch.stack([_PHI.value(_THETA), _PHI.value(_THETA)])  # shape (2, N, 1): a valid reference
 
 
 def _raised_by_us(error: BaseException) -> bool:
@@ -121,6 +122,21 @@ def _arrays(like: np.ndarray):
 _SCALARS = st.one_of(_FLOATS, st.integers(-5, 5), st.none(), st.text(max_size=3), st.booleans())
 
 
+def valid_calls(*cases: dict):
+    """Add the valid calls ``cases`` as explicit examples: every target must accept a call it should accept
+    (:func:`test_every_fuzzed_target_accepted_some_calls`), so an API that refuses everything fails."""
+
+    def decorate(test):
+        for case in cases:
+            test = example(**case)(test)
+        return test
+
+    return decorate
+
+
+_TANGENT = torch.full((_P,), 0.1)
+
+
 # ------------------------------------------------------------------------------------- the core
 
 
@@ -131,6 +147,12 @@ _SCALARS = st.one_of(_FLOATS, st.integers(-5, 5), st.none(), st.text(max_size=3)
     vector=tensors(_THETA),
     ambient=tensors(_PHI.value(_THETA)),
     use_valid_theta=st.booleans(),
+)
+@valid_calls(
+    *(
+        {"method": m, "theta": _THETA, "vector": _TANGENT, "ambient": _PHI.value(_THETA), "use_valid_theta": True}
+        for m in ("egrad2rgrad", "inner", "retract", "project", "transport", "rhess", "metric_matvec")
+    )
 )
 def test_manifold_methods(method, theta, vector, ambient, use_valid_theta):
     theta = _THETA if use_valid_theta else theta
@@ -154,6 +176,7 @@ def test_manifold_construction(damping):
 
 @FUZZ
 @given(anchor=tensors(_PHI.value(_THETA)), tau=_SCALARS)
+@valid_calls({"anchor": _PHI.value(_THETA), "tau": 0.2})
 def test_step_problem_construction(anchor, tau):
     exercise(
         "MMSSubproblem()",
@@ -164,6 +187,7 @@ def test_step_problem_construction(anchor, tau):
 
 @FUZZ
 @given(weights=tensors(torch.ones(NODES)), matrix=tensors(torch.eye(4)), alpha=_SCALARS, which=st.integers(0, 2))
+@valid_calls(*({"weights": torch.ones(NODES), "matrix": torch.eye(4), "alpha": 0.5, "which": w} for w in range(3)))
 def test_metric_construction(weights, matrix, alpha, which):
     builds = [
         lambda: L2Metric(weights).weights,
@@ -183,6 +207,7 @@ def test_parametrization_construction(nodes):
 
 @FUZZ
 @given(target=tensors(_X), stiffness=tensors(torch.eye(NODES)), epsilon=_SCALARS, which=st.integers(0, 2))
+@valid_calls(*({"target": _X.abs(), "stiffness": torch.eye(NODES), "epsilon": 0.1, "which": w} for w in range(3)))
 def test_energy_construction(target, stiffness, epsilon, which):
     builds = [  # construction only: an energy may honestly overflow at extreme data (the driver stops on it)
         lambda: L2Regression(target, _METRIC).target,
@@ -207,6 +232,10 @@ def test_driver_time_step(tau):
     tolerance=_SCALARS,
     use_reference=st.booleans(),
 )
+@valid_calls(
+    {"steps": 1, "theta0": _THETA, "reference": None, "tolerance": None, "use_reference": False},
+    {"steps": 1, "theta0": _THETA, "reference": _FLOW_REFERENCE, "tolerance": 1e-2, "use_reference": True},
+)
 def test_driver_run(steps, theta0, reference, tolerance, use_reference):
     def call():
         budget = TrajectoryBudget(tolerance) if tolerance is not None else None
@@ -220,6 +249,12 @@ def test_driver_run(steps, theta0, reference, tolerance, use_reference):
 
 @FUZZ
 @given(first=_SCALARS, second=_SCALARS, which=st.integers(0, 4))
+@valid_calls(
+    *(
+        {"first": f, "second": g, "which": w}
+        for w, (f, g) in enumerate([(2, 0.1), (0.1, 2), (0.1, 0.5), (2, 2), (0.1, 2)])
+    )
+)
 def test_solver_construction(first, second, which):
     builds = [
         lambda: GaussNewton(max_iterations=first, initial_damping=second).max_iterations,
@@ -245,6 +280,12 @@ def test_solver_construction(first, second, which):
     point=_arrays(_THETA.numpy()),
     vector=_arrays(_THETA.numpy()),
 )
+@valid_calls(
+    *(
+        {"method": m, "point": _THETA.numpy(), "vector": _TANGENT.numpy()}
+        for m in ("inner_product", "retraction", "euclidean_to_riemannian_gradient", "transport", "dist")
+    )
+)
 def test_pymanopt_boundary(method, point, vector):
     calls = {
         "inner_product": lambda: _PYMANOPT.inner_product(point, vector, vector),
@@ -259,6 +300,7 @@ def test_pymanopt_boundary(method, point, vector):
 
 @FUZZ
 @given(method=st.sampled_from(["egrad2rgrad", "inner", "retr", "transp", "dist"]), x=tensors(_THETA), u=tensors(_THETA))
+@valid_calls(*({"method": m, "x": _THETA, "u": _TANGENT} for m in ("egrad2rgrad", "inner", "retr", "transp", "dist")))
 def test_geoopt_boundary(method, x, u):
     calls = {
         "egrad2rgrad": lambda: _GEOOPT.egrad2rgrad(x, u),
@@ -286,3 +328,12 @@ def _report():
     target = os.environ.get("MMS_FUZZ_REPORT")
     if target:
         Path(target).write_text(json.dumps(dict(sorted(OUTCOMES.items())), indent=1))
+
+
+def test_every_fuzzed_target_accepted_some_calls():
+    """Runs last: an API that refused every generated call (valid ones included) would pass each test above."""
+    targets = {outcome.rsplit(": ", 1)[0] for outcome in OUTCOMES}
+    if not targets:
+        pytest.skip("no fuzz test ran before this one (run the whole file)")
+    refused_everything = sorted(target for target in targets if OUTCOMES[f"{target}: ok"] == 0)
+    assert refused_everything == []
