@@ -38,71 +38,26 @@ class GaussNewton(InnerSolver):
 
     Each iteration linearises :math:`\phi` once (:meth:`MMSSubproblem.gauss_newton_model`) and works with
     the model :math:`m(\delta) = f + g\cdot\delta + \tfrac12\delta\cdot A\delta`,
-    :math:`A = J^\top(\nabla^2E(u) + M/\tau)J`, :math:`g = \nabla_\theta f`. The :math:`M/\tau` term of
-    :math:`A` is the strongly convex part of the step functional, so the direction is a descent
-    direction for the whole MMS cost, not only for :math:`E`.
+    :math:`A = J^\top(\nabla^2E(u) + M/\tau)J`, :math:`g = \nabla_\theta f`; one factorisation of :math:`A`
+    serves every trial of the iteration.
 
-    ``globalization="auto"`` (default) chooses at the first iteration of each solve from the model's
-    ``proximal_share`` :math:`s = \operatorname{tr}(J^\top MJ)/(\tau\operatorname{tr}(A))`: Levenberg–Marquardt
-    where :math:`s \ge 1/2` (a short time step, dominated by the proximal term: the step stays near the
-    anchor and the damping acts as a trust region of that size), the line search where :math:`s < 1/2`
-    (a long minimisation of :math:`E`, as in steady PINN and Deep Ritz solves). Measured on both kinds
-    (``docs/performance.md``): on the paper's flows at 1-3 iterations per step (:math:`s` 0.7-0.9)
-    Levenberg–Marquardt ends 3-20 times closer to the exact flow (regression 0.034 against 0.74 at 3
-    iterations); on the 2-D Poisson least-squares problem (:math:`\tau = 10^6`, :math:`s \approx 10^{-8}`)
-    it leaves a floor near :math:`10^{-5}`, where the line search reaches :math:`10^{-6}` (at
-    :math:`\tau = 10^{12}`: within 60 iterations on 20 of 20 seeds, ``docs/gauss_newton.md``).
+    - ``"line-search"``: :math:`\delta = -A^+g` (eigenvalues at or below ``step_cutoff`` :math:`\cdot\lambda_{\max}`
+      dropped after a shortened step and at a cold start, :meth:`step_cutoff_after`), searched along
+      :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a` (:math:`a` the geodesic acceleration, or 0) for
+      :math:`\eta \in \{\eta_0, \eta_0/2, \dots\}`, :math:`\eta_0 = \min(1, 2\eta_{\text{prev}})`, by Armijo's rule
+      (``line_search="armijo"``) or the best cost on the grid (``"grid"``); Levenberg–Marquardt retries where
+      no length lowers the cost.
+    - ``"levenberg-marquardt"``: :math:`\delta = -(A + \mu I)^{-1}g` (plus half its geodesic acceleration where
+      :math:`2|a| \le 0.75|\delta|`), accepted when :math:`\rho = (f(\theta) - f(\theta + \delta))/(m(0) - m(\delta)) > 0`;
+      Nielsen's update of :math:`\mu` (relative to :math:`\operatorname{tr}(A)/p`).
+    - ``"auto"`` (default): Levenberg–Marquardt where the model's ``proximal_share``
+      :math:`\operatorname{tr}(J^\top MJ)/(\tau\operatorname{tr}(A)) \ge 1/2` (a short time step), else the line search.
 
-    ``globalization="line-search"``: the direction is the pseudo-inverse step
-    :math:`\delta = -A^+g`, the energy natural gradient step of Müller & Zeinhofer for the MMS
-    functional. After a full-length step (:math:`\eta = 1`) it is the full pseudo-inverse (eigenvalues
-    at or below the factorisation's rounding cutoff :math:`p\,\varepsilon\lambda_{\max}` dropped,
-    :func:`~mms_manifolds.linalg.pseudo_inverse_rtol`); after a shortened step, where the model was
-    wrong at the scale of its step, and at a cold start, it is truncated: eigenvalues of :math:`A` at
-    or below ``step_cutoff`` :math:`\cdot\lambda_{\max}` are dropped too (default :math:`10^{-12}`:
-    singular directions of the whitened Jacobian below :math:`10^{-6}` of the largest;
-    :meth:`step_cutoff_after`). Those directions add little to the model's predicted decrease and much
-    to the step's length, along which the model is wrong; near a minimiser, where full steps are
-    accepted, they carry the last digits (measured in ``docs/gauss_newton.md``: the truncated step alone
-    reaches the nonlinear Ritz benchmark's 1e-7 on fewer seeds, the full one alone slows the 2-D Poisson
-    benchmark). Where the truncated step's predicted decrease falls below the cost's rounding level the
-    full pseudo-inverse is taken instead. With ``geodesic_acceleration`` the search follows the curve
-    :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a`, :math:`a` the second-order correction
-    of :math:`\delta` (:meth:`MMSSubproblem.geodesic_acceleration`, same cutoff): it bends the step
-    along the curved valleys where a straight search accepts only :math:`\eta \approx 10^{-5}`. Its
-    length :math:`\eta \in \{\eta_0, \eta_0/2, \dots, \eta_0 2^{-h}\}` is found by
-
-    - ``line_search="armijo"``: backtracking to the first :math:`\eta` with
-      :math:`f(\theta + \eta\delta) \le f(\theta) + c\,\eta\,g\cdot\delta` (``armijo`` :math:`= c`), or
-    - ``line_search="grid"``: the best cost over the whole grid (as the published ENGD code does;
-      :math:`h + 1` cost evaluations per iteration),
-
-    starting at :math:`\eta_0 = \min(1, 2\eta_{\text{prev}})`, twice the last accepted length (a step
-    that needed halving is likely to need it again next iteration). The halving stops where the
-    first-order decrease :math:`\eta|g\cdot\delta|` falls below the cost's rounding level: shorter
-    lengths would be accepted or refused by rounding alone (they once crept down to
-    :math:`\eta \approx 10^{-16}` and, handed on to the next MMS step, stalled a flow). If no length
-    decreases the cost the iteration falls back to Levenberg–Marquardt retries on the same model, and
-    the next search starts afresh, as at a cold start. Every accepted step lowers the cost, so the cost
-    never increases (tested).
-
-    ``globalization="levenberg-marquardt"``: :math:`\delta = -(A + \mu I)^{-1}g`, accepted when
-    :math:`\rho = (f(\theta) - f(\theta + \delta)) / (m(0) - m(\delta)) > 0`, with Nielsen's update
-    :math:`\mu \leftarrow \mu\max(1/3, 1 - (2\rho - 1)^3)` on acceptance, :math:`\mu \leftarrow \nu\mu`,
-    :math:`\nu \leftarrow 2\nu` on rejection (:math:`\mu` relative to :math:`\operatorname{tr}(A)/p`), and
-    with ``geodesic_acceleration`` the step bent along the curve by its second-order correction.
-
-    Both reuse one factorisation of :math:`A` per iteration for every trial (no new Jacobian). When the
-    predicted decrease is below the cost's rounding level, a step is accepted if it lowers the
-    tangential residual (otherwise the solve ends as ``STALLED``). The tangential residual (it needs an
-    SVD of the whitened Jacobian) is measured at the end of the solve, where the driver's ledger reads
-    it from the same cached SVD, and at every iteration only where ``tolerance > 0`` asks for a
-    stopping test. A non-finite gradient ends the solve as ``NON_FINITE``, a step that no trial makes
-    succeed as ``NO_PROGRESS``; both keep the last good iterate.
-
-    Warm start: :meth:`solve` returns the step length and damping it ended with in
-    ``InnerResult.state``; the MMS driver passes them to the next step and stores them in the
-    checkpoint, so that a resumed run repeats an uninterrupted one bit for bit.
+    Every accepted step lowers the cost; below the cost's rounding level a step is accepted if it lowers the
+    tangential residual, else the solve ends ``STALLED``. ``NON_FINITE`` and ``NO_PROGRESS`` keep the last
+    good iterate. :meth:`solve` returns the step length and damping it ended with in ``InnerResult.state``
+    (the warm start of the next MMS step, checkpointed). The rules, how they were chosen and what they
+    measure against the published ENGD code and Riemannian gradient descent: ``docs/gauss_newton.md``.
 
     Args:
         max_iterations: Gauss–Newton iterations (Jacobian evaluations). Default ``5``.
@@ -117,18 +72,11 @@ class GaussNewton(InnerSolver):
         max_retries: Levenberg–Marquardt retries per iteration before ``NO_PROGRESS``. Default ``30``.
         solve_mode: ``"auto"``, ``"dense"`` or ``"cg"`` for the model solve (the regression fast path always
             reuses the manifold's factorisation).
-        geodesic_acceleration: add to each Levenberg–Marquardt step half its second-order correction
-            :math:`a` (:meth:`MMSSubproblem.geodesic_acceleration`) where :math:`2|a| \le 0.75|\delta|`,
-            and search along :math:`\theta + \eta\delta + \tfrac{\eta^2}2a` in the line search.
-            On the paper's flows at 1-3 iterations per step it lowered the trajectory error 1.1-16
-            times (heat 2-D 5.6e-3 to 3.5e-4 at one iteration) for 1.5-2 times the time; on the 2-D
-            Poisson benchmark, with ``step_cutoff``, it took 10 seeds from 6 to 9 within 60 iterations
-            (``docs/gauss_newton.md``). Default ``True``.
-        step_cutoff: relative eigenvalue cutoff of the line search's pseudo-inverse step after a
-            shortened step, in :math:`(0, 1)`. Default ``1e-12``. Below the factorisation's own cutoff
-            (``1e-30``, say) every step is the full pseudo-inverse: deeper on the ENGD benchmarks
-            (nonlinear Ritz 40 of 40 seeds to 1e-7 within 60 iterations, 2-D Poisson 12 of 20 to 1e-7),
-            but fits from a random network with :math:`p < N` suffer (``docs/gauss_newton.md``).
+        geodesic_acceleration: bend each step by its second-order correction :math:`a`
+            (:meth:`MMSSubproblem.geodesic_acceleration`). Default ``True``.
+        step_cutoff: relative eigenvalue cutoff of the line search's pseudo-inverse step after a shortened
+            step, in :math:`(0, 1)`. Default ``1e-12``; below the factorisation's own cutoff (``1e-30``) every step
+            is the full pseudo-inverse (deeper on the ENGD benchmarks, worse initial fits; ``docs/gauss_newton.md``).
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
