@@ -330,3 +330,32 @@ def test_euler_flow_bound_refuses_a_non_convex_energy_and_a_negative_estimator()
     assert bregman_estimator(energy, small, big)[0] < 0
     _, problem = EulerFlowBound(0.0).step(0.0, energy, small, big, 0.1, 0.0)
     assert "not convex" in problem
+
+
+def test_teng_spectral_reference_agrees_with_the_schemes_on_its_modes():
+    """benchmarks/teng.py iterates each Fourier mode by hand; the schemes module, on the diagonal energy of the same modes, must agree."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "teng.py"
+    spec = importlib.util.spec_from_file_location("teng_benchmark", path)
+    teng = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(teng)
+    wavenumbers, coefficients = teng.random_initial_condition(modes=12, highest=6, seed=1)
+    rates = torch.tensor(teng.DIFFUSIVITY * (wavenumbers**2).sum(-1), dtype=torch.float64)
+    metric, energy = L2Metric(torch.ones(rates.shape[0])), DirichletEnergy(torch.diag(rates))
+    u0 = torch.tensor(coefficients.real).unsqueeze(-1)
+    z = teng._decay_rates(wavenumbers) * 0.01
+    for name, scheme in (("BDF2, Richardson start", BDF2()), ("BDF2, implicit Euler start", BDF2(start="euler"))):
+        ours = scheme.exact_trajectory(energy, metric, u0, [0.01] * 7)[-1, :, 0]
+        theirs = teng.SCHEMES[name](z, 7, coefficients.real)
+        assert torch.allclose(ours, torch.tensor(theirs), rtol=1e-13, atol=1e-16)
+    assert torch.allclose(
+        ImplicitEuler().exact_trajectory(energy, metric, u0, [0.01] * 7)[-1, :, 0],
+        torch.tensor(teng.SCHEMES["implicit Euler"](z, 7, coefficients.real)),
+        rtol=1e-13,
+    )
+    # the stand-in is a real function: coefficients of -k are the conjugates of those of k
+    half = len(coefficients) // 2
+    assert (wavenumbers[half:] == -wavenumbers[:half]).all()
+    assert abs(coefficients[half:] - coefficients[:half].conj()).max() == 0
