@@ -131,7 +131,7 @@ class BDF2Ledger:
     :math:`c = 1/(1 - 4\tau\lambda_-)`, :math:`\lambda_- = \max(-\lambda, 0)`:
 
     .. math:: g_{k+1} = c\,\sigma_k + \sqrt{c^2\sigma_k^2 + c\,g_k^2},\qquad \sigma_k = \tau\rho_k + \delta_k,\qquad
-        \|u_{k+1} - v_{k+1}\|_M \le B_{k+1} = 2\,g_{k+1},
+        \|u_{k+1} - v_{k+1}\|_M \le B_{k+1} = \min\big(2\,g_{k+1},\ L'(4B_k + B_{k-1})/3 + \rho_k/\mu' + \delta_k\big),
 
     started from :math:`g_1 = \tfrac12\sqrt{B_1^2 + (2B_1 + B_0)^2}` with :math:`B_0, B_1` bounds on the first two
     errors. The factor 2 is the norm-equivalence constant :math:`\|e_{k+1}\| \le 2\|(e_{k+1}, e_k)\|_G`. Each part
@@ -175,10 +175,31 @@ class BDF2Ledger:
         c = self.growth
         return c * sigma + math.sqrt((c * sigma) ** 2 + c * previous**2)
 
+    def direct_bound(self, residual: float, newest: float, older: float, allowance: float) -> float:
+        r""":math:`L'(4B_k + B_{k-1})/3 + \rho_k/\mu' + \delta_k`: the step's own contraction, :math:`L' = 1/(1 + \tau'\lambda)`, :math:`\mu' = 1/\tau' + \lambda`, :math:`\tau' = 2\tau/3`.
+
+        It holds because :math:`\|u_{k+1} - \operatorname{prox}_{\tau'E}(\tilde u_k)\| \le \rho_k/\mu'` and the prox is
+        :math:`L'`-Lipschitz in the anchor, :math:`\|\tilde u_k - \tilde v_k\| \le (4\|e_k\| + \|e_{k-1}\|)/3`; it grows by up
+        to 5/3 per step, so it is the tighter bound only over the first steps after the start.
+        """
+        effective = 2 * self.tau / 3
+        lipschitz, mu = 1 / (1 + effective * self.convexity), 1 / effective + self.convexity
+        return lipschitz * (4 * newest + older) / 3 + residual / mu + allowance
+
     def step(
-        self, previous: BoundParts, residual: Residual, u_new: torch.Tensor, u_old: torch.Tensor
+        self,
+        previous: BoundParts,
+        residual: Residual,
+        u_new: torch.Tensor,
+        u_old: torch.Tensor,
+        bounds: tuple[float, float] | None = None,
     ) -> tuple[BoundParts, BoundParts]:
-        r"""``(g_{k+1}, B_{k+1})``: the G-norm parts after the step and the bound parts :math:`2g_{k+1}`."""
+        r"""``(g_{k+1}, B_{k+1})``: the G-norm parts after the step and the bound parts :math:`2g_{k+1}`.
+
+        With ``bounds`` :math:`= (B_k, B_{k-1})` the total is also capped by :meth:`direct_bound`, and its G-norm
+        by :math:`\tfrac12\sqrt{B_{k+1}^2 + (2B_{k+1} + B_k)^2}`: both bound the same quantities, so their minimum
+        does. The parts stay pure G-norm recursions, so their sum still bounds the total.
+        """
         delta = self.allowance.rounding_allowance(u_new, u_old)
         tau = self.tau
         g_norms = BoundParts(
@@ -187,7 +208,15 @@ class BDF2Ledger:
             approximation=self._advance(previous.approximation, tau * residual.normal),
             rounding=self._advance(previous.rounding, delta),
         )
-        return g_norms, BoundParts(*(self.NORM_CONSTANT * part for part in _parts(g_norms)))
+        bound = BoundParts(*(self.NORM_CONSTANT * part for part in _parts(g_norms)))
+        if bounds is None:
+            return g_norms, bound
+        total = min(bound.tracking_bound, self.direct_bound(residual.total, *bounds, delta))
+        g_total = min(g_norms.tracking_bound, 0.5 * math.hypot(total, 2 * total + bounds[0]))
+        return (
+            BoundParts(g_total, g_norms.inexactness, g_norms.approximation, g_norms.rounding),
+            BoundParts(total, bound.inexactness, bound.approximation, bound.rounding),
+        )
 
 
 def _parts(bound: BoundParts) -> tuple[float, float, float, float]:

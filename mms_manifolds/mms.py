@@ -540,7 +540,8 @@ class MinimizingMovement:
             if problem is None:
                 problem = stepper.start_g_norm(bound, previous, tau)
         else:
-            bound, problem = stepper.bound(previous, residual, u, anchor, tau)
+            older = result.columns["tracking_bound"][-2] if len(result.columns["tracking_bound"]) > 1 else 0.0
+            bound, problem = stepper.bound(previous, residual, u, anchor, tau, older)
         if problem is not None:
             pass
         elif start is None and not all(

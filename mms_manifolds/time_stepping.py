@@ -164,9 +164,18 @@ class SchemeStepper:
         return BDF2Ledger(self.convexity, tau, self.metric, self.dtype, self.size)
 
     def bound(
-        self, previous: BoundParts, residual: Residual, u_new: torch.Tensor, u_old: torch.Tensor, tau: float
+        self,
+        previous: BoundParts,
+        residual: Residual,
+        u_new: torch.Tensor,
+        u_old: torch.Tensor,
+        tau: float,
+        older_bound: float = math.nan,
     ) -> tuple[BoundParts, str | None]:
-        """The bound parts after a step of length ``tau`` (not the start), or ``nan`` parts and why not certified."""
+        """The bound parts after a step of length ``tau`` (not the start), or ``nan`` parts and why not certified.
+
+        ``older_bound`` is :math:`B_{k-1}` (BDF2 caps its G-norm bound by the step's own contraction).
+        """
         if not self.is_bdf2:
             return self.euler_ledger(tau).step(previous, residual, u_new, u_old), None
         if not self.record.time_steps:  # BDF2's implicit Euler start: its bound, then g_1 from it and B_0
@@ -182,7 +191,8 @@ class SchemeStepper:
             ledger = self.bdf2_ledger(tau)
         except ValueError as error:
             return BoundParts.undefined(), str(error)
-        g_norm, bound = ledger.step(BoundParts(*self.record.g_norm), residual, u_new, u_old)
+        bounds = (previous.tracking_bound, older_bound)
+        g_norm, bound = ledger.step(BoundParts(*self.record.g_norm), residual, u_new, u_old, bounds)
         self.record.g_norm = list(_parts(g_norm))
         return bound, None
 
