@@ -25,6 +25,7 @@ from .flow_bound import EulerFlowBound
 from .ledger import BDF2Ledger, BoundParts, TrackingLedger
 from .metrics.base import Metric
 from .schemes import BDF2, ImplicitEuler, StepController, StepPlan, TimeScheme
+from .step_constants import StepConstants
 from .subproblem import Residual
 
 __all__ = ["SchemeRecord", "SchemeStepper", "StartParts"]
@@ -158,7 +159,7 @@ class SchemeStepper:
         return bool(self.record.time_steps) and tau != self.record.time_steps[-1]
 
     def euler_ledger(self, tau: float) -> TrackingLedger:
-        return TrackingLedger(self.convexity, tau, self.metric, self.dtype, self.size)
+        return TrackingLedger(StepConstants.of(tau, self.convexity), self.metric, self.dtype, self.size)
 
     def bdf2_ledger(self, tau: float) -> BDF2Ledger:
         return BDF2Ledger(self.convexity, tau, self.metric, self.dtype, self.size)

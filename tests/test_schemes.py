@@ -8,7 +8,7 @@ import torch
 from mms_manifolds import DirichletEnergy, GinzburgLandau, L2Metric
 from mms_manifolds.flow_bound import EulerFlowBound, bregman_estimator
 from mms_manifolds.grids import grid_2d, grid_spacing, stiffness_1d, stiffness_2d, trapezoid_weights, uniform_nodes
-from mms_manifolds.ledger import BDF2Ledger, BoundParts
+from mms_manifolds.ledger import BDF2Ledger, BoundParts, TrackingLedger
 from mms_manifolds.schemes import (
     BDF2,
     BDF2_G_MATRIX,
@@ -17,6 +17,7 @@ from mms_manifolds.schemes import (
     adaptive_exact_trajectory,
     richardson_start,
 )
+from mms_manifolds.step_constants import StepConstants
 from mms_manifolds.subproblem import Residual
 
 UNIT_SQUARE = (0.0, 1.0, 0.0, 1.0)
@@ -248,9 +249,7 @@ def _perturbed_bdf2(energy, metric, u0, tau, steps, size, seed, mode):
     generator = torch.Generator().manual_seed(seed)
     convexity = energy.convexity(metric)
     ledger = BDF2Ledger(convexity, tau, metric, torch.float64, u0.numel())
-    from mms_manifolds.ledger import TrackingLedger
-
-    euler = TrackingLedger(convexity, tau, metric, torch.float64, u0.numel())
+    euler = TrackingLedger(StepConstants.of(tau, convexity), metric, torch.float64, u0.numel())
     scheme = BDF2(start="euler")
     exact = scheme.exact_trajectory(energy, metric, u0, [tau] * steps)
     states, bounds, errors, g = [u0], [], [], None
