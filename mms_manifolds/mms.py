@@ -377,7 +377,7 @@ class MinimizingMovement:
                 self._state_size,
                 settings.certified,
                 time_tolerance,
-                SchemeRecord.from_metadata(result.metadata.get("scheme_record")),
+                self._scheme_record(result, time_tolerance),
             )
             for step in range(result.steps_done + 1, steps + 1):
                 start = time.perf_counter()
@@ -441,6 +441,28 @@ class MinimizingMovement:
             if budget is not None:
                 result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
         return result
+
+    def _scheme_record(self, result: MMSResult, time_tolerance: float | None) -> SchemeRecord:
+        """The scheme's record so far: the checkpoint's, one written before schemes existed, or a fresh one.
+
+        Raises:
+            ValueError: a resumed BDF2 or adaptive run whose checkpoint lacks the scheme's history for its steps
+                (step sizes and G-norm: without them the next step is not the one an uninterrupted run takes).
+        """
+        record = SchemeRecord.from_metadata(result.metadata.get("scheme_record"))
+        if len(record.time_steps) == result.steps_done:
+            return record
+        if isinstance(self.scheme, ImplicitEuler) and time_tolerance is None:  # fixed steps need no history
+            missing = result.steps_done - len(record.time_steps)
+            record.time_steps += [self.tau] * missing
+            record.local_error_estimate += [None] * missing
+            record.flow_bound += [None] * missing
+            return record
+        raise ValueError(
+            f"the checkpoint holds {result.steps_done} steps but the time scheme's history of "
+            f"{len(record.time_steps)} (step sizes, G-norm): {self.scheme!r} cannot continue it as an uninterrupted "
+            "run would"
+        )
 
     def _scheme_step(
         self, solve: _Solve, stepper: SchemeStepper, states: list[torch.Tensor]
