@@ -139,7 +139,9 @@ class BDF2Ledger:
     Args:
         convexity: :math:`\lambda`, finite, with :math:`4\tau\lambda_- < 1`.
         tau: the (constant) time step :math:`\tau` (not the effective :math:`2\tau/3`).
-        metric, dtype, size: as for :class:`TrackingLedger`.
+        metric: :math:`M`, as for :class:`TrackingLedger`.
+        dtype: the states' dtype, for :math:`\varepsilon`.
+        size: :math:`Nm`, the number of entries of a state.
 
     Raises:
         ValueError: :math:`1 - 4\tau\lambda_- \le 0` (no bound derived there).

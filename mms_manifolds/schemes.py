@@ -306,7 +306,8 @@ class StepController:
         time_tolerance: the largest local error estimate accepted (in the metric's norm).
         order: :math:`p`.
         safety: :math:`s \in (0, 1]`.
-        min_ratio, max_ratio: :math:`r_{\min} < 1 < r_{\max}`, the limits of one change.
+        min_ratio: :math:`r_{\min} < 1`, the smallest change of the step at once.
+        max_ratio: :math:`r_{\max} > 1`, the largest.
     """
 
     def __init__(

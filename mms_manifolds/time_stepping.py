@@ -95,7 +95,9 @@ class SchemeStepper:
         scheme: :class:`~mms_manifolds.schemes.ImplicitEuler` or :class:`~mms_manifolds.schemes.BDF2`.
         tau: the (initial) time step.
         convexity: :math:`\lambda` (``None`` if unknown).
-        metric, dtype, size: for the ledgers.
+        metric: :math:`M`, for the ledgers and estimates.
+        dtype: the states' dtype.
+        size: :math:`Nm`, the number of entries of a state.
         certified: whether the run certifies bounds at all.
         time_tolerance: ``None`` for fixed steps, else the local error estimate's tolerance.
         record: the :class:`SchemeRecord` so far (a resumed run's).
