@@ -18,7 +18,7 @@ import math
 import torch
 
 from .._checks import check_integer, check_positive_float
-from .nodes import NodeSet
+from .nodes import NodeSet, box_interior_monte_carlo
 
 __all__ = ["PeriodicEmbedding", "periodic_mlp", "torus_grid", "torus_monte_carlo"]
 
@@ -52,13 +52,10 @@ def torus_monte_carlo(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
 ) -> NodeSet:
-    r"""``count`` uniform random points on the torus :math:`[0, P)^d`, weights :math:`P^d/N`."""
-    count = check_integer("count", count, minimum=1)
-    dimension = check_integer("dimension", dimension, minimum=1)
+    r"""``count`` uniform random points on the torus :math:`[0, P)^d`, weights :math:`P^d/N`: Monte Carlo in the box :math:`[0, P)^d`."""
     period = check_positive_float("period", period)
-    points = period * torch.rand(count, dimension, generator=generator, dtype=dtype, device=device)
-    weights = torch.full((count,), period**dimension / count, dtype=dtype, device=device)
-    return NodeSet(points, weights, derivatives)
+    options = {"generator": generator, "low": 0.0, "high": period, "dtype": dtype, "device": device}
+    return box_interior_monte_carlo(count, dimension, derivatives, **options)
 
 
 class PeriodicEmbedding(torch.nn.Module):
