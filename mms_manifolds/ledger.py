@@ -37,7 +37,7 @@ from .metrics.base import Metric
 from .step_constants import StepConstants
 from .subproblem import Residual
 
-__all__ = ["BoundParts", "TrackingLedger"]
+__all__ = ["BDF2Ledger", "BoundParts", "TrackingLedger"]
 
 _CURVATURE_ROUNDING = 64
 """Rounding slack of the curvature check, in units of epsilon times the sum of absolute products."""
@@ -119,3 +119,105 @@ class TrackingLedger:
             f"the declared convexity modulus {self.convexity:.6g} exceeds the curvature seen along the step, "
             f"{seen / length_squared:.6g} (<grad E(u_k+1) - grad E(u_k), u_k+1 - u_k> < lambda ||u_k+1 - u_k||_M^2)"
         )
+
+
+class BDF2Ledger:
+    r"""The G-norm tracking bound of constant-step BDF2 against the exact BDF2 iterates (``docs/theory.md``, section 7).
+
+    With :math:`e_k = u_k - v_k`, :math:`g_k \ge \|(e_k, e_{k-1})\|_G` (Dahlquist's G-norm,
+    :data:`~mms_manifolds.schemes.BDF2_G_MATRIX`), :math:`\rho_k` the step's residual and
+    :math:`c = 1/(1 - 4\tau\lambda_-)`, :math:`\lambda_- = \max(-\lambda, 0)`:
+
+    .. math:: g_{k+1} = c\,\sigma_k + \sqrt{c^2\sigma_k^2 + c\,g_k^2},\qquad \sigma_k = \tau\rho_k + \delta_k,\qquad
+        \|u_{k+1} - v_{k+1}\|_M \le B_{k+1} = \min\big(2\,g_{k+1},\ L'(4B_k + B_{k-1})/3 + \rho_k/\mu' + \delta_k\big),
+
+    started from :math:`g_1 = \tfrac12\sqrt{B_1^2 + (2B_1 + B_0)^2}` with :math:`B_0, B_1` bounds on the first two
+    errors. The factor 2 is the norm-equivalence constant :math:`\|e_{k+1}\| \le 2\|(e_{k+1}, e_k)\|_G`. Each part
+    (inexactness, approximation, rounding) runs the same recursion with its own residual; by Minkowski's
+    inequality the parts' sum bounds the total. :math:`\delta_k` is :class:`TrackingLedger`'s allowance.
+
+    Args:
+        convexity: :math:`\lambda`, finite, with :math:`4\tau\lambda_- < 1`.
+        tau: the (constant) time step :math:`\tau` (not the effective :math:`2\tau/3`).
+        metric: :math:`M`, as for :class:`TrackingLedger`.
+        dtype: the states' dtype, for :math:`\varepsilon`.
+        size: :math:`Nm`, the number of entries of a state.
+
+    Raises:
+        ValueError: :math:`1 - 4\tau\lambda_- \le 0` (no bound derived there).
+    """
+
+    NORM_CONSTANT = 2.0
+    r""":math:`\sup \|a\| / \|(a, b)\|_G = 2`, the constant between the G-norm and the newest error."""
+
+    def __init__(self, convexity: float, tau: float, metric: Metric, dtype: torch.dtype, size: int):
+        if not math.isfinite(convexity):
+            raise ValueError(f"the convexity modulus must be finite, got {convexity}")
+        self.convexity, self.tau, self.metric = float(convexity), float(tau), metric
+        negative_part = max(-self.convexity, 0.0)
+        if 1 - 4 * self.tau * negative_part <= 0:
+            raise ValueError(
+                f"the BDF2 G-norm bound needs 4 tau lambda_- < 1; tau = {self.tau}, lambda = {self.convexity:.6g}: "
+                f"tau must be below {1 / (4 * negative_part):.6g}"
+            )
+        self.growth = 1 / (1 - 4 * self.tau * negative_part)
+        self.allowance = TrackingLedger(StepConstants.of(self.tau, 0.0), metric, dtype, size)
+
+    def start(self, first: BoundParts, initial: BoundParts) -> BoundParts:
+        r""":math:`g_1 = \tfrac12\sqrt{B_1^2 + (2B_1 + B_0)^2}` for each part, from the bounds :math:`B_1` (``first``) and :math:`B_0`."""
+
+        def g_norm(newest: float, older: float) -> float:
+            return 0.5 * math.hypot(newest, 2 * newest + older)
+
+        return BoundParts(*(g_norm(a, b) for a, b in zip(_parts(first), _parts(initial))))
+
+    def _advance(self, previous: float, sigma: float) -> float:
+        c = self.growth
+        return c * sigma + math.sqrt((c * sigma) ** 2 + c * previous**2)
+
+    def direct_bound(self, residual: float, newest: float, older: float, allowance: float) -> float:
+        r""":math:`L'(4B_k + B_{k-1})/3 + \rho_k/\mu' + \delta_k`: the step's own contraction, :math:`L' = 1/(1 + \tau'\lambda)`, :math:`\mu' = 1/\tau' + \lambda`, :math:`\tau' = 2\tau/3`.
+
+        It holds because :math:`\|u_{k+1} - \operatorname{prox}_{\tau'E}(\tilde u_k)\| \le \rho_k/\mu'` and the prox is
+        :math:`L'`-Lipschitz in the anchor, :math:`\|\tilde u_k - \tilde v_k\| \le (4\|e_k\| + \|e_{k-1}\|)/3`; it grows by up
+        to 5/3 per step, so it is the tighter bound only over the first steps after the start.
+        """
+        effective = 2 * self.tau / 3
+        lipschitz, mu = 1 / (1 + effective * self.convexity), 1 / effective + self.convexity
+        return lipschitz * (4 * newest + older) / 3 + residual / mu + allowance
+
+    def step(
+        self,
+        previous: BoundParts,
+        residual: Residual,
+        u_new: torch.Tensor,
+        u_old: torch.Tensor,
+        bounds: tuple[float, float] | None = None,
+    ) -> tuple[BoundParts, BoundParts]:
+        r"""``(g_{k+1}, B_{k+1})``: the G-norm parts after the step and the bound parts :math:`2g_{k+1}`.
+
+        With ``bounds`` :math:`= (B_k, B_{k-1})` the total is also capped by :meth:`direct_bound`, and its G-norm
+        by :math:`\tfrac12\sqrt{B_{k+1}^2 + (2B_{k+1} + B_k)^2}`: both bound the same quantities, so their minimum
+        does. The parts stay pure G-norm recursions, so their sum still bounds the total.
+        """
+        delta = self.allowance.rounding_allowance(u_new, u_old)
+        tau = self.tau
+        g_norms = BoundParts(
+            tracking_bound=self._advance(previous.tracking_bound, tau * residual.total + delta),
+            inexactness=self._advance(previous.inexactness, tau * residual.tangential),
+            approximation=self._advance(previous.approximation, tau * residual.normal),
+            rounding=self._advance(previous.rounding, delta),
+        )
+        bound = BoundParts(*(self.NORM_CONSTANT * part for part in _parts(g_norms)))
+        if bounds is None:
+            return g_norms, bound
+        total = min(bound.tracking_bound, self.direct_bound(residual.total, *bounds, delta))
+        g_total = min(g_norms.tracking_bound, 0.5 * math.hypot(total, 2 * total + bounds[0]))
+        return (
+            BoundParts(g_total, g_norms.inexactness, g_norms.approximation, g_norms.rounding),
+            BoundParts(total, bound.inexactness, bound.approximation, bound.rounding),
+        )
+
+
+def _parts(bound: BoundParts) -> tuple[float, float, float, float]:
+    return (bound.tracking_bound, bound.inexactness, bound.approximation, bound.rounding)

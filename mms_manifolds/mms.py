@@ -15,6 +15,7 @@ fingerprinted and validated (:mod:`mms_manifolds.storage`, :mod:`mms_manifolds.f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -27,19 +28,21 @@ import torch
 
 from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
 from .budget import TrajectoryBudget
-from .energies import Energy
-from .fingerprint import trajectory_fingerprint
-from .ledger import BoundParts, TrackingLedger
+from .energies import Energy, L2Regression
+from .fingerprint import _digest, trajectory_fingerprint
+from .ledger import BoundParts
 from .linalg import UnconvergedSolveCount
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
 from .results import MMSResult, StepRecord
 from .run_settings import RunSettings
+from .schemes import ImplicitEuler, TimeScheme
 from .solvers.base import InnerResult, InnerSolver, StopReason
 from .step_constants import StepConstants
 from .storage import WriterLock, resolve_path
 from .subproblem import MMSSubproblem, Residual
+from .time_stepping import SchemeRecord, SchemeStepper, StartParts
 
 __all__ = ["MMSDivergenceError", "MinimizingMovement", "exact_trajectory"]
 
@@ -111,6 +114,8 @@ class MinimizingMovement:
         tau: time step :math:`\tau > 0`; :math:`\tau < 1/|\lambda|` for semi-convex energies.
         damping: the increment manifold's damping (``"auto"`` or a number; see :class:`IncrementManifold`).
         solve_mode: the manifold's solve mode.
+        scheme: the time scheme (:mod:`mms_manifolds.schemes`): :class:`~mms_manifolds.schemes.ImplicitEuler`
+            (default, the minimizing movement) or :class:`~mms_manifolds.schemes.BDF2` (second order).
 
     Raises:
         TypeError: an argument of the wrong type (a plain function as ``energy``, ``metric=None``), or a tensor
@@ -141,8 +146,13 @@ class MinimizingMovement:
         tau: float,
         damping: float | str = "auto",
         solve_mode: object = "auto",
+        scheme: TimeScheme | None = None,
     ):
         _check_flow_arguments(parametrization, energy, metric)
+        scheme = ImplicitEuler() if scheme is None else scheme
+        if not isinstance(scheme, TimeScheme):
+            raise TypeError(f"scheme must be a TimeScheme (ImplicitEuler() or BDF2()), got {type(scheme).__name__}")
+        self.scheme = scheme
         self.parametrization = parametrization
         self.energy = energy
         self.metric = metric
@@ -201,8 +211,26 @@ class MinimizingMovement:
         return notes
 
     def _settings(
-        self, steps: int, solver: InnerSolver, budget: TrajectoryBudget | None, resampled: bool, theta0: torch.Tensor
+        self,
+        steps: int,
+        solver: InnerSolver,
+        budget: TrajectoryBudget | None,
+        resampled: bool,
+        theta0: torch.Tensor,
+        time_tolerance: float | None = None,
     ) -> RunSettings:
+        fingerprint = trajectory_fingerprint(
+            self.parametrization,
+            self.energy,
+            self.metric,
+            self.tau,
+            self.manifold.damping,
+            self.manifold.selected_solve_mode(),
+            solver,
+            theta0,
+        )
+        if not isinstance(self.scheme, ImplicitEuler) or time_tolerance is not None:
+            fingerprint["scheme"] = _digest(f"{self.scheme!r}, time_tolerance={time_tolerance!r}")
         return RunSettings(
             tau=self.tau,
             convexity=self.convexity,
@@ -218,16 +246,7 @@ class MinimizingMovement:
             solve_mode_reason=self.manifold.solve_choice.reason,
             budget=None if budget is None else budget.tolerance,
             notes=tuple(self._notes(resampled)),
-            fingerprint=trajectory_fingerprint(
-                self.parametrization,
-                self.energy,
-                self.metric,
-                self.tau,
-                self.manifold.damping,
-                self.manifold.selected_solve_mode(),
-                solver,
-                theta0,
-            ),
+            fingerprint=fingerprint,
         )
 
     def _check_reference(self, reference: object, steps: int) -> torch.Tensor | None:
@@ -252,6 +271,7 @@ class MinimizingMovement:
         max_retries: int = 3,
         diagnostics: bool = False,
         resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None = None,
+        time_tolerance: float | None = None,
     ) -> MMSResult:
         r"""Take ``steps`` MMS steps from ``theta0`` with ``solver``; return the per-step record.
 
@@ -290,6 +310,11 @@ class MinimizingMovement:
                 still exact for each step's discrete problem, but the steps are different problems, so the
                 tracking bound is not certified (``nan``, stated in ``metadata["notes"]``) and no
                 ``reference`` may be given.
+            time_tolerance: adaptive steps: after each step the scheme's local time-error estimate (Milne's
+                device, an estimate) chooses the next step so that it stays below this tolerance (in the
+                metric's norm); a step above it is solved again with a smaller step. ``tau`` is the first step.
+                ``None`` (default): fixed steps. Variable-step BDF2 is not certified (the G-norm bound is
+                for constant steps); implicit Euler's bound is (each step with its own :math:`L`, :math:`\mu`).
 
         Returns:
             MMSResult. Certification is withdrawn during the run (``certified`` becomes ``False``, every
@@ -319,12 +344,22 @@ class MinimizingMovement:
             raise ValueError(
                 "resample cannot be combined with a reference or a budget: resampled steps have no fixed flow"
             )
+        if time_tolerance is not None:
+            time_tolerance = check_positive_float("time_tolerance", time_tolerance)
+        if (time_tolerance is not None or not isinstance(self.scheme, ImplicitEuler)) and (
+            resample is not None or budget is not None or reference is not None
+        ):
+            raise ValueError(
+                "a BDF2 scheme or adaptive steps (time_tolerance) cannot be combined with resample, a budget or a "
+                "reference: the budget is derived for fixed-step implicit Euler, and the reference iterates are "
+                "computed with the run's own steps (from the energy's prox)"
+            )
         path = None if checkpoint is None else resolve_path(checkpoint, "checkpoint")
         theta0 = self.manifold.check_point(theta0, "theta0")
         if not math.isfinite(float(self.energy.value(self.parametrization.value(theta0)))):
             raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
-        settings = self._settings(steps, solver, budget, resample is not None, theta0)
+        settings = self._settings(steps, solver, budget, resample is not None, theta0, time_tolerance)
         with contextlib.ExitStack() as stack:
             lock = None if path is None else stack.enter_context(WriterLock(path))
             result = self._resume_or_start(theta0, reference, settings, path, lock)
@@ -334,25 +369,41 @@ class MinimizingMovement:
                 else budget.step_tolerance(self.constants.lipschitz, self.constants.strong_convexity, steps)
             )
             exact = reference is None and resample is None and self.energy.has_prox
-            ledger = (
-                TrackingLedger(self.constants, self.metric, self.parametrization.dtype, self._state_size)
-                if settings.certified
-                else None
+            stepper = SchemeStepper(
+                self.scheme,
+                self.tau,
+                self.convexity,
+                self.metric,
+                self.parametrization.dtype,
+                self._state_size,
+                settings.certified,
+                time_tolerance,
+                self._scheme_record(result, time_tolerance),
             )
             for step in range(result.steps_done + 1, steps + 1):
                 start = time.perf_counter()
-                subproblem = self._step_subproblem(resample, step, result.thetas[-1])
-                energy, manifold, anchor = subproblem.energy, subproblem.manifold, subproblem.anchor
-                inner, retries = _solve_with_retries(
-                    solver, subproblem, result, step, step_tolerance, on_failure, max_retries
-                )
-                with UnconvergedSolveCount(f"MMS step {step} residual") as unconverged:
-                    residual = subproblem.residual(inner.point)
-                u = subproblem.node_values(inner.point)
+                base = self._step_subproblem(resample, step, result.thetas[-1])  # implicit Euler's step from u_k
+                energy, manifold, previous = base.energy, base.manifold, base.anchor
+                solve = _Solve(solver, result, step, step_tolerance, on_failure, max_retries, base)
+                if stepper.richardson_start(result.steps_done):
+                    tau, estimate = stepper.next_step(), math.nan
+                    inner, retries, residual, u, start_parts, unconverged = self._richardson_start(
+                        solve, stepper, previous, tau
+                    )
+                else:
+                    history = result.thetas[-self.scheme.estimate_history : -1]
+                    states = [*(manifold.parametrization.value(theta) for theta in history), previous]
+                    inner, retries, subproblem, tau, estimate = self._scheme_step(solve, stepper, states)
+                    with UnconvergedSolveCount(f"MMS step {step} residual") as unconverged:
+                        residual = subproblem.residual(inner.point)
+                    u, start_parts = subproblem.node_values(inner.point), None
                 exact_state = reference[step] if reference is not None else None
                 if exact:
-                    exact_state = self._exact_step(result.reference_states[-1], step)
-                bound = self._book_bound(ledger, result, step, residual, u, anchor, energy)
+                    exact_state = self._exact_step(result, stepper, step, tau)
+                bound = self._book_bound(stepper, result, step, residual, u, previous, energy, tau, start_parts)
+                flow_bound, problem = stepper.flow_step(energy, previous, u, tau, residual.total)
+                if problem is not None and result.certified:
+                    _withdraw_certification(result, step, problem)
                 rank, sigma_min = (
                     self._jacobian_report(manifold, inner.point, result) if diagnostics else (math.nan, math.nan)
                 )
@@ -377,6 +428,8 @@ class MinimizingMovement:
                 )
                 result.append(inner.point, inner.stop_reason.name.lower(), exact_state, record)
                 result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
+                stepper.append(tau, estimate, flow_bound if result.certified else math.nan)
+                result.metadata["scheme_record"] = stepper.record.as_metadata()  # step sizes, G-norm, estimates
                 if path is not None:
                     result.save(path, lock=lock)
                 if progress:
@@ -390,14 +443,108 @@ class MinimizingMovement:
                 result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
         return result
 
+    def _scheme_record(self, result: MMSResult, time_tolerance: float | None) -> SchemeRecord:
+        """The scheme's record so far: the checkpoint's, one written before schemes existed, or a fresh one.
+
+        Raises:
+            ValueError: a resumed BDF2 or adaptive run whose checkpoint lacks the scheme's history for its steps
+                (step sizes and G-norm: without them the next step is not the one an uninterrupted run takes).
+        """
+        record = SchemeRecord.from_metadata(result.metadata.get("scheme_record"))
+        if len(record.time_steps) == result.steps_done:
+            return record
+        if isinstance(self.scheme, ImplicitEuler) and time_tolerance is None:  # fixed steps need no history
+            missing = result.steps_done - len(record.time_steps)
+            record.time_steps += [self.tau] * missing
+            record.local_error_estimate += [None] * missing
+            record.flow_bound += [None] * missing
+            return record
+        raise ValueError(
+            f"the checkpoint holds {result.steps_done} steps but the time scheme's history of "
+            f"{len(record.time_steps)} (step sizes, G-norm): {self.scheme!r} cannot continue it as an uninterrupted "
+            "run would"
+        )
+
+    def _scheme_step(
+        self, solve: _Solve, stepper: SchemeStepper, states: list[torch.Tensor]
+    ) -> tuple[InnerResult, int, MMSSubproblem, float, float]:
+        """One step of the scheme from the last states (oldest first): solved, estimated, retried smaller if rejected.
+
+        Returns ``(inner, retries, subproblem, tau, estimate)``.
+        """
+        tau = stepper.next_step()
+        while True:
+            plan = stepper.plan(states[-self.scheme.history :], tau)
+            subproblem = solve.problem(plan.anchor, plan.tau)
+            inner, retries = solve(subproblem)
+            estimate = stepper.estimate([*states, subproblem.node_values(inner.point)], tau)
+            accepted, tau_next = stepper.accept(tau, estimate)
+            if accepted:
+                return inner, retries, subproblem, tau, estimate
+            tau = tau_next
+
+    def _richardson_start(
+        self, solve: _Solve, stepper: SchemeStepper, u0: torch.Tensor, tau: float
+    ) -> tuple[InnerResult, int, Residual, torch.Tensor, StartParts, UnconvergedSolveCount]:
+        r"""BDF2's first step :math:`u_1 = \Pi(2w - z)`: :math:`w` two implicit Euler steps of :math:`\tau/2`, :math:`z` one of :math:`\tau`.
+
+        :math:`\Pi` is the network's fit to the combination (the step problem of the regression energy
+        :math:`\tfrac12\|u - (2w - z)\|_M^2` anchored there), warm-started at :math:`w`'s parameters. The bound
+        pieces are booked with implicit Euler's ledger; the projection's distance is measured. Returns
+        ``(inner, retries, residual, u1, pieces, unconverged)`` with the fit's inner result (its iterations
+        the sum of the four solves) and residual.
+        """
+        result = solve.result
+        previous = BoundParts(
+            *(
+                result.columns[name][-1]
+                for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding")
+            )
+        )
+        half_ledger, full_ledger = stepper.euler_ledger(tau / 2), stepper.euler_ledger(tau)
+        iterations, retries_total, problems = 0, 0, []
+        with UnconvergedSolveCount(f"MMS step {solve.step} residual") as unconverged:
+
+            def euler(anchor, step_tau, theta, state):
+                nonlocal iterations, retries_total
+                subproblem = solve.problem(anchor, step_tau)
+                inner, retries = solve(subproblem, theta, state)
+                residual = subproblem.residual(inner.point)
+                if not all(math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)):
+                    problems.append(f"a residual of BDF2's Richardson start is not finite ({residual.total})")
+                iterations, retries_total = iterations + inner.iterations, retries_total + retries
+                return inner, residual, subproblem.node_values(inner.point)
+
+            first, first_residual, u_first = euler(u0, tau / 2, result.thetas[-1], result.metadata.get("solver_state"))
+            half, half_residual, u_half = euler(u_first, tau / 2, first.point, first.state)
+            full, full_residual, u_full = euler(u0, tau, result.thetas[-1], half.state)
+            combination = 2 * u_half - u_full
+            fit = MMSSubproblem(solve.manifold, L2Regression(combination, solve.manifold.metric), tau, combination, 1.0)
+            inner, retries = solve(fit, half.point, full.state)
+            residual = fit.residual(inner.point)
+        iterations, retries_total = iterations + inner.iterations, retries_total + retries
+        u1 = fit.node_values(inner.point)
+        halves = half_ledger.step(half_ledger.step(previous, first_residual, u_first, u0), half_residual, u_half, u_first)
+        pieces = StartParts(
+            halves,
+            full_ledger.step(previous, full_residual, u_full, u0),
+            float(self.metric.norm(u1 - combination)),
+            problems[0] if problems else None,
+        )
+        return dataclasses.replace(inner, iterations=iterations), retries_total, residual, u1, pieces, unconverged
+
     @property
     def _state_size(self) -> int:
         """:math:`Nm`, the number of entries of a state."""
         return int(math.prod(self.parametrization.output_shape))
 
-    def _exact_step(self, previous: torch.Tensor, step: int) -> torch.Tensor:
-        r""":math:`v_k = \operatorname{prox}_{\tau E}(v_{k-1})`; a non-finite prox is an error, not a silent ``nan``."""
-        state = self.energy.prox(previous, self.tau, self.metric)
+    def _exact_step(self, result: MMSResult, stepper: SchemeStepper, step: int, tau: float) -> torch.Tensor:
+        r"""The scheme's exact step from the exact iterates so far (implicit Euler: :math:`\operatorname{prox}_{\tau E}(v_{k-1})`).
+
+        A non-finite prox is an error, not a silent ``nan``.
+        """
+        history = result.reference_states[-self.scheme.history :]
+        state = self.scheme.exact_step(self.energy, self.metric, history, stepper.record.time_steps, tau)
         if not bool(torch.isfinite(state).all()):
             raise ValueError(
                 f"{type(self.energy).__name__}.prox returned non-finite values at MMS step {step}: the exact "
@@ -407,16 +554,22 @@ class MinimizingMovement:
 
     def _book_bound(
         self,
-        ledger: TrackingLedger | None,
+        stepper: SchemeStepper,
         result: MMSResult,
         step: int,
         residual: Residual,
         u: torch.Tensor,
         anchor: torch.Tensor,
         energy: Energy,
+        tau: float,
+        start: StartParts | None = None,
     ) -> BoundParts:
-        """The bound of step ``step`` from the ledger, or ``nan`` parts; withdraws certification on a failed check."""
-        if ledger is None or not result.certified:
+        """The bound of step ``step`` from the scheme's ledger, or ``nan`` parts; withdraws certification on a failed check.
+
+        ``anchor`` is the previous state :math:`u_k` (the curvature check runs along :math:`u_{k+1} - u_k`);
+        ``start`` the pieces of BDF2's Richardson start.
+        """
+        if not result.certified:
             return BoundParts.undefined()
         previous = BoundParts(
             *(
@@ -424,14 +577,23 @@ class MinimizingMovement:
                 for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding")
             )
         )
-        bound = ledger.step(previous, residual, u, anchor)
-        problem = None
-        if not all(math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)):
+        if start is not None:
+            bound, problem = start.bound(), start.problem
+            if problem is None:
+                problem = stepper.start_g_norm(bound, previous, tau)
+        else:
+            older = result.columns["tracking_bound"][-2] if len(result.columns["tracking_bound"]) > 1 else 0.0
+            bound, problem = stepper.bound(previous, residual, u, anchor, tau, older)
+        if problem is not None:
+            pass
+        elif start is None and not all(
+            math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)
+        ):
             problem = f"the residual is not finite ({residual.total}, {residual.tangential}, {residual.normal})"
         elif not bool(torch.isfinite(u).all()):
             problem = "the state u_k is not finite"
         else:
-            problem = ledger.curvature_violation(energy, u, anchor)
+            problem = stepper.euler_ledger(tau).curvature_violation(energy, u, anchor)
         if problem is None:
             return bound
         _withdraw_certification(result, step, problem)
@@ -522,8 +684,47 @@ class MinimizingMovement:
         return float(report.numerical_rank), report.sigma_min
 
 
-_FOUND_BY_THE_RUN = ("solver_state", "rank_deficient_steps", "certification_withdrawn", "notes_found")
+_FOUND_BY_THE_RUN = ("solver_state", "rank_deficient_steps", "certification_withdrawn", "notes_found", "scheme_record")
 """Metadata a resumed run takes from its checkpoint: what the steps so far found, never a setting."""
+
+
+_FROM_THE_RECORD = object()
+"""Start a solve from the record's last parameters and solver state."""
+
+
+@dataclasses.dataclass
+class _Solve:
+    """One MMS step's solve settings: solve any step problem of this step with retries (:func:`_solve_with_retries`)."""
+
+    solver: InnerSolver
+    result: MMSResult
+    step: int
+    tolerance: float | None
+    on_failure: str
+    max_retries: int
+    base: MMSSubproblem
+
+    @property
+    def manifold(self) -> IncrementManifold:
+        return self.base.manifold
+
+    def problem(self, anchor: torch.Tensor, tau: float) -> MMSSubproblem:
+        r"""The step problem :math:`\min E(u) + \|u - a\|_M^2/(2\tau)` anchored at ``anchor`` (the base step itself when it is that).
+
+        The base step is implicit Euler's from :math:`u_k` at the flow's :math:`\tau`: a fixed-step implicit
+        Euler run solves exactly the problems it solved before schemes existed.
+        """
+        if anchor is self.base.anchor and tau == self.base.tau:
+            return self.base
+        return MMSSubproblem(self.base.manifold, self.base.energy, tau, anchor, self.base.convexity)
+
+    def __call__(
+        self, subproblem: MMSSubproblem, theta: object = _FROM_THE_RECORD, state: object = _FROM_THE_RECORD
+    ) -> tuple[InnerResult, int]:
+        return _solve_with_retries(
+            self.solver, subproblem, self.result, self.step, self.tolerance, self.on_failure, self.max_retries,
+            theta, state,
+        )
 
 
 def _solve_with_retries(
@@ -534,9 +735,12 @@ def _solve_with_retries(
     tolerance: float | None,
     on_failure: str,
     max_retries: int,
+    theta: object = _FROM_THE_RECORD,
+    state: object = _FROM_THE_RECORD,
 ) -> tuple[InnerResult, int]:
-    """Solve step ``step`` from the last parameters; on failure retry with ``solver.fallback()`` or raise."""
-    theta, state = result.thetas[-1], result.metadata.get("solver_state")
+    """Solve step ``step`` from ``theta`` (default: the last parameters); on failure retry with ``solver.fallback()`` or raise."""
+    theta = result.thetas[-1] if theta is _FROM_THE_RECORD else theta
+    state = result.metadata.get("solver_state") if state is _FROM_THE_RECORD else state
     inner, retries, attempt = solver.solve(subproblem, theta, tolerance, state), 0, solver
     while inner.stop_reason.failed and on_failure == "retry" and retries < max_retries:
         attempt = attempt.fallback()

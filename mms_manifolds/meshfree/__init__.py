@@ -8,6 +8,7 @@ work on them as they are. See ``docs/meshfree.md``.
 from .energies import GinzburgLandauJet, PoissonLeastSquares, RitzEnergy
 from .jets import Jet, JetBlock, JetLayout, JetParametrization
 from .metrics import JetMetric
+from .periodic import PeriodicEmbedding, periodic_mlp, torus_grid, torus_monte_carlo
 from .nodes import (
     DERIVATIVES,
     NodeSet,
@@ -28,6 +29,7 @@ __all__ = [
     "JetMetric",
     "JetParametrization",
     "NodeSet",
+    "PeriodicEmbedding",
     "PoissonLeastSquares",
     "RitzEnergy",
     "box_boundary_grid",
@@ -36,4 +38,7 @@ __all__ = [
     "box_interior_monte_carlo",
     "box_interior_sobol",
     "box_midpoint_grid",
+    "periodic_mlp",
+    "torus_grid",
+    "torus_monte_carlo",
 ]

@@ -1,0 +1,378 @@
+r"""Time schemes of the minimizing movement: which step problem comes next, and its exact solution.
+
+Every scheme here turns the history of states into one proximal problem
+
+.. math:: u_{k+1} = \arg\min_u\; E(u) + \frac{1}{2\tau'}\|u - \tilde u_k\|_M^2 = \operatorname{prox}_{\tau'E}(\tilde u_k),
+
+so the same step problem (and every inner solver) serves all of them; only the anchor
+:math:`\tilde u_k` and the effective step :math:`\tau'` change (``docs/theory.md``, section 7):
+
+- :class:`ImplicitEuler`: :math:`\tilde u_k = u_k`, :math:`\tau' = \tau_{k+1}`.
+- :class:`BDF2` with the step ratio :math:`\omega = \tau_{k+1}/\tau_k`:
+  :math:`\tilde u_k = \big((1 + \omega)^2 u_k - \omega^2 u_{k-1}\big)/(1 + 2\omega)`,
+  :math:`\tau' = \tau_{k+1}(1 + \omega)/(1 + 2\omega)`; for a constant step :math:`\tilde u_k = (4u_k - u_{k-1})/3`,
+  :math:`\tau' = 2\tau/3`.
+
+Each scheme also estimates its local time error from the states it has (Milne's device with the
+extrapolation of the previous states, an *estimate*), and :class:`StepController` chooses the next step
+from that estimate and a ``time_tolerance``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import check_integer, check_positive_float
+from .energies import Energy
+from .metrics.base import Metric
+
+__all__ = [
+    "BDF2",
+    "BDF2_G_MATRIX",
+    "ImplicitEuler",
+    "StepController",
+    "StepPlan",
+    "TimeScheme",
+    "adaptive_exact_trajectory",
+    "richardson_start",
+]
+
+BDF2_G_MATRIX = ((1.25, -0.5), (-0.5, 0.25))
+r"""Dahlquist's G-matrix of BDF2 on :math:`(e_{k+1}, e_k)`: :math:`\|E\|_G^2 = \tfrac14(\|e_{k+1}\|^2 + \|2e_{k+1} - e_k\|^2)`.
+
+Its eigenvalues are :math:`(3 \pm 2\sqrt2)/4`; the newest component obeys :math:`\|e_{k+1}\| \le 2\|E\|_G`
+(sharp: equality at :math:`e_k = 2e_{k+1}`).
+"""
+
+ZERO_STABLE_RATIO = 1 + math.sqrt(2)
+r"""Variable-step BDF2 is zero-stable only for step ratios :math:`\omega < 1 + \sqrt2` (Grigorieff 1983)."""
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    r"""The next step problem :math:`\min_u E(u) + \|u - \tilde u\|_M^2/(2\tau')`.
+
+    Attributes:
+        anchor: :math:`\tilde u`, shape ``(N, m)``.
+        tau: the effective step :math:`\tau'` of the proximal problem.
+        time_step: :math:`\tau_{k+1} = t_{k+1} - t_k`, the time the step advances.
+    """
+
+    anchor: torch.Tensor
+    tau: float
+    time_step: float
+
+
+class TimeScheme(ABC):
+    """A time scheme: from the last states and time steps, the next proximal step problem.
+
+    Attributes:
+        order: the scheme's order of accuracy against the continuous flow.
+        history: how many past states (the newest included) :meth:`plan` uses once the scheme has started.
+        estimate_history: how many past states :meth:`local_error_estimate` needs besides the new one.
+    """
+
+    order: int
+    history: int
+    estimate_history: int
+
+    @abstractmethod
+    def plan(self, states: Sequence[torch.Tensor], time_steps: Sequence[float], tau: float) -> StepPlan:
+        r"""The step problem that takes the newest state ``states[-1]`` forward by ``tau``.
+
+        Args:
+            states: the states so far, oldest first (only the last :attr:`history` are read).
+            time_steps: ``time_steps[j]`` is the step from ``states[j]`` to ``states[j + 1]``
+                (``len(states) - 1`` entries).
+            tau: :math:`\tau_{k+1} > 0`.
+        """
+
+    @abstractmethod
+    def local_error_constant(self, time_steps: Sequence[float]) -> float:
+        r"""The factor :math:`C` of Milne's estimate :math:`\|\text{local error}\| \approx C\|u_{k+1} - P\|_M` (see :meth:`local_error_estimate`)."""
+
+    @abstractmethod
+    def predictor(self, states: Sequence[torch.Tensor], time_steps: Sequence[float]) -> torch.Tensor:
+        r"""The polynomial extrapolation :math:`P` of the previous states to the new time (shape ``(N, m)``)."""
+
+    def local_error_estimate(
+        self, states: Sequence[torch.Tensor], time_steps: Sequence[float], metric: Metric
+    ) -> float:
+        r"""An estimate (not a bound) of the last step's local time error, :math:`C\|u_{k+1} - P\|_M`, or ``nan``.
+
+        ``states`` ends with the new state :math:`u_{k+1}`; ``time_steps`` with the step that made it. The
+        predictor :math:`P` extrapolates the :attr:`estimate_history` states before it by the polynomial
+        of the scheme's order through them; for a smooth solution both :math:`u_{k+1} - u(t_{k+1})` and
+        :math:`P - u(t_{k+1})` are multiples of the same derivative :math:`u^{(p+1)}`, whose ratio gives
+        :math:`C` (Milne's device). ``nan`` until enough states exist.
+        """
+        if len(states) < self.estimate_history + 1:
+            return math.nan
+        needed = self.estimate_history
+        predicted = self.predictor(states[-needed - 1 : -1], time_steps[-needed:])
+        constant = self.local_error_constant(time_steps[-needed:])
+        return constant * float(metric.norm(states[-1] - predicted))
+
+    def exact_step(
+        self, energy: Energy, metric: Metric, states: Sequence[torch.Tensor], time_steps: Sequence[float], tau: float
+    ) -> torch.Tensor:
+        r"""The exact next iterate :math:`\operatorname{prox}_{\tau'E}(\tilde u)` of :meth:`plan`, shape ``(N, m)``."""
+        plan = self.plan(states, time_steps, tau)
+        return energy.prox(plan.anchor, plan.tau, metric)
+
+    def exact_trajectory(
+        self, energy: Energy, metric: Metric, u0: torch.Tensor, time_steps: Sequence[float]
+    ) -> torch.Tensor:
+        r"""The exact iterates of the scheme from ``u0`` with the given steps, shape ``(K + 1, N, m)``.
+
+        Raises:
+            ValueError: the energy has no exact proximal map, or a step is not positive.
+        """
+        if not energy.has_prox:
+            raise ValueError(f"{type(energy).__name__} has no exact proximal map")
+        steps = [check_positive_float("time step", tau) for tau in time_steps]
+        states = [u0]
+        for index, tau in enumerate(steps):
+            states.append(self.exact_step(energy, metric, states, steps[:index], tau))
+        return torch.stack(states)
+
+
+class ImplicitEuler(TimeScheme):
+    r"""Implicit Euler, the minimizing movement scheme: :math:`\tilde u_k = u_k`, :math:`\tau' = \tau` (first order).
+
+    Local error estimate: with :math:`P = u_k + \frac{\tau_{k+1}}{\tau_k}(u_k - u_{k-1})`, the linear
+    extrapolation, :math:`u_{k+1} - u(t_{k+1}) \approx -\frac{\tau_{k+1}^2}{2}u''` and
+    :math:`u(t_{k+1}) - P \approx \frac{\tau_{k+1}(\tau_{k+1} + \tau_k)}{2}u''`, so the estimate is
+    :math:`\frac{\tau_{k+1}}{2\tau_{k+1} + \tau_k}\|u_{k+1} - P\|_M` (:math:`1/3` of it for a constant step).
+    """
+
+    order = 1
+    history = 1
+    estimate_history = 2
+
+    def plan(self, states: Sequence[torch.Tensor], time_steps: Sequence[float], tau: float) -> StepPlan:
+        tau = check_positive_float("tau", tau)
+        return StepPlan(states[-1], tau, tau)
+
+    def predictor(self, states: Sequence[torch.Tensor], time_steps: Sequence[float]) -> torch.Tensor:
+        previous, newest = states[-2], states[-1]
+        ratio = time_steps[-1] / time_steps[-2]
+        return newest + ratio * (newest - previous)
+
+    def local_error_constant(self, time_steps: Sequence[float]) -> float:
+        new, old = time_steps[-1], time_steps[-2]
+        return new / (2 * new + old)
+
+    def __repr__(self) -> str:
+        return "ImplicitEuler()"
+
+
+class BDF2(TimeScheme):
+    r"""The two-step backward differentiation formula as a minimizing movement, variable steps included.
+
+    With :math:`\omega = \tau_{k+1}/\tau_k` the variable-step BDF2 equation
+    :math:`\frac{1 + 2\omega}{1 + \omega}u_{k+1} - (1 + \omega)u_k + \frac{\omega^2}{1 + \omega}u_{k-1} = -\tau_{k+1}M^{-1}\nabla E(u_{k+1})`
+    is the proximal step :math:`u_{k+1} = \operatorname{prox}_{\tau'E}(\tilde u_k)` with
+
+    .. math:: \tilde u_k = \frac{(1 + \omega)^2u_k - \omega^2u_{k-1}}{1 + 2\omega},\qquad \tau' = \tau_{k+1}\frac{1 + \omega}{1 + 2\omega}.
+
+    The first step has no :math:`u_{k-1}`; ``start`` says how it is taken: ``"richardson"`` (default)
+    :math:`u_1 = 2\,P_{\tau/2}(P_{\tau/2}(u_0)) - P_\tau(u_0)` with :math:`P_s = \operatorname{prox}_{sE}`
+    (local error :math:`O(\tau^3)`, :func:`richardson_start`), or ``"euler"``, one implicit Euler step (local
+    error :math:`O(\tau^2)`: the order survives, but its error constant dominates for hundreds of steps on
+    TENG's heat benchmark, ``docs/theory.md``).
+
+    Local error estimate (Milne): with :math:`P` the quadratic through :math:`u_{k-2}, u_{k-1}, u_k`
+    extrapolated to :math:`t_{k+1}`, :math:`u_{k+1} - u(t_{k+1}) \approx -\frac{\tau'}{6}\tau_{k+1}(\tau_{k+1} + \tau_k)u'''`
+    and :math:`u(t_{k+1}) - P \approx \frac16\tau_{k+1}(\tau_{k+1} + \tau_k)(\tau_{k+1} + \tau_k + \tau_{k-1})u'''`, so
+    the estimate is :math:`\frac{\tau'}{\tau' + \tau_{k+1} + \tau_k + \tau_{k-1}}\|u_{k+1} - P\|_M` (:math:`2/11` of it
+    for a constant step).
+
+    Args:
+        start: ``"richardson"`` or ``"euler"``.
+        max_ratio: the largest step ratio :math:`\omega` accepted, below :math:`1 + \sqrt2` (zero stability).
+
+    Raises:
+        ValueError: an unknown start, or ``max_ratio`` not in :math:`(0, 1 + \sqrt2)`.
+    """
+
+    order = 2
+    history = 2
+    estimate_history = 3
+
+    def __init__(self, start: str = "richardson", max_ratio: float = 2.0):
+        if start not in ("richardson", "euler"):
+            raise ValueError(f"start must be 'richardson' or 'euler', got {start!r}")
+        self.start = start
+        self.max_ratio = check_positive_float("max_ratio", max_ratio)
+        if self.max_ratio >= ZERO_STABLE_RATIO:
+            raise ValueError(
+                f"max_ratio = {self.max_ratio} must be below 1 + sqrt(2) = {ZERO_STABLE_RATIO:.6f}: variable-step "
+                "BDF2 is not zero-stable beyond it"
+            )
+
+    @staticmethod
+    def coefficients(ratio: float) -> tuple[float, float, float]:
+        r"""``(a, b, s)`` with :math:`\tilde u_k = a\,u_k + b\,u_{k-1}` and :math:`\tau' = s\,\tau_{k+1}` for :math:`\omega` = ``ratio``.
+
+        :math:`a = (1 + \omega)^2/(1 + 2\omega)`, :math:`b = -\omega^2/(1 + 2\omega)` (:math:`a + b = 1`),
+        :math:`s = (1 + \omega)/(1 + 2\omega)`.
+        """
+        denominator = 1 + 2 * ratio
+        return (1 + ratio) ** 2 / denominator, -(ratio**2) / denominator, (1 + ratio) / denominator
+
+    def check_ratio(self, ratio: float) -> float:
+        """``ratio`` if it is at most :attr:`max_ratio`, else ``ValueError``."""
+        if not ratio <= self.max_ratio * (1 + 1e-12):
+            raise ValueError(
+                f"step ratio tau_k+1 / tau_k = {ratio:.6g} exceeds max_ratio = {self.max_ratio}: variable-step BDF2 "
+                f"is zero-stable only below 1 + sqrt(2)"
+            )
+        return ratio
+
+    def plan(self, states: Sequence[torch.Tensor], time_steps: Sequence[float], tau: float) -> StepPlan:
+        """The BDF2 step; with one state the start's implicit Euler step (``start="euler"``).
+
+        Raises:
+            ValueError: one state with ``start="richardson"`` (the start is not a single step problem: use
+                :func:`richardson_start`), or a step ratio above :attr:`max_ratio`.
+        """
+        tau = check_positive_float("tau", tau)
+        if len(states) < 2:
+            if self.start == "euler":
+                return StepPlan(states[-1], tau, tau)
+            raise ValueError("BDF2's Richardson start is three implicit Euler steps, not one plan: use richardson_start")
+        ratio = self.check_ratio(tau / time_steps[-1])
+        newest, previous = self.coefficients(ratio)[:2]
+        return StepPlan(newest * states[-1] + previous * states[-2], self.coefficients(ratio)[2] * tau, tau)
+
+    def exact_step(
+        self, energy: Energy, metric: Metric, states: Sequence[torch.Tensor], time_steps: Sequence[float], tau: float
+    ) -> torch.Tensor:
+        r"""The exact BDF2 step; from a single state the start (:func:`richardson_start` of exact proximal steps)."""
+        if len(states) == 1 and self.start == "richardson":
+            return richardson_start(lambda anchor, step: energy.prox(anchor, step, metric), states[0], tau)
+        return super().exact_step(energy, metric, states, time_steps, tau)
+
+    def predictor(self, states: Sequence[torch.Tensor], time_steps: Sequence[float]) -> torch.Tensor:
+        r"""The quadratic through :math:`(t_{k-2}, u_{k-2}), (t_{k-1}, u_{k-1}), (t_k, u_k)` at :math:`t_{k+1}` (Lagrange form)."""
+        times = [0.0, time_steps[0], time_steps[0] + time_steps[1]]
+        target = times[2] + time_steps[2]
+        weights = []
+        for i, t_i in enumerate(times):
+            weight = 1.0
+            for j, t_j in enumerate(times):
+                if j != i:
+                    weight *= (target - t_j) / (t_i - t_j)
+            weights.append(weight)
+        return sum(weight * state for weight, state in zip(weights, states))
+
+    def local_error_constant(self, time_steps: Sequence[float]) -> float:
+        oldest, old, new = time_steps[-3], time_steps[-2], time_steps[-1]
+        effective = self.coefficients(new / old)[2] * new
+        return effective / (effective + new + old + oldest)
+
+    def __repr__(self) -> str:
+        return f"BDF2(start={self.start!r}, max_ratio={self.max_ratio})"
+
+
+def richardson_start(step: Callable[[torch.Tensor, float], torch.Tensor], u0: torch.Tensor, tau: float) -> torch.Tensor:
+    r"""BDF2's second-order start :math:`u_1 = 2\,S_{\tau/2}(S_{\tau/2}(u_0)) - S_\tau(u_0)`, ``step(anchor, s)`` :math:`= S_s(\text{anchor})`.
+
+    With :math:`S_s` the implicit Euler step (local error :math:`-\tfrac{s^2}{2}u'' + O(s^3)`), two half steps
+    err by :math:`-\tfrac{\tau^2}{4}u''` and one full step by :math:`-\tfrac{\tau^2}{2}u''`, so the combination
+    cancels the :math:`\tau^2` term: local error :math:`O(\tau^3)`, the order of a BDF2 step.
+    """
+    tau = check_positive_float("tau", tau)
+    half = step(step(u0, tau / 2), tau / 2)
+    return 2 * half - step(u0, tau)
+
+
+class StepController:
+    r"""Step selection from a local error estimate: keep it below ``time_tolerance``.
+
+    After a step with estimate :math:`\eta` the next step is
+    :math:`\tau_{\text{new}} = \tau\,\min\big(r_{\max}, \max(r_{\min}, s\,(\text{tol}/\eta)^{1/(p+1)})\big)`
+    (:math:`p` the scheme's order, :math:`s` the safety factor); a step with :math:`\eta > \text{tol}` is
+    rejected and retried with that smaller step. Without an estimate (``nan``: the first steps) the step
+    is accepted and kept.
+
+    Args:
+        time_tolerance: the largest local error estimate accepted (in the metric's norm).
+        order: :math:`p`.
+        safety: :math:`s \in (0, 1]`.
+        min_ratio: :math:`r_{\min} < 1`, the smallest change of the step at once.
+        max_ratio: :math:`r_{\max} > 1`, the largest.
+    """
+
+    def __init__(
+        self, time_tolerance: float, order: int, safety: float = 0.9, min_ratio: float = 0.2, max_ratio: float = 2.0
+    ):
+        self.time_tolerance = check_positive_float("time_tolerance", time_tolerance)
+        self.order = check_integer("order", order, minimum=1)
+        self.safety = check_positive_float("safety", safety)
+        self.min_ratio = check_positive_float("min_ratio", min_ratio)
+        self.max_ratio = check_positive_float("max_ratio", max_ratio)
+        if not (self.safety <= 1 and self.min_ratio < 1 < self.max_ratio):
+            raise ValueError(
+                f"need safety <= 1 and min_ratio < 1 < max_ratio, got {self.safety}, {self.min_ratio}, {self.max_ratio}"
+            )
+
+    def accept(self, estimate: float) -> bool:
+        """Whether a step with this estimate is kept (``nan``: no estimate yet, kept)."""
+        return math.isnan(estimate) or estimate <= self.time_tolerance
+
+    def next_step(self, tau: float, estimate: float) -> float:
+        """The step to take next (or to retry with, after a rejection)."""
+        if math.isnan(estimate):
+            return tau
+        if estimate == 0:
+            return tau * self.max_ratio
+        factor = self.safety * (self.time_tolerance / estimate) ** (1 / (self.order + 1))
+        return tau * min(self.max_ratio, max(self.min_ratio, factor))
+
+
+def adaptive_exact_trajectory(
+    scheme: TimeScheme,
+    energy: Energy,
+    metric: Metric,
+    u0: torch.Tensor,
+    final_time: float,
+    initial_step: float,
+    controller: StepController,
+    max_steps: int = 100_000,
+) -> tuple[torch.Tensor, list[float], list[float]]:
+    r"""The scheme's exact iterates with steps chosen by ``controller`` up to ``final_time``.
+
+    Returns ``(states, time_steps, estimates)``: states of shape ``(K + 1, N, m)``, the accepted steps and
+    each accepted step's local error estimate (``nan`` where none exists yet). The last step is shortened
+    to land on ``final_time``; a BDF2 step ratio is capped at the scheme's ``max_ratio``.
+
+    Raises:
+        RuntimeError: more than ``max_steps`` steps.
+    """
+    final_time = check_positive_float("final_time", final_time)
+    tau = check_positive_float("initial_step", initial_step)
+    states, steps, estimates, time = [u0], [], [], 0.0
+    while time < final_time * (1 - 1e-13):
+        if len(steps) >= max_steps:
+            raise RuntimeError(f"adaptive_exact_trajectory: more than {max_steps} steps to reach {final_time}")
+        tau = min(tau, final_time - time)
+        if isinstance(scheme, BDF2) and steps:
+            tau = min(tau, scheme.max_ratio * steps[-1])
+        candidate = scheme.exact_step(energy, metric, states, steps, tau)
+        estimate = scheme.local_error_estimate([*states, candidate], [*steps, tau], metric)
+        if not controller.accept(estimate):
+            tau = controller.next_step(tau, estimate)
+            continue
+        states.append(candidate)
+        steps.append(tau)
+        estimates.append(estimate)
+        time += tau
+        tau = controller.next_step(tau, estimate)
+    return torch.stack(states), steps, estimates
