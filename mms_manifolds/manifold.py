@@ -130,7 +130,9 @@ class IncrementManifold:
 
     Raises:
         ValueError: ``anchor`` has the wrong shape or non-finite values; ``damping`` is negative or
-            not finite; ``metric`` is not positive definite (checked densely when :math:`Nm \le 2000`).
+            not finite; ``metric`` is not positive definite or numerically singular (checked densely when
+            :math:`Nm \le 2000`); the network's increments leave the subspace a
+            :class:`~mms_manifolds.metrics.SubspaceMetric` is defined on.
         TypeError: ``anchor`` has a dtype other than the model's.
 
     Examples:
@@ -165,6 +167,7 @@ class IncrementManifold:
         self.solve_mode = make_solve_mode(solve_mode)
         self.anchor = self._check_anchor(anchor)
         self._check_metric()
+        metric.check_increments(parametrization)
         self._linearization = MetricLinearization(parametrization, metric, self.selected_solve_mode)
         if damping == "auto":
             trace = self._trace_estimate()

@@ -146,7 +146,8 @@ class MinimizingMovement:
         self.energy = energy
         self.metric = metric
         self.tau = check_positive_float("tau", tau)
-        self.convexity = energy.convexity(metric)
+        self.manifold = IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode)
+        self.convexity = energy.convexity(metric)  # after the manifold, which refuses a singular metric first
         if self.convexity is not None and not math.isfinite(self.convexity):
             raise ValueError(
                 f"{type(energy).__name__}.convexity returned {self.convexity}: a convexity modulus must be finite "
@@ -157,7 +158,6 @@ class MinimizingMovement:
             self.strong_convexity = 1 / self.tau + self.convexity
         else:
             self.lipschitz = self.strong_convexity = math.nan
-        self.manifold = IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode)
 
     @property
     def certified(self) -> bool:
