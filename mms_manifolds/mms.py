@@ -29,6 +29,7 @@ from ._checks import as_tensor, check_finite, check_held_tensors, check_integer,
 from .budget import TrajectoryBudget, lipschitz_constant
 from .energies import Energy
 from .fingerprint import trajectory_fingerprint
+from .interrupts import announce_resume, report_interruption
 from .ledger import BoundParts, TrackingLedger
 from .linalg import UnconvergedSolveCount
 from .manifold import IncrementManifold
@@ -218,6 +219,7 @@ class MinimizingMovement:
         check_shape("reference", reference, (steps + 1, *self.parametrization.output_shape))
         return check_finite("reference", reference)
 
+    @report_interruption
     def run(
         self,
         theta0: torch.Tensor,
@@ -284,6 +286,10 @@ class MinimizingMovement:
             CheckpointInUseError: another run is writing the checkpoint.
             MMSDivergenceError: an inner solve failed and retries (if any) did not help; it names the
                 step and the iteration, and carries the record up to the last good step.
+            KeyboardInterrupt: Ctrl-C during the run, raised again once the checkpoint is released: its message
+                is one line with the steps the checkpoint holds, its path and the call that resumes, and its
+                attributes ``checkpoint``, ``steps_saved``, ``steps`` say the same (:mod:`mms_manifolds.interrupts`).
+                A resumed run says on standard error that it resumed from step :math:`k`.
         """
         steps = check_integer("steps", steps, minimum=1)
         max_retries = check_integer("max_retries", max_retries, minimum=0)
@@ -481,6 +487,7 @@ class MinimizingMovement:
         result.metadata = {**settings.as_metadata(), **found, "certified": settings.certified and not withdrawn}
         for note in found.get("notes_found", []):
             result.metadata["notes"].append(note)
+        announce_resume(path, result.steps_done, settings.steps)
         return result
 
     def _jacobian_report(
