@@ -15,6 +15,7 @@ fingerprinted and validated (:mod:`mms_manifolds.storage`, :mod:`mms_manifolds.f
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import sys
 import time
@@ -27,6 +28,7 @@ import torch
 
 from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
 from .budget import TrajectoryBudget, lipschitz_constant
+from .convergence import UnconvergedStepWarning, far_from_converged
 from .energies import Energy
 from .fingerprint import trajectory_fingerprint
 from .interrupts import announce_resume, report_interruption
@@ -42,6 +44,8 @@ from .storage import WriterLock, resolve_path
 from .subproblem import MMSSubproblem, Residual
 
 __all__ = ["MMSDivergenceError", "MinimizingMovement", "exact_trajectory"]
+
+logger = logging.getLogger("mms_manifolds")
 
 
 class MMSDivergenceError(RuntimeError):
@@ -274,7 +278,10 @@ class MinimizingMovement:
                 ``reference`` may be given.
 
         Returns:
-            MMSResult. Certification is withdrawn during the run (``certified`` becomes ``False``, every
+            MMSResult. A step whose inner solve stopped at its iteration budget far from converged (its
+            tangential residual 10 times the budget's tolerance, or 10 times the median of the earlier
+            steps') gives an :class:`~mms_manifolds.convergence.UnconvergedStepWarning` (and a log record) and is
+            listed in ``metadata["unconverged_steps"]``. Certification is withdrawn during the run (``certified`` becomes ``False``, every
             bound ``nan``, ``metadata["certification_withdrawn"]`` says where and why) when a step shows
             less curvature than the declared convexity modulus, or a quantity the bound uses is not finite.
 
@@ -363,6 +370,7 @@ class MinimizingMovement:
                 )
                 result.append(inner.point, inner.stop_reason.name.lower(), exact_state, record)
                 result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
+                _flag_unconverged_step(result, step)
                 if path is not None:
                     result.save(path, lock=lock)
                 if progress:
@@ -506,7 +514,13 @@ class MinimizingMovement:
         return float(report.numerical_rank), report.sigma_min
 
 
-_FOUND_BY_THE_RUN = ("solver_state", "rank_deficient_steps", "certification_withdrawn", "notes_found")
+_FOUND_BY_THE_RUN = (
+    "solver_state",
+    "rank_deficient_steps",
+    "certification_withdrawn",
+    "unconverged_steps",
+    "notes_found",
+)
 """Metadata a resumed run takes from its checkpoint: what the steps so far found, never a setting."""
 
 
@@ -540,6 +554,20 @@ def _withdraw_certification(result: MMSResult, step: int, reason: str) -> None:
     for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding"):
         result.columns[name] = [math.nan] * len(result.columns[name])
     warnings.warn(note, RuntimeWarning, stacklevel=3)
+
+
+def _flag_unconverged_step(result: MMSResult, step: int) -> None:
+    """Warn and note when step ``step`` ended at its iteration budget far from converged (:mod:`mms_manifolds.convergence`)."""
+    reason = far_from_converged(
+        result.stop_reasons[-1], result.columns["residual_tangential"][1:], result.columns["step_tolerance"][-1]
+    )
+    if reason is None:
+        return
+    result.metadata.setdefault("unconverged_steps", []).append({"step": step, "reason": reason})
+    _add_note(result, "some steps ended far from converged at their iteration budget (unconverged_steps)")
+    message = f"MMS step {step}: {reason}; raise the solver's max_iterations or shorten tau"
+    logger.warning(message)
+    warnings.warn(message, UnconvergedStepWarning, stacklevel=4)
 
 
 def _add_note(result: MMSResult, note: str) -> None:
