@@ -274,9 +274,12 @@ class GinzburgLandau(Energy):
     r"""Ginzburg–Landau energy (Allen–Cahn flow): :math:`E(u) = \frac{\varepsilon^2}{2}u\cdot Ku + \sum_i w_i\frac{(u_i^2 - 1)^2}{4}`.
 
     :math:`\nabla^2E = \varepsilon^2K + \operatorname{diag}(w(3u^2 - 1)) \succeq \varepsilon^2K - \operatorname{diag}(w)`,
-    so :meth:`convexity` returns :math:`\lambda_{\min}(\varepsilon^2K - \operatorname{diag}(w), M)` (at least
-    :math:`-1` for :math:`M = \operatorname{diag}(w)`). The MMS step is strongly convex for
-    :math:`\tau < 1/|\lambda|`, and :meth:`prox` solves it by damped Newton on the grid.
+    so :meth:`convexity` returns :math:`\lambda_{\min}(\varepsilon^2K - \operatorname{diag}(w), M)`, which depends on
+    the metric: at least :math:`-1` for :math:`M = \operatorname{diag}(w)` (Allen–Cahn), :math:`-23.886` for the
+    :math:`H^{-1}` metric on zero-mean functions (Cahn–Hilliard; 64 periodic nodes on :math:`[0, 1)`,
+    :math:`\varepsilon = 0.1`), taken over the subspace for a :class:`~mms_manifolds.metrics.SubspaceMetric`.
+    The MMS step is strongly convex for :math:`\tau < 1/|\lambda|`, and :meth:`prox` solves it by damped Newton
+    on the grid (over :math:`u_k + V` for a metric on a subspace :math:`V`, conserving :math:`C^\top u`).
 
     Args:
         epsilon: interface width :math:`\varepsilon > 0`.
