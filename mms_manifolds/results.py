@@ -355,7 +355,11 @@ class MMSResult:
     def rows(self) -> list[dict[str, float | int | str]]:
         """One dict per step (index 0 is the initial state): ``step``, every column, and ``stop_reason``."""
         return [
-            {"step": step, **{name: self.columns[name][step] for name in COLUMNS}, "stop_reason": self.stop_reasons[step]}
+            {
+                "step": step,
+                **{name: self.columns[name][step] for name in COLUMNS},
+                "stop_reason": self.stop_reasons[step],
+            }
             for step in range(len(self.stop_reasons))
         ]
 

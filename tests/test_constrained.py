@@ -56,7 +56,9 @@ def test_h_minus_one_is_w_pinv_k_w_on_zero_mean_functions():
     reference = np.diag(weights.numpy()) @ np.linalg.pinv(stiffness.numpy()) @ np.diag(weights.numpy())
     v = _mean_zero(torch.Generator().manual_seed(0))
     assert np.allclose(metric.apply(v.T.unsqueeze(-1)).squeeze(-1).T.numpy(), reference @ v.numpy(), atol=1e-15)
-    assert np.allclose(metric.inner(v.T.unsqueeze(-1), v.T.unsqueeze(-1)).numpy(), np.sum(v.numpy() * (reference @ v.numpy()), 0))
+    assert np.allclose(
+        metric.inner(v.T.unsqueeze(-1), v.T.unsqueeze(-1)).numpy(), np.sum(v.numpy() * (reference @ v.numpy()), 0)
+    )
 
 
 def test_subspace_metric_riesz_map_identities():
@@ -110,7 +112,11 @@ def test_exact_steps_in_a_subspace_metric_conserve_mass_and_solve_the_constraine
     generator = torch.Generator().manual_seed(2)
     u = 0.3 + 0.5 * torch.randn(32, 1, generator=generator)
     target = torch.randn(32, 1, generator=generator)
-    for energy in (DirichletEnergy(stiffness), L2Regression(target, L2Metric(weights)), GinzburgLandau(0.1, stiffness, weights)):
+    for energy in (
+        DirichletEnergy(stiffness),
+        L2Regression(target, L2Metric(weights)),
+        GinzburgLandau(0.1, stiffness, weights),
+    ):
         v = energy.prox(u, 0.005, metric)
         assert abs(float(weights @ (v - u).squeeze(-1))) < 1e-15  # mass to rounding
         residual = energy.gradient(v) + metric.apply(v - u) / 0.005  # KKT: orthogonal to V, i.e. constant
@@ -135,14 +141,22 @@ def test_fixed_mass_network_keeps_its_mass_and_its_derivatives_are_consistent():
     assert float((weights @ constrained.jvp(theta, xi)).abs().max()) < 1e-15
     assert torch.allclose(constrained.jacobian(theta) @ xi, constrained.jvp(theta, xi), atol=1e-13)
     errors = [
-        float((constrained.value(theta + t * xi) - constrained.value(theta) - t * constrained.jvp(theta, xi)
-               - t**2 / 2 * constrained.second_derivative(theta, xi, xi)).norm())
+        float(
+            (
+                constrained.value(theta + t * xi)
+                - constrained.value(theta)
+                - t * constrained.jvp(theta, xi)
+                - t**2 / 2 * constrained.second_derivative(theta, xi, xi)
+            ).norm()
+        )
         for t in (1e-1, 5e-2, 2.5e-2)
     ]
     assert taylor_slope([1e-1, 5e-2, 2.5e-2], errors) > 2.7
     eta = torch.randn(constrained.num_parameters, generator=generator)
     adjoint = constrained.second_derivative_adjoint(theta, xi, w)
-    assert float(adjoint @ eta) == pytest.approx(float((constrained.second_derivative(theta, xi, eta) * w).sum()), rel=1e-10)
+    assert float(adjoint @ eta) == pytest.approx(
+        float((constrained.second_derivative(theta, xi, eta) * w).sum()), rel=1e-10
+    )
 
 
 def test_a_subspace_metric_refuses_a_network_that_leaves_the_subspace():
@@ -248,7 +262,9 @@ def test_check_positive_definite_names_a_numerically_singular_metric():
         IncrementManifold(network, ApplyMatrix(_pinv_h_minus_one()))
     stiffness, weights = _grid()
     with pytest.raises(ValueError, match="numerically singular"):  # not "tau is too large"
-        MinimizingMovement(constrained, GinzburgLandau(0.1, stiffness, weights), ApplyMatrix(_pinv_h_minus_one()), 0.005)
+        MinimizingMovement(
+            constrained, GinzburgLandau(0.1, stiffness, weights), ApplyMatrix(_pinv_h_minus_one()), 0.005
+        )
 
 
 def test_ill_conditioned_but_regular_metrics_are_accepted():

@@ -52,7 +52,9 @@ def test_an_ordinary_run_that_uses_its_budget_every_step_is_not_flagged():
 def test_far_above_the_budgets_tolerance_is_flagged():
     flow = regression_flow(count=48)
     with pytest.warns(UnconvergedStepWarning, match="times the budget's step tolerance"):
-        result = flow.run(flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=1), budget=TrajectoryBudget(1e-9))
+        result = flow.run(
+            flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=1), budget=TrajectoryBudget(1e-9)
+        )
     assert [entry["step"] for entry in result.metadata["unconverged_steps"]] == [1, 2]
 
 

@@ -63,7 +63,9 @@ class _InterruptAt(GaussNewton):
 def test_interruption_is_a_keyboard_interrupt_raised_from_the_wrapper_only(tmp_path):
     flow = regression_flow(count=32)
     with pytest.raises(KeyboardInterrupt, match="during step 3 of 5: checkpoint .* holds 2 steps") as caught:
-        flow.run(flow.parametrization.initial_point(), 5, _InterruptAt(3, max_iterations=2), checkpoint=tmp_path / "a.npz")
+        flow.run(
+            flow.parametrization.initial_point(), 5, _InterruptAt(3, max_iterations=2), checkpoint=tmp_path / "a.npz"
+        )
     error = caught.value
     assert type(error) is KeyboardInterrupt and error.steps_saved == 2 and error.steps == 5
     assert error.checkpoint == (tmp_path / "a.npz").absolute()

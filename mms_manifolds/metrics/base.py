@@ -2,8 +2,8 @@ r"""The metric interface: an SPD operator :math:`M` on discretised functions :ma
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -156,6 +156,7 @@ class Metric(ABC):
 
     def check_increments(self, parametrization: object) -> None:
         """Raise ``ValueError`` unless the parametrization's increments lie where the metric is defined (all of :math:`H_N` here)."""
+        return None
 
     def check_fits(self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device) -> None:
         r"""Raise unless :math:`M` maps values of ``shape`` ``(N, m)`` in ``dtype`` on ``device`` to the same.
