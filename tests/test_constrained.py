@@ -175,6 +175,8 @@ def test_constrained_parametrization_bad_input():
         ConstrainedParametrization(network, torch.ones(N - 1))
     with pytest.raises(ValueError, match="singular"):
         ConstrainedParametrization(network, torch.ones(N), directions=torch.tensor([1.0, -1.0] * (N // 2)))
+    with pytest.raises(TypeError, match="constraints are torch.float32 on cpu, the network torch.float64"):
+        ConstrainedParametrization(network, torch.ones(N, dtype=torch.float32))
 
 
 # ------------------------------------------------------------------------------------------ Cahn-Hilliard

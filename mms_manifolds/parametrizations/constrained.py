@@ -33,7 +33,8 @@ class ConstrainedParametrization(Parametrization):
         directions: :math:`D`, the shape of ``constraints``; ``None`` for :math:`D = C`.
 
     Raises:
-        TypeError: not a Parametrization, or tensors that are not real floating tensors.
+        TypeError: not a Parametrization, tensors that are not real floating tensors, or constraints in another
+            dtype or on another device than the network.
         ValueError: shapes disagree, or :math:`C^\top D` is singular.
     """
 
@@ -56,6 +57,12 @@ class ConstrainedParametrization(Parametrization):
                 f"constraints {tuple(constraints.shape)} and directions {tuple(directions.shape)} must both have "
                 f"shape (N, r) or (Nm, r) with N = {nodes}, m = {outputs}"
             )
+        for name, tensor in (("constraints", constraints), ("directions", directions)):
+            if tensor.dtype != parametrization.dtype or tensor.device != parametrization.device:
+                raise TypeError(
+                    f"{name} are {tensor.dtype} on {tensor.device}, the network {parametrization.dtype} on "
+                    f"{parametrization.device}: build them in the network's dtype and device"
+                )
         self.inner, self.constraints, self.directions = parametrization, constraints, directions
         self.num_parameters, self.output_shape = parametrization.num_parameters, parametrization.output_shape
         self.dtype, self.device = parametrization.dtype, parametrization.device
