@@ -4,10 +4,11 @@ from .budget import TrajectoryBudget
 from .diagnostics import JacobianDiagnostics
 from .energies import CallableEnergy, DirichletEnergy, Energy, GinzburgLandau, L2Regression, QuarticEnergy
 from .manifold import Geodesic, IncrementManifold, default_relative_damping
-from .metrics import L2Metric, MatrixMetric, Metric, SobolevMetric
+from .metrics import HMinusOneMetric, L2Metric, MatrixMetric, Metric, SobolevMetric, SubspaceMetric
 from .mms import MinimizingMovement, MMSDivergenceError, exact_trajectory
 from .parametrizations import (
     AutogradParametrization,
+    ConstrainedParametrization,
     FunctionParametrization,
     LinearParametrization,
     Parametrization,
@@ -21,15 +22,18 @@ from .subproblem import MMSSubproblem, Residual
 __all__ = [
     # parametrisations
     "AutogradParametrization",
+    "ConstrainedParametrization",
     "FunctionParametrization",
     "LinearParametrization",
     "Parametrization",
     "TorchParametrization",
     # metrics
+    "HMinusOneMetric",
     "L2Metric",
     "MatrixMetric",
     "Metric",
     "SobolevMetric",
+    "SubspaceMetric",
     # geometry
     "Geodesic",
     "IncrementManifold",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mms_manifolds demo`` (also the ``mms-manifolds`` console script)."""
+"""Command line: ``python -m mms_manifolds demo | reproduce | show FILE`` (also the ``mms-manifolds`` console script)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import torch
 
 from .mms import MinimizingMovement
 from .problems import regression_flow
-from .results import MMSResult
+from .results import MMSResult, ResultFileError
 from .solvers import LBFGS, Adam, GaussNewton, InnerSolver
 
-__all__ = ["main", "regression_demo_problem"]
+__all__ = ["main", "regression_demo_problem", "run_show"]
 
 
 def regression_demo_problem(seed: int = 0, nodes: int = 128, width: int = 12, tau: float = 0.2) -> MinimizingMovement:
@@ -26,14 +26,12 @@ def regression_demo_problem(seed: int = 0, nodes: int = 128, width: int = 12, ta
 
 def _plot(results: dict[str, MMSResult], path: Path) -> Path | None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.figure
     except ImportError:
         print("matplotlib is not installed: no plot written (pip install 'mms_manifolds[plot]')", file=sys.stderr)
         return None
-    figure, axis = plt.subplots(figsize=(6.5, 4))
+    figure = matplotlib.figure.Figure(figsize=(6.5, 4))
+    axis = figure.subplots()
     for index, (name, result) in enumerate(results.items()):
         steps = np.arange(1, len(result.thetas))
         color = f"C{index}"
@@ -45,8 +43,34 @@ def _plot(results: dict[str, MMSResult], path: Path) -> Path | None:
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
+
+
+def run_show(path: Path, every: int = 1, plot: Path | None = None, table_csv: Path | None = None) -> int:
+    """Print a saved result (its settings, notes and per-step table); optionally plot it or write its CSV.
+
+    Returns 0, or 2 when the file is missing or not a valid result (the reason on standard error).
+    """
+    try:
+        result = MMSResult.load(path)
+    except (FileNotFoundError, ResultFileError) as error:
+        print(f"mms_manifolds show: {error}", file=sys.stderr)
+        return 2
+    metadata = result.metadata
+    print(
+        f"{path}: {result.steps_done} steps, tau = {metadata.get('tau')}, solver {metadata.get('solver')}, "
+        f"{len(result.thetas[0])} parameters, solve mode {metadata.get('solve_mode')}"
+    )
+    print(result.table(every))
+    if table_csv is not None:
+        print(f"table: {result.to_csv(table_csv)}")
+    if plot is not None:
+        try:
+            print(f"plot: {result.plot(plot)}")
+        except ImportError as error:
+            print(f"mms_manifolds show: {error}", file=sys.stderr)
+            return 2
+    return 0
 
 
 def run_demo(steps: int, output_dir: Path, seed: int, quick: bool, threads: int = 1) -> int:
@@ -91,7 +115,16 @@ def run_demo(steps: int, output_dir: Path, seed: int, quick: bool, threads: int 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m mms_manifolds``."""
+    """Entry point of ``python -m mms_manifolds``: the command's exit status, 130 after Ctrl-C (with the line saying what was kept)."""
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt as interrupted:  # an MMS run's carries the line: steps saved, path, resuming call
+        print(str(interrupted) or "interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    """Parse the command line and run the command."""
     parser = argparse.ArgumentParser(prog="mms_manifolds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="regression flow: Gauss-Newton against Adam and L-BFGS")
@@ -115,7 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output-dir", type=Path, default=Path("mms_reproduce"), help="CSV, figures, summary; resumes from its journal"
     )
     reproduce.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 keeps torch's default)")
+    show = commands.add_parser("show", help="print a saved result or checkpoint (.npz); --plot and --csv export it")
+    show.add_argument("file", type=Path, help="a file written by MMSResult.save or a run's checkpoint")
+    show.add_argument("--every", type=int, default=1, help="print every n-th step and the last (default 1)")
+    show.add_argument("--plot", type=Path, metavar="OUT.png", help="write the error, bound and residual plot")
+    show.add_argument("--csv", type=Path, metavar="OUT.csv", help="write the per-step table as CSV")
     arguments = parser.parse_args(argv)
+    if arguments.command == "show":
+        if arguments.every < 1:
+            parser.error("--every must be >= 1")
+        return run_show(arguments.file, arguments.every, arguments.plot, arguments.csv)
     if arguments.threads < 0:
         parser.error("--threads must be >= 0")
     if arguments.command == "reproduce":

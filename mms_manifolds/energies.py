@@ -58,12 +58,18 @@ def check_stiffness(stiffness: object) -> torch.Tensor:
     return stiffness
 
 
-def smallest_generalized_eigenvalue(matrix: torch.Tensor, metric_matrix: torch.Tensor) -> float:
+def smallest_generalized_eigenvalue(
+    matrix: torch.Tensor, metric_matrix: torch.Tensor, basis: torch.Tensor | None = None
+) -> float:
     r"""Smallest :math:`\lambda` with :math:`Ax = \lambda Mx`: :math:`\lambda_{\min}(C^{-1}AC^{-\top})`, :math:`M = CC^\top`.
 
-    Both matrices are dense, symmetric, shape ``(n, n)``; :math:`M` positive definite.
+    Both matrices are dense, symmetric, shape ``(n, n)``; :math:`M` positive definite (on the subspace).
+    With ``basis`` :math:`Z` (``(n, d)``, orthonormal columns) the eigenproblem is that of the subspace
+    :math:`\operatorname{range} Z`: :math:`\min_{x = Zy} x\cdot Ax / x\cdot Mx`, from :math:`(Z^\top AZ, Z^\top MZ)`.
     """
-    factor = torch.linalg.cholesky(metric_matrix)
+    if basis is not None:
+        matrix, metric_matrix = basis.T @ matrix @ basis, basis.T @ metric_matrix @ basis
+    factor = torch.linalg.cholesky(0.5 * (metric_matrix + metric_matrix.T))
     left = torch.linalg.solve_triangular(factor, matrix, upper=False)
     reduced = torch.linalg.solve_triangular(factor, left.T, upper=False)
     return float(torch.linalg.eigvalsh(0.5 * (reduced + reduced.T))[0])
@@ -154,6 +160,22 @@ def _dense_metric(metric: Metric, like: torch.Tensor) -> torch.Tensor:
     return metric.to_dense((like.shape[0], like.shape[1]), dtype=like.dtype, device=like.device)
 
 
+def _subspace(metric: Metric, like: torch.Tensor) -> torch.Tensor | None:
+    """The orthonormal basis ``(Nm, d)`` of the subspace the flow moves in (``None``: all of :math:`H_N`)."""
+    return metric.subspace_basis((like.shape[0], like.shape[1]), dtype=like.dtype, device=like.device)
+
+
+def _newton_step(hessian: torch.Tensor, gradient: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    r"""The Newton step :math:`-H^{-1}g` (flat, ``(Nm,)``), or over :math:`\operatorname{range} Z`: :math:`-Z(Z^\top HZ)^{-1}Z^\top g`.
+
+    The restricted step keeps the iterate in :math:`u_k + \operatorname{range} Z`, which for a
+    :class:`~mms_manifolds.metrics.SubspaceMetric` conserves :math:`C^\top u` to rounding.
+    """
+    if basis is None:
+        return torch.linalg.solve(hessian, -gradient)
+    return basis @ torch.linalg.solve(basis.T @ hessian @ basis, -(basis.T @ gradient))
+
+
 def _node_matrix(matrix: torch.Tensor, outputs: int) -> torch.Tensor:
     """:math:`K \\otimes I_m`, the node matrix acting on flattened ``(N, m)`` values."""
     return torch.kron(matrix, torch.eye(outputs, dtype=matrix.dtype, device=matrix.device))
@@ -192,15 +214,16 @@ class L2Regression(Energy):
         if metric is self.metric:
             return 1.0
         return smallest_generalized_eigenvalue(
-            _dense_metric(self.metric, self.target), _dense_metric(metric, self.target)
+            _dense_metric(self.metric, self.target), _dense_metric(metric, self.target), _subspace(metric, self.target)
         )
 
     def prox(self, u: torch.Tensor, tau: float, metric: Metric) -> torch.Tensor:
-        if metric is self.metric:
+        basis = _subspace(metric, u)
+        if metric is self.metric and basis is None:
             return (u + tau * self.target) / (1 + tau)
         own, flow = _dense_metric(self.metric, u), _dense_metric(metric, u)
-        rhs = flow @ u.reshape(-1) / tau + own @ self.target.reshape(-1)
-        return torch.linalg.solve(own + flow / tau, rhs).reshape(u.shape)
+        step = _newton_step(own + flow / tau, own @ (u - self.target).reshape(-1), basis)
+        return u + step.reshape(u.shape)
 
 
 class DirichletEnergy(Energy):
@@ -237,22 +260,26 @@ class DirichletEnergy(Energy):
 
     def convexity(self, metric: Metric) -> float | None:
         like = torch.zeros(self.stiffness.shape[0], 1, dtype=self.stiffness.dtype, device=self.stiffness.device)
-        return smallest_generalized_eigenvalue(self.stiffness, _dense_metric(metric, like))
+        return smallest_generalized_eigenvalue(self.stiffness, _dense_metric(metric, like), _subspace(metric, like))
 
     def prox(self, u: torch.Tensor, tau: float, metric: Metric) -> torch.Tensor:
         self._check(u)
         flow = _dense_metric(metric, u)
-        operator = _node_matrix(self.stiffness, u.shape[1]) + flow / tau
-        return torch.linalg.solve(operator, flow @ u.reshape(-1) / tau).reshape(u.shape)
+        stiffness = _node_matrix(self.stiffness, u.shape[1])
+        step = _newton_step(stiffness + flow / tau, stiffness @ u.reshape(-1), _subspace(metric, u))
+        return u + step.reshape(u.shape)
 
 
 class GinzburgLandau(Energy):
     r"""Ginzburg–Landau energy (Allen–Cahn flow): :math:`E(u) = \frac{\varepsilon^2}{2}u\cdot Ku + \sum_i w_i\frac{(u_i^2 - 1)^2}{4}`.
 
     :math:`\nabla^2E = \varepsilon^2K + \operatorname{diag}(w(3u^2 - 1)) \succeq \varepsilon^2K - \operatorname{diag}(w)`,
-    so :meth:`convexity` returns :math:`\lambda_{\min}(\varepsilon^2K - \operatorname{diag}(w), M)` (at least
-    :math:`-1` for :math:`M = \operatorname{diag}(w)`). The MMS step is strongly convex for
-    :math:`\tau < 1/|\lambda|`, and :meth:`prox` solves it by damped Newton on the grid.
+    so :meth:`convexity` returns :math:`\lambda_{\min}(\varepsilon^2K - \operatorname{diag}(w), M)`, which depends on
+    the metric: at least :math:`-1` for :math:`M = \operatorname{diag}(w)` (Allen–Cahn), :math:`-23.886` for the
+    :math:`H^{-1}` metric on zero-mean functions (Cahn–Hilliard; 64 periodic nodes on :math:`[0, 1)`,
+    :math:`\varepsilon = 0.1`), taken over the subspace for a :class:`~mms_manifolds.metrics.SubspaceMetric`.
+    The MMS step is strongly convex for :math:`\tau < 1/|\lambda|`, and :meth:`prox` solves it by damped Newton
+    on the grid (over :math:`u_k + V` for a metric on a subspace :math:`V`, conserving :math:`C^\top u`).
 
     Args:
         epsilon: interface width :math:`\varepsilon > 0`.
@@ -285,7 +312,7 @@ class GinzburgLandau(Energy):
     def convexity(self, metric: Metric) -> float | None:
         like = torch.zeros(self.stiffness.shape[0], 1, dtype=self.stiffness.dtype, device=self.stiffness.device)
         lower = self.epsilon**2 * self.stiffness - torch.diag(self.weights)
-        return smallest_generalized_eigenvalue(lower, _dense_metric(metric, like))
+        return smallest_generalized_eigenvalue(lower, _dense_metric(metric, like), _subspace(metric, like))
 
     def prox(
         self, u: torch.Tensor, tau: float, metric: Metric, *, tolerance: float = 1e-11, max_iterations: int = 100
@@ -313,14 +340,16 @@ def _newton_prox(
 ) -> torch.Tensor:
     r"""The MMS step :math:`\arg\min_v E(v) + \|v - u\|_M^2/(2\tau)` by damped Newton (Armijo backtracking) on the grid.
 
-    ``hessian(v)`` is the dense :math:`\nabla^2 E(v)`, shape ``(Nm, Nm)``. Stops when the Newton step is
+    ``hessian(v)`` is the dense :math:`\nabla^2 E(v)`, shape ``(Nm, Nm)``. For a metric on a subspace :math:`V`
+    the minimum is over :math:`u + V` (Newton steps restricted to :math:`V`, so :math:`C^\top v = C^\top u` to
+    rounding). Stops when the Newton step is
     below ``tolerance`` relative to :math:`\max|v|`, or when the predicted decrease (Newton decrement) is
     below the objective's rounding level (then the full Newton step is taken).
 
     Raises:
         RuntimeError: no convergence in ``max_iterations``.
     """
-    flow = _dense_metric(metric, u)
+    flow, basis = _dense_metric(metric, u), _subspace(metric, u)
 
     def objective(v: torch.Tensor) -> torch.Tensor:
         difference = (v - u).reshape(-1)
@@ -329,7 +358,7 @@ def _newton_prox(
     point = u.clone()
     for _ in range(max_iterations):
         gradient = (energy.gradient(point) + (flow @ (point - u).reshape(-1)).reshape(u.shape) / tau).reshape(-1)
-        step = torch.linalg.solve(hessian(point) + flow / tau, -gradient).reshape(u.shape)
+        step = _newton_step(hessian(point) + flow / tau, gradient, basis).reshape(u.shape)
         length, current = 1.0, objective(point)
         decrement = -float(gradient @ step.reshape(-1))  # twice the predicted decrease
         if decrement <= 64 * torch.finfo(u.dtype).eps * max(1.0, abs(float(current))):
@@ -383,7 +412,8 @@ class QuarticEnergy(Energy):
 
     def convexity(self, metric: Metric) -> float | None:
         like = torch.zeros(self.stiffness.shape[0], 1, dtype=self.stiffness.dtype, device=self.stiffness.device)
-        return max(0.0, smallest_generalized_eigenvalue(self.stiffness, _dense_metric(metric, like)))
+        modulus = smallest_generalized_eigenvalue(self.stiffness, _dense_metric(metric, like), _subspace(metric, like))
+        return max(0.0, modulus)
 
     def prox(
         self, u: torch.Tensor, tau: float, metric: Metric, *, tolerance: float = 1e-11, max_iterations: int = 100

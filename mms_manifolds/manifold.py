@@ -129,8 +129,9 @@ class IncrementManifold:
             :mod:`mms_manifolds.linalg`.
 
     Raises:
-        ValueError: ``damping`` is negative or not finite; ``metric`` is not positive definite (checked
-            densely when :math:`Nm \le 2000`).
+        ValueError: ``damping`` is negative or not finite; ``metric`` is not positive definite or numerically
+            singular (checked densely when :math:`Nm \le 2000`); the network's increments leave the subspace a
+            :class:`~mms_manifolds.metrics.SubspaceMetric` is defined on.
 
     Examples:
         >>> import torch
@@ -166,6 +167,7 @@ class IncrementManifold:
         )
         """The solve mode in use and why (:class:`~mms_manifolds.linalg.SolveChoice`), resolved once here."""
         self._check_metric()
+        metric.check_increments(parametrization)
         self._linearization = MetricLinearization(parametrization, metric, self.solve_choice.mode)
         if damping == "auto":
             trace = self._trace_estimate()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import sys
 import time
@@ -28,8 +29,10 @@ import torch
 
 from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
 from .budget import TrajectoryBudget
+from .convergence import UnconvergedStepWarning, far_from_converged
 from .energies import Energy, L2Regression
 from .fingerprint import _digest, trajectory_fingerprint
+from .interrupts import announce_resume, report_interruption
 from .ledger import BoundParts
 from .linalg import UnconvergedSolveCount
 from .manifold import IncrementManifold
@@ -45,6 +48,8 @@ from .subproblem import MMSSubproblem, Residual
 from .time_stepping import SchemeRecord, SchemeStepper, StartParts
 
 __all__ = ["MMSDivergenceError", "MinimizingMovement", "exact_trajectory"]
+
+logger = logging.getLogger("mms_manifolds")
 
 
 class MMSDivergenceError(RuntimeError):
@@ -156,9 +161,10 @@ class MinimizingMovement:
         self.parametrization = parametrization
         self.energy = energy
         self.metric = metric
+        self.manifold = IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode)
+        # after the manifold, which refuses a numerically singular metric before its convexity is asked
         self.constants = StepConstants.of(tau, energy.convexity(metric), f"{type(energy).__name__}.convexity")
         r""":math:`\tau`, the energy's convexity :math:`\lambda` in :math:`M`, :math:`L` and :math:`\mu`: computed once per flow."""
-        self.manifold = IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode)
 
     @property
     def tau(self) -> float:
@@ -257,6 +263,7 @@ class MinimizingMovement:
         check_shape("reference", reference, (steps + 1, *self.parametrization.output_shape))
         return check_finite("reference", reference)
 
+    @report_interruption
     def run(
         self,
         theta0: torch.Tensor,
@@ -317,7 +324,10 @@ class MinimizingMovement:
                 for constant steps); implicit Euler's bound is (each step with its own :math:`L`, :math:`\mu`).
 
         Returns:
-            MMSResult. Certification is withdrawn during the run (``certified`` becomes ``False``, every
+            MMSResult. A step whose inner solve stopped at its iteration budget far from converged (its
+            tangential residual 10 times the budget's tolerance, or 10 times the median of the earlier
+            steps') gives an :class:`~mms_manifolds.convergence.UnconvergedStepWarning` (and a log record) and is
+            listed in ``metadata["unconverged_steps"]``. Certification is withdrawn during the run (``certified`` becomes ``False``, every
             bound ``nan``, ``metadata["certification_withdrawn"]`` says where and why) when a step shows
             less curvature than the declared convexity modulus, or a quantity the bound uses is not finite.
 
@@ -329,6 +339,10 @@ class MinimizingMovement:
             CheckpointInUseError: another run is writing the checkpoint.
             MMSDivergenceError: an inner solve failed and retries (if any) did not help; it names the
                 step and the iteration, and carries the record up to the last good step.
+            KeyboardInterrupt: Ctrl-C during the run, raised again once the checkpoint is released: its message
+                is one line with the steps the checkpoint holds, its path and the call that resumes, and its
+                attributes ``checkpoint``, ``steps_saved``, ``steps`` say the same (:mod:`mms_manifolds.interrupts`).
+                A resumed run says on standard error that it resumed from step :math:`k`.
         """
         steps = check_integer("steps", steps, minimum=1)
         max_retries = check_integer("max_retries", max_retries, minimum=0)
@@ -430,6 +444,7 @@ class MinimizingMovement:
                 result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
                 stepper.append(tau, estimate, flow_bound if result.certified else math.nan)
                 result.metadata["scheme_record"] = stepper.record.as_metadata()  # step sizes, G-norm, estimates
+                _flag_unconverged_step(result, step)
                 if path is not None:
                     result.save(path, lock=lock)
                 if progress:
@@ -666,6 +681,7 @@ class MinimizingMovement:
         result.metadata = {**settings.as_metadata(), **found, "certified": settings.certified and not withdrawn}
         for note in found.get("notes_found", []):
             result.metadata["notes"].append(note)
+        announce_resume(path, result.steps_done, settings.steps)
         return result
 
     def _jacobian_report(
@@ -684,7 +700,14 @@ class MinimizingMovement:
         return float(report.numerical_rank), report.sigma_min
 
 
-_FOUND_BY_THE_RUN = ("solver_state", "rank_deficient_steps", "certification_withdrawn", "notes_found", "scheme_record")
+_FOUND_BY_THE_RUN = (
+    "solver_state",
+    "rank_deficient_steps",
+    "certification_withdrawn",
+    "unconverged_steps",
+    "notes_found",
+    "scheme_record",
+)
 """Metadata a resumed run takes from its checkpoint: what the steps so far found, never a setting."""
 
 
@@ -760,6 +783,20 @@ def _withdraw_certification(result: MMSResult, step: int, reason: str) -> None:
     for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding"):
         result.columns[name] = [math.nan] * len(result.columns[name])
     warnings.warn(note, RuntimeWarning, stacklevel=3)
+
+
+def _flag_unconverged_step(result: MMSResult, step: int) -> None:
+    """Warn and note when step ``step`` ended at its iteration budget far from converged (:mod:`mms_manifolds.convergence`)."""
+    reason = far_from_converged(
+        result.stop_reasons[-1], result.columns["residual_tangential"][1:], result.columns["step_tolerance"][-1]
+    )
+    if reason is None:
+        return
+    result.metadata.setdefault("unconverged_steps", []).append({"step": step, "reason": reason})
+    _add_note(result, "some steps ended far from converged at their iteration budget (unconverged_steps)")
+    message = f"MMS step {step}: {reason}; raise the solver's max_iterations or shorten tau"
+    logger.warning(message)
+    warnings.warn(message, UnconvergedStepWarning, stacklevel=4)
 
 
 def _add_note(result: MMSResult, note: str) -> None:

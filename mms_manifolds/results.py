@@ -9,6 +9,7 @@ Writes are atomic and take the path's writer lock (:mod:`mms_manifolds.storage`)
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -213,22 +214,32 @@ class MMSResult:
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def __eq__(self, other: object) -> bool:
-        """Same columns, parameters, stop reasons, reference states and metadata, with NaN equal to NaN.
+        """Same numbers, parameters, stop reasons, reference states and metadata, with NaN equal to NaN; wall time excluded.
 
         ``nan`` marks what was not computed (bounds without a convexity modulus, errors without a
         reference), so a result read back from its file equals the one that was saved. Tensors compare by
-        value (dtype and device of the same values do not matter: :meth:`load` chooses them).
+        value (dtype and device of the same values do not matter: :meth:`load` chooses them). The
+        ``wall_time`` column is left out: it is a measurement of the machine, not of the flow, so a resumed
+        run equals the uninterrupted one whenever every computed number is bit-identical. Compare timings
+        with :meth:`same_timing`.
         """
         if not isinstance(other, MMSResult):
             return NotImplemented
         tensors = lambda values: [value.detach().cpu().double() for value in values]  # noqa: E731
+        numbers = lambda result: {name: v for name, v in result.columns.items() if name != "wall_time"}  # noqa: E731
         return (
-            _same(self.columns, other.columns)
+            _same(numbers(self), numbers(other))
             and _same(tensors(self.thetas), tensors(other.thetas))
             and self.stop_reasons == other.stop_reasons
             and _same(tensors(self.reference_states), tensors(other.reference_states))
             and _same(self.metadata, other.metadata)
         )
+
+    def same_timing(self, other: MMSResult) -> bool:
+        """Whether the ``wall_time`` columns are equal too (``==`` leaves them out): true for a result and its file."""
+        if not isinstance(other, MMSResult):
+            raise TypeError(f"same_timing compares two MMSResults, got {type(other).__name__}")
+        return _same(self.columns["wall_time"], other.columns["wall_time"])
 
     @property
     def steps_done(self) -> int:
@@ -341,21 +352,62 @@ class MMSResult:
             )
         return "\n".join(lines)
 
-    def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
-        """Plot trajectory error, tracking bound and residuals against the step; save to ``path``.
+    def rows(self) -> list[dict[str, float | int | str]]:
+        """One dict per step (index 0 is the initial state): ``step``, every column, and ``stop_reason``."""
+        return [
+            {
+                "step": step,
+                **{name: self.columns[name][step] for name in COLUMNS},
+                "stop_reason": self.stop_reasons[step],
+            }
+            for step in range(len(self.stop_reasons))
+        ]
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the per-step table as CSV (header ``step``, the columns, ``stop_reason``); returns the path.
+
+        Numbers are written with ``repr`` (they read back bit for bit), ``nan`` as ``nan``. No pandas
+        needed; ``pandas.read_csv(path)`` reads it.
+        """
+        path = resolve_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["step", *COLUMNS, "stop_reason"])
+            writer.writeheader()
+            writer.writerows(self.rows())
+        return path
+
+    def to_dataframe(self):
+        """The per-step table as a ``pandas.DataFrame`` indexed by ``step``.
+
+        Raises:
+            ImportError: pandas is not installed (it is optional: ``pip install pandas``; :meth:`to_csv` needs none).
+        """
+        try:
+            import pandas
+        except ImportError as error:
+            raise ImportError(
+                "MMSResult.to_dataframe needs pandas, which mms_manifolds does not require: pip install pandas "
+                "(or write the table with MMSResult.to_csv, which needs nothing)"
+            ) from error
+        return pandas.DataFrame(self.rows()).set_index("step")
+
+    def figure(self, title: str | None = None):
+        """A ``matplotlib.figure.Figure`` of trajectory error, tracking bound and residuals against the step.
+
+        Built from :class:`matplotlib.figure.Figure` directly, without pyplot: the user's backend and
+        pyplot's figure list are left alone (show it with ``display(fig)`` in a notebook, or save it).
 
         Raises:
             ImportError: matplotlib is missing (install the ``plot`` extra).
         """
         try:
-            import matplotlib
+            import matplotlib.figure
             import matplotlib.ticker
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
         except ImportError as error:
             raise ImportError("MMSResult.plot needs matplotlib: pip install 'mms_manifolds[plot]'") from error
-        figure, axis = plt.subplots(figsize=(6, 4))
+        figure = matplotlib.figure.Figure(figsize=(6, 4))
+        axis = figure.subplots()
         steps = np.arange(len(self.thetas))
         for name, style in (
             ("trajectory_error", "o-"),
@@ -369,12 +421,23 @@ class MMSResult:
         axis.set_xlabel("MMS step k")
         axis.set_ylabel("M-norm (error, bound, residuals)")
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole numbers
-        axis.legend(loc="best", fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="best", fontsize=8)
         certified = "certified bound" if self.certified else "bound uncertified"
         axis.set_title(title or f"{self.metadata.get('solver', '')} ({certified})", fontsize=9)
         figure.tight_layout()
+        return figure
+
+    def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
+        """Save :meth:`figure` to ``path`` (any format matplotlib writes, by suffix); returns the path.
+
+        The user's matplotlib backend is not changed (no ``matplotlib.use``, no pyplot).
+
+        Raises:
+            ImportError: matplotlib is missing (install the ``plot`` extra).
+        """
+        figure = self.figure(title)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=120)
-        plt.close(figure)
         return path

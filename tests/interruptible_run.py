@@ -2,8 +2,8 @@
 
 Runs 30 steps of the regression flow with Gauss-Newton, resuming from CHECKPOINT if it exists. With
 AT = k the process acts as its k-th inner solve starts (counted from this process's start): ACTION
-``kill`` (default) sends itself SIGKILL; ``pause`` prints ``paused`` and waits for a line on standard
-input, holding the checkpoint's writer lock meanwhile. Either way the moment is one the test controls,
+``kill`` (default) sends itself SIGKILL; ``sigint`` sends itself SIGINT (Ctrl-C); ``pause`` prints ``paused``
+and waits for a line on standard input, holding the checkpoint's writer lock meanwhile. Either way the moment is one the test controls,
 not one of the clock.
 """
 
@@ -30,8 +30,8 @@ class InterruptibleGaussNewton(GaussNewton):
     def solve(self, subproblem, theta0, tolerance=None, state=None):
         self._solves += 1
         if self._solves == self._at:
-            if self._action == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
+            if self._action in ("kill", "sigint"):
+                os.kill(os.getpid(), signal.SIGKILL if self._action == "kill" else signal.SIGINT)
             print("paused", flush=True)
             sys.stdin.readline()
         return super().solve(subproblem, theta0, tolerance, state)
@@ -42,4 +42,4 @@ if __name__ == "__main__":
     action = sys.argv[3] if len(sys.argv) > 3 else "kill"
     flow = regression_flow(widths=(1, 16, 16, 1), count=96)
     solver = InterruptibleGaussNewton(at, action, max_iterations=4)
-    flow.run(flow.parametrization.initial_point(), 30, solver, checkpoint=sys.argv[1])
+    flow.run(flow.parametrization.initial_point(), 30, solver, checkpoint=sys.argv[1], progress=action == "sigint")

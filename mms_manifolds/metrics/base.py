@@ -2,12 +2,60 @@ r"""The metric interface: an SPD operator :math:`M` on discretised functions :ma
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["Metric"]
+__all__ = ["Metric", "numerical_singularity"]
+
+SINGULARITY_FACTOR = 4
+r"""A metric is numerically singular when :math:`\lambda_{\min} \le 4n\varepsilon\,\lambda_{\max}` (:func:`numerical_singularity`)."""
+
+_ESTIMATE_ITERATIONS = 30
+
+
+def numerical_singularity(matrix: torch.Tensor, factor: torch.Tensor) -> str | None:
+    r"""Why the SPD ``matrix`` (shape ``(n, n)``) is numerically singular, or ``None`` if it is not.
+
+    It is when :math:`\lambda_{\min} \le 4n\varepsilon\,\lambda_{\max}` (condition number
+    :math:`\kappa = \lambda_{\max}/\lambda_{\min} \ge 1/(4n\varepsilon)`, :math:`\varepsilon` the dtype's machine
+    epsilon): rounding the entries to :math:`\varepsilon` moves the eigenvalues by up to about
+    :math:`n\varepsilon\lambda_{\max}` (the numerical-rank tolerance of ``numpy.linalg.matrix_rank``), so such a
+    smallest eigenvalue is rounding noise of a matrix that is semi-definite in truth (``W @ pinv(K) @ W``
+    for a periodic stiffness :math:`K`: :math:`\lambda_{\min}/\lambda_{\max} = 1.9n\varepsilon` at :math:`n = 64`),
+    and :math:`M^{-1}` is noise in that direction. A Cholesky factorisation succeeds on such matrices.
+
+    Both eigenvalues are estimated from ``factor`` (the Cholesky factor, :math:`M = LL^\top`) in
+    :math:`O(n^2)` per iteration: power iteration for :math:`\lambda_{\max}` and inverse iteration for
+    :math:`\lambda_{\min}`, 30 each from a fixed start. Rayleigh quotients under-estimate :math:`\lambda_{\max}` and
+    over-estimate :math:`\lambda_{\min}`, so the estimated ratio is never below the true one: a matrix refused
+    here is singular at this tolerance.
+    """
+    size = matrix.shape[0]
+    generator = torch.Generator(device=matrix.device).manual_seed(0)
+    start = torch.randn(size, 1, generator=generator, dtype=matrix.dtype, device=matrix.device)
+    start = start / torch.linalg.vector_norm(start)
+    largest, smallest = start, start
+    for _ in range(_ESTIMATE_ITERATIONS):
+        largest = matrix @ largest
+        largest = largest / torch.linalg.vector_norm(largest)
+        smallest = torch.cholesky_solve(smallest, factor)
+        smallest = smallest / torch.linalg.vector_norm(smallest)
+    lambda_max = float(largest.T @ matrix @ largest)
+    lambda_min = float(smallest.T @ matrix @ smallest)
+    epsilon = torch.finfo(matrix.dtype).eps
+    tolerance = SINGULARITY_FACTOR * size * epsilon
+    if lambda_min > tolerance * lambda_max:
+        return None
+    condition = lambda_max / lambda_min if lambda_min > 0 else math.inf
+    return (
+        f"the metric matrix is numerically singular: smallest eigenvalue {lambda_min:.3g}, largest {lambda_max:.3g}, "
+        f"condition number {condition:.3g} >= 1/(4 n eps) = {1 / tolerance:.3g} for n = {size} in {matrix.dtype} "
+        f"(eps = {epsilon:.3g}), so M^-1 is rounding noise; a metric on a subspace (zero-mean functions for H^-1) "
+        "is a SubspaceMetric"
+    )
 
 
 class Metric(ABC):
@@ -96,6 +144,20 @@ class Metric(ABC):
         factor = self._cholesky(shape, v.dtype, v.device)
         return v.reshape(*v.shape[:-2], shape[0] * shape[1]) @ factor
 
+    def subspace_basis(
+        self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        r"""An orthonormal basis ``(Nm, d)`` of the subspace :math:`V` the metric is defined on, or ``None`` for all of :math:`H_N`.
+
+        A flow in such a metric moves in :math:`u_0 + V` (:class:`~mms_manifolds.metrics.SubspaceMetric`): the
+        energies' exact steps and convexity moduli are taken over :math:`V`.
+        """
+        return None
+
+    def check_increments(self, parametrization: object) -> None:
+        """Raise ``ValueError`` unless the parametrization's increments lie where the metric is defined (all of :math:`H_N` here)."""
+        return None
+
     def check_fits(self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device) -> None:
         r"""Raise unless :math:`M` maps values of ``shape`` ``(N, m)`` in ``dtype`` on ``device`` to the same.
 
@@ -130,7 +192,11 @@ class Metric(ABC):
     def check_positive_definite(
         self, shape: tuple[int, int], *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
     ) -> tuple[bool, str | None]:
-        """Whether the dense matrix on ``shape`` is symmetric and Cholesky-factorable: ``(ok, reason)``."""
+        """Whether the dense matrix on ``shape`` is symmetric and positive definite in ``dtype``: ``(ok, reason)``.
+
+        Positive definite means Cholesky-factorable and not numerically singular (:func:`numerical_singularity`:
+        condition number below :math:`1/(4n\varepsilon)`).
+        """
         matrix = self.to_dense(shape, dtype=dtype, device=torch.device(device))
         asymmetry = float((matrix - matrix.T).abs().max())
         scale = float(matrix.abs().max())
@@ -138,9 +204,11 @@ class Metric(ABC):
             return False, "the metric matrix has non-finite entries"
         if asymmetry > 1e-10 * max(scale, 1.0):
             return False, f"the metric matrix is not symmetric (max |M - M^T| = {asymmetry:.3g})"
-        if int(torch.linalg.cholesky_ex(matrix)[1]) != 0:
+        factor, info = torch.linalg.cholesky_ex(matrix)
+        if int(info) != 0:
             return False, "the metric matrix is not positive definite (Cholesky failed)"
-        return True, None
+        singular = numerical_singularity(matrix, factor)
+        return (False, singular) if singular is not None else (True, None)
 
     def assert_positive_definite(
         self, shape: tuple[int, int], *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"

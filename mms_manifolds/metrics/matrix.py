@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .._checks import check_positive_float, check_real_tensor
-from .base import Metric
+from .base import Metric, numerical_singularity
 
 __all__ = ["MatrixMetric", "SobolevMetric"]
 
@@ -47,7 +47,10 @@ class MatrixMetric(Metric):
 
     Raises:
         ValueError: ``matrix`` is not square, has non-finite entries, is not symmetric, or (for sizes
-            up to 6000) is not positive definite. Larger matrices are checked for symmetry only.
+            up to 6000) is not positive definite or is numerically singular (condition number at least
+            :math:`1/(4n\varepsilon)`, :func:`~mms_manifolds.metrics.base.numerical_singularity`: a semi-definite
+            matrix such as ``W @ pinv(K) @ W`` whose zero eigenvalue came out as rounding noise). Larger
+            matrices are checked for symmetry only.
     """
 
     def __init__(self, matrix: object):
@@ -60,8 +63,13 @@ class MatrixMetric(Metric):
         scale = float(dense.abs().max())
         if float((dense - dense.T).abs().max()) > 1e-10 * max(scale, 1.0):
             raise ValueError("matrix is not symmetric: a metric must be symmetric positive definite")
-        if matrix.shape[0] <= _MAX_DENSE_CHECK and int(torch.linalg.cholesky_ex(dense)[1]) != 0:
-            raise ValueError("matrix is not positive definite (Cholesky failed): a metric must be SPD")
+        if matrix.shape[0] <= _MAX_DENSE_CHECK:
+            factor, info = torch.linalg.cholesky_ex(dense)
+            if int(info) != 0:
+                raise ValueError("matrix is not positive definite (Cholesky failed): a metric must be SPD")
+            singular = numerical_singularity(dense, factor)
+            if singular is not None:
+                raise ValueError(f"{type(self).__name__}: {singular}")
         self._dense = dense
 
     @property

@@ -1,0 +1,67 @@
+"""Steps that stop at their iteration budget far from converged are reported: a warning, a log record, a note."""
+
+import logging
+import math
+import warnings
+
+import pytest
+
+from mms_manifolds import GaussNewton, InnerResult, StopReason, TrajectoryBudget
+from mms_manifolds.convergence import UnconvergedStepWarning, far_from_converged
+
+from problems import linear_regression_flow, regression_flow
+
+
+class TiredAtStep(GaussNewton):
+    """Gauss-Newton that, at solve number ``tired`` (the step the test chooses), stops at once: its budget used up."""
+
+    def __init__(self, tired, **options):
+        super().__init__(**options)
+        self._tired, self._solves = tired, 0
+
+    def solve(self, subproblem, theta0, tolerance=None, state=None):
+        self._solves += 1
+        if self._solves == self._tired:
+            stopped = InnerResult(theta0, 0, [subproblem.cost(theta0)], [], [], 0.0, StopReason.MAX_ITERATIONS)
+            stopped.state = state if state is not None else self.initial_state()
+            return stopped
+        return super().solve(subproblem, theta0, tolerance, state)
+
+
+def test_a_jump_at_the_iteration_budget_warns_logs_and_is_noted(caplog):
+    flow = linear_regression_flow()
+    with pytest.warns(UnconvergedStepWarning, match=r"MMS step 5: the inner solve stopped at its iteration budget"):
+        with caplog.at_level(logging.WARNING, logger="mms_manifolds"):
+            result = flow.run(flow.parametrization.initial_point(), 6, TiredAtStep(5, max_iterations=3))
+    assert [entry["step"] for entry in result.metadata["unconverged_steps"]] == [5]
+    assert "times the median" in result.metadata["unconverged_steps"][0]["reason"]
+    assert any("unconverged_steps" in note for note in result.metadata["notes"])
+    assert any("MMS step 5" in record.getMessage() for record in caplog.records)
+    assert result.stop_reasons[5] == "max_iterations"
+    assert result.residual_tangential[5] > 10 * sorted(result.residual_tangential[1:5])[1]
+
+
+def test_an_ordinary_run_that_uses_its_budget_every_step_is_not_flagged():
+    flow = regression_flow(count=48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnconvergedStepWarning)
+        result = flow.run(flow.parametrization.initial_point(), 6, GaussNewton(max_iterations=2))
+    assert set(result.stop_reasons[1:]) == {"max_iterations"} and "unconverged_steps" not in result.metadata
+
+
+def test_far_above_the_budgets_tolerance_is_flagged():
+    flow = regression_flow(count=48)
+    with pytest.warns(UnconvergedStepWarning, match="times the budget's step tolerance"):
+        result = flow.run(
+            flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=1), budget=TrajectoryBudget(1e-9)
+        )
+    assert [entry["step"] for entry in result.metadata["unconverged_steps"]] == [1, 2]
+
+
+def test_the_rule():
+    assert far_from_converged("max_iterations", [1e-6, 2e-6, 3e-5], math.nan) is not None
+    assert far_from_converged("max_iterations", [1e-6, 2e-6, 1.5e-5], math.nan) is None  # 10x is the line
+    assert far_from_converged("converged", [1e-6, 2e-6, 3e-5], math.nan) is None
+    assert far_from_converged("max_iterations", [1e-6, 3e-5], math.nan) is None  # one earlier step is no history
+    assert far_from_converged("max_iterations", [2e-8], 1e-9) is not None
+    assert far_from_converged("max_iterations", [math.nan, 1e-6, 2e-6, 1.0], math.nan) is not None
