@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import resume_proof
 from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
 from .budget import TrajectoryBudget, lipschitz_constant
 from .energies import Energy
@@ -305,9 +306,10 @@ class MinimizingMovement:
             raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
         settings = self._settings(steps, solver, budget, resample is not None, theta0)
+        source = resume_proof.reference_source(reference, resample, self.energy.has_prox)
         with contextlib.ExitStack() as stack:
             lock = None if path is None else stack.enter_context(WriterLock(path))
-            result = self._resume_or_start(theta0, reference, settings, path, lock)
+            result = self._resume_or_start(theta0, reference, settings, path, lock, resample, source)
             step_tolerance = (
                 None if budget is None else budget.step_tolerance(self.lipschitz, self.strong_convexity, steps)
             )
@@ -332,7 +334,7 @@ class MinimizingMovement:
                 exact_state = reference[step] if reference is not None else None
                 if exact:
                     exact_state = self._exact_step(result.reference_states[-1], step)
-                bound = self._book_bound(ledger, result, step, residual, u, anchor, energy)
+                bound = self._book_bound(ledger, result, step, residual, u, anchor, energy, exact_state)
                 rank, sigma_min = (
                     self._jacobian_report(manifold, inner.point, result) if diagnostics else (math.nan, math.nan)
                 )
@@ -357,6 +359,7 @@ class MinimizingMovement:
                 )
                 result.append(inner.point, inner.stop_reason.name.lower(), exact_state, record)
                 result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
+                result.metadata["resume_proof"] = resume_proof.record(step, u, source)
                 if path is not None:
                     result.save(path, lock=lock)
                 if progress:
@@ -394,8 +397,14 @@ class MinimizingMovement:
         u: torch.Tensor,
         anchor: torch.Tensor,
         energy: Energy,
+        exact_state: torch.Tensor | None = None,
     ) -> BoundParts:
-        """The bound of step ``step`` from the ledger, or ``nan`` parts; withdraws certification on a failed check."""
+        r"""The bound of step ``step`` from the ledger, or ``nan`` parts; withdraws certification on a failed check.
+
+        Where the exact state :math:`v_k` is known, :math:`e_k \le B_k` is one of the checks: a record never
+        states a certified bound its own error exceeds (a ``reference=`` that is not this energy's exact flow,
+        or rounding the allowance did not cover).
+        """
         if ledger is None or not result.certified:
             return BoundParts.undefined()
         previous = BoundParts(
@@ -412,6 +421,13 @@ class MinimizingMovement:
             problem = "the state u_k is not finite"
         else:
             problem = ledger.curvature_violation(energy, u, anchor)
+        if problem is None and exact_state is not None:
+            error = float(self.metric.norm(u - exact_state))
+            if not error <= bound.tracking_bound:
+                problem = (
+                    f"the trajectory error e_k = {error!r} exceeds the bound B_k = {bound.tracking_bound!r}: the "
+                    "reference is not this energy's exact MMS, or rounding beyond the allowance"
+                )
         if problem is None:
             return bound
         _withdraw_certification(result, step, problem)
@@ -446,12 +462,14 @@ class MinimizingMovement:
         settings: RunSettings,
         path: Path | None,
         lock: WriterLock | None,
+        resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
+        source: str | None,
     ) -> MMSResult:
-        """The checkpoint's record if it is one of this run (validated), else a new record at step 0."""
+        """The checkpoint's record if it is one of this run (validated, its last step proven), else a new record."""
         if path is not None and path.exists():
-            return self._resume(path, settings)
+            return self._resume(path, settings, reference, resample, source)
         u0 = self.parametrization.value(theta0)
-        v0 = reference[0] if reference is not None else (u0 if self.energy.has_prox else None)
+        v0 = reference[0] if reference is not None else (u0 if source == "exact prox" else None)
         error0 = math.nan if v0 is None else float(self.metric.norm(u0 - v0))
         bound = BoundParts.start(error0) if settings.certified else BoundParts.undefined()
         result = MMSResult(metadata=settings.as_metadata())
@@ -461,21 +479,44 @@ class MinimizingMovement:
             (bound.tracking_bound, bound.inexactness, bound.approximation, bound.rounding),
         )
         result.append(theta0, "", v0, initial)
+        result.metadata["resume_proof"] = resume_proof.record(0, u0, source)
         if path is not None:
             result.save(path, lock=lock)
         return result
 
-    def _resume(self, path: Path, settings: RunSettings) -> MMSResult:
+    def _resume(
+        self,
+        path: Path,
+        settings: RunSettings,
+        reference: torch.Tensor | None,
+        resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
+        source: str | None,
+    ) -> MMSResult:
         """Load ``path`` and check that it records this run; the file is data, this run's settings are the settings.
 
         Only the record (steps, parameters, columns) and what the run itself found (the solver's warm-start
         state, rank-deficient steps, a withdrawn certification) are taken from the file; every setting,
-        ``certified`` included, is this run's.
+        ``certified`` included, is this run's. Beyond the fingerprint, the last step is recomputed
+        (:mod:`mms_manifolds.resume_proof`: one evaluation of the network and the energy).
         """
         result = MMSResult.load(path, dtype=self.parametrization.dtype, device=self.parametrization.device)
         conflict = settings.resume_conflict(result.metadata, result.steps_done)
         if conflict is not None:
             raise ValueError(f"checkpoint {path} cannot be resumed: {conflict}; use another path or the same settings")
+        last = result.steps_done
+        parametrization, energy, manifold = self._step_problem(resample if last else None, last)
+        conflict = resume_proof.refusal(
+            result.metadata.get("resume_proof"),
+            last,
+            (parametrization, energy, manifold.metric),
+            result.thetas[-1],
+            result.columns["energy"][-1],
+            result.reference_states,
+            reference,
+            source,
+        )
+        if conflict is not None:
+            raise ValueError(f"checkpoint {path} cannot be resumed: {conflict}")
         found = {key: result.metadata[key] for key in _FOUND_BY_THE_RUN if key in result.metadata}
         withdrawn = "certification_withdrawn" in found
         result.metadata = {**settings.as_metadata(), **found, "certified": settings.certified and not withdrawn}
@@ -499,7 +540,7 @@ class MinimizingMovement:
         return float(report.numerical_rank), report.sigma_min
 
 
-_FOUND_BY_THE_RUN = ("solver_state", "rank_deficient_steps", "certification_withdrawn", "notes_found")
+_FOUND_BY_THE_RUN = ("solver_state", "rank_deficient_steps", "certification_withdrawn", "notes_found", "resume_proof")
 """Metadata a resumed run takes from its checkpoint: what the steps so far found, never a setting."""
 
 
