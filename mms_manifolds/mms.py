@@ -371,6 +371,9 @@ class MinimizingMovement:
                     )
             if budget is not None:
                 result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
+                _check_budget_met(result, budget)
+                if path is not None:
+                    result.save(path, lock=lock)
         return result
 
     @property
@@ -573,6 +576,24 @@ def _withdraw_certification(result: MMSResult, step: int, reason: str) -> None:
     _add_note(result, note)
     for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding"):
         result.columns[name] = [math.nan] * len(result.columns[name])
+    warnings.warn(note, RuntimeWarning, stacklevel=3)
+
+
+def _check_budget_met(result: MMSResult, budget: TrajectoryBudget) -> None:
+    """Say so (a note and a ``RuntimeWarning``) when the propagated inexactness ends above the budget's tolerance.
+
+    The per-step tolerances keep it below the budget only when every inner solve reaches its tolerance; a
+    solver stopped by its iteration cap, or stalled, leaves it above.
+    """
+    reached = result.columns["bound_inexactness"][-1]
+    if not result.certified or reached <= budget.tolerance:
+        return
+    note = (
+        f"the trajectory budget was not met: the propagated inexactness is {reached:.3g}, the budget "
+        f"{budget.tolerance:.3g}; some inner solves stopped above their step tolerance (iteration cap or stall: "
+        "allow more inner iterations)"
+    )
+    _add_note(result, note)
     warnings.warn(note, RuntimeWarning, stacklevel=3)
 
 

@@ -277,16 +277,20 @@ class GaussNewton(InnerSolver):
         )
 
     def _rounding_level(self, model: GaussNewtonModel) -> float:
-        r""":math:`8\varepsilon\max(|f|, 1)`, the rounding level of the cost's value.
+        r""":math:`8\varepsilon\max(|f|, \min(1, |f|/\sqrt\varepsilon))`, the rounding level of the cost's value.
 
         Below it a change of the cost cannot be told from rounding. It is the level of the computed value,
         not of its terms: where a sum's terms cancel (a Ritz energy's :math:`\tfrac12|u'|^2` against
         :math:`-fu`) the true rounding can be somewhat larger, and the search then follows rounding for a
         few steps; an earlier level :math:`8\varepsilon\sqrt{Nm}\max(|f|, 1)` stopped it too early instead
         (measured in ``docs/gauss_newton.md``: 30 against 36 of 40 seeds of the nonlinear Ritz benchmark at
-        1e-7).
+        1e-7). The floor of 1 guards costs of ordinary size; for :math:`|f| < \sqrt\varepsilon` it would
+        exceed the cost itself by more than :math:`1/\sqrt\varepsilon` and call every step rounding (a problem
+        scaled by :math:`10^{-10}` stalled at its first iteration while gradient descent kept decreasing it),
+        so there the level is :math:`8\sqrt\varepsilon|f|`, still far above the value's own rounding.
         """
-        return 8 * torch.finfo(model.gradient.dtype).eps * max(abs(model.cost), 1.0)
+        epsilon, cost = torch.finfo(model.gradient.dtype).eps, abs(model.cost)
+        return 8 * epsilon * max(cost, min(1.0, cost / math.sqrt(epsilon)))
 
     def _unresolvable(self, model: GaussNewtonModel, predicted: float) -> bool:
         """Whether a predicted decrease is at or below the cost's rounding level (:meth:`_rounding_level`)."""
