@@ -26,7 +26,17 @@ import numpy as np
 import torch
 
 from . import resume_proof
-from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
+from ._checks import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_flag,
+    check_held_tensors,
+    check_instance,
+    check_integer,
+    check_positive_float,
+    check_shape,
+)
 from .budget import TrajectoryBudget, lipschitz_constant
 from .energies import Energy
 from .fingerprint import trajectory_fingerprint
@@ -72,6 +82,9 @@ def exact_trajectory(energy: Energy, metric: Metric, u0: torch.Tensor, tau: floa
         ValueError: the energy has no exact proximal map, ``tau <= 0`` or ``steps < 0``.
     """
     tau = check_positive_float("tau", tau)
+    check_instance("energy", energy, Energy)
+    check_instance("metric", metric, Metric)
+    check_instance("u0", u0, torch.Tensor)
     if not energy.has_prox:
         raise ValueError(f"{type(energy).__name__} has no exact proximal map: pass a reference trajectory instead")
     steps = check_integer("steps", steps, minimum=0)
@@ -288,8 +301,10 @@ class MinimizingMovement:
         """
         steps = check_integer("steps", steps, minimum=1)
         max_retries = check_integer("max_retries", max_retries, minimum=0)
-        if on_failure not in ("retry", "raise"):
-            raise ValueError(f"on_failure must be 'retry' or 'raise', got {on_failure!r}")
+        check_choice("on_failure", on_failure, ("retry", "raise"))
+        progress, diagnostics = check_flag("progress", progress), check_flag("diagnostics", diagnostics)
+        if budget is not None:
+            check_instance("budget", budget, TrajectoryBudget, ": build one with TrajectoryBudget(tolerance)")
         if not isinstance(solver, InnerSolver):
             raise TypeError(f"solver must be an InnerSolver, got {type(solver).__name__}")
         if budget is not None and not self.certified:

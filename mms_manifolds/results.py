@@ -321,6 +321,19 @@ def _check_record_rules(arrays: dict[str, np.ndarray], header: dict, fail) -> No
             )
 
 
+def _check_device(device: object) -> torch.device:
+    """``device`` as a ``torch.device`` that holds data; a wrong kind is a ``TypeError``, ``meta`` or a bad name ``ValueError``."""
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise TypeError(f"device must be a torch.device, a name like 'cpu' or 'cuda:0', or an index; got {device!r}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a torch device: {error}") from error
+    if device.type == "meta":
+        raise ValueError("device 'meta' holds no values: the loaded parameters would be empty shells")
+    return device
+
+
 @dataclass(eq=False)
 class MMSResult:
     r"""Per-step record of a minimizing-movement run; every column has length ``steps + 1``.
@@ -450,6 +463,7 @@ class MMSResult:
         path = resolve_path(path)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype, got {dtype}: parameters would be truncated")
+        device = _check_device(device)
         if not path.exists():
             raise FileNotFoundError(f"no result file at {path}")
         arrays, header = _read_validated(path)

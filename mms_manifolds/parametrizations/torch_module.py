@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .._checks import check_finite
+from .._checks import check_finite, check_flag
 from .torch_function import FunctionParametrization, jacobian_chunk_numbers, serialized
 
 __all__ = ["TorchParametrization"]
@@ -111,6 +111,10 @@ class TorchParametrization(FunctionParametrization):
     """
 
     def __init__(self, module: torch.nn.Module, nodes: torch.Tensor, node_separable: bool | None = None):
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if node_separable is not None:
+            check_flag("node_separable", node_separable)
         named = [(name, parameter) for name, parameter in module.named_parameters() if parameter.requires_grad]
         if not named:
             raise ValueError("module has no trainable parameters")

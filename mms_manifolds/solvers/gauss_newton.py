@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .._checks import check_integer, check_positive_float
+from .._checks import check_choice, check_flag, check_integer, check_positive_float
 from ..linalg import AutoSolve, make_solve_mode
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
@@ -155,6 +155,8 @@ class GaussNewton(InnerSolver):
         step_cutoff: float = DEFAULT_STEP_CUTOFF,
     ):
         super().__init__(max_iterations, tolerance)
+        check_choice("globalization", globalization, GLOBALIZATIONS)
+        check_choice("line_search", line_search, LINE_SEARCHES)
         if globalization not in GLOBALIZATIONS:
             raise ValueError(f"globalization must be one of {GLOBALIZATIONS}, got {globalization!r}")
         if line_search not in LINE_SEARCHES:
@@ -170,7 +172,7 @@ class GaussNewton(InnerSolver):
         self.solve_mode = make_solve_mode(solve_mode)
         if not isinstance(geodesic_acceleration, bool):
             raise TypeError(f"geodesic_acceleration must be True or False, got {geodesic_acceleration!r}")
-        self.geodesic_acceleration = geodesic_acceleration
+        self.geodesic_acceleration = check_flag("geodesic_acceleration", geodesic_acceleration)
         self.step_cutoff = check_positive_float("step_cutoff", step_cutoff)
         if not self.step_cutoff < 1:
             raise ValueError(f"step_cutoff must be in (0, 1), got {step_cutoff}")
