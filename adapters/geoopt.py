@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import geoopt
 import torch
 
+from mms_manifolds._checks import check_positive_float
 from mms_manifolds.manifold import IncrementManifold, check_transport_kind
 from mms_manifolds.metrics.base import Metric
 from mms_manifolds.parametrizations import TorchParametrization
@@ -219,6 +220,9 @@ class GeooptSolver(TorchOptimizerSolver):
         super().__init__(max_iterations, tolerance, check_every)
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
             raise TypeError(f"optimizer_class must be a torch optimizer class, got {optimizer_class!r}")
+        for name in ("lr", "momentum", "weight_decay", "dampening"):  # numbers the optimizer would take unchecked
+            if name in options:
+                check_positive_float(name, options[name], allow_zero=name != "lr")
         self.optimizer_class, self.options = optimizer_class, options
         self.transport_kind = check_transport_kind(transport_kind)
         self.rate_factor = 1.0  # the fallback's tenfold smaller derived rate

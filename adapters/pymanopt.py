@@ -17,6 +17,7 @@ import torch
 from autograd.extend import defvjp, primitive
 from pymanopt.manifolds.manifold import Manifold
 
+from mms_manifolds._checks import check_choice, check_instance, check_integer, check_positive_float
 from mms_manifolds.manifold import IncrementManifold, check_transport_kind
 from mms_manifolds.parametrizations import AutogradParametrization
 from mms_manifolds.solvers.base import InnerResult, InnerSolver, StopReason
@@ -76,15 +77,15 @@ class PymanoptIncrementManifold(Manifold):
     ):
         if not isinstance(manifold, IncrementManifold):
             raise TypeError(f"manifold must be an IncrementManifold, got {type(manifold).__name__}")
-        if exp_map not in EXP_MAPS:
-            raise ValueError(f"exp_map must be one of {EXP_MAPS}, got {exp_map!r}")
+        check_choice("exp_map", exp_map, EXP_MAPS)
         self.core = manifold
         self.exp_map = exp_map
         self.transport_kind = check_transport_kind(transport_kind)
         if typical_dist is None:
             initial = manifold.parametrization.value(manifold.parametrization.initial_point())
             typical_dist = max(1.0, float(manifold.metric.norm(initial)))
-        self._typical_dist = float(typical_dist)
+        self._typical_dist = check_positive_float("typical_dist", typical_dist)
+        seed = check_integer("seed", seed, minimum=0)
         self._generator = torch.Generator(device=manifold.parametrization.device).manual_seed(seed)
         super().__init__(f"Increment manifold of dimension {manifold.dim}", manifold.dim)
 
@@ -333,7 +334,7 @@ class PymanoptSolver(InnerSolver):
         super().__init__(max_iterations=max_iterations, tolerance=tolerance)
         self.optimizer_class = optimizer_class
         self.options = {"verbosity": 0, **options}
-        self.run_options = dict(run_options or {})
+        self.run_options = dict(check_instance("run_options", {} if run_options is None else run_options, dict))
         self.transport_kind = check_transport_kind(transport_kind)
         self.name = f"pymanopt-{optimizer_class.__name__}"
 

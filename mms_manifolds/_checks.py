@@ -17,9 +17,12 @@ import torch
 
 __all__ = [
     "as_tensor",
+    "check_choice",
     "check_finite",
+    "check_flag",
     "check_geometry_dtype",
     "check_held_tensors",
+    "check_instance",
     "check_integer",
     "check_positive_float",
     "check_real_tensor",
@@ -138,12 +141,52 @@ def check_vector(name: str, value: object, *, length: int, dtype: torch.dtype, d
     return check_finite(name, tensor) if values_are_checked() else tensor
 
 
-def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float, raising ``ValueError`` unless it is finite and positive."""
+def real_number(name: str, value: object) -> float:
+    """``value`` as a float if it is a real number (a Python or numpy scalar, or a 0-d tensor or array).
+
+    Strings (``"1e-3"``), booleans, arrays with entries and complex numbers are refused: none is a number
+    by accident.
+
+    Raises:
+        TypeError: anything else, named.
+    """
+    if isinstance(value, (bool, np.bool_, str, bytes)) or isinstance(value, (complex, np.complexfloating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if isinstance(value, (np.ndarray, torch.Tensor)) and (value.ndim != 0 or value.dtype in (torch.bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got an array of shape {tuple(value.shape)}")
     try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be a real number, got {value!r}") from error
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}") from error
+
+
+def check_flag(name: str, value: object) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (numpy booleans too); else ``TypeError`` naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of the strings ``choices``; ``TypeError`` for a non-string, else ``ValueError``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {tuple(choices)}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_instance(name: str, value: object, kind: type | tuple[type, ...], hint: str = "") -> object:
+    """Return ``value`` if it is an instance of ``kind``; else ``TypeError`` naming ``name`` (and the ``hint``)."""
+    if not isinstance(value, kind):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise TypeError(f"{name} must be a {names}, got {type(value).__name__}{hint}")
+    return value
+
+
+def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float, raising ``ValueError`` unless it is finite and positive (``TypeError`` if no number)."""
+    number = real_number(name, value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number}")
     if number < 0 or (number == 0 and not allow_zero):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch.func import grad, jvp
 
-from ._checks import check_positive_float, check_real_tensor
+from ._checks import check_instance, check_positive_float, check_real_tensor
 from .metrics.base import Metric
 from .step_constants import lipschitz_constant
 
@@ -195,7 +195,7 @@ class L2Regression(Energy):
 
     def __init__(self, target: torch.Tensor, metric: Metric):
         self.target = check_real_tensor("target", target, ndim=2)
-        self.metric = metric
+        self.metric = check_instance("metric", metric, Metric, " (e.g. L2Metric(weights))")
 
     def value(self, u: torch.Tensor) -> torch.Tensor:
         difference = u - self.target
@@ -450,6 +450,11 @@ class CallableEnergy(Energy):
                 raise TypeError(f"convexity must be a real number or None, got {convexity!r}")
             if not math.isfinite(convexity):
                 raise ValueError(f"convexity must be finite or None, got {convexity}: a modulus is taken on trust")
+        if prox is not None and not callable(prox):
+            raise TypeError(
+                f"prox must be a function (u, tau, metric) -> the exact step, or None; got {type(prox).__name__} "
+                f"{prox!r}"
+            )
         self._fn = fn
         self._convexity = None if convexity is None else float(convexity)
         self._prox = prox

@@ -16,8 +16,11 @@ approximate those of :math:`-\Delta`.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
+
+from ._checks import check_choice
 
 __all__ = ["grid_2d", "grid_spacing", "stiffness_1d", "stiffness_2d", "trapezoid_weights", "uniform_nodes"]
 
@@ -32,6 +35,27 @@ def _check_count(name: str, count: object, minimum: int) -> int:
     return count
 
 
+def _memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (``None`` where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(what: str, numbers: int, dtype: torch.dtype) -> None:
+    """Refuse, naming the size, an array of ``numbers`` entries of ``dtype`` larger than the machine's memory.
+
+    Without it a huge grid fails inside torch's allocator (or swaps the machine to a halt) far from the call.
+    """
+    needed, available = numbers * torch.empty((), dtype=dtype).element_size(), _memory_bytes()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{what} would need {needed / 2**30:.1f} GiB ({numbers} numbers of {dtype}), more than this machine's "
+            f"{available / 2**30:.1f} GiB of memory"
+        )
+
+
 def _check_interval(start: object, stop: object) -> tuple[float, float]:
     for name, value in (("start", start), ("stop", stop)):
         if isinstance(value, (str, bool)) or not isinstance(value, (int, float)):
@@ -44,9 +68,7 @@ def _check_interval(start: object, stop: object) -> tuple[float, float]:
 
 
 def _check_boundary(boundary: object) -> str:
-    if boundary not in _BOUNDARIES:
-        raise ValueError(f"boundary must be one of {_BOUNDARIES}, got {boundary!r}")
-    return boundary
+    return check_choice("boundary", boundary, _BOUNDARIES)
 
 
 def _check_box(box: object) -> tuple[float, float, float, float]:
@@ -72,6 +94,7 @@ def uniform_nodes(count: int, start: float, stop: float, boundary: str, *, dtype
     count = _check_count("count", count, 2)
     start, stop = _check_interval(start, stop)
     boundary = _check_boundary(boundary)
+    _check_memory(f"count = {count}", count + 2, dtype)
     if boundary == "dirichlet":
         return torch.linspace(start, stop, count + 2, dtype=dtype)[1:-1]
     if boundary == "periodic":
@@ -82,6 +105,7 @@ def uniform_nodes(count: int, start: float, stop: float, boundary: str, *, dtype
 def trapezoid_weights(count: int, start: float, stop: float, *, dtype=torch.float64) -> torch.Tensor:
     r"""Composite trapezoid weights on the ``"neumann"`` nodes of :func:`uniform_nodes` (both ends), shape ``(count,)``; they sum to :math:`b - a`."""
     spacing = grid_spacing(count, start, stop, "neumann")
+    _check_memory(f"count = {count}", count, dtype)
     weights = torch.full((count,), spacing, dtype=dtype)
     weights[0] = weights[-1] = spacing / 2
     return weights
@@ -100,6 +124,7 @@ def stiffness_1d(count: int, start: float, stop: float, boundary: str, *, dtype=
         TypeError: ``start`` or ``stop`` is not a number (the signature is that of :func:`uniform_nodes`).
     """
     spacing = grid_spacing(count, start, stop, boundary)
+    _check_memory(f"count = {count} (a dense count x count matrix, three copies)", 3 * count * count, dtype)
     matrix = 2 * torch.eye(count, dtype=dtype) - torch.diag(torch.ones(count - 1, dtype=dtype), 1)
     matrix = matrix - torch.diag(torch.ones(count - 1, dtype=dtype), -1)
     if boundary == "periodic":
@@ -117,6 +142,7 @@ def grid_2d(
     box = _check_box(box)
     x = uniform_nodes(count_x, box[0], box[1], boundary, dtype=dtype)
     y = uniform_nodes(count_y, box[2], box[3], boundary, dtype=dtype)
+    _check_memory(f"count_x * count_y = {count_x} * {count_y} (two coordinates, two copies)", 4 * count_x * count_y, dtype)
     grid_x, grid_y = torch.meshgrid(x, y, indexing="ij")
     return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1)
 
@@ -132,6 +158,8 @@ def stiffness_2d(
     box = _check_box(box)
     spacing_x = grid_spacing(count_x, box[0], box[1], boundary)
     spacing_y = grid_spacing(count_y, box[2], box[3], boundary)
+    nodes = count_x * count_y
+    _check_memory(f"count_x * count_y = {count_x} * {count_y} (a dense matrix of side {nodes})", 3 * nodes * nodes, dtype)
     stiffness_x = stiffness_1d(count_x, box[0], box[1], boundary, dtype=dtype)
     stiffness_y = stiffness_1d(count_y, box[2], box[3], boundary, dtype=dtype)
     eye_x, eye_y = torch.eye(count_x, dtype=dtype), torch.eye(count_y, dtype=dtype)

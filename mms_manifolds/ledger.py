@@ -11,13 +11,18 @@ where :math:`\rho_k = \|M^{-1}\nabla F_k(u_{k+1})\|_M` is the a-posteriori resid
 (approximation) parts, and :math:`B_k` into their propagated sums. :math:`\delta_k` is the floating-point
 allowance
 
-.. math:: \delta_k = c\,\varepsilon\,(\|u_{k+1}\|_M + \|u_k\|_M),\qquad c = 16 + \sqrt{Nm},
+.. math:: \delta_k = c\,\big(\kappa\,\varepsilon\,(\|u_{k+1}\|_M + \|u_k\|_M) + 2\sqrt{Nm\,t}\big),\qquad c = 16 + \sqrt{Nm},
 
 with :math:`\varepsilon` the dtype's machine epsilon: the rounding of :math:`u_{k+1} - u_k` (divided by
 :math:`\tau` inside :math:`\rho_k`, multiplied by :math:`1/\mu \le \tau` again), of the exact reference, and of
 the norms, each a few :math:`\varepsilon` times the states' size, summed over :math:`Nm` entries. It makes the
 bound hold as computed where :math:`\tau` is so small that :math:`\rho_k/\mu` sinks below rounding (float64 at
-:math:`\tau = 10^{-12}`, float32 at :math:`10^{-4}`; ``docs/reliability.md``).
+:math:`\tau = 10^{-12}`, float32 at :math:`10^{-4}`; ``docs/reliability.md``). :math:`\kappa` is the condition
+number of the solve with :math:`M` (:meth:`~mms_manifolds.metrics.Metric.solve_condition`: 1 for diagonal metrics,
+:math:`\lambda_{\max}/\lambda_{\min}` for a factored matrix, whose solve can amplify rounding that much; an
+ill-conditioned ``MatrixMetric`` once gave :math:`e_k > B_k` in the 11th digit). :math:`t` is the dtype's smallest
+normal number: a norm :math:`\sqrt{\sum_i v_iM_{ii}v_i}` of values near :math:`10^{-160}` sums squares that underflow,
+each with an absolute error up to :math:`t`, so the norm is off by up to :math:`\sqrt{Nm\,t}`.
 
 Two checks run every step. The declared modulus is tested against the curvature the step shows,
 :math:`\langle\nabla E(u_{k+1}) - \nabla E(u_k), u_{k+1} - u_k\rangle \ge \lambda\|u_{k+1} - u_k\|_M^2`, which every
@@ -80,11 +85,13 @@ class TrackingLedger:
         self.convexity = constants.convexity
         self.epsilon = torch.finfo(dtype).eps
         self.rounding_constant = 16 + math.sqrt(size)
+        self.underflow = math.sqrt(size * torch.finfo(dtype).smallest_normal)
 
     def rounding_allowance(self, u_new: torch.Tensor, u_old: torch.Tensor) -> float:
-        r""":math:`\delta_k = c\,\varepsilon\,(\|u_{k+1}\|_M + \|u_k\|_M)`."""
+        r""":math:`\delta_k = c\,(\kappa\varepsilon\,(\|u_{k+1}\|_M + \|u_k\|_M) + 2\sqrt{Nm\,t})` (module docstring)."""
         size = float(self.metric.norm(u_new)) + float(self.metric.norm(u_old))
-        return self.rounding_constant * self.epsilon * size
+        condition = self.metric.solve_condition(tuple(u_new.shape[-2:]), dtype=u_new.dtype, device=u_new.device)
+        return self.rounding_constant * (condition * self.epsilon * size + 2 * self.underflow)
 
     def step(self, previous: BoundParts, residual: Residual, u_new: torch.Tensor, u_old: torch.Tensor) -> BoundParts:
         r"""The parts of :math:`B_{k+1}` from those of :math:`B_k` and the step's residual."""

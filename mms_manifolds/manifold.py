@@ -20,6 +20,7 @@ import torch
 
 from ._checks import (
     as_tensor,
+    check_choice,
     check_finite,
     check_geometry_dtype,
     check_held_tensors,
@@ -67,9 +68,7 @@ def default_relative_damping(dtype: torch.dtype) -> float:
 
 def check_transport_kind(kind: str) -> str:
     """Return ``kind`` if it names a transport in :data:`TRANSPORT_KINDS`, else raise ``ValueError``."""
-    if kind not in TRANSPORT_KINDS:
-        raise ValueError(f"transport kind must be one of {TRANSPORT_KINDS}, got {kind!r}")
-    return kind
+    return check_choice("transport_kind", kind, TRANSPORT_KINDS)
 
 
 def _finite_result(method: str, value: torch.Tensor) -> torch.Tensor:
@@ -169,7 +168,7 @@ class IncrementManifold:
         self._check_metric()
         metric.check_increments(parametrization)
         self._linearization = MetricLinearization(parametrization, metric, self.solve_choice.mode)
-        if damping == "auto":
+        if isinstance(damping, str) and damping == "auto":
             trace = self._trace_estimate()
             if not trace > 0:
                 raise ValueError("damping='auto' needs a nonzero Jacobian at the initial point; pass damping > 0")
@@ -364,6 +363,7 @@ class IncrementManifold:
         """
         theta, xi = self.check_point(theta), self.check_tangent(xi)
         time = check_positive_float("time", time, allow_zero=True)
+        rtol, atol = check_positive_float("rtol", rtol), check_positive_float("atol", atol)
         size = self.dim
 
         def rhs(state: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
+from . import resume_proof
+from ._checks import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_flag,
+    check_held_tensors,
+    check_instance,
+    check_integer,
+    check_positive_float,
+    check_shape,
+)
 from .budget import TrajectoryBudget
 from .convergence import UnconvergedStepWarning, far_from_converged
 from .energies import Energy, L2Regression
@@ -80,6 +91,9 @@ def exact_trajectory(energy: Energy, metric: Metric, u0: torch.Tensor, tau: floa
         ValueError: the energy has no exact proximal map, ``tau <= 0`` or ``steps < 0``.
     """
     tau = check_positive_float("tau", tau)
+    check_instance("energy", energy, Energy)
+    check_instance("metric", metric, Metric)
+    check_instance("u0", u0, torch.Tensor)
     if not energy.has_prox:
         raise ValueError(f"{type(energy).__name__} has no exact proximal map: pass a reference trajectory instead")
     steps = check_integer("steps", steps, minimum=0)
@@ -346,8 +360,10 @@ class MinimizingMovement:
         """
         steps = check_integer("steps", steps, minimum=1)
         max_retries = check_integer("max_retries", max_retries, minimum=0)
-        if on_failure not in ("retry", "raise"):
-            raise ValueError(f"on_failure must be 'retry' or 'raise', got {on_failure!r}")
+        check_choice("on_failure", on_failure, ("retry", "raise"))
+        progress, diagnostics = check_flag("progress", progress), check_flag("diagnostics", diagnostics)
+        if budget is not None:
+            check_instance("budget", budget, TrajectoryBudget, ": build one with TrajectoryBudget(tolerance)")
         if not isinstance(solver, InnerSolver):
             raise TypeError(f"solver must be an InnerSolver, got {type(solver).__name__}")
         if budget is not None and not self.certified:
@@ -374,9 +390,10 @@ class MinimizingMovement:
             raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
         settings = self._settings(steps, solver, budget, resample is not None, theta0, time_tolerance)
+        source = resume_proof.reference_source(reference, resample, self.energy.has_prox)
         with contextlib.ExitStack() as stack:
             lock = None if path is None else stack.enter_context(WriterLock(path))
-            result = self._resume_or_start(theta0, reference, settings, path, lock)
+            result = self._resume_or_start(theta0, reference, settings, path, lock, resample, source)
             step_tolerance = (
                 None
                 if budget is None
@@ -414,7 +431,7 @@ class MinimizingMovement:
                 exact_state = reference[step] if reference is not None else None
                 if exact:
                     exact_state = self._exact_step(result, stepper, step, tau)
-                bound = self._book_bound(stepper, result, step, residual, u, previous, energy, tau, start_parts)
+                bound = self._book_bound(stepper, result, step, residual, u, previous, energy, tau, start_parts, exact_state)
                 flow_bound, problem = stepper.flow_step(energy, previous, u, tau, residual.total)
                 if problem is not None and result.certified:
                     _withdraw_certification(result, step, problem)
@@ -445,6 +462,7 @@ class MinimizingMovement:
                 stepper.append(tau, estimate, flow_bound if result.certified else math.nan)
                 result.metadata["scheme_record"] = stepper.record.as_metadata()  # step sizes, G-norm, estimates
                 _flag_unconverged_step(result, step)
+                result.metadata["resume_proof"] = resume_proof.record(step, u, source)
                 if path is not None:
                     result.save(path, lock=lock)
                 if progress:
@@ -456,6 +474,9 @@ class MinimizingMovement:
                     )
             if budget is not None:
                 result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
+                _check_budget_met(result, budget)
+                if path is not None:
+                    result.save(path, lock=lock)
         return result
 
     def _scheme_record(self, result: MMSResult, time_tolerance: float | None) -> SchemeRecord:
@@ -578,11 +599,14 @@ class MinimizingMovement:
         energy: Energy,
         tau: float,
         start: StartParts | None = None,
+        exact_state: torch.Tensor | None = None,
     ) -> BoundParts:
-        """The bound of step ``step`` from the scheme's ledger, or ``nan`` parts; withdraws certification on a failed check.
+        r"""The bound of step ``step`` from the scheme's ledger, or ``nan`` parts; withdraws certification on a failed check.
 
         ``anchor`` is the previous state :math:`u_k` (the curvature check runs along :math:`u_{k+1} - u_k`);
-        ``start`` the pieces of BDF2's Richardson start.
+        ``start`` the pieces of BDF2's Richardson start. Where the exact state :math:`v_k` is known,
+        :math:`e_k \le B_k` is one of the checks: a record never states a certified bound its own error exceeds
+        (a ``reference=`` that is not this energy's exact flow, or rounding the allowance did not cover).
         """
         if not result.certified:
             return BoundParts.undefined()
@@ -609,6 +633,13 @@ class MinimizingMovement:
             problem = "the state u_k is not finite"
         else:
             problem = stepper.euler_ledger(tau).curvature_violation(energy, u, anchor)
+        if problem is None and exact_state is not None:
+            error = float(self.metric.norm(u - exact_state))
+            if not error <= bound.tracking_bound:
+                problem = (
+                    f"the trajectory error e_k = {error!r} exceeds the bound B_k = {bound.tracking_bound!r}: the "
+                    "reference is not this energy's exact MMS, or rounding beyond the allowance"
+                )
         if problem is None:
             return bound
         _withdraw_certification(result, step, problem)
@@ -646,12 +677,14 @@ class MinimizingMovement:
         settings: RunSettings,
         path: Path | None,
         lock: WriterLock | None,
+        resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
+        source: str | None,
     ) -> MMSResult:
-        """The checkpoint's record if it is one of this run (validated), else a new record at step 0."""
+        """The checkpoint's record if it is one of this run (validated, its last step proven), else a new record."""
         if path is not None and path.exists():
-            return self._resume(path, settings)
+            return self._resume(path, settings, reference, resample, source)
         u0 = self.parametrization.value(theta0)
-        v0 = reference[0] if reference is not None else (u0 if self.energy.has_prox else None)
+        v0 = reference[0] if reference is not None else (u0 if source == "exact prox" else None)
         error0 = math.nan if v0 is None else float(self.metric.norm(u0 - v0))
         bound = BoundParts.start(error0) if settings.certified else BoundParts.undefined()
         result = MMSResult(metadata=settings.as_metadata())
@@ -661,21 +694,44 @@ class MinimizingMovement:
             (bound.tracking_bound, bound.inexactness, bound.approximation, bound.rounding),
         )
         result.append(theta0, "", v0, initial)
+        result.metadata["resume_proof"] = resume_proof.record(0, u0, source)
         if path is not None:
             result.save(path, lock=lock)
         return result
 
-    def _resume(self, path: Path, settings: RunSettings) -> MMSResult:
+    def _resume(
+        self,
+        path: Path,
+        settings: RunSettings,
+        reference: torch.Tensor | None,
+        resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
+        source: str | None,
+    ) -> MMSResult:
         """Load ``path`` and check that it records this run; the file is data, this run's settings are the settings.
 
         Only the record (steps, parameters, columns) and what the run itself found (the solver's warm-start
         state, rank-deficient steps, a withdrawn certification) are taken from the file; every setting,
-        ``certified`` included, is this run's.
+        ``certified`` included, is this run's. Beyond the fingerprint, the last step is recomputed
+        (:mod:`mms_manifolds.resume_proof`: one evaluation of the network and the energy).
         """
         result = MMSResult.load(path, dtype=self.parametrization.dtype, device=self.parametrization.device)
         conflict = settings.resume_conflict(result.metadata, result.steps_done)
         if conflict is not None:
             raise ValueError(f"checkpoint {path} cannot be resumed: {conflict}; use another path or the same settings")
+        last = result.steps_done
+        parametrization, energy, manifold = self._step_problem(resample if last else None, last)
+        conflict = resume_proof.refusal(
+            result.metadata.get("resume_proof"),
+            last,
+            (parametrization, energy, manifold.metric),
+            result.thetas[-1],
+            result.columns["energy"][-1],
+            result.reference_states,
+            reference,
+            source,
+        )
+        if conflict is not None:
+            raise ValueError(f"checkpoint {path} cannot be resumed: {conflict}")
         found = {key: result.metadata[key] for key in _FOUND_BY_THE_RUN if key in result.metadata}
         withdrawn = "certification_withdrawn" in found
         result.metadata = {**settings.as_metadata(), **found, "certified": settings.certified and not withdrawn}
@@ -707,6 +763,7 @@ _FOUND_BY_THE_RUN = (
     "unconverged_steps",
     "notes_found",
     "scheme_record",
+    "resume_proof",
 )
 """Metadata a resumed run takes from its checkpoint: what the steps so far found, never a setting."""
 
@@ -797,6 +854,24 @@ def _flag_unconverged_step(result: MMSResult, step: int) -> None:
     message = f"MMS step {step}: {reason}; raise the solver's max_iterations or shorten tau"
     logger.warning(message)
     warnings.warn(message, UnconvergedStepWarning, stacklevel=4)
+
+
+def _check_budget_met(result: MMSResult, budget: TrajectoryBudget) -> None:
+    """Say so (a note and a ``RuntimeWarning``) when the propagated inexactness ends above the budget's tolerance.
+
+    The per-step tolerances keep it below the budget only when every inner solve reaches its tolerance; a
+    solver stopped by its iteration cap, or stalled, leaves it above.
+    """
+    reached = result.columns["bound_inexactness"][-1]
+    if not result.certified or reached <= budget.tolerance:
+        return
+    note = (
+        f"the trajectory budget was not met: the propagated inexactness is {reached:.3g}, the budget "
+        f"{budget.tolerance:.3g}; some inner solves stopped above their step tolerance (iteration cap or stall: "
+        "allow more inner iterations)"
+    )
+    _add_note(result, note)
+    warnings.warn(note, RuntimeWarning, stacklevel=3)
 
 
 def _add_note(result: MMSResult, note: str) -> None:

@@ -10,9 +10,11 @@ Writes are atomic and take the path's writer lock (:mod:`mms_manifolds.storage`)
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field, fields
@@ -113,6 +115,89 @@ _READ_ERRORS = (
 )
 
 
+_COUNT_COLUMNS = ("inner_iterations", "retries", "unconverged_solves")
+"""Columns that count things: finite non-negative integers in every row."""
+
+_NORM_COLUMNS = (
+    "initial_residual",
+    "residual_total",
+    "residual_tangential",
+    "residual_normal",
+    "tracking_bound",
+    "bound_inexactness",
+    "bound_approximation",
+    "bound_rounding",
+    "trajectory_error",
+    "step_tolerance",
+    "jacobian_sigma_min",
+)
+"""Columns of norms, bounds and tolerances: non-negative wherever they are not ``nan`` (not computed)."""
+
+_MEMBERS = {f"column_{name}.npy" for name in COLUMNS} | {"thetas.npy", "reference_states.npy", "header.npy"}
+"""The archive members a result file may hold."""
+
+
+def _open_regular_file(path: Path, fail) -> io.BufferedReader:
+    """``path`` opened for reading if it is a regular file; a named pipe, device or socket is refused without blocking.
+
+    ``O_NONBLOCK`` makes opening a named pipe return at once (a plain open waits for a writer forever);
+    the open file's own ``fstat`` then decides, so the check and the read concern the same file.
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a device, socket or other special file"
+        raise fail(f"not a regular file ({kind}); a result is an .npz file")
+    return os.fdopen(descriptor, "rb")
+
+
+def _check_members(handle: io.BufferedReader, fail) -> None:
+    r"""Refuse an archive whose members could make reading it cost more memory than the file holds.
+
+    Before any array is read: only the expected member names, each once; no encrypted or compressed
+    member (this library stores members uncompressed, so a member's size in memory is its size on disk:
+    a deflated member could inflate a thousandfold); every ``.npy`` header read on its own (no data),
+    a numeric dtype, and a declared size :math:`\prod(\text{shape})\cdot\text{itemsize}` equal to the
+    bytes the member holds after its header.
+    """
+    with zipfile.ZipFile(handle) as archive:
+        members = archive.infolist()
+        names = [member.filename for member in members]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise fail(f"archive members {twice} appear more than once (which one would be read?)")
+        unknown = sorted(set(names) - _MEMBERS)
+        if unknown:
+            raise fail(f"unexpected archive members {unknown}: a result holds only its columns, thetas, "
+                       "reference_states and header")
+        for member in members:
+            if member.flag_bits & 0x1:
+                raise fail(f"archive member {member.filename} is encrypted")
+            if member.compress_type != zipfile.ZIP_STORED:
+                raise fail(
+                    f"archive member {member.filename} uses compression method {member.compress_type}: this "
+                    "library stores members uncompressed, and a compressed one could inflate far beyond the file"
+                )
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version not in ((1, 0), (2, 0), (3, 0)):
+                    raise fail(f"archive member {member.filename} has .npy format version {version}")
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(stream)
+                if dtype.hasobject:
+                    raise fail(f"archive member {member.filename} has dtype {dtype}: results hold numbers only")
+                declared = math.prod(shape) * dtype.itemsize
+                held = member.file_size - stream.tell()
+            if declared != held:
+                raise fail(
+                    f"archive member {member.filename} declares shape {shape} of {dtype} ({declared} bytes) but "
+                    f"holds {held} bytes"
+                )
+
+
 def _read_validated(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays and header of ``path``, after checking every rule of the format; else :class:`ResultFileError`."""
 
@@ -120,11 +205,17 @@ def _read_validated(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         return ResultFileError(f"{path} is not a valid MMS result: {problem}")
 
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise fail(f"a plain .npy array of shape {getattr(loaded, 'shape', None)}, not an .npz archive")
-        with loaded as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        with _open_regular_file(path, fail) as handle:
+            magic = handle.read(6)
+            if magic == b"\x93NUMPY":
+                raise fail("a plain .npy array, not an .npz archive")
+            if magic[:4] != b"PK\x03\x04":
+                raise fail("not an .npz archive (no zip signature)")
+            handle.seek(0)
+            _check_members(handle, fail)
+            handle.seek(0)
+            with np.load(handle, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
     except ResultFileError:
         raise
     except _READ_ERRORS as error:
@@ -138,6 +229,12 @@ def _read_validated(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         header = json.loads(str(raw))
     except json.JSONDecodeError as error:
         raise fail(f"the header is not JSON: {error}") from error
+    _validate_content(arrays, header, fail)
+    return arrays, header
+
+
+def _validate_content(arrays: dict[str, np.ndarray], header: object, fail) -> None:
+    """Every rule of the format for the arrays (header excluded) and the parsed header; ``fail(problem)`` is raised."""
     if not isinstance(header, dict):
         raise fail(f"the header must be a JSON object, got {type(header).__name__}")
     if header.get("format_version") != FORMAT_VERSION:
@@ -174,7 +271,68 @@ def _read_validated(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         raise fail("trajectory errors are recorded but the reference_states they were measured against are missing")
     if references is not None and not measured.all():
         raise fail("reference_states are stored but some trajectory errors are not")
-    return arrays, header
+    _check_record_rules(arrays, header, fail)
+
+
+def _check_record_rules(arrays: dict[str, np.ndarray], header: dict, fail) -> None:
+    r"""What every record of a run satisfies, so that a file resealed by hand cannot state the impossible.
+
+    Counts are finite non-negative integers; wall times finite and non-negative; norms, bounds and
+    tolerances non-negative where computed; the Jacobian rank ``nan`` or a non-negative integer; step 0
+    has no stop reason and every later one is an inner solver's; ``certified`` a boolean and
+    ``num_parameters`` the width of ``thetas``; and where the record is certified, :math:`e_k \le B_k`
+    wherever both are computed (the bound is the point of the record).
+    """
+    from .solvers.base import StopReason  # the solvers import the subproblem, which needs this module's users
+
+    column = lambda name: arrays[f"column_{name}"]  # noqa: E731
+    for name in _COUNT_COLUMNS:
+        values = column(name)
+        if not (np.isfinite(values).all() and (values >= 0).all() and (values == np.floor(values)).all()):
+            raise fail(f"column {name!r} must hold non-negative integers (counts), got {values.tolist()}")
+    if not (np.isfinite(column("wall_time")).all() and (column("wall_time") >= 0).all()):
+        raise fail(f"column 'wall_time' must hold finite non-negative seconds, got {column('wall_time').tolist()}")
+    for name in _NORM_COLUMNS + ("jacobian_rank",):
+        values = column(name)
+        if (values[~np.isnan(values)] < 0).any():
+            raise fail(f"column {name!r} must be non-negative where computed, got {values.tolist()}")
+    rank = column("jacobian_rank")
+    finite_rank = rank[~np.isnan(rank)]
+    if not (np.isfinite(finite_rank).all() and (finite_rank == np.floor(finite_rank)).all()):
+        raise fail(f"column 'jacobian_rank' must hold integers or nan, got {rank.tolist()}")
+    reasons, known = header["stop_reasons"], {reason.name.lower() for reason in StopReason}
+    if reasons and reasons[0] != "" or any(reason not in known for reason in reasons[1:]):
+        raise fail(f"stop_reasons must be '' at step 0 and one of {sorted(known)} after, got {reasons}")
+    metadata = header["metadata"]
+    if "certified" in metadata and not isinstance(metadata["certified"], bool):
+        raise fail(f"metadata 'certified' must be true or false, got {metadata['certified']!r}")
+    if "num_parameters" in metadata:
+        width = metadata["num_parameters"]
+        if isinstance(width, bool) or not isinstance(width, int) or width != arrays["thetas"].shape[1]:
+            raise fail(f"thetas have {arrays['thetas'].shape[1]} columns, metadata 'num_parameters' is {width!r}")
+    if metadata.get("certified"):
+        errors, bounds = column("trajectory_error"), column("tracking_bound")
+        both = np.isfinite(errors) & np.isfinite(bounds)
+        above = np.flatnonzero(both & (errors > bounds))
+        if above.size:
+            step = int(above[0])
+            raise fail(
+                f"the record is certified but e_k <= B_k fails at step {step} (e = {errors[step]!r}, "
+                f"B = {bounds[step]!r})"
+            )
+
+
+def _check_device(device: object) -> torch.device:
+    """``device`` as a ``torch.device`` that holds data; a wrong kind is a ``TypeError``, ``meta`` or a bad name ``ValueError``."""
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise TypeError(f"device must be a torch.device, a name like 'cpu' or 'cuda:0', or an index; got {device!r}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a torch device: {error}") from error
+    if device.type == "meta":
+        raise ValueError("device 'meta' holds no values: the loaded parameters would be empty shells")
+    return device
 
 
 @dataclass(eq=False)
@@ -280,12 +438,15 @@ class MMSResult:
 
         Raises:
             TypeError: ``path`` is not a path.
+            ResultFileError: the record breaks a rule of the format (what :meth:`load` checks); nothing is written.
             mms_manifolds.storage.CheckpointInUseError: another run is writing ``path``.
         """
         path = resolve_path(path)
         arrays = self.arrays()
         content = {"stop_reasons": self.stop_reasons, "metadata": self.metadata}
         header = {"format_version": FORMAT_VERSION, **content, "checksum": content_checksum(arrays, content)}
+        refuse = lambda problem: ResultFileError(f"refusing to write {path}, it would break a rule: {problem}")  # noqa: E731
+        _validate_content(arrays, header, refuse)  # never write a file that load would refuse
         arrays["header"] = np.array(json.dumps(header))
         if lock is not None:
             return atomic_write(path, lambda handle: np.savez(handle, **arrays), lock)
@@ -313,6 +474,7 @@ class MMSResult:
         path = resolve_path(path)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype, got {dtype}: parameters would be truncated")
+        device = _check_device(device)
         if not path.exists():
             raise FileNotFoundError(f"no result file at {path}")
         arrays, header = _read_validated(path)

@@ -2,10 +2,12 @@ r"""File mechanics for results and checkpoints: one writer per path, atomic repl
 
 - :class:`WriterLock` — an exclusive ``flock`` on ``.NAME.lock`` beside the file, held by a run for its
   whole lifetime (and by a standalone save for the save). A second writer is refused with the holder's
-  process id; a lock left by a killed process is released by the kernel, so it never blocks the next run.
+  process id; a symbolic link or named pipe at the lock path is refused, never followed; a lock left by a
+  killed process is released by the kernel, so it never blocks the next run.
 - :func:`atomic_write` — write to a temporary file in the same folder, ``fsync``, rename into place,
   ``fsync`` the folder. An interrupted write leaves the previous file intact; temporary files a killed
-  writer left behind are removed by the next write (under the lock, so they cannot be another writer's).
+  writer left behind are removed by the next write (under the lock, so they cannot be another writer's; their
+  names are matched literally, never as a glob pattern built from the path).
   A symbolic link at the path is written through: its target is replaced, the link stays.
 - :func:`content_checksum` — SHA-256 over the names, dtypes, shapes and bytes of a set of arrays and
   over the canonical JSON of the header's other entries; a file edited by hand (an array or a setting)
@@ -17,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -74,7 +78,7 @@ class WriterLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fcntl is None:
             return self
-        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        descriptor = self._open_lock_file()
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -89,6 +93,28 @@ class WriterLock:
         self._descriptor = descriptor
         return self
 
+    def _open_lock_file(self) -> int:
+        """The lock file's descriptor; a symbolic link, named pipe or other non-regular file there is refused.
+
+        ``O_NOFOLLOW`` keeps a link planted at the lock path from making the lock truncate its target;
+        ``O_NONBLOCK`` keeps a named pipe from blocking the open; the open file's ``fstat`` decides.
+        """
+        refusal = (
+            f"the lock file {self.lock_path} is not a regular file (%s): remove it; the lock truncates and writes "
+            "its file, which must not be another one's"
+        )
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            descriptor = os.open(self.lock_path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as error:
+            if os.path.islink(self.lock_path):
+                raise ValueError(refusal % "a symbolic link") from error
+            raise
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise ValueError(refusal % "a named pipe, device or socket")
+        return descriptor
+
     def __exit__(self, *exception: object) -> None:
         if self._descriptor is not None:
             fcntl.flock(self._descriptor, fcntl.LOCK_UN)
@@ -96,10 +122,22 @@ class WriterLock:
             self._descriptor = None
 
 
+def _temporary_name(path: Path) -> re.Pattern[str]:
+    """The names :func:`atomic_write` gives its temporaries for ``path``: ``.NAME.XXXX.tmp``, ``XXXX`` without dots.
+
+    ``NAME`` is matched literally (never as a glob: ``run[1].npz`` must not match ``.run1.npz....tmp``), and
+    the random part has no dots, so ``a.npz`` does not match the temporaries of ``a.npz.b.npz``.
+    """
+    return re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]+" + re.escape(".tmp"))
+
+
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.NAME.*.tmp`` beside ``path``: leftovers of a killed writer (the caller holds the lock)."""
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        leftover.unlink(missing_ok=True)
+    """Delete this path's temporaries beside it: leftovers of a killed writer (the caller holds the lock)."""
+    pattern = _temporary_name(path)
+    with os.scandir(path.parent) as entries:
+        leftovers = [entry.path for entry in entries if pattern.fullmatch(entry.name)]
+    for leftover in leftovers:
+        Path(leftover).unlink(missing_ok=True)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], lock: WriterLock) -> Path:

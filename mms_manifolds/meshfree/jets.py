@@ -27,7 +27,7 @@ from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
 
 from .._checks import check_integer
 from .._random import rademacher_probes
-from ..parametrizations.torch_function import jacobian_chunk_numbers
+from ..parametrizations.torch_function import jacobian_chunk_numbers, serialized
 from ..parametrizations.torch_module import TorchParametrization
 from .nodes import NodeSet
 
@@ -209,6 +209,7 @@ class JetParametrization(TorchParametrization):
         ]
         return torch.cat([block.reshape(-1) for block in blocks]).unsqueeze(-1)
 
+    @serialized
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         r"""Dense :math:`J(\theta)`, shape ``(K, 1, p)``, node by node: the jet at one node depends on that node alone.
 
@@ -230,6 +231,7 @@ class JetParametrization(TorchParametrization):
             blocks.append(rows.reshape(-1, self.num_parameters))  # (N_s c_s, p), node by node as the layout
         return torch.cat(blocks).unsqueeze(1)
 
+    @serialized
     def jets(self, theta: torch.Tensor) -> dict[str, Jet]:
         r"""The jets :math:`(u, \nabla u, \Delta u)` of :math:`f_\theta` at every node set, by name."""
         return self.layout.split(self.value(self.check_point(theta)))

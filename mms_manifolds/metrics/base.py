@@ -124,6 +124,23 @@ class Metric(ABC):
             cache[key] = factor
         return cache[key]
 
+    def solve_condition(self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device) -> float:
+        r""":math:`\kappa(M) = \lambda_{\max}/\lambda_{\min}`, by how much a solve with :math:`M` can amplify rounding.
+
+        A backward-stable Cholesky solve returns :math:`(M + \Delta M)^{-1}g` with :math:`\|\Delta M\| \lesssim
+        \varepsilon\|M\|`, an error of up to :math:`\kappa(M)\varepsilon` relative in the :math:`M`-norm; the tracking
+        bound's rounding allowance (:mod:`mms_manifolds.ledger`) scales with it. Computed once per shape, dtype
+        and device from the dense matrix (``inf`` if it is not positive definite). Metrics whose solve divides
+        entry by entry (:class:`L2Metric`) return 1.
+        """
+        cache = self.__dict__.setdefault("_condition_cache", {})
+        key = (tuple(shape), dtype, device)
+        if key not in cache:
+            eigenvalues = torch.linalg.eigvalsh(self.to_dense(shape, dtype=dtype, device=device))
+            smallest, largest = float(eigenvalues.min()), float(eigenvalues.max())
+            cache[key] = largest / smallest if smallest > 0 else math.inf
+        return cache[key]
+
     def _cholesky(self, shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return self._cached_cholesky((shape, dtype, device), lambda: self.to_dense(shape, dtype=dtype, device=device))
 

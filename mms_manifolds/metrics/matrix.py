@@ -13,11 +13,11 @@ __all__ = ["MatrixMetric", "SobolevMetric"]
 _MAX_DENSE_CHECK = 6000
 
 
-def _to_torch_matrix(matrix: object) -> torch.Tensor:
+def _to_torch_matrix(matrix: object, name: str = "matrix") -> torch.Tensor:
     """Accept a torch tensor (dense or sparse) or a scipy sparse matrix; return a torch matrix."""
     if isinstance(matrix, torch.Tensor):
         if matrix.device.type == "meta":
-            raise ValueError("matrix is on the meta device and holds no values")
+            raise ValueError(f"{name} is on the meta device and holds no values")
         return matrix
     if hasattr(matrix, "tocoo"):
         coo = matrix.tocoo()
@@ -28,7 +28,7 @@ def _to_torch_matrix(matrix: object) -> torch.Tensor:
         return torch.as_tensor(matrix, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as error:
         raise TypeError(
-            f"matrix must be a tensor, an array or a scipy sparse matrix, got {type(matrix).__name__}"
+            f"{name} must be a tensor, an array or a scipy sparse matrix, got {type(matrix).__name__}"
         ) from error
 
 
@@ -129,7 +129,7 @@ class SobolevMetric(MatrixMetric):
     """
 
     def __init__(self, weights: torch.Tensor, stiffness: object, alpha: float = 1.0):
-        stiffness = _to_torch_matrix(stiffness)
+        stiffness = _to_torch_matrix(stiffness, "stiffness")
         check_real_tensor("weights", weights, ndim=1)
         if stiffness.shape != (weights.shape[0], weights.shape[0]):
             raise ValueError(f"stiffness has shape {tuple(stiffness.shape)}, expected {(weights.shape[0],) * 2}")

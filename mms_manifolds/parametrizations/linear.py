@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_real_tensor
-from .torch_function import FunctionParametrization
+from .torch_function import FunctionParametrization, serialized
 
 __all__ = ["LinearParametrization"]
 
@@ -32,5 +32,6 @@ class LinearParametrization(FunctionParametrization):
             initial_point = torch.zeros(self.basis.shape[-1], dtype=basis.dtype, device=basis.device)
         super().__init__(lambda theta: self.basis @ theta, initial_point)
 
+    @serialized
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         return self.basis.clone()

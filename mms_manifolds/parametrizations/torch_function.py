@@ -2,7 +2,10 @@ r"""Parametrisation of a pure torch function :math:`\theta \mapsto \phi(\theta)`
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch.func import jacrev, jvp, vjp, vmap
@@ -10,7 +13,31 @@ from torch.func import jacrev, jvp, vjp, vmap
 from .._checks import check_finite, check_real_tensor
 from .base import Parametrization
 
-__all__ = ["JACOBIAN_CHUNK_NUMBERS", "FunctionParametrization", "jacobian_chunk_numbers"]
+__all__ = ["EVALUATION_LOCK", "JACOBIAN_CHUNK_NUMBERS", "FunctionParametrization", "jacobian_chunk_numbers", "serialized"]
+
+EVALUATION_LOCK = threading.RLock()
+"""Held by every evaluation of a parametrization (values, JVPs, VJPs, Jacobians, second derivatives).
+
+Two reasons make such evaluations unsafe in parallel threads: ``torch.func``'s transform levels are
+process-global (two threads' JVPs fail with "forward AD level with an invalid index"), and
+``functional_call`` swaps a module's tensors in place for the call, so two threads on one module (or on two
+modules sharing a submodule) read each other's parameters and can leave the module holding a run's tensors.
+One lock for the process, re-entrant, serializes them; threads still run the rest of their work in parallel.
+"""
+
+_Method = TypeVar("_Method", bound=Callable)
+
+
+def serialized(method: _Method) -> _Method:
+    """``method`` run under :data:`EVALUATION_LOCK`."""
+
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with EVALUATION_LOCK:
+            return method(*args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
 
 JACOBIAN_CHUNK_NUMBERS = {"cpu": 2**19, "cuda": 2**27}
 """Directions times outputs per batched JVP/VJP when forming a dense Jacobian, by device type.
@@ -24,6 +51,33 @@ in one (``docs/performance.md``)."""
 def jacobian_chunk_numbers(device: torch.device) -> int:
     """:data:`JACOBIAN_CHUNK_NUMBERS` for ``device`` (the CPU's value for other device types)."""
     return JACOBIAN_CHUNK_NUMBERS.get(torch.device(device).type, JACOBIAN_CHUNK_NUMBERS["cpu"])
+
+
+def _global_random_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The CPU generator's state and, on CUDA, the device's."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _restore_global_random_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> bool:
+    """Put back ``state``; whether it had moved."""
+    cpu, cuda = state
+    moved = not torch.equal(torch.get_rng_state(), cpu)
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        moved = moved or not torch.equal(torch.cuda.get_rng_state(device), cuda)
+        torch.cuda.set_rng_state(cuda, device)
+    return moved
+
+
+def _same_values(first: torch.Tensor, second: object) -> bool:
+    r"""Whether two evaluations agree to rounding: :math:`\max|a - b| \le 10^3\varepsilon\max|a|` (so bitwise on a CPU)."""
+    if not isinstance(second, torch.Tensor) or second.shape != first.shape:
+        return False
+    if not first.is_floating_point() or first.numel() == 0:
+        return True
+    scale = float(first.abs().max())
+    return float((first - second).abs().max()) <= 1e3 * torch.finfo(first.dtype).eps * scale
 
 
 class FunctionParametrization(Parametrization):
@@ -42,9 +96,13 @@ class FunctionParametrization(Parametrization):
             captured tensors, no ``.item()``).
         initial_point: parameters to start from, shape ``(p,)``; fixes ``dtype`` and ``device``.
 
+    Evaluations hold :data:`EVALUATION_LOCK`: one parametrization (and one module) may be used from
+    several threads, whose evaluations take turns.
+
     Raises:
         ValueError: ``initial_point`` is not a finite 1-D floating tensor, or ``function`` does not
-            return a finite tensor of shape ``(N,)`` or ``(N, m)`` in the same dtype.
+            return a finite tensor of shape ``(N,)`` or ``(N, m)`` in the same dtype, or reads the global
+            random state (it moves the generator, or two evaluations differ).
 
     Examples:
         >>> import torch
@@ -61,11 +119,20 @@ class FunctionParametrization(Parametrization):
         self.num_parameters = initial_point.numel()
         self.dtype = initial_point.dtype
         self.device = initial_point.device
+        random_state = _global_random_state(self.device)
         try:
-            with torch.no_grad():
-                output = function(self._initial_point)
+            with torch.no_grad(), EVALUATION_LOCK:
+                output, again = function(self._initial_point), function(self._initial_point)
         except RuntimeError as error:
             raise ValueError(f"function(initial_point) could not be evaluated: {error}") from error
+        finally:
+            moved = _restore_global_random_state(self.device, random_state)
+        if moved or (isinstance(output, torch.Tensor) and not _same_values(output, again)):
+            raise ValueError(
+                "the map reads the global random state (two evaluations at the same parameters "
+                f"{'moved the random generator' if moved else 'differ'}): it is no function of its parameters, so "
+                "no geometry or bound holds; draw random features once, outside it (the random state was restored)"
+            )
         if not isinstance(output, torch.Tensor) or output.ndim not in (1, 2):
             raise ValueError("function must return a tensor of shape (N,) or (N, m)")
         if output.dtype != self.dtype:
@@ -81,12 +148,15 @@ class FunctionParametrization(Parametrization):
     def initial_point(self) -> torch.Tensor:
         return self._initial_point.clone()
 
+    @serialized
     def value(self, theta: torch.Tensor) -> torch.Tensor:
         return self._phi(theta)
 
+    @serialized
     def jvp(self, theta: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
         return jvp(self._phi, (theta,), (tangent,))[1]
 
+    @serialized
     def vjp(self, theta: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
         _, pullback = vjp(self._phi, theta)
         return pullback(cotangent)[0]
@@ -94,15 +164,18 @@ class FunctionParametrization(Parametrization):
     def _directional_jacobian(self, tangent: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda point: jvp(self._phi, (point,), (tangent,))[1]
 
+    @serialized
     def second_derivative(self, theta: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         return jvp(self._directional_jacobian(first), (theta,), (second,))[1]
 
+    @serialized
     def second_derivative_adjoint(
         self, theta: torch.Tensor, tangent: torch.Tensor, cotangent: torch.Tensor
     ) -> torch.Tensor:
         _, pullback = vjp(self._directional_jacobian(tangent), theta)
         return pullback(cotangent)[0]
 
+    @serialized
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         r"""Dense :math:`J(\theta)`, shape ``(N, m, p)``: batched forward mode when :math:`p \le Nm`, else reverse mode.
 

@@ -8,8 +8,8 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .._checks import check_finite
-from .torch_function import FunctionParametrization, jacobian_chunk_numbers
+from .._checks import check_finite, check_flag
+from .torch_function import FunctionParametrization, jacobian_chunk_numbers, serialized
 
 __all__ = ["TorchParametrization"]
 
@@ -37,6 +37,35 @@ def _check_deterministic(module: torch.nn.Module) -> None:
         )
 
 
+def _module_tensors(module: torch.nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
+    """Every parameter and buffer of ``module`` by name, as ``(kind, tensor)``: the state a run must leave as it is."""
+    tensors = {name: ("parameter", parameter) for name, parameter in module.named_parameters()}
+    tensors.update({name: ("buffer", buffer) for name, buffer in module.named_buffers()})
+    return tensors
+
+
+def _restore_changed(module: torch.nn.Module, saved: dict[str, torch.Tensor]) -> list[str]:
+    """Copy ``saved`` values back into the module's tensors that differ from them; their kinds and names."""
+    changed = []
+    with torch.no_grad():
+        for name, (kind, tensor) in _module_tensors(module).items():
+            if name in saved and not torch.equal(tensor, saved[name]):
+                tensor.copy_(saved[name])
+                changed.append(f"{kind} {name!r}")
+    return changed
+
+
+def _refuse_changes(module: torch.nn.Module, saved: dict[str, torch.Tensor], cause: Exception | None) -> None:
+    """Raise ``ValueError`` naming what evaluating ``module`` changed in it, after restoring ``saved``; else nothing."""
+    changed = _restore_changed(module, saved)
+    if changed:
+        raise ValueError(
+            f"evaluating the module changes the module's {', '.join(changed)} (its forward updates them in place): "
+            "it is no function of its parameters, and a run would change your module; the values were restored. "
+            "Keep state out of forward"
+        ) from cause
+
+
 class TorchParametrization(FunctionParametrization):
     r"""The node values of a network, :math:`\phi(\theta) = (f_\theta(x_i))_{i=1}^N`, shape ``(N, m)``.
 
@@ -44,7 +73,8 @@ class TorchParametrization(FunctionParametrization):
     vector :math:`\theta` of length :math:`p`; buffers stay as they are. The forward pass is
     ``torch.func.functional_call(module, params(theta), (nodes,))``, so every derivative comes from
     ``torch.func`` (see :class:`FunctionParametrization`). The module is never modified except by
-    :meth:`write_to_module`.
+    :meth:`write_to_module`: a forward that updates the module's parameters or buffers in place (a
+    counter, a drifting frozen submodule) is refused at construction, with the values restored.
 
     The dense Jacobian of a network that maps each node on its own (an MLP: ``f(X)[i]`` depends on
     ``X[i]`` only) is formed node by node, as batched per-node reverse-mode gradients
@@ -81,6 +111,10 @@ class TorchParametrization(FunctionParametrization):
     """
 
     def __init__(self, module: torch.nn.Module, nodes: torch.Tensor, node_separable: bool | None = None):
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if node_separable is not None:
+            check_flag("node_separable", node_separable)
         named = [(name, parameter) for name, parameter in module.named_parameters() if parameter.requires_grad]
         if not named:
             raise ValueError("module has no trainable parameters")
@@ -118,9 +152,11 @@ class TorchParametrization(FunctionParametrization):
         def forward(theta: torch.Tensor) -> torch.Tensor:
             return self._forward({**self._fixed, **self.unflatten(theta)})
 
+        saved = {name: tensor.detach().clone() for name, (_, tensor) in _module_tensors(module).items()}
         try:
             super().__init__(forward, parameters_to_vector([p for _, p in named]).detach())
         except ValueError as error:
+            _refuse_changes(module, saved, error)
             hint = ""
             if nodes.ndim == 1:
                 hint = (
@@ -130,6 +166,7 @@ class TorchParametrization(FunctionParametrization):
             raise ValueError(
                 f"the module cannot be evaluated at nodes of shape {tuple(nodes.shape)}: {error}{hint}"
             ) from error
+        _refuse_changes(module, saved, None)
 
     def _forward(self, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         """The module's output at the nodes with the given named tensors; subclasses evaluate other maps."""
@@ -142,6 +179,7 @@ class TorchParametrization(FunctionParametrization):
             return self._node_separable_setting
         return self._node_separable_cache
 
+    @serialized
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         r"""Dense :math:`J(\theta)`, shape ``(N, m, p)``: node by node when the module is node-separable.
 

@@ -265,15 +265,15 @@ def append_csv(row: Row, path: Path) -> None:
 
     The row is one ``write`` on an ``O_APPEND`` descriptor; if the write is cut short (a file-size limit,
     a full disk) the file is truncated back to its previous length and the error raised, so a torn row
-    never stays behind to be read as a valid one.
+    never stays behind to be read as a valid one. A torn last line another writer left is dropped first.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _csv_line(row)
-    if not path.exists() or path.stat().st_size == 0:
-        data = (",".join(asdict(row).keys()) + "\r\n").encode() + data
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        size = os.fstat(descriptor).st_size
+        size = _drop_torn_tail(descriptor, path)
+        if size == 0:
+            data = (",".join(asdict(row).keys()) + "\r\n").encode() + data
         try:
             written = os.write(descriptor, data)
         except OSError:
@@ -285,6 +285,21 @@ def append_csv(row: Row, path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _drop_torn_tail(descriptor: int, path: Path) -> int:
+    """Truncate a last line without its line end (a writer killed mid-row) before appending; the new length.
+
+    Appended to, the torn row would glue onto the next one and make a malformed line in the middle of the
+    journal (:func:`read_csv` drops only a torn *last* line); the run it belonged to is done again.
+    """
+    size = os.fstat(descriptor).st_size
+    if size == 0 or os.pread(descriptor, 1, size - 1) == b"\n":
+        return size
+    kept = os.pread(descriptor, size, 0).rfind(b"\n") + 1
+    warnings.warn(f"journal {path}: dropped a torn last line before appending; that run is done again", stacklevel=3)
+    os.ftruncate(descriptor, kept)
+    return kept
 
 
 def read_csv(path: Path) -> list[Row]:

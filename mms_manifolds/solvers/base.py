@@ -75,7 +75,8 @@ class InnerSolver(ABC):
     :func:`~mms_manifolds._checks.unchecked_values` (the iterates are the solver's own: their finiteness is
     not re-checked at every geometric call, each check being a host synchronisation on a GPU; solvers watch
     their costs instead). It guards every solver the same way: a result whose final cost exceeds the initial one
-    by more than ``COST_INCREASE_TOLERANCE`` (relative) is replaced by the initial point with stop
+    by more than ``COST_INCREASE_TOLERANCE`` (relative; at least 16 epsilon of the dtype, so that a float32
+    cost one rounding unit higher is not an increase) is replaced by the initial point with stop
     reason ``COST_INCREASE``; the rejected point stays in ``extra["rejected_point"]``.
 
     Args:
@@ -120,7 +121,8 @@ class InnerSolver(ABC):
             result = self._solve(subproblem, theta0.detach().clone(), target, state)
         result.unconverged_solves = unconverged.count
         initial, final = result.cost_history[0], result.cost_history[-1]
-        if not result.stop_reason.failed and final > initial + self.COST_INCREASE_TOLERANCE * max(1.0, abs(initial)):
+        relative = max(self.COST_INCREASE_TOLERANCE, 16 * torch.finfo(theta0.dtype).eps)  # float32: a few ulps
+        if not result.stop_reason.failed and final > initial + relative * max(1.0, abs(initial)):
             result.extra["rejected_point"] = result.point
             result.point, result.stop_reason = theta0.detach().clone(), StopReason.COST_INCREASE
             result.failed_iteration = result.iterations

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .._checks import check_integer, check_positive_float
+from .._checks import check_choice, check_flag, check_integer, check_positive_float
 from ..linalg import make_solve_mode
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
@@ -103,6 +103,8 @@ class GaussNewton(InnerSolver):
         step_cutoff: float = DEFAULT_STEP_CUTOFF,
     ):
         super().__init__(max_iterations, tolerance)
+        check_choice("globalization", globalization, GLOBALIZATIONS)
+        check_choice("line_search", line_search, LINE_SEARCHES)
         if globalization not in GLOBALIZATIONS:
             raise ValueError(f"globalization must be one of {GLOBALIZATIONS}, got {globalization!r}")
         if line_search not in LINE_SEARCHES:
@@ -118,7 +120,7 @@ class GaussNewton(InnerSolver):
         self.solve_mode = make_solve_mode(solve_mode)
         if not isinstance(geodesic_acceleration, bool):
             raise TypeError(f"geodesic_acceleration must be True or False, got {geodesic_acceleration!r}")
-        self.geodesic_acceleration = geodesic_acceleration
+        self.geodesic_acceleration = check_flag("geodesic_acceleration", geodesic_acceleration)
         self.step_cutoff = check_positive_float("step_cutoff", step_cutoff)
         if not self.step_cutoff < 1:
             raise ValueError(f"step_cutoff must be in (0, 1), got {step_cutoff}")
@@ -224,16 +226,20 @@ class GaussNewton(InnerSolver):
         )
 
     def _rounding_level(self, model: GaussNewtonModel) -> float:
-        r""":math:`8\varepsilon\max(|f|, 1)`, the rounding level of the cost's value.
+        r""":math:`8\varepsilon\max(|f|, \min(1, |f|/\sqrt\varepsilon))`, the rounding level of the cost's value.
 
         Below it a change of the cost cannot be told from rounding. It is the level of the computed value,
         not of its terms: where a sum's terms cancel (a Ritz energy's :math:`\tfrac12|u'|^2` against
         :math:`-fu`) the true rounding can be somewhat larger, and the search then follows rounding for a
         few steps; an earlier level :math:`8\varepsilon\sqrt{Nm}\max(|f|, 1)` stopped it too early instead
         (measured in ``docs/gauss_newton.md``: 30 against 36 of 40 seeds of the nonlinear Ritz benchmark at
-        1e-7).
+        1e-7). The floor of 1 guards costs of ordinary size; for :math:`|f| < \sqrt\varepsilon` it would
+        exceed the cost itself by more than :math:`1/\sqrt\varepsilon` and call every step rounding (a problem
+        scaled by :math:`10^{-10}` stalled at its first iteration while gradient descent kept decreasing it),
+        so there the level is :math:`8\sqrt\varepsilon|f|`, still far above the value's own rounding.
         """
-        return 8 * torch.finfo(model.gradient.dtype).eps * max(abs(model.cost), 1.0)
+        epsilon, cost = torch.finfo(model.gradient.dtype).eps, abs(model.cost)
+        return 8 * epsilon * max(cost, min(1.0, cost / math.sqrt(epsilon)))
 
     def _unresolvable(self, model: GaussNewtonModel, predicted: float) -> bool:
         """Whether a predicted decrease is at or below the cost's rounding level (:meth:`_rounding_level`)."""

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .._checks import check_positive_float
+from .._checks import check_flag, check_positive_float
 from ..subproblem import MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 
@@ -44,7 +44,7 @@ class RiemannianGradientDescent(InnerSolver):
     ):
         super().__init__(max_iterations, tolerance)
         self.step_size = None if step_size is None else check_positive_float("step_size", step_size)
-        self.use_exp, self.line_search = bool(use_exp), bool(line_search)
+        self.use_exp, self.line_search = check_flag("use_exp", use_exp), check_flag("line_search", line_search)
         self.exp_rtol = check_positive_float("exp_rtol", exp_rtol)
 
     def fallback(self) -> RiemannianGradientDescent | None:
