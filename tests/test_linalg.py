@@ -63,15 +63,15 @@ class LargestTensor(TorchDispatchMode):
         return output
 
 
-@pytest.mark.parametrize("preconditioner", ["jacobi", "none"])
+@pytest.mark.parametrize("preconditioner", ["jacobi", "none", "nystrom"])
 def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
     count, widths = 400, (1, 24, 24, 1)
     nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
     parametrization = TorchParametrization(mlp(widths, 2), nodes)
     metric = L2Metric(torch.full((count,), 2 / count))
     mode = ConjugateGradientSolve(
-        max_iterations=50, preconditioner=preconditioner, on_unconverged="ignore"
-    )  # capped: short
+        max_iterations=50, preconditioner=preconditioner, on_unconverged="ignore", sketch_rank=16
+    )  # capped: short; the Nyström sketch is p x sketch_rank
     manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
     p = parametrization.num_parameters
     subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), tau=0.1)
@@ -96,7 +96,7 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
         (1021, 10_000, "dense"),  # J is 82 MB: the factorisation's ~650 MB fits the 1 GiB budget
         (9997, 1000, "dense"),  # the smaller side: a 1000 x 1000 kernel Gram matrix
         (1021, 100_000, "cg"),  # J is 817 MB: the dense factorisation peaked at 7.2 GB
-        (99853, 1000, "cg"),  # J is 800 MB: the kernel factorisation peaked at 5.8 GB
+        (99853, 1000, "kernel"),  # J is 800 MB: the dense SVD path peaked at 5.8 GB; the kernel's Cholesky needs 2.3 GiB
         (5000, 5000, "cg"),  # a 5000 x 5000 Gram side is past the CPU's dense limit (and the budget)
     ],
 )
@@ -105,6 +105,7 @@ def test_auto_solve_picks_by_size_and_the_factorisation_memory(parameters, ambie
     assert mode.name == expected, reason
     assert AutoSolve(max_dense_size=6000, memory_budget_bytes=2**40).select(5000, 5000)[0].name == "dense"
     assert AutoSolve(memory_budget_bytes=2**40).select(1021, 100_000)[0].name == "dense"
+    assert AutoSolve(memory_budget_bytes=2**30).select(99853, 1000)[0].name == "cg"  # the budget before the kernel mode
 
 
 @pytest.mark.parametrize("shape", [(40, 12), (12, 40)])

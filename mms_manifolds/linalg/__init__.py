@@ -3,7 +3,9 @@
 from .auto import AutoSolve, make_solve_mode
 from .cg import ConjugateGradientSolve, conjugate_gradient
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
+from .kernel import KernelFactorization, KernelSolve
 from .linearization import MetricLinearization
+from .nystrom import NystromApproximation, nystrom_approximation
 from .operator import GramOperator, SymmetricOperator
 from .solution import (
     Factorization,
@@ -22,6 +24,9 @@ __all__ = [
     "Factorization",
     "GramFactorization",
     "GramOperator",
+    "KernelFactorization",
+    "KernelSolve",
+    "NystromApproximation",
     "MetricLinearization",
     "SymmetricOperator",
     "LinearSolution",
@@ -32,5 +37,6 @@ __all__ = [
     "WoodburySolve",
     "conjugate_gradient",
     "make_solve_mode",
+    "nystrom_approximation",
     "pseudo_inverse_rtol",
 ]

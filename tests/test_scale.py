@@ -1,0 +1,184 @@
+"""The large-scale paths: the kernel solve, the Nyström preconditioner, the solve-mode cost model.
+
+Each new path is held to the dense solve (1e-10 on small problems) and the preconditioner to a counted
+cut in CG iterations on a Gram matrix of condition number 1e10.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mms_manifolds import IncrementManifold, L2Metric, L2Regression, TorchParametrization
+from mms_manifolds.linalg import (
+    AutoSolve,
+    ConjugateGradientSolve,
+    DenseSolve,
+    GramOperator,
+    KernelSolve,
+    conjugate_gradient,
+    nystrom_approximation,
+)
+from mms_manifolds.linalg.kernel import kernel_gram_matrix
+from mms_manifolds.grids import stiffness_1d, trapezoid_weights
+from mms_manifolds.metrics import SobolevMetric
+from mms_manifolds.subproblem import MMSSubproblem
+
+from cases import mlp
+
+
+def wide_problem(count: int = 30, widths=(1, 12, 12, 1), seed: int = 3):
+    """A net with p = 193 > Nm = 30: the kernel side is the smaller one."""
+    nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
+    parametrization = TorchParametrization(mlp(widths, seed), nodes)
+    metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
+    return parametrization, metric, nodes
+
+
+@pytest.mark.parametrize("damping", [1e-2, 1e-6])
+def test_kernel_solve_equals_the_dense_solve(damping):
+    parametrization, metric, _ = wide_problem()
+    theta = parametrization.initial_point()
+    rhs = torch.randn(parametrization.num_parameters, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    dense = DenseSolve().factorize(GramOperator(parametrization, metric, theta)).solve(rhs, damping).value
+    kernel = KernelSolve(block_rows=7).factorize(GramOperator(parametrization, metric, theta)).solve(rhs, damping).value
+    assert float((kernel - dense).norm() / dense.norm()) < 1e-10
+    gram = GramOperator(parametrization, metric, theta).gram_matrix()
+    exact = torch.linalg.solve(gram + damping * torch.eye(gram.shape[0], dtype=torch.float64), rhs)
+    assert float((kernel - exact).norm() / exact.norm()) < 1e-8  # the p x p system itself, cond <= 1e6
+
+
+def test_block_kernel_gram_matrix_is_b_b_transpose_and_symmetric():
+    factor = torch.randn(23, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for block in (1, 5, 23, 100):
+        gram = kernel_gram_matrix(factor, block)
+        assert torch.equal(gram, gram.T)
+        torch.testing.assert_close(gram, factor @ factor.T, rtol=1e-14, atol=1e-13)
+
+
+@pytest.mark.parametrize("metric_kind", ["l2", "sobolev"])
+@pytest.mark.parametrize(("count", "full_rank"), [(8, True), (40, False)])
+def test_kernel_residual_split_equals_the_svd_split(metric_kind, count, full_rank):
+    """Full rank (Cholesky certificate: exact, 1e-10) and rank-deficient (eigh of K) kernels against the dense SVD split.
+
+    Where K is rank-deficient its eigenvectors near the cutoff carry the Gram matrix's rounding,
+    about sqrt(eps) of the target (the accuracy of the CUDA path of ``GramOperator.whitened_svd`` too).
+    """
+    parametrization, metric, nodes = wide_problem(count, (1, 12, 12, 1))
+    if metric_kind == "sobolev":
+        metric = SobolevMetric(trapezoid_weights(count, -1.0, 1.0), stiffness_1d(count, -1.0, 1.0, "neumann"), 0.1)
+    theta = parametrization.initial_point()
+    v = torch.sin(4 * nodes) + nodes**3
+    dense = DenseSolve().factorize(GramOperator(parametrization, metric, theta))
+    kernel = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
+    assert kernel.full_rank() is full_rank
+    tolerance = (1e-10 if full_rank else 1e-6) * float(metric.norm(v))
+    for got, want in zip(kernel.range_split(v, 0.0), dense.range_split(v, 0.0)):
+        assert abs(got - want) <= tolerance
+    egrad = parametrization.vjp(theta, metric.apply(v))
+    got, want = kernel.dual_tangential_norm(egrad, 0.0), dense.dual_tangential_norm(egrad, 0.0)
+    assert abs(got - want) <= (1e-8 if full_rank else 1e-6) * want  # K^{-1}: the Gram side's conditioning
+
+
+def test_kernel_mode_refuses_a_tall_problem():
+    nodes = torch.linspace(-1, 1, 50, dtype=torch.float64).unsqueeze(-1)
+    parametrization = TorchParametrization(mlp((1, 3, 1), 0), nodes)
+    metric = L2Metric(torch.full((50,), 0.04, dtype=torch.float64))
+    with pytest.raises(ValueError, match="Nm < p"):
+        KernelSolve().factorize(GramOperator(parametrization, metric, parametrization.initial_point()))
+    with pytest.raises(ValueError, match="block_rows"):
+        KernelSolve(block_rows=0)
+
+
+def test_kernel_mode_gauss_newton_step_equals_the_dense_one():
+    from mms_manifolds import GaussNewton
+
+    parametrization, metric, nodes = wide_problem()
+    energy = L2Regression(torch.sin(3 * nodes), metric)
+    theta = parametrization.initial_point()
+    results = {}
+    for mode in ("dense", "kernel"):
+        manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
+        subproblem = MMSSubproblem(manifold, energy, tau=0.2)
+        results[mode] = GaussNewton(max_iterations=3).solve(subproblem, theta)
+    assert float((results["kernel"].point - results["dense"].point).norm()) <= 1e-10 * float(
+        results["dense"].point.norm()
+    )
+
+
+def conditioned_gram(size: int = 400, decay: int = 40, seed: int = 0) -> torch.Tensor:
+    """A PSD matrix with 40 eigenvalues from 1 down to 1e-12 (a smooth network's fast decay) and a zero block."""
+    generator = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=torch.float64))
+    eigenvalues = torch.cat([torch.logspace(0, -12, decay, dtype=torch.float64), torch.zeros(size - decay)])
+    matrix = (basis * eigenvalues) @ basis.T
+    return 0.5 * (matrix + matrix.T)
+
+
+def test_nystrom_preconditioner_cuts_cg_iterations_on_a_cond_1e10_gram():
+    """Damped by 1e-10 the Gram matrix has condition number 1e10: plain CG needs > 1000 iterations, Nyström PCG < 10."""
+    gram, damping = conditioned_gram(), 1e-10
+    size = gram.shape[0]
+    rhs = torch.randn(size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    eigenvalues = torch.linalg.eigvalsh(gram + damping * torch.eye(size, dtype=torch.float64))
+    assert 0.5e10 < float(eigenvalues[-1] / eigenvalues[0]) < 2e10
+
+    def matvec(x):
+        return gram @ x + damping * x
+
+    options = {"tolerance": 1e-10, "max_iterations": 5000}
+    _, plain_iterations, plain_residual = conjugate_gradient(matvec, rhs, **options)
+    sketch = nystrom_approximation(lambda x: gram @ x, size, 60, dtype=torch.float64, device="cpu")
+    assert sketch.matvecs == 60
+    _, nystrom_iterations, nystrom_residual = conjugate_gradient(
+        matvec, rhs, preconditioner=sketch.preconditioner(damping), **options
+    )
+    assert plain_residual <= 1e-10 and nystrom_residual <= 1e-10
+    assert plain_iterations > 1000
+    assert nystrom_iterations * 100 <= plain_iterations  # a cut by at least 100 times (measured: 1884 -> 3)
+    # the sketch is exact where the rank exceeds the operator's: its eigenvalues are the top ones
+    top = torch.linalg.eigvalsh(gram).flip(0)[:20]  # 1 down to 2e-6: to the shift, about sqrt(n) eps
+    torch.testing.assert_close(sketch.eigenvalues[:20], top, rtol=0, atol=1e-12)
+
+
+def test_nystrom_pcg_mode_equals_the_dense_solve():
+    parametrization, metric, _ = wide_problem(count=60, widths=(1, 8, 8, 1))
+    theta = parametrization.initial_point()
+    rhs = torch.randn(parametrization.num_parameters, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    damping = 1e-4
+    dense = DenseSolve().factorize(GramOperator(parametrization, metric, theta)).solve(rhs, damping).value
+    plain = ConjugateGradientSolve(tolerance=1e-13).factorize(GramOperator(parametrization, metric, theta))
+    nystrom = ConjugateGradientSolve(tolerance=1e-13, preconditioner="nystrom", sketch_rank=40).factorize(
+        GramOperator(parametrization, metric, theta)
+    )
+    plain_solution, nystrom_solution = plain.solve(rhs, damping), nystrom.solve(rhs, damping)
+    assert float((nystrom_solution.value - dense).norm() / dense.norm()) < 1e-10
+    assert nystrom_solution.iterations < plain_solution.iterations
+    with pytest.raises(ValueError, match="sketch_rank"):
+        ConjugateGradientSolve(sketch_rank=0)
+
+
+def test_nystrom_rejects_bad_ranks_and_dampings():
+    gram = conditioned_gram(size=50, decay=10)
+    with pytest.raises(ValueError, match="rank"):
+        nystrom_approximation(lambda x: gram @ x, 50, 0, dtype=torch.float64, device="cpu")
+    sketch = nystrom_approximation(lambda x: gram @ x, 50, 5, dtype=torch.float64, device="cpu")
+    with pytest.raises(ValueError, match="damping"):
+        sketch.preconditioner(0.0)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "ambient", "expected"),
+    [
+        (20601, 4900, "kernel"),  # the regression step of docs/performance.md: 2.9 GiB, no SVD
+        (99853, 1000, "kernel"),
+        (100_000, 10_000, "cg"),  # the kernel would take 25 GiB
+        (5000, 5000, "cg"),  # Nm = p: no kernel side
+    ],
+)
+def test_auto_solve_takes_the_kernel_where_it_fits_and_pays(parameters, ambient, expected):
+    mode, reason = AutoSolve().select(parameters, ambient)
+    assert mode.name == expected, reason
+    assert "estimated" in reason
+    # a budget too small for the kernel sends it to CG, whatever the time model says
+    assert AutoSolve(memory_budget_bytes=2**28).select(20601, 4900)[0].name == "cg"
