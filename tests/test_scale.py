@@ -16,6 +16,7 @@ from mms_manifolds.linalg import (
     DenseSolve,
     GramOperator,
     KernelSolve,
+    NystromPreconditioning,
     conjugate_gradient,
     nystrom_approximation,
 )
@@ -148,14 +149,14 @@ def test_nystrom_pcg_mode_equals_the_dense_solve():
     damping = 1e-4
     dense = DenseSolve().factorize(GramOperator(parametrization, metric, theta)).solve(rhs, damping).value
     plain = ConjugateGradientSolve(tolerance=1e-13).factorize(GramOperator(parametrization, metric, theta))
-    nystrom = ConjugateGradientSolve(tolerance=1e-13, preconditioner="nystrom", sketch_rank=40).factorize(
+    nystrom = ConjugateGradientSolve(tolerance=1e-13, preconditioner=NystromPreconditioning(40)).factorize(
         GramOperator(parametrization, metric, theta)
     )
     plain_solution, nystrom_solution = plain.solve(rhs, damping), nystrom.solve(rhs, damping)
     assert float((nystrom_solution.value - dense).norm() / dense.norm()) < 1e-10
     assert nystrom_solution.iterations < plain_solution.iterations
-    with pytest.raises(ValueError, match="sketch_rank"):
-        ConjugateGradientSolve(sketch_rank=0)
+    with pytest.raises(ValueError, match="Nyström rank"):
+        NystromPreconditioning(0)
 
 
 def test_nystrom_rejects_bad_ranks_and_dampings():

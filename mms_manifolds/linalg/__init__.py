@@ -5,7 +5,7 @@ from .cg import ConjugateGradientSolve, conjugate_gradient
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
 from .kernel import KernelFactorization, KernelSolve
 from .linearization import MetricLinearization
-from .nystrom import NystromApproximation, nystrom_approximation
+from .nystrom import NystromApproximation, NystromPreconditioning, nystrom_approximation
 from .operator import GramOperator, SymmetricOperator
 from .solution import (
     Factorization,
@@ -27,6 +27,7 @@ __all__ = [
     "KernelFactorization",
     "KernelSolve",
     "NystromApproximation",
+    "NystromPreconditioning",
     "MetricLinearization",
     "SymmetricOperator",
     "LinearSolution",

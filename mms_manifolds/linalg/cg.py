@@ -10,7 +10,7 @@ import torch
 
 from .._checks import check_positive_float
 from .._random import rademacher_probes
-from .nystrom import NystromApproximation, nystrom_approximation
+from .nystrom import NystromApproximation, NystromPreconditioning, nystrom_approximation
 from .operator import GramOperator
 from .solution import Factorization, LinearSolution, UnconvergedSolveError, UnconvergedSolveWarning
 
@@ -107,10 +107,11 @@ class _ConjugateGradientFactorization(Factorization):
         return self._diagonal
 
     def sketch(self) -> NystromApproximation:
-        r"""The rank-``sketch_rank`` Nyström approximation of :math:`J^\top WJ` (:mod:`~mms_manifolds.linalg.nystrom`); computed once per point."""
+        r"""The Nyström approximation of :math:`J^\top WJ` (:mod:`~mms_manifolds.linalg.nystrom`); computed once per point."""
         if self._sketch is None:
-            theta = self.operator.theta
-            rank = min(self.settings.sketch_rank, self.operator.size)
+            theta, settings = self.operator.theta, self.settings.preconditioner
+            settings = settings if isinstance(settings, NystromPreconditioning) else NystromPreconditioning()
+            rank = min(settings.rank, self.operator.size)
             self._sketch = nystrom_approximation(
                 self.operator.matvec, self.operator.size, rank, dtype=theta.dtype, device=theta.device
             )
@@ -120,7 +121,7 @@ class _ConjugateGradientFactorization(Factorization):
         kind = self.settings.preconditioner
         if kind == "jacobi":
             return 1 / (self.diagonal() + damping)
-        if kind == "nystrom":
+        if kind == "nystrom" or isinstance(kind, NystromPreconditioning):
             return self.sketch().preconditioner(damping)
         return None
 
@@ -186,11 +187,11 @@ class ConjugateGradientSolve:
     Args:
         tolerance: relative residual target. Default ``1e-10``.
         max_iterations: iteration cap per solve. Default ``500``.
-        preconditioner: ``"none"`` (default), ``"jacobi"`` or ``"nystrom"`` (the randomized Nyström
-            preconditioner of :mod:`mms_manifolds.linalg.nystrom`, one sketch of ``sketch_rank`` products per
-            point, serving every damping).
+        preconditioner: ``"none"`` (default), ``"jacobi"``, ``"nystrom"`` (the randomized Nyström
+            preconditioner of :mod:`mms_manifolds.linalg.nystrom` with the default
+            :class:`~mms_manifolds.linalg.NystromPreconditioning`: one sketch of 64 products per point,
+            serving every damping) or a :class:`~mms_manifolds.linalg.NystromPreconditioning` with its rank.
         diagonal_probes: Hutchinson probes for the diagonal. Default ``16``.
-        sketch_rank: rank of the Nyström sketch. Default ``64``.
         on_unconverged: what a solve that stops at ``max_iterations`` above ``tolerance`` does:
             ``"warn"`` (default, an :class:`~mms_manifolds.linalg.UnconvergedSolveWarning` naming the residual
             reached, counted per MMS step into ``InnerResult.unconverged_solves`` and the result's
@@ -202,20 +203,23 @@ class ConjugateGradientSolve:
 
     tolerance: float = 1e-10
     max_iterations: int = 500
-    preconditioner: str = "none"
+    preconditioner: str | NystromPreconditioning = "none"
     diagonal_probes: int = 16
     on_unconverged: str = "warn"
-    sketch_rank: int = 64
     name: str = "cg"
 
     def __post_init__(self) -> None:
         check_positive_float("tolerance", self.tolerance)
         if int(self.max_iterations) < 1:
             raise ValueError(f"max_iterations must be >= 1, got {self.max_iterations}")
-        if self.preconditioner not in ("jacobi", "none", "nystrom"):
-            raise ValueError(f"preconditioner must be 'jacobi', 'nystrom' or 'none', got {self.preconditioner!r}")
-        if int(self.sketch_rank) < 1:
-            raise ValueError(f"sketch_rank must be >= 1, got {self.sketch_rank}")
+        if not isinstance(self.preconditioner, NystromPreconditioning) and self.preconditioner not in (
+            "jacobi",
+            "none",
+            "nystrom",
+        ):
+            raise ValueError(
+                f"preconditioner must be 'jacobi', 'nystrom', 'none' or a NystromPreconditioning, got {self.preconditioner!r}"
+            )
         if int(self.diagonal_probes) < 1:
             raise ValueError(f"diagonal_probes must be >= 1, got {self.diagonal_probes}")
         if self.on_unconverged not in ("warn", "raise", "ignore"):

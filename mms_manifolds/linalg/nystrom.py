@@ -36,10 +36,27 @@ import torch
 
 from .._random import gaussian_probes
 
-__all__ = ["NystromApproximation", "nystrom_approximation"]
+__all__ = ["NystromApproximation", "NystromPreconditioning", "nystrom_approximation"]
 
 #: Times the stabilising shift :math:`\nu` is multiplied by (up to 10 times) when rounding makes :math:`\Omega^\top Y_\nu` indefinite.
 SHIFT_GROWTH = 10.0
+
+
+@dataclass(frozen=True)
+class NystromPreconditioning:
+    r"""Settings of CG's Nyström preconditioner (``ConjugateGradientSolve(preconditioner=...)``).
+
+    Args:
+        rank: :math:`\ell`, the sketch's rank and its number of operator products per point (capped at the
+            operator's size). Default ``64``: above the effective dimension of the smooth networks measured, and
+            a ``(p, 64)`` basis.
+    """
+
+    rank: int = 64
+
+    def __post_init__(self) -> None:
+        if int(self.rank) < 1:
+            raise ValueError(f"the Nyström rank must be >= 1, got {self.rank}")
 
 
 @dataclass(frozen=True)
