@@ -183,3 +183,52 @@ def test_auto_solve_takes_the_kernel_where_it_fits_and_pays(parameters, ambient,
     assert "estimated" in reason
     # a budget too small for the kernel sends it to CG, whatever the time model says
     assert AutoSolve(memory_budget_bytes=2**28).select(20601, 4900)[0].name == "cg"
+
+
+@pytest.mark.parametrize("relative_damping", [1e-2, 1e-4])
+def test_certified_decrease_cg_step_achieves_the_stated_share_of_the_dense_step(relative_damping):
+    """A CG-mode Gauss–Newton step under CertifiedDecrease(0.9) decreases the damped model by >= 0.9 of the dense step's.
+
+    The damped model m(d) + mu |d|^2 / 2 is the one a Levenberg–Marquardt step minimises; its decrease is
+    computed here from the dense Gram matrix, not from the solver's own formula.
+    """
+    from mms_manifolds.linalg import CertifiedDecrease
+
+    nodes = torch.linspace(-1, 1, 80, dtype=torch.float64).unsqueeze(-1)
+    parametrization = TorchParametrization(mlp((1, 10, 10, 1), 4), nodes)
+    metric = L2Metric(torch.full((80,), 2 / 80, dtype=torch.float64))
+    energy = L2Regression(torch.sin(3 * nodes), metric)
+    theta = parametrization.initial_point()
+    decreases, iterations, damping = {}, {}, None
+    for name, mode in {
+        "dense": "dense",
+        "certified": ConjugateGradientSolve(tolerance=CertifiedDecrease(0.9)),
+        "plain": ConjugateGradientSolve(),
+    }.items():
+        manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
+        model = MMSSubproblem(manifold, energy, tau=0.2).gauss_newton_model(theta)
+        if damping is None:  # the dense model's exact trace (CG's is Hutchinson's estimate): one damping for all
+            damping = relative_damping * model.mean_eigenvalue
+        step = model.step(damping)
+        curvature = model.scale * GramOperator(parametrization, metric, theta).matvec(step) + damping * step
+        decreases[name] = float(-(model.gradient @ step) - 0.5 * (step @ curvature))
+        iterations[name] = model.factorization.linear_iterations
+    assert 0.9 * decreases["dense"] <= decreases["certified"] <= decreases["dense"] * (1 + 1e-10)
+    assert abs(decreases["plain"] - decreases["dense"]) <= 1e-8 * decreases["dense"]
+    assert iterations["certified"] < iterations["plain"]
+
+
+def test_certified_decrease_fraction_bounds_the_true_fraction():
+    gram = conditioned_gram(size=80, decay=30, seed=1)
+    damping = 1e-6
+    matrix = gram + damping * torch.eye(80, dtype=torch.float64)
+    rhs = torch.randn(80, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    exact = torch.linalg.solve(matrix, rhs)
+    best = 0.5 * float(rhs @ exact)
+    from mms_manifolds.linalg import certified_decrease_fraction
+
+    for cap in (1, 3, 10, 30):
+        x, _, relative = conjugate_gradient(lambda v: matrix @ v, rhs, tolerance=1e-14, max_iterations=cap)
+        true_fraction = (float(rhs @ x) - 0.5 * float(x @ matrix @ x)) / best
+        bound = certified_decrease_fraction(float(rhs @ x), relative * float(rhs.norm()), damping)
+        assert bound <= true_fraction * (1 + 1e-9)

@@ -1,7 +1,7 @@
 """Linear algebra of the pullback metric: the Gram operator and its three solve modes."""
 
 from .auto import AutoSolve, make_solve_mode
-from .cg import ConjugateGradientSolve, conjugate_gradient
+from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
 from .kernel import KernelFactorization, KernelSolve
 from .linearization import MetricLinearization
@@ -19,6 +19,7 @@ from .woodbury import WoodburySolve
 
 __all__ = [
     "AutoSolve",
+    "CertifiedDecrease",
     "ConjugateGradientSolve",
     "DenseSolve",
     "Factorization",
@@ -36,6 +37,7 @@ __all__ = [
     "UnconvergedSolveWarning",
     "WhitenedGramFactorization",
     "WoodburySolve",
+    "certified_decrease_fraction",
     "conjugate_gradient",
     "make_solve_mode",
     "nystrom_approximation",

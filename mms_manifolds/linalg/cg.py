@@ -14,7 +14,7 @@ from .nystrom import NystromApproximation, NystromPreconditioning, nystrom_appro
 from .operator import GramOperator
 from .solution import Factorization, LinearSolution, UnconvergedSolveError, UnconvergedSolveWarning
 
-__all__ = ["ConjugateGradientSolve", "conjugate_gradient"]
+__all__ = ["CertifiedDecrease", "ConjugateGradientSolve", "certified_decrease_fraction", "conjugate_gradient"]
 
 
 def conjugate_gradient(
@@ -24,6 +24,8 @@ def conjugate_gradient(
     tolerance: float,
     max_iterations: int,
     preconditioner: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    decrease_fraction: float | None = None,
+    shift: float = 0.0,
 ) -> tuple[torch.Tensor, int, float]:
     r"""(Preconditioned) conjugate gradients for an SPD operator: solve :math:`Ax = b` from :math:`x_0 = 0`.
 
@@ -39,6 +41,10 @@ def conjugate_gradient(
         max_iterations: iteration cap.
         preconditioner: :math:`q > 0`, shape ``(p,)``, the inverse of a diagonal approximation of
             :math:`A`; or a callable :math:`r \mapsto P^{-1}r`, ``(p,) -> (p,)``, SPD; ``None`` for plain CG.
+        decrease_fraction: :math:`\vartheta \in (0, 1)`: stop also at the first iterate certified to achieve
+            :math:`\vartheta` of the exact decrease of :math:`q(x) = \tfrac12 x\cdot Ax - b\cdot x`
+            (:func:`certified_decrease_fraction`, with ``shift`` :math:`\le \lambda_{\min}(A)`); ``None``: no such test.
+        shift: a certified lower bound on :math:`\lambda_{\min}(A)` (the damping of a damped Gram operator).
 
     Returns:
         ``(x, iterations, relative_residual)``.
@@ -62,13 +68,64 @@ def conjugate_gradient(
         step = residual_dot / curvature
         solution = solution + step * direction
         residual = residual - step * product
-        if float(torch.linalg.vector_norm(residual)) <= tolerance * rhs_norm:
+        residual_norm = float(torch.linalg.vector_norm(residual))
+        if residual_norm <= tolerance * rhs_norm:
             break
+        if decrease_fraction is not None:
+            achieved = float(rhs @ solution)
+            if certified_decrease_fraction(achieved, residual_norm, shift) >= decrease_fraction:
+                break
         scaled = precondition(residual)
         new_residual_dot = residual @ scaled
         direction = scaled + (new_residual_dot / residual_dot) * direction
         residual_dot = new_residual_dot
     return solution, iterations, float(torch.linalg.vector_norm(residual)) / rhs_norm
+
+
+def certified_decrease_fraction(rhs_dot_solution: float, residual_norm: float, shift: float) -> float:
+    r"""A certified lower bound on :math:`(q(0) - q(x_k))/(q(0) - q(x^*))` for a CG iterate :math:`x_k` of :math:`Ax = b`.
+
+    CG's iterates satisfy the Galerkin condition :math:`x_k\cdot r_k = 0`, so the decrease they achieve is
+    :math:`q(0) - q(x_k) = \tfrac12 b\cdot x_k`, and what is left is
+    :math:`q(x_k) - q(x^*) = \tfrac12 r_k\cdot A^{-1}r_k \le \tfrac12\|r_k\|^2/\sigma` for any
+    :math:`\sigma \le \lambda_{\min}(A)` (the damping :math:`\lambda` of :math:`J^\top WJ + \lambda I`). The
+    fraction is therefore at least :math:`b\cdot x_k / (b\cdot x_k + \|r_k\|^2/\sigma)`. For the Gauss–Newton model
+    :math:`m(\delta) = f + g\cdot\delta + \tfrac12\delta\cdot(A + \mu I)\delta` with :math:`\delta = -x`, :math:`b = g`, it is
+    the fraction of the exact damped step's predicted decrease that the CG step achieves.
+    """
+    if not shift > 0:
+        return 0.0 if residual_norm > 0 else 1.0
+    achieved = max(rhs_dot_solution, 0.0)
+    remaining = residual_norm**2 / shift
+    return achieved / (achieved + remaining) if achieved + remaining > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class CertifiedDecrease:
+    r"""A CG stopping rule tied to what a Gauss–Newton step needs: a certified share of the exact damped model decrease.
+
+    An inexact-Newton forcing rule: instead of one relative residual for every solve, each damped solve
+    stops at the first iterate whose decrease of the quadratic model is certified to be at least
+    ``fraction`` of the exact solution's (:func:`certified_decrease_fraction`, with the damping as the
+    lower bound on the spectrum), or at ``relative_tolerance``, whichever comes first. A step taken from
+    such a solve decreases the Gauss–Newton model by at least ``fraction`` times what the exact (dense)
+    step with the same damping would. A solve that reaches neither by ``max_iterations`` is reported as
+    unconverged (``on_unconverged``), with the fraction it reached. Residual splits solved so stay honest:
+    the normal part of :math:`v - J x_k` is an upper bound on the exact one for every :math:`x_k`, and the
+    tangential part is then that of a damped least-squares fit achieving ``fraction`` of its decrease.
+
+    Args:
+        fraction: :math:`artheta \in (0, 1)`. Default ``0.9``.
+        relative_tolerance: the relative residual at which a solve stops in any case. Default ``1e-10``.
+    """
+
+    fraction: float = 0.9
+    relative_tolerance: float = 1e-10
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"the certified decrease fraction must be in (0, 1), got {self.fraction}")
+        check_positive_float("relative_tolerance", self.relative_tolerance)
 
 
 def _preconditioning(
@@ -91,6 +148,7 @@ class _ConjugateGradientFactorization(Factorization):
         self.settings = settings
         self._diagonal: torch.Tensor | None = None
         self._sketch: NystromApproximation | None = None
+        self.linear_iterations = 0
 
     def diagonal(self) -> torch.Tensor:
         r"""Hutchinson's estimate of :math:`\operatorname{diag}(J^\top WJ)`, shape ``(p,)``; computed once per point.
@@ -138,28 +196,37 @@ class _ConjugateGradientFactorization(Factorization):
         image = parametrization.jvp(theta, self.solve(egrad, damping).value)
         return float(self.operator.weight.norm(image))
 
-    def solve(
-        self, rhs: torch.Tensor, damping: float, rtol: float | None = None, tolerance: float | None = None
-    ) -> LinearSolution:
-        r"""CG on :math:`(J^\top WJ + \lambda I)x = b`; ``tolerance`` overrides the settings' relative residual target for this solve (an inexact-Newton forcing term)."""
+    def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
         del rtol  # no pseudo-inverse here: CG solves the damped system
 
         def matvec(xi: torch.Tensor) -> torch.Tensor:
             return self.operator.matvec(xi) + damping * xi
 
+        rule = self.settings.tolerance
+        certified = isinstance(rule, CertifiedDecrease)
+        target = rule.relative_tolerance if certified else rule
         value, iterations, relative = conjugate_gradient(
             matvec,
             rhs,
-            tolerance=self.settings.tolerance if tolerance is None else tolerance,
+            tolerance=target,
             max_iterations=self.settings.max_iterations,
             preconditioner=self._preconditioner(damping),
+            decrease_fraction=rule.fraction if certified else None,
+            shift=damping,
         )
-        target = self.settings.tolerance if tolerance is None else tolerance
+        self.linear_iterations += iterations
         converged = relative <= target
+        reached = ""
+        if certified and not converged:
+            fraction = certified_decrease_fraction(
+                float(rhs @ value), relative * float(torch.linalg.vector_norm(rhs)), damping
+            )
+            converged = fraction >= rule.fraction
+            reached = f" and a certified {fraction:.3f} of the exact model decrease (< {rule.fraction})"
         if not converged and self.settings.on_unconverged != "ignore":
             message = (
                 f"conjugate gradients stopped at their cap of {iterations} iterations with relative residual "
-                f"{relative:.2e} > tolerance {target:.1e}: the solve is inexact (raise "
+                f"{relative:.2e} > tolerance {target:.1e}{reached}: the solve is inexact (raise "
                 "ConjugateGradientSolve.max_iterations, or the damping)"
             )
             if self.settings.on_unconverged == "raise":
@@ -185,7 +252,9 @@ class ConjugateGradientSolve:
     operators without such a cluster.
 
     Args:
-        tolerance: relative residual target. Default ``1e-10``.
+        tolerance: relative residual target, default ``1e-10``; or a :class:`CertifiedDecrease`, which stops
+            each solve once the step it gives is certified to achieve a share of the exact damped model
+            decrease (an inexact-Newton forcing rule: far fewer iterations where the damping is not tiny).
         max_iterations: iteration cap per solve. Default ``500``.
         preconditioner: ``"none"`` (default), ``"jacobi"``, ``"nystrom"`` (the randomized Nyström
             preconditioner of :mod:`mms_manifolds.linalg.nystrom` with the default
@@ -201,7 +270,7 @@ class ConjugateGradientSolve:
             silently, and every Riemannian gradient or residual built on it was inexact with no record.
     """
 
-    tolerance: float = 1e-10
+    tolerance: float | CertifiedDecrease = 1e-10
     max_iterations: int = 500
     preconditioner: str | NystromPreconditioning = "none"
     diagonal_probes: int = 16
@@ -209,7 +278,8 @@ class ConjugateGradientSolve:
     name: str = "cg"
 
     def __post_init__(self) -> None:
-        check_positive_float("tolerance", self.tolerance)
+        if not isinstance(self.tolerance, CertifiedDecrease):
+            check_positive_float("tolerance", self.tolerance)
         if int(self.max_iterations) < 1:
             raise ValueError(f"max_iterations must be >= 1, got {self.max_iterations}")
         if not isinstance(self.preconditioner, NystromPreconditioning) and self.preconditioner not in (

@@ -138,6 +138,9 @@ class Factorization(ABC):
 
     operator: GramOperator | None = None
 
+    linear_iterations: int = 0
+    """CG iterations this factorisation's solves have taken so far (``0`` for direct modes); progress reports read it."""
+
     def range_split(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
         r""":math:`(\|P_T v\|_M, \|v - P_T v\|_M)` for ``v`` of shape ``(N, m)``, :math:`P_T` the :math:`M`-orthogonal projection onto :math:`\operatorname{range} J`.
 

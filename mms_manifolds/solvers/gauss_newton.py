@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import torch
 
 from .._checks import check_integer, check_positive_float
 from ..linalg import AutoSolve, make_solve_mode
+from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 
@@ -97,7 +99,8 @@ class GaussNewton(InnerSolver):
     tangential residual (otherwise the solve ends as ``STALLED``). The tangential residual (it needs an
     SVD of the whitened Jacobian) is measured at the end of the solve, where the driver's ledger reads
     it from the same cached SVD, and at every iteration only where ``tolerance > 0`` asks for a
-    stopping test. A non-finite gradient ends the solve as ``NON_FINITE``, a step that no trial makes
+    stopping test. Each iteration is reported to :mod:`mms_manifolds.progress` (cost, residual where
+    measured, the CG iterations of its model solves, seconds). A non-finite gradient ends the solve as ``NON_FINITE``, a step that no trial makes
     succeed as ``NO_PROGRESS``; both keep the last good iterate.
 
     Warm start: :meth:`solve` returns the step length and damping it ended with in
@@ -222,18 +225,18 @@ class GaussNewton(InnerSolver):
         stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
         step_length, relative_damping, nu = state["step_length"], state["relative_damping"], 2.0
         use_line_search = None
+        started = time.perf_counter()
         for iteration in range(self.max_iterations):
             if tolerance > 0:
-                if iteration > 0:
-                    residuals.append(subproblem.tangential_residual(theta))
-                    residual_iterations.append(iteration)
                 if not math.isfinite(residuals[-1]):
                     stop, failed_at = StopReason.NON_FINITE, iteration
                     break
                 if residuals[-1] <= tolerance:
                     stop = StopReason.CONVERGED
                     break
+            model = None  # release the last point's Jacobian and factorisation before the next are formed
             model = self._model(subproblem, theta)
+            solved_before = model.factorization.linear_iterations
             iterations += 1
             if not bool(torch.isfinite(model.gradient).all()):
                 stop, failed_at = StopReason.NON_FINITE, iteration
@@ -259,11 +262,25 @@ class GaussNewton(InnerSolver):
                 break
             theta, cost = candidate
             costs.append(cost)
+            if tolerance > 0:  # the stopping test of the next iteration, measured here to be reported with this one
+                residuals.append(subproblem.tangential_residual(theta))
+                residual_iterations.append(iterations)
+            report_inner_iteration(
+                InnerProgress(
+                    self.name,
+                    iterations,
+                    cost,
+                    residuals[-1] if tolerance > 0 else math.nan,
+                    model.factorization.linear_iterations - solved_before,
+                    time.perf_counter() - started,
+                    theta,
+                )
+            )
         if not residual_iterations or residual_iterations[-1] != iterations:
             residuals.append(subproblem.tangential_residual(theta))
             residual_iterations.append(iterations)
-            if stop is StopReason.MAX_ITERATIONS and residuals[-1] <= tolerance:
-                stop = StopReason.CONVERGED
+        if stop is StopReason.MAX_ITERATIONS and residuals[-1] <= tolerance:
+            stop = StopReason.CONVERGED
         return InnerResult(
             theta,
             iterations,
