@@ -100,7 +100,8 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
     [
         (286, 300, "dense"),
         (1021, 10_000, "dense"),  # J is 82 MB: the factorisation's ~650 MB fits the 1 GiB budget
-        (9997, 1000, "dense"),  # the smaller side: a 1000 x 1000 kernel Gram matrix
+        (9997, 1000, "kernel"),  # the dense mode's SVD of 1000 x 9997 is ~14 s: the kernel's Cholesky instead
+        (1021, 1000, "dense"),  # that SVD under 2 s: the dense mode, as before
         (1021, 100_000, "cg"),  # J is 817 MB: the dense factorisation peaked at 7.2 GB
         (99853, 1000, "kernel"),  # J is 800 MB: the dense SVD path peaked at 5.8 GB; the kernel's Cholesky needs 2.3 GiB
         (5000, 5000, "cg"),  # a 5000 x 5000 Gram side is past the CPU's dense limit (and the budget)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .cg import ConjugateGradientSolve
-from .cost_model import DEVICE_RATES, cg_estimate, kernel_estimate
+from .cost_model import DEVICE_RATES, cg_estimate, dense_svd_seconds, kernel_estimate
 from .dense import DenseSolve
 from .kernel import KernelSolve
 from .solution import available_memory_bytes
@@ -20,6 +20,9 @@ SolveMode = DenseSolve | WoodburySolve | KernelSolve | ConjugateGradientSolve
 #: Default peak bytes of a dense or kernel factorisation on a CPU (``AutoSolve(memory_budget_bytes=...)``).
 CPU_MEMORY_BUDGET_BYTES = 4 * 2**30
 
+#: Longest estimated SVD (seconds per point) the dense mode may take on the kernel side before the kernel mode replaces it.
+DENSE_SVD_SECONDS = 2.0
+
 #: Largest smaller Gram side :math:`\min(p, Nm)` factored densely, by device type (``docs/performance.md``).
 MAX_DENSE_SIZE = {"cpu": 4096, "cuda": 16384}
 
@@ -30,7 +33,10 @@ class AutoSolve:
 
     - ``dense`` (Cholesky of the smaller Gram side, :math:`J^\top MJ` or :math:`MJJ^\top`, and the SVD of
       the whitened Jacobian for the residual split) when :math:`n = \min(p, Nm)` is at most
-      ``max_dense_size`` and the factorisation fits;
+      ``max_dense_size`` and the factorisation fits, except on the kernel side (:math:`Nm < p`) where that
+      SVD is estimated above ``DENSE_SVD_SECONDS`` (2 s: about :math:`(Nm)^2p > 1.4\cdot10^9` on a CPU; at
+      :math:`Nm = 2500`, :math:`p = 20601` it took 180 s, against 1 s for a Cholesky of the kernel), which
+      goes to ``kernel``;
     - else ``kernel`` (:class:`~mms_manifolds.linalg.KernelSolve`: Cholesky of the :math:`Nm \times Nm`
       kernel, no SVD) when :math:`Nm < p`, its :meth:`KernelSolve.peak_numbers` fit the budget, and the
       time model of :mod:`~mms_manifolds.linalg.cost_model` estimates it cheaper than CG per point;
@@ -79,6 +85,18 @@ class AutoSolve:
         required = self.FACTORIZATION_MEMORY_MULTIPLE * jacobian_bytes
         smaller = min(num_parameters, ambient_dimension)
         side = "J^T M J" if num_parameters <= ambient_dimension else "M J J^T"
+        rates = DEVICE_RATES.get(kind, DEVICE_RATES["cpu"])
+        svd_seconds = dense_svd_seconds(num_parameters, ambient_dimension, rates)
+        kernel_side = ambient_dimension < num_parameters
+        if smaller <= limit and required <= budget and kernel_side and svd_seconds > DENSE_SVD_SECONDS:
+            peak = KernelSolve.peak_numbers(num_parameters, ambient_dimension) * bytes_per_number
+            if peak <= budget:
+                return KernelSolve(), (
+                    f"min(p, Nm) = {smaller} <= {limit} on {kind}, but the dense mode's SVD of the {ambient_dimension} x "
+                    f"{num_parameters} whitened Jacobian would take about {svd_seconds:.3g} s per point "
+                    f"(> {DENSE_SVD_SECONDS:g} s): Cholesky of the {ambient_dimension} x {ambient_dimension} kernel, "
+                    f"about {peak / 2**20:.0f} MiB"
+                )
         if smaller <= limit and required <= budget:
             return DenseSolve(), (
                 f"min(p, Nm) = {smaller} <= {limit} on {kind} and about {required / 2**20:.0f} MiB fit: "
@@ -89,7 +107,6 @@ class AutoSolve:
             f"{required / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget with a {smaller} x {smaller} Gram side "
             f"(limit {limit})"
         )
-        rates = DEVICE_RATES.get(kind, DEVICE_RATES["cpu"])
         cg = cg_estimate(num_parameters, ambient_dimension, bytes_per_number, rates)
         if ambient_dimension < num_parameters:
             peak = KernelSolve.peak_numbers(num_parameters, ambient_dimension)

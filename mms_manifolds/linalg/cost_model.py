@@ -29,6 +29,7 @@ __all__ = [
     "DeviceRates",
     "ModeEstimate",
     "cg_estimate",
+    "dense_svd_seconds",
     "kernel_estimate",
 ]
 
@@ -52,6 +53,8 @@ class DeviceRates:
         autodiff_flops: a JVP and a VJP of a tanh MLP, counted as :math:`8Nmp` flops, per second.
         iteration_latency: shortest time of one CG iteration (kernel launches, host synchronisations), s.
         source: where the numbers come from.
+        svd_rate: :math:`n^2p` per second of the thin SVD of an ``(n, p)`` whitened Jacobian (the dense mode's
+            residual split), or ``None`` where that SVD comes from an eigendecomposition of the Gram side (CUDA).
     """
 
     gemm_flops: float
@@ -60,6 +63,7 @@ class DeviceRates:
     autodiff_flops: float
     iteration_latency: float
     source: str
+    svd_rate: float | None = None
 
 
 #: Rates per device type (module docstring; ``docs/performance.md``, "Choosing the solve mode").
@@ -71,6 +75,7 @@ DEVICE_RATES = {
         autodiff_flops=7.8e9,
         iteration_latency=0.0,
         source="measured: 2-core CPU, one torch thread, float64 (p = 8577, N = 4900 MLP; n = 2000 matrices)",
+        svd_rate=7e8,  # LAPACK's SVD of a 2500 x 20601 whitened Jacobian: 180 s (shared machine)
     ),
     "cuda": DeviceRates(
         gemm_flops=3e13,
@@ -109,3 +114,11 @@ def cg_estimate(num_parameters: int, ambient_dimension: int, bytes_per_number: i
     iteration = max(8 * ambient_dimension * num_parameters / rates.autodiff_flops, rates.iteration_latency)
     numbers = 8 * (ambient_dimension + num_parameters)
     return ModeEstimate(SOLVES_PER_POINT * CG_ITERATIONS_PER_SOLVE * iteration, numbers * bytes_per_number)
+
+
+def dense_svd_seconds(num_parameters: int, ambient_dimension: int, rates: DeviceRates) -> float:
+    r"""Estimated seconds of the dense mode's thin SVD of the whitened Jacobian, :math:`n^2p` with :math:`n = \min(p, Nm)`; 0 where ``svd_rate`` is ``None``."""
+    if rates.svd_rate is None:
+        return 0.0
+    smaller, larger = sorted((num_parameters, ambient_dimension))
+    return smaller**2 * larger / rates.svd_rate
