@@ -41,8 +41,6 @@ from peers import poisson  # noqa: E402
 from mms_manifolds import (  # noqa: E402
     LBFGS,
     GaussNewton,
-    MinimizingMovement,
-    MMSSubproblem,
 )
 from mms_manifolds.linalg import (  # noqa: E402
     AutoSolve,
@@ -73,10 +71,6 @@ def seconds(function, device: torch.device, repeats: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def step_problem(flow: MinimizingMovement, theta: torch.Tensor) -> MMSSubproblem:
-    return MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, flow.tau)
-
-
 def floors(parameters: int, nodes: int, device: torch.device) -> dict:
     """One iteration of each kind at a new point, and the floor, in seconds."""
     import geoopt
@@ -87,7 +81,7 @@ def floors(parameters: int, nodes: int, device: torch.device) -> dict:
 
     flow = regression_flow(parameters, nodes, device=device)
     theta0 = flow.parametrization.initial_point()
-    subproblem = step_problem(flow, theta0)
+    subproblem = flow.subproblem(theta0)
     generator = torch.Generator(device=device).manual_seed(1)
     manifold = subproblem.manifold
 
@@ -216,7 +210,7 @@ def poisson_iteration(device: torch.device) -> dict:
     """Seconds per Gauss–Newton iteration on the 2-D Poisson least-squares problem (a 20-iteration solve)."""
     flow, _, _ = poisson(0, device)
     theta = flow.parametrization.initial_point()
-    subproblem = step_problem(flow, theta)
+    subproblem = flow.subproblem(theta)
     GaussNewton(max_iterations=2).solve(subproblem, theta)
     synchronize(device)
     start = time.perf_counter()

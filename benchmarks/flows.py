@@ -8,7 +8,6 @@ import resource
 import torch
 
 from mms_manifolds import MinimizingMovement, problems
-from mms_manifolds.subproblem import MMSSubproblem
 
 __all__ = ["CG_CAP", "MEMORY_CG_CAP", "peak_rss_bytes", "regression_flow", "regression_subproblem", "width_for"]
 
@@ -41,7 +40,7 @@ def regression_subproblem(
     """The first MMS step of :func:`regression_flow`: ``(network, subproblem, theta)``."""
     flow = regression_flow(parameters, nodes, solve_mode, seed, damping)
     theta = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, flow.tau)
+    subproblem = flow.subproblem(theta)
     return flow.parametrization.module, subproblem, theta
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy
 import torch
 
-from mms_manifolds import GaussNewton, MinimizingMovement, MMSSubproblem
+from mms_manifolds import GaussNewton, MinimizingMovement
 from mms_manifolds.meshfree import (
     JetMetric,
     JetParametrization,
@@ -114,7 +114,7 @@ def run_seed(
     build, targets = PROBLEMS[problem]
     flow, network, l2_error = build(seed)
     theta = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, TAU)
+    subproblem = flow.subproblem(theta)
     one_iteration = GaussNewton(max_iterations=1, line_search=line_search, step_cutoff=step_cutoff)
     errors, state, solve_seconds = [], None, 0.0
     for _ in range(iterations):

@@ -20,7 +20,6 @@ import torch
 
 from mms_manifolds import GaussNewton, L2Metric, L2Regression, MinimizingMovement, TorchParametrization
 from mms_manifolds.linalg import ConjugateGradientSolve, DenseSolve, WoodburySolve
-from mms_manifolds.subproblem import MMSSubproblem
 
 
 def clock(device: torch.device) -> float:
@@ -56,9 +55,9 @@ def main() -> None:
         f"p = {parametrization.num_parameters}, N = {arguments.nodes}, auto mode {flow.manifold.solve_mode_name()}"
     )
 
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(parametrization.value(theta)), energy, flow.tau)
+    subproblem = flow.subproblem(theta)
     GaussNewton(max_iterations=1).solve(subproblem, theta)  # warm-up
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(parametrization.value(theta)), energy, flow.tau)
+    subproblem = flow.subproblem(theta)
     start = clock(device)
     GaussNewton(max_iterations=1).solve(subproblem, theta)
     gauss_newton = clock(device) - start

@@ -3,7 +3,7 @@
 import torch
 from pymanopt.optimizers import TrustRegions
 
-from mms_manifolds import L2Metric, L2Regression, MinimizingMovement, MMSSubproblem, TorchParametrization
+from mms_manifolds import L2Metric, L2Regression, MinimizingMovement, TorchParametrization
 from mms_manifolds.adapters import PymanoptIncrementManifold, make_problem
 from mms_manifolds.grids import trapezoid_weights
 
@@ -14,7 +14,7 @@ metric = L2Metric(trapezoid_weights(64, -1, 1))
 flow = MinimizingMovement(TorchParametrization(net, x), L2Regression(x.abs(), metric), metric, tau=0.2)
 
 theta0 = flow.parametrization.initial_point()
-step = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+step = flow.subproblem(theta0)
 manifold = PymanoptIncrementManifold(step.manifold)
 result = TrustRegions(max_iterations=10, verbosity=1).run(make_problem(step, manifold), initial_point=theta0.numpy())
 print("residual split (total, tangential, normal):", step.residual(torch.from_numpy(result.point)))

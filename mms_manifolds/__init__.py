@@ -1,6 +1,6 @@
 """mms_manifolds: neural gradient flows as Riemannian optimisation on the increment manifold of a network."""
 
-from .budget import TrajectoryBudget, lipschitz_constant
+from .budget import TrajectoryBudget
 from .diagnostics import JacobianDiagnostics
 from .energies import CallableEnergy, DirichletEnergy, Energy, GinzburgLandau, L2Regression, QuarticEnergy
 from .manifold import Geodesic, IncrementManifold, default_relative_damping
@@ -15,6 +15,7 @@ from .parametrizations import (
 )
 from .results import MMSResult, ResultFileError, StepRecord
 from .solvers import LBFGS, SGD, Adam, GaussNewton, InnerResult, InnerSolver, RiemannianGradientDescent, StopReason
+from .step_constants import StepConstants, lipschitz_constant
 from .subproblem import MMSSubproblem, Residual
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "MMSResult",
     "MinimizingMovement",
     "ResultFileError",
+    "StepConstants",
     "StepRecord",
     "TrajectoryBudget",
     "exact_trajectory",

@@ -18,25 +18,7 @@ from dataclasses import dataclass
 
 from ._checks import check_positive_float
 
-__all__ = ["TrajectoryBudget", "lipschitz_constant"]
-
-
-def lipschitz_constant(convexity: float, tau: float) -> float:
-    r""":math:`L = 1/(1 + \tau\lambda)`, the Lipschitz constant of :math:`\operatorname{prox}_{\tau E}` for :math:`\lambda`-convex :math:`E`.
-
-    The one place where :math:`1 + \tau\lambda > 0` is checked: the driver, the MMS step and the exact
-    Ginzburg–Landau step all ask this function.
-
-    Raises:
-        ValueError: :math:`1 + \tau\lambda \le 0` (the step is not strongly convex).
-    """
-    if 1 + tau * convexity <= 0:
-        raise ValueError(
-            f"tau = {tau} is too large for this {convexity:.6g}-convex energy: 1 + tau * lambda = "
-            f"{1 + tau * convexity:.6g} <= 0, so the MMS step is not strongly convex; need tau < 1/|lambda| = "
-            f"{-1 / convexity:.6g}"
-        )
-    return 1 / (1 + tau * convexity)
+__all__ = ["TrajectoryBudget"]
 
 
 @dataclass(frozen=True)

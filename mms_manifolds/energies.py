@@ -20,8 +20,8 @@ import torch
 from torch.func import grad, jvp
 
 from ._checks import check_positive_float, check_real_tensor
-from .budget import lipschitz_constant
 from .metrics.base import Metric
+from .step_constants import lipschitz_constant
 
 __all__ = [
     "CallableEnergy",

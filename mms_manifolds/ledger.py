@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .budget import lipschitz_constant
 from .energies import Energy
 from .metrics.base import Metric
+from .step_constants import StepConstants
 from .subproblem import Residual
 
 __all__ = ["BoundParts", "TrackingLedger"]
@@ -67,19 +67,17 @@ class TrackingLedger:
     r"""The recursion :math:`B_{k+1} = L B_k + \rho_k/\mu + \delta_k` and its two checks (module docstring).
 
     Args:
-        convexity: :math:`\lambda`, finite.
-        tau: :math:`\tau`.
+        constants: the step's :math:`\tau`, :math:`\lambda`, :math:`L`, :math:`\mu`; :math:`\lambda` known.
         metric: :math:`M`, for the norms of the allowance and the curvature check.
         dtype: the states' dtype, for :math:`\varepsilon`.
         size: :math:`Nm`, the number of entries of a state.
     """
 
-    def __init__(self, convexity: float, tau: float, metric: Metric, dtype: torch.dtype, size: int):
-        if not math.isfinite(convexity):
-            raise ValueError(f"the convexity modulus must be finite, got {convexity}")
-        self.convexity, self.tau, self.metric = float(convexity), float(tau), metric
-        self.lipschitz = lipschitz_constant(self.convexity, self.tau)
-        self.strong_convexity = 1 / self.tau + self.convexity
+    def __init__(self, constants: StepConstants, metric: Metric, dtype: torch.dtype, size: int):
+        if not constants.known:
+            raise ValueError("the tracking bound needs the energy's convexity modulus; it is unknown (None)")
+        self.constants, self.metric = constants, metric
+        self.convexity = constants.convexity
         self.epsilon = torch.finfo(dtype).eps
         self.rounding_constant = 16 + math.sqrt(size)
 
@@ -90,7 +88,7 @@ class TrackingLedger:
 
     def step(self, previous: BoundParts, residual: Residual, u_new: torch.Tensor, u_old: torch.Tensor) -> BoundParts:
         r"""The parts of :math:`B_{k+1}` from those of :math:`B_k` and the step's residual."""
-        lipschitz, mu = self.lipschitz, self.strong_convexity
+        lipschitz, mu = self.constants.lipschitz, self.constants.strong_convexity
         allowance = self.rounding_allowance(u_new, u_old)
         return BoundParts(
             tracking_bound=lipschitz * previous.tracking_bound + residual.total / mu + allowance,

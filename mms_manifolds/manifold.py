@@ -7,12 +7,13 @@ Points are flat parameter vectors :math:`\theta \in \mathbb{R}^p`; tangent vecto
 .. math:: G(\theta) = J(\theta)^\top M J(\theta) + \lambda_d I,
 
 so that, with :math:`\lambda_d = 0`, :math:`\theta \mapsto \phi(\theta) - u_k` is an isometric chart of
-the increment set :math:`\{f_\theta - u_k\}` wherever :math:`J` has full column rank.
+the increment set :math:`\{f_\theta - u_k\}` wherever :math:`J` has full column rank. The geometry does not
+depend on the anchor :math:`u_k` (a translation); the step problem that uses it owns it
+(:class:`~mms_manifolds.subproblem.MMSSubproblem`), so one manifold serves every step of a flow.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -122,7 +123,6 @@ class IncrementManifold:
     Args:
         parametrization: :math:`\phi`, shape ``(p,) -> (N, m)``.
         metric: :math:`M`, SPD on :math:`H_N`.
-        anchor: :math:`u_k`, shape ``(N, m)``; ``None`` means zero (increments are node values).
         damping: :math:`\lambda_d \ge 0`, or ``"auto"``: :func:`default_relative_damping` times
             :math:`\operatorname{tr}(J^\top M J)/p` at ``parametrization.initial_point()``, fixed at
             construction (a constant :math:`\lambda_d` leaves the Christoffel symbols unchanged).
@@ -130,9 +130,8 @@ class IncrementManifold:
             :mod:`mms_manifolds.linalg`.
 
     Raises:
-        ValueError: ``anchor`` has the wrong shape or non-finite values; ``damping`` is negative or
-            not finite; ``metric`` is not positive definite (checked densely when :math:`Nm \le 2000`).
-        TypeError: ``anchor`` has a dtype other than the model's.
+        ValueError: ``damping`` is negative or not finite; ``metric`` is not positive definite (checked
+            densely when :math:`Nm \le 2000`).
 
     Examples:
         >>> import torch
@@ -150,7 +149,6 @@ class IncrementManifold:
         self,
         parametrization: Parametrization,
         metric: Metric,
-        anchor: torch.Tensor | None = None,
         damping: float | str = "auto",
         solve_mode: object = "auto",
     ):
@@ -164,7 +162,6 @@ class IncrementManifold:
         self.parametrization = parametrization
         self.metric = metric
         self.solve_mode = make_solve_mode(solve_mode)
-        self.anchor = self._check_anchor(anchor)
         self._check_metric()
         self._linearization = MetricLinearization(parametrization, metric, self.selected_solve_mode)
         if damping == "auto":
@@ -178,14 +175,6 @@ class IncrementManifold:
             self.damping = check_positive_float("damping", damping, allow_zero=True)
 
     # ----------------------------------------------------------------------------------- set-up
-
-    def _check_anchor(self, anchor: object) -> torch.Tensor:
-        options = {"dtype": self.parametrization.dtype, "device": self.parametrization.device}
-        if anchor is None:
-            return torch.zeros(self.parametrization.output_shape, **options)
-        anchor = as_tensor("anchor", anchor, **options)
-        check_shape("anchor", anchor, self.parametrization.output_shape)
-        return check_finite("anchor", anchor)
 
     def _check_metric(self) -> None:
         options = {"dtype": self.parametrization.dtype, "device": self.parametrization.device}
@@ -224,16 +213,6 @@ class IncrementManifold:
             )
         return self.solve_mode, "given"
 
-    def with_anchor(self, anchor: torch.Tensor) -> IncrementManifold:
-        """The same manifold (parametrisation, metric, damping, solve mode) around another anchor :math:`u_k`.
-
-        The metric check and the damping are not redone, and the copy shares this manifold's
-        :class:`~mms_manifolds.linalg.MetricLinearization` (the geometry does not depend on the anchor).
-        """
-        moved = copy.copy(self)
-        moved.anchor = self._check_anchor(anchor)
-        return moved
-
     def solve_mode_name(self) -> str:
         """Name of the solve mode in use (after the automatic choice)."""
         return self.selected_solve_mode().name
@@ -270,11 +249,6 @@ class IncrementManifold:
     def dim(self) -> int:
         """:math:`p`, the dimension of the chart (the manifold's dimension where :math:`J` has full rank)."""
         return self.parametrization.num_parameters
-
-    def increment(self, theta: torch.Tensor) -> torch.Tensor:
-        r""":math:`\phi(\theta) - u_k`, shape ``(N, m)``."""
-        theta = self.check_point(theta)
-        return _finite_result("increment", self.parametrization.value(theta) - self.anchor)
 
     def to_ambient(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         r"""Function-space image :math:`J(\theta)\xi`, shape ``(N, m)``."""

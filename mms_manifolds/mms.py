@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ._checks import as_tensor, check_finite, check_held_tensors, check_integer, check_positive_float, check_shape
-from .budget import TrajectoryBudget, lipschitz_constant
+from .budget import TrajectoryBudget
 from .energies import Energy
 from .fingerprint import trajectory_fingerprint
 from .ledger import BoundParts, TrackingLedger
@@ -37,6 +37,7 @@ from .parametrizations.base import Parametrization
 from .results import MMSResult, StepRecord
 from .run_settings import RunSettings
 from .solvers.base import InnerResult, InnerSolver, StopReason
+from .step_constants import StepConstants
 from .storage import WriterLock, resolve_path
 from .subproblem import MMSSubproblem, Residual
 
@@ -145,19 +146,37 @@ class MinimizingMovement:
         self.parametrization = parametrization
         self.energy = energy
         self.metric = metric
-        self.tau = check_positive_float("tau", tau)
-        self.convexity = energy.convexity(metric)
-        if self.convexity is not None and not math.isfinite(self.convexity):
-            raise ValueError(
-                f"{type(energy).__name__}.convexity returned {self.convexity}: a convexity modulus must be finite "
-                "(or None when unknown); a non-finite one would certify bounds of 0 or nan"
-            )
-        if self.convexity is not None:
-            self.lipschitz = lipschitz_constant(self.convexity, self.tau)
-            self.strong_convexity = 1 / self.tau + self.convexity
-        else:
-            self.lipschitz = self.strong_convexity = math.nan
+        self.constants = StepConstants.of(tau, energy.convexity(metric), f"{type(energy).__name__}.convexity")
+        r""":math:`\tau`, the energy's convexity :math:`\lambda` in :math:`M`, :math:`L` and :math:`\mu`: computed once per flow."""
         self.manifold = IncrementManifold(parametrization, metric, damping=damping, solve_mode=solve_mode)
+
+    @property
+    def tau(self) -> float:
+        """:math:`\tau`."""
+        return self.constants.tau
+
+    @property
+    def convexity(self) -> float | None:
+        r""":math:`\lambda`, the energy's convexity modulus in :math:`M` (``None`` if unknown)."""
+        return self.constants.convexity
+
+    def step_problem(self, anchor: torch.Tensor, tau: float | None = None) -> MMSSubproblem:
+        r"""The step :math:`\min_\theta E(\phi(\theta)) + \|\phi(\theta) - a\|_M^2/(2\tau)` from any anchor :math:`a`.
+
+        With the flow's manifold, energy and convexity modulus (not asked of the energy again). A multistep
+        scheme calls it with its own anchor and step size, e.g. BDF2: :math:`a = (4u_k - u_{k-1})/3`,
+        :math:`2\tau/3`.
+
+        Args:
+            anchor: :math:`a`, node values of shape ``(N, m)``.
+            tau: the step size; ``None`` for the flow's :math:`\tau`.
+        """
+        constants = self.constants if tau is None else StepConstants.of(tau, self.convexity)
+        return MMSSubproblem(self.manifold, self.energy, constants.tau, anchor, constants.convexity)
+
+    def subproblem(self, theta: torch.Tensor) -> MMSSubproblem:
+        r"""The flow's MMS step from :math:`\theta_k`: :meth:`step_problem` anchored at :math:`u_k = \phi(\theta_k)`."""
+        return self.step_problem(self.parametrization.value(self.manifold.check_point(theta)))
 
     @property
     def certified(self) -> bool:
@@ -187,8 +206,8 @@ class MinimizingMovement:
         return RunSettings(
             tau=self.tau,
             convexity=self.convexity,
-            lipschitz=None if math.isnan(self.lipschitz) else self.lipschitz,
-            strong_convexity=None if math.isnan(self.strong_convexity) else self.strong_convexity,
+            lipschitz=self.constants.lipschitz,
+            strong_convexity=self.constants.strong_convexity,
             certified=self.certified and not resampled,
             resampled=resampled,
             solver=repr(solver),
@@ -309,20 +328,20 @@ class MinimizingMovement:
             lock = None if path is None else stack.enter_context(WriterLock(path))
             result = self._resume_or_start(theta0, reference, settings, path, lock)
             step_tolerance = (
-                None if budget is None else budget.step_tolerance(self.lipschitz, self.strong_convexity, steps)
+                None
+                if budget is None
+                else budget.step_tolerance(self.constants.lipschitz, self.constants.strong_convexity, steps)
             )
             exact = reference is None and resample is None and self.energy.has_prox
             ledger = (
-                TrackingLedger(self.convexity, self.tau, self.metric, self.parametrization.dtype, self._state_size)
+                TrackingLedger(self.constants, self.metric, self.parametrization.dtype, self._state_size)
                 if settings.certified
                 else None
             )
             for step in range(result.steps_done + 1, steps + 1):
                 start = time.perf_counter()
-                parametrization, energy, manifold = self._step_problem(resample, step)
-                anchor = parametrization.value(result.thetas[-1])
-                convexity = self.convexity if resample is None else energy.convexity(manifold.metric)
-                subproblem = MMSSubproblem(manifold.with_anchor(anchor), energy, self.tau, convexity)
+                subproblem = self._step_subproblem(resample, step, result.thetas[-1])
+                energy, manifold, anchor = subproblem.energy, subproblem.manifold, subproblem.anchor
                 inner, retries = _solve_with_retries(
                     solver, subproblem, result, step, step_tolerance, on_failure, max_retries
                 )
@@ -417,12 +436,15 @@ class MinimizingMovement:
         _withdraw_certification(result, step, problem)
         return BoundParts.undefined()
 
-    def _step_problem(
-        self, resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None, step: int
-    ) -> tuple[Parametrization, Energy, IncrementManifold]:
-        """The parametrisation, energy and manifold of one step: the run's own, or step ``step``'s resampled ones."""
+    def _step_subproblem(
+        self,
+        resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
+        step: int,
+        theta: torch.Tensor,
+    ) -> MMSSubproblem:
+        """Step ``step`` from ``theta``: :meth:`subproblem`, or on step ``step``'s resampled nodes."""
         if resample is None:
-            return self.parametrization, self.energy, self.manifold
+            return self.subproblem(theta)
         problem = resample(step)
         if not (isinstance(problem, tuple) and len(problem) == 3):
             raise TypeError(
@@ -437,7 +459,7 @@ class MinimizingMovement:
         manifold = IncrementManifold(
             parametrization, metric, damping=self.manifold.damping, solve_mode=self.manifold.solve_mode
         )
-        return parametrization, energy, manifold
+        return MMSSubproblem(manifold, energy, self.tau, parametrization.value(theta))
 
     def _resume_or_start(
         self,

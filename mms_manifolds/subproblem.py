@@ -2,7 +2,7 @@ r"""One MMS step as an optimisation problem over the increment manifold.
 
 .. math:: f(\theta) = F_k(\phi(\theta)),\qquad F_k(u) = E(u) + \frac{1}{2\tau}\|u - u_k\|_M^2
 
-with the anchor :math:`u_k` of the manifold. The function-space residual
+with the anchor :math:`u_k` the step owns. The function-space residual
 :math:`r = M^{-1}\nabla F_k(u)` bounds the distance to the exact step,
 :math:`\|u - \operatorname{prox}_{\tau E}(u_k)\|_M \le \|r\|_M/\mu` with :math:`\mu = 1/\tau + \lambda`, and
 splits :math:`M`-orthogonally into a tangential part (what more inner iterations remove) and a normal part
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_positive_float
-from .budget import lipschitz_constant
+from ._checks import as_tensor, check_finite, check_shape
 from .energies import Energy
 from .linalg import (
     AutoSolve,
@@ -30,6 +29,8 @@ from .linalg import (
 )
 from .manifold import IncrementManifold
 from .metrics.base import Metric
+from .parametrizations.base import Parametrization
+from .step_constants import StepConstants
 
 __all__ = ["GaussNewtonModel", "MMSSubproblem", "Residual", "StepHessian"]
 
@@ -134,6 +135,13 @@ class StepHessian:
         return product.reshape(v.shape) + self.metric.apply(v) / self.tau
 
 
+def _check_anchor(parametrization: Parametrization, anchor: object) -> torch.Tensor:
+    """``anchor`` if it is a finite tensor of node values of ``parametrization`` (shape, dtype, device), else raise."""
+    anchor = as_tensor("anchor", anchor, dtype=parametrization.dtype, device=parametrization.device)
+    check_shape("anchor", anchor, parametrization.output_shape)
+    return check_finite("anchor", anchor)
+
+
 def _resolve_solve_mode(manifold: IncrementManifold, mode: object) -> object:
     """A solve mode by name or instance; ``"auto"`` resolves to the manifold's automatic choice."""
     mode = make_solve_mode("auto" if mode is None else mode)
@@ -141,7 +149,7 @@ def _resolve_solve_mode(manifold: IncrementManifold, mode: object) -> object:
 
 
 class MMSSubproblem:
-    r"""The MMS step :math:`\min_\theta F_k(\phi(\theta))` on an :class:`IncrementManifold` anchored at :math:`u_k`.
+    r"""The MMS step :math:`\min_\theta F_k(\phi(\theta))` on an :class:`IncrementManifold`, anchored at :math:`u_k`.
 
     Values and gradients come from one cached forward per point: :math:`u = \phi(\theta)`,
     :math:`\nabla F_k(u) = \nabla E(u) + M(u - u_k)/\tau`, and :math:`\nabla_\theta f = J^\top\nabla F_k(u)`.
@@ -150,38 +158,60 @@ class MMSSubproblem:
     .. math:: \nabla^2_\theta f\,\xi = J^\top\big(\nabla^2E(u) + M/\tau\big)J\xi + c(\xi),\qquad
               c_i = \langle D^2\phi[\xi, e_i], \nabla F_k(u)\rangle .
 
+    The step owns its anchor; the manifold is geometry only, so one manifold serves every step of a flow
+    (its cache of :math:`J` and its factorisation included). :meth:`MinimizingMovement.subproblem
+    <mms_manifolds.MinimizingMovement.subproblem>` builds the step of a flow from :math:`\theta_k`,
+    :meth:`~mms_manifolds.MinimizingMovement.step_problem` from any anchor and step size.
+
     Args:
-        manifold: the increment manifold; its anchor is :math:`u_k`.
+        manifold: the increment manifold (:math:`\phi` and :math:`M`).
         energy: :math:`E`.
         tau: time step :math:`\tau > 0`.
+        anchor: :math:`u_k`, node values of shape ``(N, m)`` in the model's dtype and device; any state, not
+            necessarily a network output (a multistep scheme anchors at a combination of past states).
         convexity: :math:`\lambda` of ``energy`` in the manifold's metric if the caller knows it already
             (the MMS driver computes it once per flow: for Dirichlet, Ginzburg–Landau and quartic energies it
             is a dense Cholesky and an eigenvalue problem); omitted, it is asked of ``energy``.
 
     Raises:
-        ValueError: ``tau <= 0``, not finite, or :math:`1 + \tau\lambda \le 0` for a semi-convex energy.
+        TypeError: ``anchor`` is not a tensor of the model's dtype.
+        ValueError: ``tau <= 0`` or not finite; ``anchor`` has the wrong shape, another device or non-finite
+            values; :math:`1 + \tau\lambda \le 0` for a semi-convex energy.
     """
 
     _ASK_THE_ENERGY = object()  # the default of `convexity`: no modulus given, so ask `energy`
 
-    def __init__(self, manifold: IncrementManifold, energy: Energy, tau: float, convexity: object = _ASK_THE_ENERGY):
+    def __init__(
+        self,
+        manifold: IncrementManifold,
+        energy: Energy,
+        tau: float,
+        anchor: torch.Tensor,
+        convexity: object = _ASK_THE_ENERGY,
+    ):
         self.manifold = manifold
         self.energy = energy
-        self.tau = check_positive_float("tau", tau)
-        self.convexity = energy.convexity(manifold.metric) if convexity is self._ASK_THE_ENERGY else convexity
-        if self.convexity is not None:
-            lipschitz_constant(self.convexity, self.tau)  # raises unless the step is strongly convex
+        convexity = energy.convexity(manifold.metric) if convexity is self._ASK_THE_ENERGY else convexity
+        self.constants = StepConstants.of(tau, convexity)
+        r""":math:`\tau`, :math:`\lambda`, :math:`L` and :math:`\mu` of the step."""
+        self.anchor = _check_anchor(manifold.parametrization, anchor)
+        """:math:`u_k`, shape ``(N, m)``."""
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
-    def anchor(self) -> torch.Tensor:
-        """:math:`u_k`, shape ``(N, m)``."""
-        return self.manifold.anchor
+    def tau(self) -> float:
+        """:math:`\tau`."""
+        return self.constants.tau
+
+    @property
+    def convexity(self) -> float | None:
+        r""":math:`\lambda` of the energy in the manifold's metric, or ``None`` if unknown."""
+        return self.constants.convexity
 
     @property
     def strong_convexity(self) -> float | None:
         r""":math:`\mu = 1/\tau + \lambda`, the strong convexity of :math:`F_k` in the :math:`M`-norm (``None`` if :math:`\lambda` unknown)."""
-        return None if self.convexity is None else 1 / self.tau + self.convexity
+        return self.constants.strong_convexity
 
     def objective(self, u: torch.Tensor) -> torch.Tensor:
         r""":math:`F_k(u)` for node values ``u`` of shape ``(N, m)``; a scalar tensor."""

@@ -17,7 +17,7 @@ def _subproblem():
     theta0 = flow.parametrization.initial_point()
     return (
         flow,
-        MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau),
+        flow.subproblem(theta0),
         theta0,
     )
 
@@ -110,7 +110,7 @@ def test_the_step_size_rule_worked_example_of_the_docs():
 
     flow = regression_flow(widths=(1, 16, 16, 1), count=64)
     theta0 = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    subproblem = flow.subproblem(theta0)
     assert subproblem.riemannian_step_size(theta0) == pytest.approx(1 / 6, rel=1e-15)
     best = subproblem.cost(GaussNewton(max_iterations=50).solve(subproblem, theta0).point)
 
@@ -123,9 +123,7 @@ def test_the_step_size_rule_worked_example_of_the_docs():
     assert derived == given and derived[0] < 2e-5  # 1.0e-5 in the docs
     # Undamped, the first step at the rule's rate is the Gauss-Newton step (c + 1/tau) J^T M J delta = -g.
     undamped = MMSSubproblem(
-        IncrementManifold(flow.parametrization, flow.metric, damping=0.0).with_anchor(subproblem.anchor),
-        flow.energy,
-        flow.tau,
+        IncrementManifold(flow.parametrization, flow.metric, damping=0.0), flow.energy, flow.tau, subproblem.anchor
     )
     step = -undamped.riemannian_step_size(theta0) * undamped.manifold.egrad2rgrad(
         theta0, undamped.euclidean_gradient(theta0)
@@ -139,7 +137,7 @@ def test_the_rule_uses_the_energys_curvature_along_the_gradient_where_hess_e_is_
 
     flow = heat_flow()
     theta0 = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    subproblem = flow.subproblem(theta0)
     image = flow.parametrization.jvp(
         theta0, subproblem.manifold.egrad2rgrad(theta0, subproblem.euclidean_gradient(theta0))
     )

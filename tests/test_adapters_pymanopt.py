@@ -29,7 +29,7 @@ def _mlp_problem(damping=None):
     )
     theta0 = flow.parametrization.initial_point()
     anchor = flow.parametrization.value(theta0)
-    subproblem = MMSSubproblem(manifold.with_anchor(anchor), flow.energy, flow.tau)
+    subproblem = MMSSubproblem(manifold, flow.energy, flow.tau, anchor)
     adapter = PymanoptIncrementManifold(subproblem.manifold)
     return subproblem, adapter, make_problem(subproblem, adapter), theta0.numpy() + 0.1
 
@@ -109,7 +109,7 @@ def test_optimizers_reach_the_closed_form_step_on_a_linear_model(optimizer):
     # (SteepestDescent, ConjugateGradient) can resolve 1e-8 above rounding.
     x = torch.linspace(-1.0, 1.0, basis.shape[0])
     energy = L2Regression((basis @ torch.ones(basis.shape[1]) + 0.01 * x**7).unsqueeze(-1), flow.metric)
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), energy, flow.tau)
+    subproblem = MMSSubproblem(flow.manifold, energy, flow.tau, flow.parametrization.value(theta0))
     # Closed form: the M-least-squares projection of prox(u_k) onto the span.
     weights = flow.metric.weights.sqrt()
     exact = energy.prox(flow.parametrization.value(theta0), flow.tau, flow.metric)[:, 0]
@@ -136,7 +136,7 @@ def test_pymanopt_solver_in_the_driver_records_history():
     result = flow.run(flow.parametrization.initial_point(), 2, solver)
     assert np.all(result.trajectory_error <= result.tracking_bound + 1e-12)
     inner = solver.solve(
-        MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(result.thetas[0])), flow.energy, flow.tau),
+        flow.subproblem(result.thetas[0]),
         result.thetas[0],
     )
     assert inner.iterations <= 3 and len(inner.residual_history) >= 2
@@ -230,7 +230,7 @@ def test_each_pymanopt_stop_is_classified_from_its_numbers(settings, tolerance, 
     """pymanopt 2.2 says "min grad norm reached after N iterations": a substring test read it as MAX_ITERATIONS."""
     flow = regression_flow(widths=(1, 4, 1), count=16)
     theta0 = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    subproblem = flow.subproblem(theta0)
     solver = PymanoptSolver(SteepestDescent, **settings)
     result = solver.solve(subproblem, theta0, tolerance=tolerance)
     assert result.stop_reason.name == expected, result.extra["stopping_criterion"]

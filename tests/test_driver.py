@@ -71,7 +71,7 @@ def test_linear_model_normal_residual_is_the_distance_to_the_span():
     result = problem.run(problem.parametrization.initial_point(), 4, GaussNewton(max_iterations=20))
     basis = problem.parametrization.basis[:, 0, :]
     weights = problem.metric.weights.sqrt()
-    mu = problem.strong_convexity
+    mu = problem.constants.strong_convexity
     for k in range(1, 5):
         exact_step = problem.energy.prox(
             problem.parametrization.value(result.thetas[k - 1]), problem.tau, problem.metric
@@ -94,10 +94,10 @@ def test_iterates_enter_the_predicted_neighbourhood_of_the_minimiser():
     initial_gap = float(problem.metric.norm(problem.parametrization.value(theta0) - target))
     for k, theta in enumerate(result.thetas):
         distance = float(problem.metric.norm(problem.parametrization.value(theta) - target))
-        assert distance <= result.tracking_bound[k] + problem.lipschitz**k * initial_gap + 1e-12
+        assert distance <= result.tracking_bound[k] + problem.constants.lipschitz**k * initial_gap + 1e-12
     final = float(problem.metric.norm(problem.parametrization.value(result.thetas[-1]) - target))
-    assert final <= result.tracking_bound[-1] + problem.lipschitz**15 * initial_gap
-    assert problem.lipschitz**15 * initial_gap < 0.01 * initial_gap  # the neighbourhood is O(delta)
+    assert final <= result.tracking_bound[-1] + problem.constants.lipschitz**15 * initial_gap
+    assert problem.constants.lipschitz**15 * initial_gap < 0.01 * initial_gap  # the neighbourhood is O(delta)
 
 
 def test_budget_meets_its_tolerance_with_fewer_iterations():

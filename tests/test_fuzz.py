@@ -34,6 +34,7 @@ from mms_manifolds import (
     L2Regression,
     MatrixMetric,
     MinimizingMovement,
+    MMSSubproblem,
     RiemannianGradientDescent,
     SobolevMetric,
     TorchParametrization,
@@ -146,10 +147,18 @@ def test_manifold_methods(method, theta, vector, ambient, use_valid_theta):
 
 
 @FUZZ
-@given(anchor=tensors(_PHI.value(_THETA)), damping=st.one_of(_SCALARS, st.just("auto"), st.just("more")))
-def test_manifold_construction(anchor, damping):
+@given(damping=st.one_of(_SCALARS, st.just("auto"), st.just("more")))
+def test_manifold_construction(damping):
+    exercise("IncrementManifold()", lambda: IncrementManifold(_PHI, _METRIC, damping=damping).damping, ("damping",))
+
+
+@FUZZ
+@given(anchor=tensors(_PHI.value(_THETA)), tau=_SCALARS)
+def test_step_problem_construction(anchor, tau):
     exercise(
-        "IncrementManifold()", lambda: IncrementManifold(_PHI, _METRIC, anchor, damping).damping, ("anchor", "damping")
+        "MMSSubproblem()",
+        lambda: MMSSubproblem(_MANIFOLD, _ENERGY, tau, anchor).cost(_THETA),
+        ("anchor", "tau"),
     )
 
 

@@ -28,10 +28,6 @@ from mms_manifolds.reproduce import build
 from problems import regression_flow
 
 
-def _step_problem(flow: MinimizingMovement, theta: torch.Tensor) -> MMSSubproblem:
-    return MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, flow.tau)
-
-
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 50), globalization=st.sampled_from(["line-search", "levenberg-marquardt"]))
 def test_cost_never_increases(seed, globalization):
@@ -39,7 +35,7 @@ def test_cost_never_increases(seed, globalization):
     theta0 = flow.parametrization.initial_point()
     for line_search in ("armijo", "grid"):
         solver = GaussNewton(max_iterations=6, globalization=globalization, line_search=line_search)
-        result = solver.solve(_step_problem(flow, theta0), theta0)
+        result = solver.solve(flow.subproblem(theta0), theta0)
         costs = result.cost_history
         rounding = [16 * np.finfo(float).eps * max(1.0, abs(cost)) for cost in costs]
         assert all(after <= before + slack for before, after, slack in zip(costs, costs[1:], rounding)), costs
@@ -71,7 +67,7 @@ def test_pseudo_inverse_step_on_an_ill_conditioned_jacobian(repeated_column):
     """
     flow, basis, target = _linear_flow(torch.logspace(0, -12, 8), repeated_column)
     theta0 = flow.parametrization.initial_point()
-    subproblem = _step_problem(flow, theta0)
+    subproblem = flow.subproblem(theta0)
     model = subproblem.gauss_newton_model(theta0)
     step = model.step(0.0)
     assert bool(torch.isfinite(step).all())
@@ -90,7 +86,7 @@ def test_one_iteration_lands_on_the_constrained_minimiser_of_a_linear_model(repe
     """Linear phi, quadratic E: the model is exact, so -A^+ g reaches the M-projection of the prox onto range(Phi)."""
     flow, basis, target = _linear_flow(torch.logspace(0, -4, 8), repeated_column)  # exactly rank deficient if repeated
     theta0 = flow.parametrization.initial_point()
-    result = GaussNewton(max_iterations=1, globalization="line-search").solve(_step_problem(flow, theta0), theta0)
+    result = GaussNewton(max_iterations=1, globalization="line-search").solve(flow.subproblem(theta0), theta0)
     prox = (flow.parametrization.value(theta0) + flow.tau * target) / (1 + flow.tau)
     columns = torch.linalg.svd(basis, full_matrices=False).U[:, :8]
     expected = columns @ (columns.T @ prox)
@@ -106,7 +102,7 @@ def test_the_step_cutoff_drops_the_eigenvalues_at_or_below_it():
     """
     flow, basis, _ = _linear_flow(torch.logspace(0, -12, 8), repeated_column=False)
     theta0 = flow.parametrization.initial_point()
-    model = _step_problem(flow, theta0).gauss_newton_model(theta0)
+    model = flow.subproblem(theta0).gauss_newton_model(theta0)
     _, singular, right = torch.linalg.svd(basis, full_matrices=False)
     kept = singular**2 > 1e-12 * float(singular.max()) ** 2
     assert int(kept.sum()) == 4
@@ -132,7 +128,7 @@ def test_the_full_pseudo_inverse_takes_over_where_the_truncated_step_has_nothing
     anchor = parametrization.value(theta0)
     target = anchor - 0.5 * left[:, 1:]
     flow = MinimizingMovement(parametrization, L2Regression(target, metric), metric, 1e3, damping=0.0)
-    subproblem = _step_problem(flow, theta0)
+    subproblem = flow.subproblem(theta0)
     model = subproblem.gauss_newton_model(theta0)
     assert float(model.step(0.0, 1e-12).norm()) < 1e-15  # rounding only
     solver = GaussNewton(max_iterations=1, globalization="line-search")
@@ -153,7 +149,7 @@ def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo(prev
     """
     flow = regression_flow(seed=2, tau=0.2)
     theta0 = flow.parametrization.initial_point()
-    subproblem = _step_problem(flow, theta0)
+    subproblem = flow.subproblem(theta0)
     solver = GaussNewton(max_iterations=1, globalization="line-search", step_cutoff=1e-6)
     state = {"step_length": previous_length, "relative_damping": solver.initial_damping}
     result = solver.solve(subproblem, theta0, state=state)
@@ -227,8 +223,8 @@ def test_automatic_globalization_follows_the_proximal_share():
     long = regression_flow(tau=1e6)
     theta0 = short.parametrization.initial_point()
     solver = GaussNewton()
-    short_model = _step_problem(short, theta0).gauss_newton_model(theta0)
-    long_model = _step_problem(long, theta0).gauss_newton_model(theta0)
+    short_model = short.subproblem(theta0).gauss_newton_model(theta0)
+    long_model = long.subproblem(theta0).gauss_newton_model(theta0)
     assert short_model.proximal_share == pytest.approx(1 / (0.2 * (1 + 1 / 0.2)))
     assert solver.selected_globalization(short_model) == "levenberg-marquardt"
     assert solver.selected_globalization(long_model) == "line-search"
@@ -238,8 +234,8 @@ def test_automatic_globalization_follows_the_proximal_share():
 def test_matrix_free_model_agrees_with_the_dense_one():
     flow = regression_flow(tau=1e3)
     theta0 = flow.parametrization.initial_point()
-    dense = _step_problem(flow, theta0).gauss_newton_model(theta0, "dense")
-    cg = _step_problem(flow, theta0).gauss_newton_model(theta0, "cg")
+    dense = flow.subproblem(theta0).gauss_newton_model(theta0, "dense")
+    cg = flow.subproblem(theta0).gauss_newton_model(theta0, "cg")
     assert torch.allclose(dense.gradient, cg.gradient, rtol=1e-10, atol=1e-12)
     damping = 1e-3 * dense.mean_eigenvalue
     assert torch.allclose(dense.step(damping), cg.step(damping), rtol=1e-6, atol=1e-9)
@@ -272,7 +268,7 @@ def test_solver_state_is_checked():
     solver = GaussNewton()
     flow = regression_flow()
     theta0 = flow.parametrization.initial_point()
-    subproblem = _step_problem(flow, theta0)
+    subproblem = flow.subproblem(theta0)
     for bad in ({"step_length": 1.0}, {"step_length": math.nan, "relative_damping": 1e-3}, {"a": 1, "b": 2}, [1]):
         with pytest.raises(ValueError, match="state"):
             solver.solve(subproblem, theta0, state=bad)
@@ -289,8 +285,8 @@ def test_geometry_damping_does_not_reach_the_gauss_newton_model():
     flow = regression_flow(tau=1e3)
     theta0 = flow.parametrization.initial_point()
     undamped = IncrementManifold(flow.parametrization, flow.metric, damping=0.0)
-    subproblem = MMSSubproblem(undamped.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
-    damped = _step_problem(flow, theta0)
+    subproblem = MMSSubproblem(undamped, flow.energy, flow.tau, flow.parametrization.value(theta0))
+    damped = flow.subproblem(theta0)
     assert torch.equal(subproblem.gauss_newton_model(theta0).step(1e-4), damped.gauss_newton_model(theta0).step(1e-4))
 
 
@@ -298,7 +294,7 @@ def test_geodesic_acceleration_solves_its_normal_equations():
     """a = -(A + mu I)^{-1} J^T W D^2phi[delta, delta]: (A + mu I) a + J^T W D^2phi[delta, delta] = 0."""
     flow = regression_flow(tau=0.2)
     theta0 = flow.parametrization.initial_point()
-    subproblem = _step_problem(flow, theta0)
+    subproblem = flow.subproblem(theta0)
     model = subproblem.gauss_newton_model(theta0)
     damping = 1e-3 * model.mean_eigenvalue
     step = model.step(damping)
@@ -333,7 +329,7 @@ def test_solvers_check_points_at_the_door_not_in_the_hot_path(monkeypatch):
 
     flow = regression_flow()
     theta0 = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta0)), flow.energy, flow.tau)
+    subproblem = flow.subproblem(theta0)
     checked = []
     original = _checks.check_finite
     monkeypatch.setattr(_checks, "check_finite", lambda name, value: checked.append(name) or original(name, value))
@@ -352,13 +348,13 @@ def test_the_step_hessian_knows_when_it_is_a_multiple_of_the_metric():
     flow = regression_flow()
     theta = flow.parametrization.initial_point()
     u = flow.parametrization.value(theta)
-    step = MMSSubproblem(flow.manifold.with_anchor(u), flow.energy, flow.tau).step_hessian(u)
+    step = flow.step_problem(u).step_hessian(u)
     assert step.metric_multiple == pytest.approx(1 + 1 / flow.tau)  # W = (c + 1/tau) M with c = 1
     v = torch.randn(u.shape, generator=torch.Generator().manual_seed(0), dtype=u.dtype)
     assert torch.allclose(step.apply(v), step.metric_multiple * flow.metric.apply(v), atol=1e-14)
     heat = heat_flow()
     u = heat.parametrization.value(heat.parametrization.initial_point())
-    step = MMSSubproblem(heat.manifold.with_anchor(u), heat.energy, heat.tau).step_hessian(u)
+    step = heat.step_problem(u).step_hessian(u)
     assert step.metric_multiple is None  # the stiffness is no multiple of M: W is applied as a sum
     v = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=u.dtype)
     assert torch.allclose(step.apply(v), heat.energy.stiffness @ v + heat.metric.apply(v) / heat.tau, atol=1e-12)
@@ -373,7 +369,7 @@ def test_a_riemannian_gradient_step_along_the_geodesic_is_the_damped_gauss_newto
     """
     flow = regression_flow(seed=3, tau=0.2)
     theta0 = flow.parametrization.initial_point()
-    subproblem = _step_problem(flow, theta0)
+    subproblem = flow.subproblem(theta0)
     assert GaussNewton().initial_damping == default_relative_damping(torch.float64)
     model = subproblem.gauss_newton_model(theta0)
     gauss_newton_step = model.step(GaussNewton().initial_damping * model.mean_eigenvalue)

@@ -80,7 +80,8 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
     )  # capped: short; the Nyström sketch is p x 16
     manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
     p = parametrization.num_parameters
-    subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), tau=0.1)
+    anchor = torch.zeros(parametrization.output_shape)
+    subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), 0.1, anchor)
     theta = parametrization.initial_point()
     guard = LargestTensor()
     with guard:

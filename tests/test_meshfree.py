@@ -150,7 +150,7 @@ def test_semidefinite_metric_gives_the_tangential_residual_and_no_total():
     theta = jets.initial_point() * 0.9
     anchor = jets.value(jets.initial_point())
     for metric in (semidefinite, definite):
-        subproblem = MMSSubproblem(IncrementManifold(jets, metric, anchor=anchor), energy, tau=0.1)
+        subproblem = MMSSubproblem(IncrementManifold(jets, metric), energy, 0.1, anchor)
         residual = subproblem.residual(theta)
         assert residual.tangential > 0
         if metric.positive_definite:
