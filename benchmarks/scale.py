@@ -35,7 +35,6 @@ import torch
 from mms_manifolds import LBFGS, Adam, GaussNewton, L2Metric, L2Regression, MinimizingMovement, TorchParametrization
 from mms_manifolds.linalg import ConjugateGradientSolve
 from mms_manifolds.progress import LOGGER
-from mms_manifolds.subproblem import MMSSubproblem
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TAU = 0.2
@@ -94,7 +93,7 @@ class ErrorCurve(logging.Handler):
 def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: torch.Tensor, initial: float) -> dict:
     """One inner solve of the first MMS step with an error curve; the cost of computing the errors is not timed."""
     anchor = flow.parametrization.value(theta)
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(anchor), flow.energy, flow.tau)
+    subproblem = flow.step_problem(anchor)
     curve = ErrorCurve(flow, exact, initial)
     LOGGER.addHandler(curve)
     previous = LOGGER.level
@@ -166,7 +165,7 @@ def memory_cell(args: argparse.Namespace) -> dict:
     mode = ConjugateGradientSolve(max_iterations=args.memory_cg_cap, on_unconverged="ignore")
     flow, setup_seconds = regression_step_flow((222, 222, 222), 100, args.device, solve_mode=mode)
     theta = flow.parametrization.initial_point()
-    subproblem = MMSSubproblem(flow.manifold.with_anchor(flow.parametrization.value(theta)), flow.energy, TAU)
+    subproblem = flow.subproblem(theta)
     start = time.perf_counter()
     GaussNewton(max_iterations=1).solve(subproblem, theta)
     return {

@@ -100,7 +100,7 @@ def test_kernel_mode_gauss_newton_step_equals_the_dense_one():
     results = {}
     for mode in ("dense", "kernel"):
         manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
-        subproblem = MMSSubproblem(manifold, energy, tau=0.2)
+        subproblem = MMSSubproblem(manifold, energy, 0.2, torch.zeros_like(nodes))
         results[mode] = GaussNewton(max_iterations=3).solve(subproblem, theta)
     assert float((results["kernel"].point - results["dense"].point).norm()) <= 1e-10 * float(
         results["dense"].point.norm()
@@ -207,7 +207,7 @@ def test_certified_decrease_cg_step_achieves_the_stated_share_of_the_dense_step(
         "plain": ConjugateGradientSolve(),
     }.items():
         manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
-        model = MMSSubproblem(manifold, energy, tau=0.2).gauss_newton_model(theta)
+        model = MMSSubproblem(manifold, energy, 0.2, torch.zeros_like(nodes)).gauss_newton_model(theta)
         if damping is None:  # the dense model's exact trace (CG's is Hutchinson's estimate): one damping for all
             damping = relative_damping * model.mean_eigenvalue
         step = model.step(damping)
@@ -233,3 +233,38 @@ def test_certified_decrease_fraction_bounds_the_true_fraction():
         true_fraction = (float(rhs @ x) - 0.5 * float(x @ matrix @ x)) / best
         bound = certified_decrease_fraction(float(rhs @ x), relative * float(rhs.norm()), damping)
         assert bound <= true_fraction * (1 + 1e-9)
+
+
+def test_progress_records_arrive_during_a_gauss_newton_solve(caplog):
+    """One INFO record per inner iteration, in order, each carrying the iterate, before the solve returns."""
+    import logging
+
+    from mms_manifolds import GaussNewton
+    from mms_manifolds.progress import InnerProgress
+
+    parametrization, metric, nodes = wide_problem()
+    manifold = IncrementManifold(parametrization, metric, solve_mode=ConjugateGradientSolve())
+    subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), 0.2, torch.zeros_like(nodes))
+    seen_during_the_solve = []
+
+    class Watcher(logging.Handler):
+        def emit(self, record):
+            seen_during_the_solve.append(record.progress)
+
+    watcher = Watcher(level=logging.INFO)
+    logger = logging.getLogger("mms_manifolds.progress")
+    logger.addHandler(watcher)
+    try:
+        with caplog.at_level(logging.INFO, logger="mms_manifolds.progress"):
+            result = GaussNewton(max_iterations=3, tolerance=1e-30).solve(subproblem, parametrization.initial_point())
+    finally:
+        logger.removeHandler(watcher)
+    assert [progress.iteration for progress in seen_during_the_solve] == [1, 2, 3] == list(range(1, result.iterations + 1))
+    assert all(isinstance(progress, InnerProgress) for progress in seen_during_the_solve)
+    assert [progress.cost for progress in seen_during_the_solve] == result.cost_history[1:]
+    assert [progress.residual for progress in seen_during_the_solve] == result.residual_history[1:]
+    assert all(progress.linear_iterations > 0 for progress in seen_during_the_solve)  # CG mode counts its iterations
+    assert torch.equal(seen_during_the_solve[-1].point, result.point)
+    times = [progress.seconds for progress in seen_during_the_solve]
+    assert times == sorted(times)
+    assert "gauss-newton iteration 2: cost = " in caplog.text and "CG iterations = " in caplog.text
