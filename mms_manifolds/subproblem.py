@@ -197,6 +197,7 @@ class MMSSubproblem:
         self.anchor = _check_anchor(manifold.parametrization, anchor)
         """:math:`u_k`, shape ``(N, m)``."""
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._residual_cache: tuple[torch.Tensor, Residual] | None = None
 
     @property
     def tau(self) -> float:
@@ -396,8 +397,19 @@ class MMSSubproblem:
         All three are ``nan`` where :math:`\nabla F_k(u)` is not finite (a diverged state). Where the metric
         is only semi-definite (mesh-free jets), :math:`r` does not exist: the tangential part is then
         :meth:`IncrementManifold.dual_tangential_norm` of :math:`\nabla F_k(u)` and the other two are ``nan``.
+
+        The last point's residual is cached (keyed by the exact parameter values): a solver's final residual
+        and the driver's ledger, which asks for the same point, cost one split (in the matrix-free mode one
+        CG solve, in the kernel mode one Cholesky or eigendecomposition of the kernel), not two.
         """
         theta = self.manifold.check_point(theta)
+        if self._residual_cache is not None and torch.equal(self._residual_cache[0], theta):
+            return self._residual_cache[1]
+        residual = self._residual(theta)
+        self._residual_cache = (theta.detach().clone(), residual)
+        return residual
+
+    def _residual(self, theta: torch.Tensor) -> Residual:
         _, function_gradient = self._evaluate(theta)
         if not bool(torch.isfinite(function_gradient).all()):
             return Residual(total=math.nan, tangential=math.nan, normal=math.nan)

@@ -268,3 +268,64 @@ def test_progress_records_arrive_during_a_gauss_newton_solve(caplog):
     times = [progress.seconds for progress in seen_during_the_solve]
     assert times == sorted(times)
     assert "gauss-newton iteration 2: cost = " in caplog.text and "CG iterations = " in caplog.text
+
+
+def small_flow():
+    from mms_manifolds import MinimizingMovement
+
+    parametrization, metric, nodes = wide_problem(count=40, widths=(1, 8, 1))
+    return MinimizingMovement(parametrization, L2Regression(torch.sin(3 * nodes), metric), metric, 0.2)
+
+
+def test_progress_lines_appear_inside_each_step_of_a_run(capsys):
+    from mms_manifolds import GaussNewton
+
+    flow = small_flow()
+    flow.run(flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=3), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    steps = [index for index, line in enumerate(lines) if line.startswith("step ")]
+    inner = [index for index, line in enumerate(lines) if "gauss-newton iteration" in line]
+    assert len(steps) == 2 and len(inner) >= 4
+    # the inner lines of step 1 come before its step line, those of step 2 between the two
+    assert any(index < steps[0] for index in inner) and any(steps[0] < index < steps[1] for index in inner)
+
+
+def test_certify_false_skips_the_residuals_and_says_so():
+    import math
+
+    from mms_manifolds import GaussNewton, TrajectoryBudget
+
+    flow = small_flow()
+    theta = flow.parametrization.initial_point()
+    certified = flow.run(theta, 2, GaussNewton(max_iterations=2))
+    quick = flow.run(theta, 2, GaussNewton(max_iterations=2), certify=False)
+    assert torch.equal(torch.as_tensor(quick.thetas[-1]), torch.as_tensor(certified.thetas[-1]))  # the same steps
+    assert certified.certified and not quick.certified
+    assert all(math.isnan(value) for value in quick.residual_total[1:])
+    assert all(math.isnan(value) for value in quick.tracking_bound[1:])
+    assert any("certify=False" in note for note in quick.metadata["notes"])
+    assert "solve_mode_reason" in quick.metadata and "Cholesky" in quick.metadata["solve_mode_reason"]
+    with pytest.raises(ValueError, match="certify=False"):
+        flow.run(theta, 2, GaussNewton(max_iterations=2), certify=False, budget=TrajectoryBudget(1e-2))
+    with pytest.raises(TypeError, match="certify"):
+        flow.run(theta, 2, GaussNewton(max_iterations=2), certify="no")
+
+
+def test_the_ledger_reads_the_solvers_final_residual_from_the_cache(monkeypatch):
+    """One residual split per step for GN (its own final residual, reused by the driver), none at the start."""
+    from mms_manifolds import Adam, GaussNewton, IncrementManifold as Manifold
+
+    flow = small_flow()
+    calls = []
+    original = Manifold.split_ambient
+
+    def counting(self, theta, v):
+        calls.append(1)
+        return original(self, theta, v)
+
+    monkeypatch.setattr(Manifold, "split_ambient", counting)
+    flow.run(flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=2))
+    assert len(calls) == 2
+    calls.clear()
+    flow.run(flow.parametrization.initial_point(), 2, Adam(max_iterations=3))
+    assert len(calls) == 2  # no start residual where no tolerance reads it
