@@ -14,7 +14,7 @@ twice its best, and the time to twice Gauss–Newton's best (``inf`` where it ne
 ratios over Gauss–Newton's in the same run.
 
 The memory cell runs in a fresh process (``--cell memory``) so that its peak resident set size is its
-own: one Gauss–Newton iteration with an MLP 2-222-222-222-1 (p = 99,679) on N = 10,000 nodes, CG mode.
+own: one Gauss–Newton iteration with an MLP 2-222-222-222-1 (p = 99,901) on N = 10,000 nodes, CG mode.
 Results go to ``benchmarks/results/scale-<device>.json``.
 """
 
