@@ -142,8 +142,8 @@ class KernelSolve:
 
     @staticmethod
     def peak_numbers(num_parameters: int, ambient_dimension: int) -> int:
-        r"""Numbers held at the peak: :math:`J`, the whitened :math:`B` and one transient copy (:math:`3Nmp`), :math:`K`, its factor and a shifted copy (:math:`3(Nm)^2`)."""
-        return 3 * num_parameters * ambient_dimension + 3 * ambient_dimension**2
+        r"""Numbers held at the peak: :math:`J`, the whitened :math:`B` and one transient copy (:math:`3Nmp`); :math:`K`, an identity, the shifted :math:`K` and its factor (:math:`4(Nm)^2`)."""
+        return 3 * num_parameters * ambient_dimension + 4 * ambient_dimension**2
 
     def factorize(self, operator: GramOperator) -> KernelFactorization:
         if operator.parametrization.ambient_dimension >= operator.parametrization.num_parameters:
