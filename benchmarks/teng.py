@@ -209,8 +209,14 @@ def neural_run(
 
     import torch
 
-    from mms_manifolds import DirichletEnergy, GaussNewton, L2Metric, L2Regression, MinimizingMovement
-    from mms_manifolds import TorchParametrization
+    from mms_manifolds import (
+        DirichletEnergy,
+        GaussNewton,
+        L2Metric,
+        L2Regression,
+        MinimizingMovement,
+        TorchParametrization,
+    )
     from mms_manifolds.meshfree import periodic_mlp, torus_grid
     from mms_manifolds.schemes import BDF2, ImplicitEuler
 

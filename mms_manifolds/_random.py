@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rademacher_probes"]
+__all__ = ["gaussian_probes", "rademacher_probes"]
 
 
 def rademacher_probes(
@@ -19,3 +19,15 @@ def rademacher_probes(
     generator = torch.Generator(device=device).manual_seed(seed)
     signs = torch.randint(0, 2, (count, size), generator=generator, device=device)
     return (2 * signs - 1).to(dtype)
+
+
+def gaussian_probes(
+    count: int, size: int, *, dtype: torch.dtype, device: torch.device, seed: int = 0
+) -> torch.Tensor:
+    r"""``count`` standard Gaussian vectors of length ``size``, shape ``(size, count)``, from a generator seeded with ``seed``.
+
+    The randomized Nyström sketch (:mod:`mms_manifolds.linalg.nystrom`) uses them as its test matrix
+    :math:`\Omega`; the same seed gives the same sketch.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(size, count, generator=generator, dtype=dtype, device=device)

@@ -194,8 +194,12 @@ class IncrementManifold:
             raise ValueError(f"{type(self.metric).__name__} is not positive definite: <v, Mv> <= 0 for a random v")
 
     def _trace_estimate(self) -> float:
-        r""":math:`\operatorname{tr}(J^\top M J)` at the initial point: exact if :math:`J` may be formed, else Hutchinson."""
-        operator = GramOperator(self.parametrization, self.metric, self.parametrization.initial_point())
+        r""":math:`\operatorname{tr}(J^\top M J)` at the initial point: exact if :math:`J` may be formed, else Hutchinson.
+
+        The operator is the linearisation's cached one, so a flow that starts at the initial point reuses the
+        Jacobian formed here in its first step (at :math:`p = 20601`, :math:`N = 4900` that is 4-7 s of set-up).
+        """
+        operator = self.gram_operator(self.parametrization.initial_point())
         return operator.trace(exact=self.selected_solve_mode().forms_jacobian)
 
     def selected_solve_mode(self) -> SolveMode:

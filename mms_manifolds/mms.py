@@ -49,6 +49,7 @@ from .linalg import UnconvergedSolveCount
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
+from .progress import progress_to_stderr
 from .results import MMSResult, StepRecord
 from .run_settings import RunSettings
 from .schemes import ImplicitEuler, TimeScheme
@@ -238,6 +239,7 @@ class MinimizingMovement:
         resampled: bool,
         theta0: torch.Tensor,
         time_tolerance: float | None = None,
+        certify: bool = True,
     ) -> RunSettings:
         fingerprint = trajectory_fingerprint(
             self.parametrization,
@@ -256,7 +258,7 @@ class MinimizingMovement:
             convexity=self.convexity,
             lipschitz=self.constants.lipschitz,
             strong_convexity=self.constants.strong_convexity,
-            certified=self.certified and not resampled,
+            certified=self.certified and not resampled and certify,
             resampled=resampled,
             solver=repr(solver),
             steps=int(steps),
@@ -265,7 +267,7 @@ class MinimizingMovement:
             solve_mode=self.manifold.solve_mode_name(),
             solve_mode_reason=self.manifold.solve_choice.reason,
             budget=None if budget is None else budget.tolerance,
-            notes=tuple(self._notes(resampled)),
+            notes=tuple(self._notes(resampled) + ([] if certify else [CERTIFY_OFF_NOTE])),
             fingerprint=fingerprint,
         )
 
@@ -288,6 +290,7 @@ class MinimizingMovement:
         reference: torch.Tensor | None = None,
         checkpoint: str | Path | None = None,
         progress: bool = False,
+        certify: bool = True,
         on_failure: str = "retry",
         max_retries: int = 3,
         diagnostics: bool = False,
@@ -312,7 +315,11 @@ class MinimizingMovement:
                 nodes, energy and its data, metric, tau, damping, solve mode, solver settings, dtype,
                 theta0) is refused with the parts that differ named. ``steps`` may grow between runs
                 (without a budget); a checkpoint with more steps than ``steps`` is refused.
-            progress: print one line per step to standard error.
+            progress: print one line per step to standard error, and inside each step one line per inner
+                iteration (cost, residual where measured, CG iterations, seconds; :mod:`mms_manifolds.progress`).
+            certify: ``False``: do not compute the step residuals nor the tracking bound (every residual and
+                bound column ``nan``, ``certified`` false, a note in ``metadata["notes"]``); the solvers still
+                measure what their own stopping tests need. A run that wants speed over the bound says so.
             on_failure: what a failed inner solve (stop reason ``NON_FINITE``, ``NO_PROGRESS`` or
                 ``COST_INCREASE``; the solver has kept its last good iterate) leads to: ``"retry"``
                 solves the step again from :math:`\theta_k` with ``solver.fallback()`` (more damping,
@@ -368,6 +375,10 @@ class MinimizingMovement:
             raise TypeError(f"solver must be an InnerSolver, got {type(solver).__name__}")
         if budget is not None and not self.certified:
             raise ValueError("a TrajectoryBudget needs the energy's convexity modulus and a positive definite metric")
+        if not isinstance(certify, bool):
+            raise TypeError(f"certify must be True or False, got {certify!r}")
+        if budget is not None and not certify:
+            raise ValueError("a TrajectoryBudget needs the step residuals: it cannot be combined with certify=False")
         if resample is not None and not callable(resample):
             raise TypeError(f"resample must be a callable step -> (parametrization, energy, metric), got {resample!r}")
         if resample is not None and (reference is not None or budget is not None):
@@ -389,9 +400,10 @@ class MinimizingMovement:
         if not math.isfinite(float(self.energy.value(self.parametrization.value(theta0)))):
             raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
-        settings = self._settings(steps, solver, budget, resample is not None, theta0, time_tolerance)
+        settings = self._settings(steps, solver, budget, resample is not None, theta0, time_tolerance, certify)
         source = resume_proof.reference_source(reference, resample, self.energy.has_prox)
         with contextlib.ExitStack() as stack:
+            stack.enter_context(progress_to_stderr(progress))
             lock = None if path is None else stack.enter_context(WriterLock(path))
             result = self._resume_or_start(theta0, reference, settings, path, lock, resample, source)
             step_tolerance = (
@@ -426,7 +438,7 @@ class MinimizingMovement:
                     states = [*(manifold.parametrization.value(theta) for theta in history), previous]
                     inner, retries, subproblem, tau, estimate = self._scheme_step(solve, stepper, states)
                     with UnconvergedSolveCount(f"MMS step {step} residual") as unconverged:
-                        residual = subproblem.residual(inner.point)
+                        residual = subproblem.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
                     u, start_parts = subproblem.node_values(inner.point), None
                 exact_state = reference[step] if reference is not None else None
                 if exact:
@@ -755,6 +767,9 @@ class MinimizingMovement:
             )
         return float(report.numerical_rank), report.sigma_min
 
+
+CERTIFY_OFF_NOTE = "certify=False: the step residuals and tracking bounds are not computed (nan)"
+"""The note of a run that asked for no bound (``MinimizingMovement.run(certify=False)``)."""
 
 _FOUND_BY_THE_RUN = (
     "solver_state",

@@ -30,8 +30,9 @@ class RunSettings:
         steps: the number of MMS steps asked for.
         num_parameters: :math:`p`.
         damping: the manifold's damping :math:`\lambda_d`.
-        solve_mode: the name of the solve mode in use.
-        solve_mode_reason: why (:attr:`~mms_manifolds.linalg.SolveChoice.reason`); not compared on resume.
+        solve_mode: the name of the solve mode in use; the step residuals and the ledger use it, whatever
+            solve mode the inner solver's own model solves use.
+        solve_mode_reason: why that mode (:attr:`~mms_manifolds.linalg.SolveChoice.reason`); not compared on resume.
         budget: the trajectory budget's tolerance, or ``None``.
         notes: why bounds are not certified, if they are not.
         fingerprint: one digest per part of the run (:func:`~mms_manifolds.fingerprint.trajectory_fingerprint`).

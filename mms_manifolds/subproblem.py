@@ -380,7 +380,8 @@ class MMSSubproblem:
 
         The residuals of the last two points are kept: a solver that compares a candidate with the current
         point, and a driver that books the point the solver ended at, never form a Jacobian twice for one
-        point (the manifold's factorisation is cached for one point only), whatever the order of the calls.
+        point (the manifold's factorisation is cached for one point only), whatever the order of the calls: in
+        the matrix-free mode one CG solve per point, in the kernel mode one Cholesky or eigendecomposition.
         """
         theta = self.manifold.check_point(theta)
         for point, known in self._residuals:

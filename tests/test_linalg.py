@@ -11,7 +11,14 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mms_manifolds import GaussNewton, IncrementManifold, L2Metric, L2Regression, TorchParametrization
-from mms_manifolds.linalg import AutoSolve, ConjugateGradientSolve, GramOperator, conjugate_gradient
+from mms_manifolds.linalg import (
+    AutoSolve,
+    CertifiedDecrease,
+    ConjugateGradientSolve,
+    GramOperator,
+    NystromPreconditioning,
+    conjugate_gradient,
+)
 from mms_manifolds.subproblem import MMSSubproblem
 
 from cases import mlp
@@ -63,15 +70,18 @@ class LargestTensor(TorchDispatchMode):
         return output
 
 
-@pytest.mark.parametrize("preconditioner", ["jacobi", "none"])
-def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
+@pytest.mark.parametrize(
+    ("preconditioner", "tolerance"),
+    [("jacobi", 1e-10), ("none", 1e-10), (NystromPreconditioning(16), 1e-10), ("none", CertifiedDecrease(0.9))],
+)
+def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner, tolerance):
     count, widths = 400, (1, 24, 24, 1)
     nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
     parametrization = TorchParametrization(mlp(widths, 2), nodes)
     metric = L2Metric(torch.full((count,), 2 / count))
     mode = ConjugateGradientSolve(
-        max_iterations=50, preconditioner=preconditioner, on_unconverged="ignore"
-    )  # capped: short
+        max_iterations=50, preconditioner=preconditioner, on_unconverged="ignore", tolerance=tolerance
+    )  # capped: short; the Nyström sketch is p x 16
     manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
     p = parametrization.num_parameters
     anchor = torch.zeros(parametrization.output_shape)
@@ -95,9 +105,10 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner):
     [
         (286, 300, "dense"),
         (1021, 10_000, "dense"),  # J is 82 MB: the factorisation's ~650 MB fits the 1 GiB budget
-        (9997, 1000, "dense"),  # the smaller side: a 1000 x 1000 kernel Gram matrix
+        (9997, 1000, "kernel"),  # the dense mode's SVD of 1000 x 9997 is ~14 s: the kernel's Cholesky instead
+        (1021, 1000, "dense"),  # that SVD under 2 s: the dense mode, as before
         (1021, 100_000, "cg"),  # J is 817 MB: the dense factorisation peaked at 7.2 GB
-        (99853, 1000, "cg"),  # J is 800 MB: the kernel factorisation peaked at 5.8 GB
+        (99853, 1000, "kernel"),  # J is 800 MB: the dense SVD path peaked at 5.8 GB; the kernel's Cholesky needs 2.3 GiB
         (5000, 5000, "cg"),  # a 5000 x 5000 Gram side is past the CPU's dense limit (and the budget)
     ],
 )
@@ -106,6 +117,7 @@ def test_auto_solve_picks_by_size_and_the_factorisation_memory(parameters, ambie
     assert mode.name == expected, reason
     assert AutoSolve(max_dense_size=6000, memory_budget_bytes=2**40).select(5000, 5000)[0].name == "dense"
     assert AutoSolve(memory_budget_bytes=2**40).select(1021, 100_000)[0].name == "dense"
+    assert AutoSolve(memory_budget_bytes=2**30).select(99853, 1000)[0].name == "cg"  # the budget before the kernel mode
 
 
 @pytest.mark.parametrize("shape", [(40, 12), (12, 40)])

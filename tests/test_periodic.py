@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from test_meshfree import _finite_difference_jet
 
 from mms_manifolds.meshfree import JetParametrization, PeriodicEmbedding, periodic_mlp, torus_grid, torus_monte_carlo
-
-from test_meshfree import _finite_difference_jet
 
 ALL = ("value", "gradient", "laplacian")
 

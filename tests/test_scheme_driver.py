@@ -1,6 +1,5 @@
 """The driver with time schemes: implicit Euler bit for bit, BDF2's bound against exact BDF2 iterates, resumes, adaptive steps, the continuous-flow bound."""
 
-import math
 
 import numpy as np
 import pytest

@@ -322,7 +322,6 @@ def test_euler_flow_bound_refuses_a_non_convex_energy_and_a_negative_estimator()
     with pytest.raises(ValueError, match="convex"):
         EulerFlowBound(None)
     count = 32
-    x = uniform_nodes(count, -1.0, 1.0, "neumann").unsqueeze(-1)
     weights = trapezoid_weights(count, -1.0, 1.0)
     energy = GinzburgLandau(0.1, stiffness_1d(count, -1.0, 1.0, "neumann"), weights)
     small, big = 0.1 * torch.ones(count, 1), 0.2 * torch.ones(count, 1)  # the double well is concave near 0

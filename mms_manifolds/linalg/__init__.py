@@ -1,11 +1,13 @@
 """Linear algebra of the pullback metric: the Gram operator and its three solve modes."""
 
 from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_solve_mode
-from .cg import ConjugateGradientSolve, conjugate_gradient
+from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
 from .composite import OperatorSum, ScaledOperator, multiple_of
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
+from .kernel import KernelFactorization, KernelSolve
 from .limits import pseudo_inverse_rtol, range_mask
 from .linearization import MetricLinearization
+from .nystrom import NystromApproximation, NystromPreconditioning, nystrom_approximation
 from .operator import GramOperator, SymmetricOperator
 from .solution import Factorization, LinearSolution
 from .unconverged import UnconvergedSolveCount, UnconvergedSolveError, UnconvergedSolveWarning
@@ -13,11 +15,16 @@ from .woodbury import WoodburySolve
 
 __all__ = [
     "AutoSolve",
+    "CertifiedDecrease",
     "ConjugateGradientSolve",
     "DenseSolve",
     "Factorization",
     "GramFactorization",
     "GramOperator",
+    "KernelFactorization",
+    "KernelSolve",
+    "NystromApproximation",
+    "NystromPreconditioning",
     "MetricLinearization",
     "OperatorSum",
     "ScaledOperator",
@@ -30,9 +37,11 @@ __all__ = [
     "UnconvergedSolveWarning",
     "WhitenedGramFactorization",
     "WoodburySolve",
+    "certified_decrease_fraction",
     "conjugate_gradient",
     "make_solve_mode",
     "multiple_of",
+    "nystrom_approximation",
     "pseudo_inverse_rtol",
     "range_mask",
     "resolve_solve_mode",

@@ -7,13 +7,21 @@ from dataclasses import dataclass
 import torch
 
 from .cg import ConjugateGradientSolve
+from .cost_model import DEVICE_RATES, cg_estimate, dense_svd_seconds, kernel_estimate
 from .dense import DenseSolve
+from .kernel import KernelSolve
 from .limits import available_memory_bytes
 from .woodbury import WoodburySolve
 
 __all__ = ["AutoSolve", "SolveChoice", "SolveMode", "make_solve_mode", "resolve_solve_mode"]
 
-SolveMode = DenseSolve | WoodburySolve | ConjugateGradientSolve
+SolveMode = DenseSolve | WoodburySolve | KernelSolve | ConjugateGradientSolve
+
+#: Default peak bytes of a dense or kernel factorisation on a CPU (``AutoSolve(memory_budget_bytes=...)``).
+CPU_MEMORY_BUDGET_BYTES = 4 * 2**30
+
+#: Longest estimated SVD (seconds per point) the dense mode may take on the kernel side before the kernel mode replaces it.
+DENSE_SVD_SECONDS = 2.0
 
 #: Largest smaller Gram side :math:`\min(p, Nm)` factored densely, by device type (``docs/performance.md``).
 MAX_DENSE_SIZE = {"cpu": 4096, "cuda": 16384}
@@ -23,8 +31,15 @@ MAX_DENSE_SIZE = {"cpu": 4096, "cuda": 16384}
 class AutoSolve:
     r"""Pick a solve mode by size and device; :meth:`select` says which and why.
 
-    - ``dense`` (Cholesky of the smaller Gram side, :math:`J^\top MJ` or :math:`MJJ^\top`) when
-      :math:`n = \min(p, Nm)` is at most ``max_dense_size`` and the factorisation fits;
+    - ``dense`` (Cholesky of the smaller Gram side, :math:`J^\top MJ` or :math:`MJJ^\top`, and the SVD of
+      the whitened Jacobian for the residual split) when :math:`n = \min(p, Nm)` is at most
+      ``max_dense_size`` and the factorisation fits, except on the kernel side (:math:`Nm < p`) where that
+      SVD is estimated above ``DENSE_SVD_SECONDS`` (2 s: about :math:`(Nm)^2p > 1.4\cdot10^9` on a CPU; at
+      :math:`Nm = 2500`, :math:`p = 20601` it took 180 s, against 1 s for a Cholesky of the kernel), which
+      goes to ``kernel``;
+    - else ``kernel`` (:class:`~mms_manifolds.linalg.KernelSolve`: Cholesky of the :math:`Nm \times Nm`
+      kernel, no SVD) when :math:`Nm < p`, its :meth:`KernelSolve.peak_numbers` fit the budget, and the
+      time model of :mod:`~mms_manifolds.linalg.cost_model` estimates it cheaper than CG per point;
     - ``cg`` (matrix-free) otherwise.
 
     The default ``max_dense_size`` is 4096 on a CPU (at :math:`p = 3022`, :math:`N = 4000` a dense
@@ -40,8 +55,9 @@ class AutoSolve:
     (``benchmarks/run.py``).
 
     Args:
-        memory_budget_bytes: peak bytes a dense factorisation may use; ``None`` means 1 GiB on a CPU and
-            a quarter of the free memory on CUDA.
+        memory_budget_bytes: peak bytes a dense or kernel factorisation may use; ``None`` means 4 GiB on a
+            CPU (1 GiB before the kernel mode; it moves the dense choice only where 8 Jacobians take 1-4 GiB)
+            and a quarter of the free memory on CUDA.
         max_dense_size: largest :math:`\min(p, Nm)` for a dense factorisation; ``None`` for the
             device's default (:data:`MAX_DENSE_SIZE`).
     """
@@ -63,22 +79,46 @@ class AutoSolve:
         kind = torch.device(device).type
         budget = self.memory_budget_bytes
         if budget is None:
-            budget = available_memory_bytes(device) // 4 if kind == "cuda" else 2**30
+            budget = available_memory_bytes(device) // 4 if kind == "cuda" else CPU_MEMORY_BUDGET_BYTES
         limit = self.max_dense_size or MAX_DENSE_SIZE.get(kind, MAX_DENSE_SIZE["cpu"])
         jacobian_bytes = num_parameters * ambient_dimension * bytes_per_number
         required = self.FACTORIZATION_MEMORY_MULTIPLE * jacobian_bytes
         smaller = min(num_parameters, ambient_dimension)
         side = "J^T M J" if num_parameters <= ambient_dimension else "M J J^T"
+        rates = DEVICE_RATES.get(kind, DEVICE_RATES["cpu"])
+        svd_seconds = dense_svd_seconds(num_parameters, ambient_dimension, rates)
+        kernel_side = ambient_dimension < num_parameters
+        if smaller <= limit and required <= budget and kernel_side and svd_seconds > DENSE_SVD_SECONDS:
+            peak = KernelSolve.peak_numbers(num_parameters, ambient_dimension) * bytes_per_number
+            if peak <= budget:
+                return KernelSolve(), (
+                    f"min(p, Nm) = {smaller} <= {limit} on {kind}, but the dense mode's SVD of the {ambient_dimension} x "
+                    f"{num_parameters} whitened Jacobian would take about {svd_seconds:.3g} s per point "
+                    f"(> {DENSE_SVD_SECONDS:g} s): Cholesky of the {ambient_dimension} x {ambient_dimension} kernel, "
+                    f"about {peak / 2**20:.0f} MiB"
+                )
         if smaller <= limit and required <= budget:
             return DenseSolve(), (
                 f"min(p, Nm) = {smaller} <= {limit} on {kind} and about {required / 2**20:.0f} MiB fit: "
                 f"Cholesky of the {smaller} x {smaller} Gram side {side}"
             )
-        return ConjugateGradientSolve(), (
+        dense_refused = (
             f"p = {num_parameters}, Nm = {ambient_dimension} on {kind}: a dense factorisation would take about "
             f"{required / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget with a {smaller} x {smaller} Gram side "
-            f"(limit {limit}); matrix-free CG"
+            f"(limit {limit})"
         )
+        cg = cg_estimate(num_parameters, ambient_dimension, bytes_per_number, rates)
+        if ambient_dimension < num_parameters:
+            peak = KernelSolve.peak_numbers(num_parameters, ambient_dimension)
+            kernel = kernel_estimate(num_parameters, ambient_dimension, bytes_per_number, rates, peak)
+            estimates = (
+                f"estimated per point: kernel {kernel.seconds:.3g} s and {kernel.peak_bytes / 2**20:.0f} MiB, "
+                f"CG {cg.seconds:.3g} s"
+            )
+            if kernel.peak_bytes <= budget and kernel.seconds <= cg.seconds:
+                return KernelSolve(), f"{dense_refused}; {estimates}: Cholesky of the {ambient_dimension} x {ambient_dimension} kernel"
+            return ConjugateGradientSolve(), f"{dense_refused}; {estimates}: matrix-free CG"
+        return ConjugateGradientSolve(), f"{dense_refused}; matrix-free CG (estimated {cg.seconds:.3g} s per point)"
 
 
 @dataclass(frozen=True)
@@ -104,13 +144,19 @@ SOLVE_MODE_INTERFACE = ("name", "forms_jacobian", "factorize", "factorize_weight
 
 
 def make_solve_mode(mode: object) -> SolveMode | AutoSolve:
-    """Turn ``"auto" | "dense" | "woodbury" | "cg"`` or a mode instance into a mode instance.
+    """Turn ``"auto" | "dense" | "woodbury" | "kernel" | "cg"`` or a mode instance into a mode instance.
 
     Any object with the attributes of :data:`SOLVE_MODE_INTERFACE` is a mode (``docs/architecture.md`` adds one):
     ``factorize(operator)`` returns the :class:`~mms_manifolds.linalg.Factorization` of the metric's Gram operator,
     ``factorize_weighted(operator)`` that of the step Hessian's.
     """
-    named = {"auto": AutoSolve, "dense": DenseSolve, "woodbury": WoodburySolve, "cg": ConjugateGradientSolve}
+    named = {
+        "auto": AutoSolve,
+        "dense": DenseSolve,
+        "woodbury": WoodburySolve,
+        "kernel": KernelSolve,
+        "cg": ConjugateGradientSolve,
+    }
     if isinstance(mode, str):
         if mode not in named:
             raise ValueError(f"solve_mode must be one of {sorted(named)}, got {mode!r}")

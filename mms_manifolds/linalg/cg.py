@@ -11,11 +11,12 @@ import torch
 
 from .._checks import check_positive_float
 from .._random import rademacher_probes
+from .nystrom import NystromApproximation, NystromPreconditioning, nystrom_approximation
 from .operator import GramOperator
 from .solution import Factorization, LinearSolution
 from .unconverged import UnconvergedSolveError, UnconvergedSolveWarning
 
-__all__ = ["ConjugateGradientSolve", "conjugate_gradient"]
+__all__ = ["CertifiedDecrease", "ConjugateGradientSolve", "certified_decrease_fraction", "conjugate_gradient"]
 
 
 def conjugate_gradient(
@@ -24,12 +25,15 @@ def conjugate_gradient(
     *,
     tolerance: float,
     max_iterations: int,
-    preconditioner: torch.Tensor | None = None,
+    preconditioner: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    decrease_fraction: float | None = None,
+    shift: float = 0.0,
 ) -> tuple[torch.Tensor, int, float]:
     r"""(Preconditioned) conjugate gradients for an SPD operator: solve :math:`Ax = b` from :math:`x_0 = 0`.
 
     Stops when :math:`\|b - Ax_k\| \le \text{tolerance}\,\|b\|` or after ``max_iterations``. With a
-    diagonal preconditioner :math:`P^{-1} = \operatorname{diag}(q)`, the search directions are
+    preconditioner :math:`P^{-1}` (a diagonal :math:`\operatorname{diag}(q)` or any SPD map, such as the
+    Nyström preconditioner of :mod:`mms_manifolds.linalg.nystrom`), the search directions are
     :math:`P^{-1}`-conjugate (standard PCG); the stopping test stays on the unpreconditioned residual.
 
     Args:
@@ -38,7 +42,11 @@ def conjugate_gradient(
         tolerance: relative residual target.
         max_iterations: iteration cap.
         preconditioner: :math:`q > 0`, shape ``(p,)``, the inverse of a diagonal approximation of
-            :math:`A`; ``None`` for plain CG.
+            :math:`A`; or a callable :math:`r \mapsto P^{-1}r`, ``(p,) -> (p,)``, SPD; ``None`` for plain CG.
+        decrease_fraction: :math:`\vartheta \in (0, 1)`: stop also at the first iterate certified to achieve
+            :math:`\vartheta` of the exact decrease of :math:`q(x) = \tfrac12 x\cdot Ax - b\cdot x`
+            (:func:`certified_decrease_fraction`, with ``shift`` :math:`\le \lambda_{\min}(A)`); ``None``: no such test.
+        shift: a certified lower bound on :math:`\lambda_{\min}(A)` (the damping of a damped Gram operator).
 
     Returns:
         ``(x, iterations, relative_residual)``.
@@ -48,7 +56,8 @@ def conjugate_gradient(
     rhs_norm = float(torch.linalg.vector_norm(rhs))
     if rhs_norm == 0.0:
         return solution, 0, 0.0
-    scaled = residual if preconditioner is None else preconditioner * residual
+    precondition = _preconditioning(preconditioner)
+    scaled = precondition(residual)
     direction = scaled.clone()
     residual_dot = residual @ scaled
     iterations = 0
@@ -61,13 +70,75 @@ def conjugate_gradient(
         step = residual_dot / curvature
         solution = solution + step * direction
         residual = residual - step * product
-        if float(torch.linalg.vector_norm(residual)) <= tolerance * rhs_norm:
+        residual_norm = float(torch.linalg.vector_norm(residual))
+        if residual_norm <= tolerance * rhs_norm:
             break
-        scaled = residual if preconditioner is None else preconditioner * residual
+        if decrease_fraction is not None:
+            achieved = float(rhs @ solution)
+            if certified_decrease_fraction(achieved, residual_norm, shift) >= decrease_fraction:
+                break
+        scaled = precondition(residual)
         new_residual_dot = residual @ scaled
         direction = scaled + (new_residual_dot / residual_dot) * direction
         residual_dot = new_residual_dot
     return solution, iterations, float(torch.linalg.vector_norm(residual)) / rhs_norm
+
+
+def certified_decrease_fraction(rhs_dot_solution: float, residual_norm: float, shift: float) -> float:
+    r"""A certified lower bound on :math:`(q(0) - q(x_k))/(q(0) - q(x^*))` for a CG iterate :math:`x_k` of :math:`Ax = b`.
+
+    CG's iterates satisfy the Galerkin condition :math:`x_k\cdot r_k = 0`, so the decrease they achieve is
+    :math:`q(0) - q(x_k) = \tfrac12 b\cdot x_k`, and what is left is
+    :math:`q(x_k) - q(x^*) = \tfrac12 r_k\cdot A^{-1}r_k \le \tfrac12\|r_k\|^2/\sigma` for any
+    :math:`\sigma \le \lambda_{\min}(A)` (the damping :math:`\lambda` of :math:`J^\top WJ + \lambda I`). The
+    fraction is therefore at least :math:`b\cdot x_k / (b\cdot x_k + \|r_k\|^2/\sigma)`. For the Gauss–Newton model
+    :math:`m(\delta) = f + g\cdot\delta + \tfrac12\delta\cdot(A + \mu I)\delta` with :math:`\delta = -x`, :math:`b = g`, it is
+    the fraction of the exact damped step's predicted decrease that the CG step achieves.
+    """
+    if not shift > 0:
+        return 0.0 if residual_norm > 0 else 1.0
+    achieved = max(rhs_dot_solution, 0.0)
+    remaining = residual_norm**2 / shift
+    return achieved / (achieved + remaining) if achieved + remaining > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class CertifiedDecrease:
+    r"""A CG stopping rule tied to what a Gauss–Newton step needs: a certified share of the exact damped model decrease.
+
+    An inexact-Newton forcing rule: instead of one relative residual for every solve, each damped solve
+    stops at the first iterate whose decrease of the quadratic model is certified to be at least
+    ``fraction`` of the exact solution's (:func:`certified_decrease_fraction`, with the damping as the
+    lower bound on the spectrum), or at ``relative_tolerance``, whichever comes first. A step taken from
+    such a solve decreases the Gauss–Newton model by at least ``fraction`` times what the exact (dense)
+    step with the same damping would. A solve that reaches neither by ``max_iterations`` is reported as
+    unconverged (``on_unconverged``), with the fraction it reached. Residual splits solved so stay honest:
+    the normal part of :math:`v - J x_k` is an upper bound on the exact one for every :math:`x_k`, and the
+    tangential part is then that of a damped least-squares fit achieving ``fraction`` of its decrease.
+
+    Args:
+        fraction: :math:`artheta \in (0, 1)`. Default ``0.9``.
+        relative_tolerance: the relative residual at which a solve stops in any case. Default ``1e-10``.
+    """
+
+    fraction: float = 0.9
+    relative_tolerance: float = 1e-10
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"the certified decrease fraction must be in (0, 1), got {self.fraction}")
+        check_positive_float("relative_tolerance", self.relative_tolerance)
+
+
+def _preconditioning(
+    preconditioner: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:math:`r \\mapsto P^{-1}r` for a diagonal (a tensor), a callable, or none (the identity, no copy)."""
+    if preconditioner is None:
+        return lambda residual: residual
+    if isinstance(preconditioner, torch.Tensor):
+        return lambda residual: preconditioner * residual
+    return preconditioner
 
 
 class _ConjugateGradientFactorization(Factorization):
@@ -78,6 +149,8 @@ class _ConjugateGradientFactorization(Factorization):
         self.operator = operator
         self.settings = settings
         self._diagonal: torch.Tensor | None = None
+        self._sketch: NystromApproximation | None = None
+        self.linear_iterations = 0
 
     def diagonal(self) -> torch.Tensor:
         r"""Hutchinson's estimate of :math:`\operatorname{diag}(J^\top WJ)`, shape ``(p,)``; computed once per point.
@@ -92,6 +165,25 @@ class _ConjugateGradientFactorization(Factorization):
             estimate = sum(probe * self.operator.matvec(probe) for probe in signs) / probes
             self._diagonal = estimate.clamp_min(1e-3 * float(estimate.abs().mean()))
         return self._diagonal
+
+    def sketch(self) -> NystromApproximation:
+        r"""The Nyström approximation of :math:`J^\top WJ` (:mod:`~mms_manifolds.linalg.nystrom`); computed once per point."""
+        if self._sketch is None:
+            theta, settings = self.operator.theta, self.settings.preconditioner
+            settings = settings if isinstance(settings, NystromPreconditioning) else NystromPreconditioning()
+            rank = min(settings.rank, self.operator.size)
+            self._sketch = nystrom_approximation(
+                self.operator.matvec, self.operator.size, rank, dtype=theta.dtype, device=theta.device
+            )
+        return self._sketch
+
+    def _preconditioner(self, damping: float) -> torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None:
+        kind = self.settings.preconditioner
+        if kind == "jacobi":
+            return 1 / (self.diagonal() + damping)
+        if kind == "nystrom" or isinstance(kind, NystromPreconditioning):
+            return self.sketch().preconditioner(damping)
+        return None
 
     def range_split_norms(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
         r"""Matrix-free: :math:`P_T` replaced by the damped :math:`JG^{-1}J^\top M`, whose normal part bounds the exact one from above."""
@@ -112,19 +204,31 @@ class _ConjugateGradientFactorization(Factorization):
         def matvec(xi: torch.Tensor) -> torch.Tensor:
             return self.operator.matvec(xi) + damping * xi
 
-        preconditioner = None if self.settings.preconditioner == "none" else 1 / (self.diagonal() + damping)
+        rule = self.settings.tolerance
+        certified = isinstance(rule, CertifiedDecrease)
+        target = rule.relative_tolerance if certified else rule
         value, iterations, relative = conjugate_gradient(
             matvec,
             rhs,
-            tolerance=self.settings.tolerance,
+            tolerance=target,
             max_iterations=self.settings.max_iterations,
-            preconditioner=preconditioner,
+            preconditioner=self._preconditioner(damping),
+            decrease_fraction=rule.fraction if certified else None,
+            shift=damping,
         )
-        converged = relative <= self.settings.tolerance
+        self.linear_iterations += iterations
+        converged = relative <= target
+        reached = ""
+        if certified and not converged:
+            fraction = certified_decrease_fraction(
+                float(rhs @ value), relative * float(torch.linalg.vector_norm(rhs)), damping
+            )
+            converged = fraction >= rule.fraction
+            reached = f" and a certified {fraction:.3f} of the exact model decrease (< {rule.fraction})"
         if not converged and self.settings.on_unconverged != "ignore":
             message = (
                 f"conjugate gradients stopped at their cap of {iterations} iterations with relative residual "
-                f"{relative:.2e} > tolerance {self.settings.tolerance:.1e}: the solve is inexact (raise "
+                f"{relative:.2e} > tolerance {target:.1e}{reached}: the solve is inexact (raise "
                 "ConjugateGradientSolve.max_iterations, or the damping)"
             )
             if self.settings.on_unconverged == "raise":
@@ -150,9 +254,14 @@ class ConjugateGradientSolve:
     operators without such a cluster.
 
     Args:
-        tolerance: relative residual target. Default ``1e-10``.
+        tolerance: relative residual target, default ``1e-10``; or a :class:`CertifiedDecrease`, which stops
+            each solve once the step it gives is certified to achieve a share of the exact damped model
+            decrease (an inexact-Newton forcing rule: far fewer iterations where the damping is not tiny).
         max_iterations: iteration cap per solve. Default ``500``.
-        preconditioner: ``"none"`` (default) or ``"jacobi"``.
+        preconditioner: ``"none"`` (default), ``"jacobi"``, ``"nystrom"`` (the randomized Nyström
+            preconditioner of :mod:`mms_manifolds.linalg.nystrom` with the default
+            :class:`~mms_manifolds.linalg.NystromPreconditioning`: one sketch of 64 products per point,
+            serving every damping) or a :class:`~mms_manifolds.linalg.NystromPreconditioning` with its rank.
         diagonal_probes: Hutchinson probes for the diagonal. Default ``16``.
         on_unconverged: what a solve that stops at ``max_iterations`` above ``tolerance`` does:
             ``"warn"`` (default, an :class:`~mms_manifolds.linalg.UnconvergedSolveWarning` naming the residual
@@ -163,20 +272,27 @@ class ConjugateGradientSolve:
             silently, and every Riemannian gradient or residual built on it was inexact with no record.
     """
 
-    tolerance: float = 1e-10
+    tolerance: float | CertifiedDecrease = 1e-10
     max_iterations: int = 500
-    preconditioner: str = "none"
+    preconditioner: str | NystromPreconditioning = "none"
     diagonal_probes: int = 16
     on_unconverged: str = "warn"
     name: str = "cg"
     forms_jacobian: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        check_positive_float("tolerance", self.tolerance)
+        if not isinstance(self.tolerance, CertifiedDecrease):
+            check_positive_float("tolerance", self.tolerance)
         if int(self.max_iterations) < 1:
             raise ValueError(f"max_iterations must be >= 1, got {self.max_iterations}")
-        if self.preconditioner not in ("jacobi", "none"):
-            raise ValueError(f"preconditioner must be 'jacobi' or 'none', got {self.preconditioner!r}")
+        if not isinstance(self.preconditioner, NystromPreconditioning) and self.preconditioner not in (
+            "jacobi",
+            "none",
+            "nystrom",
+        ):
+            raise ValueError(
+                f"preconditioner must be 'jacobi', 'nystrom', 'none' or a NystromPreconditioning, got {self.preconditioner!r}"
+            )
         if int(self.diagonal_probes) < 1:
             raise ValueError(f"diagonal_probes must be >= 1, got {self.diagonal_probes}")
         if self.on_unconverged not in ("warn", "raise", "ignore"):

@@ -47,6 +47,9 @@ class Factorization(ABC):
 
     operator: GramOperator | None = None
 
+    linear_iterations: int = 0
+    """CG iterations this factorisation's solves have taken so far (``0`` for direct modes); progress reports read it."""
+
     def range_split_norms(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
         r""":math:`(\|P_T v\|_M, \|v - P_T v\|_M)` for ``v`` of shape ``(N, m)``: the operator's exact split (``damping`` unused)."""
         return self.operator.range_split_norms(v)

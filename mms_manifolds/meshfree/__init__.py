@@ -8,7 +8,6 @@ work on them as they are. See ``docs/meshfree.md``.
 from .energies import GinzburgLandauJet, PoissonLeastSquares, RitzEnergy
 from .jets import Jet, JetBlock, JetLayout, JetParametrization
 from .metrics import JetMetric
-from .periodic import PeriodicEmbedding, periodic_mlp, torus_grid, torus_monte_carlo
 from .nodes import (
     DERIVATIVES,
     NodeSet,
@@ -19,6 +18,7 @@ from .nodes import (
     box_interior_sobol,
     box_midpoint_grid,
 )
+from .periodic import PeriodicEmbedding, periodic_mlp, torus_grid, torus_monte_carlo
 
 __all__ = [
     "DERIVATIVES",

@@ -183,7 +183,9 @@ class TorchParametrization(FunctionParametrization):
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         r"""Dense :math:`J(\theta)`, shape ``(N, m, p)``: node by node when the module is node-separable.
 
-        Per-node gradients are batched over chunks of at most ``jacobian_chunk_numbers(device) // (m p)`` nodes.
+        Per-node gradients are batched over chunks of at most ``jacobian_chunk_numbers(device) // (m p)`` nodes,
+        each written into the preallocated ``(N, m, p)`` result (peak memory :math:`J` plus one chunk, not twice
+        :math:`J` as a concatenation of the chunks would hold).
         """
         if self.node_separable is False or self.nodes.ndim < 2:
             return super().jacobian(theta)
@@ -215,7 +217,12 @@ class TorchParametrization(FunctionParametrization):
             return functional_call(self.module, parameters, (node.unsqueeze(0),)).reshape(-1)
 
         chunk = max(1, jacobian_chunk_numbers(self.device) // (self.output_shape[1] * self.num_parameters))
-        return vmap(jacrev(at_node), in_dims=(None, 0), chunk_size=chunk)(theta, self.nodes)
+        per_node = vmap(jacrev(at_node), in_dims=(None, 0))
+        jacobian = torch.empty(*self.output_shape, self.num_parameters, dtype=theta.dtype, device=theta.device)
+        for start in range(0, self.output_shape[0], chunk):  # each chunk written in place: J plus one chunk at peak
+            stop = min(start + chunk, self.output_shape[0])
+            jacobian[start:stop] = per_node(theta, self.nodes[start:stop])
+        return jacobian
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a flat vector of shape ``(p,)`` into the module's named parameter tensors."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import torch
 
 from .._checks import check_choice, check_flag, check_integer, check_positive_float
 from ..linalg import make_solve_mode
+from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 
@@ -53,7 +55,10 @@ class GaussNewton(InnerSolver):
     - ``"auto"`` (default): Levenberg–Marquardt where the model's ``proximal_share``
       :math:`\operatorname{tr}(J^\top MJ)/(\tau\operatorname{tr}(A)) \ge 1/2` (a short time step), else the line search.
 
-    Every accepted step lowers the cost; below the cost's rounding level a step is accepted if it lowers the
+    Each iteration is reported to :mod:`mms_manifolds.progress` (cost, residual where measured, the CG
+    iterations of its model solves, seconds); the tangential residual is measured at the end of the solve
+    (the ledger reads the same cached split) and at every iteration only where ``tolerance > 0`` asks for a
+    stopping test. Every accepted step lowers the cost; below the cost's rounding level a step is accepted if it lowers the
     tangential residual, else the solve ends ``STALLED``. ``NON_FINITE`` and ``NO_PROGRESS`` keep the last
     good iterate. :meth:`solve` returns the step length and damping it ended with in ``InnerResult.state``
     (the warm start of the next MMS step, checkpointed). The rules, how they were chosen and what they
@@ -171,18 +176,18 @@ class GaussNewton(InnerSolver):
         stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
         step_length, relative_damping, nu = state["step_length"], state["relative_damping"], 2.0
         use_line_search = None
+        started = time.perf_counter()
         for iteration in range(self.max_iterations):
             if tolerance > 0:
-                if iteration > 0:
-                    residuals.append(subproblem.tangential_residual(theta))
-                    residual_iterations.append(iteration)
                 if not math.isfinite(residuals[-1]):
                     stop, failed_at = StopReason.NON_FINITE, iteration
                     break
                 if residuals[-1] <= tolerance:
                     stop = StopReason.CONVERGED
                     break
+            model = None  # release the last point's Jacobian and factorisation before the next are formed
             model = self._model(subproblem, theta)
+            solved_before = model.factorization.linear_iterations
             iterations += 1
             if not bool(torch.isfinite(model.gradient).all()):
                 stop, failed_at = StopReason.NON_FINITE, iteration
@@ -208,11 +213,25 @@ class GaussNewton(InnerSolver):
                 break
             theta, cost = candidate
             costs.append(cost)
+            if tolerance > 0:  # the stopping test of the next iteration, measured here to be reported with this one
+                residuals.append(subproblem.tangential_residual(theta))
+                residual_iterations.append(iterations)
+            report_inner_iteration(
+                InnerProgress(
+                    self.name,
+                    iterations,
+                    cost,
+                    residuals[-1] if tolerance > 0 else math.nan,
+                    model.factorization.linear_iterations - solved_before,
+                    time.perf_counter() - started,
+                    theta,
+                )
+            )
         if not residual_iterations or residual_iterations[-1] != iterations:
             residuals.append(subproblem.tangential_residual(theta))
             residual_iterations.append(iterations)
-            if stop is StopReason.MAX_ITERATIONS and residuals[-1] <= tolerance:
-                stop = StopReason.CONVERGED
+        if stop is StopReason.MAX_ITERATIONS and residuals[-1] <= tolerance:
+            stop = StopReason.CONVERGED
         return InnerResult(
             theta,
             iterations,

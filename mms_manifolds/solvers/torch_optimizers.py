@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from abc import abstractmethod
 
 import torch
 
 from .._checks import check_integer, check_positive_float
+from ..progress import InnerProgress, report_inner_iteration, reporting
 from ..subproblem import MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 
@@ -19,8 +21,9 @@ class TorchOptimizerSolver(InnerSolver):
     r"""Minimise :math:`f(\theta)` with a ``torch.optim`` optimiser on the flat parameter vector.
 
     The cost is recorded after every step; the tangential residual (a linearisation, costlier
-    than the step itself) only at the start, every ``check_every`` steps when a tolerance is set, and
-    at the end, so the baseline is timed as people run it.
+    than the step itself) only where a tolerance is set (at the start and every ``check_every`` steps)
+    and at the end, where the driver's ledger reads it again from the subproblem's residual cache, so the
+    baseline is timed as people run it. Each step is reported to :mod:`mms_manifolds.progress`.
 
     Args:
         max_iterations: optimiser steps.
@@ -55,11 +58,13 @@ class TorchOptimizerSolver(InnerSolver):
         optimizer = self._optimizer(parameter, subproblem)
         last_good = theta0.clone()
         costs = [subproblem.cost(theta0)]
-        residuals = [subproblem.tangential_residual(theta0)]
-        residual_iterations = [0]
+        residuals, residual_iterations = [], []
         stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
-        if residuals[0] <= tolerance:
-            return InnerResult(theta0, 0, costs, residuals, residual_iterations, 0.0, StopReason.CONVERGED)
+        if tolerance > 0:  # the start's residual only where a stopping test reads it (it costs a solve with G)
+            residuals, residual_iterations = [subproblem.tangential_residual(theta0)], [0]
+            if residuals[0] <= tolerance:
+                return InnerResult(theta0, 0, costs, residuals, residual_iterations, 0.0, StopReason.CONVERGED)
+        started = time.perf_counter()
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
@@ -81,13 +86,18 @@ class TorchOptimizerSolver(InnerSolver):
                 break
             costs.append(cost)
             last_good = current
-            if tolerance > 0 and iteration % self.check_every == 0:
+            checked = tolerance > 0 and iteration % self.check_every == 0
+            if checked:
                 residuals.append(subproblem.tangential_residual(current))
                 residual_iterations.append(iteration)
-                if residuals[-1] <= tolerance:
-                    stop = StopReason.CONVERGED
-                    break
-        if residual_iterations[-1] != iterations and stop is not StopReason.NON_FINITE:
+            if reporting():
+                seconds = time.perf_counter() - started
+                residual = residuals[-1] if checked else math.nan
+                report_inner_iteration(InnerProgress(self.name, iteration, cost, residual, 0, seconds, current))
+            if checked and residuals[-1] <= tolerance:
+                stop = StopReason.CONVERGED
+                break
+        if (not residual_iterations or residual_iterations[-1] != iterations) and stop is not StopReason.NON_FINITE:
             residuals.append(subproblem.tangential_residual(last_good))
             residual_iterations.append(iterations)
         return InnerResult(

@@ -1,0 +1,160 @@
+r"""Kernel-side solves for :math:`Nm < p`: Cholesky of the :math:`Nm \times Nm` kernel :math:`BB^\top = C^\top JJ^\top C`, no SVD.
+
+With :math:`B = C^\top J` the whitened Jacobian (``(Nm, p)``, :math:`W = CC^\top`) and :math:`K = BB^\top`,
+the Woodbury identity gives every damped solve from one Cholesky factorisation of :math:`K + \lambda I`,
+
+.. math:: (B^\top B + \lambda I)^{-1} b = \tfrac1\lambda\big(b - B^\top(K + \lambda I)^{-1}Bb\big),
+
+and the :math:`M`-orthogonal residual split from :math:`K` too: the whitened target :math:`t = C^\top v` splits
+into :math:`P t` and :math:`t - Pt`, :math:`P` the projection onto :math:`\operatorname{range} B` spanned by the
+eigenvectors of :math:`K` with eigenvalues above the library's cutoff
+(:func:`~mms_manifolds.linalg.pseudo_inverse_rtol` of :math:`Nm`, the rule of
+:meth:`~mms_manifolds.linalg.GramOperator.range_mask`). Where :math:`K - c\,I` has a Cholesky factor for
+:math:`c = \text{rtol}\cdot\operatorname{tr}K \ge \text{rtol}\,\lambda_{\max}(K)`, every eigenvalue is kept and
+:math:`P = I` (one Cholesky, :math:`(Nm)^3/3` flops); otherwise the eigendecomposition of :math:`K` is taken
+once (about :math:`9(Nm)^3` flops). :class:`~mms_manifolds.linalg.DenseSolve` instead takes the thin SVD of
+:math:`B` for the split, :math:`O(Nm\,p\,Nm)` with a large constant and about six copies of :math:`J` in memory
+(``docs/performance.md``): at :math:`p = 20601`, :math:`Nm = 4900` that alone is beyond a 4 GiB budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .dense import GramFactorization
+from .limits import check_fits_in_memory, pseudo_inverse_rtol
+from .operator import GramOperator
+
+__all__ = ["KernelFactorization", "KernelSolve", "kernel_gram_matrix"]
+
+
+def kernel_gram_matrix(whitened: torch.Tensor, block_rows: int) -> torch.Tensor:
+    r""":math:`K = BB^\top` (``(n, n)``) of ``whitened`` :math:`B` (``(n, p)``), exactly symmetric, in :math:`n^2p` flops.
+
+    Each block of ``block_rows`` rows computes its part left of and on the diagonal,
+    :math:`K_{I,\le I} = B_I B_{\le I}^\top`, and mirrors it above the diagonal: half the flops of
+    :math:`BB^\top`, and no temporary larger than one block row of :math:`K`.
+    """
+    rows = whitened.shape[0]
+    gram = torch.empty(rows, rows, dtype=whitened.dtype, device=whitened.device)
+    for start in range(0, rows, block_rows):
+        stop = min(start + block_rows, rows)
+        gram[start:stop, :stop] = whitened[start:stop] @ whitened[:stop].T
+        block = gram[start:stop, start:stop]
+        block.copy_(0.5 * (block + block.T))
+        gram[:start, start:stop] = gram[start:stop, :start].T
+    return gram
+
+
+class KernelFactorization(GramFactorization):
+    r"""The factorisation of :meth:`KernelSolve`: Cholesky of :math:`K + \lambda I` per damping, :math:`K = BB^\top` (``(Nm, Nm)``).
+
+    Damped solves and the undamped pseudo-inverse are those of :class:`GramFactorization` on the kernel side
+    (the pseudo-inverse from the eigendecomposition of :math:`K`, :math:`x = B^\top Q_k\Lambda_k^{-2}Q_k^\top Bb`).
+    The residual split and the dual tangential norm are exact (module docstring), from a Cholesky certificate
+    that :math:`K` has full numerical rank or, failing it, from the eigendecomposition of :math:`K`.
+
+    Args:
+        operator: the Gram operator; its whitened Jacobian :math:`B` is formed (once).
+        block_rows: rows of :math:`B` per block product when forming :math:`K`.
+    """
+
+    def __init__(self, operator: GramOperator, block_rows: int):
+        parametrization = operator.parametrization
+        rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
+        check_fits_in_memory(
+            KernelSolve.peak_numbers(columns, rows) * parametrization.dtype.itemsize,
+            parametrization.device,
+            f"the kernel solve (J and its whitened copy, {rows} x {columns}, and a {rows} x {rows} kernel)",
+        )
+        self.operator, self.mode, self.block_rows = operator, KernelSolve.name, block_rows
+        self._rtol = pseudo_inverse_rtol(rows, parametrization.dtype)
+        self._cholesky = self._eigen = None
+        self._gram: torch.Tensor | None = None
+        self._full_rank: bool | None = None
+
+    @property
+    def factor(self) -> torch.Tensor:
+        """:math:`B`, shape ``(Nm, p)``."""
+        return self.operator.whitened_jacobian()
+
+    @property
+    def gram(self) -> torch.Tensor:
+        r""":math:`K = BB^\top`, shape ``(Nm, Nm)``, formed at the first solve that needs it."""
+        if self._gram is None:
+            self._gram = kernel_gram_matrix(self.factor, self.block_rows)
+        return self._gram
+
+    def full_rank(self) -> bool:
+        r"""Whether every eigenvalue of :math:`K` is above ``rtol`` :math:`\cdot\operatorname{tr}K` (Cholesky of the shifted :math:`K`); computed once."""
+        if self._full_rank is None:
+            gram = self.gram
+            shift = self.rtol * float(torch.trace(gram))
+            eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+            self._full_rank = int(torch.linalg.cholesky_ex(gram - shift * eye)[1]) == 0
+        return self._full_rank
+
+    def _kept_eigenvectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues above ``rtol`` times the largest and their eigenvectors, ``((k,), (Nm, k))``."""
+        eigenvalues, eigenvectors = self.eigendecomposition()
+        keep = eigenvalues > self.rtol * eigenvalues[-1]
+        return eigenvalues[keep], eigenvectors[:, keep]
+
+    def range_split_norms(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
+        r""":math:`(\|Pt\|, \|t - Pt\|)`, :math:`t = C^\top v`, :math:`P` the projection onto :math:`\operatorname{range} B` (``damping`` unused)."""
+        target = self.operator.weight.whiten(v).reshape(-1)
+        if self.full_rank():
+            return float(torch.linalg.vector_norm(target)), 0.0
+        _, vectors = self._kept_eigenvectors()
+        tangential = vectors @ (vectors.T @ target)
+        return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))
+
+    def dual_tangential_norm(self, egrad: torch.Tensor, damping: float) -> float:
+        r""":math:`\|\Lambda_k^{-1}Q_k^\top B\,e\|` for ``egrad`` :math:`e = J^\top g` (``(p,)``): :math:`\|K^{-1}Be\|` at full rank."""
+        projected = self.factor @ egrad
+        if self.full_rank():
+            return float(torch.linalg.vector_norm(torch.linalg.solve(self.gram, projected)))
+        values, vectors = self._kept_eigenvectors()
+        return float(torch.linalg.vector_norm((vectors.T @ projected) / values))
+
+
+@dataclass(frozen=True)
+class KernelSolve:
+    r"""Factor the kernel :math:`K = BB^\top` (``(Nm, Nm)``) by Cholesky, for :math:`Nm < p`; never an SVD.
+
+    Cost per point: the Jacobian (:math:`Nm` reverse passes), :math:`(Nm)^2p` flops for :math:`K`, and
+    :math:`(Nm)^3/3` per damping value; peak memory :meth:`peak_numbers` numbers. The automatic choice
+    (:class:`~mms_manifolds.linalg.AutoSolve`) takes it beyond the dense SVD's size when it fits the memory
+    budget and its time model says it is cheaper than CG (``docs/performance.md``).
+
+    Args:
+        block_rows: rows of :math:`B` per block product when forming :math:`K`. Default ``1024``.
+    """
+
+    block_rows: int = 1024
+    name: str = "kernel"
+    forms_jacobian: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if int(self.block_rows) < 1:
+            raise ValueError(f"block_rows must be >= 1, got {self.block_rows}")
+
+    @staticmethod
+    def peak_numbers(num_parameters: int, ambient_dimension: int) -> int:
+        r"""Numbers held at the peak: :math:`J`, the whitened :math:`B` and one transient copy (:math:`3Nmp`); :math:`K`, an identity, the shifted :math:`K` and its factor (:math:`4(Nm)^2`)."""
+        return 3 * num_parameters * ambient_dimension + 4 * ambient_dimension**2
+
+    def factorize(self, operator: GramOperator) -> KernelFactorization:
+        if operator.parametrization.ambient_dimension >= operator.parametrization.num_parameters:
+            raise ValueError(
+                f"the kernel solve needs Nm < p, got Nm = {operator.parametrization.ambient_dimension}, "
+                f"p = {operator.parametrization.num_parameters}: use solve_mode='dense' (the p x p side)"
+            )
+        return KernelFactorization(operator, int(self.block_rows))
+
+    def factorize_weighted(self, operator: GramOperator) -> GramFactorization:
+        r""":math:`J^\top WJ` for a weight without a whitening (the step's Hessian): assembled, ``(p, p)``, default cutoff."""
+        return GramFactorization(operator.gram_matrix())
