@@ -657,15 +657,12 @@ class MinimizingMovement:
         _withdraw_certification(result, step, problem)
         return BoundParts.undefined()
 
-    def _step_subproblem(
-        self,
-        resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
-        step: int,
-        theta: torch.Tensor,
-    ) -> MMSSubproblem:
-        """Step ``step`` from ``theta``: :meth:`subproblem`, or on step ``step``'s resampled nodes."""
+    def _step_problem(
+        self, resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None, step: int
+    ) -> tuple[Parametrization, Energy, IncrementManifold]:
+        """The parametrisation, energy and manifold of one step: the run's own, or step ``step``'s resampled ones."""
         if resample is None:
-            return self.subproblem(theta)
+            return self.parametrization, self.energy, self.manifold
         problem = resample(step)
         if not (isinstance(problem, tuple) and len(problem) == 3):
             raise TypeError(
@@ -680,6 +677,18 @@ class MinimizingMovement:
         manifold = IncrementManifold(
             parametrization, metric, damping=self.manifold.damping, solve_mode=self.manifold.solve_mode
         )
+        return parametrization, energy, manifold
+
+    def _step_subproblem(
+        self,
+        resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
+        step: int,
+        theta: torch.Tensor,
+    ) -> MMSSubproblem:
+        """Step ``step`` from ``theta``: :meth:`subproblem`, or on step ``step``'s resampled nodes (:meth:`_step_problem`)."""
+        if resample is None:
+            return self.subproblem(theta)
+        parametrization, energy, manifold = self._step_problem(resample, step)
         return MMSSubproblem(manifold, energy, self.tau, parametrization.value(theta))
 
     def _resume_or_start(

@@ -18,6 +18,7 @@ import math
 import torch
 
 from .._checks import check_integer, check_positive_float
+from ..parametrizations.networks import mlp
 from .nodes import NodeSet, box_interior_monte_carlo
 
 __all__ = ["PeriodicEmbedding", "periodic_mlp", "torus_grid", "torus_monte_carlo"]
@@ -89,10 +90,8 @@ def periodic_mlp(
     r"""``PeriodicEmbedding`` then an MLP ``2d -> widths[0] -> ... -> widths[-1]`` with ``tanh`` between layers.
 
     TENG's network (width 40, depth 7) is ``periodic_mlp(2, (40,) * 6 + (1,), seed)``. The weights are
-    torch's default initialisation drawn in float64 from ``seed`` (as :func:`mms_manifolds.problems.mlp`).
+    torch's default initialisation drawn in float64 from ``seed`` (as :func:`mms_manifolds.parametrizations.networks.mlp`).
     """
-    from ..problems import mlp
-
     dimension = check_integer("dimension", dimension, minimum=1)
     layers = mlp((2 * dimension, *widths), seed, dtype, device=device)
     return torch.nn.Sequential(PeriodicEmbedding(period), *layers)
