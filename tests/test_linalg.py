@@ -185,9 +185,10 @@ def test_unconverged_cg_solves_are_counted_per_step_into_the_record():
         result = flow.run(flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=2))
     assert result.unconverged_solves[0] == 0 and np.all(result.unconverged_solves[1:] >= 1)
     summaries = [str(w.message) for w in caught if issubclass(w.category, UnconvergedSolveWarning)]
-    assert any(re.match(r"MMS step 1 residual: \d+ iterative solve\(s\) stopped unconverged", m) for m in summaries)
+    # the step's residual is the solver's own final one (MMSSubproblem caches it): the driver solves nothing more
+    assert not any(m.startswith("MMS step 1 residual") for m in summaries)
     assert any(re.match(r"GaussNewton solve: \d+ iterative solve\(s\) stopped unconverged", m) for m in summaries)
-    assert len(summaries) <= 4  # one per inner solve and one per residual, not one per CG call
+    assert len(summaries) <= 2  # one per inner solve, not one per CG call
     converged = MinimizingMovement(flow.parametrization, flow.energy, metric, 0.2, solve_mode="cg")
     quiet = converged.run(flow.parametrization.initial_point(), 2, GaussNewton(max_iterations=2))
     assert np.all(quiet.unconverged_solves == 0)
