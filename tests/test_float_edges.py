@@ -118,10 +118,7 @@ def test_a_float32_cost_one_ulp_higher_is_not_a_cost_increase():
 
 
 def MinimizingMovementStep(flow, theta):  # noqa: N802 - reads like the object it builds
-    from mms_manifolds.subproblem import MMSSubproblem
-
-    anchor = flow.parametrization.value(theta)
-    return MMSSubproblem(flow.manifold.with_anchor(anchor), flow.energy, flow.tau, flow.convexity)
+    return flow.subproblem(theta)
 
 
 def test_a_budget_that_is_not_met_says_so():

@@ -39,6 +39,7 @@ from mms_manifolds import (
     SobolevMetric,
     TorchParametrization,
     TrajectoryBudget,
+    exact_trajectory,
 )
 from mms_manifolds.adapters import GeooptIncrementManifold, GeooptSolver, PymanoptIncrementManifold
 
@@ -61,7 +62,7 @@ _ENERGY = L2Regression(_X.abs(), _METRIC)
 _FLOW = MinimizingMovement(_PHI, _ENERGY, _METRIC, 0.2)
 _PYMANOPT = PymanoptIncrementManifold(_MANIFOLD)
 _GEOOPT = GeooptIncrementManifold(_MANIFOLD)
-_FLOW_REFERENCE = torch.stack([_PHI.value(_THETA), _PHI.value(_THETA)])  # shape (2, N, 1): a valid reference
+_FLOW_REFERENCE = exact_trajectory(_ENERGY, _METRIC, _PHI.value(_THETA), 0.2, 1)  # (2, N, 1): the exact MMS iterates
 
 
 def _raised_by_us(error: BaseException) -> bool:
