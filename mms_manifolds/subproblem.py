@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import as_tensor, check_finite, check_shape
+from ._checks import as_tensor, check_finite, check_instance, check_shape
 from .energies import Energy
 from .linalg import AutoSolve, Factorization, GramOperator, OperatorSum, ScaledOperator, make_solve_mode
 from .manifold import IncrementManifold
@@ -148,7 +148,7 @@ class MMSSubproblem:
             is a dense Cholesky and an eigenvalue problem); omitted, it is asked of ``energy``.
 
     Raises:
-        TypeError: ``anchor`` is not a tensor of the model's dtype.
+        TypeError: ``manifold`` is no :class:`IncrementManifold`, ``energy`` no :class:`~mms_manifolds.energies.Energy`, or ``anchor`` is not a tensor of the model's dtype.
         ValueError: ``tau <= 0`` or not finite; ``anchor`` has the wrong shape, another device or non-finite
             values; :math:`1 + \tau\lambda \le 0` for a semi-convex energy.
     """
@@ -163,8 +163,8 @@ class MMSSubproblem:
         anchor: torch.Tensor,
         convexity: object = _ASK_THE_ENERGY,
     ):
-        self.manifold = manifold
-        self.energy = energy
+        self.manifold = check_instance("manifold", manifold, IncrementManifold)
+        self.energy = check_instance("energy", energy, Energy)
         convexity = energy.convexity(manifold.metric) if convexity is self._ASK_THE_ENERGY else convexity
         self.constants = StepConstants.of(tau, convexity)
         r""":math:`\tau`, :math:`\lambda`, :math:`L` and :math:`\mu` of the step."""

@@ -33,6 +33,7 @@ from mms_manifolds import (
     MatrixMetric,
     MinimizingMovement,
     MMSResult,
+    MMSSubproblem,
     QuarticEnergy,
     RiemannianGradientDescent,
     SobolevMetric,
@@ -111,14 +112,18 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
     ),
     "IncrementManifold": (
         IncrementManifold,
-        {"parametrization": PHI, "metric": METRIC, "anchor": None, "damping": "auto", "solve_mode": "auto"},
+        {"parametrization": PHI, "metric": METRIC, "damping": "auto", "solve_mode": "auto"},
         {
             "parametrization": TENSOR,
             "metric": TENSOR,
-            "anchor": TENSOR[1:],
             "damping": (None, "more", ARRAY, True, NAN, -1.0),
             "solve_mode": OPTION,
         },
+    ),
+    "MMSSubproblem": (
+        MMSSubproblem,
+        {"manifold": MANIFOLD, "energy": ENERGY, "tau": 0.2, "anchor": PHI.value(THETA)},
+        {"manifold": TENSOR, "energy": TENSOR, "tau": NUMBER, "anchor": TENSOR[1:]},
     ),
     "IncrementManifold.geodesic": (
         MANIFOLD.geodesic,
