@@ -367,6 +367,58 @@ class MinimizingMovement:
         """
         steps = check_integer("steps", steps, minimum=1)
         max_retries = check_integer("max_retries", max_retries, minimum=0)
+        progress, diagnostics, time_tolerance = self._check_run_options(
+            solver, budget, certify, on_failure, progress, diagnostics, resample, reference, time_tolerance
+        )
+        path = None if checkpoint is None else resolve_path(checkpoint, "checkpoint")
+        theta0 = self.manifold.check_point(theta0, "theta0")
+        if not math.isfinite(float(self.energy.value(self.parametrization.value(theta0)))):
+            raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
+        reference = self._check_reference(reference, steps)
+        settings = self._settings(steps, solver, budget, resample is not None, theta0, time_tolerance, certify)
+        source = resume_proof.reference_source(reference, resample, self.energy.has_prox)
+        constants = self.constants
+        step_tolerance = (
+            None if budget is None else budget.step_tolerance(constants.lipschitz, constants.strong_convexity, steps)
+        )
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(progress_to_stderr(progress))
+            lock = None if path is None else stack.enter_context(WriterLock(path))
+            result, state, stepper = self._resume_or_start(
+                theta0, reference, settings, path, lock, resample, source, time_tolerance
+            )
+            exact = reference is None and resample is None and self.energy.has_prox  # v_k from the prox
+            loop = _Loop(
+                solver, result, step_tolerance, on_failure, max_retries, resample, reference, exact, certify,
+                diagnostics, stepper,
+            )
+            while state.steps_done < steps:
+                state, outcome = self._advance(state, loop)  # the step: solve, book the bound, the next state
+                _write_step(result, outcome, stepper.record, source)  # the record is written, never read here
+                if path is not None:
+                    result.save(path, lock=lock)
+                if progress:
+                    _print_progress(outcome, steps)
+            if budget is not None:
+                result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
+                _check_budget_met(result, budget)
+                if path is not None:
+                    result.save(path, lock=lock)
+        return result
+
+    def _check_run_options(
+        self,
+        solver: object,
+        budget: object,
+        certify: object,
+        on_failure: object,
+        progress: object,
+        diagnostics: object,
+        resample: object,
+        reference: object,
+        time_tolerance: object,
+    ) -> tuple[bool, bool, float | None]:
+        """Refuse options of the wrong kind or that do not combine; return ``progress, diagnostics, time_tolerance``."""
         check_choice("on_failure", on_failure, ("retry", "raise"))
         progress, diagnostics = check_flag("progress", progress), check_flag("diagnostics", diagnostics)
         if budget is not None:
@@ -395,101 +447,76 @@ class MinimizingMovement:
                 "reference: the budget is derived for fixed-step implicit Euler, and the reference iterates are "
                 "computed with the run's own steps (from the energy's prox)"
             )
-        path = None if checkpoint is None else resolve_path(checkpoint, "checkpoint")
-        theta0 = self.manifold.check_point(theta0, "theta0")
-        if not math.isfinite(float(self.energy.value(self.parametrization.value(theta0)))):
-            raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
-        reference = self._check_reference(reference, steps)
-        settings = self._settings(steps, solver, budget, resample is not None, theta0, time_tolerance, certify)
-        source = resume_proof.reference_source(reference, resample, self.energy.has_prox)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(progress_to_stderr(progress))
-            lock = None if path is None else stack.enter_context(WriterLock(path))
-            result = self._resume_or_start(theta0, reference, settings, path, lock, resample, source)
-            step_tolerance = (
-                None
-                if budget is None
-                else budget.step_tolerance(self.constants.lipschitz, self.constants.strong_convexity, steps)
+        return progress, diagnostics, time_tolerance
+
+    def _advance(self, state: FlowState, loop: _Loop) -> tuple[FlowState, _StepOutcome]:
+        r"""Step :math:`k+1` from ``state``: solved by the scheme, its bound booked; the next state and what to record.
+
+        Reads nothing from the record: :math:`\theta_k`, the solver's warm start, :math:`B_k`, :math:`B_{k-1}`
+        and the exact states come from ``state``; the scheme's step sizes and G-norm from ``loop.stepper``.
+        """
+        step, stepper, start = state.steps_done + 1, loop.stepper, time.perf_counter()
+        base = self._step_subproblem(loop.resample, step, state.theta)  # implicit Euler's step from u_k
+        energy, manifold, previous = base.energy, base.manifold, base.anchor
+        solve = _Solve(
+            loop.solver, loop.result, step, loop.step_tolerance, loop.on_failure, loop.max_retries, base,
+            state.theta, state.solver_state,
+        )
+        if stepper.richardson_start(state.steps_done):
+            tau, estimate = stepper.next_step(), math.nan
+            inner, retries, residual, u, start_parts, unconverged = self._richardson_start(
+                solve, stepper, previous, tau, state.bound
             )
-            exact = reference is None and resample is None and self.energy.has_prox
-            stepper = SchemeStepper(
-                self.scheme,
-                self.tau,
-                self.convexity,
-                self.metric,
-                self.parametrization.dtype,
-                self._state_size,
-                settings.certified,
-                time_tolerance,
-                self._scheme_record(result, time_tolerance),
+        else:
+            history = state.thetas[-self.scheme.estimate_history : -1]
+            states = [*(manifold.parametrization.value(theta) for theta in history), previous]
+            inner, retries, subproblem, tau, estimate = self._scheme_step(solve, stepper, states)
+            with UnconvergedSolveCount(f"MMS step {step} residual") as unconverged:
+                residual = subproblem.residual(inner.point) if loop.certify else Residual(math.nan, math.nan, math.nan)
+            u, start_parts = subproblem.node_values(inner.point), None
+        exact_state = loop.reference[step] if loop.reference is not None else None
+        if loop.exact:
+            exact_state = self._exact_step(state.references, stepper, step, tau)
+        bound, withdrawal = BoundParts.undefined(), None
+        if state.certified:
+            bound, withdrawal = self._book_bound(
+                stepper, state, residual, u, previous, energy, tau, start_parts, exact_state
             )
-            for step in range(result.steps_done + 1, steps + 1):
-                start = time.perf_counter()
-                base = self._step_subproblem(resample, step, result.thetas[-1])  # implicit Euler's step from u_k
-                energy, manifold, previous = base.energy, base.manifold, base.anchor
-                solve = _Solve(solver, result, step, step_tolerance, on_failure, max_retries, base)
-                if stepper.richardson_start(result.steps_done):
-                    tau, estimate = stepper.next_step(), math.nan
-                    inner, retries, residual, u, start_parts, unconverged = self._richardson_start(
-                        solve, stepper, previous, tau
-                    )
-                else:
-                    history = result.thetas[-self.scheme.estimate_history : -1]
-                    states = [*(manifold.parametrization.value(theta) for theta in history), previous]
-                    inner, retries, subproblem, tau, estimate = self._scheme_step(solve, stepper, states)
-                    with UnconvergedSolveCount(f"MMS step {step} residual") as unconverged:
-                        residual = subproblem.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
-                    u, start_parts = subproblem.node_values(inner.point), None
-                exact_state = reference[step] if reference is not None else None
-                if exact:
-                    exact_state = self._exact_step(result, stepper, step, tau)
-                bound = self._book_bound(stepper, result, step, residual, u, previous, energy, tau, start_parts, exact_state)
-                flow_bound, problem = stepper.flow_step(energy, previous, u, tau, residual.total)
-                if problem is not None and result.certified:
-                    _withdraw_certification(result, step, problem)
-                rank, sigma_min = (
-                    self._jacobian_report(manifold, inner.point, result) if diagnostics else (math.nan, math.nan)
-                )
-                record = StepRecord(
-                    energy=float(energy.value(u)),
-                    inner_iterations=inner.iterations,
-                    retries=retries,
-                    wall_time=time.perf_counter() - start,
-                    initial_residual=_initial_residual(inner),
-                    residual_total=residual.total,
-                    residual_tangential=residual.tangential,
-                    residual_normal=residual.normal,
-                    tracking_bound=bound.tracking_bound,
-                    bound_inexactness=bound.inexactness,
-                    bound_approximation=bound.approximation,
-                    bound_rounding=bound.rounding,
-                    trajectory_error=math.nan if exact_state is None else float(self.metric.norm(u - exact_state)),
-                    step_tolerance=math.nan if step_tolerance is None else step_tolerance,
-                    jacobian_rank=rank,
-                    jacobian_sigma_min=sigma_min,
-                    unconverged_solves=inner.unconverged_solves + unconverged.count,
-                )
-                result.append(inner.point, inner.stop_reason.name.lower(), exact_state, record)
-                result.metadata["solver_state"] = inner.state  # the warm start of the next step, saved with it
-                stepper.append(tau, estimate, flow_bound if result.certified else math.nan)
-                result.metadata["scheme_record"] = stepper.record.as_metadata()  # step sizes, G-norm, estimates
-                _flag_unconverged_step(result, step)
-                result.metadata["resume_proof"] = resume_proof.record(step, u, source)
-                if path is not None:
-                    result.save(path, lock=lock)
-                if progress:
-                    print(
-                        f"step {step}/{steps}: E = {result.columns['energy'][-1]:.6e}, inner = {inner.iterations}, "
-                        f"rho = {residual.total:.3e}, B = {bound.tracking_bound:.3e}, "
-                        f"e = {result.columns['trajectory_error'][-1]:.3e} ({inner.stop_reason.name.lower()})",
-                        file=sys.stderr,
-                    )
-            if budget is not None:
-                result.metadata["predicted_inner_iterations"] = _predicted_iterations(result, step_tolerance)
-                _check_budget_met(result, budget)
-                if path is not None:
-                    result.save(path, lock=lock)
-        return result
+        flow_bound, problem = stepper.flow_step(energy, previous, u, tau, residual.total)
+        if problem is not None and state.certified and withdrawal is None:
+            withdrawal = problem
+        report = manifold.diagnostics(inner.point) if loop.diagnostics else None
+        record = StepRecord(
+            energy=float(energy.value(u)),
+            inner_iterations=inner.iterations,
+            retries=retries,
+            wall_time=time.perf_counter() - start,
+            initial_residual=_initial_residual(inner),
+            residual_total=residual.total,
+            residual_tangential=residual.tangential,
+            residual_normal=residual.normal,
+            tracking_bound=bound.tracking_bound,
+            bound_inexactness=bound.inexactness,
+            bound_approximation=bound.approximation,
+            bound_rounding=bound.rounding,
+            trajectory_error=math.nan if exact_state is None else float(self.metric.norm(u - exact_state)),
+            step_tolerance=math.nan if loop.step_tolerance is None else loop.step_tolerance,
+            jacobian_rank=math.nan if report is None else float(report.numerical_rank),
+            jacobian_sigma_min=math.nan if report is None else report.sigma_min,
+            unconverged_solves=inner.unconverged_solves + unconverged.count,
+        )
+        certified = state.certified and withdrawal is None
+        stepper.append(tau, estimate, flow_bound if certified else math.nan)
+        following = state.after(
+            inner.point, inner.state, bound, exact_state, float(record.residual_tangential), certified, self.scheme
+        )
+        stop_reason = inner.stop_reason.name.lower()
+        outcome = _StepOutcome(
+            step, record, inner.point, stop_reason, inner.state, exact_state, u, withdrawal,
+            report is not None and not report.full_column_rank,
+            far_from_converged(stop_reason, list(following.tangential_residuals), float(record.step_tolerance)),
+        )
+        return following, outcome
 
     def _scheme_record(self, result: MMSResult, time_tolerance: float | None) -> SchemeRecord:
         """The scheme's record so far: the checkpoint's, one written before schemes existed, or a fresh one.
@@ -532,7 +559,7 @@ class MinimizingMovement:
             tau = tau_next
 
     def _richardson_start(
-        self, solve: _Solve, stepper: SchemeStepper, u0: torch.Tensor, tau: float
+        self, solve: _Solve, stepper: SchemeStepper, u0: torch.Tensor, tau: float, previous: BoundParts
     ) -> tuple[InnerResult, int, Residual, torch.Tensor, StartParts, UnconvergedSolveCount]:
         r"""BDF2's first step :math:`u_1 = \Pi(2w - z)`: :math:`w` two implicit Euler steps of :math:`\tau/2`, :math:`z` one of :math:`\tau`.
 
@@ -540,15 +567,8 @@ class MinimizingMovement:
         :math:`\tfrac12\|u - (2w - z)\|_M^2` anchored there), warm-started at :math:`w`'s parameters. The bound
         pieces are booked with implicit Euler's ledger; the projection's distance is measured. Returns
         ``(inner, retries, residual, u1, pieces, unconverged)`` with the fit's inner result (its iterations
-        the sum of the four solves) and residual.
+        the sum of the four solves) and residual; ``previous`` is :math:`B_0`.
         """
-        result = solve.result
-        previous = BoundParts(
-            *(
-                result.columns[name][-1]
-                for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding")
-            )
-        )
         half_ledger, full_ledger = stepper.euler_ledger(tau / 2), stepper.euler_ledger(tau)
         iterations, retries_total, problems = 0, 0, []
         with UnconvergedSolveCount(f"MMS step {solve.step} residual") as unconverged:
@@ -563,9 +583,9 @@ class MinimizingMovement:
                 iterations, retries_total = iterations + inner.iterations, retries_total + retries
                 return inner, residual, subproblem.node_values(inner.point)
 
-            first, first_residual, u_first = euler(u0, tau / 2, result.thetas[-1], result.metadata.get("solver_state"))
+            first, first_residual, u_first = euler(u0, tau / 2, solve.theta, solve.state)
             half, half_residual, u_half = euler(u_first, tau / 2, first.point, first.state)
-            full, full_residual, u_full = euler(u0, tau, result.thetas[-1], half.state)
+            full, full_residual, u_full = euler(u0, tau, solve.theta, half.state)
             combination = 2 * u_half - u_full
             fit = MMSSubproblem(solve.manifold, L2Regression(combination, solve.manifold.metric), tau, combination, 1.0)
             inner, retries = solve(fit, half.point, full.state)
@@ -586,12 +606,14 @@ class MinimizingMovement:
         """:math:`Nm`, the number of entries of a state."""
         return int(math.prod(self.parametrization.output_shape))
 
-    def _exact_step(self, result: MMSResult, stepper: SchemeStepper, step: int, tau: float) -> torch.Tensor:
+    def _exact_step(
+        self, references: tuple[torch.Tensor, ...], stepper: SchemeStepper, step: int, tau: float
+    ) -> torch.Tensor:
         r"""The scheme's exact step from the exact iterates so far (implicit Euler: :math:`\operatorname{prox}_{\tau E}(v_{k-1})`).
 
         A non-finite prox is an error, not a silent ``nan``.
         """
-        history = result.reference_states[-self.scheme.history :]
+        history = list(references[-self.scheme.history :])
         state = self.scheme.exact_step(self.energy, self.metric, history, stepper.record.time_steps, tau)
         if not bool(torch.isfinite(state).all()):
             raise ValueError(
@@ -603,8 +625,7 @@ class MinimizingMovement:
     def _book_bound(
         self,
         stepper: SchemeStepper,
-        result: MMSResult,
-        step: int,
+        state: FlowState,
         residual: Residual,
         u: torch.Tensor,
         anchor: torch.Tensor,
@@ -612,29 +633,23 @@ class MinimizingMovement:
         tau: float,
         start: StartParts | None = None,
         exact_state: torch.Tensor | None = None,
-    ) -> BoundParts:
-        r"""The bound of step ``step`` from the scheme's ledger, or ``nan`` parts; withdraws certification on a failed check.
+    ) -> tuple[BoundParts, str | None]:
+        r"""The bound :math:`B_{k+1}` of the step after ``state`` from the scheme's ledger, and ``None``; or ``nan`` parts and why not.
 
+        :math:`B_{k+1}` is booked from ``state.bound`` (:math:`B_k`) and ``state.older_bound`` (:math:`B_{k-1}`,
+        BDF2's cap); a reason returned withdraws the certification (the caller writes it to the record).
         ``anchor`` is the previous state :math:`u_k` (the curvature check runs along :math:`u_{k+1} - u_k`);
         ``start`` the pieces of BDF2's Richardson start. Where the exact state :math:`v_k` is known,
         :math:`e_k \le B_k` is one of the checks: a record never states a certified bound its own error exceeds
         (a ``reference=`` that is not this energy's exact flow, or rounding the allowance did not cover).
         """
-        if not result.certified:
-            return BoundParts.undefined()
-        previous = BoundParts(
-            *(
-                result.columns[name][-1]
-                for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding")
-            )
-        )
+        previous = state.bound
         if start is not None:
             bound, problem = start.bound(), start.problem
             if problem is None:
                 problem = stepper.start_g_norm(bound, previous, tau)
         else:
-            older = result.columns["tracking_bound"][-2] if len(result.columns["tracking_bound"]) > 1 else 0.0
-            bound, problem = stepper.bound(previous, residual, u, anchor, tau, older)
+            bound, problem = stepper.bound(previous, residual, u, anchor, tau, state.older_bound)
         if problem is not None:
             pass
         elif start is None and not all(
@@ -653,9 +668,8 @@ class MinimizingMovement:
                     "reference is not this energy's exact MMS, or rounding beyond the allowance"
                 )
         if problem is None:
-            return bound
-        _withdraw_certification(result, step, problem)
-        return BoundParts.undefined()
+            return bound, None
+        return BoundParts.undefined(), problem
 
     def _step_problem(
         self, resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None, step: int
@@ -700,10 +714,41 @@ class MinimizingMovement:
         lock: WriterLock | None,
         resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
         source: str | None,
-    ) -> MMSResult:
-        """The checkpoint's record if it is one of this run (validated, its last step proven), else a new record."""
+        time_tolerance: float | None,
+    ) -> tuple[MMSResult, FlowState, SchemeStepper]:
+        """The record, the loop's state and the scheme's stepper: from the checkpoint if it is one of this run
+        (validated, its last step proven), else from a new record of step 0.
+
+        The one place the loop's state is read out of a record (:meth:`FlowState.of_record`): a fresh start and
+        a resume take the same path.
+        """
         if path is not None and path.exists():
-            return self._resume(path, settings, reference, resample, source)
+            result = self._resume(path, settings, reference, resample, source)
+        else:
+            result = self._start(theta0, reference, settings, path, lock, source)
+        stepper = SchemeStepper(
+            self.scheme,
+            self.tau,
+            self.convexity,
+            self.metric,
+            self.parametrization.dtype,
+            self._state_size,
+            settings.certified,
+            time_tolerance,
+            self._scheme_record(result, time_tolerance),
+        )
+        return result, FlowState.of_record(result, self.scheme), stepper
+
+    def _start(
+        self,
+        theta0: torch.Tensor,
+        reference: torch.Tensor | None,
+        settings: RunSettings,
+        path: Path | None,
+        lock: WriterLock | None,
+        source: str | None,
+    ) -> MMSResult:
+        r"""A new record of step 0 (:math:`\theta_0`, :math:`E(u_0)`, :math:`B_0 = \|u_0 - v_0\|_M`), saved."""
         u0 = self.parametrization.value(theta0)
         v0 = reference[0] if reference is not None else (u0 if source == "exact prox" else None)
         error0 = math.nan if v0 is None else float(self.metric.norm(u0 - v0))
@@ -761,21 +806,6 @@ class MinimizingMovement:
         announce_resume(path, result.steps_done, settings.steps)
         return result
 
-    def _jacobian_report(
-        self, manifold: IncrementManifold, theta: torch.Tensor, result: MMSResult
-    ) -> tuple[float, float]:
-        """Rank and smallest singular value of :math:`M^{1/2}J(\theta)`; notes rank deficiency in the metadata."""
-        report = manifold.diagnostics(theta)
-        if not report.full_column_rank:
-            steps = result.metadata.setdefault("rank_deficient_steps", [])
-            steps.append(result.steps_done + 1)
-            _add_note(
-                result,
-                "Jacobian rank deficient at some steps (rank_deficient_steps): the non-degeneracy the paper's "
-                "inner-solver convergence assumes fails there; the a-posteriori tracking bound does not use it",
-            )
-        return float(report.numerical_rank), report.sigma_min
-
 
 CERTIFY_OFF_NOTE = "certify=False: the step residuals and tracking bounds are not computed (nan)"
 """The note of a run that asked for no bound (``MinimizingMovement.run(certify=False)``)."""
@@ -792,8 +822,126 @@ _FOUND_BY_THE_RUN = (
 """Metadata a resumed run takes from its checkpoint: what the steps so far found, never a setting."""
 
 
-_FROM_THE_RECORD = object()
-"""Start a solve from the record's last parameters and solver state."""
+_BOUND_COLUMNS = ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding")
+"""The record's columns of the bound parts, in :class:`~mms_manifolds.ledger.BoundParts` order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowState:
+    r"""What the MMS loop carries from step :math:`k` to step :math:`k+1`; the record is never read back for it.
+
+    Built once per run from the record of step 0 or a checkpoint's (:meth:`of_record`, the resume path),
+    then advanced by :meth:`after`, one step at a time.
+
+    Attributes:
+        steps_done: :math:`k`.
+        thetas: the last parameters, :math:`\theta_k` last (as many as the scheme's estimate looks back).
+        solver_state: the inner solver's warm-start state after step :math:`k` (``None`` before step 1).
+        bound: :math:`B_k` and its parts, as the record holds them (``nan`` where not certified).
+        older_bound: :math:`B_{k-1}` (BDF2 caps its G-norm bound with it); ``0.0`` at :math:`k = 0`.
+        references: the last exact states :math:`v_k` where known, :math:`v_k` last (as many as the scheme's
+            exact step reads).
+        certified: whether the bound is still certified (``False`` once withdrawn).
+        tangential_residuals: the tangential residuals of steps :math:`1, \dots, k` (the unconverged-step test
+            compares the last with the median of the earlier ones).
+    """
+
+    steps_done: int
+    thetas: tuple[torch.Tensor, ...]
+    solver_state: object
+    bound: BoundParts
+    older_bound: float
+    references: tuple[torch.Tensor, ...]
+    certified: bool
+    tangential_residuals: tuple[float, ...]
+
+    @property
+    def theta(self) -> torch.Tensor:
+        r""":math:`\theta_k`."""
+        return self.thetas[-1]
+
+    @classmethod
+    def of_record(cls, result: MMSResult, scheme: TimeScheme) -> FlowState:
+        """The state after the record's last step (its step 0 for a fresh run)."""
+        bounds = result.columns["tracking_bound"]
+        return cls(
+            steps_done=result.steps_done,
+            thetas=tuple(result.thetas[-max(1, scheme.estimate_history) :]),
+            solver_state=result.metadata.get("solver_state"),
+            bound=BoundParts(*(result.columns[name][-1] for name in _BOUND_COLUMNS)),
+            older_bound=bounds[-2] if len(bounds) > 1 else 0.0,
+            references=tuple(result.reference_states[-scheme.history :]),
+            certified=result.certified,
+            tangential_residuals=tuple(result.columns["residual_tangential"][1:]),
+        )
+
+    def after(
+        self,
+        theta: torch.Tensor,
+        solver_state: object,
+        bound: BoundParts,
+        exact_state: torch.Tensor | None,
+        tangential_residual: float,
+        certified: bool,
+        scheme: TimeScheme,
+    ) -> FlowState:
+        r"""The state after one more step: :math:`\theta_{k+1}`, its warm start, :math:`B_{k+1}`, :math:`v_{k+1}`.
+
+        A step that withdraws the certification makes every earlier bound ``nan`` (as the record does):
+        :math:`B_k` becomes ``nan`` as ``older_bound``.
+        """
+        references = self.references if exact_state is None else (*self.references, exact_state.detach().clone())
+        withdrawn = self.certified and not certified
+        return FlowState(
+            steps_done=self.steps_done + 1,
+            thetas=(*self.thetas, theta.detach().clone())[-max(1, scheme.estimate_history) :],
+            solver_state=solver_state,
+            bound=BoundParts(*(float(getattr(bound, field.name)) for field in dataclasses.fields(BoundParts))),
+            older_bound=math.nan if withdrawn else self.bound.tracking_bound,
+            references=references[-scheme.history :],
+            certified=certified,
+            tangential_residuals=(*self.tangential_residuals, tangential_residual),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+    """What every step of one run shares: the solver and its retry policy, the run's options, the scheme's stepper.
+
+    ``result`` is there only for :class:`MMSDivergenceError` to carry the record up to the last good step.
+    """
+
+    solver: InnerSolver
+    result: MMSResult
+    step_tolerance: float | None
+    on_failure: str
+    max_retries: int
+    resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None
+    reference: torch.Tensor | None
+    exact: bool
+    certify: bool
+    diagnostics: bool
+    stepper: SchemeStepper
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepOutcome:
+    """What one step adds to the record (:func:`_write_step`): its row, parameters, and what it found."""
+
+    step: int
+    record: StepRecord
+    theta: torch.Tensor
+    stop_reason: str
+    solver_state: object
+    exact_state: torch.Tensor | None
+    u: torch.Tensor
+    withdrawal: str | None
+    rank_deficient: bool
+    unconverged: str | None
+
+
+_WARM_START = object()
+"""Start a solve from the step's :math:`\\theta_k` and the solver's warm-start state."""
 
 
 @dataclasses.dataclass
@@ -807,6 +955,8 @@ class _Solve:
     on_failure: str
     max_retries: int
     base: MMSSubproblem
+    theta: torch.Tensor
+    state: object
 
     @property
     def manifold(self) -> IncrementManifold:
@@ -823,11 +973,11 @@ class _Solve:
         return MMSSubproblem(self.base.manifold, self.base.energy, tau, anchor, self.base.convexity)
 
     def __call__(
-        self, subproblem: MMSSubproblem, theta: object = _FROM_THE_RECORD, state: object = _FROM_THE_RECORD
+        self, subproblem: MMSSubproblem, theta: object = _WARM_START, state: object = _WARM_START
     ) -> tuple[InnerResult, int]:
         return _solve_with_retries(
             self.solver, subproblem, self.result, self.step, self.tolerance, self.on_failure, self.max_retries,
-            theta, state,
+            self.theta if theta is _WARM_START else theta, self.state if state is _WARM_START else state,
         )
 
 
@@ -839,12 +989,10 @@ def _solve_with_retries(
     tolerance: float | None,
     on_failure: str,
     max_retries: int,
-    theta: object = _FROM_THE_RECORD,
-    state: object = _FROM_THE_RECORD,
+    theta: torch.Tensor,
+    state: object,
 ) -> tuple[InnerResult, int]:
-    """Solve step ``step`` from ``theta`` (default: the last parameters); on failure retry with ``solver.fallback()`` or raise."""
-    theta = result.thetas[-1] if theta is _FROM_THE_RECORD else theta
-    state = result.metadata.get("solver_state") if state is _FROM_THE_RECORD else state
+    """Solve step ``step`` from ``theta``, warm start ``state``; failing, retry with ``solver.fallback()`` or raise."""
     inner, retries, attempt = solver.solve(subproblem, theta, tolerance, state), 0, solver
     while inner.stop_reason.failed and on_failure == "retry" and retries < max_retries:
         attempt = attempt.fallback()
@@ -856,28 +1004,55 @@ def _solve_with_retries(
     return inner, retries
 
 
+def _write_step(result: MMSResult, outcome: _StepOutcome, scheme_record: SchemeRecord, source: str | None) -> None:
+    """Append one step to the record with what it found: a withdrawal, rank deficiency, the warm start, the scheme's
+    record, an unconverged step, the proof a resume checks (:mod:`mms_manifolds.resume_proof`)."""
+    if outcome.withdrawal is not None:
+        _withdraw_certification(result, outcome.step, outcome.withdrawal)
+    if outcome.rank_deficient:
+        result.metadata.setdefault("rank_deficient_steps", []).append(outcome.step)
+        _add_note(
+            result,
+            "Jacobian rank deficient at some steps (rank_deficient_steps): the non-degeneracy the paper's "
+            "inner-solver convergence assumes fails there; the a-posteriori tracking bound does not use it",
+        )
+    result.append(outcome.theta, outcome.stop_reason, outcome.exact_state, outcome.record)
+    result.metadata["solver_state"] = outcome.solver_state  # the warm start of the next step, saved with it
+    result.metadata["scheme_record"] = scheme_record.as_metadata()  # step sizes, G-norm, estimates
+    if outcome.unconverged is not None:
+        _note_unconverged_step(result, outcome.step, outcome.unconverged)
+    result.metadata["resume_proof"] = resume_proof.record(outcome.step, outcome.u, source)
+
+
+def _print_progress(outcome: _StepOutcome, steps: int) -> None:
+    """One line per MMS step on standard error."""
+    record = outcome.record
+    print(
+        f"step {outcome.step}/{steps}: E = {record.energy:.6e}, inner = {record.inner_iterations}, "
+        f"rho = {record.residual_total:.3e}, B = {record.tracking_bound:.3e}, "
+        f"e = {record.trajectory_error:.3e} ({outcome.stop_reason})",
+        file=sys.stderr,
+    )
+
+
 def _withdraw_certification(result: MMSResult, step: int, reason: str) -> None:
     """Mark the record uncertified from now on: every bound ``nan``, the step and the reason in the metadata."""
     note = f"certification withdrawn at MMS step {step}: {reason}; every tracking bound is nan"
     result.metadata.update(certified=False, certification_withdrawn={"step": step, "reason": reason})
     _add_note(result, note)
-    for name in ("tracking_bound", "bound_inexactness", "bound_approximation", "bound_rounding"):
+    for name in _BOUND_COLUMNS:
         result.columns[name] = [math.nan] * len(result.columns[name])
-    warnings.warn(note, RuntimeWarning, stacklevel=3)
+    warnings.warn(note, RuntimeWarning, stacklevel=5)  # the caller of run: _write_step, run, its interrupt wrapper
 
 
-def _flag_unconverged_step(result: MMSResult, step: int) -> None:
-    """Warn and note when step ``step`` ended at its iteration budget far from converged (:mod:`mms_manifolds.convergence`)."""
-    reason = far_from_converged(
-        result.stop_reasons[-1], result.columns["residual_tangential"][1:], result.columns["step_tolerance"][-1]
-    )
-    if reason is None:
-        return
+def _note_unconverged_step(result: MMSResult, step: int, reason: str) -> None:
+    """Warn and note that step ``step`` ended at its iteration budget far from converged (``reason``, found by
+    :func:`~mms_manifolds.convergence.far_from_converged`)."""
     result.metadata.setdefault("unconverged_steps", []).append({"step": step, "reason": reason})
     _add_note(result, "some steps ended far from converged at their iteration budget (unconverged_steps)")
     message = f"MMS step {step}: {reason}; raise the solver's max_iterations or shorten tau"
     logger.warning(message)
-    warnings.warn(message, UnconvergedStepWarning, stacklevel=4)
+    warnings.warn(message, UnconvergedStepWarning, stacklevel=5)
 
 
 def _check_budget_met(result: MMSResult, budget: TrajectoryBudget) -> None:
@@ -895,7 +1070,7 @@ def _check_budget_met(result: MMSResult, budget: TrajectoryBudget) -> None:
         "allow more inner iterations)"
     )
     _add_note(result, note)
-    warnings.warn(note, RuntimeWarning, stacklevel=3)
+    warnings.warn(note, RuntimeWarning, stacklevel=4)  # the caller of run (through its interrupt wrapper)
 
 
 def _add_note(result: MMSResult, note: str) -> None:
