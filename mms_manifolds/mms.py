@@ -740,6 +740,8 @@ class MinimizingMovement:
         """
         result = MMSResult.load(path, dtype=self.parametrization.dtype, device=self.parametrization.device)
         conflict = settings.resume_conflict(result.metadata, result.steps_done)
+        if conflict is None and CERTIFY_OFF_NOTE in result.metadata.get("notes", ()) and settings.certified:
+            conflict = "it was written with certify=False (its residuals and bounds so far are nan), this run certifies"
         if conflict is not None:
             raise ValueError(f"checkpoint {path} cannot be resumed: {conflict}; use another path or the same settings")
         last = result.steps_done
