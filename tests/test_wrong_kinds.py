@@ -42,6 +42,7 @@ from mms_manifolds import (
 )
 from mms_manifolds.adapters import GeooptIncrementManifold, GeooptSolver, PymanoptIncrementManifold, PymanoptSolver
 from mms_manifolds.grids import grid_2d, stiffness_1d, trapezoid_weights, uniform_nodes
+from mms_manifolds.subproblem import MMSSubproblem
 
 from cases import mlp
 
@@ -111,14 +112,18 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
     ),
     "IncrementManifold": (
         IncrementManifold,
-        {"parametrization": PHI, "metric": METRIC, "anchor": None, "damping": "auto", "solve_mode": "auto"},
+        {"parametrization": PHI, "metric": METRIC, "damping": "auto", "solve_mode": "auto"},
         {
             "parametrization": TENSOR,
             "metric": TENSOR,
-            "anchor": TENSOR[1:],
             "damping": (None, "more", ARRAY, True, NAN, -1.0),
             "solve_mode": OPTION,
         },
+    ),
+    "MMSSubproblem": (  # the step owns its anchor u_k (issue 26 moved it off the manifold)
+        MMSSubproblem,
+        {"manifold": MANIFOLD, "energy": ENERGY, "tau": 0.2, "anchor": torch.zeros(COUNT, 1)},
+        {"anchor": (None, "x", True, 3.0, torch.zeros(COUNT + 1, 1))},
     ),
     "IncrementManifold.geodesic": (
         MANIFOLD.geodesic,
