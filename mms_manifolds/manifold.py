@@ -114,8 +114,8 @@ class IncrementManifold:
     - Riemannian Hessian :math:`G^{-1}(H_\theta\xi - c)`, :math:`c_i = \langle D^2\phi[\xi, e_i], MJ\,\mathrm{grad} f\rangle`;
     - exponential map by integrating :math:`\theta'' = -\Gamma_\theta(\theta', \theta')`.
 
-    Solves with :math:`G` use one of three modes (dense, Woodbury, matrix-free CG), chosen by size
-    unless ``solve_mode`` names one. The factorisation of the last point is cached (one entry, keyed
+    Solves with :math:`G` use one of four modes (dense, kernel, Woodbury, matrix-free CG), chosen by size,
+    memory and a cost model (:class:`~mms_manifolds.linalg.AutoSolve`) unless ``solve_mode`` names one. The factorisation of the last point is cached (one entry, keyed
     by the exact parameter values), so a sequence of calls at one point forms :math:`J` once.
 
     Args:
@@ -324,7 +324,7 @@ class IncrementManifold:
     def split_norms(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
         r""":math:`M`-orthogonal split of :math:`v`: ``(||P_T v||_M, ||v - P_T v||_M)``, :math:`P_T` onto :math:`\operatorname{range} J`.
 
-        Exact in the dense and Woodbury modes: :math:`P_T` projects onto the left singular vectors of
+        Exact in the dense, kernel and Woodbury modes: :math:`P_T` projects onto the left singular vectors of
         :math:`M^{1/2}J` whose squared singular values exceed :math:`\min(p, Nm)\,\varepsilon\,\sigma_{\max}^2`, the
         directions the network reaches at bounded parameter cost (the same cutoff as the undamped
         dense pseudo-inverse, so the split agrees with :meth:`project` at ``damping=0``). In the

@@ -465,7 +465,7 @@ class MinimizingMovement:
         if stepper.richardson_start(state.steps_done):
             tau, estimate = stepper.next_step(), math.nan
             inner, retries, residual, u, start_parts, unconverged = self._richardson_start(
-                solve, stepper, previous, tau, state.bound
+                solve, stepper, previous, tau, state.bound, loop.certify
             )
         else:
             history = state.thetas[-self.scheme.estimate_history : -1]
@@ -559,15 +559,17 @@ class MinimizingMovement:
             tau = tau_next
 
     def _richardson_start(
-        self, solve: _Solve, stepper: SchemeStepper, u0: torch.Tensor, tau: float, previous: BoundParts
-    ) -> tuple[InnerResult, int, Residual, torch.Tensor, StartParts, UnconvergedSolveCount]:
+        self, solve: _Solve, stepper: SchemeStepper, u0: torch.Tensor, tau: float, previous: BoundParts,
+        certify: bool = True,
+    ) -> tuple[InnerResult, int, Residual, torch.Tensor, StartParts | None, UnconvergedSolveCount]:
         r"""BDF2's first step :math:`u_1 = \Pi(2w - z)`: :math:`w` two implicit Euler steps of :math:`\tau/2`, :math:`z` one of :math:`\tau`.
 
         :math:`\Pi` is the network's fit to the combination (the step problem of the regression energy
         :math:`\tfrac12\|u - (2w - z)\|_M^2` anchored there), warm-started at :math:`w`'s parameters. The bound
         pieces are booked with implicit Euler's ledger; the projection's distance is measured. Returns
         ``(inner, retries, residual, u1, pieces, unconverged)`` with the fit's inner result (its iterations
-        the sum of the four solves) and residual; ``previous`` is :math:`B_0`.
+        the sum of the four solves) and residual; ``previous`` is :math:`B_0`. With ``certify=False`` no residual is computed (all
+        ``nan``) and ``pieces`` is ``None``: the same four solves, no bound.
         """
         half_ledger, full_ledger = stepper.euler_ledger(tau / 2), stepper.euler_ledger(tau)
         iterations, retries_total, problems = 0, 0, []
@@ -577,8 +579,8 @@ class MinimizingMovement:
                 nonlocal iterations, retries_total
                 subproblem = solve.problem(anchor, step_tau)
                 inner, retries = solve(subproblem, theta, state)
-                residual = subproblem.residual(inner.point)
-                if not all(math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)):
+                residual = subproblem.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
+                if certify and not all(math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)):
                     problems.append(f"a residual of BDF2's Richardson start is not finite ({residual.total})")
                 iterations, retries_total = iterations + inner.iterations, retries_total + retries
                 return inner, residual, subproblem.node_values(inner.point)
@@ -589,9 +591,11 @@ class MinimizingMovement:
             combination = 2 * u_half - u_full
             fit = MMSSubproblem(solve.manifold, L2Regression(combination, solve.manifold.metric), tau, combination, 1.0)
             inner, retries = solve(fit, half.point, full.state)
-            residual = fit.residual(inner.point)
+            residual = fit.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
         iterations, retries_total = iterations + inner.iterations, retries_total + retries
         u1 = fit.node_values(inner.point)
+        if not certify:
+            return dataclasses.replace(inner, iterations=iterations), retries_total, residual, u1, None, unconverged
         halves = half_ledger.step(half_ledger.step(previous, first_residual, u_first, u0), half_residual, u_half, u_first)
         pieces = StartParts(
             halves,
@@ -782,6 +786,8 @@ class MinimizingMovement:
         """
         result = MMSResult.load(path, dtype=self.parametrization.dtype, device=self.parametrization.device)
         conflict = settings.resume_conflict(result.metadata, result.steps_done)
+        if conflict is None and CERTIFY_OFF_NOTE in result.metadata.get("notes", ()) and settings.certified:
+            conflict = "it was written with certify=False (its residuals and bounds so far are nan), this run certifies"
         if conflict is not None:
             raise ValueError(f"checkpoint {path} cannot be resumed: {conflict}; use another path or the same settings")
         last = result.steps_done

@@ -310,6 +310,8 @@ def _check_record_rules(arrays: dict[str, np.ndarray], header: dict, fail) -> No
         width = metadata["num_parameters"]
         if isinstance(width, bool) or not isinstance(width, int) or width != arrays["thetas"].shape[1]:
             raise fail(f"thetas have {arrays['thetas'].shape[1]} columns, metadata 'num_parameters' is {width!r}")
+    if "scheme_record" in metadata:
+        _check_scheme_record(metadata["scheme_record"], max(len(reasons) - 1, 0), fail)
     if metadata.get("certified"):
         errors, bounds = column("trajectory_error"), column("tracking_bound")
         both = np.isfinite(errors) & np.isfinite(bounds)
@@ -320,6 +322,31 @@ def _check_record_rules(arrays: dict[str, np.ndarray], header: dict, fail) -> No
                 f"the record is certified but e_k <= B_k fails at step {step} (e = {errors[step]!r}, "
                 f"B = {bounds[step]!r})"
             )
+
+
+def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
+    """The time scheme's record (:class:`~mms_manifolds.time_stepping.SchemeRecord`) of a run with ``steps_done`` steps.
+
+    An object with the record's fields only; ``time_steps`` (positive, finite), ``local_error_estimate`` and
+    ``flow_bound`` (numbers or ``null``) lists of equal length, at most one entry per step (a checkpoint written
+    before schemes existed has fewer, which a resumed implicit Euler run fills in).
+    """
+    from .time_stepping import SchemeRecord  # the time stepping imports the subproblem, which needs this module's users
+
+    names = {item.name for item in fields(SchemeRecord)}
+    if not isinstance(stored, dict) or not set(stored) <= names:
+        keys = sorted(stored) if isinstance(stored, dict) else type(stored).__name__
+        raise fail(f"metadata 'scheme_record' must be an object with keys among {sorted(names)}, got {keys}")
+    lists = [stored.get(name, []) for name in ("time_steps", "local_error_estimate", "flow_bound")]
+    number = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)  # noqa: E731
+    if not all(isinstance(entries, list) for entries in lists) or len({len(entries) for entries in lists}) != 1:
+        raise fail("metadata 'scheme_record' must hold lists time_steps, local_error_estimate, flow_bound of one length")
+    if len(lists[0]) > steps_done:
+        raise fail(f"metadata 'scheme_record' holds {len(lists[0])} time steps for a record of {steps_done} steps")
+    if not all(number(tau) and math.isfinite(tau) and tau > 0 for tau in lists[0]):
+        raise fail(f"metadata 'scheme_record' time steps must be finite and positive, got {lists[0]}")
+    if not all(value is None or number(value) for entries in lists[1:] for value in entries):
+        raise fail("metadata 'scheme_record' estimates and flow bounds must be numbers or null")
 
 
 def _check_device(device: object) -> torch.device:

@@ -365,7 +365,7 @@ class MMSSubproblem:
     def tangential_residual(self, theta: torch.Tensor) -> float:
         r""":math:`\|P_T r\|_M`, the part of the residual more inner iterations can remove; solvers stop on it.
 
-        Exact in the dense and Woodbury modes; in the matrix-free mode it is the damped estimate of
+        Exact in the dense, kernel and Woodbury modes; in the matrix-free mode it is the damped estimate of
         :meth:`IncrementManifold.split_norms`. (The Riemannian gradient norm
         :math:`\|\operatorname{grad} f\|_G` equals it only without damping; with damping it is smaller.)
         """

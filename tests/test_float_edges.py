@@ -112,13 +112,9 @@ class _OneUlpHigher(InnerSolver):
 def test_a_float32_cost_one_ulp_higher_is_not_a_cost_increase():
     flow = _scaled_flow(1.0, dtype=torch.float32)
     theta0 = flow.parametrization.initial_point()
-    result = _OneUlpHigher(max_iterations=1).solve(MinimizingMovementStep(flow, theta0), theta0)
+    result = _OneUlpHigher(max_iterations=1).solve(flow.subproblem(theta0), theta0)
     assert result.stop_reason is StopReason.MAX_ITERATIONS
     flow.run(theta0, 2, _OneUlpHigher(max_iterations=1), on_failure="raise")
-
-
-def MinimizingMovementStep(flow, theta):  # noqa: N802 - reads like the object it builds
-    return flow.subproblem(theta)
 
 
 def test_a_budget_that_is_not_met_says_so():

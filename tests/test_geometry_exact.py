@@ -155,7 +155,7 @@ def test_bad_input_raises_clear_errors():
         manifold.egrad2rgrad(theta, torch.zeros(3))
     with pytest.raises(ValueError, match="v has shape"):
         manifold.project(theta, torch.zeros(3, 3))
-    with pytest.raises(ValueError, match="transport_kind"):
+    with pytest.raises(ValueError, match="transport_kind must be one of"):
         manifold.transport(theta, theta, theta, kind="parallel")
     # the undamped kernel solve is the minimum-norm pseudo-inverse, as the dense mode's (up to the squared
     # conditioning of the kernel Gram matrix that the dense mode's SVD avoids)

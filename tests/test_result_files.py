@@ -110,6 +110,13 @@ LIES = {
     "certified a string": (lambda a, h: h["metadata"].update(certified="yes"), "certified"),
     "stop reason at step 0": (lambda a, h: h["stop_reasons"].__setitem__(0, "converged"), "stop_reasons"),
     "an unknown stop reason": (lambda a, h: h["stop_reasons"].__setitem__(1, "ok, trust me"), "stop_reasons"),
+    "scheme_record a list": (lambda a, h: h["metadata"].update(scheme_record=[0.2, 0.2, 0.2]), "scheme_record"),
+    "scheme_record with an unknown key": (lambda a, h: h["metadata"]["scheme_record"].update(order=2), "scheme_record"),
+    "scheme_record with more steps than the record": (
+        lambda a, h: h["metadata"]["scheme_record"]["time_steps"].append(0.2),
+        "scheme_record",
+    ),
+    "a negative time step": (lambda a, h: h["metadata"]["scheme_record"]["time_steps"].__setitem__(0, -0.2), "scheme_record"),
 }
 
 

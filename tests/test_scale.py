@@ -330,3 +330,16 @@ def test_the_ledger_reads_the_solvers_final_residual_from_the_cache(monkeypatch)
     calls.clear()
     flow.run(flow.parametrization.initial_point(), 2, Adam(max_iterations=3))
     assert len(calls) == 2  # no start residual where no tolerance reads it
+
+
+def test_a_certify_false_checkpoint_is_not_resumed_as_certified(tmp_path):
+    """Its bounds so far are nan: a certifying resume refuses, naming certify; certify=False resumes it."""
+    from mms_manifolds import GaussNewton
+
+    flow, path = small_flow(), tmp_path / "quick.npz"
+    theta = flow.parametrization.initial_point()
+    flow.run(theta, 2, GaussNewton(max_iterations=2), checkpoint=path, certify=False)
+    with pytest.raises(ValueError, match="certify=False"):
+        flow.run(theta, 4, GaussNewton(max_iterations=2), checkpoint=path)
+    resumed = flow.run(theta, 4, GaussNewton(max_iterations=2), checkpoint=path, certify=False)
+    assert resumed.steps_done == 4 and not resumed.certified

@@ -132,3 +132,18 @@ def test_bad_scheme_arguments_are_named():
         MinimizingMovement(flow.parametrization, flow.energy, flow.metric, flow.tau, scheme="bdf2")
     with pytest.raises(ValueError, match="time_tolerance"):
         flow.run(experiment.theta0, 2, GaussNewton(), time_tolerance=-1.0)
+
+
+def test_certify_false_with_bdf2_computes_no_residual_in_the_richardson_start():
+    """certify=False skips the driver's residuals, BDF2's Richardson start (step 1) included; same steps as certified."""
+    import math
+
+    experiment = build("heat_1d", "quick")
+    solver = GaussNewton(max_iterations=3)
+    certified = _flow(experiment, BDF2()).run(experiment.theta0, 3, solver)
+    quick = _flow(experiment, BDF2()).run(experiment.theta0, 3, solver, certify=False)
+    assert all(torch.equal(a, b) for a, b in zip(quick.thetas, certified.thetas))
+    assert certified.certified and not quick.certified
+    assert math.isfinite(certified.residual_total[1])
+    assert all(math.isnan(value) for value in quick.residual_total[1:])
+    assert all(math.isnan(value) for value in quick.tracking_bound[1:])
