@@ -43,7 +43,6 @@ from mms_manifolds import (
 )
 from mms_manifolds.adapters import GeooptIncrementManifold, GeooptSolver, PymanoptIncrementManifold, PymanoptSolver
 from mms_manifolds.grids import grid_2d, stiffness_1d, trapezoid_weights, uniform_nodes
-from mms_manifolds.subproblem import MMSSubproblem
 
 from cases import mlp
 
