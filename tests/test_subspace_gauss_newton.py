@@ -21,6 +21,7 @@ from mms_manifolds import (
 )
 from mms_manifolds.linalg import ConjugateGradientSolve
 from mms_manifolds.parametrizations.base import Parametrization
+from mms_manifolds.parametrizations.torch_function import FunctionParametrization
 
 from cases import mlp
 from problems import heat_flow, regression_flow
@@ -119,7 +120,7 @@ def test_cost_never_increases(seed, block, globalization):
 
 
 def test_the_subspace_solver_never_creates_an_n_by_p_tensor():
-    """The widest tensor is the batched JVP's layer activation, s x N x width; the final residual is the matrix-free mode's."""
+    """Node-wise gradients in chunks no larger than J_S (N x s), sliced to S; the final residual is the matrix-free mode's."""
     count, widths, block = 400, (1, 24, 24, 1), 4
     nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
     parametrization = TorchParametrization(mlp(widths, 2), nodes)
@@ -135,7 +136,7 @@ def test_the_subspace_solver_never_creates_an_n_by_p_tensor():
         with guard:
             result = SubspaceGaussNewton(block, max_iterations=2, globalization=globalization).solve(subproblem, theta)
         assert result.iterations == 2 and result.cost_history[-1] < result.cost_history[0]
-        assert guard.largest <= block * count * max(widths) < count * p / 4, (guard.largest, count * p)
+        assert guard.largest < count * p / 10, (guard.largest, count * p)
 
 
 def test_the_draws_are_seeded_and_counted():
@@ -175,7 +176,7 @@ def test_warm_started_resume_is_bit_identical(tmp_path):
 
 
 def test_jacobian_columns_are_the_jacobians_columns():
-    """The batched override and the base class's one JVP per column both give J[..., S]."""
+    """Node-wise reverse mode, batched JVPs and the base class's one JVP per column all give J[..., S]."""
     flow = regression_flow()
     parametrization = flow.parametrization
     theta = parametrization.initial_point()
@@ -183,6 +184,8 @@ def test_jacobian_columns_are_the_jacobians_columns():
     columns = parametrization.jacobian(theta)[..., indices]
     assert torch.allclose(parametrization.jacobian_columns(theta, indices), columns, atol=1e-14)
     assert torch.allclose(Parametrization.jacobian_columns(parametrization, theta, indices), columns, atol=1e-14)
+    batched = FunctionParametrization.jacobian_columns(parametrization, theta, indices)
+    assert torch.allclose(batched, columns, atol=1e-14)
 
 
 @pytest.mark.parametrize(
@@ -193,6 +196,7 @@ def test_jacobian_columns_are_the_jacobians_columns():
         ({"block_size": 4, "seed": -1}, ValueError),
         ({"block_size": 4, "seed": 1.0}, TypeError),
         ({"block_size": 4, "globalization": "trust"}, ValueError),
+        ({"block_size": 4, "solve_mode": "dense"}, TypeError),
     ],
 )
 def test_bad_settings_are_refused(options, error):

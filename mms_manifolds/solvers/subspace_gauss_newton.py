@@ -10,7 +10,7 @@ from ..linalg import GramFactorization, LinearSolution, pseudo_inverse_rtol, sin
 from ..linalg.solution import Factorization
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult
-from .gauss_newton import DEFAULT_STEP_CUTOFF, GaussNewton
+from .gauss_newton import GaussNewton
 
 __all__ = ["SubspaceFactorization", "SubspaceGaussNewton"]
 
@@ -89,45 +89,21 @@ class SubspaceGaussNewton(GaussNewton):
     Args:
         block_size: :math:`s \ge 1`, the parameters moved per iteration (all of them where :math:`s \ge p`).
         seed: seed of the draws, an integer ``>= 0``. Default ``0``.
-        max_iterations, tolerance, globalization, line_search, armijo, max_halvings, initial_damping,
-            max_retries, geodesic_acceleration, step_cutoff: as for :class:`GaussNewton`.
+        settings: :class:`GaussNewton`'s keyword settings (``max_iterations``, ``tolerance``, ``globalization``,
+            ``line_search``, ``armijo``, ``max_halvings``, ``initial_damping``, ``max_retries``,
+            ``geodesic_acceleration``, ``step_cutoff``), all but ``solve_mode``.
 
     References:
-        P.-G. Martinsson, J. A. Tropp, "Randomized numerical linear algebra: foundations and algorithms",
-        Acta Numerica 29, 2020 (§7, sketch-and-project). R. M. Gower, P. Richtárik, "Randomized iterative
-        methods for linear systems", SIAM J. Matrix Anal. Appl. 36(4), 2015.
+        R. M. Gower, P. Richtárik, "Randomized iterative methods for linear systems", SIAM J. Matrix Anal.
+        Appl. 36(4), 2015 (sketch-and-project; a block of coordinates is its coordinate sketch).
     """
 
     name = "subspace-gauss-newton"
 
-    def __init__(
-        self,
-        block_size: int,
-        seed: int = 0,
-        max_iterations: int = 5,
-        tolerance: float = 0.0,
-        globalization: str = "auto",
-        line_search: str = "armijo",
-        armijo: float = 1e-4,
-        max_halvings: int = 30,
-        initial_damping: float = 1e-3,
-        max_retries: int = 30,
-        geodesic_acceleration: bool = True,
-        step_cutoff: float = DEFAULT_STEP_CUTOFF,
-    ):
-        super().__init__(
-            max_iterations,
-            tolerance,
-            globalization,
-            line_search,
-            armijo,
-            max_halvings,
-            initial_damping,
-            max_retries,
-            "dense",
-            geodesic_acceleration,
-            step_cutoff,
-        )
+    def __init__(self, block_size: int, seed: int = 0, **settings: object):
+        if "solve_mode" in settings:
+            raise TypeError("SubspaceGaussNewton solves its restricted model itself: solve_mode is not one of its settings")
+        super().__init__(**settings)
         self.block_size = check_integer("block_size", block_size, minimum=1)
         self.seed = check_integer("seed", seed, minimum=0)
         self._next_draw = 1  # the draw counter of the solve in progress (from its state)
