@@ -116,11 +116,11 @@ def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: tor
     }
 
 
-def time_to(curve: list[dict], level: float) -> float:
-    """Solver seconds at which the relative error first falls to ``level``; ``inf`` if never."""
+def time_to(curve: list[dict], level: float, clock: str = "seconds") -> float:
+    """Solver seconds (or, with ``clock="iteration"``, the iteration) at which the relative error first falls to ``level``; ``inf`` if never."""
     for point in curve:
         if point["relative_error"] <= level:
-            return point["seconds"]
+            return point[clock]
     return float("inf")
 
 

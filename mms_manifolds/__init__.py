@@ -15,7 +15,17 @@ from .parametrizations import (
     TorchParametrization,
 )
 from .results import MMSResult, ResultFileError, StepRecord
-from .solvers import LBFGS, SGD, Adam, GaussNewton, InnerResult, InnerSolver, RiemannianGradientDescent, StopReason
+from .solvers import (
+    LBFGS,
+    SGD,
+    Adam,
+    GaussNewton,
+    InnerResult,
+    InnerSolver,
+    RiemannianGradientDescent,
+    StopReason,
+    SubspaceGaussNewton,
+)
 from .step_constants import StepConstants, lipschitz_constant
 from .subproblem import MMSSubproblem, Residual
 
@@ -57,6 +67,7 @@ __all__ = [
     "InnerSolver",
     "RiemannianGradientDescent",
     "StopReason",
+    "SubspaceGaussNewton",
     # the driver
     "MMSDivergenceError",
     "MMSResult",

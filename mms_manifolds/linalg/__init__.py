@@ -3,12 +3,12 @@
 from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_solve_mode
 from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
 from .composite import OperatorSum, ScaledOperator, multiple_of
-from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization
+from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization, singular_value_solve
 from .kernel import KernelFactorization, KernelSolve
 from .limits import pseudo_inverse_rtol, range_mask
 from .linearization import MetricLinearization
 from .nystrom import NystromApproximation, NystromPreconditioning, nystrom_approximation
-from .operator import GramOperator, SymmetricOperator
+from .operator import GramOperator, SymmetricOperator, thin_svd
 from .solution import Factorization, LinearSolution
 from .unconverged import UnconvergedSolveCount, UnconvergedSolveError, UnconvergedSolveWarning
 from .woodbury import WoodburySolve
@@ -45,4 +45,6 @@ __all__ = [
     "pseudo_inverse_rtol",
     "range_mask",
     "resolve_solve_mode",
+    "singular_value_solve",
+    "thin_svd",
 ]

@@ -11,7 +11,7 @@ from .limits import check_fits_in_memory, pseudo_inverse_rtol, truncated_recipro
 from .operator import GramOperator
 from .solution import Factorization, LinearSolution
 
-__all__ = ["DenseSolve", "GramFactorization", "WhitenedGramFactorization"]
+__all__ = ["DenseSolve", "GramFactorization", "WhitenedGramFactorization", "singular_value_solve"]
 
 
 def _solve_rtol(own: float, requested: float | None) -> float:
@@ -124,9 +124,15 @@ class GramFactorization(Factorization):
         return LinearSolution(value=value, mode=self.mode)
 
 
-def _singular_value_solve(operator: GramOperator, rhs: torch.Tensor, damping: float, rtol: float) -> torch.Tensor:
-    r"""Solve with :math:`B^\top B + \lambda I` from the operator's cached thin SVD :math:`B = U\Sigma V^\top`."""
-    _, singular_values, right_transposed = operator.whitened_svd()
+def singular_value_solve(
+    svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor], rhs: torch.Tensor, damping: float, rtol: float
+) -> torch.Tensor:
+    r"""Solve with :math:`B^\top B + \lambda I` from a thin SVD ``svd`` :math:`= (U, \Sigma, V^\top)` of :math:`B` (``(n, q)``); ``rhs`` shape ``(q,)``.
+
+    :math:`x = V(\Sigma^2 + \lambda I)^{-1}V^\top b + \tfrac1\lambda(I - VV^\top)b`; for :math:`\lambda = 0` the
+    truncated pseudo-inverse :math:`V\Sigma_k^{-2}V^\top b`, dropping :math:`\sigma^2 \le` ``rtol`` :math:`\sigma_{\max}^2`.
+    """
+    _, singular_values, right_transposed = svd
     squares = singular_values.square()
     if damping == 0.0:
         keep = squares > rtol * float(squares.max())
@@ -148,7 +154,7 @@ class _SingularValueFactorization(Factorization):
 
     def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
         rtol = _solve_rtol(self.rtol, rtol)
-        return LinearSolution(value=_singular_value_solve(self.operator, rhs, damping, rtol), mode=self.mode)
+        return LinearSolution(value=singular_value_solve(self.operator.whitened_svd(), rhs, damping, rtol), mode=self.mode)
 
 
 class WhitenedGramFactorization(GramFactorization):
@@ -205,7 +211,7 @@ class WhitenedGramFactorization(GramFactorization):
         if damping > 0.0:
             return super().solve(rhs, damping)
         rtol = _solve_rtol(self.rtol, rtol)
-        return LinearSolution(value=_singular_value_solve(self.operator, rhs, 0.0, rtol), mode=self.mode)
+        return LinearSolution(value=singular_value_solve(self.operator.whitened_svd(), rhs, 0.0, rtol), mode=self.mode)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from .._random import rademacher_probes
 from ..parametrizations.base import Parametrization
 from .limits import range_mask, truncated_reciprocal
 
-__all__ = ["GramOperator", "SymmetricOperator"]
+__all__ = ["GramOperator", "SymmetricOperator", "thin_svd"]
 
 
 class SymmetricOperator(Protocol):
@@ -36,6 +36,16 @@ def _svd_from_gram(whitened: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     if kernel_side:
         return eigenvectors, singular, ((whitened.T @ eigenvectors) * inverse).T
     return (whitened @ eigenvectors) * inverse, singular, eigenvectors.T
+
+
+def thin_svd(whitened: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Thin SVD ``(U, S, Vh)`` of ``whitened`` (``(n, q)``), singular values descending: LAPACK's on the CPU, ``eigh`` of the smaller Gram side on CUDA.
+
+    The choice and its accuracy: :meth:`GramOperator.whitened_svd`.
+    """
+    if whitened.device.type == "cuda":
+        return _svd_from_gram(whitened)
+    return torch.linalg.svd(whitened, full_matrices=False)
 
 
 class GramOperator:
@@ -114,11 +124,7 @@ class GramOperator:
         drops anyway.
         """
         if self._svd is None:
-            whitened = self.whitened_jacobian()
-            if whitened.device.type == "cuda":
-                self._svd = _svd_from_gram(whitened)
-            else:
-                self._svd = torch.linalg.svd(whitened, full_matrices=False)
+            self._svd = thin_svd(self.whitened_jacobian())
         return self._svd
 
     def range_mask(self, singular: torch.Tensor) -> torch.Tensor:

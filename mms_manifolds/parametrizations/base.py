@@ -22,8 +22,8 @@ class Parametrization(ABC):
     r"""Abstract map :math:`\theta \mapsto \phi(\theta)`, shape ``(p,) -> (N, m)``.
 
     Subclasses implement :meth:`value`, :meth:`jvp`, :meth:`vjp`, :meth:`second_derivative`,
-    :meth:`second_derivative_adjoint` and :meth:`initial_point`; :meth:`jacobian` has a default built
-    from JVPs that subclasses may replace with a batched one.
+    :meth:`second_derivative_adjoint` and :meth:`initial_point`; :meth:`jacobian` and
+    :meth:`jacobian_columns` have defaults built from JVPs that subclasses may replace with batched ones.
 
     Attributes:
         num_parameters: :math:`p`.
@@ -91,3 +91,16 @@ class Parametrization(ABC):
         """
         eye = torch.eye(self.num_parameters, dtype=self.dtype, device=self.device)
         return torch.stack([self.jvp(theta, column) for column in eye], dim=-1)
+
+    def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        r"""The columns :math:`J_S = J(\theta)P_S` of the parameters ``indices`` (:math:`S`, shape ``(s,)``), shape ``(N, m, s)``.
+
+        One JVP per column with the unit vector :math:`e_i`, :math:`i \in S`; the full ``(N, m, p)``
+        Jacobian is never formed. Subclasses override this with a batched version where they can.
+        """
+        columns = []
+        for index in indices.tolist():
+            unit = torch.zeros(self.num_parameters, dtype=self.dtype, device=self.device)
+            unit[index] = 1.0
+            columns.append(self.jvp(theta, unit))
+        return torch.stack(columns, dim=-1)

@@ -192,3 +192,19 @@ class FunctionParametrization(Parametrization):
             vmap(lambda tangent: jvp(self._phi, (theta,), (tangent,))[1])(block) for block in directions.split(chunk)
         ]
         return torch.cat(columns).movedim(0, -1)
+
+    @serialized
+    def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        r"""The columns :math:`J_S` of the parameters ``indices`` (shape ``(s,)``), shape ``(N, m, s)``: batched JVPs.
+
+        The unit directions :math:`e_i`, :math:`i \in S`, go through ``vmap`` in chunks of at most
+        :func:`jacobian_chunk_numbers` ``// (Nm)`` (as in :meth:`jacobian`), so the largest tensors are a
+        chunk's ``(chunk, p)`` directions and ``(chunk, N, m)`` columns, never ``(N, m, p)``.
+        """
+        chunk = max(1, jacobian_chunk_numbers(self.device) // self.ambient_dimension)
+        columns = []
+        for block in indices.split(chunk):
+            directions = torch.zeros(block.numel(), self.num_parameters, dtype=self.dtype, device=self.device)
+            directions[torch.arange(block.numel(), device=self.device), block] = 1.0
+            columns.append(vmap(lambda tangent: jvp(self._phi, (theta,), (tangent,))[1])(directions))
+        return torch.cat(columns).movedim(0, -1)

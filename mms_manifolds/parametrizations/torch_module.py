@@ -187,19 +187,44 @@ class TorchParametrization(FunctionParametrization):
         each written into the preallocated ``(N, m, p)`` result (peak memory :math:`J` plus one chunk, not twice
         :math:`J` as a concatenation of the chunks would hold).
         """
+        jacobian = self._checked_node_wise_jacobian(theta, None)
+        return super().jacobian(theta) if jacobian is None else jacobian
+
+    @serialized
+    def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        r"""The columns :math:`J_S` of the parameters ``indices`` (shape ``(s,)``), shape ``(N, m, s)``: node by node when node-separable.
+
+        Per-node gradients (reverse mode, about the cost of three forward passes for all of :math:`J`, where
+        :math:`s` JVPs cost :math:`s` forward passes) over chunks of nodes whose ``(chunk, m, p)`` gradients
+        hold no more numbers than :math:`J_S` itself (and at most ``jacobian_chunk_numbers(device)``), sliced to
+        :math:`S` and written into the ``(N, m, s)`` result: the full Jacobian is never held. Batched JVPs
+        (:meth:`FunctionParametrization.jacobian_columns`) where the module couples nodes.
+        """
+        columns = self._checked_node_wise_jacobian(theta, indices)
+        return super().jacobian_columns(theta, indices) if columns is None else columns
+
+    def _checked_node_wise_jacobian(self, theta: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor | None:
+        """The node-wise Jacobian (its columns ``indices``, or all), or ``None`` where the module couples nodes.
+
+        Where node separability is not known yet, the node-wise result is checked against a JVP in a fixed
+        random direction (supported on ``indices``) and the verdict cached; a coupling module is warned about once.
+        """
         if self.node_separable is False or self.nodes.ndim < 2:
-            return super().jacobian(theta)
+            return None
         if self.node_separable:
-            return self._node_wise_jacobian(theta)
+            return self._node_wise_jacobian(theta, indices)
         try:
-            jacobian = self._node_wise_jacobian(theta)
+            jacobian = self._node_wise_jacobian(theta, indices)
         except (RuntimeError, ValueError) as error:  # e.g. batch statistics of a single node
             problem = f"cannot be evaluated at one node ({error})"
         else:
-            direction = torch.randn(
-                self.num_parameters, generator=torch.Generator().manual_seed(0), dtype=self.dtype
-            ).to(self.device)
-            expected = self.jvp(theta, direction)
+            columns = jacobian.shape[-1]
+            direction = torch.randn(columns, generator=torch.Generator().manual_seed(0), dtype=self.dtype).to(self.device)
+            tangent = direction
+            if indices is not None:
+                tangent = torch.zeros(self.num_parameters, dtype=self.dtype, device=self.device)
+                tangent[indices] = direction
+            expected = self.jvp(theta, tangent)
             mismatch = float((jacobian @ direction - expected).norm()) / max(float(expected.norm()), 1e-300)
             if mismatch <= 100 * torch.finfo(self.dtype).eps ** 0.5:
                 self._node_separable_cache = True
@@ -207,21 +232,26 @@ class TorchParametrization(FunctionParametrization):
             problem = f"couples nodes (node-wise J v differs from the JVP by {mismatch:.1e} relative)"
         self._node_separable_cache = False
         warnings.warn(
-            f"{type(self.module).__name__} {problem}: the Jacobian is formed by batched JVPs instead", stacklevel=2
+            f"{type(self.module).__name__} {problem}: the Jacobian is formed by batched JVPs instead", stacklevel=3
         )
-        return super().jacobian(theta)
+        return None
 
-    def _node_wise_jacobian(self, theta: torch.Tensor) -> torch.Tensor:
+    def _node_wise_jacobian(self, theta: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         def at_node(point: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
             parameters = {**self._fixed, **self.unflatten(point)}
             return functional_call(self.module, parameters, (node.unsqueeze(0),)).reshape(-1)
 
-        chunk = max(1, jacobian_chunk_numbers(self.device) // (self.output_shape[1] * self.num_parameters))
+        count, outputs, size = *self.output_shape, self.num_parameters
+        chunk = max(1, jacobian_chunk_numbers(self.device) // (outputs * size))
+        columns = size if indices is None else indices.numel()
+        if indices is not None:  # a chunk's (chunk, m, p) gradients no larger than J_S, (N, m, s)
+            chunk = max(1, min(chunk, count * columns // size))
         per_node = vmap(jacrev(at_node), in_dims=(None, 0))
-        jacobian = torch.empty(*self.output_shape, self.num_parameters, dtype=theta.dtype, device=theta.device)
-        for start in range(0, self.output_shape[0], chunk):  # each chunk written in place: J plus one chunk at peak
-            stop = min(start + chunk, self.output_shape[0])
-            jacobian[start:stop] = per_node(theta, self.nodes[start:stop])
+        jacobian = torch.empty(count, outputs, columns, dtype=theta.dtype, device=theta.device)
+        for start in range(0, count, chunk):  # each chunk written in place: the result plus one chunk at peak
+            stop = min(start + chunk, count)
+            block = per_node(theta, self.nodes[start:stop])
+            jacobian[start:stop] = block if indices is None else block[..., indices]
         return jacobian
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from .base import InnerResult, InnerSolver, StopReason
 from .gauss_newton import GaussNewton
 from .riemannian_gradient_descent import RiemannianGradientDescent
+from .subspace_gauss_newton import SubspaceGaussNewton
 from .torch_optimizers import LBFGS, SGD, Adam, TorchOptimizerSolver
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "InnerSolver",
     "RiemannianGradientDescent",
     "StopReason",
+    "SubspaceGaussNewton",
     "TorchOptimizerSolver",
 ]

@@ -1,0 +1,223 @@
+"""Subspace Gauss–Newton: the full block is Gauss–Newton, a block step is the exact minimiser over the block, the draws resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mms_manifolds import (
+    GaussNewton,
+    IncrementManifold,
+    L2Metric,
+    L2Regression,
+    LinearParametrization,
+    MMSResult,
+    MMSSubproblem,
+    SubspaceGaussNewton,
+    TorchParametrization,
+)
+from mms_manifolds.linalg import ConjugateGradientSolve
+from mms_manifolds.parametrizations.base import Parametrization
+from mms_manifolds.parametrizations.torch_function import FunctionParametrization
+
+from cases import mlp
+from problems import heat_flow, regression_flow
+from test_linalg import LargestTensor
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("make_flow", [regression_flow, heat_flow], ids=["regression", "heat"])
+def test_the_full_block_is_the_dense_gauss_newton_model(make_flow):
+    """S = all parameters: gradient, damped steps, mean eigenvalue and proximal share are GaussNewton's dense model's."""
+    flow = make_flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    p = flow.parametrization.num_parameters
+    model = SubspaceGaussNewton(block_size=p).subspace_model(subproblem, theta, torch.arange(p))
+    reference = subproblem.gauss_newton_model(theta, "dense")
+    assert _relative(model.gradient, reference.gradient) < 1e-12
+    assert model.mean_eigenvalue == pytest.approx(reference.mean_eigenvalue, rel=1e-12)
+    assert model.proximal_share == pytest.approx(reference.proximal_share, rel=1e-12)
+    # J_S comes from JVPs, the dense mode's J from per-node reverse passes: they agree to rounding, which a
+    # damping of 1e-3 of the mean eigenvalue amplifies by at most ~1e3 p (at 1e-6 the two differ by ~3e-10)
+    for relative_damping in (1e-3, 1e-1, 1.0):
+        damping = relative_damping * reference.mean_eigenvalue
+        assert _relative(model.step(damping), reference.step(damping)) < 1e-10
+
+
+@pytest.mark.parametrize("make_flow", [regression_flow, heat_flow], ids=["regression", "heat"])
+def test_the_full_block_solve_is_levenberg_marquardt_gauss_newton(make_flow):
+    """block_size >= p: a Levenberg–Marquardt solve takes GaussNewton's dense-mode iterates."""
+    flow = make_flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    p = flow.parametrization.num_parameters
+    options = {"max_iterations": 4, "globalization": "levenberg-marquardt"}
+    subspace = SubspaceGaussNewton(block_size=p + 3, **options).solve(subproblem, theta)
+    dense = GaussNewton(solve_mode="dense", **options).solve(subproblem, theta)
+    assert _relative(subspace.point - theta, dense.point - theta) < 1e-10
+    assert subspace.state["relative_damping"] == pytest.approx(dense.state["relative_damping"], rel=1e-10)
+
+
+def _linear_subproblem(count: int, size: int, tau: float = 0.4):
+    generator = torch.Generator().manual_seed(3)
+    basis = torch.randn(count, size, generator=generator)
+    metric = L2Metric(torch.rand(count, generator=generator) + 0.5)
+    target = torch.randn(count, 1, generator=generator)
+    theta0 = torch.randn(size, generator=generator)
+    parametrization = LinearParametrization(basis, theta0)
+    manifold = IncrementManifold(parametrization, metric, damping=0.0)
+    anchor = torch.randn(count, 1, generator=generator)
+    return MMSSubproblem(manifold, L2Regression(target, metric), tau, anchor), basis, metric.weights, target, anchor
+
+
+@pytest.mark.parametrize(("count", "size", "block"), [(30, 40, 10), (30, 40, 35), (50, 12, 12)])
+def test_a_block_step_on_a_linear_model_is_the_exact_minimiser_over_the_block(count, size, block):
+    r"""f(theta + P_S z) = |Bθ - g|_M^2/2 + |Bθ - u_k|_M^2/(2τ) is quadratic: its (minimum-norm) minimiser in z is closed form.
+
+    (30, 40, 35) has s > Nm: the kernel side, where the minimiser is not unique and the step is the minimum-norm one.
+    """
+    subproblem, basis, weights, target, anchor = _linear_subproblem(count, size)
+    theta0 = subproblem.manifold.parametrization.initial_point()
+    solver = SubspaceGaussNewton(block_size=block, seed=7, max_iterations=1, globalization="line-search")
+    indices = solver.block(1, size, theta0.device)
+    result = solver.solve(subproblem, theta0)
+    tau = subproblem.tau
+    columns = basis[:, indices]
+    hessian = (1 + 1 / tau) * columns.T @ (weights[:, None] * columns)
+    residual = (1 + 1 / tau) * (basis @ theta0) - target[:, 0] - anchor[:, 0] / tau
+    minimiser = -torch.linalg.pinv(hessian, hermitian=True) @ (columns.T @ (weights * residual))
+    expected = theta0.clone()
+    expected[indices] += minimiser
+    assert _relative(result.point - theta0, expected - theta0) < 1e-10
+    off_block = torch.ones(size, dtype=torch.bool)
+    off_block[indices] = False
+    assert torch.equal(result.point[off_block], theta0[off_block])
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 50),
+    block=st.integers(1, 30),
+    globalization=st.sampled_from(["line-search", "levenberg-marquardt"]),
+)
+def test_cost_never_increases(seed, block, globalization):
+    flow = regression_flow(seed=seed, tau=0.2)
+    theta0 = flow.parametrization.initial_point()
+    solver = SubspaceGaussNewton(block_size=block, seed=seed, max_iterations=6, globalization=globalization)
+    result = solver.solve(flow.subproblem(theta0), theta0)
+    costs = result.cost_history
+    rounding = [16 * np.finfo(float).eps * max(1.0, abs(cost)) for cost in costs]
+    assert all(after <= before + slack for before, after, slack in zip(costs, costs[1:], rounding)), costs
+    assert not result.stop_reason.failed
+    assert costs[-1] < costs[0]
+
+
+def test_the_subspace_solver_never_creates_an_n_by_p_tensor():
+    """Node-wise gradients in chunks no larger than J_S (N x s), sliced to S; the final residual is the matrix-free mode's."""
+    count, widths, block = 400, (1, 24, 24, 1), 4
+    nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
+    parametrization = TorchParametrization(mlp(widths, 2), nodes)
+    metric = L2Metric(torch.full((count,), 2 / count))
+    mode = ConjugateGradientSolve(max_iterations=50, on_unconverged="ignore")
+    manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
+    p = parametrization.num_parameters
+    anchor = torch.zeros(parametrization.output_shape)
+    subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), 0.1, anchor)
+    theta = parametrization.initial_point()
+    for globalization in ("line-search", "levenberg-marquardt"):
+        guard = LargestTensor()
+        with guard:
+            result = SubspaceGaussNewton(block, max_iterations=2, globalization=globalization).solve(subproblem, theta)
+        assert result.iterations == 2 and result.cost_history[-1] < result.cost_history[0]
+        assert guard.largest < count * p / 10, (guard.largest, count * p)
+
+
+def test_the_draws_are_seeded_and_counted():
+    solver = SubspaceGaussNewton(block_size=6, seed=3)
+    first = solver.block(1, 50, torch.device("cpu"))
+    assert torch.equal(first, SubspaceGaussNewton(block_size=6, seed=3).block(1, 50, torch.device("cpu")))
+    assert first.numel() == 6 and torch.equal(first, first.unique())  # distinct, ascending
+    assert not torch.equal(first, solver.block(2, 50, torch.device("cpu")))
+    assert not torch.equal(first, SubspaceGaussNewton(block_size=6, seed=4).block(1, 50, torch.device("cpu")))
+    assert torch.equal(solver.block(1, 5, torch.device("cpu")), torch.arange(5))  # s >= p: every parameter
+    flow = regression_flow()
+    theta0 = flow.parametrization.initial_point()
+    result = SubspaceGaussNewton(block_size=6, max_iterations=3).solve(flow.subproblem(theta0), theta0)
+    assert result.state["next_draw"] == 1 + result.iterations
+
+
+def test_warm_started_resume_is_bit_identical(tmp_path):
+    """The draw counter travels through the checkpoint with the damping: a resumed run draws the same blocks."""
+    problem = regression_flow(tau=0.2)
+    theta0 = problem.parametrization.initial_point()
+    solver = SubspaceGaussNewton(block_size=8, seed=5, max_iterations=2)
+    uninterrupted = problem.run(theta0, 6, solver)
+    path = tmp_path / "checkpoint.npz"
+    problem.run(theta0, 3, solver, checkpoint=path)
+    partial = MMSResult.load(path)
+    assert partial.metadata["solver_state"]["next_draw"] > 1
+    partial.metadata["steps"] = 6  # the same run, cut after three steps
+    partial.save(path)
+    cold_path = tmp_path / "cold.npz"
+    partial.metadata["solver_state"] = solver.initial_state()  # a resume that forgot the draws
+    partial.save(cold_path)
+    resumed = problem.run(theta0, 6, solver, checkpoint=path)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
+    assert resumed.metadata["solver_state"] == uninterrupted.metadata["solver_state"]
+    forgetful = problem.run(theta0, 6, solver, checkpoint=cold_path)
+    assert not all(torch.equal(a, b) for a, b in zip(forgetful.thetas, uninterrupted.thetas))
+
+
+def test_jacobian_columns_are_the_jacobians_columns():
+    """Node-wise reverse mode, batched JVPs and the base class's one JVP per column all give J[..., S]."""
+    flow = regression_flow()
+    parametrization = flow.parametrization
+    theta = parametrization.initial_point()
+    indices = torch.tensor([0, 3, 4, 11])
+    columns = parametrization.jacobian(theta)[..., indices]
+    assert torch.allclose(parametrization.jacobian_columns(theta, indices), columns, atol=1e-14)
+    assert torch.allclose(Parametrization.jacobian_columns(parametrization, theta, indices), columns, atol=1e-14)
+    batched = FunctionParametrization.jacobian_columns(parametrization, theta, indices)
+    assert torch.allclose(batched, columns, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"block_size": 0}, ValueError),
+        ({"block_size": 2.0}, TypeError),
+        ({"block_size": 4, "seed": -1}, ValueError),
+        ({"block_size": 4, "seed": 1.0}, TypeError),
+        ({"block_size": 4, "globalization": "trust"}, ValueError),
+        ({"block_size": 4, "solve_mode": "dense"}, TypeError),
+    ],
+)
+def test_bad_settings_are_refused(options, error):
+    with pytest.raises(error):
+        SubspaceGaussNewton(**options)
+
+
+def test_a_damaged_draw_counter_is_refused():
+    flow = regression_flow()
+    theta0 = flow.parametrization.initial_point()
+    solver = SubspaceGaussNewton(block_size=4)
+    with pytest.raises(ValueError, match="next_draw"):
+        solver.solve(flow.subproblem(theta0), theta0, state={**solver.initial_state(), "next_draw": 0.0})
+    with pytest.raises(ValueError, match="next_draw"):
+        solver.solve(flow.subproblem(theta0), theta0, state={**solver.initial_state(), "next_draw": 2.5})
+    with pytest.raises(ValueError, match="keys"):
+        solver.solve(flow.subproblem(theta0), theta0, state={"step_length": 0.5, "relative_damping": 1e-3})
+
+
+def test_a_flow_runs_with_the_subspace_solver():
+    flow = regression_flow()
+    theta0 = flow.parametrization.initial_point()
+    result = flow.run(theta0, 3, SubspaceGaussNewton(block_size=10, max_iterations=4))
+    assert result.steps_done == 3
