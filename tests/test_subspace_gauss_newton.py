@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_linalg import LargestTensor
 
 from mms_manifolds import (
     GaussNewton,
@@ -25,7 +26,6 @@ from mms_manifolds.parametrizations.torch_function import FunctionParametrizatio
 
 from cases import mlp
 from problems import heat_flow, regression_flow
-from test_linalg import LargestTensor
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
