@@ -654,16 +654,8 @@ class MinimizingMovement:
                 problem = stepper.start_g_norm(bound, previous, tau)
         else:
             bound, problem = stepper.bound(previous, residual, u, anchor, tau, state.older_bound)
-        if problem is not None:
-            pass
-        elif start is None and not all(
-            math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)
-        ):
-            problem = f"the residual is not finite ({residual.total}, {residual.tangential}, {residual.normal})"
-        elif not bool(torch.isfinite(u).all()):
-            problem = "the state u_k is not finite"
-        else:
-            problem = stepper.euler_ledger(tau).curvature_violation(energy, u, anchor)
+        if problem is None:
+            problem = self._bound_check(stepper, residual, u, anchor, energy, tau, start is not None)
         if problem is None and exact_state is not None:
             error = float(self.metric.norm(u - exact_state))
             if not error <= bound.tracking_bound:
@@ -675,6 +667,27 @@ class MinimizingMovement:
             return bound, None
         return BoundParts.undefined(), problem
 
+    @staticmethod
+    def _bound_check(
+        stepper: SchemeStepper,
+        residual: Residual,
+        u: torch.Tensor,
+        anchor: torch.Tensor,
+        energy: Energy,
+        tau: float,
+        richardson_start: bool,
+    ) -> str | None:
+        """Why the step's bound cannot be certified (a non-finite residual or state, too little curvature), or ``None``.
+
+        BDF2's Richardson start has checked its own residuals; every other step's residual is checked here.
+        """
+        if not richardson_start and not all(
+            math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)
+        ):
+            return f"the residual is not finite ({residual.total}, {residual.tangential}, {residual.normal})"
+        if not bool(torch.isfinite(u).all()):
+            return "the state u_k is not finite"
+        return stepper.euler_ledger(tau).curvature_violation(energy, u, anchor)
     def _step_problem(
         self, resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None, step: int
     ) -> tuple[Parametrization, Energy, IncrementManifold]:
