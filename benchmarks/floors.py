@@ -7,19 +7,20 @@ Sections (each writes into one JSON record; ``docs/performance.md`` quotes it wi
   RiemannianAdam step and one pymanopt steepest-descent iteration (fixed step), against the floor:
   forward + backward of the cost, the node-wise Jacobian, and forming and Cholesky-factoring the
   smaller Gram side (:math:`JJ^\top` or :math:`J^\top J`), all measured in this process.
-- ``crossovers``: dense (Cholesky of the smaller side), dense SVD, Woodbury and CG, each factorising at
-  a new point and solving ten right-hand sides, on a grid of :math:`(p, N)`; what ``AutoSolve`` picks
-  and its time over the fastest mode's.
-- ``poisson``: seconds per Gauss–Newton iteration on the 2-D Poisson least-squares problem.
+- ``crossovers``: the solve-mode crossovers of :mod:`benchmarks.crossovers` (each mode factorising at a
+  new point and solving ten right-hand sides on a grid of :math:`(p, N)`; what ``AutoSolve`` picks and its
+  time over the fastest mode's).
+- ``poisson``: seconds per Gauss–Newton iteration on the 2-D Poisson least-squares problem
+  (:func:`benchmarks.flows.poisson`), at the run's thread count and with one and with torch's default.
 - ``regression`` (meant for a GPU): the regression flow at :math:`N = 16384`, :math:`p = 4353`, 5 MMS
   steps; L-BFGS with 100 iterations per step against Gauss–Newton at 2-15 iterations per step:
   Gauss–Newton's time to reach L-BFGS's error over L-BFGS's time.
 - ``refusal`` (meant for a GPU): a forced Woodbury mode at :math:`N = 10^5`, :math:`p = 3000` must raise
   ``MemoryError`` before it allocates its :math:`N \times N` kernel.
 
-    python benchmarks/floors.py                        # CPU, one torch thread
-    python benchmarks/floors.py --threads 0            # CPU, torch's default threads
-    python benchmarks/floors.py --device cuda          # everything, on the GPU (a few minutes on an H200)
+    python -m benchmarks.floors                        # CPU, one torch thread
+    python -m benchmarks.floors --threads 0            # CPU, torch's default threads
+    python -m benchmarks.floors --device cuda          # everything, on the GPU (a few minutes on an H200)
 """
 
 from __future__ import annotations
@@ -27,48 +28,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mms_manifolds import LBFGS, GaussNewton
 
-from flows import regression_flow  # noqa: E402
-from peers import poisson  # noqa: E402
-
-from mms_manifolds import (  # noqa: E402
-    LBFGS,
-    GaussNewton,
-)
-from mms_manifolds.linalg import (  # noqa: E402
-    AutoSolve,
-    ConjugateGradientSolve,
-    DenseSolve,
-    GramOperator,
-    WoodburySolve,
-)
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from . import RESULTS
+from . import crossovers as crossover_table
+from .flows import poisson, regression_flow
+from .timing import Stopwatch, one_and_default_threads, time_call, use_threads
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds(function, device: torch.device, repeats: int = 5) -> float:
-    """Median wall time of ``function()`` over ``repeats`` calls after one warm-up, synchronised on CUDA."""
-    function()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def seconds(function, device: torch.device) -> float:
+    """Median wall seconds of ``function()`` over five calls after one warm-up (synchronised on CUDA)."""
+    return time_call(function, device, repeats=5, warmup=1).wall
 
 
 def floors(parameters: int, nodes: int, device: torch.device) -> dict:
@@ -100,10 +74,10 @@ def floors(parameters: int, nodes: int, device: torch.device) -> dict:
         manifold.egrad2rgrad(theta, subproblem.euclidean_gradient(theta))
 
     def gauss_newton_iterations(count: int) -> float:
-        start = time.perf_counter()
-        GaussNewton(max_iterations=count).solve(subproblem, new_point())
-        synchronize(device)
-        return time.perf_counter() - start
+        point = new_point()
+        with Stopwatch(device) as clock:
+            GaussNewton(max_iterations=count).solve(subproblem, point)
+        return clock.wall
 
     def gauss_newton_iteration() -> float:
         """The marginal cost of an iteration inside a solve (its end-of-solve residual SVD left out)."""
@@ -158,65 +132,27 @@ def _like(tensor: torch.Tensor) -> dict:
     return {"dtype": tensor.dtype, "device": tensor.device}
 
 
-MODES = {
-    "dense": DenseSolve(),
-    "dense-svd": DenseSolve(method="svd"),
-    "woodbury": WoodburySolve(),
-    "cg": ConjugateGradientSolve(),
-}
-
-
-def factor_and_solve(mode, parametrization, metric, theta, rhs, damping) -> None:
-    """Factorise the Gram operator at a fresh copy of ``theta`` (no cache) and solve each row of ``rhs``."""
-    factorization = mode.factorize(GramOperator(parametrization, metric, theta.clone()))
-    for column in rhs:
-        factorization.solve(column, damping)
-
-
-def crossovers(parameter_sizes: list[int], node_sizes: list[int], device: torch.device) -> list[dict]:
-    """Factorise at a new point and solve ten right-hand sides, per mode; AutoSolve's pick and its ratio to the fastest."""
-    rows = []
-    for parameters in parameter_sizes:
-        for nodes in node_sizes:
-            flow = regression_flow(parameters, nodes, device=device)
-            parametrization, metric = flow.parametrization, flow.metric
-            theta = parametrization.initial_point()
-            rhs = torch.randn(10, theta.numel(), generator=torch.Generator().manual_seed(0), dtype=theta.dtype)
-            rhs = rhs.to(device)
-            damping = 1e-4 * GramOperator(parametrization, metric, theta).trace() / theta.numel()
-            row = {"p": parametrization.num_parameters, "N": nodes, "seconds": {}}
-            for name, mode in MODES.items():
-                if name == "dense-svd" and min(theta.numel(), nodes) * max(theta.numel(), nodes) > 2e7:
-                    row["seconds"][name] = None  # thin SVD of this size takes tens of seconds; not a contender
-                    continue
-                work = (mode, parametrization, metric, theta, rhs, damping)
-                row["seconds"][name] = seconds(lambda work=work: factor_and_solve(*work), device, repeats=3)
-            picked, reason = AutoSolve().select(theta.numel(), nodes, 8, device=device)
-            measured = {name: value for name, value in row["seconds"].items() if value is not None}
-            fastest = min(measured, key=measured.get)
-            picked_name = "dense" if picked.name == "dense" else picked.name
-            row.update(
-                auto=picked_name,
-                reason=reason,
-                fastest=fastest,
-                auto_over_fastest=measured[picked_name] / measured[fastest],
-            )
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    return rows
-
-
 def poisson_iteration(device: torch.device) -> dict:
-    """Seconds per Gauss–Newton iteration on the 2-D Poisson least-squares problem (a 20-iteration solve)."""
+    """Seconds per Gauss–Newton iteration on the 2-D Poisson least-squares problem (a 20-iteration solve, after a warm-up one).
+
+    At the run's thread count (``seconds_per_iteration``), and again with one torch thread and with torch's
+    default count (``seconds_per_iteration_by_threads``, keyed by the count).
+    """
     flow, _, _ = poisson(0, device)
     theta = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta)
-    GaussNewton(max_iterations=2).solve(subproblem, theta)
-    synchronize(device)
-    start = time.perf_counter()
-    result = GaussNewton(max_iterations=20).solve(subproblem, theta)
-    synchronize(device)
-    return {"iterations": result.iterations, "seconds_per_iteration": (time.perf_counter() - start) / result.iterations}
+    solver = GaussNewton(max_iterations=20)
+    iterations = solver.solve(subproblem, theta).iterations
+
+    def solve() -> None:
+        solver.solve(subproblem, theta)
+
+    by_threads = one_and_default_threads(solve, device)
+    return {
+        "iterations": iterations,
+        "seconds_per_iteration": time_call(solve, device).wall / iterations,
+        "seconds_per_iteration_by_threads": {str(t.threads): t.wall / iterations for t in by_threads.values()},
+    }
 
 
 def regression_time_to_accuracy(device: torch.device, parameters: int = 4353, nodes: int = 16384) -> dict:
@@ -228,12 +164,10 @@ def regression_time_to_accuracy(device: torch.device, parameters: int = 4353, no
     ]:
         flow = regression_flow(parameters, nodes, device=device)
         theta = flow.parametrization.initial_point()
-        synchronize(device)
-        start = time.perf_counter()
-        result = flow.run(theta, 5, solver)
-        synchronize(device)
+        with Stopwatch(device) as clock:
+            result = flow.run(theta, 5, solver)
         runs[name] = {
-            "seconds": time.perf_counter() - start,
+            "seconds": clock.wall,
             "max_error": float(result.trajectory_error.max()),
             "solve_mode": flow.manifold.solve_mode_name(),
         }
@@ -285,24 +219,7 @@ def markdown(records: list[dict]) -> str:
                 f"{row['seconds']['floor'] * 1e3:.2f} | " + " | ".join(cells) + " |"
             )
     tables = ["\n".join(lines)]
-    for record in records:
-        rows = record.get("crossovers")
-        if not isinstance(rows, list):
-            continue
-        table = [
-            f"{record['device']}, {record['threads']} thread(s):",
-            "",
-            "| p | N | dense | dense-svd | woodbury | cg | auto | fastest | auto / fastest |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for row in rows:
-            times = [row["seconds"][name] for name in ("dense", "dense-svd", "woodbury", "cg")]
-            cells = " | ".join("—" if value is None else f"{value:.3g}" for value in times)
-            table.append(
-                f"| {row['p']} | {row['N']} | {cells} | {row['auto']} | {row['fastest']} | "
-                f"{row['auto_over_fastest']:.2f} |"
-            )
-        tables.append("\n".join(table))
+    tables += [crossover_table.markdown(record) for record in records if isinstance(record.get("crossovers"), list)]
     return "\n\n".join(tables)
 
 
@@ -319,8 +236,7 @@ def main() -> None:
         print(markdown([json.loads(path.read_text()) for path in arguments.markdown]))
         return
     device = torch.device(arguments.device)
-    if arguments.threads > 0:
-        torch.set_num_threads(arguments.threads)
+    use_threads(arguments.threads)
     default = "floors,crossovers,poisson,regression,refusal" if device.type == "cuda" else "floors,crossovers,poisson"
     sections = (arguments.sections or default).split(",")
     record: dict = {
@@ -328,26 +244,20 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    if arguments.quick:
-        grid = ([200, 1021], [1000])
-    elif device.type == "cpu":  # N = 16384 with p = 3000 takes minutes per mode on two cores
-        grid = ([200, 1021, 3000], [1000, 4000])
-    else:
-        grid = ([200, 1021, 3000], [1000, 4000, 16384])
     measurements = {
         "floors": lambda: [floors(200, 64, device), floors(1021, 1000, device)],
-        "crossovers": lambda: crossovers(*grid, device),
+        "crossovers": lambda: crossover_table.crossovers(*crossover_table.grid(device, arguments.quick), device),
         "poisson": lambda: poisson_iteration(device),
         "regression": lambda: regression_time_to_accuracy(device),
         "refusal": lambda: memory_refusal(device),
     }
     for section in sections:
-        start = time.perf_counter()
-        try:
-            record[section] = measurements[section]()
-        except Exception as error:  # one broken section must not lose the others' numbers
-            record[section] = {"error": f"{type(error).__name__}: {error}"}
-        print(section, f"{time.perf_counter() - start:.1f} s", json.dumps(record[section])[:2000], flush=True)
+        with Stopwatch(device) as clock:
+            try:
+                record[section] = measurements[section]()
+            except Exception as error:  # one broken section must not lose the others' numbers
+                record[section] = {"error": f"{type(error).__name__}: {error}"}
+        print(section, f"{clock.wall:.1f} s", json.dumps(record[section])[:2000], flush=True)
     suffix = device.type if device.type == "cuda" else f"cpu-{record['threads']}-threads"
     output = arguments.output or RESULTS / f"floors-{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

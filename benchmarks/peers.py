@@ -1,7 +1,7 @@
 r"""The energy natural gradient (ENGD) benchmark problems, solved by the library's Gauss–Newton, over seeds.
 
 Two problems from Müller & Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient
-descent" (ICML 2023), set up here from the paper's description (no code of theirs is used):
+descent" (ICML 2023), set up in :mod:`benchmarks.flows` from the paper's description (no code of theirs is used):
 
 - ``poisson``: :math:`-\Delta u = 2\pi^2\sin(\pi x)\sin(\pi y)` on :math:`(0, 1)^2`, :math:`u = 0` on the
   boundary, least squares (PINN) energy, a [2, 32, 1] tanh network, a 28 x 28 interior grid and 29 nodes
@@ -23,86 +23,25 @@ put a floor of about :math:`4\cdot10^{-7}` under the nonlinear Ritz error. Repor
 targets, the final error, and the seconds per Gauss–Newton iteration (one torch thread unless
 ``--threads`` says otherwise).
 
-    python benchmarks/peers.py                  # both problems, 10 seeds, results in benchmarks/results/
-    python benchmarks/peers.py --problems poisson --seeds 3
+    python -m benchmarks.peers                  # both problems, 10 seeds, results in benchmarks/results/
+    python -m benchmarks.peers --problems poisson --seeds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
-import time
 from pathlib import Path
 
-import numpy
 import torch
 
-from mms_manifolds import GaussNewton, MinimizingMovement
-from mms_manifolds.meshfree import (
-    JetMetric,
-    JetParametrization,
-    NodeSet,
-    PoissonLeastSquares,
-    RitzEnergy,
-    box_boundary_grid,
-    box_interior_grid,
-)
-from mms_manifolds.problems import mlp
+from mms_manifolds import GaussNewton
 from mms_manifolds.solvers.gauss_newton import DEFAULT_STEP_CUTOFF
 
-RESULTS = Path(__file__).resolve().parent / "results"
-TAU = 1e12
-NONLINEAR_NODES = 2000  # Gauss-Legendre: the quadrature error of the discrete minimiser is far below 1e-8
-
-
-class NonlinearRitz(RitzEnergy):
-    r""":math:`E(u) = \int \tfrac12|u'|^2 - fu + \tfrac14 u^4`: the Ritz energy plus a quartic reaction term."""
-
-    def value(self, u: torch.Tensor) -> torch.Tensor:
-        inside = self.layout.split(u)[self.interior]
-        return super().value(u) + 0.25 * (self._weights(self.interior) * inside.value.squeeze(-1) ** 4).sum()
-
-
-def poisson(seed: int, device: torch.device | str = "cpu"):
-    """The 2-D Poisson least-squares problem on ``device``: (flow, network, L2 error function)."""
-    network = mlp((2, 32, 1), seed).to(device)
-    node_sets = {
-        "interior": box_interior_grid(28, 2, ("value", "laplacian"), device=device),
-        "boundary": box_boundary_grid(29, device=device),
-    }
-    jets = JetParametrization(network, node_sets)
-
-    def source(points: torch.Tensor) -> torch.Tensor:
-        return 2 * math.pi**2 * torch.sin(math.pi * points[:, 0]) * torch.sin(math.pi * points[:, 1])
-
-    energy = PoissonLeastSquares(jets, source, boundary="boundary", penalty=1.0)
-    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=TAU)
-    test = box_interior_grid(200, 2, device=device).points
-    exact = torch.sin(math.pi * test[:, 0]) * torch.sin(math.pi * test[:, 1])
-    return flow, network, lambda: float((network(test).squeeze(-1) - exact).square().mean().sqrt())
-
-
-def nonlinear(seed: int, device: torch.device | str = "cpu"):
-    """The 1-D nonlinear Ritz problem on ``device``: (flow, network, L2 error function)."""
-    network = mlp((1, 32, 1), seed).to(device)
-    points, weights = numpy.polynomial.legendre.leggauss(NONLINEAR_NODES)
-    options = {"dtype": torch.float64, "device": device}
-    interior = NodeSet(torch.as_tensor(points, **options).unsqueeze(-1), torch.as_tensor(weights, **options))
-    node_sets = {"interior": NodeSet(interior.points, interior.weights, ("value", "gradient"))}
-    jets = JetParametrization(network, node_sets)
-
-    def source(points: torch.Tensor) -> torch.Tensor:
-        solution = torch.cos(math.pi * points[:, 0])
-        return math.pi**2 * solution + solution**3
-
-    energy = NonlinearRitz(jets, source)
-    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=TAU)
-    test = torch.linspace(-1, 1, 20001, **options).unsqueeze(-1)
-    exact = torch.cos(math.pi * test[:, 0])
-    return flow, network, lambda: float(((network(test).squeeze(-1) - exact).square().mean() * 2).sqrt())
-
+from . import RESULTS
+from .flows import nonlinear, poisson
+from .timing import Stopwatch, use_threads
 
 PROBLEMS = {"poisson": (poisson, (1e-6, 1e-7)), "nonlinear": (nonlinear, (1e-6, 1e-7, 1e-8))}
 
@@ -110,28 +49,26 @@ PROBLEMS = {"poisson": (poisson, (1e-6, 1e-7)), "nonlinear": (nonlinear, (1e-6, 
 def run_seed(
     problem: str, seed: int, iterations: int, line_search: str, step_cutoff: float = DEFAULT_STEP_CUTOFF
 ) -> dict:
-    """Gauss–Newton iterations on one MMS step, the L2 error after each; timing from the solves alone."""
+    """Gauss–Newton iterations on one MMS step, the L2 error after each; then the seconds per iteration of one long solve."""
     build, targets = PROBLEMS[problem]
     flow, network, l2_error = build(seed)
     theta = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta)
     one_iteration = GaussNewton(max_iterations=1, line_search=line_search, step_cutoff=step_cutoff)
-    errors, state, solve_seconds = [], None, 0.0
+    errors, state = [], None
     for _ in range(iterations):
-        start = time.perf_counter()
         result = one_iteration.solve(subproblem, theta, state=state)  # = one long solve, warm state carried
-        solve_seconds += time.perf_counter() - start
         theta, state = result.point, result.state
         flow.parametrization.write_to_module(theta)
         with torch.no_grad():
             errors.append(l2_error())
         if result.stop_reason.name == "STALLED":
             break
-    start = time.perf_counter()  # seconds per iteration of one long solve (residuals only at its ends)
-    timing_iterations = min(20, iterations)
+    timing_iterations = min(20, iterations)  # seconds per iteration of one long solve (residuals only at its ends)
     long = GaussNewton(max_iterations=timing_iterations, line_search=line_search, step_cutoff=step_cutoff)
-    long_result = long.solve(subproblem, flow.parametrization.initial_point())
-    per_iteration = (time.perf_counter() - start) / max(long_result.iterations, 1)
+    with Stopwatch() as clock:
+        long_result = long.solve(subproblem, flow.parametrization.initial_point())
+    per_iteration = clock.wall / max(long_result.iterations, 1)
     reached = {f"{target:.0e}": next((k + 1 for k, e in enumerate(errors) if e <= target), None) for target in targets}
     return {
         "problem": problem,
@@ -169,7 +106,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, ..., first-seed + seeds - 1")
     parser.add_argument("--iterations", type=int, default=100, help="Gauss-Newton iterations per seed")
     parser.add_argument("--budget", type=int, default=60, help="iterations within which a target counts as reached")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (timings name it)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default; timings name it)")
     parser.add_argument("--line-search", choices=("armijo", "grid"), default="armijo")
     parser.add_argument(
         "--step-cutoff",
@@ -179,7 +116,7 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "peers.json")
     arguments = parser.parse_args()
-    torch.set_num_threads(arguments.threads)
+    threads = use_threads(arguments.threads)
     rows = []
     for problem in arguments.problems.split(","):
         for seed in range(arguments.first_seed, arguments.first_seed + arguments.seeds):
@@ -195,7 +132,7 @@ def main() -> None:
         print(problem, json.dumps(summary))
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     solver = repr(GaussNewton(line_search=arguments.line_search, step_cutoff=arguments.step_cutoff))
-    record = {"threads": arguments.threads, "solver": solver, "summaries": summaries, "runs": rows}
+    record = {"threads": threads, "solver": solver, "summaries": summaries, "runs": rows}
     arguments.output.write_text(json.dumps(record, indent=1))
 
 

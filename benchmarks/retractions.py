@@ -5,7 +5,8 @@ geodesics (``rgd-exp`` in the reproduce roster) ends closer to the exact flow th
 Gauss–Newton on some flows, at several times its wall time. This script keeps the Gauss–Newton
 *direction* (the Levenberg–Marquardt step :math:`\delta = -(A + \mu I)^{-1}g` with Nielsen's damping,
 as ``GaussNewton(globalization="levenberg-marquardt")`` takes it on these flows) and changes only how
-the iterate moves along it (``MovedLevenbergMarquardt`` replaces ``GaussNewton``'s trial point):
+the iterate moves along it (``MovedLevenbergMarquardt`` overrides ``GaussNewton.trial_point``, the
+solver's public extension point for the move):
 
 - ``chart``: :math:`\theta + \delta + \tfrac12 a`, :math:`a` the geodesic acceleration where
   :math:`2|a| \le 0.75|\delta|`: ``GaussNewton(globalization="levenberg-marquardt")`` itself, which
@@ -24,7 +25,11 @@ largest trajectory error (as ``docs/results.md``), the wall time, and the curve 
 step (Christoffel products :math:`\Gamma_\theta(\xi, \xi)` for the geodesics, second directional
 derivatives for ``frozen-rk4``). One torch thread.
 
-    python benchmarks/retractions.py            # quick-mode flows, results in benchmarks/results/retractions.json
+Each solver counts its own curve evaluations (:class:`CountedGeodesicDescent` through
+``RiemannianGradientDescent.move`` and :attr:`~mms_manifolds.manifold.Geodesic.evaluations`), so nothing
+in the library is patched.
+
+    python -m benchmarks.retractions            # quick-mode flows, results in benchmarks/results/retractions.json
 """
 
 from __future__ import annotations
@@ -32,50 +37,32 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy
 import torch
 
-from mms_manifolds import GaussNewton, IncrementManifold, MMSSubproblem, RiemannianGradientDescent
+from mms_manifolds import GaussNewton, MMSSubproblem, RiemannianGradientDescent
 from mms_manifolds.reproduce import build
 from mms_manifolds.solvers import InnerSolver
 from mms_manifolds.subproblem import GaussNewtonModel
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from . import RESULTS
+from .timing import Stopwatch, conditions, use_threads
+
 FLOWS = ("regression", "latent_diffusion", "heat_1d", "heat_2d", "allen_cahn")
 GEODESIC_RTOL = 1e-2
 
-Move = Callable[[MMSSubproblem, GaussNewtonModel, torch.Tensor, torch.Tensor, float], torch.Tensor]
-
 
 class EvaluationCount:
-    """Counts the curve evaluations of one run: Christoffel products and frozen second derivatives."""
-
-    active: EvaluationCount | None = None
-    """The count of the run in progress."""
+    """The curve evaluations of one run: Christoffel products and frozen second derivatives."""
 
     def __init__(self):
         self.count = 0
-        self._christoffel = IncrementManifold._christoffel
 
-    def __enter__(self) -> EvaluationCount:
-        original, counter = self._christoffel, self
-        EvaluationCount.active = self
 
-        def counted(manifold, theta, xi, eta):
-            counter.count += 1
-            return original(manifold, theta, xi, eta)
-
-        IncrementManifold._christoffel = counted  # instrumentation of this script only
-        return self
-
-    def __exit__(self, *exc) -> None:
-        IncrementManifold._christoffel = self._christoffel
-        EvaluationCount.active = None
+Move = Callable[[MMSSubproblem, GaussNewtonModel, torch.Tensor, torch.Tensor, float, EvaluationCount], torch.Tensor]
 
 
 def _runge_kutta_4(acceleration: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], theta, velocity):
@@ -95,28 +82,40 @@ def _runge_kutta_4(acceleration: Callable[[torch.Tensor, torch.Tensor], torch.Te
     return theta + (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0]) / 6
 
 
-def frozen_rk4(subproblem, model, theta, step, damping):
+def frozen_rk4(subproblem, model, theta, step, damping, counter: EvaluationCount):
     r"""One RK4 step of the model's geodesic equation, :math:`J`, :math:`W` and the factorisation frozen at ``theta``."""
     manifold = subproblem.manifold
     weight = subproblem.step_hessian(subproblem.node_values(theta))
 
     def acceleration(point, velocity):
-        EvaluationCount.active.count += 1
+        counter.count += 1
         curvature = manifold.parametrization.second_derivative(point, velocity, velocity)
         return -model.solve(manifold.pull_back(theta, weight.apply(curvature)), damping)
 
     return _runge_kutta_4(acceleration, theta, step)
 
 
-def geodesic_rk4(subproblem, model, theta, step, damping):
+def geodesic_rk4(subproblem, model, theta, step, damping, counter: EvaluationCount):
     r"""One RK4 step of the manifold's geodesic equation :math:`\theta'' = -\Gamma_\theta(\theta', \theta')`."""
     manifold = subproblem.manifold
-    return _runge_kutta_4(lambda point, velocity: -manifold.christoffel(point, velocity, velocity), theta, step)
+
+    def acceleration(point, velocity):
+        counter.count += 1
+        return -manifold.christoffel(point, velocity, velocity)
+
+    return _runge_kutta_4(acceleration, theta, step)
 
 
-def geodesic(subproblem, model, theta, step, damping):
+def counted_geodesic(manifold, theta, xi, rtol: float, counter: EvaluationCount) -> torch.Tensor:
+    r""":math:`\exp_\theta(\xi)` by the manifold's adaptive integration at ``rtol`` (``atol = rtol / 100``), its Christoffel products counted."""
+    result = manifold.geodesic(theta, xi, rtol=rtol, atol=rtol * 1e-2)
+    counter.count += result.evaluations
+    return result.point
+
+
+def geodesic(subproblem, model, theta, step, damping, counter: EvaluationCount):
     """The manifold's adaptive exponential map at relative tolerance ``GEODESIC_RTOL``."""
-    return subproblem.manifold.geodesic(theta, step, rtol=GEODESIC_RTOL, atol=GEODESIC_RTOL * 1e-2).point
+    return counted_geodesic(subproblem.manifold, theta, step, GEODESIC_RTOL, counter)
 
 
 MOVES: dict[str, Move] = {
@@ -132,12 +131,24 @@ class MovedLevenbergMarquardt(GaussNewton):
     def __init__(self, move: str, max_iterations: int, initial_damping: float = 1e-3):
         super().__init__(max_iterations, globalization="levenberg-marquardt", initial_damping=initial_damping)
         self.move = MOVES[move]
+        self.counter = EvaluationCount()
 
-    def _trial_point(self, subproblem, model, theta, step, damping) -> torch.Tensor:
+    def trial_point(self, subproblem, model, theta, step, damping) -> torch.Tensor:
         try:
-            return self.move(subproblem, model, theta, step, damping)
+            return self.move(subproblem, model, theta, step, damping, self.counter)
         except (RuntimeError, ValueError):  # a geodesic that blows up: a failed trial
             return torch.full_like(theta, math.nan)
+
+
+class CountedGeodesicDescent(RiemannianGradientDescent):
+    """``RiemannianGradientDescent`` along geodesics (exponential map at ``exp_rtol``) that counts its Christoffel products."""
+
+    def __init__(self, max_iterations: int, exp_rtol: float):
+        super().__init__(max_iterations=max_iterations, use_exp=True, exp_rtol=exp_rtol)
+        self.counter = EvaluationCount()
+
+    def move(self, subproblem, theta, xi) -> torch.Tensor:
+        return counted_geodesic(subproblem.manifold, theta, xi, self.exp_rtol, self.counter)
 
 
 def variants(budget: int) -> dict[str, InnerSolver]:
@@ -149,20 +160,20 @@ def variants(budget: int) -> dict[str, InnerSolver]:
     for move in ("frozen-rk4", "geodesic-rk4", "geodesic"):
         for damping in (1e-3, 1e-6):
             rows[f"{move} (damping {damping:g})"] = MovedLevenbergMarquardt(move, budget, initial_damping=damping)
-    rows["rgd-exp"] = RiemannianGradientDescent(max_iterations=budget, use_exp=True, exp_rtol=1e-4)
+    rows["rgd-exp"] = CountedGeodesicDescent(budget, exp_rtol=1e-4)
     return rows
 
 
 def run(flow_name: str, solver: InnerSolver) -> dict[str, float]:
+    """The quick flow ``flow_name`` run with ``solver``: largest trajectory error, wall seconds, curve evaluations per step."""
     experiment = build(flow_name, "quick")
-    with EvaluationCount() as counter:
-        start = time.perf_counter()
+    with Stopwatch() as clock:
         result = experiment.flow.run(experiment.theta0, experiment.steps, solver, reference=experiment.reference)
-        wall = time.perf_counter() - start
     errors = numpy.asarray(result.trajectory_error)
+    counter = getattr(solver, "counter", EvaluationCount())  # the chart rows evaluate no curve
     return {
         "max_error": float(numpy.max(errors[1:])),
-        "wall_time": wall,
+        "wall_time": clock.wall,
         "curve_evaluations_per_step": counter.count / experiment.steps,
     }
 
@@ -173,7 +184,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="1,3")
     parser.add_argument("--output", type=Path, default=RESULTS / "retractions.json")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    use_threads(1)
     records = []
     for flow_name in args.flows.split(","):
         for budget in (int(b) for b in args.budgets.split(",")):
@@ -186,7 +197,7 @@ def main() -> None:
                     flush=True,
                 )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"threads": 1, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+    meta = conditions()
     args.output.write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
 
 

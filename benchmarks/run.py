@@ -1,7 +1,7 @@
 r"""Benchmark suite: every figure is a ratio against a baseline measured in the same run.
 
-    python benchmarks/run.py --quick     # a few minutes on 2 CPU cores: p, N <= 1e4
-    python benchmarks/run.py             # the full grid (p, N up to 1e5) and the p = N = 1e5 memory cell
+    python -m benchmarks.run --quick     # a few minutes on 2 CPU cores: p, N <= 1e4
+    python -m benchmarks.run             # the full grid (p, N up to 1e5) and the p = N = 1e5 memory cell
 
 Writes ``benchmarks/results/benchmarks.json``, one CSV per table, and the tables into
 ``docs/performance.md`` between its GENERATED markers. Peak memory is the resident set size of a
@@ -15,7 +15,10 @@ Sections:
 3. adapter overhead (pymanopt SteepestDescent, geoopt RiemannianSGD vs the same core step);
 4. the solve modes on one problem (time, peak RSS, agreement, CG iterations);
 5. scaling of the time per MMS step with p and with N (fitted exponents);
-6. crossovers: the fastest solve mode over a grid of p and N, for one and for ten right-hand sides;
+6. (recorded, no longer measured here) crossovers: the fastest solve mode over a grid of p and N, for one and
+   for ten right-hand sides, each mode in a fresh process; the crossovers are measured by
+   :mod:`benchmarks.crossovers` (``python -m benchmarks.floors --sections crossovers``), and the report shows
+   the record of this script's last run of them;
 7. (full run only) memory of the matrix-free mode at p = N = 1e5;
 8. the dense Jacobian by batched JVPs against node by node.
 
@@ -31,7 +34,6 @@ import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,9 +41,10 @@ import torch
 from mms_manifolds import LBFGS, Adam, GaussNewton, problems
 from mms_manifolds.linalg import ConjugateGradientSolve, DenseSolve, WoodburySolve
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmark's own modules, run as a script
-from flows import CG_CAP, MEMORY_CG_CAP, peak_rss_bytes, regression_subproblem  # noqa: E402
-from report import RESULTS, markdown, write_report  # noqa: E402
+from . import RESULTS
+from .flows import CG_CAP, MEMORY_CG_CAP, regression_subproblem
+from .report import markdown, write_report
+from .timing import Stopwatch, fresh_process, peak_rss_bytes, use_threads
 
 # ------------------------------------------------------------------------------- single measurements
 
@@ -68,12 +71,12 @@ def cell(kind: str, parameters: int, nodes: int, mode: str) -> dict:
     out = {"p": subproblem.manifold.dim, "N": nodes, "mode": manifold.solve_mode_name()}
     if kind in ("gn", "memory"):
         if kind == "memory":  # one Jacobian-vector pair (JVP + VJP), the unit of matrix-free work
-            start = time.perf_counter()
-            manifold.gram_operator(theta).matvec(torch.ones_like(theta))
-            out["pair_seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        GaussNewton(max_iterations=1).solve(subproblem, theta)
-        out["seconds"] = time.perf_counter() - start
+            with Stopwatch() as clock:
+                manifold.gram_operator(theta).matvec(torch.ones_like(theta))
+            out["pair_seconds"] = clock.wall
+        with Stopwatch() as clock:
+            GaussNewton(max_iterations=1).solve(subproblem, theta)
+        out["seconds"] = clock.wall
     elif kind == "adam":
         optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
         x = subproblem.manifold.parametrization.nodes
@@ -88,20 +91,21 @@ def cell(kind: str, parameters: int, nodes: int, mode: str) -> dict:
             optimizer.step()
 
         iteration()
-        start = time.perf_counter()
         repeats = 5
-        for _ in range(repeats):
-            iteration()
-        out["seconds"] = (time.perf_counter() - start) / repeats
+        with Stopwatch() as clock:
+            for _ in range(repeats):
+                iteration()
+        out["seconds"] = clock.wall / repeats
     elif kind == "solve":
         egrad = subproblem.euclidean_gradient(theta)
-        start = time.perf_counter()
-        factorization = manifold.metric_factorization(theta)
-        solution = factorization.solve(egrad, manifold.damping)
-        out["seconds"] = time.perf_counter() - start
-        for column in torch.randn(9, egrad.numel(), dtype=egrad.dtype, generator=torch.Generator().manual_seed(1)):
-            factorization.solve(column, manifold.damping)
-        out["seconds_ten"] = time.perf_counter() - start  # one factorisation, ten right-hand sides
+        columns = torch.randn(9, egrad.numel(), dtype=egrad.dtype, generator=torch.Generator().manual_seed(1))
+        with Stopwatch() as clock:
+            factorization = manifold.metric_factorization(theta)
+            solution = factorization.solve(egrad, manifold.damping)
+            out["seconds"] = clock.elapsed()
+            for column in columns:
+                factorization.solve(column, manifold.damping)
+        out["seconds_ten"] = clock.wall  # one factorisation, ten right-hand sides
         out["cg_iterations"] = solution.iterations
         out["solution"] = solution.value.tolist()
     out["peak_rss_bytes"] = peak_rss_bytes()
@@ -109,14 +113,13 @@ def cell(kind: str, parameters: int, nodes: int, mode: str) -> dict:
 
 
 def run_cell(kind: str, parameters: int, nodes: int, mode: str = "auto", timeout: float = 900) -> dict:
-    command = [sys.executable, __file__, "--cell", json.dumps([kind, parameters, nodes, mode])]
+    """:func:`cell` in a fresh process (its peak RSS its own); ``{"skipped": why}`` if it fails or runs over ``timeout`` s."""
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        return fresh_process("run", ["--cell", json.dumps([kind, parameters, nodes, mode])], timeout)
     except subprocess.TimeoutExpired:
         return {"skipped": f"over {timeout:.0f} s"}
-    if completed.returncode != 0:
-        return {"skipped": completed.stderr.strip().splitlines()[-1][:200]}
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    except subprocess.CalledProcessError as error:
+        return {"skipped": error.stderr.strip().splitlines()[-1][:200]}
 
 
 # ------------------------------------------------------------------------------------------ sections
@@ -141,9 +144,9 @@ def iteration_costs(sizes: list[int], skip: dict[tuple[int, int], str]) -> list[
 
 def max_error_run(solver, steps: int = 12) -> tuple[float, float]:
     flow = problems.regression_flow()
-    start = time.perf_counter()
-    result = flow.run(flow.parametrization.initial_point(), steps=steps, solver=solver)
-    return float(np.max(result.trajectory_error[1:])), time.perf_counter() - start
+    with Stopwatch() as clock:
+        result = flow.run(flow.parametrization.initial_point(), steps=steps, solver=solver)
+    return float(np.max(result.trajectory_error[1:])), clock.wall
 
 
 #: The time-to-accuracy targets, baseline wall time over Gauss–Newton's at twice the approximation floor.
@@ -228,9 +231,9 @@ def adapter_overhead(iterations: int = 20) -> dict:
     timings, points = {}, {}
     for name, run in [("core", core), ("pymanopt", pymanopt_run), ("geoopt", geoopt_run)]:
         run()
-        start = time.perf_counter()
-        points[name] = run()
-        timings[name] = (time.perf_counter() - start) / iterations
+        with Stopwatch() as clock:
+            points[name] = run()
+        timings[name] = clock.wall / iterations
     return {
         "iterations": iterations,
         "seconds_per_iteration": timings,
@@ -283,47 +286,20 @@ def jacobian_paths(sizes: list[tuple[int, int]]) -> list[dict]:
     for parameters, nodes in sizes:
         _, subproblem, theta = regression_subproblem(parameters, nodes, "dense", damping=1e-4)
         parametrization = subproblem.manifold.parametrization
-        start = time.perf_counter()
-        generic = FunctionParametrization.jacobian(parametrization, theta)
-        middle = time.perf_counter()
-        node_wise = parametrization.jacobian(theta)
-        end = time.perf_counter()
+        with Stopwatch() as generic_clock:
+            generic = FunctionParametrization.jacobian(parametrization, theta)
+        with Stopwatch() as node_wise_clock:
+            node_wise = parametrization.jacobian(theta)
         rows.append(
             {
                 "p": parametrization.num_parameters,
                 "N": nodes,
-                "generic_seconds": middle - start,
-                "node_wise_seconds": end - middle,
+                "generic_seconds": generic_clock.wall,
+                "node_wise_seconds": node_wise_clock.wall,
                 "max_difference": float((generic - node_wise).abs().max()),
             }
         )
         print("jacobian", rows[-1], file=sys.stderr)
-    return rows
-
-
-def crossovers(parameter_sizes: list[int], node_sizes: list[int]) -> list[dict]:
-    """Dense, Woodbury and plain CG on one solve at each (p, N), each in a fresh process; and what ``auto`` picks."""
-    from mms_manifolds.linalg import AutoSolve
-
-    rows = []
-    for parameters in parameter_sizes:
-        for nodes in node_sizes:
-            row = {"p_target": parameters, "N": nodes, "modes": {}}
-            for mode in ("dense", "woodbury", "cg-none"):
-                if mode == "woodbury" and nodes > parameters:
-                    # an Nm x Nm kernel larger than G itself: 200-300 s at N = 1e4 in the first full run
-                    row["modes"][mode] = {"skipped": "N > p"}
-                    continue
-                measured = run_cell("solve", parameters, nodes, mode, timeout=600)
-                measured.pop("solution", None)
-                row["modes"][mode] = measured
-                row["p"] = measured.get("p", row.get("p"))
-            timed = {mode: m for mode, m in row["modes"].items() if "seconds" in m}
-            row["fastest_one"] = min(timed, key=lambda mode: timed[mode]["seconds"]) if timed else None
-            row["fastest_ten"] = min(timed, key=lambda mode: timed[mode]["seconds_ten"]) if timed else None
-            row["auto"] = AutoSolve().select(row["p"] or parameters, nodes)[0].name
-            rows.append(row)
-            print("crossover", parameters, nodes, row["fastest_one"], row["fastest_ten"], file=sys.stderr)
     return rows
 
 
@@ -333,7 +309,6 @@ SECTIONS = (
     "adapter_overhead",
     "solve_modes",
     "scaling",
-    "crossovers",
     "jacobian_paths",
     "memory_cell",
 )
@@ -359,7 +334,6 @@ def sections_to_run(quick: bool) -> dict:
         "adapter_overhead": adapter_overhead,
         "solve_modes": lambda: {"p": 1000, "N": 1000, "rows": solve_modes(1000, 1000)},
         "scaling": lambda: scaling(scaling_sizes, scaling_sizes, 1000, 1000),
-        "crossovers": lambda: crossovers([300, 1000, 3000], [300, 1000, 3000] if quick else [300, 1000, 3000, 10000]),
         "jacobian_paths": lambda: jacobian_paths(
             [(300, 1000), (1000, 3000)] if quick else [(300, 1000), (1000, 3000), (1000, 10000), (3000, 3000)]
         ),
@@ -382,8 +356,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's own choice)")
     arguments = parser.parse_args()
-    if arguments.threads:
-        torch.set_num_threads(arguments.threads)
+    use_threads(arguments.threads)
     if arguments.cell:
         kind, parameters, nodes, mode = json.loads(arguments.cell)
         print(json.dumps(cell(kind, parameters, nodes, mode)))
@@ -395,13 +368,13 @@ def main() -> None:
     sections = sections_to_run(quick)
     if arguments.only:
         report = json.loads((RESULTS / "benchmarks.json").read_text())
-        command = "python benchmarks/run.py" + (" --quick" if quick else "") + " --only " + " ".join(arguments.only)
+        command = "python -m benchmarks.run" + (" --quick" if quick else "") + " --only " + " ".join(arguments.only)
         update = {"command": command, "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads()}
         report.setdefault("updates", []).append(update)
         names = arguments.only
     else:
         report = {
-            "command": "python benchmarks/run.py" + (" --quick" if quick else ""),
+            "command": "python -m benchmarks.run" + (" --quick" if quick else ""),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d"),

@@ -21,8 +21,8 @@ Exact in space: each Fourier mode :math:`\hat u_k` decays independently with :ma
 
 Relative :math:`L^2` errors follow from Parseval, mode by mode; no grid is involved. ::
 
-    python benchmarks/teng.py                                   # the stand-in initial condition
-    python benchmarks/teng.py --teng-initial-condition ~/teng/heat_equation_2d_spectral_fourier/T_0.npy
+    python -m benchmarks.teng                                   # the stand-in initial condition
+    python -m benchmarks.teng --teng-initial-condition ~/teng/heat_equation_2d_spectral_fourier/T_0.npy
 
 ``--neural`` runs the library's neural flow in the same setting (:func:`neural_run`): TENG's network form
 (:func:`~mms_manifolds.meshfree.periodic_mlp`, cos/sin features then ``tanh`` layers), the periodic
@@ -31,7 +31,7 @@ trapezoid grid of :math:`n \times n` nodes, the spectral Dirichlet energy
 :math:`n/2`), the :math:`L^2` metric, and Gauss–Newton; the error is measured against the exact PDE
 solution on the grid and against the exact iterates of the scheme. ::
 
-    python benchmarks/teng.py --neural --scheme bdf2 --final-time 0.1 --nodes 32 --iterations 5
+    python -m benchmarks.teng --neural --scheme bdf2 --final-time 0.1 --nodes 32 --iterations 5
 """
 
 from __future__ import annotations
@@ -205,8 +205,6 @@ def neural_run(
     seed: int = 0,
 ) -> dict:
     """The library's neural flow on TENG's heat benchmark; returns errors, times and iteration counts (one torch thread)."""
-    import time
-
     import torch
 
     from mms_manifolds import (
@@ -220,23 +218,23 @@ def neural_run(
     from mms_manifolds.meshfree import periodic_mlp, torus_grid
     from mms_manifolds.schemes import BDF2, ImplicitEuler
 
-    torch.set_num_threads(1)
+    from .timing import Stopwatch, use_threads
+
+    use_threads(1)
     grid = torus_grid(nodes, 2)
     points = grid.points
     metric = L2Metric(grid.weights)
     energy = DirichletEnergy(spectral_stiffness(nodes))
     u0 = torch.tensor(grid_values(wavenumbers, coefficients, points.numpy()))
     parametrization = TorchParametrization(periodic_mlp(2, widths, seed), points)
-    started = time.perf_counter()
-    fit = MinimizingMovement(parametrization, L2Regression(u0, metric), metric, tau=1e4)
-    theta0 = fit.run(parametrization.initial_point(), 1, GaussNewton(max_iterations=fit_iterations)).thetas[-1]
-    fit_time = time.perf_counter() - started
+    with Stopwatch() as fit_clock:
+        fit = MinimizingMovement(parametrization, L2Regression(u0, metric), metric, tau=1e4)
+        theta0 = fit.run(parametrization.initial_point(), 1, GaussNewton(max_iterations=fit_iterations)).thetas[-1]
     chosen = BDF2() if scheme == "bdf2" else ImplicitEuler()
     flow = MinimizingMovement(parametrization, energy, metric, time_step, scheme=chosen)
     steps = round(final_time / time_step)
-    started = time.perf_counter()
-    result = flow.run(theta0, steps, GaussNewton(max_iterations=iterations))
-    flow_time = time.perf_counter() - started
+    with Stopwatch() as flow_clock:
+        result = flow.run(theta0, steps, GaussNewton(max_iterations=iterations))
     exact = torch.tensor(grid_values(wavenumbers, spectral_solution(wavenumbers, coefficients, final_time), points.numpy()))
     final = parametrization.value(result.thetas[-1])
     return {
@@ -248,8 +246,8 @@ def neural_run(
         "relative_error_against_the_exact_scheme": float(result.trajectory_error[-1] / metric.norm(exact)),
         "tracking_bound": float(result.tracking_bound[-1]),
         "inner_iterations": int(result.inner_iterations.sum()),
-        "fit_seconds": fit_time,
-        "flow_seconds": flow_time,
+        "fit_seconds": fit_clock.wall,
+        "flow_seconds": flow_clock.wall,
         "steps": steps,
     }
 

@@ -92,6 +92,8 @@ class Geodesic:
         error_estimate: accumulated local error estimate of the integration (max-norm).
         accepted_steps: accepted Dormand–Prince steps.
         rejected_steps: rejected steps.
+        evaluations: Christoffel products :math:`\Gamma_\gamma(\gamma', \gamma')` the integration took (each a
+            second directional derivative and a solve with :math:`G` at a new point).
     """
 
     point: torch.Tensor
@@ -100,6 +102,7 @@ class Geodesic:
     error_estimate: float
     accepted_steps: int
     rejected_steps: int
+    evaluations: int
 
 
 class IncrementManifold:
@@ -382,6 +385,7 @@ class IncrementManifold:
             error_estimate=result.error_estimate,
             accepted_steps=result.accepted_steps,
             rejected_steps=result.rejected_steps,
+            evaluations=result.evaluations,
         )
 
     def exp(self, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:

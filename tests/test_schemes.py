@@ -332,13 +332,8 @@ def test_euler_flow_bound_refuses_a_non_convex_energy_and_a_negative_estimator()
 
 def test_teng_spectral_reference_agrees_with_the_schemes_on_its_modes():
     """benchmarks/teng.py iterates each Fourier mode by hand; the schemes module, on the diagonal energy of the same modes, must agree."""
-    import importlib.util
-    from pathlib import Path
+    from benchmarks import teng
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "teng.py"
-    spec = importlib.util.spec_from_file_location("teng_benchmark", path)
-    teng = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(teng)
     wavenumbers, coefficients = teng.random_initial_condition(modes=12, highest=6, seed=1)
     rates = torch.tensor(teng.DIFFUSIVITY * (wavenumbers**2).sum(-1), dtype=torch.float64)
     metric, energy = L2Metric(torch.ones(rates.shape[0])), DirichletEnergy(torch.diag(rates))

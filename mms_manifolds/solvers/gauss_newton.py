@@ -327,7 +327,7 @@ class GaussNewton(InnerSolver):
             return None, 0.0
         return (best[1], best[0]), best[2]
 
-    def _trial_point(
+    def trial_point(
         self,
         subproblem: MMSSubproblem,
         model: GaussNewtonModel,
@@ -335,7 +335,13 @@ class GaussNewton(InnerSolver):
         step: torch.Tensor,
         damping: float,
     ) -> torch.Tensor:
-        r"""The Levenberg–Marquardt trial point of ``step``: :math:`\theta + \delta`, or :math:`\theta + \delta + \tfrac12 a` with ``geodesic_acceleration`` where :math:`2|a| \le 0.75|\delta|`."""
+        r"""The Levenberg–Marquardt trial point of ``step``: :math:`\theta + \delta`, or :math:`\theta + \delta + \tfrac12 a` with ``geodesic_acceleration`` where :math:`2|a| \le 0.75|\delta|`.
+
+        The extension point for the move along a step (a retraction): a subclass may return any point reached
+        from ``theta`` (shape ``(p,)``) along :math:`\delta` = ``step`` of the damped model ``model`` (damping
+        ``damping``, absolute); the iteration accepts it by the gain ratio of its cost, as it does the chart's.
+        A non-finite point is a failed trial (more damping). ``benchmarks/retractions.py`` moves along geodesics.
+        """
         if self.geodesic_acceleration:
             acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
             if 2 * float(acceleration.norm()) <= ACCELERATION_RATIO * float(step.norm()):
@@ -357,7 +363,7 @@ class GaussNewton(InnerSolver):
             predicted = model.predicted_decrease(step, damping)
             if self._unresolvable(model, predicted):
                 return self._accept_on_residual(subproblem, theta, step), relative_damping, nu
-            candidate = self._trial_point(subproblem, model, theta, step, damping)
+            candidate = self.trial_point(subproblem, model, theta, step, damping)
             candidate_cost = self._trial_cost(subproblem, candidate)
             ratio = (model.cost - candidate_cost) / predicted if math.isfinite(candidate_cost) else -math.inf
             if ratio > 0:

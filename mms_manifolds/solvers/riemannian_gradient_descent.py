@@ -55,7 +55,12 @@ class RiemannianGradientDescent(InnerSolver):
         cautious.step_size = self.step_size / 10
         return cautious
 
-    def _move(self, subproblem: MMSSubproblem, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+    def move(self, subproblem: MMSSubproblem, theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        r"""The point reached from ``theta`` along the tangent vector ``xi`` (shapes ``(p,)``): :math:`\exp_\theta(\xi)` or :math:`\theta + \xi`.
+
+        The extension point for the move (a retraction): a subclass may return another point; a
+        ``RuntimeError`` or ``ValueError`` it raises, or a non-finite cost there, fails the trial step.
+        """
         if self.use_exp:
             return subproblem.manifold.geodesic(theta, xi, rtol=self.exp_rtol, atol=self.exp_rtol * 1e-2).point
         return subproblem.manifold.retract(theta, xi)
@@ -88,7 +93,7 @@ class RiemannianGradientDescent(InnerSolver):
             step, accepted = initial_step, False
             for _ in range(40 if self.line_search else 1):
                 try:
-                    candidate = self._move(subproblem, theta, -step * rgrad)
+                    candidate = self.move(subproblem, theta, -step * rgrad)
                     candidate_cost = subproblem.cost(candidate)
                 except (RuntimeError, ValueError):
                     candidate_cost = math.nan

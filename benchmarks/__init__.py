@@ -1,0 +1,43 @@
+r"""The benchmarks: measurements of the library's cost and accuracy, each script run as ``python -m benchmarks.NAME``.
+
+Run from the repository's root (results go to ``benchmarks/results/``; ``docs/performance.md``,
+``docs/gauss_newton.md`` and ``docs/results.md`` quote them with the conditions they were taken under).
+
+Scripts (each measurement in one place):
+
+- :mod:`benchmarks.run`: the suite of ``docs/performance.md``: one Gauss–Newton iteration against one
+  Adam iteration (time, peak memory), time to accuracy on the regression flow, adapter overhead, the
+  solve modes on one problem, scaling with :math:`p` and :math:`N`, the dense Jacobian's two paths, and the
+  memory of the matrix-free mode at :math:`p = N = 10^5`; it writes the tables between the GENERATED
+  markers of ``docs/performance.md``.
+- :mod:`benchmarks.floors`: per-iteration cost against its floor (forward, backward, Jacobian, Gram
+  factorisation), the crossovers, the Poisson iteration, and (on a GPU) the regression time to
+  accuracy and the memory refusal; on any device.
+- :mod:`benchmarks.crossovers`: the solve-mode crossovers (which mode is fastest at which :math:`(p, N)`,
+  what ``AutoSolve`` picks and its time over the fastest), run as ``floors``' ``crossovers`` section.
+- :mod:`benchmarks.peers`: the two energy natural gradient problems of Müller & Zeinhofer over seeds
+  (iterations to the L2 targets, final errors, seconds per iteration).
+- :mod:`benchmarks.scale`: the 2-D regression step at :math:`p = 20{,}601`, :math:`N = 4{,}900` (Gauss–Newton,
+  Adam, L-BFGS to accuracy) and the peak memory at :math:`p \approx 10^5`.
+- :mod:`benchmarks.subspace`: subspace Gauss–Newton against full Gauss–Newton and Adam on that step.
+- :mod:`benchmarks.retractions`: Gauss–Newton's step moved along frozen and exact geodesics against
+  Riemannian gradient descent with the exponential map, on the paper's quick flows.
+- :mod:`benchmarks.teng`: TENG's 2-D periodic heat benchmark: each time scheme's error, exact per
+  Fourier mode, and (``--neural``) the library's neural flow on it.
+
+Shared modules (imported by the scripts, never by the library):
+
+- :mod:`benchmarks.flows`: the benchmark problems (regression flows at a given size, the 2-D regression
+  step, the ENGD problems).
+- :mod:`benchmarks.timing`: the one clock: wall and CPU seconds of a call, torch's thread count (one
+  thread and the default), peak memory.
+- :mod:`benchmarks.curves`: error against solver time of inner solves on a step with a known exact solution.
+- :mod:`benchmarks.report`: the tables, JSON and CSVs of :mod:`benchmarks.run`.
+
+``ROOT`` is the repository's root, ``RESULTS`` the folder every script writes its results into.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"

@@ -1,0 +1,122 @@
+r"""Error against solver time of inner solves on a step whose exact solution is known (``scale.py``, ``subspace.py``).
+
+Each solver runs one inner solve of the first MMS step of a flow from :func:`benchmarks.flows.regression_step_flow`
+(exact step :math:`u^* = (u_0 + \tau g)/(1 + \tau)`), from the network's initial point. Its iterates come from the
+progress records (:mod:`mms_manifolds.progress`); each becomes a point ``(iteration, solver seconds, relative
+error)``, the relative error :math:`\|u_\theta - u^*\|_M/\|u_0 - u^*\|_M`, and the time spent computing the
+errors is subtracted from the solver's clock. :func:`solver_runs` reads every curve at twice the best error of
+the run named ``"gauss-newton"``, so ratios over Gauss–Newton come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from mms_manifolds import MinimizingMovement
+from mms_manifolds.progress import LOGGER
+from mms_manifolds.solvers import InnerSolver
+
+from .flows import STEP_TAU
+from .timing import Stopwatch
+
+__all__ = ["ErrorCurve", "add_step_arguments", "run_solver", "solver_runs", "time_to"]
+
+
+def add_step_arguments(parser: argparse.ArgumentParser, hidden: list[int], side: int, gn_iterations: int) -> None:
+    """The options every comparison on the 2-D regression step takes: device, threads, network, grid, GN iterations."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=hidden)
+    parser.add_argument("--side", type=int, default=side, help="grid side: N = side^2 nodes")
+    parser.add_argument("--gn-iterations", type=int, default=gn_iterations)
+
+
+class ErrorCurve(logging.Handler):
+    """Turns each progress record into ``(solver seconds, relative error)``, the error's own time left out."""
+
+    def __init__(self, flow: MinimizingMovement, exact: torch.Tensor, initial_error: float):
+        super().__init__(level=logging.INFO)
+        self.flow, self.exact, self.initial_error = flow, exact, initial_error
+        self.points: list[dict] = []
+        self.overhead = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress = getattr(record, "progress", None)
+        if progress is None:
+            return
+        with Stopwatch() as clock:
+            with torch.no_grad():
+                values = self.flow.parametrization.value(progress.point)
+                error = float(self.flow.metric.norm(values - self.exact)) / self.initial_error
+            self.points.append(
+                {
+                    "iteration": progress.iteration,
+                    "seconds": progress.seconds - self.overhead,
+                    "relative_error": error,
+                    "cg_iterations": progress.linear_iterations,
+                }
+            )
+        self.overhead += clock.wall
+
+
+def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: torch.Tensor, initial: float) -> dict:
+    """One inner solve of the first MMS step with an error curve; the cost of computing the errors is not timed."""
+    anchor = flow.parametrization.value(theta)
+    subproblem = flow.step_problem(anchor)
+    curve = ErrorCurve(flow, exact, initial)
+    LOGGER.addHandler(curve)
+    previous = LOGGER.level
+    LOGGER.setLevel(logging.INFO)
+    try:
+        with Stopwatch() as clock:
+            result = solver.solve(subproblem, theta)
+    finally:
+        LOGGER.removeHandler(curve)
+        LOGGER.setLevel(previous)
+    errors = [point["relative_error"] for point in curve.points] or [1.0]
+    return {
+        "solver": repr(solver),
+        "total_seconds": clock.wall - curve.overhead,
+        "iterations": result.iterations,
+        "stop_reason": result.stop_reason.name.lower(),
+        "best_relative_error": min(errors),
+        "curve": curve.points,
+    }
+
+
+def time_to(curve: list[dict], level: float, clock: str = "seconds") -> float:
+    """Solver seconds (or, with ``clock="iteration"``, the iteration) at which the relative error first falls to ``level``; ``inf`` if never."""
+    for point in curve:
+        if point["relative_error"] <= level:
+            return point[clock]
+    return float("inf")
+
+
+def solver_runs(flow: MinimizingMovement, solvers: dict[str, InnerSolver]) -> dict:
+    """Each solver's run (:func:`run_solver`) from the initial point, read at twice the best error of ``solvers["gauss-newton"]``.
+
+    Returns ``{"initial_error", "level", "runs"}``: ``level`` is twice Gauss–Newton's best relative error, and
+    each run gains ``seconds_to_twice_gn_best`` and ``ratio_over_gn`` (that time over Gauss–Newton's).
+    """
+    theta = flow.parametrization.initial_point()
+    anchor = flow.parametrization.value(theta).detach()
+    exact = (anchor + STEP_TAU * flow.energy.target) / (1 + STEP_TAU)
+    initial = float(flow.metric.norm(anchor - exact))
+    runs = {}
+    for name, solver in solvers.items():
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        runs[name] = run_solver(flow, solver, theta, exact, initial)
+        print(
+            f"  {name}: best {runs[name]['best_relative_error']:.3e} in {runs[name]['total_seconds']:.1f} s",
+            file=sys.stderr,
+        )
+    level = 2 * runs["gauss-newton"]["best_relative_error"]
+    gn_time = time_to(runs["gauss-newton"]["curve"], level)
+    for run in runs.values():
+        run["seconds_to_twice_gn_best"] = time_to(run["curve"], level)
+        run["ratio_over_gn"] = run["seconds_to_twice_gn_best"] / gn_time
+    return {"initial_error": initial, "level": level, "runs": runs}
