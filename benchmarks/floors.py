@@ -36,7 +36,7 @@ from mms_manifolds import LBFGS, GaussNewton
 
 from . import RESULTS
 from . import crossovers as crossover_table
-from .flows import poisson, regression_flow
+from .flows import poisson, pymanopt_fixed_step_descent, regression_flow
 from .timing import Stopwatch, one_and_default_threads, time_call, use_threads
 
 
@@ -48,7 +48,6 @@ def seconds(function, device: torch.device) -> float:
 def floors(parameters: int, nodes: int, device: torch.device) -> dict:
     """One iteration of each kind at a new point, and the floor, in seconds."""
     import geoopt
-    import pymanopt
 
     from mms_manifolds.adapters.geoopt import GeooptIncrementManifold
     from mms_manifolds.adapters.pymanopt import PymanoptIncrementManifold, make_problem
@@ -95,13 +94,7 @@ def floors(parameters: int, nodes: int, device: torch.device) -> dict:
     problem = make_problem(subproblem, PymanoptIncrementManifold(manifold))
     step = flow.tau / (1 + flow.tau)
 
-    class FixedStep(pymanopt.optimizers.line_search.BackTrackingLineSearcher):
-        def search(self, objective, manifold, x, d, f0, df0):
-            return step, manifold.retraction(x, step * d)
-
-    descent = pymanopt.optimizers.SteepestDescent(
-        max_iterations=1, min_gradient_norm=0, min_step_size=0, verbosity=0, line_searcher=FixedStep()
-    )
+    descent = pymanopt_fixed_step_descent(step, iterations=1)
 
     def pymanopt_iteration() -> None:
         descent.run(problem, initial_point=new_point().cpu().numpy())

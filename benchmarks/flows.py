@@ -6,7 +6,8 @@ r"""The benchmark problems, defined once: every script that runs one of them imp
 - :func:`regression_step_flow`: the 2-D regression step, an MLP 2-h-...-h-1 on a side x side grid of
   :math:`[-1, 1]^2`, whose exact step is known (``scale.py``, ``subspace.py``);
 - :func:`poisson` and :func:`nonlinear`: the two energy natural gradient (ENGD) problems of Müller &
-  Zeinhofer (ICML 2023), set up from the paper's description (``peers.py``, ``floors.py``).
+  Zeinhofer (ICML 2023), set up from the paper's description (``peers.py``, ``floors.py``);
+- :func:`pymanopt_fixed_step_descent`: the pymanopt optimiser the adapters are timed with (``run.py``, ``floors.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "NonlinearRitz",
     "nonlinear",
     "poisson",
+    "pymanopt_fixed_step_descent",
     "regression_flow",
     "regression_step_flow",
     "regression_subproblem",
@@ -163,3 +165,15 @@ def nonlinear(seed: int, device: torch.device | str = "cpu"):
     test = torch.linspace(-1, 1, 20001, **options).unsqueeze(-1)
     exact = torch.cos(math.pi * test[:, 0])
     return flow, network, lambda: float(((network(test).squeeze(-1) - exact).square().mean() * 2).sqrt())
+
+
+def pymanopt_fixed_step_descent(step: float, iterations: int):
+    """pymanopt's ``SteepestDescent`` taking ``iterations`` steps of the fixed length ``step`` (no line search, no stopping test)."""
+    import pymanopt  # an optional extra of the library (``[pymanopt]``)
+
+    class FixedStep(pymanopt.optimizers.line_search.BackTrackingLineSearcher):
+        def search(self, objective, manifold, x, d, f0, df0):
+            return step, manifold.retraction(x, step * d)
+
+    options = {"min_gradient_norm": 0, "min_step_size": 0, "verbosity": 0, "line_searcher": FixedStep()}
+    return pymanopt.optimizers.SteepestDescent(max_iterations=iterations, **options)

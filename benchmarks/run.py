@@ -42,7 +42,7 @@ from mms_manifolds import LBFGS, Adam, GaussNewton, problems
 from mms_manifolds.linalg import ConjugateGradientSolve, DenseSolve, WoodburySolve
 
 from . import RESULTS
-from .flows import CG_CAP, MEMORY_CG_CAP, regression_subproblem
+from .flows import CG_CAP, MEMORY_CG_CAP, pymanopt_fixed_step_descent, regression_subproblem
 from .report import markdown, write_report
 from .timing import Stopwatch, fresh_process, peak_rss_bytes, use_threads
 
@@ -194,7 +194,6 @@ def time_to_accuracy(budgets: list[int], adam_rates: list[float]) -> dict:
 
 def adapter_overhead(iterations: int = 20) -> dict:
     import geoopt
-    import pymanopt
 
     from mms_manifolds.adapters.geoopt import GeooptIncrementManifold
     from mms_manifolds.adapters.pymanopt import PymanoptIncrementManifold, make_problem
@@ -208,15 +207,9 @@ def adapter_overhead(iterations: int = 20) -> dict:
             point = point - step * subproblem.riemannian_gradient(point)
         return point
 
-    class FixedStep(pymanopt.optimizers.line_search.BackTrackingLineSearcher):
-        def search(self, objective, manifold, x, d, f0, df0):
-            return step, manifold.retraction(x, step * d)
-
     def pymanopt_run():
         problem = make_problem(subproblem, PymanoptIncrementManifold(subproblem.manifold))
-        optimizer = pymanopt.optimizers.SteepestDescent(
-            max_iterations=iterations, min_gradient_norm=0, min_step_size=0, verbosity=0, line_searcher=FixedStep()
-        )
+        optimizer = pymanopt_fixed_step_descent(step, iterations)
         return torch.as_tensor(optimizer.run(problem, initial_point=theta.numpy()).point)
 
     def geoopt_run():
