@@ -1,0 +1,90 @@
+"""The benchmarks package: its scripts run as ``python -m benchmarks.NAME``, and its one clock keeps its books."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import timing
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = sorted(path.stem for path in (ROOT / "benchmarks").glob("*.py") if path.stem != "__init__")
+
+
+def _defines_main(name: str) -> bool:
+    tree = ast.parse((ROOT / "benchmarks" / f"{name}.py").read_text())
+    return any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
+
+
+SCRIPTS = [name for name in MODULES if _defines_main(name)]
+
+
+def test_every_module_is_listed_in_the_package_docstring_and_imports():
+    import benchmarks
+
+    for name in MODULES:
+        assert f":mod:`benchmarks.{name}`" in benchmarks.__doc__, name
+        importlib.import_module(f"benchmarks.{name}")
+    assert {"run", "floors", "peers", "retractions", "teng"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_each_script_says_how_it_runs_and_touches_no_import_path(name):
+    text = (ROOT / "benchmarks" / f"{name}.py").read_text()
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert f"python -m benchmarks.{name}" in module.__doc__
+    assert "sys.path" not in text
+    assert "perf_counter" not in text and "set_num_threads" not in text  # times and threads come from timing.py
+
+
+def test_no_page_runs_a_benchmark_as_a_file():
+    """``python benchmarks/NAME.py`` fails (relative imports); only the generated record of past runs may name it."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text().split("<!-- BEGIN GENERATED -->")[0]
+        assert "python benchmarks/" not in text, path.name
+
+
+def test_time_call_takes_the_median_after_the_warmup(monkeypatch):
+    clock = itertools.count()
+    walls = iter([0.0, 5.0, 10.0, 11.0, 20.0, 29.0])  # three timed calls of 5, 1 and 9 seconds
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(walls))
+    monkeypatch.setattr(timing.time, "process_time", lambda: float(next(clock)))
+    calls = []
+    result = timing.time_call(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5
+    assert result.wall == 5.0 and result.cpu == 1.0
+    assert result.threads == torch.get_num_threads()
+    with pytest.raises(ValueError, match="repeats"):
+        timing.time_call(lambda: None, repeats=0)
+
+
+def test_thread_counts_are_restored_and_named():
+    before = torch.get_num_threads()
+    with timing.torch_threads(1) as count:
+        assert count == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with timing.torch_threads(0) as count:
+        assert count == timing.default_thread_count()
+    assert torch.get_num_threads() == before
+    timings = timing.one_and_default_threads(lambda: None)
+    assert timings["one"].threads == 1 and timings["default"].threads == timing.default_thread_count()
+    assert torch.get_num_threads() == before
+    assert timing.use_threads(0) == before
+    with pytest.raises(ValueError, match="thread count"):
+        timing.use_threads(-1)
+
+
+def test_a_stopwatch_reads_wall_and_cpu_seconds_of_its_block(monkeypatch):
+    walls, cpus = iter([1.0, 4.0]), iter([10.0, 12.5])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(walls))
+    monkeypatch.setattr(timing.time, "process_time", lambda: next(cpus))
+    with timing.Stopwatch() as clock:
+        pass
+    assert (clock.wall, clock.cpu) == (3.0, 2.5)
+    assert clock.timing().as_dict() == {"wall": 3.0, "cpu": 2.5, "threads": torch.get_num_threads()}
