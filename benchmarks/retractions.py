@@ -107,7 +107,10 @@ def geodesic_rk4(subproblem, model, theta, step, damping, counter: EvaluationCou
 
 
 def counted_geodesic(manifold, theta, xi, rtol: float, counter: EvaluationCount) -> torch.Tensor:
-    r""":math:`\exp_\theta(\xi)` by the manifold's adaptive integration at ``rtol`` (``atol = rtol / 100``), its Christoffel products counted."""
+    r""":math:`\exp_\theta(\xi)` by the manifold's adaptive integration at ``rtol`` (``atol = rtol / 100``), its Christoffel products counted.
+
+    An integration that fails (raises) reports no count: its products are not added.
+    """
     result = manifold.geodesic(theta, xi, rtol=rtol, atol=rtol * 1e-2)
     counter.count += result.evaluations
     return result.point
