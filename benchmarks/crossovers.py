@@ -8,11 +8,11 @@ the smaller side), dense SVD, Woodbury, kernel (where :math:`N < p`) and CG —,
 fastest mode's. ``docs/performance.md`` ("Solve-mode crossovers per device") quotes the tables and
 :mod:`mms_manifolds.linalg.auto` its limits.
 
-It runs as the ``crossovers`` section of :mod:`benchmarks.floors` (its record goes into the floors JSON
-of the device)::
+It runs as the ``crossovers`` section of :mod:`benchmarks.floors`, whose record of the run holds it (a run of
+this section alone wants an ``--output`` of its own, or it replaces the device's full floors record)::
 
-    python -m benchmarks.floors --sections crossovers                  # CPU, one torch thread
-    python -m benchmarks.floors --sections crossovers --device cuda
+    python -m benchmarks.floors --sections crossovers --output /tmp/crossovers-cpu.json   # CPU, one thread
+    python -m benchmarks.floors --sections crossovers --device cuda --output benchmarks/results/floors-cuda-crossovers.json
 """
 
 from __future__ import annotations
