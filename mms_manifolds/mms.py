@@ -54,6 +54,7 @@ from .results import MMSResult, StepRecord
 from .run_settings import RunSettings
 from .schemes import ImplicitEuler, TimeScheme
 from .solvers.base import InnerResult, InnerSolver, StopReason
+from .solvers.state import SolverState
 from .step_constants import StepConstants
 from .storage import WriterLock, resolve_path
 from .subproblem import MMSSubproblem, Residual
@@ -385,7 +386,7 @@ class MinimizingMovement:
             stack.enter_context(progress_to_stderr(progress))
             lock = None if path is None else stack.enter_context(WriterLock(path))
             result, state, stepper = self._resume_or_start(
-                theta0, reference, settings, path, lock, resample, source, time_tolerance
+                theta0, reference, settings, path, lock, resample, source, time_tolerance, solver
             )
             exact = reference is None and resample is None and self.energy.has_prox  # v_k from the prox
             loop = _Loop(
@@ -732,12 +733,16 @@ class MinimizingMovement:
         resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
         source: str | None,
         time_tolerance: float | None,
+        solver: InnerSolver,
     ) -> tuple[MMSResult, FlowState, SchemeStepper]:
         """The record, the loop's state and the scheme's stepper: from the checkpoint if it is one of this run
         (validated, its last step proven), else from a new record of step 0.
 
-        The one place the loop's state is read out of a record (:meth:`FlowState.of_record`): a fresh start and
-        a resume take the same path.
+        The one place the loop's state is read out of a record (:meth:`FlowState.of_record`, the solver's state
+        through ``solver.state_from_metadata``): a fresh start and a resume take the same path.
+
+        Raises:
+            ValueError: the checkpoint's solver state is not one of ``solver``'s (a file resealed by hand).
         """
         if path is not None and path.exists():
             result = self._resume(path, settings, reference, resample, source)
@@ -754,7 +759,11 @@ class MinimizingMovement:
             time_tolerance,
             self._scheme_record(result, time_tolerance),
         )
-        return result, FlowState.of_record(result, self.scheme), stepper
+        try:
+            state = FlowState.of_record(result, self.scheme, solver)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path} cannot be resumed: its solver_state: {error}") from error
+        return result, state, stepper
 
     def _start(
         self,
@@ -855,7 +864,9 @@ class FlowState:
     Attributes:
         steps_done: :math:`k`.
         thetas: the last parameters, :math:`\theta_k` last (as many as the scheme's estimate looks back).
-        solver_state: the inner solver's warm-start state after step :math:`k` (``None`` before step 1).
+        solver_state: the inner solver's warm-start state after step :math:`k`, a frozen
+            :class:`~mms_manifolds.solvers.SolverState` (``None`` before step 1: each solver's own cold start,
+            a fallback's included).
         bound: :math:`B_k` and its parts, as the record holds them (``nan`` where not certified).
         older_bound: :math:`B_{k-1}` (BDF2 caps its G-norm bound with it); ``0.0`` at :math:`k = 0`.
         references: the last exact states :math:`v_k` where known, :math:`v_k` last (as many as the scheme's
@@ -867,7 +878,7 @@ class FlowState:
 
     steps_done: int
     thetas: tuple[torch.Tensor, ...]
-    solver_state: object
+    solver_state: SolverState | None
     bound: BoundParts
     older_bound: float
     references: tuple[torch.Tensor, ...]
@@ -880,13 +891,17 @@ class FlowState:
         return self.thetas[-1]
 
     @classmethod
-    def of_record(cls, result: MMSResult, scheme: TimeScheme) -> FlowState:
-        """The state after the record's last step (its step 0 for a fresh run)."""
+    def of_record(cls, result: MMSResult, scheme: TimeScheme, solver: InnerSolver) -> FlowState:
+        """The state after the record's last step (its step 0 for a fresh run).
+
+        Raises:
+            ValueError: the record's ``solver_state`` is not the checkpoint form of ``solver``'s state.
+        """
         bounds = result.columns["tracking_bound"]
         return cls(
             steps_done=result.steps_done,
             thetas=tuple(result.thetas[-max(1, scheme.estimate_history) :]),
-            solver_state=result.metadata.get("solver_state"),
+            solver_state=solver.state_from_metadata(result.metadata.get("solver_state")),
             bound=BoundParts(*(result.columns[name][-1] for name in _BOUND_COLUMNS)),
             older_bound=bounds[-2] if len(bounds) > 1 else 0.0,
             references=tuple(result.reference_states[-scheme.history :]),
@@ -897,7 +912,7 @@ class FlowState:
     def after(
         self,
         theta: torch.Tensor,
-        solver_state: object,
+        solver_state: SolverState,
         bound: BoundParts,
         exact_state: torch.Tensor | None,
         tangential_residual: float,
@@ -951,7 +966,7 @@ class _StepOutcome:
     record: StepRecord
     theta: torch.Tensor
     stop_reason: str
-    solver_state: object
+    solver_state: SolverState
     exact_state: torch.Tensor | None
     u: torch.Tensor
     withdrawal: str | None
@@ -975,7 +990,7 @@ class _Solve:
     max_retries: int
     base: MMSSubproblem
     theta: torch.Tensor
-    state: object
+    state: SolverState | None
 
     @property
     def manifold(self) -> IncrementManifold:
@@ -1009,7 +1024,7 @@ def _solve_with_retries(
     on_failure: str,
     max_retries: int,
     theta: torch.Tensor,
-    state: object,
+    state: SolverState | None,
 ) -> tuple[InnerResult, int]:
     """Solve step ``step`` from ``theta``, warm start ``state``; failing, retry with ``solver.fallback()`` or raise."""
     inner, retries, attempt = solver.solve(subproblem, theta, tolerance, state), 0, solver
@@ -1036,7 +1051,7 @@ def _write_step(result: MMSResult, outcome: _StepOutcome, scheme_record: SchemeR
             "inner-solver convergence assumes fails there; the a-posteriori tracking bound does not use it",
         )
     result.append(outcome.theta, outcome.stop_reason, outcome.exact_state, outcome.record)
-    result.metadata["solver_state"] = outcome.solver_state  # the warm start of the next step, saved with it
+    result.metadata["solver_state"] = outcome.solver_state.as_metadata()  # the next step's warm start, saved with it
     result.metadata["scheme_record"] = scheme_record.as_metadata()  # step sizes, G-norm, estimates
     if outcome.unconverged is not None:
         _note_unconverged_step(result, outcome.step, outcome.unconverged)

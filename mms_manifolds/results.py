@@ -280,10 +280,12 @@ def _check_record_rules(arrays: dict[str, np.ndarray], header: dict, fail) -> No
     Counts are finite non-negative integers; wall times finite and non-negative; norms, bounds and
     tolerances non-negative where computed; the Jacobian rank ``nan`` or a non-negative integer; step 0
     has no stop reason and every later one is an inner solver's; ``certified`` a boolean and
-    ``num_parameters`` the width of ``thetas``; and where the record is certified, :math:`e_k \le B_k`
+    ``num_parameters`` the width of ``thetas``; the solver's warm-start state, where stored, an object of finite
+    numbers (:func:`~mms_manifolds.solvers.state.metadata_problem`; which fields, the solver checks on resume); and where the record is certified, :math:`e_k \le B_k`
     wherever both are computed (the bound is the point of the record).
     """
     from .solvers.base import StopReason  # the solvers import the subproblem, which needs this module's users
+    from .solvers.state import metadata_problem
 
     column = lambda name: arrays[f"column_{name}"]  # noqa: E731
     for name in _COUNT_COLUMNS:
@@ -310,6 +312,8 @@ def _check_record_rules(arrays: dict[str, np.ndarray], header: dict, fail) -> No
         width = metadata["num_parameters"]
         if isinstance(width, bool) or not isinstance(width, int) or width != arrays["thetas"].shape[1]:
             raise fail(f"thetas have {arrays['thetas'].shape[1]} columns, metadata 'num_parameters' is {width!r}")
+    if "solver_state" in metadata and (problem := metadata_problem(metadata["solver_state"])) is not None:
+        raise fail(f"metadata 'solver_state' {problem}")
     if "scheme_record" in metadata:
         _check_scheme_record(metadata["scheme_record"], max(len(reasons) - 1, 0), fail)
     if metadata.get("certified"):

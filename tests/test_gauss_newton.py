@@ -23,6 +23,7 @@ from mms_manifolds import (
     default_relative_damping,
 )
 from mms_manifolds.linalg import GramFactorization
+from mms_manifolds.solvers import GaussNewtonState, NoState, SubspaceGaussNewtonState
 from mms_manifolds.reproduce import build
 
 from problems import regression_flow
@@ -132,8 +133,8 @@ def test_the_full_pseudo_inverse_takes_over_where_the_truncated_step_has_nothing
     model = subproblem.gauss_newton_model(theta0)
     assert float(model.step(0.0, 1e-12).norm()) < 1e-15  # rounding only
     solver = GaussNewton(max_iterations=1, globalization="line-search")
-    after_a_short_step = {"step_length": 0.5, "relative_damping": solver.initial_damping}  # the truncated step
-    assert solver.step_cutoff_after(after_a_short_step["step_length"]) == 1e-12
+    after_a_short_step = GaussNewtonState(step_length=0.5, relative_damping=solver.initial_damping)  # truncated
+    assert solver.step_cutoff_after(after_a_short_step.step_length) == 1e-12
     result = solver.solve(subproblem, theta0, state=after_a_short_step)
     prox = (anchor + flow.tau * target) / (1 + flow.tau)
     assert torch.allclose(parametrization.value(result.point), prox, atol=1e-9)
@@ -151,13 +152,13 @@ def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo(prev
     theta0 = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta0)
     solver = GaussNewton(max_iterations=1, globalization="line-search", step_cutoff=1e-6)
-    state = {"step_length": previous_length, "relative_damping": solver.initial_damping}
+    state = GaussNewtonState(step_length=previous_length, relative_damping=solver.initial_damping)
     result = solver.solve(subproblem, theta0, state=state)
-    length = result.state["step_length"]
+    length = result.state.step_length
     assert length <= min(1.0, 2 * previous_length)
     cutoff = None if previous_length == 1.0 else 1e-6
     assert solver.step_cutoff_after(previous_length) == cutoff
-    assert solver.step_cutoff_after(solver.initial_state()["step_length"]) == 1e-6  # a cold start is truncated
+    assert solver.step_cutoff_after(solver.initial_state().step_length) == 1e-6  # a cold start is truncated
     model = subproblem.gauss_newton_model(theta0)
     step = model.step(0.0, cutoff)
     assert not torch.allclose(step, model.step(0.0, 1e-6 if cutoff is None else None))  # the cutoff matters here
@@ -247,15 +248,16 @@ def test_warm_started_resume_is_bit_identical(tmp_path):
     theta0 = problem.parametrization.initial_point()
     solver = GaussNewton(max_iterations=1)  # Levenberg-Marquardt here: its damping is the state that travels
     uninterrupted = problem.run(theta0, 6, solver)
-    assert uninterrupted.metadata["solver_state"] != solver.initial_state()  # the state did change on the way
+    assert uninterrupted.metadata["solver_state"] != solver.initial_state().as_metadata()  # the state did change on the way
     path = tmp_path / "checkpoint.npz"
     problem.run(theta0, 3, solver, checkpoint=path)
     partial = MMSResult.load(path)
-    assert partial.metadata["solver_state"] != solver.initial_state()
+    assert partial.metadata["solver_state"] != solver.initial_state().as_metadata()
+    assert solver.state_from_metadata(partial.metadata["solver_state"]).as_metadata() == partial.metadata["solver_state"]
     partial.metadata["steps"] = 6  # the same run, cut after three steps
     partial.save(path)
     cold_path = tmp_path / "cold.npz"
-    partial.metadata["solver_state"] = solver.initial_state()  # a resume that forgot the state
+    partial.metadata["solver_state"] = solver.initial_state().as_metadata()  # a resume that forgot the state
     partial.save(cold_path)
     resumed = problem.run(theta0, 6, solver, checkpoint=path)
     assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
@@ -269,9 +271,12 @@ def test_solver_state_is_checked():
     flow = regression_flow()
     theta0 = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta0)
-    for bad in ({"step_length": 1.0}, {"step_length": math.nan, "relative_damping": 1e-3}, {"a": 1, "b": 2}, [1]):
-        with pytest.raises(ValueError, match="state"):
+    for bad in ({"step_length": 1.0, "relative_damping": 1e-3}, [1], NoState(), SubspaceGaussNewtonState(1.0, 1e-3)):
+        with pytest.raises(TypeError, match="state must be a GaussNewtonState"):
             solver.solve(subproblem, theta0, state=bad)
+    for length, damping in ((math.nan, 1e-3), (0.0, 1e-3), (1.0, -1.0), (1.0, math.inf), (True, 1e-3)):
+        with pytest.raises(ValueError, match="GaussNewtonState (step_length|relative_damping) must be a finite positive"):
+            GaussNewtonState(step_length=length, relative_damping=damping)
     with pytest.raises(ValueError, match="globalization"):
         GaussNewton(globalization="trust-region")
     with pytest.raises(ValueError, match="line_search"):

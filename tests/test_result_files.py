@@ -117,6 +117,16 @@ LIES = {
         "scheme_record",
     ),
     "a negative time step": (lambda a, h: h["metadata"]["scheme_record"]["time_steps"].__setitem__(0, -0.2), "scheme_record"),
+    "solver_state a list": (lambda a, h: h["metadata"].update(solver_state=[0.5, 1e-3]), "solver_state"),
+    "solver_state with a string": (
+        lambda a, h: h["metadata"]["solver_state"].update(step_length="0.5"),
+        "solver_state.*step_length",
+    ),
+    "solver_state with a nan": (
+        lambda a, h: h["metadata"]["solver_state"].update(relative_damping=float("nan")),
+        "solver_state.*relative_damping",
+    ),
+    "solver_state with a boolean": (lambda a, h: h["metadata"]["solver_state"].update(step_length=True), "solver_state"),
 }
 
 
@@ -126,6 +136,24 @@ def test_a_resealed_file_that_breaks_the_records_rules_is_refused_naming_the_rul
     path = _write(tmp_path / "lie.npz", _resealed(valid, edit))
     with pytest.raises(ResultFileError, match=rf"not a valid MMS result: .*{rule}"):
         MMSResult.load(path)
+
+
+@pytest.mark.parametrize(
+    "stored, problem",
+    [
+        ({"step_length": 0.5}, "keys"),  # a field missing
+        ({"step_length": 0.5, "relative_damping": 1e-3, "next_draw": 2}, "keys"),  # another solver's state
+        ({"step_length": -0.5, "relative_damping": 1e-3}, "step_length must be a finite positive number"),
+    ],
+)
+def test_a_resealed_solver_state_the_solver_refuses_stops_the_resume_naming_it(tmp_path, valid, stored, problem):
+    """The file's rules take any object of finite numbers; which fields and values, the solver's state class says."""
+    assert set(json.loads(str(valid["header"]))["metadata"]["solver_state"]) == {"step_length", "relative_damping"}
+    path = _write(tmp_path / "state.npz", _resealed(valid, lambda a, h: h["metadata"].update(solver_state=stored)))
+    MMSResult.load(path)  # a valid file
+    flow = _flow()
+    with pytest.raises(ValueError, match=rf"cannot be resumed: its solver_state: .*GaussNewtonState.*{problem}"):
+        flow.run(flow.parametrization.initial_point(), 3, GaussNewton(max_iterations=2), checkpoint=path)
 
 
 def test_an_uncertified_record_may_have_errors_above_its_bounds(tmp_path, valid):
