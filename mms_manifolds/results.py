@@ -333,7 +333,8 @@ def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
 
     An object with the record's fields only; ``time_steps`` (positive, finite), ``local_error_estimate`` and
     ``flow_bound`` (numbers or ``null``) lists of equal length, at most one entry per step (a checkpoint written
-    before schemes existed has fewer, which a resumed implicit Euler run fills in).
+    before schemes existed has fewer, which a resumed implicit Euler run fills in); ``g_norm`` ``null`` or the four
+    bound parts, ``next_step`` ``null`` or positive and finite, ``rejected_steps`` a whole number ``>= 0``.
     """
     from .time_stepping import SchemeRecord  # the time stepping imports the subproblem, which needs this module's users
 
@@ -351,6 +352,13 @@ def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
         raise fail(f"metadata 'scheme_record' time steps must be finite and positive, got {lists[0]}")
     if not all(value is None or number(value) for entries in lists[1:] for value in entries):
         raise fail("metadata 'scheme_record' estimates and flow bounds must be numbers or null")
+    g_norm, next_step, rejected = stored.get("g_norm"), stored.get("next_step"), stored.get("rejected_steps", 0)
+    if g_norm is not None and not (isinstance(g_norm, list) and len(g_norm) == 4 and all(map(number, g_norm))):
+        raise fail(f"metadata 'scheme_record' g_norm must be null or a list of 4 numbers, got {g_norm!r}")
+    if next_step is not None and not (number(next_step) and math.isfinite(next_step) and next_step > 0):
+        raise fail(f"metadata 'scheme_record' next_step must be null or finite and positive, got {next_step!r}")
+    if not (isinstance(rejected, int) and not isinstance(rejected, bool) and rejected >= 0):
+        raise fail(f"metadata 'scheme_record' rejected_steps must be a whole number >= 0, got {rejected!r}")
 
 
 def _check_device(device: object) -> torch.device:

@@ -117,6 +117,17 @@ LIES = {
         "scheme_record",
     ),
     "a negative time step": (lambda a, h: h["metadata"]["scheme_record"]["time_steps"].__setitem__(0, -0.2), "scheme_record"),
+    "scheme_record g_norm of 3 parts": (lambda a, h: h["metadata"]["scheme_record"].update(g_norm=[0.0] * 3), "g_norm"),
+    "scheme_record g_norm strings": (lambda a, h: h["metadata"]["scheme_record"].update(g_norm=["0"] * 4), "g_norm"),
+    "scheme_record next_step zero": (lambda a, h: h["metadata"]["scheme_record"].update(next_step=0.0), "next_step"),
+    "scheme_record rejected_steps -1": (
+        lambda a, h: h["metadata"]["scheme_record"].update(rejected_steps=-1),
+        "rejected_steps",
+    ),
+    "scheme_record rejected_steps 1.5": (
+        lambda a, h: h["metadata"]["scheme_record"].update(rejected_steps=1.5),
+        "rejected_steps",
+    ),
     "solver_state a list": (lambda a, h: h["metadata"].update(solver_state=[0.5, 1e-3]), "solver_state"),
     "solver_state with a string": (
         lambda a, h: h["metadata"]["solver_state"].update(step_length="0.5"),
