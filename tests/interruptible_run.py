@@ -13,7 +13,6 @@ import sys
 
 import torch
 
-torch.set_default_dtype(torch.float64)
 
 from mms_manifolds import GaussNewton  # noqa: E402
 

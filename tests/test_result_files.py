@@ -32,9 +32,9 @@ COUNT = 16
 
 
 def _flow(energy_kind: str = "prox", nodes=None) -> MinimizingMovement:
-    x = torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1) if nodes is None else nodes
+    x = torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1) if nodes is None else nodes
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4, dtype=torch.float64), torch.nn.Tanh(), torch.nn.Linear(4, 1, dtype=torch.float64)).double()
     metric = L2Metric(trapezoid_weights(COUNT, -1.0, 1.0))
     energy = L2Regression(x.abs(), metric)
     if energy_kind == "callable":

@@ -68,13 +68,13 @@ def test_the_full_block_solve_is_levenberg_marquardt_gauss_newton(make_flow):
 
 def _linear_subproblem(count: int, size: int, tau: float = 0.4):
     generator = torch.Generator().manual_seed(3)
-    basis = torch.randn(count, size, generator=generator)
-    metric = L2Metric(torch.rand(count, generator=generator) + 0.5)
-    target = torch.randn(count, 1, generator=generator)
-    theta0 = torch.randn(size, generator=generator)
+    basis = torch.randn(count, size, generator=generator, dtype=torch.float64)
+    metric = L2Metric(torch.rand(count, generator=generator, dtype=torch.float64) + 0.5)
+    target = torch.randn(count, 1, generator=generator, dtype=torch.float64)
+    theta0 = torch.randn(size, generator=generator, dtype=torch.float64)
     parametrization = LinearParametrization(basis, theta0)
     manifold = IncrementManifold(parametrization, metric, damping=0.0)
-    anchor = torch.randn(count, 1, generator=generator)
+    anchor = torch.randn(count, 1, generator=generator, dtype=torch.float64)
     return MMSSubproblem(manifold, L2Regression(target, metric), tau, anchor), basis, metric.weights, target, anchor
 
 
@@ -123,13 +123,13 @@ def test_cost_never_increases(seed, block, globalization):
 def test_the_subspace_solver_never_creates_an_n_by_p_tensor():
     """Node-wise gradients in chunks no larger than J_S (N x s), sliced to S; the final residual is the matrix-free mode's."""
     count, widths, block = 400, (1, 24, 24, 1), 4
-    nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
+    nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
     parametrization = TorchParametrization(mlp(widths, 2), nodes)
-    metric = L2Metric(torch.full((count,), 2 / count))
+    metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
     mode = ConjugateGradientSolve(max_iterations=50, on_unconverged="ignore")
     manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
     p = parametrization.num_parameters
-    anchor = torch.zeros(parametrization.output_shape)
+    anchor = torch.zeros(parametrization.output_shape, dtype=torch.float64)
     subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), 0.1, anchor)
     theta = parametrization.initial_point()
     for globalization in ("line-search", "levenberg-marquardt"):
