@@ -21,6 +21,7 @@ from mms_manifolds._checks import check_choice, check_instance, check_integer, c
 from mms_manifolds.manifold import IncrementManifold, check_transport_kind
 from mms_manifolds.parametrizations import AutogradParametrization
 from mms_manifolds.solvers.base import InnerResult, InnerSolver, StopReason
+from mms_manifolds.solvers.state import NoState
 from mms_manifolds.subproblem import MMSSubproblem
 
 from . import _pymanopt_diagnostics
@@ -382,7 +383,7 @@ class PymanoptSolver(InnerSolver):
         return StopReason.MAX_ITERATIONS
 
     def _solve(
-        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: NoState
     ) -> InnerResult:
         manifold = PymanoptIncrementManifold(subproblem.manifold, transport_kind=self.transport_kind)
         problem = make_problem(subproblem, manifold)

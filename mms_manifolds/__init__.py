@@ -23,6 +23,7 @@ from .solvers import (
     InnerResult,
     InnerSolver,
     RiemannianGradientDescent,
+    SolverState,
     StopReason,
     SubspaceGaussNewton,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "InnerResult",
     "InnerSolver",
     "RiemannianGradientDescent",
+    "SolverState",
     "StopReason",
     "SubspaceGaussNewton",
     # the driver

@@ -54,6 +54,7 @@ from .results import MMSResult, StepRecord
 from .run_settings import RunSettings
 from .schemes import ImplicitEuler, TimeScheme
 from .solvers.base import InnerResult, InnerSolver, StopReason
+from .solvers.state import SolverState
 from .step_constants import StepConstants
 from .storage import WriterLock, resolve_path
 from .subproblem import MMSSubproblem, Residual
@@ -385,7 +386,7 @@ class MinimizingMovement:
             stack.enter_context(progress_to_stderr(progress))
             lock = None if path is None else stack.enter_context(WriterLock(path))
             result, state, stepper = self._resume_or_start(
-                theta0, reference, settings, path, lock, resample, source, time_tolerance
+                theta0, reference, settings, path, lock, resample, source, time_tolerance, solver
             )
             exact = reference is None and resample is None and self.energy.has_prox  # v_k from the prox
             loop = _Loop(
@@ -394,7 +395,7 @@ class MinimizingMovement:
             )
             while state.steps_done < steps:
                 state, outcome = self._advance(state, loop)  # the step: solve, book the bound, the next state
-                _write_step(result, outcome, stepper.record, source)  # the record is written, never read here
+                _write_step(result, outcome, state.scheme_record, source)  # the record is written, never read here
                 if path is not None:
                     result.save(path, lock=lock)
                 if progress:
@@ -452,8 +453,9 @@ class MinimizingMovement:
     def _advance(self, state: FlowState, loop: _Loop) -> tuple[FlowState, _StepOutcome]:
         r"""Step :math:`k+1` from ``state``: solved by the scheme, its bound booked; the next state and what to record.
 
-        Reads nothing from the record: :math:`\theta_k`, the solver's warm start, :math:`B_k`, :math:`B_{k-1}`
-        and the exact states come from ``state``; the scheme's step sizes and G-norm from ``loop.stepper``.
+        Reads nothing from the record: :math:`\theta_k`, the solver's warm start, :math:`B_k`, :math:`B_{k-1}`,
+        the exact states and the scheme's record (step sizes, G-norm) come from ``state``; ``loop.stepper`` holds
+        the scheme's settings only.
         """
         step, stepper, start = state.steps_done + 1, loop.stepper, time.perf_counter()
         base = self._step_subproblem(loop.resample, step, state.theta)  # implicit Euler's step from u_k
@@ -463,33 +465,27 @@ class MinimizingMovement:
             state.theta, state.solver_state,
         )
         if stepper.richardson_start(state.steps_done):
-            tau, estimate = stepper.next_step(), math.nan
-            inner, retries, residual, u, start_parts, unconverged = self._richardson_start(
-                solve, stepper, previous, tau, state.bound, loop.certify
-            )
+            tau = stepper.next_step(state.scheme_record)
+            solved = self._richardson_start(solve, stepper, previous, tau, state.bound, loop.certify)
         else:
             history = state.thetas[-self.scheme.estimate_history : -1]
             states = [*(manifold.parametrization.value(theta) for theta in history), previous]
-            inner, retries, subproblem, tau, estimate = self._scheme_step(solve, stepper, states)
-            with UnconvergedSolveCount(f"MMS step {step} residual") as unconverged:
-                residual = subproblem.residual(inner.point) if loop.certify else Residual(math.nan, math.nan, math.nan)
-            u, start_parts = subproblem.node_values(inner.point), None
+            solved = self._scheme_step(solve, stepper, state.scheme_record, states, loop.certify)
+        inner, residual, u, tau = solved.inner, solved.residual, solved.u, solved.tau
         exact_state = loop.reference[step] if loop.reference is not None else None
         if loop.exact:
-            exact_state = self._exact_step(state.references, stepper, step, tau)
-        bound, withdrawal = BoundParts.undefined(), None
+            exact_state = self._exact_step(state, step, tau)
+        bound, withdrawal, scheme_record = BoundParts.undefined(), None, state.scheme_record
         if state.certified:
-            bound, withdrawal = self._book_bound(
-                stepper, state, residual, u, previous, energy, tau, start_parts, exact_state
-            )
-        flow_bound, problem = stepper.flow_step(energy, previous, u, tau, residual.total)
+            bound, withdrawal, scheme_record = self._book_bound(stepper, state, solved, previous, energy, exact_state)
+        flow_bound, problem = stepper.flow_step(state.scheme_record, energy, previous, u, tau, residual.total)
         if problem is not None and state.certified and withdrawal is None:
             withdrawal = problem
         report = manifold.diagnostics(inner.point) if loop.diagnostics else None
         record = StepRecord(
             energy=float(energy.value(u)),
             inner_iterations=inner.iterations,
-            retries=retries,
+            retries=solved.retries,
             wall_time=time.perf_counter() - start,
             initial_residual=_initial_residual(inner),
             residual_total=residual.total,
@@ -503,12 +499,15 @@ class MinimizingMovement:
             step_tolerance=math.nan if loop.step_tolerance is None else loop.step_tolerance,
             jacobian_rank=math.nan if report is None else float(report.numerical_rank),
             jacobian_sigma_min=math.nan if report is None else report.sigma_min,
-            unconverged_solves=inner.unconverged_solves + unconverged.count,
+            unconverged_solves=inner.unconverged_solves + solved.unconverged_solves,
         )
         certified = state.certified and withdrawal is None
-        stepper.append(tau, estimate, flow_bound if certified else math.nan)
+        scheme_record = stepper.after_step(
+            scheme_record, tau, solved.estimate, flow_bound if certified else math.nan, solved.proposed, solved.rejected
+        )
         following = state.after(
-            inner.point, inner.state, bound, exact_state, float(record.residual_tangential), certified, self.scheme
+            inner.point, inner.state, bound, exact_state, float(record.residual_tangential), certified, self.scheme,
+            scheme_record,
         )
         stop_reason = inner.stop_reason.name.lower()
         outcome = _StepOutcome(
@@ -529,11 +528,7 @@ class MinimizingMovement:
         if len(record.time_steps) == result.steps_done:
             return record
         if isinstance(self.scheme, ImplicitEuler) and time_tolerance is None:  # fixed steps need no history
-            missing = result.steps_done - len(record.time_steps)
-            record.time_steps += [self.tau] * missing
-            record.local_error_estimate += [None] * missing
-            record.flow_bound += [None] * missing
-            return record
+            return record.filled_to(result.steps_done, self.tau)
         raise ValueError(
             f"the checkpoint holds {result.steps_done} steps but the time scheme's history of "
             f"{len(record.time_steps)} (step sizes, G-norm): {self.scheme!r} cannot continue it as an uninterrupted "
@@ -541,35 +536,42 @@ class MinimizingMovement:
         )
 
     def _scheme_step(
-        self, solve: _Solve, stepper: SchemeStepper, states: list[torch.Tensor]
-    ) -> tuple[InnerResult, int, MMSSubproblem, float, float]:
-        """One step of the scheme from the last states (oldest first): solved, estimated, retried smaller if rejected.
-
-        Returns ``(inner, retries, subproblem, tau, estimate)``.
-        """
-        tau = stepper.next_step()
+        self,
+        solve: _Solve,
+        stepper: SchemeStepper,
+        record: SchemeRecord,
+        states: list[torch.Tensor],
+        certify: bool,
+    ) -> _Solved:
+        """One step of the scheme from the last states (oldest first): solved, estimated, retried smaller if rejected;
+        then its residual (``nan`` with ``certify=False``)."""
+        tau, rejected = stepper.next_step(record), 0
         while True:
-            plan = stepper.plan(states[-self.scheme.history :], tau)
+            plan = stepper.plan(record, states[-self.scheme.history :], tau)
             subproblem = solve.problem(plan.anchor, plan.tau)
             inner, retries = solve(subproblem)
-            estimate = stepper.estimate([*states, subproblem.node_values(inner.point)], tau)
-            accepted, tau_next = stepper.accept(tau, estimate)
+            estimate = stepper.estimate(record, [*states, subproblem.node_values(inner.point)], tau)
+            accepted, proposed = stepper.accept(tau, estimate)
             if accepted:
-                return inner, retries, subproblem, tau, estimate
-            tau = tau_next
+                break
+            tau, rejected = proposed, rejected + 1
+        with UnconvergedSolveCount(f"MMS step {solve.step} residual") as unconverged:
+            residual = subproblem.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
+        u = subproblem.node_values(inner.point)
+        return _Solved(inner, retries, residual, u, tau, estimate, proposed, rejected, unconverged.count)
 
     def _richardson_start(
         self, solve: _Solve, stepper: SchemeStepper, u0: torch.Tensor, tau: float, previous: BoundParts,
         certify: bool = True,
-    ) -> tuple[InnerResult, int, Residual, torch.Tensor, StartParts | None, UnconvergedSolveCount]:
+    ) -> _Solved:
         r"""BDF2's first step :math:`u_1 = \Pi(2w - z)`: :math:`w` two implicit Euler steps of :math:`\tau/2`, :math:`z` one of :math:`\tau`.
 
         :math:`\Pi` is the network's fit to the combination (the step problem of the regression energy
         :math:`\tfrac12\|u - (2w - z)\|_M^2` anchored there), warm-started at :math:`w`'s parameters. The bound
-        pieces are booked with implicit Euler's ledger; the projection's distance is measured. Returns
-        ``(inner, retries, residual, u1, pieces, unconverged)`` with the fit's inner result (its iterations
-        the sum of the four solves) and residual; ``previous`` is :math:`B_0`. With ``certify=False`` no residual is computed (all
-        ``nan``) and ``pieces`` is ``None``: the same four solves, no bound.
+        pieces are booked with implicit Euler's ledger; the projection's distance is measured. The solved
+        step holds the fit's inner result (its iterations the sum of the four solves) and residual, and the
+        pieces; ``previous`` is :math:`B_0`. With ``certify=False`` no residual is computed (all ``nan``) and there
+        are no pieces: the same four solves, no bound.
         """
         half_ledger, full_ledger = stepper.euler_ledger(tau / 2), stepper.euler_ledger(tau)
         iterations, retries_total, problems = 0, 0, []
@@ -593,9 +595,9 @@ class MinimizingMovement:
             inner, retries = solve(fit, half.point, full.state)
             residual = fit.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
         iterations, retries_total = iterations + inner.iterations, retries_total + retries
-        u1 = fit.node_values(inner.point)
+        u1, inner = fit.node_values(inner.point), dataclasses.replace(inner, iterations=iterations)
         if not certify:
-            return dataclasses.replace(inner, iterations=iterations), retries_total, residual, u1, None, unconverged
+            return _Solved(inner, retries_total, residual, u1, tau, math.nan, tau, 0, unconverged.count)
         halves = half_ledger.step(half_ledger.step(previous, first_residual, u_first, u0), half_residual, u_half, u_first)
         pieces = StartParts(
             halves,
@@ -603,59 +605,55 @@ class MinimizingMovement:
             float(self.metric.norm(u1 - combination)),
             problems[0] if problems else None,
         )
-        return dataclasses.replace(inner, iterations=iterations), retries_total, residual, u1, pieces, unconverged
+        return _Solved(inner, retries_total, residual, u1, tau, math.nan, tau, 0, unconverged.count, pieces)
 
     @property
     def _state_size(self) -> int:
         """:math:`Nm`, the number of entries of a state."""
         return int(math.prod(self.parametrization.output_shape))
 
-    def _exact_step(
-        self, references: tuple[torch.Tensor, ...], stepper: SchemeStepper, step: int, tau: float
-    ) -> torch.Tensor:
+    def _exact_step(self, state: FlowState, step: int, tau: float) -> torch.Tensor:
         r"""The scheme's exact step from the exact iterates so far (implicit Euler: :math:`\operatorname{prox}_{\tau E}(v_{k-1})`).
 
         A non-finite prox is an error, not a silent ``nan``.
         """
-        history = list(references[-self.scheme.history :])
-        state = self.scheme.exact_step(self.energy, self.metric, history, stepper.record.time_steps, tau)
-        if not bool(torch.isfinite(state).all()):
+        history = list(state.references[-self.scheme.history :])
+        exact = self.scheme.exact_step(self.energy, self.metric, history, state.scheme_record.time_steps, tau)
+        if not bool(torch.isfinite(exact).all()):
             raise ValueError(
                 f"{type(self.energy).__name__}.prox returned non-finite values at MMS step {step}: the exact "
                 "reference (and the trajectory error against it) cannot be computed"
             )
-        return state
+        return exact
 
     def _book_bound(
         self,
         stepper: SchemeStepper,
         state: FlowState,
-        residual: Residual,
-        u: torch.Tensor,
+        solved: _Solved,
         anchor: torch.Tensor,
         energy: Energy,
-        tau: float,
-        start: StartParts | None = None,
         exact_state: torch.Tensor | None = None,
-    ) -> tuple[BoundParts, str | None]:
-        r"""The bound :math:`B_{k+1}` of the step after ``state`` from the scheme's ledger, and ``None``; or ``nan`` parts and why not.
+    ) -> tuple[BoundParts, str | None, SchemeRecord]:
+        r"""The bound :math:`B_{k+1}` of the ``solved`` step after ``state`` from the scheme's ledger, and ``None``; or
+        ``nan`` parts and why not; and the scheme's record with the G-norm parts the ledger computed.
 
         :math:`B_{k+1}` is booked from ``state.bound`` (:math:`B_k`) and ``state.older_bound`` (:math:`B_{k-1}`,
         BDF2's cap); a reason returned withdraws the certification (the caller writes it to the record).
         ``anchor`` is the previous state :math:`u_k` (the curvature check runs along :math:`u_{k+1} - u_k`);
-        ``start`` the pieces of BDF2's Richardson start. Where the exact state :math:`v_k` is known,
+        ``solved.start`` the pieces of BDF2's Richardson start. Where the exact state :math:`v_k` is known,
         :math:`e_k \le B_k` is one of the checks: a record never states a certified bound its own error exceeds
         (a ``reference=`` that is not this energy's exact flow, or rounding the allowance did not cover).
         """
-        previous = state.bound
-        if start is not None:
-            bound, problem = start.bound(), start.problem
+        previous, record, u, tau = state.bound, state.scheme_record, solved.u, solved.tau
+        if solved.start is not None:
+            bound, problem = solved.start.bound(), solved.start.problem
             if problem is None:
-                problem = stepper.start_g_norm(bound, previous, tau)
+                problem, record = stepper.start_g_norm(record, bound, previous, tau)
         else:
-            bound, problem = stepper.bound(previous, residual, u, anchor, tau, state.older_bound)
+            bound, problem, record = stepper.bound(record, previous, solved.residual, u, anchor, tau, state.older_bound)
         if problem is None:
-            problem = self._bound_check(stepper, residual, u, anchor, energy, tau, start is not None)
+            problem = self._bound_check(stepper, solved.residual, u, anchor, energy, tau, solved.start is not None)
         if problem is None and exact_state is not None:
             error = float(self.metric.norm(u - exact_state))
             if not error <= bound.tracking_bound:
@@ -664,8 +662,8 @@ class MinimizingMovement:
                     "reference is not this energy's exact MMS, or rounding beyond the allowance"
                 )
         if problem is None:
-            return bound, None
-        return BoundParts.undefined(), problem
+            return bound, None, record
+        return BoundParts.undefined(), problem, record
 
     @staticmethod
     def _bound_check(
@@ -732,12 +730,16 @@ class MinimizingMovement:
         resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None,
         source: str | None,
         time_tolerance: float | None,
+        solver: InnerSolver,
     ) -> tuple[MMSResult, FlowState, SchemeStepper]:
         """The record, the loop's state and the scheme's stepper: from the checkpoint if it is one of this run
         (validated, its last step proven), else from a new record of step 0.
 
-        The one place the loop's state is read out of a record (:meth:`FlowState.of_record`): a fresh start and
-        a resume take the same path.
+        The one place the loop's state is read out of a record (:meth:`FlowState.of_record`, the solver's state
+        through ``solver.state_from_metadata``): a fresh start and a resume take the same path.
+
+        Raises:
+            ValueError: the checkpoint's solver state is not one of ``solver``'s (a file resealed by hand).
         """
         if path is not None and path.exists():
             result = self._resume(path, settings, reference, resample, source)
@@ -752,9 +754,13 @@ class MinimizingMovement:
             self._state_size,
             settings.certified,
             time_tolerance,
-            self._scheme_record(result, time_tolerance),
         )
-        return result, FlowState.of_record(result, self.scheme), stepper
+        scheme_record = self._scheme_record(result, time_tolerance)
+        try:
+            state = FlowState.of_record(result, self.scheme, solver, scheme_record)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path} cannot be resumed: its solver_state: {error}") from error
+        return result, state, stepper
 
     def _start(
         self,
@@ -855,7 +861,9 @@ class FlowState:
     Attributes:
         steps_done: :math:`k`.
         thetas: the last parameters, :math:`\theta_k` last (as many as the scheme's estimate looks back).
-        solver_state: the inner solver's warm-start state after step :math:`k` (``None`` before step 1).
+        solver_state: the inner solver's warm-start state after step :math:`k`, a frozen
+            :class:`~mms_manifolds.solvers.SolverState` (``None`` before step 1: each solver's own cold start,
+            a fallback's included).
         bound: :math:`B_k` and its parts, as the record holds them (``nan`` where not certified).
         older_bound: :math:`B_{k-1}` (BDF2 caps its G-norm bound with it); ``0.0`` at :math:`k = 0`.
         references: the last exact states :math:`v_k` where known, :math:`v_k` last (as many as the scheme's
@@ -863,16 +871,20 @@ class FlowState:
         certified: whether the bound is still certified (``False`` once withdrawn).
         tangential_residuals: the tangential residuals of steps :math:`1, \dots, k` (the unconverged-step test
             compares the last with the median of the earlier ones).
+        scheme_record: what the time scheme found so far, a frozen
+            :class:`~mms_manifolds.time_stepping.SchemeRecord` (step sizes, estimates, flow bounds, BDF2's G-norm
+            parts, the controller's next step).
     """
 
     steps_done: int
     thetas: tuple[torch.Tensor, ...]
-    solver_state: object
+    solver_state: SolverState | None
     bound: BoundParts
     older_bound: float
     references: tuple[torch.Tensor, ...]
     certified: bool
     tangential_residuals: tuple[float, ...]
+    scheme_record: SchemeRecord
 
     @property
     def theta(self) -> torch.Tensor:
@@ -880,31 +892,41 @@ class FlowState:
         return self.thetas[-1]
 
     @classmethod
-    def of_record(cls, result: MMSResult, scheme: TimeScheme) -> FlowState:
-        """The state after the record's last step (its step 0 for a fresh run)."""
+    def of_record(
+        cls, result: MMSResult, scheme: TimeScheme, solver: InnerSolver, scheme_record: SchemeRecord
+    ) -> FlowState:
+        """The state after the record's last step (its step 0 for a fresh run), with the scheme's record so far
+        (read from the same record, :meth:`MinimizingMovement._scheme_record`).
+
+        Raises:
+            ValueError: the record's ``solver_state`` is not the checkpoint form of ``solver``'s state.
+        """
         bounds = result.columns["tracking_bound"]
         return cls(
             steps_done=result.steps_done,
             thetas=tuple(result.thetas[-max(1, scheme.estimate_history) :]),
-            solver_state=result.metadata.get("solver_state"),
+            solver_state=solver.state_from_metadata(result.metadata.get("solver_state")),
             bound=BoundParts(*(result.columns[name][-1] for name in _BOUND_COLUMNS)),
             older_bound=bounds[-2] if len(bounds) > 1 else 0.0,
             references=tuple(result.reference_states[-scheme.history :]),
             certified=result.certified,
             tangential_residuals=tuple(result.columns["residual_tangential"][1:]),
+            scheme_record=scheme_record,
         )
 
     def after(
         self,
         theta: torch.Tensor,
-        solver_state: object,
+        solver_state: SolverState,
         bound: BoundParts,
         exact_state: torch.Tensor | None,
         tangential_residual: float,
         certified: bool,
         scheme: TimeScheme,
+        scheme_record: SchemeRecord,
     ) -> FlowState:
-        r"""The state after one more step: :math:`\theta_{k+1}`, its warm start, :math:`B_{k+1}`, :math:`v_{k+1}`.
+        r"""The state after one more step: :math:`\theta_{k+1}`, its warm start, :math:`B_{k+1}`, :math:`v_{k+1}`,
+        the scheme's record with the step.
 
         A step that withdraws the certification makes every earlier bound ``nan`` (as the record does):
         :math:`B_k` becomes ``nan`` as ``older_bound``.
@@ -920,6 +942,7 @@ class FlowState:
             references=references[-scheme.history :],
             certified=certified,
             tangential_residuals=(*self.tangential_residuals, tangential_residual),
+            scheme_record=scheme_record,
         )
 
 
@@ -951,12 +974,42 @@ class _StepOutcome:
     record: StepRecord
     theta: torch.Tensor
     stop_reason: str
-    solver_state: object
+    solver_state: SolverState
     exact_state: torch.Tensor | None
     u: torch.Tensor
     withdrawal: str | None
     rank_deficient: bool
     unconverged: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Solved:
+    """One step solved by the scheme (:meth:`MinimizingMovement._scheme_step` or its Richardson start).
+
+    Attributes:
+        inner: the inner result of the solve that gave :math:`u_{k+1}` (the Richardson fit's, its iterations the
+            sum of the start's four solves).
+        retries: the fallback retries of the step.
+        residual: :math:`\rho_k` and its split at :math:`u_{k+1}` (``nan`` with ``certify=False``).
+        u: :math:`u_{k+1}`.
+        tau: the step's :math:`\tau_k`.
+        estimate: the scheme's local error estimate (``nan`` where none exists yet).
+        proposed: the step the controller chose after this one (``tau`` where it was not asked).
+        rejected: the controller's rejections before the step was accepted.
+        unconverged_solves: capped CG solves while the residual was computed.
+        start: the pieces of BDF2's Richardson start, or ``None``.
+    """
+
+    inner: InnerResult
+    retries: int
+    residual: Residual
+    u: torch.Tensor
+    tau: float
+    estimate: float
+    proposed: float
+    rejected: int
+    unconverged_solves: int
+    start: StartParts | None = None
 
 
 _WARM_START = object()
@@ -975,7 +1028,7 @@ class _Solve:
     max_retries: int
     base: MMSSubproblem
     theta: torch.Tensor
-    state: object
+    state: SolverState | None
 
     @property
     def manifold(self) -> IncrementManifold:
@@ -1009,7 +1062,7 @@ def _solve_with_retries(
     on_failure: str,
     max_retries: int,
     theta: torch.Tensor,
-    state: object,
+    state: SolverState | None,
 ) -> tuple[InnerResult, int]:
     """Solve step ``step`` from ``theta``, warm start ``state``; failing, retry with ``solver.fallback()`` or raise."""
     inner, retries, attempt = solver.solve(subproblem, theta, tolerance, state), 0, solver
@@ -1036,7 +1089,7 @@ def _write_step(result: MMSResult, outcome: _StepOutcome, scheme_record: SchemeR
             "inner-solver convergence assumes fails there; the a-posteriori tracking bound does not use it",
         )
     result.append(outcome.theta, outcome.stop_reason, outcome.exact_state, outcome.record)
-    result.metadata["solver_state"] = outcome.solver_state  # the warm start of the next step, saved with it
+    result.metadata["solver_state"] = outcome.solver_state.as_metadata()  # the next step's warm start, saved with it
     result.metadata["scheme_record"] = scheme_record.as_metadata()  # step sizes, G-norm, estimates
     if outcome.unconverged is not None:
         _note_unconverged_step(result, outcome.step, outcome.unconverged)

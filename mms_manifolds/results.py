@@ -280,10 +280,12 @@ def _check_record_rules(arrays: dict[str, np.ndarray], header: dict, fail) -> No
     Counts are finite non-negative integers; wall times finite and non-negative; norms, bounds and
     tolerances non-negative where computed; the Jacobian rank ``nan`` or a non-negative integer; step 0
     has no stop reason and every later one is an inner solver's; ``certified`` a boolean and
-    ``num_parameters`` the width of ``thetas``; and where the record is certified, :math:`e_k \le B_k`
+    ``num_parameters`` the width of ``thetas``; the solver's warm-start state, where stored, an object of finite
+    numbers (:func:`~mms_manifolds.solvers.state.metadata_problem`; which fields, the solver checks on resume); and where the record is certified, :math:`e_k \le B_k`
     wherever both are computed (the bound is the point of the record).
     """
     from .solvers.base import StopReason  # the solvers import the subproblem, which needs this module's users
+    from .solvers.state import metadata_problem
 
     column = lambda name: arrays[f"column_{name}"]  # noqa: E731
     for name in _COUNT_COLUMNS:
@@ -310,6 +312,8 @@ def _check_record_rules(arrays: dict[str, np.ndarray], header: dict, fail) -> No
         width = metadata["num_parameters"]
         if isinstance(width, bool) or not isinstance(width, int) or width != arrays["thetas"].shape[1]:
             raise fail(f"thetas have {arrays['thetas'].shape[1]} columns, metadata 'num_parameters' is {width!r}")
+    if "solver_state" in metadata and (problem := metadata_problem(metadata["solver_state"])) is not None:
+        raise fail(f"metadata 'solver_state' {problem}")
     if "scheme_record" in metadata:
         _check_scheme_record(metadata["scheme_record"], max(len(reasons) - 1, 0), fail)
     if metadata.get("certified"):
@@ -329,7 +333,8 @@ def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
 
     An object with the record's fields only; ``time_steps`` (positive, finite), ``local_error_estimate`` and
     ``flow_bound`` (numbers or ``null``) lists of equal length, at most one entry per step (a checkpoint written
-    before schemes existed has fewer, which a resumed implicit Euler run fills in).
+    before schemes existed has fewer, which a resumed implicit Euler run fills in); ``g_norm`` ``null`` or the four
+    bound parts, ``next_step`` ``null`` or positive and finite, ``rejected_steps`` a whole number ``>= 0``.
     """
     from .time_stepping import SchemeRecord  # the time stepping imports the subproblem, which needs this module's users
 
@@ -347,6 +352,13 @@ def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
         raise fail(f"metadata 'scheme_record' time steps must be finite and positive, got {lists[0]}")
     if not all(value is None or number(value) for entries in lists[1:] for value in entries):
         raise fail("metadata 'scheme_record' estimates and flow bounds must be numbers or null")
+    g_norm, next_step, rejected = stored.get("g_norm"), stored.get("next_step"), stored.get("rejected_steps", 0)
+    if g_norm is not None and not (isinstance(g_norm, list) and len(g_norm) == 4 and all(map(number, g_norm))):
+        raise fail(f"metadata 'scheme_record' g_norm must be null or a list of 4 numbers, got {g_norm!r}")
+    if next_step is not None and not (number(next_step) and math.isfinite(next_step) and next_step > 0):
+        raise fail(f"metadata 'scheme_record' next_step must be null or finite and positive, got {next_step!r}")
+    if not (isinstance(rejected, int) and not isinstance(rejected, bool) and rejected >= 0):
+        raise fail(f"metadata 'scheme_record' rejected_steps must be a whole number >= 0, got {rejected!r}")
 
 
 def _check_device(device: object) -> torch.device:

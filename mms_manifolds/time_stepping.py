@@ -1,9 +1,11 @@
 r"""The time scheme inside an MMS run: step sizes, the scheme's ledger, its estimates, and what a resume needs.
 
-:class:`~mms_manifolds.MinimizingMovement` asks a :class:`SchemeStepper` for each step's anchor and
-effective step (:meth:`SchemeStepper.plan`), books the step's residual with it
-(:meth:`SchemeStepper.bound`), and keeps its :class:`SchemeRecord` in the record's metadata, so that a
-resumed run continues with the same step sizes, G-norm and estimates. The states a scheme needs
+:class:`~mms_manifolds.MinimizingMovement` asks a :class:`SchemeStepper` (the run's scheme settings, never
+changed) for each step's anchor and effective step (:meth:`SchemeStepper.plan`) and books the step's residual
+with it (:meth:`SchemeStepper.bound`). What the scheme found so far (step sizes, G-norm, estimates) is a
+frozen :class:`SchemeRecord` that the driver carries in its state from step to step and writes into the
+record's metadata after every step, so that a resumed run continues with the same step sizes, G-norm and
+estimates. The states a scheme needs
 (:math:`u_{k-1}`, :math:`u_{k-2}`) are the network at the saved parameters, so the checkpoint's
 ``thetas`` are the history.
 
@@ -16,7 +18,7 @@ Euler with a convex energy, the certified bound against the continuous flow
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -31,35 +33,69 @@ from .subproblem import Residual
 __all__ = ["SchemeRecord", "SchemeStepper", "StartParts"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SchemeRecord:
-    """What the scheme found so far, one entry per step (index 0 is step 1), JSON-ready for the checkpoint.
+    """What the scheme found so far, one entry per step (index 0 is step 1); carried in the driver's ``FlowState``.
+
+    Frozen: a step makes a new record (:meth:`SchemeStepper.bound`, :meth:`SchemeStepper.after_step`), and the
+    driver writes :meth:`as_metadata` (JSON-ready, the checkpoint form) into the record after every step; a
+    resume reads it back once with :meth:`from_metadata`.
 
     Attributes:
         time_steps: :math:`\\tau_k`.
-        local_error_estimate: the scheme's local time-error estimate of step :math:`k` (``nan`` until enough
+        local_error_estimate: the scheme's local time-error estimate of step :math:`k` (``None`` until enough
             states exist), an estimate, not a bound.
         flow_bound: implicit Euler's certified bound on :math:`\\|u_k - u(t_k)\\|_M` against the continuous
-            flow from :math:`u_0` (``nan`` where not certified).
+            flow from :math:`u_0` (``None`` where not certified).
         g_norm: BDF2's G-norm parts :math:`g_k` after the last step (``None`` before the start).
         next_step: the step the controller chose for the next step (``None`` without adaptivity).
         rejected_steps: steps the controller rejected and retried smaller.
     """
 
-    time_steps: list[float] = field(default_factory=list)
-    local_error_estimate: list[float | None] = field(default_factory=list)
-    flow_bound: list[float | None] = field(default_factory=list)
-    g_norm: list[float] | None = None
+    time_steps: tuple[float, ...] = ()
+    local_error_estimate: tuple[float | None, ...] = ()
+    flow_bound: tuple[float | None, ...] = ()
+    g_norm: tuple[float, float, float, float] | None = None
     next_step: float | None = None
     rejected_steps: int = 0
 
     @classmethod
     def from_metadata(cls, stored: dict | None) -> SchemeRecord:
-        """The record kept in a checkpoint's metadata (a fresh one for ``None``)."""
-        return cls() if stored is None else cls(**stored)
+        """The record kept in a checkpoint's metadata (:meth:`as_metadata`; a fresh one for ``None``, defaults for
+        missing keys). Its form is checked by the result file's rules (:mod:`mms_manifolds.results`)."""
+        if stored is None:
+            return cls()
+        g_norm = stored.get("g_norm")
+        return cls(
+            time_steps=tuple(stored.get("time_steps", ())),
+            local_error_estimate=tuple(stored.get("local_error_estimate", ())),
+            flow_bound=tuple(stored.get("flow_bound", ())),
+            g_norm=None if g_norm is None else tuple(g_norm),
+            next_step=stored.get("next_step"),
+            rejected_steps=stored.get("rejected_steps", 0),
+        )
 
     def as_metadata(self) -> dict:
-        return asdict(self)
+        """The checkpoint form: every field, tuples as JSON lists."""
+        return {
+            "time_steps": list(self.time_steps),
+            "local_error_estimate": list(self.local_error_estimate),
+            "flow_bound": list(self.flow_bound),
+            "g_norm": None if self.g_norm is None else list(self.g_norm),
+            "next_step": self.next_step,
+            "rejected_steps": self.rejected_steps,
+        }
+
+    def filled_to(self, steps: int, tau: float) -> SchemeRecord:
+        """This record extended to ``steps`` steps of ``tau``, estimates and flow bounds unknown (a checkpoint of a
+        fixed-step implicit Euler run written before schemes existed)."""
+        missing = steps - len(self.time_steps)
+        return replace(
+            self,
+            time_steps=(*self.time_steps, *[tau] * missing),
+            local_error_estimate=(*self.local_error_estimate, *[None] * missing),
+            flow_bound=(*self.flow_bound, *[None] * missing),
+        )
 
 
 @dataclass(frozen=True)
@@ -91,6 +127,10 @@ class StartParts:
 class SchemeStepper:
     r"""One run's time scheme: step sizes (fixed or adaptive), plans, the scheme's ledger and estimates.
 
+    It holds the run's settings only and never changes: what the scheme found so far is the frozen
+    :class:`SchemeRecord` the driver carries in its state and passes in; a method that adds to it returns the
+    new record.
+
     Args:
         scheme: :class:`~mms_manifolds.schemes.ImplicitEuler` or :class:`~mms_manifolds.schemes.BDF2`.
         tau: the (initial) time step.
@@ -100,7 +140,6 @@ class SchemeStepper:
         size: :math:`Nm`, the number of entries of a state.
         certified: whether the run certifies bounds at all.
         time_tolerance: ``None`` for fixed steps, else the local error estimate's tolerance.
-        record: the :class:`SchemeRecord` so far (a resumed run's).
     """
 
     def __init__(
@@ -113,12 +152,10 @@ class SchemeStepper:
         size: int,
         certified: bool,
         time_tolerance: float | None,
-        record: SchemeRecord,
     ):
         self.scheme, self.tau, self.convexity, self.metric = scheme, tau, convexity, metric
-        self.dtype, self.size, self.certified, self.record = dtype, size, certified, record
+        self.dtype, self.size, self.certified = dtype, size, certified
         self.controller = None if time_tolerance is None else StepController(time_tolerance, scheme.order)
-        self._proposed = tau
         self.flow = None
         if isinstance(scheme, ImplicitEuler) and certified and convexity is not None and convexity >= 0:
             self.flow = EulerFlowBound(convexity)
@@ -131,34 +168,33 @@ class SchemeStepper:
         """Whether the next step is BDF2's Richardson start (three implicit Euler solves and a projection)."""
         return self.is_bdf2 and self.scheme.start == "richardson" and steps_done == 0
 
-    def next_step(self) -> float:
+    def next_step(self, record: SchemeRecord) -> float:
         """The time step of the next step: ``tau``, or the controller's choice (capped by BDF2's ratio)."""
-        tau = self.tau if self.record.next_step is None else self.record.next_step
-        if self.is_bdf2 and self.record.time_steps:
-            tau = min(tau, self.scheme.max_ratio * self.record.time_steps[-1])
+        tau = self.tau if record.next_step is None else record.next_step
+        if self.is_bdf2 and record.time_steps:
+            tau = min(tau, self.scheme.max_ratio * record.time_steps[-1])
         return tau
 
-    def plan(self, states: list[torch.Tensor], tau: float) -> StepPlan:
+    def plan(self, record: SchemeRecord, states: list[torch.Tensor], tau: float) -> StepPlan:
         """The scheme's step problem from the last states (oldest first) with step ``tau``."""
-        return self.scheme.plan(states, self.record.time_steps, tau)
+        return self.scheme.plan(states, record.time_steps, tau)
 
-    def estimate(self, states: list[torch.Tensor], tau: float) -> float:
+    def estimate(self, record: SchemeRecord, states: list[torch.Tensor], tau: float) -> float:
         """The local error estimate of a candidate step: ``states`` ends with the new state."""
-        return self.scheme.local_error_estimate(states, [*self.record.time_steps, tau], self.metric)
+        return self.scheme.local_error_estimate(states, [*record.time_steps, tau], self.metric)
 
     def accept(self, tau: float, estimate: float) -> tuple[bool, float]:
-        """``(accepted, next step)``: always accepted at fixed steps; else the controller's verdict."""
+        """``(accepted, proposed)``: the verdict on a step of ``tau`` and the step to take next (or to retry with).
+
+        Always accepted, and ``tau`` kept, at fixed steps; else the controller's verdict and choice.
+        """
         if self.controller is None:
             return True, tau
-        accepted = self.controller.accept(estimate)
-        if not accepted:
-            self.record.rejected_steps += 1
-        self._proposed = self.controller.next_step(tau, estimate)
-        return accepted, self._proposed
+        return self.controller.accept(estimate), self.controller.next_step(tau, estimate)
 
-    def variable(self, tau: float) -> bool:
+    def variable(self, record: SchemeRecord, tau: float) -> bool:
         """Whether ``tau`` differs from the previous step (a variable step)."""
-        return bool(self.record.time_steps) and tau != self.record.time_steps[-1]
+        return bool(record.time_steps) and tau != record.time_steps[-1]
 
     def euler_ledger(self, tau: float) -> TrackingLedger:
         return TrackingLedger(StepConstants.of(tau, self.convexity), self.metric, self.dtype, self.size)
@@ -168,64 +204,80 @@ class SchemeStepper:
 
     def bound(
         self,
+        record: SchemeRecord,
         previous: BoundParts,
         residual: Residual,
         u_new: torch.Tensor,
         u_old: torch.Tensor,
         tau: float,
         older_bound: float = math.nan,
-    ) -> tuple[BoundParts, str | None]:
-        """The bound parts after a step of length ``tau`` (not the start), or ``nan`` parts and why not certified.
+    ) -> tuple[BoundParts, str | None, SchemeRecord]:
+        """The bound parts after a step of length ``tau`` (not the start), or ``nan`` parts and why not certified;
+        and the record with BDF2's G-norm parts after the step (``record`` itself where none were computed).
 
         ``older_bound`` is :math:`B_{k-1}` (BDF2 caps its G-norm bound by the step's own contraction).
         """
         if not self.is_bdf2:
-            return self.euler_ledger(tau).step(previous, residual, u_new, u_old), None
-        if not self.record.time_steps:  # BDF2's implicit Euler start: its bound, then g_1 from it and B_0
+            return self.euler_ledger(tau).step(previous, residual, u_new, u_old), None, record
+        if not record.time_steps:  # BDF2's implicit Euler start: its bound, then g_1 from it and B_0
             first = self.euler_ledger(tau).step(previous, residual, u_new, u_old)
-            return first, self.start_g_norm(first, previous, tau)
-        if self.variable(tau):
-            ratio = tau / self.record.time_steps[-1]
+            problem, record = self.start_g_norm(record, first, previous, tau)
+            return first, problem, record
+        if self.variable(record, tau):
+            ratio = tau / record.time_steps[-1]
             return BoundParts.undefined(), (
                 f"variable-step BDF2 (step ratio {ratio:.6g}): the G-norm bound is derived for constant steps "
                 "only (docs/theory.md, section 7)"
-            )
+            ), record
         try:
             ledger = self.bdf2_ledger(tau)
         except ValueError as error:
-            return BoundParts.undefined(), str(error)
+            return BoundParts.undefined(), str(error), record
         bounds = (previous.tracking_bound, older_bound)
-        g_norm, bound = ledger.step(BoundParts(*self.record.g_norm), residual, u_new, u_old, bounds)
-        self.record.g_norm = list(_parts(g_norm))
-        return bound, None
+        g_norm, bound = ledger.step(BoundParts(*record.g_norm), residual, u_new, u_old, bounds)
+        return bound, None, replace(record, g_norm=_parts(g_norm))
 
-    def start_g_norm(self, first: BoundParts, initial: BoundParts, tau: float) -> str | None:
-        """Set :math:`g_1` from the bounds of the first two states; the reason if no G-norm bound exists at ``tau``."""
+    def start_g_norm(
+        self, record: SchemeRecord, first: BoundParts, initial: BoundParts, tau: float
+    ) -> tuple[str | None, SchemeRecord]:
+        """The record with :math:`g_1` from the bounds of the first two states; or the reason no G-norm bound exists
+        at ``tau``, and ``record`` itself."""
         try:
             ledger = self.bdf2_ledger(tau)
         except ValueError as error:
-            return str(error)
-        self.record.g_norm = list(_parts(ledger.start(first, initial)))
-        return None
+            return str(error), record
+        return None, replace(record, g_norm=_parts(ledger.start(first, initial)))
 
     def flow_step(
-        self, energy: Energy, u_old: torch.Tensor, u_new: torch.Tensor, tau: float, residual: float
+        self,
+        record: SchemeRecord,
+        energy: Energy,
+        u_old: torch.Tensor,
+        u_new: torch.Tensor,
+        tau: float,
+        residual: float,
     ) -> tuple[float, str | None]:
         """Implicit Euler's bound against the continuous flow after this step (``nan`` where not certified)."""
         if self.flow is None:
             return math.nan, None
-        previous = self.record.flow_bound[-1] if self.record.flow_bound else 0.0
+        previous = record.flow_bound[-1] if record.flow_bound else 0.0
         if previous is None:
             return math.nan, None
         return self.flow.step(previous, energy, u_old, u_new, tau, residual)
 
-    def append(self, tau: float, estimate: float, flow_bound: float) -> None:
-        """Record an accepted step (and, with adaptivity, the step the controller chose after it)."""
-        self.record.time_steps.append(float(tau))
-        self.record.local_error_estimate.append(_json_number(estimate))
-        self.record.flow_bound.append(_json_number(flow_bound))
-        if self.controller is not None:
-            self.record.next_step = float(self._proposed)
+    def after_step(
+        self, record: SchemeRecord, tau: float, estimate: float, flow_bound: float, proposed: float, rejected: int
+    ) -> SchemeRecord:
+        """The record after an accepted step of ``tau``: its estimate and flow bound, the ``rejected`` retries before
+        it, and with adaptivity the step the controller ``proposed`` after it."""
+        return replace(
+            record,
+            time_steps=(*record.time_steps, float(tau)),
+            local_error_estimate=(*record.local_error_estimate, _json_number(estimate)),
+            flow_bound=(*record.flow_bound, _json_number(flow_bound)),
+            next_step=record.next_step if self.controller is None else float(proposed),
+            rejected_steps=record.rejected_steps + rejected,
+        )
 
 
 def _json_number(value: float) -> float | None:
@@ -234,5 +286,6 @@ def _json_number(value: float) -> float | None:
 
 
 def _parts(bound: BoundParts) -> tuple[float, float, float, float]:
+    """The four parts, plain floats in :class:`BoundParts` order (the record's JSON form)."""
     return (bound.tracking_bound, bound.inexactness, bound.approximation, bound.rounding)
 

@@ -32,8 +32,8 @@ def mlp_parametrization(seed: int, count: int = 12, widths=(1, 5, 2), dtype=torc
 
 def random_spd(size: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    factor = torch.randn(size, size, generator=generator)
-    return factor @ factor.T / size + 0.5 * torch.eye(size)
+    factor = torch.randn(size, size, generator=generator, dtype=torch.float64)
+    return factor @ factor.T / size + 0.5 * torch.eye(size, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,13 @@ def _full_matrix(parametrization: Parametrization) -> Metric:
 
 def _sine_features(seed: int) -> Parametrization:
     """A nonlinear model that is not a torch module: u(x) = a sin(b x + c) + d x."""
-    x = torch.linspace(-1, 1, 10)
+    x = torch.linspace(-1, 1, 10, dtype=torch.float64)
 
     def function(theta: torch.Tensor) -> torch.Tensor:
         return theta[0] * torch.sin(theta[1] * x + theta[2]) + theta[3] * x
 
     generator = torch.Generator().manual_seed(seed)
-    return FunctionParametrization(function, torch.randn(4, generator=generator) + torch.tensor([1.0, 2.0, 0, 0]))
+    return FunctionParametrization(function, torch.randn(4, generator=generator, dtype=torch.float64) + torch.tensor([1.0, 2.0, 0, 0], dtype=torch.float64))
 
 
 def _jets(seed: int) -> Parametrization:
@@ -90,7 +90,7 @@ CASES = [
     Case("sine-l2", _sine_features, _l2),
     Case(
         "linear-l2",
-        lambda seed: LinearParametrization(torch.randn(12, 5, generator=torch.Generator().manual_seed(seed))),
+        lambda seed: LinearParametrization(torch.randn(12, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)),
         _l2,
     ),
     Case("jets-h1", _jets, _jet_h1),

@@ -11,13 +11,9 @@ import os
 import signal
 import sys
 
-import torch
+from mms_manifolds import GaussNewton
 
-torch.set_default_dtype(torch.float64)
-
-from mms_manifolds import GaussNewton  # noqa: E402
-
-from problems import regression_flow  # noqa: E402
+from problems import regression_flow
 
 
 class InterruptibleGaussNewton(GaussNewton):

@@ -41,7 +41,7 @@ def heat_flow(seed: int = 0, count: int = 24, tau: float = 0.05) -> MinimizingMo
         def forward(self, points):
             return points * (1 - points) * self.net(points)
 
-    metric = L2Metric(torch.full((count,), spacing))
+    metric = L2Metric(torch.full((count,), spacing, dtype=torch.float64))
     energy = DirichletEnergy(0.25 * stiffness_1d(count, 0.0, 1.0, "dirichlet"))
     return MinimizingMovement(TorchParametrization(Bubble(), x), energy, metric, tau)
 
@@ -50,13 +50,13 @@ def linear_regression_flow(
     seed: int = 0, count: int = 30, features: int = 6, tau: float = 0.3, damping: float | str = "auto"
 ) -> MinimizingMovement:
     """A Fourier-feature linear model: the increment set is flat, the MMS step has a closed form."""
-    x = torch.linspace(-1.0, 1.0, count)
+    x = torch.linspace(-1.0, 1.0, count, dtype=torch.float64)
     basis = torch.stack([torch.cos(math.pi * j * x / 2) for j in range(features)], dim=-1)
     metric = L2Metric(trapezoid_weights(count, -1.0, 1.0))
     target = (torch.exp(x) + (x > 0.3).double()).unsqueeze(-1)
     generator = torch.Generator().manual_seed(seed)
     return MinimizingMovement(
-        LinearParametrization(basis, torch.randn(features, generator=generator)),
+        LinearParametrization(basis, torch.randn(features, generator=generator, dtype=torch.float64)),
         L2Regression(target, metric),
         metric,
         tau,

@@ -104,11 +104,11 @@ def test_the_numpy2_repair_is_installed_exactly_where_pymanopt_fails():
 def test_optimizers_reach_the_closed_form_step_on_a_linear_model(optimizer):
     flow = linear_regression_flow(damping=0.0)  # full-rank basis: the undamped pullback metric is exact
     basis = flow.parametrization.basis[:, 0, :]
-    theta0 = torch.ones(basis.shape[1]) + 0.1 * flow.parametrization.initial_point()
+    theta0 = torch.ones(basis.shape[1], dtype=torch.float64) + 0.1 * flow.parametrization.initial_point()
     # Start and target close to each other keep the cost small, so cost-based line searches
     # (SteepestDescent, ConjugateGradient) can resolve 1e-8 above rounding.
-    x = torch.linspace(-1.0, 1.0, basis.shape[0])
-    energy = L2Regression((basis @ torch.ones(basis.shape[1]) + 0.01 * x**7).unsqueeze(-1), flow.metric)
+    x = torch.linspace(-1.0, 1.0, basis.shape[0], dtype=torch.float64)
+    energy = L2Regression((basis @ torch.ones(basis.shape[1], dtype=torch.float64) + 0.01 * x**7).unsqueeze(-1), flow.metric)
     subproblem = MMSSubproblem(flow.manifold, energy, flow.tau, flow.parametrization.value(theta0))
     # Closed form: the M-least-squares projection of prox(u_k) onto the span.
     weights = flow.metric.weights.sqrt()
@@ -176,7 +176,7 @@ def test_user_written_autograd_cost_matches_the_core():
     problem = pymanopt.Problem(adapter, cost)
     x = flow.parametrization.initial_point().numpy()
     d = 0.05 * adapter.random_tangent_vector(x)
-    theta = torch.as_tensor(x)
+    theta = torch.as_tensor(x, dtype=torch.float64)
     expected_gradient = flow.parametrization.vjp(theta, flow.energy.gradient(flow.parametrization.value(theta)))
     assert np.allclose(problem.euclidean_gradient(x), expected_gradient.numpy(), atol=1e-12)
     diagnostics.check_hessian(problem, x, d)
@@ -189,7 +189,7 @@ def test_autograd_parametrization_inside_autograd_cost():
 
     x = np.linspace(-1, 1, 12)
     phi = AutogradParametrization(network, np.array([1.0, 0.2, 0.5]), x)
-    adapter = PymanoptIncrementManifold(IncrementManifold(phi, L2Metric(torch.full((12,), 1 / 6))))
+    adapter = PymanoptIncrementManifold(IncrementManifold(phi, L2Metric(torch.full((12,), 1 / 6, dtype=torch.float64))))
 
     @pymanopt.function.autograd(adapter)
     def cost(theta):

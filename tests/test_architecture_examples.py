@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -18,6 +19,8 @@ from mms_manifolds import (
     LinearParametrization,
     Metric,
     MinimizingMovement,
+    MMSResult,
+    SolverState,
     StopReason,
 )
 from mms_manifolds.linalg import GramFactorization, GramOperator
@@ -111,6 +114,52 @@ def test_a_solver_with_only_solve():
     result = flow.run(torch.zeros(6, dtype=DTYPE), 2, OneNaturalGradientStep(max_iterations=1))
     assert bool((result.trajectory_error <= 1e-12).all())
     assert bool((result.residual_total[1:] <= 1e-12).all())
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveCount(SolverState):
+    """What the solver below carries from step to step: the number of solves so far."""
+
+    solves: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.solves, bool) or not isinstance(self.solves, int) or self.solves < 0:
+            raise ValueError(f"SolveCount solves must be a whole number >= 0, got {self.solves!r}")
+
+
+class DecayingNaturalGradientStep(OneNaturalGradientStep):
+    """One step at the rate eta/(1 + k), k the solves before it: a solver whose state travels with the run."""
+
+    state_type = SolveCount  # initial_state() is SolveCount(); the driver checkpoints state.as_metadata()
+
+    def _solve(self, subproblem, theta0, tolerance, state):
+        rate = subproblem.riemannian_step_size(theta0) / (1 + state.solves)
+        theta = theta0 - rate * subproblem.riemannian_gradient(theta0)
+        costs = [subproblem.cost(theta0), subproblem.cost(theta)]
+        residuals = [subproblem.tangential_residual(theta)]
+        after = SolveCount(state.solves + 1)
+        return InnerResult(theta, 1, costs, residuals, [1], 0.0, StopReason.MAX_ITERATIONS, state=after)
+
+
+def test_a_solver_with_a_warm_start_state(tmp_path):
+    """u_{k+1} - g = (1 - eta/(1 + k))(u_k - g), eta = tau/(1 + tau); a resumed run repeats an uninterrupted one."""
+    flow = _square_linear_flow(damping=0.0)
+    solver, theta0 = DecayingNaturalGradientStep(max_iterations=1), torch.zeros(6, dtype=DTYPE)
+    uninterrupted = flow.run(theta0, 4, solver)
+    g, eta = flow.energy.target, flow.tau / (1 + flow.tau)
+    exact = [torch.zeros_like(g)]
+    for k in range(4):
+        exact.append(g + (1 - eta / (1 + k)) * (exact[-1] - g))
+    for theta, state in zip(uninterrupted.thetas, exact):
+        assert torch.allclose(flow.parametrization.value(theta), state, atol=1e-12)
+    assert uninterrupted.metadata["solver_state"] == {"solves": 4}
+    path = tmp_path / "run.npz"
+    flow.run(theta0, 2, solver, checkpoint=path)
+    assert MMSResult.load(path, dtype=DTYPE).metadata["solver_state"] == {"solves": 2}
+    resumed = flow.run(theta0, 4, solver, checkpoint=path)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
+    with pytest.raises(ValueError, match="SolveCount solves"):
+        solver.state_from_metadata({"solves": -1})
 
 
 class EigenSolve:

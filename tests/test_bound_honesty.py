@@ -88,7 +88,7 @@ def test_a_modulus_larger_than_the_truth_withdraws_certification():
 
 def test_a_semi_convex_energy_declared_convex_is_caught():
     """Ginzburg-Landau has modulus about -1 in the L2 metric; declared 5, a step's curvature shows less."""
-    x = torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1)
+    x = torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1)
     weights = trapezoid_weights(COUNT, -1.0, 1.0)
     metric = L2Metric(weights)
 
@@ -150,14 +150,14 @@ def test_a_non_symmetric_stiffness_is_refused():
     with pytest.raises(ValueError, match="stiffness must be symmetric"):
         DirichletEnergy(stiffness)
     with pytest.raises(ValueError, match="stiffness must be symmetric"):
-        GinzburgLandau(0.1, stiffness, torch.full((8,), 0.1))
+        GinzburgLandau(0.1, stiffness, torch.full((8,), 0.1, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("layer", [torch.nn.Dropout(0.2), torch.nn.BatchNorm1d(6)], ids=["dropout", "batchnorm"])
 def test_random_or_stateful_layers_in_training_mode_are_refused_and_the_module_never_changes(layer):
     torch.manual_seed(0)
-    network = torch.nn.Sequential(torch.nn.Linear(1, 6), layer, torch.nn.Tanh(), torch.nn.Linear(6, 1)).double()
-    x = torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1)
+    network = torch.nn.Sequential(torch.nn.Linear(1, 6, dtype=torch.float64), layer, torch.nn.Tanh(), torch.nn.Linear(6, 1, dtype=torch.float64)).double()
+    x = torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1)
     with pytest.raises(ValueError, match=r"training mode .*call module\.eval\(\)"):
         TorchParametrization(network, x)
     network.eval()

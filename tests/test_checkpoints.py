@@ -39,9 +39,9 @@ COUNT = 16
 def _flow(
     nodes=None, target_shift=0.0, activation=torch.nn.Tanh, weights=None, tau=0.2, damping=1e-6, solve_mode="auto"
 ):
-    x = torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1) if nodes is None else nodes
+    x = torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1) if nodes is None else nodes
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(1, 4), activation(), torch.nn.Linear(4, 1)).double()
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4, dtype=torch.float64), activation(), torch.nn.Linear(4, 1, dtype=torch.float64)).double()
     metric = L2Metric(trapezoid_weights(COUNT, -1.0, 1.0) if weights is None else weights)
     energy = L2Regression(x.abs() + target_shift, metric)
     return MinimizingMovement(TorchParametrization(net, x), energy, metric, tau, damping=damping, solve_mode=solve_mode)
@@ -54,7 +54,7 @@ def _run(flow, path, steps=2, solver=None, theta0=None):
 
 VARIANTS = {
     "energy": lambda: (_flow(target_shift=1e-3), None),
-    "parametrization": lambda: (_flow(nodes=torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1) * 0.99), None),
+    "parametrization": lambda: (_flow(nodes=torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1) * 0.99), None),
     "activation": lambda: (_flow(activation=torch.nn.Sigmoid), None),
     "metric": lambda: (_flow(weights=trapezoid_weights(COUNT, -1.0, 1.0) * 1.01), None),
     "tau": lambda: (_flow(tau=0.3), None),

@@ -31,12 +31,12 @@ N = 64
 
 
 def _grid(count=N):
-    weights = torch.full((count,), 1.0 / count)
+    weights = torch.full((count,), 1.0 / count, dtype=torch.float64)
     return stiffness_1d(count, 0.0, 1.0, "periodic"), weights
 
 
 def _mean_zero(generator, count=N, columns=3):
-    v = torch.randn(count, columns, generator=generator)
+    v = torch.randn(count, columns, generator=generator, dtype=torch.float64)
     return v - v.mean(0)
 
 
@@ -44,7 +44,7 @@ def _fixed_mass_network(count=N, mass=0.1, outputs=1):
     x = uniform_nodes(count, 0.0, 1.0, "periodic")
     features = torch.stack([torch.cos(2 * math.pi * x), torch.sin(2 * math.pi * x)], dim=-1)
     network = TorchParametrization(mlp((2, 6, outputs), 1), features)
-    return network, ConstrainedParametrization.fixed_mass(network, torch.full((count,), 1.0 / count), mass)
+    return network, ConstrainedParametrization.fixed_mass(network, torch.full((count,), 1.0 / count, dtype=torch.float64), mass)
 
 
 # ------------------------------------------------------------------------------------------- the metrics
@@ -67,7 +67,7 @@ def test_subspace_metric_riesz_map_identities():
     generator = torch.Generator().manual_seed(1)
     for metric in (HMinusOneMetric(stiffness, weights), SubspaceMetric(reference, weights)):
         v = _mean_zero(generator, 16, 2)
-        g = torch.randn(16, 2, generator=generator)  # any dual vector
+        g = torch.randn(16, 2, generator=generator, dtype=torch.float64)  # any dual vector
         r = metric.solve(g)
         assert float(metric.constraint_values(r).abs().max()) < 1e-15 * float(r.abs().max())  # r lies in V
         assert torch.allclose(metric.inner(r, v), (g * v).sum(), rtol=1e-11)  # <r, v>_M = g.v on V
@@ -76,9 +76,9 @@ def test_subspace_metric_riesz_map_identities():
         assert torch.allclose((metric.whiten(v) ** 2).sum(), metric.inner(v, v), rtol=1e-12)
         projected = metric.project(g)
         assert float(metric.constraint_values(projected).abs().max()) < 1e-15 * float(g.abs().max())
-        assert torch.allclose(metric.inner(g - projected, v), torch.tensor(0.0), atol=1e-12)  # M-orthogonal
+        assert torch.allclose(metric.inner(g - projected, v), torch.tensor(0.0, dtype=torch.float64), atol=1e-12)  # M-orthogonal
         basis = metric.subspace_basis((16, 2), dtype=torch.float64, device="cpu")
-        assert basis.shape == (32, 30) and torch.allclose(basis.T @ basis, torch.eye(30), atol=1e-13)
+        assert basis.shape == (32, 30) and torch.allclose(basis.T @ basis, torch.eye(30, dtype=torch.float64), atol=1e-13)
         ok, reason = metric.check_positive_definite((16, 2))
         assert ok, reason
 
@@ -86,11 +86,11 @@ def test_subspace_metric_riesz_map_identities():
 def test_subspace_metric_bad_input():
     stiffness, weights = _grid(8)
     with pytest.raises(ValueError, match="full column rank"):
-        SubspaceMetric(torch.eye(8), torch.stack([weights, 2 * weights], -1))
+        SubspaceMetric(torch.eye(8, dtype=torch.float64), torch.stack([weights, 2 * weights], -1))
     with pytest.raises(ValueError, match="constraints have shape"):
-        SubspaceMetric(torch.eye(8), torch.ones(7))
+        SubspaceMetric(torch.eye(8, dtype=torch.float64), torch.ones(7, dtype=torch.float64))
     with pytest.raises(ValueError, match="not positive definite|numerically singular"):
-        SubspaceMetric(torch.diag(torch.tensor([0.0, 0.0, *[1.0] * 6])), weights)  # singular on V too
+        SubspaceMetric(torch.diag(torch.tensor([0.0, 0.0, *[1.0] * 6], dtype=torch.float64)), weights)  # singular on V too
     with pytest.raises(ValueError, match="constants as kernel"):
         HMinusOneMetric(stiffness_1d(8, 0.0, 1.0, "dirichlet"), weights)
 
@@ -110,8 +110,8 @@ def test_exact_steps_in_a_subspace_metric_conserve_mass_and_solve_the_constraine
     stiffness, weights = _grid(32)
     metric = HMinusOneMetric(stiffness, weights)
     generator = torch.Generator().manual_seed(2)
-    u = 0.3 + 0.5 * torch.randn(32, 1, generator=generator)
-    target = torch.randn(32, 1, generator=generator)
+    u = 0.3 + 0.5 * torch.randn(32, 1, generator=generator, dtype=torch.float64)
+    target = torch.randn(32, 1, generator=generator, dtype=torch.float64)
     for energy in (
         DirichletEnergy(stiffness),
         L2Regression(target, L2Metric(weights)),
@@ -131,12 +131,12 @@ def test_exact_steps_in_a_subspace_metric_conserve_mass_and_solve_the_constraine
 
 def test_fixed_mass_network_keeps_its_mass_and_its_derivatives_are_consistent():
     network, constrained = _fixed_mass_network(outputs=2)
-    weights = torch.full((N,), 1.0 / N)
+    weights = torch.full((N,), 1.0 / N, dtype=torch.float64)
     generator = torch.Generator().manual_seed(3)
-    theta = constrained.initial_point() + 0.5 * torch.randn(constrained.num_parameters, generator=generator)
-    assert torch.allclose(weights @ constrained.value(theta), torch.full((2,), 0.1), atol=1e-15)
-    xi = torch.randn(constrained.num_parameters, generator=generator)
-    w = torch.randn(N, 2, generator=generator)
+    theta = constrained.initial_point() + 0.5 * torch.randn(constrained.num_parameters, generator=generator, dtype=torch.float64)
+    assert torch.allclose(weights @ constrained.value(theta), torch.full((2,), 0.1, dtype=torch.float64), atol=1e-15)
+    xi = torch.randn(constrained.num_parameters, generator=generator, dtype=torch.float64)
+    w = torch.randn(N, 2, generator=generator, dtype=torch.float64)
     assert adjoint_mismatch(lambda t: constrained.jvp(theta, t), lambda c: constrained.vjp(theta, c), xi, w) < 1e-14
     assert float((weights @ constrained.jvp(theta, xi)).abs().max()) < 1e-15
     assert torch.allclose(constrained.jacobian(theta) @ xi, constrained.jvp(theta, xi), atol=1e-13)
@@ -152,7 +152,7 @@ def test_fixed_mass_network_keeps_its_mass_and_its_derivatives_are_consistent():
         for t in (1e-1, 5e-2, 2.5e-2)
     ]
     assert taylor_slope([1e-1, 5e-2, 2.5e-2], errors) > 2.7
-    eta = torch.randn(constrained.num_parameters, generator=generator)
+    eta = torch.randn(constrained.num_parameters, generator=generator, dtype=torch.float64)
     adjoint = constrained.second_derivative_adjoint(theta, xi, w)
     assert float(adjoint @ eta) == pytest.approx(
         float((constrained.second_derivative(theta, xi, eta) * w).sum()), rel=1e-10
@@ -170,11 +170,11 @@ def test_a_subspace_metric_refuses_a_network_that_leaves_the_subspace():
 def test_constrained_parametrization_bad_input():
     network, _ = _fixed_mass_network()
     with pytest.raises(TypeError, match="Parametrization"):
-        ConstrainedParametrization(object(), torch.ones(N))
+        ConstrainedParametrization(object(), torch.ones(N, dtype=torch.float64))
     with pytest.raises(ValueError, match="shape"):
-        ConstrainedParametrization(network, torch.ones(N - 1))
+        ConstrainedParametrization(network, torch.ones(N - 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="singular"):
-        ConstrainedParametrization(network, torch.ones(N), directions=torch.tensor([1.0, -1.0] * (N // 2)))
+        ConstrainedParametrization(network, torch.ones(N, dtype=torch.float64), directions=torch.tensor([1.0, -1.0] * (N // 2), dtype=torch.float64))
     with pytest.raises(TypeError, match="constraints are torch.float32 on cpu, the network torch.float64"):
         ConstrainedParametrization(network, torch.ones(N, dtype=torch.float32))
 
@@ -271,17 +271,17 @@ def test_check_positive_definite_names_a_numerically_singular_metric():
 
 def test_ill_conditioned_but_regular_metrics_are_accepted():
     count = 400
-    weights = torch.full((count,), 1.0 / count)
+    weights = torch.full((count,), 1.0 / count, dtype=torch.float64)
     sobolev = SobolevMetric(weights, stiffness_1d(count, 0.0, 1.0, "dirichlet"), alpha=1.0)  # kappa ~ 6e5
     assert sobolev.check_positive_definite((count, 1)) == (True, None)
-    diagonal = torch.logspace(0, -10, 50)  # kappa = 1e10 < 1/(4 n eps) = 2.3e13
+    diagonal = torch.logspace(0, -10, 50, dtype=torch.float64)  # kappa = 1e10 < 1/(4 n eps) = 2.3e13
     assert MatrixMetric(torch.diag(diagonal)).check_positive_definite((50, 1)) == (True, None)
     with pytest.raises(ValueError, match="numerically singular"):
-        MatrixMetric(torch.diag(torch.logspace(0, -14, 50)))  # kappa = 1e14 >= 2.3e13
+        MatrixMetric(torch.diag(torch.logspace(0, -14, 50, dtype=torch.float64)))  # kappa = 1e14 >= 2.3e13
 
 
 def test_singularity_is_judged_in_the_flow_dtype():
-    diagonal = torch.logspace(0, -6, 20)  # regular in float64, singular in float32 (1/(4 n eps) = 1.0e5)
+    diagonal = torch.logspace(0, -6, 20, dtype=torch.float64)  # regular in float64, singular in float32 (1/(4 n eps) = 1.0e5)
     assert MatrixMetric(torch.diag(diagonal)).check_positive_definite((20, 1)) == (True, None)
     ok, reason = MatrixMetric(torch.diag(diagonal)).check_positive_definite((20, 1), dtype=torch.float32)
     assert not ok and "numerically singular" in reason and "float32" in reason

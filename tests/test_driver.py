@@ -150,7 +150,7 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="theta0 has shape"):
         problem.run(theta0[:3], 2, GaussNewton())
     with pytest.raises(ValueError, match="reference has shape"):
-        problem.run(theta0, 2, GaussNewton(), reference=torch.zeros(2, 32, 1))
+        problem.run(theta0, 2, GaussNewton(), reference=torch.zeros(2, 32, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="max_iterations"):
         GaussNewton(max_iterations=0)
     with pytest.raises(ValueError, match="lr"):

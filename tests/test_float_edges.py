@@ -29,7 +29,7 @@ class Scaled(torch.nn.Module):
     def __init__(self, scale: float, seed: int = 0, dtype=torch.float64):
         super().__init__()
         torch.manual_seed(seed)
-        self.net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(dtype)
+        self.net = torch.nn.Sequential(torch.nn.Linear(1, 8, dtype=torch.float64), torch.nn.Tanh(), torch.nn.Linear(8, 1, dtype=torch.float64)).to(dtype)
         self.scale = scale
 
     def forward(self, points):
@@ -49,13 +49,13 @@ def _holds(result) -> bool:
 
 def test_an_ill_conditioned_matrix_metric_keeps_a_certified_bound_that_holds_as_computed():
     count, condition = 8, 1e12
-    x = torch.linspace(-1.0, 1.0, count).unsqueeze(-1)
-    rotation, _ = torch.linalg.qr(torch.randn(count, count, generator=torch.Generator().manual_seed(1)))
-    matrix = rotation @ torch.diag(torch.logspace(0, math.log10(condition), count)) @ rotation.T
+    x = torch.linspace(-1.0, 1.0, count, dtype=torch.float64).unsqueeze(-1)
+    rotation, _ = torch.linalg.qr(torch.randn(count, count, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    matrix = rotation @ torch.diag(torch.logspace(0, math.log10(condition), count, dtype=torch.float64)) @ rotation.T
     metric = MatrixMetric((matrix + matrix.T) / 2)
     assert metric.solve_condition((count, 1), dtype=torch.float64, device=torch.device("cpu")) > 1e11
     torch.manual_seed(1)
-    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4, dtype=torch.float64), torch.nn.Tanh(), torch.nn.Linear(4, 1, dtype=torch.float64))
     flow = MinimizingMovement(TorchParametrization(net, x), L2Regression(torch.sin(3 * x), metric), metric, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a withdrawn certification warns
@@ -76,10 +76,10 @@ def test_node_values_whose_squares_underflow_keep_a_bound_that_holds(seed):
 def test_a_certified_record_never_states_a_bound_its_own_error_exceeds():
     """A reference that is not the exact flow: e_k > B_k is observed, so certification is withdrawn with the reason."""
     count = 16
-    x = torch.linspace(-1.0, 1.0, count).unsqueeze(-1)
+    x = torch.linspace(-1.0, 1.0, count, dtype=torch.float64).unsqueeze(-1)
     metric = L2Metric(trapezoid_weights(count, -1.0, 1.0))
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4, dtype=torch.float64), torch.nn.Tanh(), torch.nn.Linear(4, 1, dtype=torch.float64)).double()
     energy = CallableEnergy(lambda u: 0.5 * metric.norm(u - x.abs()) ** 2, convexity=1.0)
     flow = MinimizingMovement(TorchParametrization(net, x), energy, metric, 0.2)
     theta0 = flow.parametrization.initial_point()

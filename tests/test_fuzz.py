@@ -52,9 +52,9 @@ OURS = (f"{os.sep}mms_manifolds{os.sep}", f"{os.sep}adapters{os.sep}")
 
 NODES = 10
 _NET = mlp((1, 3, 1), seed=0)
-_X = torch.linspace(-1.0, 1.0, NODES).unsqueeze(-1)
+_X = torch.linspace(-1.0, 1.0, NODES, dtype=torch.float64).unsqueeze(-1)
 _PHI = TorchParametrization(_NET, _X)
-_METRIC = L2Metric(torch.full((NODES,), 0.2))
+_METRIC = L2Metric(torch.full((NODES,), 0.2, dtype=torch.float64))
 _MANIFOLD = IncrementManifold(_PHI, _METRIC)
 _THETA = _PHI.initial_point()
 _P = _PHI.num_parameters
@@ -135,7 +135,7 @@ def valid_calls(*cases: dict):
     return decorate
 
 
-_TANGENT = torch.full((_P,), 0.1)
+_TANGENT = torch.full((_P,), 0.1, dtype=torch.float64)
 
 
 # ------------------------------------------------------------------------------------- the core
@@ -187,13 +187,13 @@ def test_step_problem_construction(anchor, tau):
 
 
 @FUZZ
-@given(weights=tensors(torch.ones(NODES)), matrix=tensors(torch.eye(4)), alpha=_SCALARS, which=st.integers(0, 2))
-@valid_calls(*({"weights": torch.ones(NODES), "matrix": torch.eye(4), "alpha": 0.5, "which": w} for w in range(3)))
+@given(weights=tensors(torch.ones(NODES, dtype=torch.float64)), matrix=tensors(torch.eye(4, dtype=torch.float64)), alpha=_SCALARS, which=st.integers(0, 2))
+@valid_calls(*({"weights": torch.ones(NODES, dtype=torch.float64), "matrix": torch.eye(4, dtype=torch.float64), "alpha": 0.5, "which": w} for w in range(3)))
 def test_metric_construction(weights, matrix, alpha, which):
     builds = [
         lambda: L2Metric(weights).weights,
         lambda: MatrixMetric(matrix).matrix,
-        lambda: SobolevMetric(weights, torch.eye(NODES), alpha).matrix,
+        lambda: SobolevMetric(weights, torch.eye(NODES, dtype=torch.float64), alpha).matrix,
     ]
     exercise(
         ["L2Metric", "MatrixMetric", "SobolevMetric"][which], builds[which], ("weights", "matrix", "alpha", "stiffness")
@@ -207,13 +207,13 @@ def test_parametrization_construction(nodes):
 
 
 @FUZZ
-@given(target=tensors(_X), stiffness=tensors(torch.eye(NODES)), epsilon=_SCALARS, which=st.integers(0, 2))
-@valid_calls(*({"target": _X.abs(), "stiffness": torch.eye(NODES), "epsilon": 0.1, "which": w} for w in range(3)))
+@given(target=tensors(_X), stiffness=tensors(torch.eye(NODES, dtype=torch.float64)), epsilon=_SCALARS, which=st.integers(0, 2))
+@valid_calls(*({"target": _X.abs(), "stiffness": torch.eye(NODES, dtype=torch.float64), "epsilon": 0.1, "which": w} for w in range(3)))
 def test_energy_construction(target, stiffness, epsilon, which):
     builds = [  # construction only: an energy may honestly overflow at extreme data (the driver stops on it)
         lambda: L2Regression(target, _METRIC).target,
         lambda: DirichletEnergy(stiffness).stiffness,
-        lambda: GinzburgLandau(epsilon, torch.eye(NODES), torch.ones(NODES)).stiffness,
+        lambda: GinzburgLandau(epsilon, torch.eye(NODES, dtype=torch.float64), torch.ones(NODES, dtype=torch.float64)).stiffness,
     ]
     names = ("target", "stiffness", "epsilon")
     exercise(["L2Regression", "DirichletEnergy", "GinzburgLandau"][which], builds[which], names)
@@ -229,7 +229,7 @@ def test_driver_time_step(tau):
 @given(
     steps=_SCALARS,
     theta0=tensors(_THETA),
-    reference=tensors(torch.zeros(2, NODES, 1)),
+    reference=tensors(torch.zeros(2, NODES, 1, dtype=torch.float64)),
     tolerance=_SCALARS,
     use_reference=st.booleans(),
 )
@@ -245,8 +245,8 @@ def test_driver_run(steps, theta0, reference, tolerance, use_reference):
         )
         if not result.certified:  # a withdrawn bound is nan by design (e_k > B_k against a foreign reference), and said
             assert "certification_withdrawn" in result.metadata, result.metadata.get("notes")
-            return torch.as_tensor(result.energy)
-        return torch.as_tensor(result.tracking_bound)
+            return torch.as_tensor(result.energy, dtype=torch.float64)
+        return torch.as_tensor(result.tracking_bound, dtype=torch.float64)
 
     exercise("MinimizingMovement.run", call, ("steps", "theta0", "reference", "tolerance"))
 

@@ -23,6 +23,7 @@ from mms_manifolds import (
     default_relative_damping,
 )
 from mms_manifolds.linalg import GramFactorization
+from mms_manifolds.solvers import GaussNewtonState, NoState, SubspaceGaussNewtonState
 from mms_manifolds.reproduce import build
 
 from problems import regression_flow
@@ -46,13 +47,13 @@ def _linear_flow(singular_values: torch.Tensor, repeated_column: bool, tau: floa
     """A linear model Phi = Q diag(s) W^T (plus a duplicated column) with the plain Euclidean metric."""
     generator = torch.Generator().manual_seed(0)
     count, size = 40, singular_values.numel()
-    left, _ = torch.linalg.qr(torch.randn(count, size, generator=generator))
-    right, _ = torch.linalg.qr(torch.randn(size, size, generator=generator))
+    left, _ = torch.linalg.qr(torch.randn(count, size, generator=generator, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=torch.float64))
     basis = left @ torch.diag(singular_values) @ right.T
     if repeated_column:
         basis = torch.cat([basis, basis[:, :1]], dim=1)  # exactly rank deficient
-    metric = L2Metric(torch.ones(count))
-    target = torch.sin(torch.linspace(0, 3, count)).unsqueeze(-1)
+    metric = L2Metric(torch.ones(count, dtype=torch.float64))
+    target = torch.sin(torch.linspace(0, 3, count, dtype=torch.float64)).unsqueeze(-1)
     parametrization = LinearParametrization(basis)
     flow = MinimizingMovement(parametrization, L2Regression(target, metric), metric, tau, damping=0.0)
     return flow, basis, target
@@ -65,7 +66,7 @@ def test_pseudo_inverse_step_on_an_ill_conditioned_jacobian(repeated_column):
     Forming A squares the conditioning: an eigenvalue lambda_i just above the cutoff is known only to relative
     accuracy eps lambda_max / lambda_i, so the image is compared with the SVD reference to 1e-2, not to rounding.
     """
-    flow, basis, target = _linear_flow(torch.logspace(0, -12, 8), repeated_column)
+    flow, basis, target = _linear_flow(torch.logspace(0, -12, 8, dtype=torch.float64), repeated_column)
     theta0 = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta0)
     model = subproblem.gauss_newton_model(theta0)
@@ -84,7 +85,7 @@ def test_pseudo_inverse_step_on_an_ill_conditioned_jacobian(repeated_column):
 @pytest.mark.parametrize("repeated_column", [False, True])
 def test_one_iteration_lands_on_the_constrained_minimiser_of_a_linear_model(repeated_column):
     """Linear phi, quadratic E: the model is exact, so -A^+ g reaches the M-projection of the prox onto range(Phi)."""
-    flow, basis, target = _linear_flow(torch.logspace(0, -4, 8), repeated_column)  # exactly rank deficient if repeated
+    flow, basis, target = _linear_flow(torch.logspace(0, -4, 8, dtype=torch.float64), repeated_column)  # exactly rank deficient if repeated
     theta0 = flow.parametrization.initial_point()
     result = GaussNewton(max_iterations=1, globalization="line-search").solve(flow.subproblem(theta0), theta0)
     prox = (flow.parametrization.value(theta0) + flow.tau * target) / (1 + flow.tau)
@@ -100,7 +101,7 @@ def test_the_step_cutoff_drops_the_eigenvalues_at_or_below_it():
     Those four are resolved to rounding, so the step matches the SVD reference tightly; a cutoff below the
     factorisation's own (p eps) changes nothing.
     """
-    flow, basis, _ = _linear_flow(torch.logspace(0, -12, 8), repeated_column=False)
+    flow, basis, _ = _linear_flow(torch.logspace(0, -12, 8, dtype=torch.float64), repeated_column=False)
     theta0 = flow.parametrization.initial_point()
     model = flow.subproblem(theta0).gauss_newton_model(theta0)
     _, singular, right = torch.linalg.svd(basis, full_matrices=False)
@@ -132,8 +133,8 @@ def test_the_full_pseudo_inverse_takes_over_where_the_truncated_step_has_nothing
     model = subproblem.gauss_newton_model(theta0)
     assert float(model.step(0.0, 1e-12).norm()) < 1e-15  # rounding only
     solver = GaussNewton(max_iterations=1, globalization="line-search")
-    after_a_short_step = {"step_length": 0.5, "relative_damping": solver.initial_damping}  # the truncated step
-    assert solver.step_cutoff_after(after_a_short_step["step_length"]) == 1e-12
+    after_a_short_step = GaussNewtonState(step_length=0.5, relative_damping=solver.initial_damping)  # truncated
+    assert solver.step_cutoff_after(after_a_short_step.step_length) == 1e-12
     result = solver.solve(subproblem, theta0, state=after_a_short_step)
     prox = (anchor + flow.tau * target) / (1 + flow.tau)
     assert torch.allclose(parametrization.value(result.point), prox, atol=1e-9)
@@ -151,13 +152,13 @@ def test_the_line_search_follows_the_accelerated_curve_and_satisfies_armijo(prev
     theta0 = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta0)
     solver = GaussNewton(max_iterations=1, globalization="line-search", step_cutoff=1e-6)
-    state = {"step_length": previous_length, "relative_damping": solver.initial_damping}
+    state = GaussNewtonState(step_length=previous_length, relative_damping=solver.initial_damping)
     result = solver.solve(subproblem, theta0, state=state)
-    length = result.state["step_length"]
+    length = result.state.step_length
     assert length <= min(1.0, 2 * previous_length)
     cutoff = None if previous_length == 1.0 else 1e-6
     assert solver.step_cutoff_after(previous_length) == cutoff
-    assert solver.step_cutoff_after(solver.initial_state()["step_length"]) == 1e-6  # a cold start is truncated
+    assert solver.step_cutoff_after(solver.initial_state().step_length) == 1e-6  # a cold start is truncated
     model = subproblem.gauss_newton_model(theta0)
     step = model.step(0.0, cutoff)
     assert not torch.allclose(step, model.step(0.0, 1e-6 if cutoff is None else None))  # the cutoff matters here
@@ -195,25 +196,25 @@ def test_the_step_cutoff_is_checked(cutoff):
 
 def test_gram_factorization_matches_dense_solves_on_both_sides():
     generator = torch.Generator().manual_seed(3)
-    tall = torch.randn(30, 12, generator=generator)
-    wide = torch.randn(12, 30, generator=generator)
+    tall = torch.randn(30, 12, generator=generator, dtype=torch.float64)
+    wide = torch.randn(12, 30, generator=generator, dtype=torch.float64)
     for factor in (tall, wide):
         gram_matrix = factor.T @ factor
-        rhs = torch.randn(factor.shape[1], generator=generator)
+        rhs = torch.randn(factor.shape[1], generator=generator, dtype=torch.float64)
         smaller_side = (
             GramFactorization(gram_matrix) if factor is tall else GramFactorization(factor @ factor.T, factor=factor)
         )
         for damping in (1e-6, 0.3):
-            reference = torch.linalg.solve(gram_matrix + damping * torch.eye(factor.shape[1]), rhs)
+            reference = torch.linalg.solve(gram_matrix + damping * torch.eye(factor.shape[1], dtype=torch.float64), rhs)
             assert torch.allclose(smaller_side.solve(rhs, damping).value, reference, rtol=1e-7, atol=1e-9)
         pseudo = torch.linalg.pinv(factor) @ torch.linalg.pinv(factor).T @ rhs  # (B^T B)^+ rhs, minimum norm
         assert torch.allclose(smaller_side.solve(rhs, 0.0).value, pseudo, rtol=1e-7, atol=1e-9)
 
 
 def test_cholesky_falls_back_to_the_eigendecomposition_when_rounding_makes_the_shift_indefinite():
-    indefinite = torch.diag(torch.tensor([1.0, -1e-3]))  # a rounding-damaged Gram matrix
+    indefinite = torch.diag(torch.tensor([1.0, -1e-3], dtype=torch.float64))  # a rounding-damaged Gram matrix
     factorization = GramFactorization(indefinite)
-    value = factorization.solve(torch.tensor([1.0, 1.0]), 1e-6).value
+    value = factorization.solve(torch.tensor([1.0, 1.0], dtype=torch.float64), 1e-6).value
     assert bool(torch.isfinite(value).all())
     assert value[1] == pytest.approx(1 / 1e-6)  # eigenvalue clamped at 0, then shifted
 
@@ -247,15 +248,16 @@ def test_warm_started_resume_is_bit_identical(tmp_path):
     theta0 = problem.parametrization.initial_point()
     solver = GaussNewton(max_iterations=1)  # Levenberg-Marquardt here: its damping is the state that travels
     uninterrupted = problem.run(theta0, 6, solver)
-    assert uninterrupted.metadata["solver_state"] != solver.initial_state()  # the state did change on the way
+    assert uninterrupted.metadata["solver_state"] != solver.initial_state().as_metadata()  # the state did change on the way
     path = tmp_path / "checkpoint.npz"
     problem.run(theta0, 3, solver, checkpoint=path)
     partial = MMSResult.load(path)
-    assert partial.metadata["solver_state"] != solver.initial_state()
+    assert partial.metadata["solver_state"] != solver.initial_state().as_metadata()
+    assert solver.state_from_metadata(partial.metadata["solver_state"]).as_metadata() == partial.metadata["solver_state"]
     partial.metadata["steps"] = 6  # the same run, cut after three steps
     partial.save(path)
     cold_path = tmp_path / "cold.npz"
-    partial.metadata["solver_state"] = solver.initial_state()  # a resume that forgot the state
+    partial.metadata["solver_state"] = solver.initial_state().as_metadata()  # a resume that forgot the state
     partial.save(cold_path)
     resumed = problem.run(theta0, 6, solver, checkpoint=path)
     assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
@@ -269,9 +271,12 @@ def test_solver_state_is_checked():
     flow = regression_flow()
     theta0 = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta0)
-    for bad in ({"step_length": 1.0}, {"step_length": math.nan, "relative_damping": 1e-3}, {"a": 1, "b": 2}, [1]):
-        with pytest.raises(ValueError, match="state"):
+    for bad in ({"step_length": 1.0, "relative_damping": 1e-3}, [1], NoState(), SubspaceGaussNewtonState(1.0, 1e-3)):
+        with pytest.raises(TypeError, match="state must be a GaussNewtonState"):
             solver.solve(subproblem, theta0, state=bad)
+    for length, damping in ((math.nan, 1e-3), (0.0, 1e-3), (1.0, -1.0), (1.0, math.inf), (True, 1e-3)):
+        with pytest.raises(ValueError, match="GaussNewtonState (step_length|relative_damping) must be a finite positive"):
+            GaussNewtonState(step_length=length, relative_damping=damping)
     with pytest.raises(ValueError, match="globalization"):
         GaussNewton(globalization="trust-region")
     with pytest.raises(ValueError, match="line_search"):
@@ -303,7 +308,7 @@ def test_geodesic_acceleration_solves_its_normal_equations():
     weights = flow.metric.weights.unsqueeze(-1).expand(*flow.parametrization.output_shape).reshape(-1)
     gram = jacobian.T @ ((1 + 1 / flow.tau) * weights.unsqueeze(-1) * jacobian)  # W = (c + 1/tau) M, c = 1
     curvature = flow.parametrization.second_derivative(theta0, step, step).reshape(-1)
-    residual = (gram + damping * torch.eye(theta0.numel())) @ acceleration
+    residual = (gram + damping * torch.eye(theta0.numel(), dtype=torch.float64)) @ acceleration
     residual = residual + jacobian.T @ ((1 + 1 / flow.tau) * weights * curvature)
     assert float(residual.norm()) <= 1e-8 * float((jacobian.T @ (weights * curvature)).norm())
     assert float(acceleration.norm()) > 0
@@ -339,7 +344,7 @@ def test_solvers_check_points_at_the_door_not_in_the_hot_path(monkeypatch):
     subproblem.cost(theta0)  # a public call from outside a solver is checked
     assert checked == ["theta"]
     with pytest.raises(ValueError, match="theta0 contains 1 non-finite"):
-        GaussNewton(max_iterations=5).solve(subproblem, torch.cat([theta0[:-1], torch.tensor([math.nan])]))
+        GaussNewton(max_iterations=5).solve(subproblem, torch.cat([theta0[:-1], torch.tensor([math.nan], dtype=torch.float64)]))
 
 
 def test_the_step_hessian_knows_when_it_is_a_multiple_of_the_metric():

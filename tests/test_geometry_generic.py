@@ -28,7 +28,7 @@ def build(case, seed, solve_mode="dense", damping=None):
     manifold = IncrementManifold(phi, metric, damping=0.0, solve_mode=solve_mode)
     if damping is None:
         theta = phi.initial_point()
-        trace = sum(float(manifold.metric_matvec(theta, e) @ e) for e in torch.eye(phi.num_parameters))
+        trace = sum(float(manifold.metric_matvec(theta, e) @ e) for e in torch.eye(phi.num_parameters, dtype=torch.float64))
         damping = RELATIVE_DAMPING * trace / phi.num_parameters
     return IncrementManifold(phi, metric, damping=damping, solve_mode=solve_mode)
 
@@ -38,7 +38,7 @@ def dense_metric(manifold, theta):
     phi = manifold.parametrization
     jacobian = jacfwd(phi.value)(theta).reshape(phi.ambient_dimension, -1)
     matrix = manifold.metric.to_dense(phi.output_shape, dtype=theta.dtype, device=theta.device)
-    return jacobian.T @ matrix @ jacobian + manifold.damping * torch.eye(phi.num_parameters)
+    return jacobian.T @ matrix @ jacobian + manifold.damping * torch.eye(phi.num_parameters, dtype=torch.float64)
 
 
 def energy(manifold):
@@ -94,12 +94,12 @@ def test_projection_idempotent_and_orthogonal(case):
     manifold = build(case, 0, "dense", damping=0.0)
     phi = manifold.parametrization
     theta = phi.initial_point()
-    v = torch.randn(phi.output_shape, generator=torch.Generator().manual_seed(1))
+    v = torch.randn(phi.output_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     image = manifold.to_ambient(theta, manifold.project(theta, v))
     again = manifold.to_ambient(theta, manifold.project(theta, image))
     assert torch.allclose(again, image, atol=1e-7 * float(v.norm()))
     residual = v - image
-    for column in torch.eye(phi.num_parameters):
+    for column in torch.eye(phi.num_parameters, dtype=torch.float64):
         tangent_image = manifold.to_ambient(theta, column)
         assert abs(float(manifold.metric.inner(residual, tangent_image))) <= 1e-7 * float(
             tangent_image.norm() * v.norm()
@@ -157,7 +157,7 @@ def test_geodesic_has_constant_speed(case):
 def test_retractions_agree_with_exp_to_first_and_second_order(case):
     manifold = build(case, 0)
     theta, (xi,) = random_vectors(manifold, 5, 1)
-    scales = torch.logspace(-3.0, -2.0, 5).tolist()
+    scales = torch.logspace(-3.0, -2.0, 5, dtype=torch.float64).tolist()
     exact = {t: manifold.exp(theta, t * xi) for t in scales}
     first = [float((manifold.retract(theta, t * xi) - exact[t]).norm()) for t in scales]
     second = [float((manifold.retract_second_order(theta, t * xi) - exact[t]).norm()) for t in scales]
@@ -178,7 +178,7 @@ def test_float32_model_works_with_documented_accuracy(mode):
     m32 = IncrementManifold(single, L2Metric(weights.float()), solve_mode=mode)
     m64 = IncrementManifold(double, L2Metric(weights), damping=m32.damping, solve_mode=mode)
     theta = double.initial_point()
-    egrad = torch.randn(double.num_parameters, generator=torch.Generator().manual_seed(0))
+    egrad = torch.randn(double.num_parameters, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     r32 = m32.egrad2rgrad(theta.float(), egrad.float())
     r64 = m64.egrad2rgrad(theta, egrad)
     assert r32.dtype == torch.float32
@@ -189,7 +189,7 @@ def test_float32_model_works_with_documented_accuracy(mode):
 def test_one_point_forms_the_jacobian_once(mode):
     manifold = build(CASES[0], 0, mode)
     theta, (xi,) = random_vectors(manifold, 1, 1)
-    v = torch.ones(manifold.parametrization.output_shape)
+    v = torch.ones(manifold.parametrization.output_shape, dtype=torch.float64)
     manifold.egrad2rgrad(theta, xi)
     manifold.rhess(theta, xi, xi, xi)
     manifold.project(theta, v)

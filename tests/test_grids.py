@@ -10,7 +10,7 @@ from mms_manifolds.grids import grid_2d, grid_spacing, stiffness_1d, stiffness_2
 def test_every_1d_helper_takes_count_start_stop_boundary_and_they_agree(boundary):
     nodes = uniform_nodes(9, -1.0, 2.0, boundary)
     spacing = grid_spacing(9, -1.0, 2.0, boundary)
-    assert torch.allclose(nodes[1:] - nodes[:-1], torch.full((8,), spacing))
+    assert torch.allclose(nodes[1:] - nodes[:-1], torch.full((8,), spacing, dtype=torch.float64))
     stiffness = stiffness_1d(9, -1.0, 2.0, boundary)
     assert stiffness.shape == (9, 9) and float(stiffness[1, 1]) == pytest.approx(2 / spacing)
     assert float(trapezoid_weights(9, -1.0, 2.0).sum()) == pytest.approx(3.0)

@@ -44,8 +44,8 @@ def test_jacobi_preconditioning_solves_the_same_system_in_fewer_iterations():
 
 
 def test_hutchinson_diagonal_estimates_the_gram_diagonal():
-    parametrization = TorchParametrization(mlp((1, 6, 1), 1), torch.linspace(-1, 1, 40).unsqueeze(-1))
-    metric = L2Metric(torch.full((40,), 0.05))
+    parametrization = TorchParametrization(mlp((1, 6, 1), 1), torch.linspace(-1, 1, 40, dtype=torch.float64).unsqueeze(-1))
+    metric = L2Metric(torch.full((40,), 0.05, dtype=torch.float64))
     operator = GramOperator(parametrization, metric, parametrization.initial_point())
     exact = operator.gram_matrix().diagonal()
     estimate = ConjugateGradientSolve(diagonal_probes=400).factorize(operator).diagonal()
@@ -76,15 +76,15 @@ class LargestTensor(TorchDispatchMode):
 )
 def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner, tolerance):
     count, widths = 400, (1, 24, 24, 1)
-    nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
+    nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
     parametrization = TorchParametrization(mlp(widths, 2), nodes)
-    metric = L2Metric(torch.full((count,), 2 / count))
+    metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
     mode = ConjugateGradientSolve(
         max_iterations=50, preconditioner=preconditioner, on_unconverged="ignore", tolerance=tolerance
     )  # capped: short; the Nyström sketch is p x 16
     manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
     p = parametrization.num_parameters
-    anchor = torch.zeros(parametrization.output_shape)
+    anchor = torch.zeros(parametrization.output_shape, dtype=torch.float64)
     subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), 0.1, anchor)
     theta = parametrization.initial_point()
     guard = LargestTensor()
@@ -96,7 +96,7 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner, toleran
     assert guard.largest < count * p / 10, (guard.largest, count * p)
     dense_guard = LargestTensor()
     with dense_guard:
-        IncrementManifold(parametrization, metric, solve_mode="dense").egrad2rgrad(theta, torch.ones(p))
+        IncrementManifold(parametrization, metric, solve_mode="dense").egrad2rgrad(theta, torch.ones(p, dtype=torch.float64))
     assert dense_guard.largest >= count * p  # the guard does see a materialised Jacobian
 
 
@@ -126,7 +126,7 @@ def test_svd_from_the_gram_eigendecomposition_matches_lapack(shape):
     from mms_manifolds.linalg.operator import _svd_from_gram
 
     generator = torch.Generator().manual_seed(2)
-    factor = torch.randn(*shape, generator=generator)
+    factor = torch.randn(*shape, generator=generator, dtype=torch.float64)
     factor[:, -1] = factor[:, 0]  # rank deficient by one
     left, singular, right = _svd_from_gram(factor)
     reference = torch.linalg.svdvals(factor)
@@ -134,7 +134,7 @@ def test_svd_from_the_gram_eigendecomposition_matches_lapack(shape):
     assert torch.allclose(singular, reference, atol=10 * torch.finfo(factor.dtype).eps ** 0.5 * float(reference[0]))
     assert torch.allclose((left * singular) @ right, factor, atol=1e-12)
     kept = singular > 1e-8 * singular[0]
-    assert torch.allclose(left[:, kept].T @ left[:, kept], torch.eye(int(kept.sum())), atol=1e-10)
+    assert torch.allclose(left[:, kept].T @ left[:, kept], torch.eye(int(kept.sum()), dtype=torch.float64), atol=1e-10)
 
 
 def test_auto_solve_on_cuda_allows_larger_dense_sides():
@@ -148,10 +148,10 @@ def test_an_unconverged_cg_solve_is_reported():
     """CG at its iteration cap above its tolerance: converged=False, and a warning or an error by setting."""
     from mms_manifolds.linalg import UnconvergedSolveError
 
-    parametrization = TorchParametrization(mlp((1, 8, 8, 1), 0), torch.linspace(-1, 1, 50).unsqueeze(-1))
-    metric = L2Metric(torch.full((50,), 1 / 50))
+    parametrization = TorchParametrization(mlp((1, 8, 8, 1), 0), torch.linspace(-1, 1, 50, dtype=torch.float64).unsqueeze(-1))
+    metric = L2Metric(torch.full((50,), 1 / 50, dtype=torch.float64))
     theta = parametrization.initial_point()
-    rhs = torch.ones(parametrization.num_parameters)
+    rhs = torch.ones(parametrization.num_parameters, dtype=torch.float64)
     starved = ConjugateGradientSolve(max_iterations=2, tolerance=1e-14)
     with pytest.warns(RuntimeWarning, match="relative residual"):
         solution = starved.factorize(GramOperator(parametrization, metric, theta)).solve(rhs, 1e-6)
@@ -170,8 +170,8 @@ def test_unconverged_cg_solves_are_counted_per_step_into_the_record():
     from mms_manifolds import GaussNewton, L2Regression, MinimizingMovement
     from mms_manifolds.linalg import UnconvergedSolveWarning
 
-    x = torch.linspace(-1, 1, 50).unsqueeze(-1)
-    metric = L2Metric(torch.full((50,), 1 / 50))
+    x = torch.linspace(-1, 1, 50, dtype=torch.float64).unsqueeze(-1)
+    metric = L2Metric(torch.full((50,), 1 / 50, dtype=torch.float64))
     starved = ConjugateGradientSolve(max_iterations=2, tolerance=1e-14)
     flow = MinimizingMovement(
         TorchParametrization(mlp((1, 8, 8, 1), 0), x),

@@ -207,7 +207,7 @@ def test_meshfree_dirichlet_matches_finite_differences_1d_energy_and_trajectory(
         assert float(grid_flow.metric.norm(grid_values - jet_values)) < 0.05 * change
     assert jet_result.metadata["certified"] is False
     assert any("semi-definite" in note for note in jet_result.metadata["notes"])
-    assert bool(torch.isnan(torch.as_tensor(jet_result.tracking_bound[1:])).all())
+    assert bool(torch.isnan(torch.as_tensor(jet_result.tracking_bound[1:], dtype=torch.float64)).all())
 
 
 def test_meshfree_dirichlet_matches_finite_differences_2d():
@@ -300,7 +300,7 @@ def test_resampling_runs_with_fresh_nodes_resumes_exactly_and_certifies_nothing(
     assert seen == [1, 2, 3]
     assert result.metadata["resampled"] and not result.metadata["certified"]
     assert any("resampled" in note for note in result.metadata["notes"])
-    assert bool(torch.isnan(torch.as_tensor(result.tracking_bound)).all())
+    assert bool(torch.isnan(torch.as_tensor(result.tracking_bound, dtype=torch.float64)).all())
     assert all(math.isfinite(value) for value in result.residual_tangential[1:])
     assert result.energy[-1] < result.energy[0]
 
@@ -317,7 +317,7 @@ def test_resampling_runs_with_fresh_nodes_resumes_exactly_and_certifies_nothing(
     assert seen[-2:] == [2, 3] and len(seen) == 5  # step 2's nodes redrawn to prove the resume, step 3 solved
     torch.testing.assert_close(resumed.thetas[-1], result.thetas[-1], rtol=0, atol=0)
     with pytest.raises(ValueError, match="resample cannot be combined"):
-        flow.run(jets.initial_point(), steps=1, solver=solver, resample=resample, reference=torch.zeros(2, 120, 1))
+        flow.run(jets.initial_point(), steps=1, solver=solver, resample=resample, reference=torch.zeros(2, 120, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="same network"):
         flow.run(
             jets.initial_point(), steps=1, solver=solver, resample=lambda k: _resampled_problem(k, mlp((2, 3, 1), 0))
@@ -330,9 +330,9 @@ class _SoftplusResidual(torch.nn.Module):
     def __init__(self, dimension: int, outputs: int):
         super().__init__()
         torch.manual_seed(7)
-        self.inner = torch.nn.Linear(dimension, 7)
-        self.middle = torch.nn.Linear(7, 7)
-        self.outer = torch.nn.Linear(7, outputs)
+        self.inner = torch.nn.Linear(dimension, 7, dtype=torch.float64)
+        self.middle = torch.nn.Linear(7, 7, dtype=torch.float64)
+        self.outer = torch.nn.Linear(7, outputs, dtype=torch.float64)
 
     def forward(self, points):
         hidden = torch.nn.functional.softplus(self.inner(points))
@@ -354,11 +354,11 @@ def test_node_wise_jet_jacobian_equals_the_batched_jvp_path(network, dimension, 
     network = network.double()
     generator = torch.Generator().manual_seed(5)
     node_sets = {
-        "interior": NodeSet(torch.rand(9, dimension, generator=generator), torch.full((9,), 1 / 9), derivatives),
-        "boundary": NodeSet(torch.rand(4, dimension, generator=generator), torch.full((4,), 1 / 4), ("value",)),
+        "interior": NodeSet(torch.rand(9, dimension, generator=generator, dtype=torch.float64), torch.full((9,), 1 / 9, dtype=torch.float64), derivatives),
+        "boundary": NodeSet(torch.rand(4, dimension, generator=generator, dtype=torch.float64), torch.full((4,), 1 / 4, dtype=torch.float64), ("value",)),
     }
     jets = JetParametrization(network, node_sets, laplacian_probes=probes)
-    theta = jets.initial_point() + 0.1 * torch.randn(jets.num_parameters, generator=generator)
+    theta = jets.initial_point() + 0.1 * torch.randn(jets.num_parameters, generator=generator, dtype=torch.float64)
     fast = jets.jacobian(theta)
     reference = super(TorchParametrization, jets).jacobian(theta)  # FunctionParametrization: batched JVPs
     assert fast.shape == reference.shape == (*jets.output_shape, jets.num_parameters)

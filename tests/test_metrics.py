@@ -37,7 +37,7 @@ def _metrics():
 def test_metric_identities(name):
     metric = _metrics()[name]
     generator = torch.Generator().manual_seed(0)
-    u, v = torch.randn(3, 7, 2, generator=generator), torch.randn(3, 7, 2, generator=generator)
+    u, v = torch.randn(3, 7, 2, generator=generator, dtype=torch.float64), torch.randn(3, 7, 2, generator=generator, dtype=torch.float64)
     assert torch.allclose(metric.inner(u, v), metric.inner(v, u), atol=1e-12)
     assert bool((metric.inner(u, u) > 0).all())
     assert torch.allclose(metric.solve(metric.apply(u)), u, atol=1e-10)
@@ -52,14 +52,14 @@ def test_user_metric_drives_a_manifold():
     manifold = IncrementManifold(phi, ExponentialWeights())
     theta = phi.initial_point()
     xi = manifold.random_tangent(theta, torch.Generator().manual_seed(1))
-    assert torch.allclose(manifold.norm(theta, xi), torch.tensor(1.0))
+    assert torch.allclose(manifold.norm(theta, xi), torch.tensor(1.0, dtype=torch.float64))
 
 
 def test_sobolev_matches_its_definition():
     weights = trapezoid_weights(5, 0.0, 1.0)
     stiffness = stiffness_1d(5, 0.0, 1.0, "neumann")
     metric = SobolevMetric(weights, stiffness, alpha=2.0)
-    u = torch.randn(5, 1, generator=torch.Generator().manual_seed(0))
+    u = torch.randn(5, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     expected = (weights * u[:, 0] ** 2).sum() + 2.0 * u[:, 0] @ stiffness @ u[:, 0]
     assert torch.allclose(metric.inner(u, u), expected)
 
@@ -67,13 +67,13 @@ def test_sobolev_matches_its_definition():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: L2Metric(torch.tensor([1.0, 0.0])), "strictly positive"),
-        (lambda: L2Metric(torch.tensor([1.0, float("inf")])), "non-finite"),
-        (lambda: L2Metric(torch.ones(2, 2)), "1 dimension"),
-        (lambda: MatrixMetric(torch.tensor([[1.0, 2.0], [0.0, 1.0]])), "not symmetric"),
-        (lambda: MatrixMetric(torch.tensor([[1.0, 2.0], [2.0, 1.0]])), "not positive definite"),
-        (lambda: MatrixMetric(torch.ones(2, 3)), "square"),
-        (lambda: SobolevMetric(torch.ones(3), torch.eye(3), alpha=-1.0), "alpha"),
+        (lambda: L2Metric(torch.tensor([1.0, 0.0], dtype=torch.float64)), "strictly positive"),
+        (lambda: L2Metric(torch.tensor([1.0, float("inf")], dtype=torch.float64)), "non-finite"),
+        (lambda: L2Metric(torch.ones(2, 2, dtype=torch.float64)), "1 dimension"),
+        (lambda: MatrixMetric(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)), "not symmetric"),
+        (lambda: MatrixMetric(torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)), "not positive definite"),
+        (lambda: MatrixMetric(torch.ones(2, 3, dtype=torch.float64)), "square"),
+        (lambda: SobolevMetric(torch.ones(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64), alpha=-1.0), "alpha"),
     ],
 )
 def test_bad_metrics_are_rejected(build, message):
@@ -94,6 +94,6 @@ def test_indefinite_user_metric_is_rejected_by_the_manifold():
 
 def test_wrong_size_values_are_rejected():
     with pytest.raises(ValueError, match="nodes"):
-        L2Metric(torch.ones(3)).apply(torch.ones(4, 1))
+        L2Metric(torch.ones(3, dtype=torch.float64)).apply(torch.ones(4, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="does not match"):
-        MatrixMetric(torch.eye(3)).apply(torch.ones(4, 1))
+        MatrixMetric(torch.eye(3, dtype=torch.float64)).apply(torch.ones(4, 1, dtype=torch.float64))

@@ -17,7 +17,7 @@ SEEDS = st.integers(0, 2**16)
 
 
 def _random(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 @settings(max_examples=10, deadline=None)
@@ -155,8 +155,8 @@ def test_float32_module_is_followed():
     "nodes, message",
     [
         (nodes_1d(5, torch.float32), "dtype"),
-        (torch.empty(0, 1), "at least one node"),
-        (torch.tensor([[0.0], [float("nan")]]), "non-finite"),
+        (torch.empty(0, 1, dtype=torch.float64), "at least one node"),
+        (torch.tensor([[0.0], [float("nan")]], dtype=torch.float64), "non-finite"),
     ],
 )
 def test_bad_nodes_are_rejected(nodes, message):
@@ -168,9 +168,9 @@ def test_bad_nodes_are_rejected(nodes, message):
 def test_bad_points_are_rejected():
     phi = mlp_parametrization(0)
     with pytest.raises(ValueError, match="shape"):
-        phi.check_point(torch.zeros(3))
+        phi.check_point(torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="non-finite"):
-        phi.check_point(torch.full((phi.num_parameters,), float("nan")))
+        phi.check_point(torch.full((phi.num_parameters,), float("nan"), dtype=torch.float64))
     with pytest.raises(TypeError, match="dtype"):
         phi.check_point(torch.zeros(phi.num_parameters, dtype=torch.float32))
     with pytest.raises(ValueError, match="theta0"):

@@ -36,7 +36,7 @@ class _Trigonometric(torch.nn.Module):
     def __init__(self, a, b):
         super().__init__()
         self.embedding = PeriodicEmbedding()
-        self.linear = torch.nn.Linear(2 * a.shape[0], 1, bias=False)
+        self.linear = torch.nn.Linear(2 * a.shape[0], 1, bias=False, dtype=torch.float64)
         with torch.no_grad():
             self.linear.weight.copy_(torch.cat([a, b]).unsqueeze(0))
 
@@ -45,7 +45,7 @@ class _Trigonometric(torch.nn.Module):
 
 
 def test_embedded_jets_match_the_closed_form():
-    a, b = torch.tensor([0.7, -1.3]), torch.tensor([0.4, 2.0])
+    a, b = torch.tensor([0.7, -1.3], dtype=torch.float64), torch.tensor([0.4, 2.0], dtype=torch.float64)
     nodes = torus_monte_carlo(7, 2, ALL, generator=torch.Generator().manual_seed(1))
     jets = JetParametrization(_Trigonometric(a, b), {"torus": nodes})
     jet = jets.jets(jets.initial_point())["torus"]
@@ -76,7 +76,7 @@ def test_embedded_network_and_its_jets_are_periodic():
     net = periodic_mlp(2, (10, 10, 1), seed=0)
     generator = torch.Generator().manual_seed(3)
     base = torus_monte_carlo(6, 2, ALL, generator=generator)
-    shifts = torch.tensor([[period, 0.0], [0.0, -period], [2 * period, 3 * period]])
+    shifts = torch.tensor([[period, 0.0], [0.0, -period], [2 * period, 3 * period]], dtype=torch.float64)
     reference = JetParametrization(net, {"torus": base})
     expected = reference.value(reference.initial_point())
     for shift in shifts:

@@ -32,7 +32,7 @@ HERE = Path(__file__).parent
 
 
 def _flow_for(net: torch.nn.Module, count: int) -> MinimizingMovement:
-    x = torch.linspace(-1.0, 1.0, count).unsqueeze(-1)
+    x = torch.linspace(-1.0, 1.0, count, dtype=torch.float64).unsqueeze(-1)
     metric = L2Metric(trapezoid_weights(count, -1.0, 1.0))
     return MinimizingMovement(TorchParametrization(net, x), L2Regression(torch.sin(3 * x), metric), metric, 0.3)
 
@@ -46,7 +46,7 @@ def _duplicated_units():
 
 def _dead_relu():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(1, 6), torch.nn.ReLU(), torch.nn.Linear(6, 1)).double()
+    net = torch.nn.Sequential(torch.nn.Linear(1, 6, dtype=torch.float64), torch.nn.ReLU(), torch.nn.Linear(6, 1, dtype=torch.float64)).double()
     with torch.no_grad():
         net[0].bias[:2] = -10.0  # two units never activate on [-1, 1]: their weights have zero Jacobian columns
     return _flow_for(net, 24)

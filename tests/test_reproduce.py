@@ -53,7 +53,7 @@ def test_known_minimizer_energy_prox_is_optimal_and_its_grid_minimiser_is_cos():
     energy = QuarticEnergy(stiffness_1d(count, -1.0, 1.0, "neumann"), weights, source)
     metric = L2Metric(weights)
     assert energy.convexity(metric) == pytest.approx(0.0, abs=1e-8)
-    u = torch.zeros(count, 1)
+    u = torch.zeros(count, 1, dtype=torch.float64)
     step = energy.prox(u, 0.5, metric)
     optimality = energy.gradient(step) + metric.apply(step - u) / 0.5
     assert float(optimality.abs().max()) < 1e-10
@@ -67,9 +67,9 @@ def test_known_minimizer_energy_prox_is_optimal_and_its_grid_minimiser_is_cos():
 def test_latent_diffusion_pieces():
     latents = digits_latents(4)
     assert latents.shape == (1797, 4)
-    torch.testing.assert_close(latents.std(0), torch.ones(4), rtol=1e-6, atol=0)
+    torch.testing.assert_close(latents.std(0), torch.ones(4, dtype=torch.float64), rtol=1e-6, atol=0)
     assert energy_distance(latents[:300], latents[300:600]) < 0.15  # sampling noise of 300 points
-    noise = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(300, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert energy_distance(latents[:300], 3 * noise) > 0.5
     samples = ddpm_sample(lambda z: torch.zeros_like(z[:, :4]), NoiseSchedule(), 50, 4, seed=0)
     assert samples.shape == (50, 4) and bool(torch.isfinite(samples).all())

@@ -32,9 +32,9 @@ COUNT = 16
 
 
 def _flow(energy_kind: str = "prox", nodes=None) -> MinimizingMovement:
-    x = torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1) if nodes is None else nodes
+    x = torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1) if nodes is None else nodes
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4, dtype=torch.float64), torch.nn.Tanh(), torch.nn.Linear(4, 1, dtype=torch.float64)).double()
     metric = L2Metric(trapezoid_weights(COUNT, -1.0, 1.0))
     energy = L2Regression(x.abs(), metric)
     if energy_kind == "callable":
@@ -117,6 +117,27 @@ LIES = {
         "scheme_record",
     ),
     "a negative time step": (lambda a, h: h["metadata"]["scheme_record"]["time_steps"].__setitem__(0, -0.2), "scheme_record"),
+    "scheme_record g_norm of 3 parts": (lambda a, h: h["metadata"]["scheme_record"].update(g_norm=[0.0] * 3), "g_norm"),
+    "scheme_record g_norm strings": (lambda a, h: h["metadata"]["scheme_record"].update(g_norm=["0"] * 4), "g_norm"),
+    "scheme_record next_step zero": (lambda a, h: h["metadata"]["scheme_record"].update(next_step=0.0), "next_step"),
+    "scheme_record rejected_steps -1": (
+        lambda a, h: h["metadata"]["scheme_record"].update(rejected_steps=-1),
+        "rejected_steps",
+    ),
+    "scheme_record rejected_steps 1.5": (
+        lambda a, h: h["metadata"]["scheme_record"].update(rejected_steps=1.5),
+        "rejected_steps",
+    ),
+    "solver_state a list": (lambda a, h: h["metadata"].update(solver_state=[0.5, 1e-3]), "solver_state"),
+    "solver_state with a string": (
+        lambda a, h: h["metadata"]["solver_state"].update(step_length="0.5"),
+        "solver_state.*step_length",
+    ),
+    "solver_state with a nan": (
+        lambda a, h: h["metadata"]["solver_state"].update(relative_damping=float("nan")),
+        "solver_state.*relative_damping",
+    ),
+    "solver_state with a boolean": (lambda a, h: h["metadata"]["solver_state"].update(step_length=True), "solver_state"),
 }
 
 
@@ -126,6 +147,24 @@ def test_a_resealed_file_that_breaks_the_records_rules_is_refused_naming_the_rul
     path = _write(tmp_path / "lie.npz", _resealed(valid, edit))
     with pytest.raises(ResultFileError, match=rf"not a valid MMS result: .*{rule}"):
         MMSResult.load(path)
+
+
+@pytest.mark.parametrize(
+    "stored, problem",
+    [
+        ({"step_length": 0.5}, "keys"),  # a field missing
+        ({"step_length": 0.5, "relative_damping": 1e-3, "next_draw": 2}, "keys"),  # another solver's state
+        ({"step_length": -0.5, "relative_damping": 1e-3}, "step_length must be a finite positive number"),
+    ],
+)
+def test_a_resealed_solver_state_the_solver_refuses_stops_the_resume_naming_it(tmp_path, valid, stored, problem):
+    """The file's rules take any object of finite numbers; which fields and values, the solver's state class says."""
+    assert set(json.loads(str(valid["header"]))["metadata"]["solver_state"]) == {"step_length", "relative_damping"}
+    path = _write(tmp_path / "state.npz", _resealed(valid, lambda a, h: h["metadata"].update(solver_state=stored)))
+    MMSResult.load(path)  # a valid file
+    flow = _flow()
+    with pytest.raises(ValueError, match=rf"cannot be resumed: its solver_state: .*GaussNewtonState.*{problem}"):
+        flow.run(flow.parametrization.initial_point(), 3, GaussNewton(max_iterations=2), checkpoint=path)
 
 
 def test_an_uncertified_record_may_have_errors_above_its_bounds(tmp_path, valid):

@@ -23,14 +23,14 @@ from mms_manifolds.energies import Energy
 from mms_manifolds.grids import trapezoid_weights
 
 COUNT = 16
-X = torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1)
+X = torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1)
 WEIGHTS = trapezoid_weights(COUNT, -1.0, 1.0)
 TARGET_OF_THE_MODULE = X.abs()  # a module global an energy reads
 
 
 def _net() -> torch.nn.Sequential:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    return torch.nn.Sequential(torch.nn.Linear(1, 4, dtype=torch.float64), torch.nn.Tanh(), torch.nn.Linear(4, 1, dtype=torch.float64)).double()
 
 
 class Lifted(torch.nn.Module):
@@ -62,7 +62,7 @@ class Listed(torch.nn.Module):
 
     def __init__(self, scale: float):
         super().__init__()
-        self.net, self.extra = _net(), [torch.tensor(scale)]
+        self.net, self.extra = _net(), [torch.tensor(scale, dtype=torch.float64)]
 
     def forward(self, points):
         return self.net(points) * self.extra[0]
@@ -139,7 +139,7 @@ def _nodes_resample(shift: float):
     def resample(step):
         generator = torch.Generator().manual_seed(step)
         nodes = (torch.rand(COUNT, 1, generator=generator, dtype=torch.float64) * 2 - 1) * (1 - shift)
-        metric = L2Metric(torch.full((COUNT,), 2.0 / COUNT))
+        metric = L2Metric(torch.full((COUNT,), 2.0 / COUNT, dtype=torch.float64))
         return TorchParametrization(_net(), nodes), L2Regression(nodes.abs(), metric), metric
 
     return resample

@@ -111,7 +111,7 @@ def conditioned_gram(size: int = 400, decay: int = 40, seed: int = 0) -> torch.T
     """A PSD matrix with 40 eigenvalues from 1 down to 1e-12 (a smooth network's fast decay) and a zero block."""
     generator = torch.Generator().manual_seed(seed)
     basis, _ = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=torch.float64))
-    eigenvalues = torch.cat([torch.logspace(0, -12, decay, dtype=torch.float64), torch.zeros(size - decay)])
+    eigenvalues = torch.cat([torch.logspace(0, -12, decay, dtype=torch.float64), torch.zeros(size - decay, dtype=torch.float64)])
     matrix = (basis * eigenvalues) @ basis.T
     return 0.5 * (matrix + matrix.T)
 
@@ -299,7 +299,7 @@ def test_certify_false_skips_the_residuals_and_says_so():
     theta = flow.parametrization.initial_point()
     certified = flow.run(theta, 2, GaussNewton(max_iterations=2))
     quick = flow.run(theta, 2, GaussNewton(max_iterations=2), certify=False)
-    assert torch.equal(torch.as_tensor(quick.thetas[-1]), torch.as_tensor(certified.thetas[-1]))  # the same steps
+    assert torch.equal(torch.as_tensor(quick.thetas[-1], dtype=torch.float64), torch.as_tensor(certified.thetas[-1], dtype=torch.float64))  # the same steps
     assert certified.certified and not quick.certified
     assert all(math.isnan(value) for value in quick.residual_total[1:])
     assert all(math.isnan(value) for value in quick.tracking_bound[1:])

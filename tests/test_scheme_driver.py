@@ -1,14 +1,18 @@
 """The driver with time schemes: implicit Euler bit for bit, BDF2's bound against exact BDF2 iterates, resumes, adaptive steps, the continuous-flow bound."""
 
+import dataclasses
+import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
-from mms_manifolds import GaussNewton, MinimizingMovement, MMSResult
+from mms_manifolds import GaussNewton, L2Metric, MinimizingMovement, MMSResult
 from mms_manifolds import mms as mms_module
 from mms_manifolds.reproduce.experiments import build
 from mms_manifolds.schemes import BDF2, ImplicitEuler
+from mms_manifolds.time_stepping import SchemeRecord, SchemeStepper
 
 
 def _flow(experiment, scheme):
@@ -147,3 +151,35 @@ def test_certify_false_with_bdf2_computes_no_residual_in_the_richardson_start():
     assert math.isfinite(certified.residual_total[1])
     assert all(math.isnan(value) for value in quick.residual_total[1:])
     assert all(math.isnan(value) for value in quick.tracking_bound[1:])
+
+
+@pytest.mark.filterwarnings("ignore:certification withdrawn at MMS step 3:RuntimeWarning")  # variable-step BDF2
+@pytest.mark.parametrize("scheme", [ImplicitEuler(), BDF2()], ids=["euler", "bdf2"])
+def test_a_resumed_adaptive_run_repeats_an_uninterrupted_one_rejections_included(tmp_path, scheme):
+    """The controller's next step and rejection count travel in the scheme's record through the checkpoint."""
+    experiment = build("heat_1d", "quick")
+    flow, solver, tolerance = _flow(experiment, scheme), GaussNewton(max_iterations=2), 2e-6
+    uninterrupted = flow.run(experiment.theta0, 5, solver, time_tolerance=tolerance)
+    record = uninterrupted.metadata["scheme_record"]
+    assert record["rejected_steps"] > 0 and len(set(record["time_steps"])) > 1
+    path = tmp_path / "adaptive.npz"
+    flow.run(experiment.theta0, 3, solver, checkpoint=path, time_tolerance=tolerance)
+    resumed = flow.run(experiment.theta0, 5, solver, checkpoint=path, time_tolerance=tolerance)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
+    assert resumed.metadata["scheme_record"] == record
+
+
+def test_the_scheme_record_is_frozen_and_the_stepper_returns_new_ones():
+    record = SchemeRecord(time_steps=(0.1,), local_error_estimate=(None,), flow_bound=(None,), next_step=0.2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.rejected_steps = 3
+    metric = L2Metric(torch.full((4,), 0.25, dtype=torch.float64))
+    stepper = SchemeStepper(ImplicitEuler(), 0.1, 1.0, metric, torch.float64, 4, True, 1e-3)
+    assert stepper.next_step(record) == 0.2
+    assert stepper.accept(0.2, 1e-2) == (False, pytest.approx(0.2 * max(0.2, 0.9 * (1e-3 / 1e-2) ** 0.5)))
+    after = stepper.after_step(record, 0.2, 1e-4, 0.5, 0.3, 2)
+    assert after == SchemeRecord((0.1, 0.2), (None, 1e-4), (None, 0.5), None, 0.3, 2)
+    assert record == SchemeRecord((0.1,), (None,), (None,), None, 0.2, 0)  # unchanged
+    assert SchemeRecord.from_metadata(json.loads(json.dumps(after.as_metadata()))) == after
+    fixed = SchemeStepper(ImplicitEuler(), 0.1, 1.0, metric, torch.float64, 4, True, None)
+    assert fixed.after_step(record, 0.1, math.nan, math.nan, 0.7, 0).next_step == 0.2  # no controller: kept

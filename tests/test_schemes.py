@@ -26,7 +26,7 @@ UNIT_SQUARE = (0.0, 1.0, 0.0, 1.0)
 def _heat_1d(count=24):
     spacing = grid_spacing(count, 0.0, 1.0, "dirichlet")
     x = uniform_nodes(count, 0.0, 1.0, "dirichlet").unsqueeze(-1)
-    metric = L2Metric(torch.full((count,), spacing))
+    metric = L2Metric(torch.full((count,), spacing, dtype=torch.float64))
     stiffness = 0.25 * stiffness_1d(count, 0.0, 1.0, "dirichlet")
     return x, metric, DirichletEnergy(stiffness), stiffness, spacing
 
@@ -34,7 +34,7 @@ def _heat_1d(count=24):
 def _heat_2d(count=10):
     spacing = grid_spacing(count, 0.0, 1.0, "dirichlet")
     points = grid_2d(count, count, UNIT_SQUARE, "dirichlet")
-    metric = L2Metric(torch.full((count * count,), spacing**2))
+    metric = L2Metric(torch.full((count * count,), spacing**2, dtype=torch.float64))
     stiffness = 0.25 * stiffness_2d(count, count, UNIT_SQUARE, "dirichlet")
     u0 = torch.sin(math.pi * points[:, :1]) * torch.sin(math.pi * points[:, 1:])
     u0 = u0 + 0.3 * torch.sin(2 * math.pi * points[:, :1]) * torch.sin(3 * math.pi * points[:, 1:])
@@ -74,7 +74,7 @@ def _closed_form_bdf2(stiffness, mass, u0, steps):
 def _bdf2_deviation(scheme, steps):
     x, metric, energy, stiffness, spacing = _heat_1d()
     u0 = torch.sin(math.pi * x) + 0.5 * torch.sin(3 * math.pi * x)
-    mass = spacing * torch.eye(x.shape[0])
+    mass = spacing * torch.eye(x.shape[0], dtype=torch.float64)
     ours = scheme.exact_trajectory(energy, metric, u0, steps)
     reference = _closed_form_bdf2(stiffness, mass, u0, steps)
     return float((ours - reference).abs().max() / reference.abs().max())
@@ -199,9 +199,9 @@ def test_bad_scheme_settings_are_named():
     with pytest.raises(ValueError, match="1 \\+ sqrt\\(2\\)"):
         BDF2(max_ratio=2.5)
     with pytest.raises(ValueError, match="exceeds max_ratio"):
-        BDF2().plan([torch.zeros(2, 1), torch.zeros(2, 1)], [0.1], 0.25)
+        BDF2().plan([torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)], [0.1], 0.25)
     with pytest.raises(ValueError, match="richardson_start"):
-        BDF2().plan([torch.zeros(2, 1)], [], 0.1)
+        BDF2().plan([torch.zeros(2, 1, dtype=torch.float64)], [], 0.1)
     with pytest.raises(ValueError, match="time_tolerance"):
         StepController(0.0, order=1)
 
@@ -214,13 +214,13 @@ def _g_norm(metric, newest, older):
 
 
 def test_g_matrix_and_its_norm_constant_are_sharp():
-    g = torch.tensor(BDF2_G_MATRIX)
+    g = torch.tensor(BDF2_G_MATRIX, dtype=torch.float64)
     generator = torch.Generator().manual_seed(0)
-    pairs = torch.randn(2000, 2, generator=generator)
+    pairs = torch.randn(2000, 2, generator=generator, dtype=torch.float64)
     quadratic = ((pairs @ g) * pairs).sum(-1)
     assert torch.allclose(quadratic, 0.25 * (pairs[:, 0] ** 2 + (2 * pairs[:, 0] - pairs[:, 1]) ** 2))
     assert float((pairs[:, 0].abs() / quadratic.sqrt()).max()) <= BDF2Ledger.NORM_CONSTANT
-    attained = torch.tensor([1.0, 2.0])  # e_k = 2 e_k+1
+    attained = torch.tensor([1.0, 2.0], dtype=torch.float64)  # e_k = 2 e_k+1
     assert float(attained[0] / (attained @ g @ attained).sqrt()) == pytest.approx(BDF2Ledger.NORM_CONSTANT)
     assert torch.linalg.eigvalsh(g).tolist() == pytest.approx([(3 - 2 * math.sqrt(2)) / 4, (3 + 2 * math.sqrt(2)) / 4])
 
@@ -255,7 +255,7 @@ def _perturbed_bdf2(energy, metric, u0, tau, steps, size, seed, mode):
     states, bounds, errors, g = [u0], [], [], None
     for k in range(steps):
         plan = scheme.plan(states, [tau] * (len(states) - 1), tau)
-        new = energy.prox(plan.anchor, plan.tau, metric) + size * float(torch.randn((), generator=generator)) * mode
+        new = energy.prox(plan.anchor, plan.tau, metric) + size * float(torch.randn((), generator=generator, dtype=torch.float64)) * mode
         gradient = energy.gradient(new) / metric.weights.unsqueeze(-1)
         rho = float(metric.norm(gradient + (new - plan.anchor) / plan.tau))
         residual = Residual(rho, rho, 0.0)
@@ -305,7 +305,7 @@ def test_euler_flow_bound_holds_against_the_continuous_flow(perturbation):
     states, bound = [u0], 0.0
     for k in range(steps):
         new = energy.prox(states[-1], tau, metric)
-        new = new + perturbation * torch.randn(new.shape, generator=generator)
+        new = new + perturbation * torch.randn(new.shape, generator=generator, dtype=torch.float64)
         residual = float(metric.norm(energy.gradient(new) / metric.weights.unsqueeze(-1) + (new - states[-1]) / tau))
         bound, problem = checker.step(bound, energy, states[-1], new, tau, residual)
         assert problem is None
@@ -324,7 +324,7 @@ def test_euler_flow_bound_refuses_a_non_convex_energy_and_a_negative_estimator()
     count = 32
     weights = trapezoid_weights(count, -1.0, 1.0)
     energy = GinzburgLandau(0.1, stiffness_1d(count, -1.0, 1.0, "neumann"), weights)
-    small, big = 0.1 * torch.ones(count, 1), 0.2 * torch.ones(count, 1)  # the double well is concave near 0
+    small, big = 0.1 * torch.ones(count, 1, dtype=torch.float64), 0.2 * torch.ones(count, 1, dtype=torch.float64)  # the double well is concave near 0
     assert bregman_estimator(energy, small, big)[0] < 0
     _, problem = EulerFlowBound(0.0).step(0.0, energy, small, big, 0.1, 0.0)
     assert "not convex" in problem
@@ -336,16 +336,16 @@ def test_teng_spectral_reference_agrees_with_the_schemes_on_its_modes():
 
     wavenumbers, coefficients = teng.random_initial_condition(modes=12, highest=6, seed=1)
     rates = torch.tensor(teng.DIFFUSIVITY * (wavenumbers**2).sum(-1), dtype=torch.float64)
-    metric, energy = L2Metric(torch.ones(rates.shape[0])), DirichletEnergy(torch.diag(rates))
-    u0 = torch.tensor(coefficients.real).unsqueeze(-1)
+    metric, energy = L2Metric(torch.ones(rates.shape[0], dtype=torch.float64)), DirichletEnergy(torch.diag(rates))
+    u0 = torch.tensor(coefficients.real, dtype=torch.float64).unsqueeze(-1)
     z = teng._decay_rates(wavenumbers) * 0.01
     for name, scheme in (("BDF2, Richardson start", BDF2()), ("BDF2, implicit Euler start", BDF2(start="euler"))):
         ours = scheme.exact_trajectory(energy, metric, u0, [0.01] * 7)[-1, :, 0]
         theirs = teng.SCHEMES[name](z, 7, coefficients.real)
-        assert torch.allclose(ours, torch.tensor(theirs), rtol=1e-13, atol=1e-16)
+        assert torch.allclose(ours, torch.tensor(theirs, dtype=torch.float64), rtol=1e-13, atol=1e-16)
     assert torch.allclose(
         ImplicitEuler().exact_trajectory(energy, metric, u0, [0.01] * 7)[-1, :, 0],
-        torch.tensor(teng.SCHEMES["implicit Euler"](z, 7, coefficients.real)),
+        torch.tensor(teng.SCHEMES["implicit Euler"](z, 7, coefficients.real), dtype=torch.float64),
         rtol=1e-13,
     )
     # the stand-in is a real function: coefficients of -k are the conjugates of those of k

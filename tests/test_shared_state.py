@@ -9,12 +9,12 @@ from mms_manifolds import GaussNewton, L2Metric, L2Regression, MinimizingMovemen
 from mms_manifolds.grids import trapezoid_weights
 
 COUNT = 64
-X = torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1)
+X = torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1)
 
 
 def _net(seed: int = 0, width: int = 32) -> torch.nn.Sequential:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(1, width), torch.nn.Tanh(), torch.nn.Linear(width, 1)).double()
+    return torch.nn.Sequential(torch.nn.Linear(1, width, dtype=torch.float64), torch.nn.Tanh(), torch.nn.Linear(width, 1, dtype=torch.float64)).double()
 
 
 def _in_threads(work, count: int = 4) -> list:
@@ -36,8 +36,8 @@ def _in_threads(work, count: int = 4) -> list:
 def test_one_parametrization_in_several_threads_gives_the_single_threaded_numbers():
     phi = TorchParametrization(_net(), X)
     generator = torch.Generator().manual_seed(1)
-    thetas = [torch.randn(phi.num_parameters, generator=generator) for _ in range(4)]
-    tangent = torch.randn(phi.num_parameters, generator=generator)
+    thetas = [torch.randn(phi.num_parameters, generator=generator, dtype=torch.float64) for _ in range(4)]
+    tangent = torch.randn(phi.num_parameters, generator=generator, dtype=torch.float64)
     expected = [(phi.value(theta), phi.jvp(theta, tangent), phi.vjp(theta, phi.value(theta))) for theta in thetas]
 
     def work(index: int) -> int:
@@ -72,7 +72,7 @@ class Counting(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.net = _net()
-        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.float64))
 
     def forward(self, points):
         self.calls += 1

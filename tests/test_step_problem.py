@@ -29,7 +29,7 @@ def test_an_anchor_that_no_network_reaches_and_another_step_size_give_the_exact_
     flow = linear_regression_flow(damping=0.0, tau=0.3)
     theta = flow.parametrization.initial_point()
     previous, current = flow.parametrization.value(theta), flow.parametrization.value(1.1 * theta)
-    nodes = torch.linspace(-1.0, 1.0, previous.shape[0]).unsqueeze(-1)
+    nodes = torch.linspace(-1.0, 1.0, previous.shape[0], dtype=torch.float64).unsqueeze(-1)
     anchor = (4 * current - previous) / 3 + 0.05 * torch.sin(7 * nodes)  # not a network output
     size = 2 * flow.tau / 3
     step = flow.step_problem(anchor, size)
@@ -66,13 +66,13 @@ def test_a_bad_anchor_is_named():
     flow = regression_flow()
     shape = flow.parametrization.output_shape
     with pytest.raises(ValueError, match="anchor has shape"):
-        flow.step_problem(torch.zeros(shape[0] + 1, shape[1]))
+        flow.step_problem(torch.zeros(shape[0] + 1, shape[1], dtype=torch.float64))
     with pytest.raises(ValueError, match="anchor contains"):
-        flow.step_problem(torch.full(shape, float("nan")))
+        flow.step_problem(torch.full(shape, float("nan"), dtype=torch.float64))
     with pytest.raises(TypeError, match="anchor has dtype"):
         flow.step_problem(torch.zeros(shape, dtype=torch.float32))
     with pytest.raises(ValueError, match="tau"):
-        flow.step_problem(torch.zeros(shape), -1.0)
+        flow.step_problem(torch.zeros(shape, dtype=torch.float64), -1.0)
 
 
 def test_a_step_size_too_large_for_a_semiconvex_energy_is_refused():

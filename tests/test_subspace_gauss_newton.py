@@ -23,6 +23,7 @@ from mms_manifolds import (
 from mms_manifolds.linalg import ConjugateGradientSolve
 from mms_manifolds.parametrizations.base import Parametrization
 from mms_manifolds.parametrizations.torch_function import FunctionParametrization
+from mms_manifolds.solvers import GaussNewtonState, SubspaceGaussNewtonState
 
 from cases import mlp
 from problems import heat_flow, regression_flow
@@ -62,18 +63,18 @@ def test_the_full_block_solve_is_levenberg_marquardt_gauss_newton(make_flow):
     subspace = SubspaceGaussNewton(block_size=p + 3, **options).solve(subproblem, theta)
     dense = GaussNewton(solve_mode="dense", **options).solve(subproblem, theta)
     assert _relative(subspace.point - theta, dense.point - theta) < 1e-10
-    assert subspace.state["relative_damping"] == pytest.approx(dense.state["relative_damping"], rel=1e-10)
+    assert subspace.state.relative_damping == pytest.approx(dense.state.relative_damping, rel=1e-10)
 
 
 def _linear_subproblem(count: int, size: int, tau: float = 0.4):
     generator = torch.Generator().manual_seed(3)
-    basis = torch.randn(count, size, generator=generator)
-    metric = L2Metric(torch.rand(count, generator=generator) + 0.5)
-    target = torch.randn(count, 1, generator=generator)
-    theta0 = torch.randn(size, generator=generator)
+    basis = torch.randn(count, size, generator=generator, dtype=torch.float64)
+    metric = L2Metric(torch.rand(count, generator=generator, dtype=torch.float64) + 0.5)
+    target = torch.randn(count, 1, generator=generator, dtype=torch.float64)
+    theta0 = torch.randn(size, generator=generator, dtype=torch.float64)
     parametrization = LinearParametrization(basis, theta0)
     manifold = IncrementManifold(parametrization, metric, damping=0.0)
-    anchor = torch.randn(count, 1, generator=generator)
+    anchor = torch.randn(count, 1, generator=generator, dtype=torch.float64)
     return MMSSubproblem(manifold, L2Regression(target, metric), tau, anchor), basis, metric.weights, target, anchor
 
 
@@ -122,13 +123,13 @@ def test_cost_never_increases(seed, block, globalization):
 def test_the_subspace_solver_never_creates_an_n_by_p_tensor():
     """Node-wise gradients in chunks no larger than J_S (N x s), sliced to S; the final residual is the matrix-free mode's."""
     count, widths, block = 400, (1, 24, 24, 1), 4
-    nodes = torch.linspace(-1, 1, count).unsqueeze(-1)
+    nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
     parametrization = TorchParametrization(mlp(widths, 2), nodes)
-    metric = L2Metric(torch.full((count,), 2 / count))
+    metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
     mode = ConjugateGradientSolve(max_iterations=50, on_unconverged="ignore")
     manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
     p = parametrization.num_parameters
-    anchor = torch.zeros(parametrization.output_shape)
+    anchor = torch.zeros(parametrization.output_shape, dtype=torch.float64)
     subproblem = MMSSubproblem(manifold, L2Regression(torch.sin(3 * nodes), metric), 0.1, anchor)
     theta = parametrization.initial_point()
     for globalization in ("line-search", "levenberg-marquardt"):
@@ -150,7 +151,7 @@ def test_the_draws_are_seeded_and_counted():
     flow = regression_flow()
     theta0 = flow.parametrization.initial_point()
     result = SubspaceGaussNewton(block_size=6, max_iterations=3).solve(flow.subproblem(theta0), theta0)
-    assert result.state["next_draw"] == 1 + result.iterations
+    assert result.state.next_draw == 1 + result.iterations
 
 
 def test_warm_started_resume_is_bit_identical(tmp_path):
@@ -166,7 +167,7 @@ def test_warm_started_resume_is_bit_identical(tmp_path):
     partial.metadata["steps"] = 6  # the same run, cut after three steps
     partial.save(path)
     cold_path = tmp_path / "cold.npz"
-    partial.metadata["solver_state"] = solver.initial_state()  # a resume that forgot the draws
+    partial.metadata["solver_state"] = solver.initial_state().as_metadata()  # a resume that forgot the draws
     partial.save(cold_path)
     resumed = problem.run(theta0, 6, solver, checkpoint=path)
     assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
@@ -208,12 +209,16 @@ def test_a_damaged_draw_counter_is_refused():
     flow = regression_flow()
     theta0 = flow.parametrization.initial_point()
     solver = SubspaceGaussNewton(block_size=4)
-    with pytest.raises(ValueError, match="next_draw"):
-        solver.solve(flow.subproblem(theta0), theta0, state={**solver.initial_state(), "next_draw": 0.0})
-    with pytest.raises(ValueError, match="next_draw"):
-        solver.solve(flow.subproblem(theta0), theta0, state={**solver.initial_state(), "next_draw": 2.5})
-    with pytest.raises(ValueError, match="keys"):
-        solver.solve(flow.subproblem(theta0), theta0, state={"step_length": 0.5, "relative_damping": 1e-3})
+    stored = solver.initial_state().as_metadata()
+    for draw in (0, 2.5, 2.0, True):
+        with pytest.raises(ValueError, match="next_draw must be a whole number >= 1"):
+            SubspaceGaussNewtonState(step_length=0.5, relative_damping=1e-3, next_draw=draw)
+        with pytest.raises(ValueError, match="SubspaceGaussNewtonState.*next_draw"):
+            solver.state_from_metadata({**stored, "next_draw": draw})
+    with pytest.raises(ValueError, match="SubspaceGaussNewtonState in checkpoint form must have the keys"):
+        solver.state_from_metadata({"step_length": 0.5, "relative_damping": 1e-3})
+    with pytest.raises(TypeError, match="state must be a SubspaceGaussNewtonState"):
+        solver.solve(flow.subproblem(theta0), theta0, state=GaussNewtonState(step_length=0.5, relative_damping=1e-3))
 
 
 def test_a_flow_runs_with_the_subspace_solver():

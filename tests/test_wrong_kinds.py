@@ -48,7 +48,7 @@ from cases import mlp
 
 OURS = (f"{os.sep}mms_manifolds{os.sep}", f"{os.sep}adapters{os.sep}")
 COUNT = 8
-X = torch.linspace(-1.0, 1.0, COUNT).unsqueeze(-1)
+X = torch.linspace(-1.0, 1.0, COUNT, dtype=torch.float64).unsqueeze(-1)
 NET = mlp((1, 3, 1), seed=0)
 PHI = TorchParametrization(NET, X)
 WEIGHTS = trapezoid_weights(COUNT, -1.0, 1.0)
@@ -82,7 +82,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
         {"fn": FUNCTION, "convexity": ("1", ARRAY, True, NAN, math.inf), "prox": FUNCTION[1:]},
     ),
     "L2Metric": (L2Metric, {"weights": WEIGHTS}, {"weights": TENSOR}),
-    "MatrixMetric": (MatrixMetric, {"matrix": torch.eye(COUNT)}, {"matrix": TENSOR}),
+    "MatrixMetric": (MatrixMetric, {"matrix": torch.eye(COUNT, dtype=torch.float64)}, {"matrix": TENSOR}),
     "SobolevMetric": (
         SobolevMetric,
         {"weights": WEIGHTS, "stiffness": STIFFNESS, "alpha": 1.0},
@@ -97,7 +97,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
     ),
     "QuarticEnergy": (
         QuarticEnergy,
-        {"stiffness": STIFFNESS, "weights": WEIGHTS, "source": torch.ones(COUNT, 1)},
+        {"stiffness": STIFFNESS, "weights": WEIGHTS, "source": torch.ones(COUNT, 1, dtype=torch.float64)},
         {"stiffness": TENSOR, "weights": TENSOR, "source": TENSOR},
     ),
     "TorchParametrization": (
@@ -107,7 +107,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
     ),
     "LinearParametrization": (
         LinearParametrization,
-        {"basis": torch.ones(COUNT, 3), "initial_point": torch.zeros(3)},
+        {"basis": torch.ones(COUNT, 3, dtype=torch.float64), "initial_point": torch.zeros(3, dtype=torch.float64)},
         {"basis": TENSOR, "initial_point": TENSOR[1:]},
     ),
     "IncrementManifold": (

@@ -3,6 +3,7 @@
 from .base import InnerResult, InnerSolver, StopReason
 from .gauss_newton import GaussNewton
 from .riemannian_gradient_descent import RiemannianGradientDescent
+from .state import GaussNewtonState, NoState, SolverState, SubspaceGaussNewtonState
 from .subspace_gauss_newton import SubspaceGaussNewton
 from .torch_optimizers import LBFGS, SGD, Adam, TorchOptimizerSolver
 
@@ -11,10 +12,14 @@ __all__ = [
     "SGD",
     "Adam",
     "GaussNewton",
+    "GaussNewtonState",
     "InnerResult",
     "InnerSolver",
+    "NoState",
     "RiemannianGradientDescent",
+    "SolverState",
     "StopReason",
     "SubspaceGaussNewton",
+    "SubspaceGaussNewtonState",
     "TorchOptimizerSolver",
 ]

@@ -13,6 +13,7 @@ import torch
 from .._checks import check_integer, check_positive_float, unchecked_values
 from ..linalg import UnconvergedSolveCount
 from ..subproblem import MMSSubproblem
+from .state import NoState, SolverState
 
 __all__ = ["InnerResult", "InnerSolver", "StopReason"]
 
@@ -49,8 +50,9 @@ class InnerResult:
         stop_reason: why it stopped.
         failed_iteration: iteration at which a failure (non-finite value) occurred, else ``None``.
         extra: solver-specific records (for example ``rejected_point``).
-        state: the solver's warm-start state after the solve (:meth:`InnerSolver.initial_state`); the
-            driver hands it to the next step's solve and stores it in the checkpoint.
+        state: the solver's warm-start state after the solve, a frozen :class:`~mms_manifolds.solvers.state.SolverState`
+            of the solver's ``state_type`` (:meth:`InnerSolver.initial_state`); the driver hands it to the next
+            step's solve and writes its checkpoint form (``as_metadata()``) into the record.
         unconverged_solves: iterative linear solves (CG) of this solve that stopped at their iteration cap
             above their tolerance (:class:`~mms_manifolds.linalg.UnconvergedSolveWarning`).
     """
@@ -64,7 +66,7 @@ class InnerResult:
     stop_reason: StopReason
     failed_iteration: int | None = None
     extra: dict = field(default_factory=dict)
-    state: dict[str, float] = field(default_factory=dict)
+    state: SolverState = field(default_factory=NoState)
     unconverged_solves: int = 0
 
 
@@ -79,12 +81,18 @@ class InnerSolver(ABC):
     cost one rounding unit higher is not an increase) is replaced by the initial point with stop
     reason ``COST_INCREASE``; the rejected point stays in ``extra["rejected_point"]``.
 
+    A solver that carries a warm start from one MMS step's solve to the next names its frozen state class in
+    ``state_type`` (a :class:`~mms_manifolds.solvers.state.SolverState` subclass), returns its cold start from
+    :meth:`initial_state` and the state it ended with in ``InnerResult.state``; the driver checkpoints it
+    (:meth:`state_from_metadata` reads it back on resume).
+
     Args:
         max_iterations: iteration cap (``>= 1``).
         tolerance: stop when the tangential residual is at or below it (``0`` disables).
     """
 
     name: str = "solver"
+    state_type: type[SolverState] = NoState
     COST_INCREASE_TOLERANCE = 1e-10
 
     def __init__(self, max_iterations: int, tolerance: float = 0.0):
@@ -96,7 +104,7 @@ class InnerSolver(ABC):
         subproblem: MMSSubproblem,
         theta0: torch.Tensor,
         tolerance: float | None = None,
-        state: dict[str, float] | None = None,
+        state: SolverState | None = None,
     ) -> InnerResult:
         """Minimise ``subproblem`` from ``theta0``.
 
@@ -129,25 +137,32 @@ class InnerSolver(ABC):
         result.wall_time = time.perf_counter() - start
         return result
 
-    def initial_state(self) -> dict[str, float]:
-        """The warm-start state of a cold start: ``{}`` for solvers that carry nothing from step to step."""
-        return {}
+    def initial_state(self) -> SolverState:
+        """The warm-start state of a cold start: ``state_type()`` (:class:`NoState` for solvers that carry nothing)."""
+        return self.state_type()
 
-    def check_state(self, state: object) -> dict[str, float]:
-        """``state`` as a dict of the keys of :meth:`initial_state`, each a finite positive number; ``None`` gives the initial state.
+    def check_state(self, state: object) -> SolverState:
+        """``state`` if it is a state of this solver (its values were checked when it was built); ``None`` gives :meth:`initial_state`.
 
         Raises:
-            ValueError: other keys, or values that are not finite positive numbers (a damaged checkpoint).
+            TypeError: ``state`` is not a ``state_type`` (a dict, or another solver's state).
         """
-        initial = self.initial_state()
         if state is None:
-            return initial
-        if not isinstance(state, dict) or set(state) != set(initial):
-            raise ValueError(f"{type(self).__name__} state must have the keys {sorted(initial)}, got {state!r}")
-        for key, value in state.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-                raise ValueError(f"{type(self).__name__} state {key!r} must be a finite positive number, got {value!r}")
-        return {key: float(value) for key, value in state.items()}
+            return self.initial_state()
+        if type(state) is not self.state_type:
+            raise TypeError(
+                f"{type(self).__name__} state must be a {self.state_type.__name__} (initial_state() or an earlier "
+                f"InnerResult.state), got {type(state).__name__}"
+            )
+        return state
+
+    def state_from_metadata(self, stored: object) -> SolverState | None:
+        """The warm-start state a checkpoint holds (``metadata["solver_state"]``); ``None`` (a cold start) for ``None``.
+
+        Raises:
+            ValueError: ``stored`` is not the checkpoint form of a ``state_type`` (:meth:`SolverState.from_metadata`).
+        """
+        return None if stored is None else self.state_type.from_metadata(stored)
 
     def fallback(self) -> InnerSolver | None:
         """A more cautious copy of this solver for the driver to retry a failed step with, or ``None``.
@@ -159,7 +174,7 @@ class InnerSolver(ABC):
 
     @abstractmethod
     def _solve(
-        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: SolverState
     ) -> InnerResult:
         """The iteration itself, from the checked warm-start ``state``; ``wall_time`` is filled in by :meth:`solve`."""
 

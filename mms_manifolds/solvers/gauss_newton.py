@@ -3,6 +3,7 @@ r"""Generalized Gauss–Newton for the MMS step: a pseudo-inverse step with a li
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 
@@ -13,6 +14,7 @@ from ..linalg import make_solve_mode
 from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
+from .state import GaussNewtonState
 
 __all__ = [
     "ACCELERATION_RATIO",
@@ -60,8 +62,8 @@ class GaussNewton(InnerSolver):
     (the ledger reads the same cached split) and at every iteration only where ``tolerance > 0`` asks for a
     stopping test. Every accepted step lowers the cost; below the cost's rounding level a step is accepted if it lowers the
     tangential residual, else the solve ends ``STALLED``. ``NON_FINITE`` and ``NO_PROGRESS`` keep the last
-    good iterate. :meth:`solve` returns the step length and damping it ended with in ``InnerResult.state``
-    (the warm start of the next MMS step, checkpointed). The rules, how they were chosen and what they
+    good iterate. :meth:`solve` returns the step length and damping it ended with in ``InnerResult.state``,
+    a :class:`~mms_manifolds.solvers.state.GaussNewtonState` (the warm start of the next MMS step, checkpointed). The rules, how they were chosen and what they
     measure against the published ENGD code and Riemannian gradient descent: ``docs/gauss_newton.md``.
 
     Args:
@@ -92,6 +94,7 @@ class GaussNewton(InnerSolver):
     """
 
     name = "gauss-newton"
+    state_type = GaussNewtonState
 
     def __init__(
         self,
@@ -139,13 +142,13 @@ class GaussNewton(InnerSolver):
         cautious.initial_damping = self.initial_damping * 100
         return cautious
 
-    def initial_state(self) -> dict[str, float]:
+    def initial_state(self) -> GaussNewtonState:
         r"""``step_length`` 1/2 and ``relative_damping`` ``initial_damping``: the state of a cold start.
 
         A cold start counts as following a shortened step: its first search starts at length
         :math:`\min(1, 2 \cdot 1/2) = 1` with the truncated step (:meth:`step_cutoff_after`).
         """
-        return {"step_length": FRESH_STEP_LENGTH, "relative_damping": self.initial_damping}
+        return self.state_type(step_length=FRESH_STEP_LENGTH, relative_damping=self.initial_damping)
 
     def selected_globalization(self, model: GaussNewtonModel) -> str:
         """The globalization for a solve whose first model is ``model``: the one given, or the automatic choice."""
@@ -166,7 +169,7 @@ class GaussNewton(InnerSolver):
         return subproblem.gauss_newton_model(theta, self.solve_mode)
 
     def _solve(
-        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: GaussNewtonState
     ) -> InnerResult:
         theta = theta0
         cost = subproblem.cost(theta)
@@ -174,7 +177,7 @@ class GaussNewton(InnerSolver):
         if tolerance > 0:
             residuals, residual_iterations = [subproblem.tangential_residual(theta)], [0]
         stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
-        step_length, relative_damping, nu = state["step_length"], state["relative_damping"], 2.0
+        step_length, relative_damping, nu = state.step_length, state.relative_damping, 2.0
         use_line_search = None
         started = time.perf_counter()
         for iteration in range(self.max_iterations):
@@ -241,7 +244,7 @@ class GaussNewton(InnerSolver):
             0.0,
             stop,
             failed_iteration=failed_at,
-            state={"step_length": step_length, "relative_damping": relative_damping},
+            state=dataclasses.replace(state, step_length=step_length, relative_damping=relative_damping),
         )
 
     def _rounding_level(self, model: GaussNewtonModel) -> float:

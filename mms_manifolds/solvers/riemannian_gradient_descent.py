@@ -10,6 +10,7 @@ import torch
 from .._checks import check_flag, check_positive_float
 from ..subproblem import MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
+from .state import NoState
 
 __all__ = ["RiemannianGradientDescent"]
 
@@ -66,7 +67,7 @@ class RiemannianGradientDescent(InnerSolver):
         return subproblem.manifold.retract(theta, xi)
 
     def _solve(
-        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: NoState
     ) -> InnerResult:
         theta, cost = theta0, subproblem.cost(theta0)
         initial_step = self.step_size

@@ -2,6 +2,8 @@ r"""Subspace Gauss–Newton: each iteration solves the Gauss–Newton model exac
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -10,7 +12,8 @@ from ..linalg import GramFactorization, LinearSolution, pseudo_inverse_rtol, sin
 from ..linalg.solution import Factorization
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult
-from .gauss_newton import GaussNewton
+from .gauss_newton import FRESH_STEP_LENGTH, GaussNewton
+from .state import SubspaceGaussNewtonState
 
 __all__ = ["SubspaceFactorization", "SubspaceGaussNewton"]
 
@@ -81,7 +84,7 @@ class SubspaceGaussNewton(GaussNewton):
 
     The draws are reproducible: draw :math:`d` (counted over the solver's solves, from 1) comes from a
     generator seeded from ``(seed, d)`` (:meth:`block`), and the count of the next draw is the ``next_draw`` entry of
-    ``InnerResult.state``, which the driver hands to the next step and checkpoints, so a resumed flow draws
+    ``InnerResult.state`` (:class:`~mms_manifolds.solvers.state.SubspaceGaussNewtonState`), which the driver hands to the next step and checkpoints, so a resumed flow draws
     the same blocks as an uninterrupted one. The tangential residual the solve ends with (and, with
     ``tolerance > 0``, its stopping test) is the manifold's, in the manifold's solve mode: pick the
     matrix-free mode for a flow whose Jacobian must never be formed.
@@ -99,6 +102,7 @@ class SubspaceGaussNewton(GaussNewton):
     """
 
     name = "subspace-gauss-newton"
+    state_type = SubspaceGaussNewtonState
 
     def __init__(self, block_size: int, seed: int = 0, **settings: object):
         if "solve_mode" in settings:
@@ -108,20 +112,9 @@ class SubspaceGaussNewton(GaussNewton):
         self.seed = check_integer("seed", seed, minimum=0)
         self._next_draw = 1  # the draw counter of the solve in progress (from its state)
 
-    def initial_state(self) -> dict[str, float]:
+    def initial_state(self) -> SubspaceGaussNewtonState:
         """:meth:`GaussNewton.initial_state` and ``next_draw`` 1: the state of a cold start."""
-        return {**super().initial_state(), "next_draw": 1.0}
-
-    def check_state(self, state: object) -> dict[str, float]:
-        """:meth:`GaussNewton.check_state`, and ``next_draw`` a whole number (a draw count).
-
-        Raises:
-            ValueError: as :meth:`~mms_manifolds.solvers.InnerSolver.check_state`, or ``next_draw`` not whole.
-        """
-        checked = super().check_state(state)
-        if not checked["next_draw"].is_integer():
-            raise ValueError(f"{type(self).__name__} state 'next_draw' must be a whole number, got {checked['next_draw']!r}")
-        return checked
+        return self.state_type(step_length=FRESH_STEP_LENGTH, relative_damping=self.initial_damping, next_draw=1)
 
     def block(self, draw: int, size: int, device: torch.device) -> torch.Tensor:
         r"""The parameters :math:`S` of draw ``draw`` among ``size``, ascending, shape ``(min(s, size),)``: all of them where :math:`s \ge` ``size``.
@@ -183,9 +176,9 @@ class SubspaceGaussNewton(GaussNewton):
         return self.subspace_model(subproblem, theta, indices)
 
     def _solve(
-        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: SubspaceGaussNewtonState
     ) -> InnerResult:
-        self._next_draw = int(state["next_draw"])
+        self._next_draw = state.next_draw
         result = super()._solve(subproblem, theta0, tolerance, state)
-        result.state["next_draw"] = float(self._next_draw)
+        result.state = dataclasses.replace(result.state, next_draw=self._next_draw)
         return result

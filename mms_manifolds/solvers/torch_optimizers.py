@@ -13,6 +13,7 @@ from .._checks import check_integer, check_positive_float
 from ..progress import InnerProgress, report_inner_iteration, reporting
 from ..subproblem import MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
+from .state import NoState
 
 __all__ = ["LBFGS", "SGD", "Adam", "TorchOptimizerSolver"]
 
@@ -52,7 +53,7 @@ class TorchOptimizerSolver(InnerSolver):
         return theta0.clone().requires_grad_(True)
 
     def _solve(
-        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: dict[str, float]
+        self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: NoState
     ) -> InnerResult:
         parameter = self._parameter(subproblem, theta0)
         optimizer = self._optimizer(parameter, subproblem)
