@@ -42,6 +42,8 @@ class SchemeRecord:
         flow_bound: implicit Euler's certified bound on :math:`\\|u_k - u(t_k)\\|_M` against the continuous
             flow from :math:`u_0` (``nan`` where not certified).
         g_norm: BDF2's G-norm parts :math:`g_k` after the last step (``None`` before the start).
+        anchor_bound: BDF2's bound :math:`W_k` on :math:`\\|4e_k - e_{k-1}\\|_M` after the last step (``None`` before
+            the start; a checkpoint without it resumes with :math:`4B_k + B_{k-1}`).
         next_step: the step the controller chose for the next step (``None`` without adaptivity).
         rejected_steps: steps the controller rejected and retried smaller.
     """
@@ -50,6 +52,7 @@ class SchemeRecord:
     local_error_estimate: list[float | None] = field(default_factory=list)
     flow_bound: list[float | None] = field(default_factory=list)
     g_norm: list[float] | None = None
+    anchor_bound: float | None = None
     next_step: float | None = None
     rejected_steps: int = 0
 
@@ -194,8 +197,11 @@ class SchemeStepper:
             ledger = self.bdf2_ledger(tau)
         except ValueError as error:
             return BoundParts.undefined(), str(error)
-        bounds = (previous.tracking_bound, older_bound)
-        g_norm, bound = ledger.step(BoundParts(*self.record.g_norm), residual, u_new, u_old, bounds)
+        anchor = self.record.anchor_bound
+        if anchor is None:
+            anchor = 4 * previous.tracking_bound + older_bound
+        bounds = (previous.tracking_bound, older_bound, anchor)
+        g_norm, bound, self.record.anchor_bound = ledger.step(BoundParts(*self.record.g_norm), residual, u_new, u_old, bounds)
         self.record.g_norm = list(_parts(g_norm))
         return bound, None
 
@@ -206,6 +212,7 @@ class SchemeStepper:
         except ValueError as error:
             return str(error)
         self.record.g_norm = list(_parts(ledger.start(first, initial)))
+        self.record.anchor_bound = 4 * first.tracking_bound + initial.tracking_bound
         return None
 
     def flow_step(
