@@ -108,7 +108,7 @@ def parameter_count(width: int = WIDTH, depth: int = DEPTH) -> int:
     return 3 * width + (depth - 2) * (width * width + width) + width + 1
 
 
-def pointwise_parametrization(points, theta0):
+def pointwise_parametrization(points, theta0, width: int = WIDTH, depth: int = DEPTH):
     r"""The library's :class:`~mms_manifolds.FunctionParametrization` of :func:`teng_network`, with its Jacobian formed point by point.
 
     Each output depends on its own point only, so :math:`J` (``(N, 1, p)``) is ``vmap`` over the points of the
@@ -122,7 +122,7 @@ def pointwise_parametrization(points, theta0):
     from mms_manifolds import FunctionParametrization
 
     def single(theta, point):
-        return teng_network(theta, point[None, :])[0]
+        return teng_network(theta, point[None, :], width, depth)[0]
 
     class PointwiseTengNetwork(FunctionParametrization):
         def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
@@ -131,7 +131,7 @@ def pointwise_parametrization(points, theta0):
         def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
             return self.jacobian(theta)[:, :, indices]
 
-    return PointwiseTengNetwork(lambda theta: teng_network(theta, points), theta0)
+    return PointwiseTengNetwork(lambda theta: teng_network(theta, points, width, depth), theta0)
 
 
 def spectral_dirichlet_energy(nodes: int, diffusivity: float = DIFFUSIVITY):
