@@ -136,8 +136,10 @@ class BDF2Ledger:
     :math:`c = 1/(1 - 4\tau\lambda_-)`, :math:`\lambda_- = \max(-\lambda, 0)`:
 
     .. math:: g_{k+1} = c\,\sigma_k + \sqrt{c^2\sigma_k^2 + c\,g_k^2},\qquad \sigma_k = \tau\rho_k + \delta_k,\qquad
-        \|u_{k+1} - v_{k+1}\|_M \le B_{k+1} = \min\big(2\,g_{k+1},\ L'(4B_k + B_{k-1})/3 + \rho_k/\mu' + \delta_k\big),
+        \|u_{k+1} - v_{k+1}\|_M \le B_{k+1} = \min\big(2\,g_{k+1},\ x^*_k,\ L'W_k/3 + \rho_k/\mu' + \delta_k\big),
 
+    with :math:`x^*_k` the G-norm bound that also uses :math:`B_k` (:meth:`g_norm_bound`) and
+    :math:`W_k \ge \|4e_k - e_{k-1}\|_M` carried from step to step (:meth:`combination_bound`; :meth:`step`),
     started from :math:`g_1 = \tfrac12\sqrt{B_1^2 + (2B_1 + B_0)^2}` with :math:`B_0, B_1` bounds on the first two
     errors. The factor 2 is the norm-equivalence constant :math:`\|e_{k+1}\| \le 2\|(e_{k+1}, e_k)\|_G`. Each part
     (inexactness, approximation, rounding) runs the same recursion with its own residual; by Minkowski's
@@ -182,16 +184,72 @@ class BDF2Ledger:
         c = self.growth
         return c * sigma + math.sqrt((c * sigma) ** 2 + c * previous**2)
 
-    def direct_bound(self, residual: float, newest: float, older: float, allowance: float) -> float:
-        r""":math:`L'(4B_k + B_{k-1})/3 + \rho_k/\mu' + \delta_k`: the step's own contraction, :math:`L' = 1/(1 + \tau'\lambda)`, :math:`\mu' = 1/\tau' + \lambda`, :math:`\tau' = 2\tau/3`.
+    def _step_constants(self) -> tuple[float, float]:
+        r""":math:`(L', \mu')`: the exact BDF2 step's Lipschitz constant :math:`1/(1 + \tau'\lambda)` and strong convexity :math:`1/\tau' + \lambda`, :math:`\tau' = 2\tau/3`."""
+        effective = 2 * self.tau / 3
+        return 1 / (1 + effective * self.convexity), 1 / effective + self.convexity
+
+    def direct_bound(self, residual: float, anchor: float, allowance: float) -> float:
+        r""":math:`L'W_k/3 + \rho_k/\mu' + \delta_k`, :math:`W_k \ge \|4e_k - e_{k-1}\|_M` (:meth:`combination_bound`; at worst :math:`4B_k + B_{k-1}`).
 
         It holds because :math:`\|u_{k+1} - \operatorname{prox}_{\tau'E}(\tilde u_k)\| \le \rho_k/\mu'` and the prox is
-        :math:`L'`-Lipschitz in the anchor, :math:`\|\tilde u_k - \tilde v_k\| \le (4\|e_k\| + \|e_{k-1}\|)/3`; it grows by up
-        to 5/3 per step, so it is the tighter bound only over the first steps after the start.
+        :math:`L'`-Lipschitz in the anchor, :math:`\|\tilde u_k - \tilde v_k\| = \|4e_k - e_{k-1}\|/3`.
         """
-        effective = 2 * self.tau / 3
-        lipschitz, mu = 1 / (1 + effective * self.convexity), 1 / effective + self.convexity
-        return lipschitz * (4 * newest + older) / 3 + residual / mu + allowance
+        lipschitz, mu = self._step_constants()
+        return lipschitz * anchor / 3 + residual / mu + allowance
+
+    def combination_bound(
+        self, weight: float, residual: float, allowance: float, bounds: tuple[float, float], anchor: float
+    ) -> float:
+        r"""A bound on :math:`\|\alpha e_{k+1} - e_k\|_M` (:math:`\alpha` = ``weight``, 2 or 4) from the resolvent's ball.
+
+        With :math:`d = \tilde u_k - \tilde v_k = (4e_k - e_{k-1})/3` and :math:`w = \operatorname{prox}(\tilde u_k) - \operatorname{prox}(\tilde v_k)`,
+        :math:`\lambda`-convexity gives :math:`\langle d - w, w\rangle \ge \tau'\lambda\|w\|^2`, i.e.
+        :math:`\|w - L'd/2\| \le L'\|d\|/2`, so (``docs/theory.md``, section 7)
+
+        .. math:: \|\alpha e_{k+1} - e_k\| \le \alpha\eta_k + \frac{\alpha L'}{6}W_k
+            + \min\Big(\big|\tfrac{2\alpha L'}{3} - 1\big|B_k + \tfrac{\alpha L'}{6}B_{k-1},\ \tfrac{\alpha L'}{6}W_k + B_k\Big),
+            \qquad \eta_k = \rho_k/\mu' + \delta_k,
+
+        since :math:`\alpha e_{k+1} - e_k = \alpha(u_{k+1} - \operatorname{prox}(\tilde u_k)) + \alpha(w - L'd/2)
+        + (\tfrac{2\alpha L'}{3} - 1)e_k - \tfrac{\alpha L'}{6}e_{k-1}`.
+        """
+        lipschitz, mu = self._step_constants()
+        newest, older = bounds
+        share = weight * lipschitz / 6
+        tail = min(abs(4 * share - 1) * newest + share * older, share * anchor + newest)
+        return weight * (residual / mu + allowance) + share * anchor + tail
+
+    def g_norm_bound(self, previous_g: float, previous_bound: float, sigma: float) -> float:
+        r"""The largest :math:`x \ge 0` with :math:`q(x) \le 0`: a bound on :math:`\|e_{k+1}\|` from :math:`g_k`, :math:`B_k` and :math:`\sigma_k`.
+
+        .. math:: q(x) = \frac{x^2 + (2x - B_k)_+^2}{C^2} + \tau\lambda x^2 - \sigma_k x - g_k^2,\qquad C = 2
+
+        (:attr:`NORM_CONSTANT`). The error :math:`x = \|e_{k+1}\|` satisfies it: the energy identity gives
+        :math:`g_{k+1}^2 + \tau\lambda x^2 \le g_k^2 + \sigma_k x`, and :math:`C^2 g_{k+1}^2 = x^2 + \|2e_{k+1} - e_k\|^2 \ge x^2 + (2x - B_k)_+^2`
+        (``docs/theory.md``, section 7). For :math:`4\tau\lambda_- < 1` the two pieces of :math:`q` are convex
+        parabolas meeting with one slope at :math:`x = B_k/2`, :math:`q(0) \le 0`, so :math:`\{q \le 0\} = [0, x^*]`.
+        """
+        square = self.NORM_CONSTANT**2
+        curvature = self.tau * self.convexity
+        kink = previous_bound / 2
+        if self._q(kink, previous_g, previous_bound, sigma) <= 0:  # the root lies on the right piece
+            a = 5 / square + curvature
+            b = 4 * previous_bound / square + sigma
+            c = previous_bound**2 / square - previous_g**2
+        else:
+            a, b, c = 1 / square + curvature, sigma, -(previous_g**2)
+        return (b + math.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)
+
+    def _q(self, x: float, previous_g: float, previous_bound: float, sigma: float) -> float:
+        excess = max(2 * x - previous_bound, 0.0)
+        return (x * x + excess * excess) / self.NORM_CONSTANT**2 + self.tau * self.convexity * x * x - sigma * x - previous_g**2
+
+    def g_norm_growth(self, previous_g: float, sigma: float, newest: float) -> float:
+        r""":math:`g_{k+1} \le \sqrt{g_k^2 + \max_{0 \le x \le B_{k+1}}(\sigma_k x - \tau\lambda x^2)}`, the energy identity with :math:`\|e_{k+1}\| \le B_{k+1}`."""
+        curvature = self.tau * self.convexity
+        x = min(newest, sigma / (2 * curvature)) if curvature > 0 else newest
+        return math.sqrt(previous_g**2 + max(sigma * x - curvature * x * x, 0.0))
 
     def step(
         self,
@@ -199,30 +257,52 @@ class BDF2Ledger:
         residual: Residual,
         u_new: torch.Tensor,
         u_old: torch.Tensor,
-        bounds: tuple[float, float] | None = None,
-    ) -> tuple[BoundParts, BoundParts]:
-        r"""``(g_{k+1}, B_{k+1})``: the G-norm parts after the step and the bound parts :math:`2g_{k+1}`.
+        bounds: tuple[float, float, float] | None = None,
+    ) -> tuple[BoundParts, BoundParts, float]:
+        r"""``(g_{k+1}, B_{k+1}, W_{k+1})``: the G-norm parts, the bound parts, and the bound on :math:`\|4e_{k+1} - e_k\|_M`.
 
-        With ``bounds`` :math:`= (B_k, B_{k-1})` the total is also capped by :meth:`direct_bound`, and its G-norm
-        by :math:`\tfrac12\sqrt{B_{k+1}^2 + (2B_{k+1} + B_k)^2}`: both bound the same quantities, so their minimum
-        does. The parts stay pure G-norm recursions, so their sum still bounds the total.
+        Without ``bounds`` the bound parts are :math:`2g_{k+1}` (the pure G-norm recursion) and :math:`W_{k+1}` is
+        ``inf``. With ``bounds`` :math:`= (B_k, B_{k-1}, W_k)` the total is the minimum of :math:`2g_{k+1}`,
+        :meth:`g_norm_bound` and :meth:`direct_bound`; its G-norm the minimum of the recursion, :meth:`g_norm_growth`
+        and :math:`\tfrac12\sqrt{B_{k+1}^2 + S_{k+1}^2}` with :math:`S_{k+1} \ge \|2e_{k+1} - e_k\|` the smaller of
+        :meth:`combination_bound` and :math:`2B_{k+1} + B_k`; :math:`W_{k+1}` the smallest of :meth:`combination_bound`,
+        :math:`4B_{k+1} + B_k` and :math:`2B_{k+1} + S_{k+1}`. Each bounds the same quantity, so their minimum does.
+        The parts stay pure G-norm recursions, so their sum still bounds the total.
         """
         delta = self.allowance.rounding_allowance(u_new, u_old)
         tau = self.tau
+        sigma = tau * residual.total + delta
         g_norms = BoundParts(
-            tracking_bound=self._advance(previous.tracking_bound, tau * residual.total + delta),
+            tracking_bound=self._advance(previous.tracking_bound, sigma),
             inexactness=self._advance(previous.inexactness, tau * residual.tangential),
             approximation=self._advance(previous.approximation, tau * residual.normal),
             rounding=self._advance(previous.rounding, delta),
         )
         bound = BoundParts(*(self.NORM_CONSTANT * part for part in _parts(g_norms)))
         if bounds is None:
-            return g_norms, bound
-        total = min(bound.tracking_bound, self.direct_bound(residual.total, *bounds, delta))
-        g_total = min(g_norms.tracking_bound, 0.5 * math.hypot(total, 2 * total + bounds[0]))
+            return g_norms, bound, math.inf
+        newest, older, anchor = bounds
+        anchor = min(anchor, 4 * newest + older)
+        total = min(
+            bound.tracking_bound,
+            self.g_norm_bound(previous.tracking_bound, newest, sigma),
+            self.direct_bound(residual.total, anchor, delta),
+        )
+        doubled = min(self.combination_bound(2, residual.total, delta, (newest, older), anchor), 2 * total + newest)
+        g_total = min(
+            g_norms.tracking_bound,
+            self.g_norm_growth(previous.tracking_bound, sigma, total),
+            0.5 * math.hypot(total, doubled),
+        )
+        quadrupled = min(
+            self.combination_bound(4, residual.total, delta, (newest, older), anchor),
+            4 * total + newest,
+            2 * total + doubled,
+        )
         return (
             BoundParts(g_total, g_norms.inexactness, g_norms.approximation, g_norms.rounding),
             BoundParts(total, bound.inexactness, bound.approximation, bound.rounding),
+            quadrupled,
         )
 
 

@@ -334,7 +334,8 @@ def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
     An object with the record's fields only; ``time_steps`` (positive, finite), ``local_error_estimate`` and
     ``flow_bound`` (numbers or ``null``) lists of equal length, at most one entry per step (a checkpoint written
     before schemes existed has fewer, which a resumed implicit Euler run fills in); ``g_norm`` ``null`` or the four
-    bound parts, ``next_step`` ``null`` or positive and finite, ``rejected_steps`` a whole number ``>= 0``.
+    bound parts, ``next_step`` ``null`` or positive and finite, ``rejected_steps`` a whole number ``>= 0``,
+    ``anchor_bound`` ``null`` or a number ``>= 0``.
     """
     from .time_stepping import SchemeRecord  # the time stepping imports the subproblem, which needs this module's users
 
@@ -359,6 +360,9 @@ def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
         raise fail(f"metadata 'scheme_record' next_step must be null or finite and positive, got {next_step!r}")
     if not (isinstance(rejected, int) and not isinstance(rejected, bool) and rejected >= 0):
         raise fail(f"metadata 'scheme_record' rejected_steps must be a whole number >= 0, got {rejected!r}")
+    anchor = stored.get("anchor_bound")
+    if anchor is not None and not (number(anchor) and anchor >= 0):
+        raise fail(f"metadata 'scheme_record' anchor_bound must be null or a number >= 0, got {anchor!r}")
 
 
 def _check_device(device: object) -> torch.device:

@@ -50,6 +50,8 @@ class SchemeRecord:
         g_norm: BDF2's G-norm parts :math:`g_k` after the last step (``None`` before the start).
         next_step: the step the controller chose for the next step (``None`` without adaptivity).
         rejected_steps: steps the controller rejected and retried smaller.
+        anchor_bound: BDF2's bound :math:`W_k` on :math:`\\|4e_k - e_{k-1}\\|_M` after the last step (``None`` before
+            the start; a checkpoint without it resumes with :math:`4B_k + B_{k-1}`).
     """
 
     time_steps: tuple[float, ...] = ()
@@ -58,6 +60,7 @@ class SchemeRecord:
     g_norm: tuple[float, float, float, float] | None = None
     next_step: float | None = None
     rejected_steps: int = 0
+    anchor_bound: float | None = None
 
     @classmethod
     def from_metadata(cls, stored: dict | None) -> SchemeRecord:
@@ -73,6 +76,7 @@ class SchemeRecord:
             g_norm=None if g_norm is None else tuple(g_norm),
             next_step=stored.get("next_step"),
             rejected_steps=stored.get("rejected_steps", 0),
+            anchor_bound=stored.get("anchor_bound"),
         )
 
     def as_metadata(self) -> dict:
@@ -84,6 +88,7 @@ class SchemeRecord:
             "g_norm": None if self.g_norm is None else list(self.g_norm),
             "next_step": self.next_step,
             "rejected_steps": self.rejected_steps,
+            "anchor_bound": self.anchor_bound,
         }
 
     def filled_to(self, steps: int, tau: float) -> SchemeRecord:
@@ -233,9 +238,12 @@ class SchemeStepper:
             ledger = self.bdf2_ledger(tau)
         except ValueError as error:
             return BoundParts.undefined(), str(error), record
-        bounds = (previous.tracking_bound, older_bound)
-        g_norm, bound = ledger.step(BoundParts(*record.g_norm), residual, u_new, u_old, bounds)
-        return bound, None, replace(record, g_norm=_parts(g_norm))
+        anchor = record.anchor_bound
+        if anchor is None:  # a checkpoint written before W_k was carried
+            anchor = 4 * previous.tracking_bound + older_bound
+        bounds = (previous.tracking_bound, older_bound, anchor)
+        g_norm, bound, anchor = ledger.step(BoundParts(*record.g_norm), residual, u_new, u_old, bounds)
+        return bound, None, replace(record, g_norm=_parts(g_norm), anchor_bound=_json_number(anchor))
 
     def start_g_norm(
         self, record: SchemeRecord, first: BoundParts, initial: BoundParts, tau: float
@@ -246,7 +254,8 @@ class SchemeStepper:
             ledger = self.bdf2_ledger(tau)
         except ValueError as error:
             return str(error), record
-        return None, replace(record, g_norm=_parts(ledger.start(first, initial)))
+        anchor = 4 * first.tracking_bound + initial.tracking_bound
+        return None, replace(record, g_norm=_parts(ledger.start(first, initial)), anchor_bound=_json_number(anchor))
 
     def flow_step(
         self,

@@ -35,7 +35,7 @@ def test_default_scheme_is_the_minimizing_movement_bit_for_bit():
     assert np.array_equal(default.tracking_bound, explicit.tracking_bound)
 
 
-@pytest.mark.parametrize(("name", "cap"), [("heat_1d", 25.0), ("heat_2d", 10.0)])
+@pytest.mark.parametrize(("name", "cap"), [("heat_1d", 10.0), ("heat_2d", 10.0)])
 def test_bdf2_tracks_its_exact_iterates_with_a_certified_bound(name, cap):
     experiment = build(name, "quick")
     solver = GaussNewton(max_iterations=3)
@@ -56,6 +56,7 @@ def test_bdf2_semi_convex_bound_holds_on_allen_cahn_or_is_withdrawn_with_the_rea
     assert experiment.flow.convexity < 0 and 4 * experiment.flow.tau * -experiment.flow.convexity < 1
     result = _flow(experiment, BDF2()).run(experiment.theta0, experiment.steps, solver)
     assert result.certified and np.all(result.trajectory_error[1:] <= result.tracking_bound[1:])
+    assert result.tracking_bound[1:].max() <= 10 * result.trajectory_error[1:].max()  # 4.1 measured (docs/driver.md)
     flow = experiment.flow
     wide = MinimizingMovement(flow.parametrization, flow.energy, flow.metric, 0.3, scheme=BDF2())
     with pytest.warns(RuntimeWarning, match="4 tau lambda_- < 1"):

@@ -238,21 +238,25 @@ def test_one_g_norm_step_needs_the_norm_constant():
     residual = float(metric.norm((energy.gradient(u_new) / metric.weights.unsqueeze(-1)) + (u_new - plan.anchor) / plan.tau))
     g_now = _g_norm(metric, u_now - exact[2], u_old - exact[1])
     previous = BoundParts(g_now, 0.0, 0.0, 0.0)
-    g_new, bound = ledger.step(previous, Residual(residual, residual, 0.0), u_new, u_now)
+    g_new, bound, _ = ledger.step(previous, Residual(residual, residual, 0.0), u_new, u_now)
     true = float(metric.norm(u_new - exact[3]))
     assert bound.tracking_bound >= true
     assert g_new.tracking_bound < true  # a ledger without the constant 2 would be violated here
 
 
-def _perturbed_bdf2(energy, metric, u0, tau, steps, size, seed, mode):
-    """BDF2 (implicit Euler start) with a smooth perturbation added to each exact step; the ledger and the true errors."""
+def _perturbed_bdf2(energy, metric, u0, tau, steps, size, seed, mode, full=False):
+    """BDF2 (implicit Euler start) with a perturbation ``size * N(0, 1) * mode`` added to each exact step; the ledger's bounds and the true errors.
+
+    ``full=False`` books the pure G-norm recursion :math:`2g_k`; ``full=True`` passes :math:`(B_k, B_{k-1}, W_k)`, as the
+    driver does, so the total is the minimum of every bound of ``BDF2Ledger.step``.
+    """
     generator = torch.Generator().manual_seed(seed)
     convexity = energy.convexity(metric)
     ledger = BDF2Ledger(convexity, tau, metric, torch.float64, u0.numel())
     euler = TrackingLedger(StepConstants.of(tau, convexity), metric, torch.float64, u0.numel())
     scheme = BDF2(start="euler")
     exact = scheme.exact_trajectory(energy, metric, u0, [tau] * steps)
-    states, bounds, errors, g = [u0], [], [], None
+    states, bounds, errors, g, anchor = [u0], [0.0], [], None, None
     for k in range(steps):
         plan = scheme.plan(states, [tau] * (len(states) - 1), tau)
         new = energy.prox(plan.anchor, plan.tau, metric) + size * float(torch.randn((), generator=generator, dtype=torch.float64)) * mode
@@ -261,13 +265,15 @@ def _perturbed_bdf2(energy, metric, u0, tau, steps, size, seed, mode):
         residual = Residual(rho, rho, 0.0)
         if k == 0:
             first = euler.step(BoundParts.start(0.0), residual, new, states[-1])
-            g, bound = ledger.start(first, BoundParts.start(0.0)), first
+            g, bound, anchor = ledger.start(first, BoundParts.start(0.0)), first, 4 * first.tracking_bound
+        elif full:
+            g, bound, anchor = ledger.step(g, residual, new, states[-1], (bounds[-1], bounds[-2], anchor))
         else:
-            g, bound = ledger.step(g, residual, new, states[-1])
+            g, bound, _ = ledger.step(g, residual, new, states[-1])
         states.append(new)
         bounds.append(bound.tracking_bound)
         errors.append(float(metric.norm(new - exact[k + 1])))
-    return bounds, errors
+    return bounds[1:], errors
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -276,6 +282,48 @@ def test_bdf2_ledger_holds_on_perturbed_heat_steps(seed):
     mode = torch.sin(math.pi * x) + 0.5 * torch.sin(2 * math.pi * x)
     bounds, errors = _perturbed_bdf2(energy, metric, torch.sin(math.pi * x), 0.05, 20, 1e-4, seed, mode)
     assert all(error <= bound for error, bound in zip(errors, bounds))
+
+
+def _allen_cahn_1d(count=32):
+    x = uniform_nodes(count, -1.0, 1.0, "neumann", dtype=torch.float64).unsqueeze(-1)
+    weights = trapezoid_weights(count, -1.0, 1.0, dtype=torch.float64)
+    metric = L2Metric(weights)
+    energy = GinzburgLandau(0.1, stiffness_1d(count, -1.0, 1.0, "neumann", dtype=torch.float64), weights)
+    return x, metric, energy
+
+
+def _full_ledger_cases():
+    """Perturbed exact BDF2 runs on heat 1-D (lambda > 0) and Allen-Cahn (lambda = -1): (bounds, errors, pure-G-norm bounds)."""
+    x, metric, energy, _, _ = _heat_1d()  # float64 grid
+    low = torch.sin(math.pi * x)
+    mode = low + 0.5 * torch.sin(2 * math.pi * x)
+    for seed in range(3):
+        arguments = (energy, metric, low, 0.05, 20, 1e-4, seed, mode)
+        yield "heat", _perturbed_bdf2(*arguments, full=True), _perturbed_bdf2(*arguments)[0]
+    x, metric, energy = _allen_cahn_1d()
+    u0 = 0.6 * torch.sin(2.5 * math.pi * x) + 0.2 * x
+    for seed in range(2):
+        arguments = (energy, metric, u0, 0.1, 10, 1e-4, seed, torch.cos(math.pi * x))
+        yield "allen_cahn", _perturbed_bdf2(*arguments, full=True), _perturbed_bdf2(*arguments)[0]
+
+
+def test_bdf2_ledger_with_its_history_holds_and_is_tighter_than_the_pure_g_norm():
+    """The driver's ledger (B_k, B_k-1, W_k passed on) bounds every error, and is several times below 2 g_k."""
+    for name, (bounds, errors), pure in _full_ledger_cases():
+        assert all(error <= bound for error, bound in zip(errors, bounds)), name
+        assert all(bound <= g_bound * (1 + 1e-12) for bound, g_bound in zip(bounds, pure)), name
+        assert max(bounds) <= (5 if name == "heat" else 8) * max(errors), name  # pure G-norm: 9-18 (heat), 43-56
+        assert max(pure) >= 2 * max(bounds), name
+
+
+def test_bdf2_ledger_breaks_without_the_norm_constant(monkeypatch):
+    """With the G-norm constant 2 replaced by 1 (||e_k+1|| <= g_k+1) the bound is violated on both flows."""
+    monkeypatch.setattr(BDF2Ledger, "NORM_CONSTANT", 1.0)
+    violated = set()
+    for name, (bounds, errors), _ in _full_ledger_cases():
+        if any(error > bound for error, bound in zip(errors, bounds)):
+            violated.add(name)
+    assert violated == {"heat", "allen_cahn"}
 
 
 def test_bdf2_semi_convex_bound_holds_on_allen_cahn():
