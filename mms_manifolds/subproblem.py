@@ -18,7 +18,15 @@ import torch
 
 from ._checks import as_tensor, check_finite, check_instance, check_shape
 from .energies import Energy
-from .linalg import AutoSolve, Factorization, GramOperator, OperatorSum, ScaledOperator, make_solve_mode
+from .linalg import (
+    AutoSolve,
+    Factorization,
+    GramOperator,
+    OperatorSum,
+    ScaledOperator,
+    diagonal_weight_factorization,
+    make_solve_mode,
+)
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
@@ -113,6 +121,10 @@ class EnergyHessian:
     def multiple_of(self, metric: Metric) -> float | None:
         r""":math:`c` with :math:`\nabla^2E = c\,` ``metric``, or ``None``."""
         return self.energy.hessian_metric_multiple(metric)
+
+    def diagonal(self) -> torch.Tensor | None:
+        r"""The diagonal of :math:`\nabla^2E(u)` where the energy knows it is diagonal (:meth:`Energy.hessian_diagonal`), else ``None``."""
+        return self.energy.hessian_diagonal(self.u)
 
 
 def _check_anchor(parametrization: Parametrization, anchor: object) -> torch.Tensor:
@@ -280,6 +292,9 @@ class MMSSubproblem:
 
         - :math:`\nabla^2E = cM` (regression): :math:`A = (c + 1/\tau)J^\top MJ`, and the manifold's own
           cached factorisation of :math:`J^\top MJ` is reused (scale :math:`c + 1/\tau`).
+        - Where :math:`J` is formed, :math:`Nm < p` and :math:`W = \operatorname{diag}(d)`, :math:`d \ge 0` (jet
+          energies with a jet metric): the kernel side :math:`K = BB^\top`, :math:`B = \operatorname{diag}(\sqrt d)J`
+          (:func:`~mms_manifolds.linalg.diagonal_weight_factorization`).
         - Otherwise, where :math:`J` is formed: :math:`A` assembled as a ``(p, p)`` matrix from :math:`W`
           applied to the columns of :math:`J` (:class:`~mms_manifolds.linalg.GramFactorization`).
         - Matrix-free mode: the operator :math:`J^\top WJ` solved by CG.
@@ -319,9 +334,8 @@ class MMSSubproblem:
                 1 / (self.tau * multiple),
             )
         if mode.forms_jacobian:
-            factorization = mode.factorize_weighted(
-                GramOperator(manifold.parametrization, weight, theta, jacobian=jacobian)
-            )
+            operator = GramOperator(manifold.parametrization, weight, theta, jacobian=jacobian)
+            factorization = diagonal_weight_factorization(operator) or mode.factorize_weighted(operator)
             trace = float(torch.trace(factorization.gram))
         else:
             operator = GramOperator(manifold.parametrization, weight, theta)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["MetricMultiple", "OperatorSum", "ScaledOperator", "multiple_of"]
+__all__ = ["MetricMultiple", "OperatorSum", "ScaledOperator", "diagonal_of", "multiple_of"]
 
 
 class MetricMultiple(Protocol):
@@ -32,6 +32,19 @@ def multiple_of(operator: object, metric: object) -> float | None:
         return 1.0
     ask = getattr(operator, "multiple_of", None)
     return None if ask is None else ask(metric)
+
+
+def diagonal_of(operator: object) -> torch.Tensor | None:
+    r"""The diagonal :math:`d` (shape ``(N, m)``) of an operator known to be :math:`\operatorname{diag}(d)`, else ``None``.
+
+    An operator says so through a ``diagonal`` method (the sums and multiples here, the step's energy
+    Hessian) or a stored ``diagonal`` tensor (:class:`~mms_manifolds.meshfree.JetMetric`); a method may
+    return ``None`` for "not known".
+    """
+    known = getattr(operator, "diagonal", None)
+    if isinstance(known, torch.Tensor):
+        return known
+    return known() if callable(known) else None
 
 
 class ScaledOperator:
@@ -55,6 +68,13 @@ class ScaledOperator:
 
     def multiple_of(self, metric: object) -> float | None:
         inner = multiple_of(self.operator, metric)
+        if inner is None:
+            return None
+        return inner * self.factor if self.divisor is None else inner / self.divisor
+
+    def diagonal(self) -> torch.Tensor | None:
+        r"""The diagonal of :math:`sW` or :math:`W/d` where :math:`W`'s is known (:func:`diagonal_of`), else ``None``."""
+        inner = diagonal_of(self.operator)
         if inner is None:
             return None
         return inner * self.factor if self.divisor is None else inner / self.divisor
@@ -87,4 +107,14 @@ class OperatorSum:
         total = multiples[0]
         for multiple in multiples[1:]:
             total = total + multiple
+        return total
+
+    def diagonal(self) -> torch.Tensor | None:
+        r""":math:`\sum_i d_i` where every term is :math:`\operatorname{diag}(d_i)`, else ``None``."""
+        diagonals = [diagonal_of(term) for term in self.terms]
+        if any(diagonal is None for diagonal in diagonals):
+            return None
+        total = diagonals[0]
+        for diagonal in diagonals[1:]:
+            total = total + diagonal
         return total
