@@ -20,6 +20,7 @@ from ._checks import as_tensor, check_finite, check_instance, check_shape
 from .energies import Energy
 from .linalg import (
     AutoSolve,
+    DiagonalWeightFactorization,
     Factorization,
     GramOperator,
     OperatorSum,
@@ -70,6 +71,9 @@ class GaussNewtonModel:
         proximal_share: :math:`\operatorname{tr}(J^\top MJ)/(\tau\operatorname{tr}(A))`, the part of the model's
             curvature that the proximal term :math:`\|u - u_k\|_M^2/(2\tau)` contributes: near 1 for a short
             time step, near 0 where the step is a long minimisation of :math:`E`.
+        range_gradient: :math:`s` with :math:`g = B^\top s` where ``factorization`` is a
+            :class:`~mms_manifolds.linalg.DiagonalWeightFactorization` (then :meth:`step` solves in range form,
+            without the kernel solve's cancellation at small damping), else ``None``.
     """
 
     cost: float
@@ -78,12 +82,16 @@ class GaussNewtonModel:
     scale: float
     mean_eigenvalue: float
     proximal_share: float
+    range_gradient: torch.Tensor | None = None
 
     def step(self, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
         r""":math:`\delta = -(A + \mu I)^{-1}g`, shape ``(p,)``; :math:`\mu = 0` gives :math:`-A^+g`, the truncated pseudo-inverse step.
 
-        See :meth:`solve` for the eigenvalues the pseudo-inverse drops.
+        See :meth:`solve` for the eigenvalues the pseudo-inverse drops. With ``range_gradient`` the step is
+        :math:`-B^\top(K + \mu I)^{-1}s` (or :math:`-B^\top Q_k\Lambda_k^{-1}Q_k^\top s`), the same step in exact arithmetic.
         """
+        if self.range_gradient is not None:
+            return -self.factorization.range_solve(self.range_gradient, damping / self.scale, cutoff) / self.scale
         return -self.solve(self.gradient, damping, cutoff)
 
     def solve(self, rhs: torch.Tensor, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
@@ -335,7 +343,20 @@ class MMSSubproblem:
             )
         if mode.forms_jacobian:
             operator = GramOperator(manifold.parametrization, weight, theta, jacobian=jacobian)
-            factorization = diagonal_weight_factorization(operator) or mode.factorize_weighted(operator)
+            factorization = diagonal_weight_factorization(operator)
+            if factorization is not None:
+                trace = float(torch.trace(factorization.gram))
+                share = metric_trace / (self.tau * trace) if trace > 0 else 1.0
+                return GaussNewtonModel(
+                    cost,
+                    gradient,
+                    factorization,
+                    1.0,
+                    trace / manifold.dim,
+                    share,
+                    factorization.range_form(function_gradient),
+                )
+            factorization = mode.factorize_weighted(operator)
             trace = float(torch.trace(factorization.gram))
         else:
             operator = GramOperator(manifold.parametrization, weight, theta)
@@ -369,6 +390,8 @@ class MMSSubproblem:
         parametrization = self.manifold.parametrization
         u, _ = self._evaluate(theta)
         curvature = parametrization.second_derivative(theta, step, step)
+        if isinstance(model.factorization, DiagonalWeightFactorization):  # J^T W c = B^T (sqrt(d) c): range form
+            return -model.factorization.range_solve(model.factorization.whiten(curvature), damping, cutoff)
         weighted = self.step_hessian(u).apply(curvature)
         return -model.solve(self.manifold.pull_back(theta, weighted), damping, cutoff)
 

@@ -109,6 +109,33 @@ def test_kernel_side_model_equals_the_dense_solves_to_1e_10():
         assert float((solved - reference).norm() / reference.norm()) <= 1e-10
 
 
+def test_range_form_steps_and_acceleration_equal_the_svd_solves_to_1e_10():
+    """The model's steps (B^T (K + mu)^-1 s) and the geodesic acceleration against the SVD of the whitened Jacobian."""
+    flow = _poisson_flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    model = subproblem.gauss_newton_model(theta, "dense")
+    assert model.range_gradient is not None
+    factorization = model.factorization
+    torch.testing.assert_close(factorization.factor.T @ model.range_gradient, model.gradient, rtol=1e-12, atol=1e-12)
+    svd = torch.linalg.svd(factorization.factor, full_matrices=False)
+    for relative in (1e-3, 1e-1, 10.0):
+        damping = relative * model.mean_eigenvalue
+        reference = -singular_value_solve(svd, model.gradient, damping, 0.0)
+        assert float((model.step(damping) - reference).norm() / reference.norm()) <= 1e-10
+    reference = -singular_value_solve(svd, model.gradient, 0.0, 1e-6)
+    step = model.step(0.0, 1e-6)
+    assert float((step - reference).norm() / reference.norm()) <= 1e-10
+    damping = 1e-3 * model.mean_eigenvalue
+    step = model.step(damping)
+    acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
+    u = flow.parametrization.value(theta)
+    curvature = flow.parametrization.second_derivative(theta, step, step)
+    pulled = flow.manifold.pull_back(theta, subproblem.step_hessian(u).apply(curvature))
+    reference = -singular_value_solve(svd, pulled, damping, 0.0)
+    assert float((acceleration - reference).norm() / reference.norm()) <= 1e-10
+
+
 def test_a_negative_hessian_entry_keeps_the_assembled_matrix():
     nodes = {"interior": box_interior_grid(4, 2, ("value", "gradient"), dtype=DTYPE)}
     jets = JetParametrization(_network(5), nodes)

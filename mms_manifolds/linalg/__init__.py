@@ -3,7 +3,7 @@
 from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_solve_mode
 from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
 from .composite import OperatorSum, ScaledOperator, diagonal_of, multiple_of
-from .diagonal_weight import diagonal_weight_factorization
+from .diagonal_weight import DiagonalWeightFactorization, diagonal_weight_factorization
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization, singular_value_solve
 from .kernel import KernelFactorization, KernelSolve
 from .limits import pseudo_inverse_rtol, range_mask
@@ -19,6 +19,7 @@ __all__ = [
     "CertifiedDecrease",
     "ConjugateGradientSolve",
     "DenseSolve",
+    "DiagonalWeightFactorization",
     "Factorization",
     "GramFactorization",
     "GramOperator",
