@@ -46,7 +46,7 @@ def main() -> None:
         seconds = time.process_time() - start
         step = inspect.currentframe().f_back.f_locals.get("step")  # the training loop's counter, 0 after the first step
         value = peer_l2_error(model, points, solution)
-        records.append({"iteration": None if step is None else step + 1, "cpu_seconds": seconds, "l2": float(value)})
+        records.append({"iteration": None if step is None else step + 1, "cpu_seconds": seconds, "l2": float(value.detach())})
         return value
 
     train.l2_error = recorded_l2_error
