@@ -101,20 +101,18 @@ class OperatorSum:
 
     def multiple_of(self, metric: object) -> float | None:
         r""":math:`\sum_i s_i` where every term is :math:`s_iM`, else ``None``."""
-        multiples = [multiple_of(term, metric) for term in self.terms]
-        if any(multiple is None for multiple in multiples):
-            return None
-        total = multiples[0]
-        for multiple in multiples[1:]:
-            total = total + multiple
-        return total
+        return _sum_if_all_known([multiple_of(term, metric) for term in self.terms])
 
     def diagonal(self) -> torch.Tensor | None:
         r""":math:`\sum_i d_i` where every term is :math:`\operatorname{diag}(d_i)`, else ``None``."""
-        diagonals = [diagonal_of(term) for term in self.terms]
-        if any(diagonal is None for diagonal in diagonals):
-            return None
-        total = diagonals[0]
-        for diagonal in diagonals[1:]:
-            total = total + diagonal
-        return total
+        return _sum_if_all_known([diagonal_of(term) for term in self.terms])
+
+
+def _sum_if_all_known(parts: list[float | torch.Tensor | None]) -> float | torch.Tensor | None:
+    """The sum of ``parts`` in the order given (the terms' own arithmetic), or ``None`` if any part is ``None``."""
+    if any(part is None for part in parts):
+        return None
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
