@@ -95,6 +95,14 @@ class Energy(ABC):
         r""":math:`\nabla^2 E(u)\,v`, shape ``(N, m)`` (forward-over-reverse autodiff by default)."""
         return jvp(grad(self.value), (u,), (v,))[1]
 
+    def hessian_diagonal(self, u: torch.Tensor) -> torch.Tensor | None:
+        r"""The diagonal :math:`d` (shape ``(N, m)``) where :math:`\nabla^2E(u) = \operatorname{diag}(d)` exactly, else ``None`` (the default: not known).
+
+        A Gauss–Newton model with a diagonal Hessian and a diagonal metric is solved on the kernel side
+        (:func:`~mms_manifolds.linalg.diagonal_weight_factorization`) when :math:`Nm < p`.
+        """
+        return None
+
     def convexity(self, metric: Metric) -> float | None:
         r"""Convexity modulus :math:`\lambda` with :math:`\nabla^2 E \succeq \lambda M`, or ``None`` if unknown."""
         return None

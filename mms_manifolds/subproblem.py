@@ -18,7 +18,16 @@ import torch
 
 from ._checks import as_tensor, check_finite, check_instance, check_shape
 from .energies import Energy
-from .linalg import AutoSolve, Factorization, GramOperator, OperatorSum, ScaledOperator, make_solve_mode
+from .linalg import (
+    AutoSolve,
+    DiagonalWeightFactorization,
+    Factorization,
+    GramOperator,
+    OperatorSum,
+    ScaledOperator,
+    diagonal_weight_factorization,
+    make_solve_mode,
+)
 from .manifold import IncrementManifold
 from .metrics.base import Metric
 from .parametrizations.base import Parametrization
@@ -62,6 +71,9 @@ class GaussNewtonModel:
         proximal_share: :math:`\operatorname{tr}(J^\top MJ)/(\tau\operatorname{tr}(A))`, the part of the model's
             curvature that the proximal term :math:`\|u - u_k\|_M^2/(2\tau)` contributes: near 1 for a short
             time step, near 0 where the step is a long minimisation of :math:`E`.
+        range_gradient: :math:`s` with :math:`g = B^\top s` where ``factorization`` is a
+            :class:`~mms_manifolds.linalg.DiagonalWeightFactorization` (then :meth:`step` solves in range form,
+            without the kernel solve's cancellation at small damping), else ``None``.
     """
 
     cost: float
@@ -70,12 +82,16 @@ class GaussNewtonModel:
     scale: float
     mean_eigenvalue: float
     proximal_share: float
+    range_gradient: torch.Tensor | None = None
 
     def step(self, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
         r""":math:`\delta = -(A + \mu I)^{-1}g`, shape ``(p,)``; :math:`\mu = 0` gives :math:`-A^+g`, the truncated pseudo-inverse step.
 
-        See :meth:`solve` for the eigenvalues the pseudo-inverse drops.
+        See :meth:`solve` for the eigenvalues the pseudo-inverse drops. With ``range_gradient`` the step is
+        :math:`-B^\top(K + \mu I)^{-1}s` (or :math:`-B^\top Q_k\Lambda_k^{-1}Q_k^\top s`), the same step in exact arithmetic.
         """
+        if self.range_gradient is not None:
+            return -self.factorization.range_solve(self.range_gradient, damping / self.scale, cutoff) / self.scale
         return -self.solve(self.gradient, damping, cutoff)
 
     def solve(self, rhs: torch.Tensor, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
@@ -113,6 +129,10 @@ class EnergyHessian:
     def multiple_of(self, metric: Metric) -> float | None:
         r""":math:`c` with :math:`\nabla^2E = c\,` ``metric``, or ``None``."""
         return self.energy.hessian_metric_multiple(metric)
+
+    def diagonal(self) -> torch.Tensor | None:
+        r"""The diagonal of :math:`\nabla^2E(u)` where the energy knows it is diagonal (:meth:`Energy.hessian_diagonal`), else ``None``."""
+        return self.energy.hessian_diagonal(self.u)
 
 
 def _check_anchor(parametrization: Parametrization, anchor: object) -> torch.Tensor:
@@ -280,6 +300,9 @@ class MMSSubproblem:
 
         - :math:`\nabla^2E = cM` (regression): :math:`A = (c + 1/\tau)J^\top MJ`, and the manifold's own
           cached factorisation of :math:`J^\top MJ` is reused (scale :math:`c + 1/\tau`).
+        - Where :math:`J` is formed, :math:`Nm < p` and :math:`W = \operatorname{diag}(d)`, :math:`d \ge 0` (jet
+          energies with a jet metric): the kernel side :math:`K = BB^\top`, :math:`B = \operatorname{diag}(\sqrt d)J`
+          (:func:`~mms_manifolds.linalg.diagonal_weight_factorization`).
         - Otherwise, where :math:`J` is formed: :math:`A` assembled as a ``(p, p)`` matrix from :math:`W`
           applied to the columns of :math:`J` (:class:`~mms_manifolds.linalg.GramFactorization`).
         - Matrix-free mode: the operator :math:`J^\top WJ` solved by CG.
@@ -319,9 +342,21 @@ class MMSSubproblem:
                 1 / (self.tau * multiple),
             )
         if mode.forms_jacobian:
-            factorization = mode.factorize_weighted(
-                GramOperator(manifold.parametrization, weight, theta, jacobian=jacobian)
-            )
+            operator = GramOperator(manifold.parametrization, weight, theta, jacobian=jacobian)
+            factorization = diagonal_weight_factorization(operator)
+            if factorization is not None:
+                trace = float(torch.trace(factorization.gram))
+                share = metric_trace / (self.tau * trace) if trace > 0 else 1.0
+                return GaussNewtonModel(
+                    cost,
+                    gradient,
+                    factorization,
+                    1.0,
+                    trace / manifold.dim,
+                    share,
+                    factorization.range_form(function_gradient),
+                )
+            factorization = mode.factorize_weighted(operator)
             trace = float(torch.trace(factorization.gram))
         else:
             operator = GramOperator(manifold.parametrization, weight, theta)
@@ -355,6 +390,8 @@ class MMSSubproblem:
         parametrization = self.manifold.parametrization
         u, _ = self._evaluate(theta)
         curvature = parametrization.second_derivative(theta, step, step)
+        if isinstance(model.factorization, DiagonalWeightFactorization):  # J^T W c = B^T (sqrt(d) c): range form
+            return -model.factorization.range_solve(model.factorization.whiten(curvature), damping, cutoff)
         weighted = self.step_hessian(u).apply(curvature)
         return -model.solve(self.manifold.pull_back(theta, weighted), damping, cutoff)
 

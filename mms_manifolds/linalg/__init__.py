@@ -2,7 +2,8 @@
 
 from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_solve_mode
 from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
-from .composite import OperatorSum, ScaledOperator, multiple_of
+from .composite import OperatorSum, ScaledOperator, diagonal_of, multiple_of
+from .diagonal_weight import DiagonalWeightFactorization, diagonal_weight_factorization
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization, singular_value_solve
 from .kernel import KernelFactorization, KernelSolve
 from .limits import pseudo_inverse_rtol, range_mask
@@ -18,6 +19,7 @@ __all__ = [
     "CertifiedDecrease",
     "ConjugateGradientSolve",
     "DenseSolve",
+    "DiagonalWeightFactorization",
     "Factorization",
     "GramFactorization",
     "GramOperator",
@@ -39,6 +41,8 @@ __all__ = [
     "WoodburySolve",
     "certified_decrease_fraction",
     "conjugate_gradient",
+    "diagonal_of",
+    "diagonal_weight_factorization",
     "make_solve_mode",
     "multiple_of",
     "nystrom_approximation",

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["MetricMultiple", "OperatorSum", "ScaledOperator", "multiple_of"]
+__all__ = ["MetricMultiple", "OperatorSum", "ScaledOperator", "diagonal_of", "multiple_of"]
 
 
 class MetricMultiple(Protocol):
@@ -32,6 +32,19 @@ def multiple_of(operator: object, metric: object) -> float | None:
         return 1.0
     ask = getattr(operator, "multiple_of", None)
     return None if ask is None else ask(metric)
+
+
+def diagonal_of(operator: object) -> torch.Tensor | None:
+    r"""The diagonal :math:`d` (shape ``(N, m)``) of an operator known to be :math:`\operatorname{diag}(d)`, else ``None``.
+
+    An operator says so through a ``diagonal`` method (the sums and multiples here, the step's energy
+    Hessian) or a stored ``diagonal`` tensor (:class:`~mms_manifolds.meshfree.JetMetric`); a method may
+    return ``None`` for "not known".
+    """
+    known = getattr(operator, "diagonal", None)
+    if isinstance(known, torch.Tensor):
+        return known
+    return known() if callable(known) else None
 
 
 class ScaledOperator:
@@ -59,6 +72,13 @@ class ScaledOperator:
             return None
         return inner * self.factor if self.divisor is None else inner / self.divisor
 
+    def diagonal(self) -> torch.Tensor | None:
+        r"""The diagonal of :math:`sW` or :math:`W/d` where :math:`W`'s is known (:func:`diagonal_of`), else ``None``."""
+        inner = diagonal_of(self.operator)
+        if inner is None:
+            return None
+        return inner * self.factor if self.divisor is None else inner / self.divisor
+
 
 class OperatorSum:
     r""":math:`W_1 + W_2 + \dots`, applied term by term (in the order given).
@@ -81,10 +101,18 @@ class OperatorSum:
 
     def multiple_of(self, metric: object) -> float | None:
         r""":math:`\sum_i s_i` where every term is :math:`s_iM`, else ``None``."""
-        multiples = [multiple_of(term, metric) for term in self.terms]
-        if any(multiple is None for multiple in multiples):
-            return None
-        total = multiples[0]
-        for multiple in multiples[1:]:
-            total = total + multiple
-        return total
+        return _sum_if_all_known([multiple_of(term, metric) for term in self.terms])
+
+    def diagonal(self) -> torch.Tensor | None:
+        r""":math:`\sum_i d_i` where every term is :math:`\operatorname{diag}(d_i)`, else ``None``."""
+        return _sum_if_all_known([diagonal_of(term) for term in self.terms])
+
+
+def _sum_if_all_known(parts: list[float | torch.Tensor | None]) -> float | torch.Tensor | None:
+    """The sum of ``parts`` in the order given (the terms' own arithmetic), or ``None`` if any part is ``None``."""
+    if any(part is None for part in parts):
+        return None
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total

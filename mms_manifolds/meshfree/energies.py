@@ -63,7 +63,11 @@ class _JetEnergy(Energy):
         Hessian-vector product :math:`\nabla^2E(u)\,\mathbf 1`. Batched over many ``v`` (the Gauss–Newton
         model's columns of :math:`J`), that is one HVP instead of one per column.
         """
-        return super().hessian_matvec(u, torch.ones_like(u)) * v
+        return self.hessian_diagonal(u) * v
+
+    def hessian_diagonal(self, u: torch.Tensor) -> torch.Tensor:
+        r""":math:`d = \nabla^2E(u)\,\mathbf 1`, shape ``(K, 1)``: the Hessian is :math:`\operatorname{diag}(d)` (:meth:`hessian_matvec`)."""
+        return super().hessian_matvec(u, torch.ones_like(u))
 
     def _weights(self, name: str) -> torch.Tensor:
         return self.parametrization.node_sets[name].weights

@@ -1,0 +1,229 @@
+r"""KFAC's 2-D Poisson at :math:`p = 9873`: the library's Gauss–Newton beside Woodbury-ENGD and KFAC, CPU seconds per iteration.
+
+The problem of Dangel, Müller, Zeinhofer, "Kronecker-factored approximate curvature for physics-informed
+neural networks" (NeurIPS 2024; github:f-dangel/kfac-pinns-experiments, experiment
+``exp15_poisson2d_deepwide``), rebuilt here from its description (no code of theirs is used):
+:math:`-\Delta u = 2\pi^2\sin(\pi x)\sin(\pi y)` on :math:`(0, 1)^2`, :math:`u = \sin(\pi x)\sin(\pi y)` on the
+boundary, the PINN loss :math:`\frac1{2N_\Omega}\sum_i(\Delta u(x_i) + f(x_i))^2 + \frac1{2N_{\partial\Omega}}\sum_j(u(y_j) - g(y_j))^2`
+on 900 interior and 120 boundary points, a tanh MLP 2-64-64-48-48-1 (:math:`p = 9873`, PyTorch's default
+initialisation in float32, then float64), L2 error the root mean square on 9000 further uniform points.
+The points and the initial network are the peers' exactly: their training script seeds 1 before building the
+network, and its data loaders draw lazily after that, interior points first (``rand(900, 2)``), then the
+boundary points (``rand(120, 2)``, a side index ``randint(0, 2)`` and a side value ``randint(0, 2)`` per
+point), then the evaluation points. The peers compute :math:`f` and :math:`g` in float32 (relative rounding
+6e-8); this benchmark in float64.
+
+Ours is one MMS step with :math:`\tau = 10^{12}` (the step is the minimisation of the loss) solved by
+``GaussNewton``, the metric :math:`L^2` on the boundary values, so the model's Jacobian is the PINN residual
+Jacobian (1020 rows) and the model is solved on its kernel side (:math:`1020 \times 1020`,
+:func:`~mms_manifolds.linalg.diagonal_weight_factorization`). CPU seconds (``time.process_time``, one torch
+thread) exclude the L2 evaluations. The peers run through ``benchmarks/peer_clock.py`` under their own
+interpreter, from checkouts whose paths are given (fetch them yourself; nothing of theirs is in this
+repository): Woodbury-ENGD is rla-pinns' ``RNGD`` with ``approximation=exact`` and its 31-point grid line
+search, damping :math:`3.17\cdot10^{-12}` (its best 5-D Poisson run); KFAC is kfac-pinns' best run of this
+experiment (``KFAC_lr=auto``, damping :math:`2.99\cdot10^{-13}`, EMA 0.626, initialised to the identity).
+
+    python benchmarks/poisson_scale.py                          # ours alone, 50 iterations
+    python benchmarks/poisson_scale.py --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python \
+        --kfac /tmp/kfac --kfac-python /tmp/venv-kfac/bin/python --cpu 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mms_manifolds import GaussNewton, MinimizingMovement
+from mms_manifolds.meshfree import JetMetric, JetParametrization, NodeSet, PoissonLeastSquares
+from mms_manifolds.progress import LOGGER, InnerProgress
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PEER_CLOCK = Path(__file__).resolve().parent / "peer_clock.py"
+TAU = 1e12
+TARGETS = (1e-4, 1e-5, 1e-6)
+WIDTHS = (2, 64, 64, 48, 48, 1)
+WOODBURY_ARGUMENTS = (
+    "--optimizer=RNGD",
+    "--RNGD_approximation=exact",
+    "--RNGD_damping=3.1732122998048178e-12",
+    "--RNGD_equation=poisson",
+    "--model=mlp-tanh-64-64-48-48",
+)
+KFAC_ARGUMENTS = (
+    "--optimizer=KFAC",
+    "--KFAC_damping=2.989246965479676e-13",
+    "--KFAC_ema_factor=0.6258340006622556",
+    "--KFAC_initialize_to_identity",
+    "--KFAC_lr=auto",
+    "--model=mlp-tanh-64-64-48-48",
+)
+
+
+def _solution(points: torch.Tensor) -> torch.Tensor:
+    return torch.sin(math.pi * points[:, 0]) * torch.sin(math.pi * points[:, 1])
+
+
+def _source(points: torch.Tensor) -> torch.Tensor:
+    return 2 * math.pi**2 * _solution(points)
+
+
+def kfac_problem(model_seed: int = 1, interior: int = 900, boundary: int = 120, evaluation: int = 9000):
+    """The network and points of the peers' run (module docstring): ``(network, interior, boundary, evaluation)``."""
+    torch.manual_seed(model_seed)
+    layers: list[torch.nn.Module] = []
+    for fan_in, fan_out in zip(WIDTHS[:-1], WIDTHS[1:]):
+        layers += [torch.nn.Linear(fan_in, fan_out, dtype=torch.float32), torch.nn.Tanh()]
+    network = torch.nn.Sequential(*layers[:-1]).to(torch.float64)
+    inside = torch.rand(interior, 2, dtype=torch.float32)
+    edge = torch.rand(boundary, 2, dtype=torch.float32)
+    axis = torch.randint(0, 2, (boundary,))
+    side = torch.randint(0, 2, (boundary,))
+    edge[torch.arange(boundary), axis] = side.to(torch.float32)
+    test = torch.rand(evaluation, 2, dtype=torch.float32)
+    return network, inside.to(torch.float64), edge.to(torch.float64), test.to(torch.float64)
+
+
+def build_flow(network: torch.nn.Module, inside: torch.Tensor, edge: torch.Tensor) -> MinimizingMovement:
+    """The PINN loss as a jet energy, metric :math:`L^2` on the boundary values, :math:`\\tau = 10^{12}`."""
+    options = {"dtype": inside.dtype, "device": inside.device}
+    nodes = {
+        "interior": NodeSet(inside, torch.full((inside.shape[0],), 1 / inside.shape[0], **options), ("laplacian",)),
+        "boundary": NodeSet(edge, torch.full((edge.shape[0],), 1 / edge.shape[0], **options)),
+    }
+    jets = JetParametrization(network, nodes)
+    energy = PoissonLeastSquares(jets, _source, boundary="boundary", penalty=1.0, boundary_values=_solution)
+    return MinimizingMovement(jets, energy, JetMetric(jets, value={"boundary": 1.0}), tau=TAU)
+
+
+class _Recorder(logging.Handler):
+    """Per Gauss–Newton iteration: CPU seconds since the start (the L2 evaluations left out) and the L2 error."""
+
+    def __init__(self, flow: MinimizingMovement, l2_error, start: float):
+        super().__init__(logging.INFO)
+        self.flow, self.l2_error, self.start, self.excluded = flow, l2_error, start, 0.0
+        self.records: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress = getattr(record, "progress", None)
+        if not isinstance(progress, InnerProgress):
+            return
+        now = time.process_time()
+        self.flow.parametrization.write_to_module(progress.point)
+        error = self.l2_error()
+        self.records.append(
+            {
+                "iteration": progress.iteration,
+                "cpu_seconds": now - self.start - self.excluded,
+                "l2": error,
+                "loss": progress.cost,
+            }
+        )
+        print(f"ours {progress.iteration:3d}: L2 {error:.3e}, loss {progress.cost:.3e}, {now - self.start - self.excluded:.1f} s", flush=True)
+        self.excluded += time.process_time() - now
+
+
+def run_ours(iterations: int, solver: GaussNewton) -> dict:
+    """``iterations`` Gauss–Newton iterations from the peers' initial network; the record of each."""
+    network, inside, edge, test = kfac_problem()
+    flow = build_flow(network, inside, edge)
+    exact = _solution(test)
+
+    def l2_error() -> float:
+        with torch.no_grad():
+            return float((network(test).squeeze(-1) - exact).square().mean().sqrt())
+
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    recorder = _Recorder(flow, l2_error, time.process_time())
+    previous_level = LOGGER.level
+    LOGGER.addHandler(recorder)
+    LOGGER.setLevel(logging.INFO)
+    try:
+        result = solver.solve(subproblem, theta)
+    finally:
+        LOGGER.removeHandler(recorder)
+        LOGGER.setLevel(previous_level)
+    return {"solver": repr(solver), "stop_reason": result.stop_reason.name, "records": recorder.records}
+
+
+def run_peer(package: str, checkout: Path, python: str, arguments: tuple[str, ...], iterations: int, cpu: int | None) -> dict:
+    """The peer's own ``train.py`` for ``iterations`` steps through ``peer_clock.py``; its record."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "record.json"
+        command = [python, str(PEER_CLOCK), package, str(output)]
+        if cpu is not None:
+            command += ["--cpu", str(cpu)]
+        command += ["--", *arguments, f"--num_steps={iterations}", f"--max_logs={iterations}"]
+        environment = dict(
+            os.environ,
+            PYTHONPATH=str(checkout),
+            CUDA_VISIBLE_DEVICES="",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            WANDB_MODE="disabled",
+        )
+        print(" ".join(command), flush=True)
+        subprocess.run(command, env=environment, cwd=checkout / package, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(output.read_text())
+
+
+def summarise(records: list[dict]) -> dict:
+    """Iterations and CPU seconds to each L2 target, the best error, and CPU seconds per iteration."""
+    summary: dict = {"best_l2": min(record["l2"] for record in records)}
+    for target in TARGETS:
+        hit = next((record for record in records if record["l2"] <= target), None)
+        summary[f"{target:.0e}"] = None if hit is None else {"iteration": hit["iteration"], "cpu_seconds": hit["cpu_seconds"]}
+    last = records[-1]
+    summary["iterations"] = last["iteration"]
+    summary["cpu_seconds_per_iteration"] = last["cpu_seconds"] / last["iteration"]
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=50, help="iterations of every method")
+    parser.add_argument("--woodbury", type=Path, help="a checkout of github:andresguzco/rla-pinns")
+    parser.add_argument("--woodbury-python", default=sys.executable, help="the interpreter rla-pinns is installed for")
+    parser.add_argument("--kfac", type=Path, help="a checkout of github:f-dangel/kfac-pinns-experiments")
+    parser.add_argument("--kfac-python", default=sys.executable, help="the interpreter kfac-pinns is installed for")
+    parser.add_argument("--cpu", type=int, default=None, help="pin every run to this CPU core")
+    parser.add_argument("--output", type=Path, default=RESULTS / "poisson-scale-cpu.json")
+    arguments = parser.parse_args()
+    torch.set_num_threads(1)
+    if arguments.cpu is not None:
+        os.sched_setaffinity(0, {arguments.cpu})
+    solver = GaussNewton(max_iterations=arguments.iterations)
+    runs = {"ours": run_ours(arguments.iterations, solver)}
+    peers = (
+        ("woodbury", "rla_pinns", arguments.woodbury, arguments.woodbury_python, WOODBURY_ARGUMENTS),
+        ("kfac", "kfac_pinns_exp", arguments.kfac, arguments.kfac_python, KFAC_ARGUMENTS),
+    )
+    for name, package, checkout, python, peer_arguments in peers:
+        if checkout is not None:
+            runs[name] = run_peer(package, checkout, python, peer_arguments, arguments.iterations, arguments.cpu)
+    summaries = {name: summarise(run["records"]) for name, run in runs.items()}
+    for name, summary in summaries.items():
+        print(name, json.dumps(summary), flush=True)
+    record = {
+        "problem": "KFAC 2-D Poisson, p = 9873, 900 + 120 nodes",
+        "torch_threads": 1,
+        "clock": "time.process_time (CPU seconds), L2 evaluations excluded for ours",
+        "summaries": summaries,
+        "runs": runs,
+    }
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    arguments.output.write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()

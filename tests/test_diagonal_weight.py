@@ -1,0 +1,153 @@
+"""The kernel-side Gauss–Newton model for a diagonal step Hessian (PINN-type jet energies, ``Nm < p``).
+
+Held to the dense solves to 1e-10 (the SVD of the whitened Jacobian, and the assembled ``(p, p)`` matrix
+the model used before): damped solves, the truncated pseudo-inverse step and the trace; and the fallback to the assembled matrix where the diagonal has a negative
+entry (a non-convex energy). Every tensor and module has an explicit dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mms_manifolds import MinimizingMovement
+from mms_manifolds.linalg import (
+    GramFactorization,
+    GramOperator,
+    OperatorSum,
+    ScaledOperator,
+    diagonal_of,
+    diagonal_weight_factorization,
+    singular_value_solve,
+)
+from mms_manifolds.meshfree import (
+    GinzburgLandauJet,
+    JetMetric,
+    JetParametrization,
+    PoissonLeastSquares,
+    box_boundary_grid,
+    box_interior_grid,
+)
+
+DTYPE = torch.float64
+
+
+def _network(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(2, 16, dtype=DTYPE),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 16, dtype=DTYPE),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 1, dtype=DTYPE),
+    )
+
+
+def _poisson_flow(tau: float = 1e3) -> MinimizingMovement:
+    """p = 337 parameters, Nm = 25 Laplacians + 25 values + 16 boundary values = 66 < p."""
+    nodes = {
+        "interior": box_interior_grid(5, 2, ("value", "laplacian"), dtype=DTYPE),
+        "boundary": box_boundary_grid(5, dtype=DTYPE),
+    }
+    jets = JetParametrization(_network(3), nodes)
+
+    def source(points: torch.Tensor) -> torch.Tensor:
+        return 2 * math.pi**2 * torch.sin(math.pi * points[:, 0]) * torch.sin(math.pi * points[:, 1])
+
+    energy = PoissonLeastSquares(jets, source, boundary="boundary", penalty=2.0)
+    return MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=tau)
+
+
+def _assembled(subproblem, theta: torch.Tensor) -> GramFactorization:
+    u = subproblem.manifold.parametrization.value(theta)
+    operator = GramOperator(subproblem.manifold.parametrization, subproblem.step_hessian(u), theta)
+    return GramFactorization(operator.gram_matrix())
+
+
+def test_the_step_hessian_of_a_jet_energy_states_its_diagonal_exactly():
+    flow = _poisson_flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    u = flow.parametrization.value(theta)
+    weight = subproblem.step_hessian(u)
+    diagonal = diagonal_of(weight)
+    probe = torch.randn(u.shape, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(diagonal * probe, weight.apply(probe), rtol=1e-14, atol=1e-14)
+    assert diagonal_of(ScaledOperator(weight, factor=2.0)) is not None
+    assert diagonal_of(OperatorSum(weight, object())) is None  # one term without a known diagonal
+
+
+def test_kernel_side_model_equals_the_dense_solves_to_1e_10():
+    """Against the SVD of the whitened Jacobian (the accurate dense solve) and the assembled (p, p) matrix."""
+    flow = _poisson_flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    model = subproblem.gauss_newton_model(theta, "dense")
+    assert model.factorization.mode == "kernel"
+    parametrization = flow.parametrization
+    rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
+    assert model.factorization.gram.shape == (rows, rows) and rows < columns
+    u = parametrization.value(theta)
+    whitened = diagonal_of(subproblem.step_hessian(u)).reshape(-1, 1).sqrt() * parametrization.jacobian(theta).reshape(
+        rows, columns
+    )
+    svd = torch.linalg.svd(whitened, full_matrices=False)
+    assembled = _assembled(subproblem, theta)
+    torch.testing.assert_close(
+        torch.trace(model.factorization.gram), torch.trace(assembled.gram), rtol=1e-12, atol=0.0
+    )
+    rhs = model.gradient
+    for relative in (1e-3, 1e-1, 10.0):  # as the solver damps: relative to tr(A)/p
+        damping = relative * model.mean_eigenvalue
+        reference = singular_value_solve(svd, rhs, damping, 0.0)
+        for solved in (model.factorization.solve(rhs, damping).value, assembled.solve(rhs, damping).value):
+            assert float((solved - reference).norm() / reference.norm()) <= 1e-10
+    # the truncated pseudo-inverse at a cutoff clear of the eigenvalues' rounding (1e-6 of the largest)
+    reference = singular_value_solve(svd, rhs, 0.0, 1e-6)
+    for solved in (model.factorization.solve(rhs, 0.0, 1e-6).value, assembled.solve(rhs, 0.0, 1e-6).value):
+        assert float((solved - reference).norm() / reference.norm()) <= 1e-10
+
+
+def test_range_form_steps_and_acceleration_equal_the_svd_solves_to_1e_10():
+    """The model's steps (B^T (K + mu)^-1 s) and the geodesic acceleration against the SVD of the whitened Jacobian."""
+    flow = _poisson_flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    model = subproblem.gauss_newton_model(theta, "dense")
+    assert model.range_gradient is not None
+    factorization = model.factorization
+    torch.testing.assert_close(factorization.factor.T @ model.range_gradient, model.gradient, rtol=1e-12, atol=1e-12)
+    svd = torch.linalg.svd(factorization.factor, full_matrices=False)
+    for relative in (1e-3, 1e-1, 10.0):
+        damping = relative * model.mean_eigenvalue
+        reference = -singular_value_solve(svd, model.gradient, damping, 0.0)
+        assert float((model.step(damping) - reference).norm() / reference.norm()) <= 1e-10
+    reference = -singular_value_solve(svd, model.gradient, 0.0, 1e-6)
+    step = model.step(0.0, 1e-6)
+    assert float((step - reference).norm() / reference.norm()) <= 1e-10
+    damping = 1e-3 * model.mean_eigenvalue
+    step = model.step(damping)
+    acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
+    u = flow.parametrization.value(theta)
+    curvature = flow.parametrization.second_derivative(theta, step, step)
+    pulled = flow.manifold.pull_back(theta, subproblem.step_hessian(u).apply(curvature))
+    reference = -singular_value_solve(svd, pulled, damping, 0.0)
+    assert float((acceleration - reference).norm() / reference.norm()) <= 1e-10
+
+
+def test_a_negative_hessian_entry_keeps_the_assembled_matrix():
+    nodes = {"interior": box_interior_grid(4, 2, ("value", "gradient"), dtype=DTYPE)}
+    jets = JetParametrization(_network(5), nodes)
+    energy = GinzburgLandauJet(jets, 0.2)  # (u^2 - 1)^2 / 4 has curvature 3u^2 - 1 < 0 near u = 0
+    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=1e3)
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    u = flow.parametrization.value(theta)
+    weight = subproblem.step_hessian(u)
+    assert bool((diagonal_of(weight) < 0).any())
+    operator = GramOperator(flow.parametrization, weight, theta)
+    assert flow.parametrization.ambient_dimension < flow.parametrization.num_parameters
+    assert diagonal_weight_factorization(operator) is None
+    model = subproblem.gauss_newton_model(theta, "dense")
+    assert model.factorization.gram.shape == (flow.parametrization.num_parameters,) * 2
