@@ -1,13 +1,13 @@
 r"""Run a peer's own ``train.py`` (KFAC for PINNs, Woodbury-ENGD / SPRING) with CPU-time clocks; record its L2 errors.
 
-Started by ``benchmarks/poisson_scale.py`` under the peer's own interpreter, with the peer's checkout on
-``PYTHONPATH`` (nothing of the peer is copied here). It imports ``<package>.train``, replaces the module's
-wall clocks (``time``, ``perf_counter``) by ``time.process_time`` so that the peer's own ``Time:`` log counts
-CPU seconds, wraps its ``l2_error`` to record ``(iterations done, CPU seconds since start, L2 error)`` at every logged step,
+Started by :mod:`benchmarks.poisson_scale` under the peer's own interpreter, with the peer's checkout and this
+repository's root on ``PYTHONPATH`` (nothing of the peer is copied here). It imports ``<package>.train``,
+replaces the module's wall clocks by CPU time (:func:`benchmarks.timing.use_cpu_clocks`) so that the peer's
+own ``Time:`` log counts CPU seconds, wraps its ``l2_error`` to record ``(iterations done, CPU seconds since start, L2 error)`` at every logged step,
 and calls the peer's ``main()`` with the arguments after ``--``. The record is written even when the run is
 interrupted.
 
-    python benchmarks/peer_clock.py kfac_pinns_exp out.json [--cpu 1] -- --optimizer=KFAC ...
+    PYTHONPATH=<peer checkout>:<this root> python -m benchmarks.peer_clock kfac_pinns_exp out.json [--cpu 1] -- --optimizer=KFAC ...
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from .timing import use_cpu_clocks, use_threads
+
 
 def main() -> None:
     split = sys.argv.index("--") if "--" in sys.argv else len(sys.argv)
@@ -31,13 +33,9 @@ def main() -> None:
     train_arguments = sys.argv[split + 1 :]
     if arguments.cpu is not None:
         os.sched_setaffinity(0, {arguments.cpu})
-    import torch
-
-    torch.set_num_threads(1)
+    threads = use_threads(1)
     train = importlib.import_module(f"{arguments.package}.train")
-    train.time = time.process_time
-    if hasattr(train, "perf_counter"):
-        train.perf_counter = time.process_time
+    use_cpu_clocks(train)
     records: list[dict] = []
     start = time.process_time()
     peer_l2_error = train.l2_error
@@ -57,7 +55,7 @@ def main() -> None:
         record = {
             "package": arguments.package,
             "arguments": train_arguments,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": threads,
             "records": records,
         }
         with open(arguments.output, "w") as handle:

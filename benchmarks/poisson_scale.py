@@ -17,14 +17,14 @@ Ours is one MMS step with :math:`\tau = 10^{12}` (the step is the minimisation o
 ``GaussNewton``, the metric :math:`L^2` on the boundary values, so the model's Jacobian is the PINN residual
 Jacobian (1020 rows) and the model is solved on its kernel side (:math:`1020 \times 1020`,
 :func:`~mms_manifolds.linalg.diagonal_weight_factorization`). CPU seconds (``time.process_time``, one torch
-thread) exclude the L2 evaluations. The peers run through ``benchmarks/peer_clock.py`` under their own
+thread) exclude the L2 evaluations. The peers run through :mod:`benchmarks.peer_clock` under their own
 interpreter, from checkouts whose paths are given (fetch them yourself; nothing of theirs is in this
 repository): Woodbury-ENGD is rla-pinns' ``RNGD`` with ``approximation=exact`` and its 31-point grid line
 search, damping :math:`3.17\cdot10^{-12}` (its best 5-D Poisson run); KFAC is kfac-pinns' best run of this
 experiment (``KFAC_lr=auto``, damping :math:`2.99\cdot10^{-13}`, EMA 0.626, initialised to the identity).
 
-    python benchmarks/poisson_scale.py                          # ours alone, 50 iterations
-    python benchmarks/poisson_scale.py --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python \
+    python -m benchmarks.poisson_scale                          # ours alone, 50 iterations
+    python -m benchmarks.poisson_scale --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python \
         --kfac /tmp/kfac --kfac-python /tmp/venv-kfac/bin/python --cpu 1
 """
 
@@ -47,8 +47,8 @@ from mms_manifolds import GaussNewton, MinimizingMovement
 from mms_manifolds.meshfree import JetMetric, JetParametrization, NodeSet, PoissonLeastSquares
 from mms_manifolds.progress import LOGGER, InnerProgress
 
-RESULTS = Path(__file__).resolve().parent / "results"
-PEER_CLOCK = Path(__file__).resolve().parent / "peer_clock.py"
+from . import RESULTS, ROOT
+from .timing import use_threads
 TAU = 1e12
 TARGETS = (1e-4, 1e-5, 1e-6)
 WIDTHS = (2, 64, 64, 48, 48, 1)
@@ -157,16 +157,16 @@ def run_ours(iterations: int, solver: GaussNewton) -> dict:
 
 
 def run_peer(package: str, checkout: Path, python: str, arguments: tuple[str, ...], iterations: int, cpu: int | None) -> dict:
-    """The peer's own ``train.py`` for ``iterations`` steps through ``peer_clock.py``; its record."""
+    """The peer's own ``train.py`` for ``iterations`` steps through :mod:`benchmarks.peer_clock`; its record."""
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "record.json"
-        command = [python, str(PEER_CLOCK), package, str(output)]
+        command = [python, "-m", "benchmarks.peer_clock", package, str(output)]
         if cpu is not None:
             command += ["--cpu", str(cpu)]
         command += ["--", *arguments, f"--num_steps={iterations}", f"--max_logs={iterations}"]
         environment = dict(
             os.environ,
-            PYTHONPATH=str(checkout),
+            PYTHONPATH=os.pathsep.join([str(checkout), str(ROOT)]),
             CUDA_VISIBLE_DEVICES="",
             OMP_NUM_THREADS="1",
             MKL_NUM_THREADS="1",
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=None, help="pin every run to this CPU core")
     parser.add_argument("--output", type=Path, default=RESULTS / "poisson-scale-cpu.json")
     arguments = parser.parse_args()
-    torch.set_num_threads(1)
+    use_threads(1)
     if arguments.cpu is not None:
         os.sched_setaffinity(0, {arguments.cpu})
     solver = GaussNewton(max_iterations=arguments.iterations)

@@ -15,6 +15,7 @@ times from here:
   scripts: ``0`` keeps torch's default) set the count, and return it so that results can name it;
 - :func:`peak_rss_bytes`: the process's peak resident set size, and :func:`fresh_process`, which runs a
   measurement in a new interpreter so that the peak is its own;
+- :func:`use_cpu_clocks`: a peer's script's own timers switched to CPU seconds;
 - :func:`conditions`: what a result was measured under (device, thread counts, machine, torch), for its record.
 
 CPU over wall seconds near the thread count means the threads were busy; near one on several threads,
@@ -48,6 +49,7 @@ __all__ = [
     "synchronize",
     "time_call",
     "torch_threads",
+    "use_cpu_clocks",
     "use_threads",
 ]
 
@@ -153,6 +155,18 @@ def use_threads(count: int) -> int:
     if count > 0:
         torch.set_num_threads(count)
     return torch.get_num_threads()
+
+
+def use_cpu_clocks(module: object) -> None:
+    """Replace the wall clocks a module imported (its names ``time`` and ``perf_counter``, where it has them) by
+    :func:`time.process_time`, so that the module's own timers count the process's CPU seconds.
+
+    For a peer's training script run beside the library on a shared machine (:mod:`benchmarks.peer_clock`): its
+    logged times then compare with the CPU seconds the library's runs record.
+    """
+    for name in ("time", "perf_counter"):
+        if hasattr(module, name):
+            setattr(module, name, time.process_time)
 
 
 def one_and_default_threads(
