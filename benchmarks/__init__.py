@@ -29,6 +29,12 @@ Scripts (each measurement in one place):
   Riemannian gradient descent with the exponential map, on the paper's quick flows.
 - :mod:`benchmarks.teng`: TENG's 2-D periodic heat benchmark: each time scheme's error, exact per
   Fourier mode, and (``--neural``) the library's neural flow on it.
+- :mod:`benchmarks.teng_side_by_side`: TENG's published code (run from the user's clone, in its own
+  environment) beside the library's BDF2 flow on that benchmark: errors against the exact solution and CPU
+  seconds per step.
+- :mod:`benchmarks.teng_allen_cahn`: TENG's 2-D Allen–Cahn benchmark: an ETDRK4 spectral reference (checked
+  against half the step, twice the grid and TENG's files), each scheme's time error, and the BDF2 bound on
+  perturbed exact steps.
 
 Shared modules (imported by the scripts, never by the library):
 

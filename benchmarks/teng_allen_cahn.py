@@ -25,7 +25,7 @@ files (``teng_reference_difference``). It is the :math:`L^2` gradient flow of
   coarse grid (16 x 16: the library's ``GinzburgLandau`` steps are dense Newton solves) with the library's
   ``GinzburgLandau``: every error below its bound, and the ratio. ::
 
-    python benchmarks/teng_allen_cahn.py --teng-dir ~/teng --json allen_cahn.json
+    python -m benchmarks.teng_allen_cahn --teng-dir ~/teng --json allen_cahn.json
 """
 
 from __future__ import annotations
@@ -33,13 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from teng import read_teng_initial_condition  # noqa: E402
+from .teng import read_teng_initial_condition
 
 DIFFUSIVITY = 0.005
 TIME_STEP = 0.005

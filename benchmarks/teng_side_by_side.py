@@ -21,9 +21,14 @@ the user's own clone and never copied here. Three steps, each its own command:
 Set ``XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'`` and ``taskset -c 0``
 for TENG; ``ours`` sets one torch thread itself. ::
 
-    XLA_FLAGS=... taskset -c 0 ~/teng-venv/bin/python benchmarks/teng_side_by_side.py teng --teng-dir ~/teng --out runs/teng --steps 20
-    python benchmarks/teng_side_by_side.py ours --teng-dir ~/teng --out runs/teng --time-step 0.005 --final-time 0.1
-    python benchmarks/teng_side_by_side.py report --teng-dir ~/teng --out runs/teng
+    PYTHONPATH=~/teng XLA_FLAGS=... taskset -c 0 ~/teng-venv/bin/python -m benchmarks.teng_side_by_side teng --teng-dir ~/teng --out runs/teng --steps 20
+    python -m benchmarks.teng_side_by_side ours --teng-dir ~/teng --out runs/teng --time-step 0.005 --final-time 0.1
+    python -m benchmarks.teng_side_by_side report --teng-dir ~/teng --out runs/teng
+
+(from this repository's root; ``teng`` needs TENG's clone on ``PYTHONPATH``, where its own ``teng.py`` and
+``src`` are imported from). TENG's environment has no torch, so ``teng`` times its steps with the standard
+library's clocks (CPU seconds, :func:`time.process_time`, and :func:`time.monotonic` wall seconds) rather than
+:mod:`benchmarks.timing`.
 """
 
 from __future__ import annotations
@@ -37,8 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from teng import DIFFUSIVITY, grid_values, read_teng_initial_condition, spectral_solution  # noqa: E402
+from .teng import DIFFUSIVITY, grid_values, read_teng_initial_condition, spectral_solution
 
 NODES = 128
 """Grid nodes per axis: TENG's ``--nb_samples 16384``."""
@@ -181,7 +185,9 @@ def run_ours(arguments: argparse.Namespace) -> dict:
     from mms_manifolds.meshfree import torus_grid
     from mms_manifolds.schemes import BDF2, ImplicitEuler
 
-    torch.set_num_threads(1)
+    from .timing import Stopwatch, use_threads
+
+    threads = use_threads(1)
     grid = torus_grid(NODES, 2, dtype=torch.float64)
     points = grid.points
     if not np.array_equal(points.numpy(), grid_points()):
@@ -200,9 +206,9 @@ def run_ours(arguments: argparse.Namespace) -> dict:
     steps = round(arguments.final_time / arguments.time_step)
     solver = SubspaceGaussNewton(arguments.block, seed=0, max_iterations=arguments.iterations)
     heat_file = Path(arguments.teng_dir).expanduser() / HEAT_FILE
-    started_cpu, started_wall = time.process_time(), time.perf_counter()
-    result = flow.run(theta0, steps, solver, certify=False, progress=True)
-    cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
+    with Stopwatch() as clock:
+        result = flow.run(theta0, steps, solver, certify=False, progress=True)
+    cpu, wall = clock.cpu, clock.wall
     errors = []
     for step, theta in enumerate(result.thetas):
         values = parametrization.value(theta).detach().numpy()[:, 0]
@@ -225,7 +231,7 @@ def run_ours(arguments: argparse.Namespace) -> dict:
         "cpu_seconds": cpu,
         "wall_seconds": wall,
         "cpu_seconds_per_step": cpu / steps,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
     }
 
 
@@ -241,11 +247,7 @@ def run_teng(arguments: argparse.Namespace) -> None:
     out = Path(arguments.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(teng_dir)
-    sys.path.insert(0, str(teng_dir))
-    here = Path(__file__).resolve().parent
-    sys.modules.pop("teng", None)  # benchmarks/teng.py was imported as ``teng``: import TENG's own teng.py
-    sys.path[:] = [entry for entry in sys.path if not entry or Path(entry).resolve() != here]
-    import teng as published
+    import teng as published  # TENG's own teng.py, from its clone on PYTHONPATH
 
     save_dir = arguments.save_dir
     if not arguments.evaluate_only:
@@ -253,9 +255,9 @@ def run_teng(arguments: argparse.Namespace) -> None:
 
         def timed(step_function):
             def step(config, fiters, T, index, *rest):
-                cpu, wall = time.process_time(), time.perf_counter()
+                cpu, wall = time.process_time(), time.monotonic()
                 losses = step_function(config, fiters, T, index, *rest)
-                record = {"step": index, "T": str(T), "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
+                record = {"step": index, "T": str(T), "cpu_s": time.process_time() - cpu, "wall_s": time.monotonic() - wall}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 return losses

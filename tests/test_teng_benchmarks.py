@@ -1,8 +1,7 @@
-"""benchmarks/teng_side_by_side.py and teng_allen_cahn.py: their energy, network, Jacobian and reference against exact ones."""
+"""benchmarks.teng_side_by_side and benchmarks.teng_allen_cahn: their energy, network, Jacobian and reference against exact ones."""
 
-import importlib.util
+import importlib
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,14 +9,9 @@ import torch
 
 from mms_manifolds import FunctionParametrization, L2Metric
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 @pytest.fixture(scope="module")
