@@ -26,6 +26,7 @@ whitened on both sides and checked against :math:`B`; otherwise from :math:`B` b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -35,7 +36,7 @@ from .dense import GramFactorization
 from .limits import check_fits_in_memory, pseudo_inverse_rtol
 from .operator import GramOperator
 
-__all__ = ["KernelFactorization", "KernelSolve", "kernel_gram_matrix"]
+__all__ = ["KernelFactorization", "KernelSolve", "kernel_gram_matrix", "pivoted_cholesky"]
 
 
 def kernel_gram_matrix(whitened: torch.Tensor, block_rows: int) -> torch.Tensor:
@@ -56,6 +57,33 @@ def kernel_gram_matrix(whitened: torch.Tensor, block_rows: int) -> torch.Tensor:
     return gram
 
 
+def pivoted_cholesky(gram: torch.Tensor, tolerance: float, max_rank: int) -> torch.Tensor | None:
+    r"""Columns :math:`L` (``(n, r)``) of the pivoted Cholesky factorisation of PSD ``gram``, or ``None`` if :math:`r` would exceed ``max_rank``.
+
+    Greedy diagonal pivoting: each step takes the largest diagonal entry of the Schur complement
+    :math:`R = K - LL^\top` and stops once it is at or below ``tolerance``, so that :math:`K = LL^\top + R` with
+    :math:`R \succeq 0`, :math:`\max_i R_{ii} \le` ``tolerance`` and :math:`\operatorname{range}L =
+    \operatorname{span}\{Ke_j : j \text{ pivoted}\}`. Cost :math:`O(n r^2)` (one product with the columns so
+    far per step).
+    """
+    size = gram.shape[0]
+    remaining = gram.diagonal().clone()
+    factor = torch.zeros(size, min(size, max(1, max_rank)), dtype=gram.dtype, device=gram.device)
+    rank = 0
+    while True:
+        pivot = int(torch.argmax(remaining))
+        value = float(remaining[pivot])
+        if not value > tolerance:
+            return factor[:, :rank]
+        if rank == factor.shape[1]:
+            return None
+        column = (gram[:, pivot] - factor[:, :rank] @ factor[pivot, :rank]) / value**0.5
+        factor[:, rank] = column
+        remaining -= column.square()
+        remaining[pivot] = -math.inf
+        rank += 1
+
+
 class KernelFactorization(GramFactorization):
     r"""The factorisation of :meth:`KernelSolve`: Cholesky of :math:`K + \lambda I` per damping, :math:`K = BB^\top` (``(Nm, Nm)``).
 
@@ -68,6 +96,9 @@ class KernelFactorization(GramFactorization):
         operator: the Gram operator; its whitened Jacobian :math:`B` is formed (once).
         block_rows: rows of :math:`B` per block product when forming :math:`K`.
     """
+
+    #: Largest share of :math:`Nm` the pivoted Cholesky span may take before the split falls back to ``eigh``.
+    RITZ_RANK_SHARE = 0.25
 
     #: Largest relative mismatch of the structured kernel's :math:`Kz` against :math:`B(B^\top z)` (:meth:`_structured_gram`).
     STRUCTURE_TOLERANCE = 1e-10
@@ -85,6 +116,7 @@ class KernelFactorization(GramFactorization):
         self._cholesky = self._eigen = None
         self._gram: torch.Tensor | None = None
         self._full_rank: bool | None = None
+        self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
         self.kernel_source: str | None = None
         """How :math:`K` was formed: ``"layers"`` (per-layer factors of the network), ``"jacobian"`` (:math:`BB^\top`), or ``None`` before."""
 
@@ -136,10 +168,34 @@ class KernelFactorization(GramFactorization):
         return self._full_rank
 
     def _kept_eigenvectors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eigenvalues above ``rtol`` times the largest and their eigenvectors, ``((k,), (Nm, k))``."""
-        eigenvalues, eigenvectors = self.eigendecomposition()
-        keep = eigenvalues > self.rtol * eigenvalues[-1]
-        return eigenvalues[keep], eigenvectors[:, keep]
+        r"""Eigenvalues above ``rtol`` times the largest and their eigenvectors, ``((k,), (Nm, k))``; computed once.
+
+        From Rayleigh–Ritz on the span of the pivoted Cholesky columns of :math:`K` (:func:`pivoted_cholesky`
+        stopped at the rounding level :math:`\varepsilon\max_i K_{ii}`), where that span has at most
+        ``RITZ_RANK_SHARE`` of :math:`Nm` dimensions: the :math:`n \times r` basis :math:`Q`, the eigenpairs
+        :math:`(\vartheta, y)` of :math:`Q^\top KQ` (``(r, r)``), the vectors :math:`Qy`. With :math:`K = LL^\top + R`,
+        :math:`R \succeq 0` and :math:`\operatorname{tr}R \le Nm\,\varepsilon\max_i K_{ii} \le` the cutoff
+        :math:`\text{rtol}\,\lambda_{\max}`, an eigenvector of :math:`K` with eigenvalue :math:`\lambda` lies in
+        that span up to :math:`\|R\|/\lambda`: the directions far above the cutoff are those of the full
+        eigendecomposition, those near it carry the Gram matrix's rounding either way. A smooth network's
+        kernel has few (at :math:`p = 5301`, :math:`Nm = 1600`: 50 of 1600 eigenvalues above the cutoff), and this
+        costs :math:`O(Nm^2 r)` against the :math:`9(Nm)^3` flops of ``eigh`` (32 s at :math:`Nm = 4900`), which
+        remains the way where the span is larger.
+        """
+        if self._kept is None:
+            gram = self.gram
+            tolerance = torch.finfo(gram.dtype).eps * float(gram.diagonal().max())
+            columns = pivoted_cholesky(gram, tolerance, int(self.RITZ_RANK_SHARE * gram.shape[0]))
+            if columns is None:
+                eigenvalues, eigenvectors = self.eigendecomposition()
+            else:
+                basis = torch.linalg.qr(columns).Q
+                projected = basis.T @ (gram @ basis)
+                ritz_values, ritz_vectors = torch.linalg.eigh(0.5 * (projected + projected.T))
+                eigenvalues, eigenvectors = ritz_values.clamp_min(0.0), basis @ ritz_vectors
+            keep = eigenvalues > self.rtol * eigenvalues[-1]
+            self._kept = (eigenvalues[keep], eigenvectors[:, keep])
+        return self._kept
 
     def range_split_norms(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
         r""":math:`(\|Pt\|, \|t - Pt\|)`, :math:`t = C^\top v`, :math:`P` the projection onto :math:`\operatorname{range} B` (``damping`` unused)."""
