@@ -9,7 +9,10 @@ and the :math:`M`-orthogonal residual split from :math:`K` too: the whitened tar
 into :math:`P t` and :math:`t - Pt`, :math:`P` the projection onto :math:`\operatorname{range} B` spanned by the
 eigenvectors of :math:`K` with eigenvalues above the library's cutoff
 (:func:`~mms_manifolds.linalg.pseudo_inverse_rtol` of :math:`Nm`, the rule of
-:meth:`~mms_manifolds.linalg.GramOperator.range_mask`). Where :math:`K - c\,I` has a Cholesky factor for
+:meth:`~mms_manifolds.linalg.GramOperator.range_mask`). Where a pivoted Cholesky factorisation of :math:`K`
+reaches the rounding level within a quarter of :math:`Nm` pivots, :math:`K` is rank-deficient and the kept
+eigenpairs come from Rayleigh–Ritz on the pivoted columns (:math:`O((Nm)^2 r)` flops for :math:`r` pivots). Else,
+where :math:`K - c\,I` has a Cholesky factor for
 :math:`c = \text{rtol}\cdot\operatorname{tr}K \ge \text{rtol}\,\lambda_{\max}(K)`, every eigenvalue is kept and
 :math:`P = I` (one Cholesky, :math:`(Nm)^3/3` flops); otherwise the eigendecomposition of :math:`K` is taken
 once (about :math:`9(Nm)^3` flops). :class:`~mms_manifolds.linalg.DenseSolve` instead takes the thin SVD of
@@ -19,7 +22,7 @@ once (about :math:`9(Nm)^3` flops). :class:`~mms_manifolds.linalg.DenseSolve` in
 :math:`K` itself comes from the parametrisation's
 :meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel` where it has one (a network of
 ``Linear`` layers: :math:`JJ^\top` from per-layer factors, :mod:`mms_manifolds.parametrizations.layer_kernel`),
-whitened on both sides and checked against :math:`B`; otherwise from :math:`B` by blocks
+whitened on both sides and checked by a JVP and a VJP; otherwise from :math:`B` by blocks
 (:func:`kernel_gram_matrix`, :math:`(Nm)^2p` flops). At :math:`p = 20601`, :math:`Nm = 4900` the first took
 3.6 s of CPU time per point against 13 s (one thread, shared machine).
 """
@@ -89,8 +92,9 @@ class KernelFactorization(GramFactorization):
 
     Damped solves and the undamped pseudo-inverse are those of :class:`GramFactorization` on the kernel side
     (the pseudo-inverse from the eigendecomposition of :math:`K`, :math:`x = B^\top Q_k\Lambda_k^{-2}Q_k^\top Bb`).
-    The residual split and the dual tangential norm are exact (module docstring), from a Cholesky certificate
-    that :math:`K` has full numerical rank or, failing it, from the eigendecomposition of :math:`K`.
+    The residual split and the dual tangential norm are exact (module docstring): from a pivoted Cholesky
+    factorisation and Rayleigh–Ritz where :math:`K` has low numerical rank, else from a Cholesky certificate that
+    it has full numerical rank or, failing it, from the eigendecomposition of :math:`K` (:meth:`_kept_eigenvectors`).
 
     Args:
         operator: the Gram operator; its whitened Jacobian :math:`B` is formed (once).
@@ -117,6 +121,7 @@ class KernelFactorization(GramFactorization):
         self._gram: torch.Tensor | None = None
         self._full_rank: bool | None = None
         self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._range_known = False
         self.kernel_source: str | None = None
         """How :math:`K` was formed: ``"layers"`` (per-layer factors of the network), ``"jacobian"`` (:math:`BB^\top`), or ``None`` before."""
 
@@ -136,27 +141,29 @@ class KernelFactorization(GramFactorization):
         return self._gram
 
     def _structured_gram(self) -> torch.Tensor | None:
-        r""":math:`C^\top(JJ^\top)C` from the parametrisation's :meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel`, checked against :math:`B`; ``None`` where it has none or it fails the check.
+        r""":math:`C^\top(JJ^\top)C` from the parametrisation's :meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel`, checked; ``None`` where it has none or it fails the check.
 
-        The check: :math:`Kz = B(B^\top z)` for a fixed random :math:`z` to ``STRUCTURE_TOLERANCE``
-        relative (two products with :math:`B`, :math:`4Nmp` flops, against the :math:`(Nm)^2p` it saves).
+        The check, before whitening: :math:`(JJ^\top)z = J(J^\top z)` for a fixed random :math:`z` to
+        ``STRUCTURE_TOLERANCE`` relative, by one VJP and one JVP, so that neither the check nor :math:`K` forms
+        :math:`J` (the residual split at a new point needs only :math:`K`).
         """
         operator = self.operator
-        parametrization = operator.parametrization
-        kernel = parametrization.jacobian_kernel(operator.theta)
+        parametrization, theta = operator.parametrization, operator.theta
+        kernel = parametrization.jacobian_kernel(theta)
         if kernel is None:
             return None
         rows, shape = kernel.shape[0], parametrization.output_shape
+        generator = torch.Generator(device=kernel.device).manual_seed(0)
+        probe = torch.randn(rows, generator=generator, dtype=kernel.dtype, device=kernel.device)
+        expected = parametrization.jvp(theta, parametrization.vjp(theta, probe.reshape(shape))).reshape(-1)
+        mismatch = float(torch.linalg.vector_norm(kernel @ probe - expected)) / max(
+            float(torch.linalg.vector_norm(expected)), torch.finfo(kernel.dtype).tiny
+        )
+        if not mismatch <= self.STRUCTURE_TOLERANCE:
+            return None
         right = operator.weight.whiten(kernel.reshape(rows, *shape))  # K_J C
         gram = operator.weight.whiten(right.T.reshape(rows, *shape))  # C^T K_J C
-        gram = 0.5 * (gram + gram.T)
-        generator = torch.Generator(device=gram.device).manual_seed(0)
-        probe = torch.randn(rows, generator=generator, dtype=gram.dtype, device=gram.device)
-        expected = self.factor @ (self.factor.T @ probe)
-        mismatch = float(torch.linalg.vector_norm(gram @ probe - expected)) / max(
-            float(torch.linalg.vector_norm(expected)), torch.finfo(gram.dtype).tiny
-        )
-        return gram if mismatch <= self.STRUCTURE_TOLERANCE else None
+        return 0.5 * (gram + gram.T)
 
     def full_rank(self) -> bool:
         r"""Whether every eigenvalue of :math:`K` is above ``rtol`` :math:`\cdot\operatorname{tr}K` (Cholesky of the shifted :math:`K`); computed once."""
@@ -167,51 +174,56 @@ class KernelFactorization(GramFactorization):
             self._full_rank = int(torch.linalg.cholesky_ex(gram - shift * eye)[1]) == 0
         return self._full_rank
 
-    def _kept_eigenvectors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Eigenvalues above ``rtol`` times the largest and their eigenvectors, ``((k,), (Nm, k))``; computed once.
+    def _kept_eigenvectors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        r"""Eigenvalues above ``rtol`` times the largest and their eigenvectors, ``((k,), (Nm, k))``, or ``None`` where all are (:math:`P = I`); computed once.
 
-        From Rayleigh–Ritz on the span of the pivoted Cholesky columns of :math:`K` (:func:`pivoted_cholesky`
-        stopped at the rounding level :math:`\varepsilon\max_i K_{ii}`), where that span has at most
-        ``RITZ_RANK_SHARE`` of :math:`Nm` dimensions: the :math:`n \times r` basis :math:`Q`, the eigenpairs
-        :math:`(\vartheta, y)` of :math:`Q^\top KQ` (``(r, r)``), the vectors :math:`Qy`. With :math:`K = LL^\top + R`,
-        :math:`R \succeq 0` and :math:`\operatorname{tr}R \le Nm\,\varepsilon\max_i K_{ii} \le` the cutoff
-        :math:`\text{rtol}\,\lambda_{\max}`, an eigenvector of :math:`K` with eigenvalue :math:`\lambda` lies in
-        that span up to :math:`\|R\|/\lambda`: the directions far above the cutoff are those of the full
-        eigendecomposition, those near it carry the Gram matrix's rounding either way. A smooth network's
-        kernel has few (at :math:`p = 5301`, :math:`Nm = 1600`: 50 of 1600 eigenvalues above the cutoff), and this
-        costs :math:`O(Nm^2 r)` against the :math:`9(Nm)^3` flops of ``eigh`` (32 s at :math:`Nm = 4900`), which
-        remains the way where the span is larger.
+        First the pivoted Cholesky factorisation of :math:`K` (:func:`pivoted_cholesky`), stopped at the rounding
+        level :math:`\tau = \varepsilon\max_i K_{ii}`, with at most ``RITZ_RANK_SHARE`` of :math:`Nm` pivots:
+        :math:`K = LL^\top + R`, :math:`R \succeq 0`, :math:`\operatorname{tr}R \le Nm\,\tau`. Where it stops within
+        that share, :math:`\lambda_{r+1}(K) \le \|R\| \le Nm\,\tau \le \text{rtol}\,\lambda_{\max}`, so :math:`K` is
+        rank-deficient by the library's rule, and Rayleigh–Ritz on :math:`\operatorname{range}L` gives the kept pairs:
+        the basis :math:`Q` (``(Nm, r)``), the eigenpairs :math:`(\vartheta, y)` of :math:`Q^\top KQ`, the vectors
+        :math:`Qy`. An eigenvector of :math:`K` with eigenvalue :math:`\lambda` lies in :math:`\operatorname{range}L`
+        up to :math:`\|R\|/\lambda`: the directions far above the cutoff are those of the full eigendecomposition,
+        those near it carry the Gram matrix's rounding either way (``docs/performance.md``). A smooth network's kernel
+        has few: at :math:`p = 20601`, :math:`Nm = 4900` 105 pivots and 48 kept eigenvalues, 0.3 s against 32 s for
+        ``eigh``. Otherwise the Cholesky certificate of :meth:`full_rank`, and failing it ``eigh`` of :math:`K`.
         """
-        if self._kept is None:
+        if not self._range_known:
             gram = self.gram
             tolerance = torch.finfo(gram.dtype).eps * float(gram.diagonal().max())
             columns = pivoted_cholesky(gram, tolerance, int(self.RITZ_RANK_SHARE * gram.shape[0]))
-            if columns is None:
-                eigenvalues, eigenvectors = self.eigendecomposition()
-            else:
+            eigenvalues = eigenvectors = None
+            if columns is not None:
                 basis = torch.linalg.qr(columns).Q
                 projected = basis.T @ (gram @ basis)
                 ritz_values, ritz_vectors = torch.linalg.eigh(0.5 * (projected + projected.T))
                 eigenvalues, eigenvectors = ritz_values.clamp_min(0.0), basis @ ritz_vectors
-            keep = eigenvalues > self.rtol * eigenvalues[-1]
-            self._kept = (eigenvalues[keep], eigenvectors[:, keep])
+            elif not self.full_rank():
+                eigenvalues, eigenvectors = self.eigendecomposition()
+            if eigenvalues is not None:
+                keep = eigenvalues > self.rtol * eigenvalues[-1]
+                self._kept = (eigenvalues[keep], eigenvectors[:, keep])
+            self._range_known = True
         return self._kept
 
     def range_split_norms(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
         r""":math:`(\|Pt\|, \|t - Pt\|)`, :math:`t = C^\top v`, :math:`P` the projection onto :math:`\operatorname{range} B` (``damping`` unused)."""
         target = self.operator.weight.whiten(v).reshape(-1)
-        if self.full_rank():
+        kept = self._kept_eigenvectors()
+        if kept is None:
             return float(torch.linalg.vector_norm(target)), 0.0
-        _, vectors = self._kept_eigenvectors()
+        vectors = kept[1]
         tangential = vectors @ (vectors.T @ target)
         return float(torch.linalg.vector_norm(tangential)), float(torch.linalg.vector_norm(target - tangential))
 
     def dual_tangential_norm(self, egrad: torch.Tensor, damping: float) -> float:
         r""":math:`\|\Lambda_k^{-1}Q_k^\top B\,e\|` for ``egrad`` :math:`e = J^\top g` (``(p,)``): :math:`\|K^{-1}Be\|` at full rank."""
         projected = self.factor @ egrad
-        if self.full_rank():
+        kept = self._kept_eigenvectors()
+        if kept is None:
             return float(torch.linalg.vector_norm(torch.linalg.solve(self.gram, projected)))
-        values, vectors = self._kept_eigenvectors()
+        values, vectors = kept
         return float(torch.linalg.vector_norm((vectors.T @ projected) / values))
 
 
