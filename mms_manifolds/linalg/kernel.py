@@ -231,7 +231,8 @@ class KernelFactorization(GramFactorization):
 class KernelSolve:
     r"""Factor the kernel :math:`K = BB^\top` (``(Nm, Nm)``) by Cholesky, for :math:`Nm < p`; never an SVD.
 
-    Cost per point: the Jacobian (:math:`Nm` reverse passes), :math:`(Nm)^2p` flops for :math:`K`, and
+    Cost per point: the Jacobian (:math:`Nm` reverse passes), :math:`(Nm)^2p` flops for :math:`K` (far fewer
+    where the parametrisation forms :math:`JJ^\top` from its layers, :meth:`KernelFactorization.gram`), and
     :math:`(Nm)^3/3` per damping value; peak memory :meth:`peak_numbers` numbers. The automatic choice
     (:class:`~mms_manifolds.linalg.AutoSolve`) takes it beyond the dense SVD's size when it fits the memory
     budget and its time model says it is cheaper than CG (``docs/performance.md``).
