@@ -423,3 +423,16 @@ def test_a_kernel_mode_residual_at_a_new_point_forms_no_jacobian_and_no_eigendec
     scale = float(metric.norm(ambient))
     # against the SVD split: tangential 1e-7 relative; the small normal part differs by 2e-6 of |r| (eigh of K: 2.6e-5)
     assert abs(residual.tangential - dense[0]) <= 1e-6 * scale and abs(residual.normal - dense[1]) <= 1e-5 * scale
+
+
+def test_pivoted_cholesky_leaves_a_psd_schur_complement_below_the_tolerance():
+    from mms_manifolds.linalg.kernel import pivoted_cholesky
+
+    gram = conditioned_gram(60, 12)
+    tolerance = 1e-9 * float(gram.diagonal().max())
+    columns = pivoted_cholesky(gram, tolerance, 60)
+    rest = gram - columns @ columns.T
+    assert columns.shape[1] < 60 and float(rest.diagonal().max()) <= tolerance
+    assert float(torch.linalg.eigvalsh(rest)[0]) >= -1e-12
+    assert pivoted_cholesky(gram, tolerance, 3) is None  # more pivots than allowed
+    assert pivoted_cholesky(torch.zeros(4, 4, dtype=torch.float64), 0.0, 4).shape == (4, 0)

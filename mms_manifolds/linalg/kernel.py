@@ -201,8 +201,8 @@ class KernelFactorization(GramFactorization):
                 eigenvalues, eigenvectors = ritz_values.clamp_min(0.0), basis @ ritz_vectors
             elif not self.full_rank():
                 eigenvalues, eigenvectors = self.eigendecomposition()
-            if eigenvalues is not None:
-                keep = eigenvalues > self.rtol * eigenvalues[-1]
+            if eigenvalues is not None:  # an empty span (K = 0 to rounding) keeps nothing
+                keep = eigenvalues > self.rtol * (eigenvalues[-1] if eigenvalues.numel() else 0.0)
                 self._kept = (eigenvalues[keep], eigenvectors[:, keep])
             self._range_known = True
         return self._kept
