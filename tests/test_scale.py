@@ -343,3 +343,96 @@ def test_a_certify_false_checkpoint_is_not_resumed_as_certified(tmp_path):
         flow.run(theta, 4, GaussNewton(max_iterations=2), checkpoint=path)
     resumed = flow.run(theta, 4, GaussNewton(max_iterations=2), checkpoint=path, certify=False)
     assert resumed.steps_done == 4 and not resumed.certified
+
+
+class _ScaledOutput(torch.nn.Module):
+    """An MLP whose output is multiplied by a trainable scalar: a parameter outside every ``Linear`` layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1)).to(torch.float64)
+        self.scale = torch.nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.body(x)
+
+
+@pytest.mark.parametrize("widths", [(2, 7, 5, 1), (2, 6, 3)])
+def test_layer_kernel_equals_j_j_transpose(widths):
+    """The per-layer kernel of an MLP (one or three outputs per node) is J J^T to rounding."""
+    torch.manual_seed(0)
+    nodes = torch.rand(25, 2, dtype=torch.float64)
+    parametrization = TorchParametrization(mlp(widths, 4, torch.float64), nodes)
+    theta = parametrization.initial_point() + 0.3 * torch.randn(parametrization.num_parameters, dtype=torch.float64)
+    jacobian = parametrization.jacobian(theta).reshape(-1, parametrization.num_parameters)
+    kernel = parametrization.jacobian_kernel(theta)
+    assert kernel is not None
+    torch.testing.assert_close(kernel, jacobian @ jacobian.T, rtol=1e-12, atol=1e-12 * float(kernel.abs().max()))
+
+
+def test_layer_kernel_declines_a_parameter_outside_linear_layers_and_the_kernel_mode_still_agrees():
+    nodes = torch.rand(20, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    parametrization = TorchParametrization(_ScaledOutput(), nodes)
+    theta = parametrization.initial_point()
+    parametrization.jacobian(theta)  # the node-separability check
+    assert parametrization.jacobian_kernel(theta) is None
+    metric = L2Metric(torch.full((20,), 0.05, dtype=torch.float64))
+    factorization = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
+    whitened = GramOperator(parametrization, metric, theta).whitened_jacobian()
+    torch.testing.assert_close(factorization.gram, whitened @ whitened.T, rtol=1e-13, atol=1e-15)
+    assert factorization.kernel_source == "jacobian"
+
+
+@pytest.mark.parametrize("metric_kind", ["l2", "sobolev"])
+def test_kernel_mode_forms_the_whitened_kernel_from_layers(metric_kind):
+    """C^T (J J^T) C from the layers equals B B^T of the whitened Jacobian, for a diagonal and a Sobolev metric."""
+    parametrization, metric, _ = wide_problem(30, (1, 12, 12, 1))
+    if metric_kind == "sobolev":
+        metric = SobolevMetric(trapezoid_weights(30, -1.0, 1.0), stiffness_1d(30, -1.0, 1.0, "neumann"), 0.1)
+    theta = parametrization.initial_point()
+    factorization = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
+    whitened = GramOperator(parametrization, metric, theta).whitened_jacobian()
+    expected = whitened @ whitened.T
+    torch.testing.assert_close(factorization.gram, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
+    assert factorization.kernel_source == "layers"
+
+
+def test_a_kernel_mode_residual_at_a_new_point_forms_no_jacobian_and_no_eigendecomposition(monkeypatch):
+    """Counted: the ledger's residual of a smooth network (low-rank K) costs the layer kernel, a pivoted Cholesky, no J, no eigh of K."""
+    generator = torch.Generator().manual_seed(0)
+    nodes = torch.cartesian_prod(*(torch.linspace(-1, 1, 20, dtype=torch.float64),) * 2)
+    parametrization = TorchParametrization(mlp((2, 30, 30, 1), 5, torch.float64), nodes)
+    metric = L2Metric(torch.full((400,), 4 / 400, dtype=torch.float64))
+    target = nodes.abs().sum(-1, keepdim=True)
+    manifold = IncrementManifold(parametrization, metric, solve_mode="kernel")
+    subproblem = MMSSubproblem(manifold, L2Regression(target, metric), 0.2, torch.zeros_like(target))
+    theta = parametrization.initial_point() + 0.01 * torch.randn(
+        parametrization.num_parameters, generator=generator, dtype=torch.float64
+    )
+    jacobians, eigendecompositions = [], []
+    jacobian, eigh = type(parametrization).jacobian, torch.linalg.eigh
+    monkeypatch.setattr(type(parametrization), "jacobian", lambda self, point: jacobians.append(1) or jacobian(self, point))
+    monkeypatch.setattr(torch.linalg, "eigh", lambda matrix: eigendecompositions.append(matrix.shape[0]) or eigh(matrix))
+    residual = subproblem.residual(theta)
+    assert jacobians == [] and 400 not in eigendecompositions
+    factorization = manifold.metric_factorization(theta)
+    assert factorization.kernel_source == "layers" and factorization._kept is not None
+    monkeypatch.undo()
+    ambient = metric.solve(subproblem.function_gradient(parametrization.value(theta)))
+    dense = DenseSolve().factorize(GramOperator(parametrization, metric, theta)).range_split_norms(ambient, 0.0)
+    scale = float(metric.norm(ambient))
+    # against the SVD split: tangential 1e-7 relative; the small normal part differs by 2e-6 of |r| (eigh of K: 2.6e-5)
+    assert abs(residual.tangential - dense[0]) <= 1e-6 * scale and abs(residual.normal - dense[1]) <= 1e-5 * scale
+
+
+def test_pivoted_cholesky_leaves_a_psd_schur_complement_below_the_tolerance():
+    from mms_manifolds.linalg.kernel import pivoted_cholesky
+
+    gram = conditioned_gram(60, 12)
+    tolerance = 1e-9 * float(gram.diagonal().max())
+    columns = pivoted_cholesky(gram, tolerance, 60)
+    rest = gram - columns @ columns.T
+    assert columns.shape[1] < 60 and float(rest.diagonal().max()) <= tolerance
+    assert float(torch.linalg.eigvalsh(rest)[0]) >= -1e-12
+    assert pivoted_cholesky(gram, tolerance, 3) is None  # more pivots than allowed
+    assert pivoted_cholesky(torch.zeros(4, 4, dtype=torch.float64), 0.0, 4).shape == (4, 0)

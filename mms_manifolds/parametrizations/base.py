@@ -92,6 +92,14 @@ class Parametrization(ABC):
         eye = torch.eye(self.num_parameters, dtype=self.dtype, device=self.device)
         return torch.stack([self.jvp(theta, column) for column in eye], dim=-1)
 
+    def jacobian_kernel(self, theta: torch.Tensor) -> torch.Tensor | None:
+        r""":math:`J(\theta)J(\theta)^\top`, shape ``(Nm, Nm)``, where the parametrisation knows a structure cheaper than forming :math:`J`; else ``None``.
+
+        The kernel solve (:class:`~mms_manifolds.linalg.KernelSolve`) asks for it before forming
+        :math:`BB^\top` from the whitened Jacobian and checks it against :math:`B`. The default knows none.
+        """
+        return None
+
     def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         r"""The columns :math:`J_S = J(\theta)P_S` of the parameters ``indices`` (:math:`S`, shape ``(s,)``), shape ``(N, m, s)``.
 

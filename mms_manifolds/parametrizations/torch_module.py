@@ -9,6 +9,7 @@ from torch.func import functional_call, jacrev, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .._checks import check_finite, check_flag
+from .layer_kernel import linear_layer_kernel
 from .torch_function import FunctionParametrization, jacobian_chunk_numbers, serialized
 
 __all__ = ["TorchParametrization"]
@@ -189,6 +190,18 @@ class TorchParametrization(FunctionParametrization):
         """
         jacobian = self._checked_node_wise_jacobian(theta, None)
         return super().jacobian(theta) if jacobian is None else jacobian
+
+    @serialized
+    def jacobian_kernel(self, theta: torch.Tensor) -> torch.Tensor | None:
+        r""":math:`JJ^\top` (``(Nm, Nm)``) from per-layer factors (:func:`~mms_manifolds.parametrizations.layer_kernel.linear_layer_kernel`), or ``None``.
+
+        Only for a module known to be node-separable (the check at the first Jacobian, or
+        ``node_separable=True``) whose trainable parameters all belong to ``torch.nn.Linear`` layers, evaluated
+        by this class's own forward (a subclass that evaluates another map, such as jets, gets ``None``).
+        """
+        if not self.node_separable or type(self)._forward is not TorchParametrization._forward or self.nodes.ndim < 2:
+            return None
+        return linear_layer_kernel(self.module, self._phi, self._names, self.check_point(theta), self.output_shape)
 
     @serialized
     def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

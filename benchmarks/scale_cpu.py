@@ -1,0 +1,181 @@
+r"""The regression step at p = 20,601, N = 4,900 on CPU time: Gauss–Newton, subspace Gauss–Newton, Adam, L-BFGS in one run.
+
+    python benchmarks/scale_cpu.py                  # one torch thread, the defaults below
+    python benchmarks/scale_cpu.py --gn-iterations 15 --adam-iterations 1500
+
+The step is ``benchmarks/scale.py``'s (an MLP 2-100-100-100-1, tanh, on a 70 x 70 grid, tau = 0.2, errors
+against the exact step relative to the initial one). Times are **CPU seconds of this process**
+(``time.process_time``), not wall-clock: the machine is shared, and CPU time is what a solver spends of it
+whatever else runs. Each progress record (:mod:`mms_manifolds.progress`) is one point of a solver's curve;
+the CPU time spent computing the errors is subtracted. Reported per solver: the best relative error, the
+CPU time to twice its best, to twice Gauss–Newton's best, and to ``--levels``; the ratios over
+Gauss–Newton's time to twice its best; the whole solve including its final residual split. Results go to
+``benchmarks/results/scale-cpu-time.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mms_manifolds import LBFGS, Adam, GaussNewton, MinimizingMovement, SubspaceGaussNewton
+from mms_manifolds.progress import LOGGER
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import TAU, regression_step_flow, time_to  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class CpuErrorCurve(logging.Handler):
+    """Each progress record as ``(CPU seconds since the solve began, relative error)``, the errors' own CPU time left out."""
+
+    def __init__(self, flow: MinimizingMovement, exact: torch.Tensor, initial_error: float):
+        super().__init__(level=logging.INFO)
+        self.flow, self.exact, self.initial_error = flow, exact, initial_error
+        self.points: list[dict] = []
+        self.overhead = 0.0
+        self.start = time.process_time()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress = getattr(record, "progress", None)
+        if progress is None:
+            return
+        start = time.process_time()
+        with torch.no_grad():
+            values = self.flow.parametrization.value(progress.point)
+            error = float(self.flow.metric.norm(values - self.exact)) / self.initial_error
+        self.points.append(
+            {"iteration": progress.iteration, "seconds": start - self.start - self.overhead, "relative_error": error}
+        )
+        self.overhead += time.process_time() - start
+
+
+def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: torch.Tensor, initial: float) -> dict:
+    """One inner solve of the first MMS step on CPU time, with its error curve; the final residual split is timed apart."""
+    subproblem = flow.step_problem(flow.parametrization.value(theta))
+    curve = CpuErrorCurve(flow, exact, initial)
+    LOGGER.addHandler(curve)
+    previous = LOGGER.level
+    LOGGER.setLevel(logging.INFO)
+    curve.start = time.process_time()
+    try:
+        result = solver.solve(subproblem, theta)
+    finally:
+        LOGGER.removeHandler(curve)
+        LOGGER.setLevel(previous)
+    total = time.process_time() - curve.start - curve.overhead
+    start = time.process_time()
+    residual = subproblem.residual(result.point)  # cached where the solver measured it at its end
+    errors = [point["relative_error"] for point in curve.points] or [1.0]
+    return {
+        "solver": repr(solver),
+        "cpu_seconds": total,
+        "ledger_residual_cpu_seconds_after_solve": time.process_time() - start,
+        "iterations": result.iterations,
+        "stop_reason": result.stop_reason.name.lower(),
+        "best_relative_error": min(errors),
+        "final_residual": {"total": residual.total, "tangential": residual.tangential, "normal": residual.normal},
+        "curve": curve.points,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[100, 100, 100])
+    parser.add_argument("--side", type=int, default=70)
+    parser.add_argument("--gn-iterations", type=int, default=12)
+    parser.add_argument("--blocks", type=int, nargs="*", default=[1024])
+    parser.add_argument("--block-iterations", type=int, default=40)
+    parser.add_argument("--adam-iterations", type=int, default=1000)
+    parser.add_argument("--lbfgs-iterations", type=int, default=150)
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.1, 0.03, 0.01])
+    parser.add_argument("--only", nargs="*", choices=["gauss-newton", "subspace", "adam", "lbfgs"], help="solvers to run")
+    parser.add_argument("--combine", nargs="*", help="merge these result files of processes run side by side")
+    parser.add_argument("--output", default=str(RESULTS / "scale-cpu-time.json"))
+    args = parser.parse_args()
+    if args.combine:
+        combine(args.combine, args.output, args.levels)
+        return
+    torch.set_num_threads(args.threads)
+    start = time.process_time()
+    flow, _ = regression_step_flow(tuple(args.hidden), args.side, "cpu")
+    setup = time.process_time() - start
+    theta = flow.parametrization.initial_point()
+    anchor = flow.parametrization.value(theta).detach()
+    exact = (anchor + TAU * flow.energy.target) / (1 + TAU)
+    initial = float(flow.metric.norm(anchor - exact))
+    solvers = {"gauss-newton": GaussNewton(max_iterations=args.gn_iterations)}
+    for block in args.blocks:
+        solvers[f"subspace s={block}"] = SubspaceGaussNewton(block, seed=0, max_iterations=args.block_iterations)
+    solvers["adam lr=1e-3"] = Adam(lr=1e-3, max_iterations=args.adam_iterations)
+    solvers["lbfgs"] = LBFGS(max_iterations=args.lbfgs_iterations)
+    if args.only:
+        solvers = {name: solver for name, solver in solvers.items() if name.split()[0] in args.only}
+    runs = {}
+    for name, solver in solvers.items():
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        runs[name] = run_solver(flow, solver, theta, exact, initial)
+        print(f"  {name}: best {runs[name]['best_relative_error']:.3e} in {runs[name]['cpu_seconds']:.1f} CPU s", file=sys.stderr)
+    mode = flow.manifold.solve_choice
+    report = {
+        "clock": "time.process_time (CPU seconds of this process)",
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "num_parameters": flow.parametrization.num_parameters,
+        "nodes": args.side**2,
+        "setup_cpu_seconds": setup,
+        "solve_mode": mode.mode.name,
+        "solve_mode_reason": mode.reason,
+        "initial_error": initial,
+        "runs": runs,
+    }
+    if "gauss-newton" in runs:
+        compare(report, args.levels)
+    Path(args.output).parent.mkdir(exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2, default=float))
+
+
+def compare(report: dict, levels: list[float]) -> None:
+    """Add to each run its CPU time to twice its best, to twice Gauss–Newton's best and to ``levels``, and the ratio over Gauss–Newton's."""
+    runs = report["runs"]
+    gauss_newton = runs["gauss-newton"]
+    level = 2 * gauss_newton["best_relative_error"]
+    gn_time = time_to(gauss_newton["curve"], level)
+    for run in runs.values():
+        run["cpu_seconds_to_twice_own_best"] = time_to(run["curve"], 2 * run["best_relative_error"])
+        run["cpu_seconds_to_twice_gn_best"] = time_to(run["curve"], level)
+        run["ratio_over_gn"] = run["cpu_seconds_to_twice_gn_best"] / gn_time
+        run["cpu_seconds_to_level"] = {f"{value:g}": time_to(run["curve"], value) for value in levels}
+        run["iterations_to_level"] = {f"{value:g}": time_to(run["curve"], value, "iteration") for value in levels}
+    print(f"p = {report['num_parameters']}, N = {report['nodes']}, {report['solve_mode']}; set-up {report['setup_cpu_seconds']:.1f} CPU s")
+    for name, run in runs.items():
+        shown = ", ".join(f"{key}: {value:.1f}" for key, value in run["cpu_seconds_to_level"].items())
+        print(
+            f"{name:>16}: best {run['best_relative_error']:.3e}, to 2x GN best {run['cpu_seconds_to_twice_gn_best']:.1f} s "
+            f"(ratio {run['ratio_over_gn']:.2f}), levels {shown}, solve {run['cpu_seconds']:.1f} s "
+            f"+ residual {run['ledger_residual_cpu_seconds_after_solve']:.2f} s"
+        )
+
+
+def combine(paths: list[str], output: str, levels: list[float]) -> None:
+    """Merge the runs of several processes of this script (run side by side, one thread each) and compare them."""
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    report = {key: value for key, value in reports[0].items() if key != "runs"}
+    report["processes"] = [{"runs": sorted(part["runs"]), "setup_cpu_seconds": part["setup_cpu_seconds"]} for part in reports]
+    report["runs"] = {name: run for part in reports for name, run in part["runs"].items()}
+    compare(report, levels)
+    Path(output).write_text(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
