@@ -24,6 +24,10 @@ Scripts (each measurement in one place):
   clocks and records its L2 errors (started by :mod:`benchmarks.poisson_scale`).
 - :mod:`benchmarks.scale`: the 2-D regression step at :math:`p = 20{,}601`, :math:`N = 4{,}900` (Gauss–Newton,
   Adam, L-BFGS to accuracy) and the peak memory at :math:`p \approx 10^5`.
+- :mod:`benchmarks.scale_cpu`: that step on CPU seconds (a shared machine): Gauss–Newton, subspace
+  Gauss–Newton, Adam and L-BFGS, in one process or several combined.
+- :mod:`benchmarks.residual_bookkeeping`: the share of one MMS step's CPU time spent on residual splits, per
+  solver, at :math:`p = 8{,}577`, :math:`N = 4{,}900`.
 - :mod:`benchmarks.subspace`: subspace Gauss–Newton against full Gauss–Newton and Adam on that step.
 - :mod:`benchmarks.retractions`: Gauss–Newton's step moved along frozen and exact geodesics against
   Riemannian gradient descent with the exponential map, on the paper's quick flows.

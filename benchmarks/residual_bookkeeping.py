@@ -1,8 +1,8 @@
 r"""The residual bookkeeping of one MMS step at p = 8,577 (MLP 2-64-64-64-1), N = 4,900: its share of the step's CPU time.
 
-    python benchmarks/residual_bookkeeping.py
+    python -m benchmarks.residual_bookkeeping
 
-``benchmarks/scale.py``'s regression flow with three hidden layers of 64, one step (``MinimizingMovement.run``,
+The regression flow of :mod:`benchmarks.scale` (:func:`benchmarks.flows.regression_step_flow`) with three hidden layers of 64, one step (``MinimizingMovement.run``,
 certified) per solver: Adam with 1 and 300 iterations, L-BFGS 50, Gauss–Newton 3, subspace Gauss–Newton
 ``s = 1024`` 10. Every computation of a residual split (``MMSSubproblem._residual``: the solver's own, the
 stopping tests', the ledger's; the cache of :meth:`MMSSubproblem.residual` serves repeats) is counted and its
@@ -13,19 +13,16 @@ CPU time (``time.process_time``) summed. One torch thread. Results go to
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
 from mms_manifolds import LBFGS, Adam, GaussNewton, SubspaceGaussNewton
 from mms_manifolds.subproblem import MMSSubproblem
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import regression_step_flow  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from . import RESULTS
+from .flows import regression_step_flow
+from .timing import use_threads
 
 
 class ResidualClock:
@@ -54,7 +51,7 @@ class ResidualClock:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
+    use_threads(1)
     start = time.process_time()
     flow, _ = regression_step_flow((64, 64, 64), 70, "cpu")
     setup = time.process_time() - start

@@ -1,10 +1,10 @@
 r"""The regression step at p = 20,601, N = 4,900 on CPU time: Gauss–Newton, subspace Gauss–Newton, Adam, L-BFGS in one run.
 
-    python benchmarks/scale_cpu.py                  # one torch thread, the defaults below
-    python benchmarks/scale_cpu.py --gn-iterations 15 --adam-iterations 1500
+    python -m benchmarks.scale_cpu                  # one torch thread, the defaults below
+    python -m benchmarks.scale_cpu --gn-iterations 15 --adam-iterations 1500
 
-The step is ``benchmarks/scale.py``'s (an MLP 2-100-100-100-1, tanh, on a 70 x 70 grid, tau = 0.2, errors
-against the exact step relative to the initial one). Times are **CPU seconds of this process**
+The step is :mod:`benchmarks.scale`'s (:func:`benchmarks.flows.regression_step_flow`: an MLP 2-100-100-100-1,
+tanh, on a 70 x 70 grid, tau = 0.2, errors against the exact step relative to the initial one). Times are **CPU seconds of this process**
 (``time.process_time``), not wall-clock: the machine is shared, and CPU time is what a solver spends of it
 whatever else runs. Each progress record (:mod:`mms_manifolds.progress`) is one point of a solver's curve;
 the CPU time spent computing the errors is subtracted. Reported per solver: the best relative error, the
@@ -28,10 +28,11 @@ import torch
 from mms_manifolds import LBFGS, Adam, GaussNewton, MinimizingMovement, SubspaceGaussNewton
 from mms_manifolds.progress import LOGGER
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import TAU, regression_step_flow, time_to  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from . import RESULTS
+from .curves import time_to
+from .flows import STEP_TAU as TAU
+from .flows import regression_step_flow
+from .timing import use_threads
 
 
 class CpuErrorCurve(logging.Handler):
@@ -105,7 +106,7 @@ def main() -> None:
     if args.combine:
         combine(args.combine, args.output, args.levels)
         return
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     start = time.process_time()
     flow, _ = regression_step_flow(tuple(args.hidden), args.side, "cpu")
     setup = time.process_time() - start
