@@ -114,6 +114,8 @@ class IncrementManifold:
     - Christoffel map :math:`\Gamma_\theta(\xi, \eta) = G^{-1}J^\top M\, D^2\phi[\xi, \eta]`;
     - Riemannian Hessian :math:`G^{-1}(H_\theta\xi - c)`, :math:`c_i = \langle D^2\phi[\xi, e_i], MJ\,\mathrm{grad} f\rangle`;
     - exponential map by integrating :math:`\theta'' = -\Gamma_\theta(\theta', \theta')`.
+    - retractions: the chart :math:`\theta + \xi` (first order), :math:`\theta + \xi - \tfrac12\Gamma_\theta(\xi, \xi)`
+      (second order), and the projective one (Gauss–Newton iterations toward :math:`\phi(\theta) + J\xi`).
 
     Solves with :math:`G` use one of four modes (dense, kernel, Woodbury, matrix-free CG), chosen by size,
     memory and a cost model (:class:`~mms_manifolds.linalg.AutoSolve`) unless ``solve_mode`` names one. The factorisation of the last point is cached (one entry, keyed
