@@ -26,10 +26,13 @@ from mms_manifolds.subproblem import MMSSubproblem
 
 from . import _pymanopt_diagnostics
 
-__all__ = ["EXP_MAPS", "PymanoptIncrementManifold", "PymanoptSolver", "make_problem"]
+__all__ = ["EXP_MAPS", "RETRACTIONS", "PymanoptIncrementManifold", "PymanoptSolver", "make_problem"]
 
 EXP_MAPS = ("second-order", "geodesic")
 """What :meth:`PymanoptIncrementManifold.exp` computes: the second-order retraction, or the geodesic."""
+
+RETRACTIONS = ("projective", "chart")
+"""What :meth:`PymanoptIncrementManifold.retraction` computes: the projective retraction, or :math:`\\theta + \\xi`."""
 
 _pymanopt_diagnostics.install()  # pymanopt 2.2's checks fail on every manifold under numpy 2
 
@@ -40,19 +43,26 @@ class PymanoptIncrementManifold(Manifold):
     Implements every method pymanopt calls: ``inner_product``, ``norm``, ``projection`` and
     ``to_tangent_space`` (identity: tangent spaces are :math:`\mathbb{R}^p`), ``embedding`` (identity),
     ``euclidean_to_riemannian_gradient`` (:math:`G^{-1}g`), ``euclidean_to_riemannian_hessian`` (with the
-    curvature term of the point-dependent metric), ``retraction`` (:math:`\theta + \xi`), ``exp``
+    curvature term of the point-dependent metric), ``retraction`` (projective by default, see below), ``exp``
     (geodesic integration), ``log`` (the inverse of the chart retraction, :math:`\theta_b - \theta_a`,
     not the Riemannian logarithm), ``transport``, ``dist`` (the function-space chord), ``pair_mean``
     (chart midpoint), ``typical_dist``, ``random_point``, ``random_tangent_vector``, ``zero_vector``.
 
-    pymanopt's optimisers move by ``retraction``; ``exp`` serves its diagnostics, which prefer it to the
-    retraction. By default ``exp`` is the second-order retraction
+    pymanopt's optimisers move by ``retraction``. By default it is
+    :meth:`~mms_manifolds.IncrementManifold.retract_projective` (``projection_iterations`` Gauss–Newton
+    iterations from :math:`\theta + \xi` toward :math:`\phi(\theta) + J\xi`): pymanopt's ``TrustRegions``
+    takes steps that are short in the metric but long in coordinates (weakly represented directions), along
+    which the chart line :math:`\theta + \xi` leaves the geodesic and the trust-region model, so that with
+    ``retraction="chart"`` most of its steps were rejected (docs/adapters.md). ``exp`` serves pymanopt's
+    diagnostics, which prefer it to the retraction. By default ``exp`` is the second-order retraction
     :math:`\theta + \xi - \tfrac12\Gamma_\theta(\xi, \xi)` (one Christoffel solve, agrees with the
     exponential map to :math:`O(|\xi|^3)`): then ``check_gradient`` shows slope 2, ``check_hessian``
     slope 3 (the quadratic model needs a curve with zero initial acceleration) and ``check_retraction``
     slope 2 (the chart retraction is first order in this metric), all in seconds. ``exp_map="geodesic"``
     integrates the geodesic ODE instead (:meth:`~mms_manifolds.IncrementManifold.geodesic`, adaptive,
     about a hundred solves per unit step on a small MLP): the same slopes, at 10-1000x the cost.
+    ``check_retraction`` shows slope 2 for the default retraction (two iterations: a second-order defect
+    :math:`\tfrac12\lambda_dG^{-1}\Gamma_\theta(\xi, \xi)`), 3 with ``projection_iterations=1``, 2 for the chart.
 
     Args:
         manifold: the core manifold.
@@ -62,10 +72,12 @@ class PymanoptIncrementManifold(Manifold):
             :math:`\max(1, \|\phi(\theta_0)\|_M)`, the size of the initial function.
         seed: seed of the generator behind ``random_point`` and ``random_tangent_vector``.
         exp_map: ``"second-order"`` (default) or ``"geodesic"``, see above.
+        retraction: ``"projective"`` (default) or ``"chart"`` (:math:`\theta + \xi`), see above.
+        projection_iterations: Gauss–Newton iterations of the projective retraction, at least 1. Default ``2``.
 
     Raises:
         ValueError: a point or vector is not a finite float64 vector of length :math:`p`, or
-            ``exp_map``/``transport_kind`` names no option.
+            ``exp_map``/``transport_kind``/``retraction`` names no option.
     """
 
     def __init__(
@@ -75,12 +87,16 @@ class PymanoptIncrementManifold(Manifold):
         typical_dist: float | None = None,
         seed: int = 0,
         exp_map: str = "second-order",
+        retraction: str = "projective",
+        projection_iterations: int = 2,
     ):
         if not isinstance(manifold, IncrementManifold):
             raise TypeError(f"manifold must be an IncrementManifold, got {type(manifold).__name__}")
         check_choice("exp_map", exp_map, EXP_MAPS)
         self.core = manifold
         self.exp_map = exp_map
+        self.retraction_kind = check_choice("retraction", retraction, RETRACTIONS)
+        self.projection_iterations = check_integer("projection_iterations", projection_iterations, minimum=1)
         self.transport_kind = check_transport_kind(transport_kind)
         if typical_dist is None:
             initial = manifold.parametrization.value(manifold.parametrization.initial_point())
@@ -154,7 +170,11 @@ class PymanoptIncrementManifold(Manifold):
         )
 
     def retraction(self, point, tangent_vector):
-        return self.to_numpy(self.core.retract(self.to_torch(point), self.to_torch(tangent_vector, "tangent_vector")))
+        """The projective retraction (default) or the chart retraction :math:`\\theta + \\xi`, as ``retraction`` chose."""
+        theta, xi = self.to_torch(point), self.to_torch(tangent_vector, "tangent_vector")
+        if self.retraction_kind == "chart":
+            return self.to_numpy(self.core.retract(theta, xi))
+        return self.to_numpy(self.core.retract_projective(theta, xi, self.projection_iterations))
 
     def exp(self, point, tangent_vector):
         """The second-order retraction (default) or the geodesic, as ``exp_map`` chose."""
@@ -306,6 +326,9 @@ class PymanoptSolver(InnerSolver):
         max_iterations: the optimiser's iteration budget. Default ``20``.
         tolerance: the optimiser's ``min_gradient_norm`` when the driver gives none. Default ``0``.
         transport_kind: passed to :class:`PymanoptIncrementManifold`.
+        retraction: passed to :class:`PymanoptIncrementManifold`. Default ``"chart"`` (:math:`\theta + \xi`),
+            with which the radii rule and ``reproduce`` were measured; ``"projective"`` is the manifold's own
+            default (docs/adapters.md).
         run_options: keyword arguments of ``optimizer.run`` (``Delta_bar``, ``Delta0``, ``maxinner``, ...).
         **options: keyword arguments of the optimiser's constructor (``min_step_size``, ``beta_rule``,
             ``line_searcher``, ``miniter``, ...).
@@ -321,6 +344,7 @@ class PymanoptSolver(InnerSolver):
         tolerance: float = 0.0,
         transport_kind: str = "identity",
         run_options: dict[str, object] | None = None,
+        retraction: str = "chart",
         **options: object,
     ):
         if not (
@@ -337,13 +361,14 @@ class PymanoptSolver(InnerSolver):
         self.options = {"verbosity": 0, **options}
         self.run_options = dict(check_instance("run_options", {} if run_options is None else run_options, dict))
         self.transport_kind = check_transport_kind(transport_kind)
+        self.retraction = check_choice("retraction", retraction, RETRACTIONS)
         self.name = f"pymanopt-{optimizer_class.__name__}"
 
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={_describe(value)}" for key, value in sorted(self.options.items()))
         return (
             f"PymanoptSolver({self.optimizer_class.__name__}, max_iterations={self.max_iterations}, "
-            f"tolerance={self.tolerance!r}, transport_kind={self.transport_kind!r}, "
+            f"tolerance={self.tolerance!r}, transport_kind={self.transport_kind!r}, retraction={self.retraction!r}, "
             f"run_options={dict(sorted(self.run_options.items()))!r}, {options})"
         )
 
@@ -385,7 +410,9 @@ class PymanoptSolver(InnerSolver):
     def _solve(
         self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: NoState
     ) -> InnerResult:
-        manifold = PymanoptIncrementManifold(subproblem.manifold, transport_kind=self.transport_kind)
+        manifold = PymanoptIncrementManifold(
+            subproblem.manifold, transport_kind=self.transport_kind, retraction=self.retraction
+        )
         problem = make_problem(subproblem, manifold)
         start_cost = subproblem.cost(theta0)
         start_residual = subproblem.tangential_residual(theta0)

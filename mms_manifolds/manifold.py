@@ -24,6 +24,7 @@ from ._checks import (
     check_finite,
     check_geometry_dtype,
     check_held_tensors,
+    check_integer,
     check_positive_float,
     check_shape,
     values_are_checked,
@@ -116,6 +117,8 @@ class IncrementManifold:
     - Christoffel map :math:`\Gamma_\theta(\xi, \eta) = G^{-1}J^\top M\, D^2\phi[\xi, \eta]`;
     - Riemannian Hessian :math:`G^{-1}(H_\theta\xi - c)`, :math:`c_i = \langle D^2\phi[\xi, e_i], MJ\,\mathrm{grad} f\rangle`;
     - exponential map by integrating :math:`\theta'' = -\Gamma_\theta(\theta', \theta')`.
+    - retractions: the chart :math:`\theta + \xi` (first order), :math:`\theta + \xi - \tfrac12\Gamma_\theta(\xi, \xi)`
+      (second order), and the projective one (Gauss–Newton iterations toward :math:`\phi(\theta) + J\xi`).
 
     Solves with :math:`G` use one of four modes (dense, kernel, Woodbury, matrix-free CG), chosen by size,
     memory and a cost model (:class:`~mms_manifolds.linalg.AutoSolve`) unless ``solve_mode`` names one. The factorisation of the last point is cached (one entry, keyed
@@ -358,6 +361,40 @@ class IncrementManifold:
         r"""Second-order retraction :math:`\theta + \xi - \tfrac12\Gamma_\theta(\xi, \xi)`: agrees with :math:`\exp` to :math:`O(|\xi|^3)`."""
         theta, xi = self.check_point(theta), self.check_tangent(xi)
         return _finite_result("retract_second_order", theta + xi - 0.5 * self._christoffel(theta, xi, xi))
+
+    def retract_projective(self, theta: torch.Tensor, xi: torch.Tensor, iterations: int = 2) -> torch.Tensor:
+        r"""Projective retraction: Gauss–Newton iterations from :math:`\theta + \xi` toward the tangent line's image.
+
+        .. math:: \theta_0 = \theta + \xi,\qquad
+                  \theta_{j+1} = \theta_j + G(\theta_j)^{-1}J(\theta_j)^\top M\big(\phi(\theta) + J(\theta)\xi - \phi(\theta_j)\big),
+
+        returning :math:`\theta_n`, ``n = iterations``: damped Gauss–Newton steps for
+        :math:`\min_{\theta'}\|\phi(\theta') - \phi(\theta) - J\xi\|_M`, which pull the function back toward the
+        point the tangent vector reaches in function space. A retraction (:math:`R_\theta(0) = \theta`, the
+        correction is :math:`O(|\xi|^2)`); the first iteration is
+        :math:`\theta + \xi - \tfrac12\Gamma_\theta(\xi, \xi) + O(|\xi|^3)`, the second-order retraction, and each
+        further one adds :math:`\tfrac12\lambda_dG^{-1}\Gamma_\theta(\xi, \xi) + O(|\xi|^3)` (it removes the damping's
+        share of the correction), so the curve is second order exactly for ``iterations=1`` or
+        :math:`\lambda_d = 0`. Unlike :meth:`retract_second_order`, whose correction grows as :math:`|\xi|^2`,
+        the iterations use :math:`\phi` itself, so they stay close to the geodesic for steps whose coordinate
+        length is large: along weakly represented directions, where :math:`|\xi| \gg \|\xi\|_G`
+        (docs/adapters.md, trust regions). Each iteration forms :math:`J` at a new point and solves with
+        :math:`G` there.
+
+        Args:
+            theta: point, shape ``(p,)``.
+            xi: tangent vector, shape ``(p,)``.
+            iterations: Gauss–Newton iterations, at least 1. Default ``2``.
+        """
+        theta, xi = self.check_point(theta), self.check_tangent(xi)
+        iterations = check_integer("iterations", iterations, minimum=1)
+        target = self.parametrization.value(theta) + self._linearization.jvp(theta, xi)
+        point = theta + xi
+        for _ in range(iterations):
+            self._linearization.at(point)  # J(point) is formed once and serves the VJP and the solve
+            residual = target - self.parametrization.value(point)
+            point = point + self._solve(point, self._linearization.vjp(point, self.metric.apply(residual)))
+        return _finite_result("retract_projective", point)
 
     def geodesic(
         self, theta: torch.Tensor, xi: torch.Tensor, time: float = 1.0, *, rtol: float = 1e-10, atol: float = 1e-12

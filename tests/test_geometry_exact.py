@@ -37,6 +37,9 @@ def test_linear_model_exp_is_straight_line(linear_manifold):
     xi = torch.tensor([1.0, 2.0, -0.5, 0.1], dtype=torch.float64)
     assert torch.allclose(manifold.exp(theta, xi), theta + xi, atol=1e-14)
     assert torch.allclose(manifold.retract_second_order(theta, xi), theta + xi, atol=1e-14)
+    assert torch.allclose(manifold.retract_projective(theta, xi), theta + xi, atol=1e-12)
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1"):
+        manifold.retract_projective(theta, xi, 0)
 
 
 def test_linear_model_rgrad_is_m_least_squares_projection(linear_manifold):

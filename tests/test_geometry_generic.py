@@ -161,8 +161,10 @@ def test_retractions_agree_with_exp_to_first_and_second_order(case):
     exact = {t: manifold.exp(theta, t * xi) for t in scales}
     first = [float((manifold.retract(theta, t * xi) - exact[t]).norm()) for t in scales]
     second = [float((manifold.retract_second_order(theta, t * xi) - exact[t]).norm()) for t in scales]
+    projective = [float((manifold.retract_projective(theta, t * xi, 1) - exact[t]).norm()) for t in scales]
     assert taylor_slope(scales, first) == pytest.approx(2.0, abs=0.25)
     assert taylor_slope(scales, second) == pytest.approx(3.0, abs=0.3)
+    assert taylor_slope(scales, projective) == pytest.approx(3.0, abs=0.3)  # one iteration: second order
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -222,13 +222,23 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
     ),
     "PymanoptIncrementManifold": (
         PymanoptIncrementManifold,
-        {"manifold": MANIFOLD, "transport_kind": "identity", "typical_dist": None, "seed": 0, "exp_map": "second-order"},
+        {
+            "manifold": MANIFOLD,
+            "transport_kind": "identity",
+            "typical_dist": None,
+            "seed": 0,
+            "exp_map": "second-order",
+            "retraction": "projective",
+            "projection_iterations": 2,
+        },
         {
             "manifold": TENSOR,
             "transport_kind": OPTION,
             "typical_dist": ("1", ARRAY, True, NAN, math.inf, -1.0, 0.0),
             "seed": (None, "0", 2.5, ARRAY, True, -1),
             "exp_map": OPTION,
+            "retraction": OPTION,
+            "projection_iterations": COUNT_ARGUMENT,
         },
     ),
     "GeooptIncrementManifold": (
@@ -245,6 +255,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
             "tolerance": NUMBER_OR_ZERO,
             "transport_kind": OPTION,
             "run_options": ("x", 3, ARRAY),
+            "retraction": OPTION,
         },
     ),
     "GeooptSolver": (
