@@ -91,7 +91,7 @@ def floors(parameters: int, nodes: int, device: torch.device) -> dict:
         subproblem.cost_tensor(parameter).backward()
         adam.step()
 
-    problem = make_problem(subproblem, PymanoptIncrementManifold(manifold))
+    problem = make_problem(subproblem, PymanoptIncrementManifold(manifold, retraction="chart"))  # the core's iterates
     step = flow.tau / (1 + flow.tau)
 
     descent = pymanopt_fixed_step_descent(step, iterations=1)
