@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from mms_manifolds.distributed import ShardedParametrization, shard_slice
 
@@ -26,11 +27,26 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _spawned_with_one_retry(example):
+    """The sharded run; once more on a fresh port if a process was killed by a signal (not a Python error).
+
+    gloo's C++ threads occasionally abort a process (``terminate called without an active exception``, SIGABRT)
+    while a loaded machine tears a process group down; seen in 2 of 9 runs of this test on the shared 2-core
+    machine, never with a Python traceback. A wrong result or a Python exception still fails at once.
+    """
+    try:
+        return example.run_spawned(world_size=2, port=_free_port())
+    except mp.ProcessExitedException as error:
+        if error.signal_name is None:
+            raise
+        return example.run_spawned(world_size=2, port=_free_port())
+
+
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
 def test_two_gloo_processes_equal_one_process(monkeypatch):
     example = _example(monkeypatch)
     single = example.run()
-    sharded = example.run_spawned(world_size=2, port=_free_port())
+    sharded = _spawned_with_one_retry(example)
     assert sharded.shape == single.shape
     assert float((single - sharded).abs().max()) <= 1e-10
     assert float((single[-1] - single[0]).abs().max()) > 1e-2  # the flow moved
