@@ -49,6 +49,7 @@ from mms_manifolds.progress import LOGGER, InnerProgress
 
 from . import RESULTS, ROOT
 from .timing import use_threads
+
 TAU = 1e12
 TARGETS = (1e-4, 1e-5, 1e-6)
 WIDTHS = (2, 64, 64, 48, 48, 1)

@@ -197,14 +197,14 @@ def bdf2_bound_check(u0_values: np.ndarray, steps: int = 20, size: float = 1e-4,
     ``u0_values``: :math:`u_0` at the coarse grid's nodes, shape ``(n, n)``.
     """
     import torch
+    from teng import DIFFUSIVITY as HEAT_DIFFUSIVITY
+    from teng import spectral_stiffness
 
     from mms_manifolds import GinzburgLandau, L2Metric
     from mms_manifolds.ledger import BDF2Ledger, BoundParts, TrackingLedger
     from mms_manifolds.schemes import BDF2
     from mms_manifolds.step_constants import StepConstants
     from mms_manifolds.subproblem import Residual
-    from teng import DIFFUSIVITY as HEAT_DIFFUSIVITY
-    from teng import spectral_stiffness
 
     nodes = u0_values.shape[0]
     u0 = torch.tensor(u0_values.reshape(-1, 1), dtype=torch.float64)

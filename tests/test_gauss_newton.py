@@ -23,8 +23,8 @@ from mms_manifolds import (
     default_relative_damping,
 )
 from mms_manifolds.linalg import GramFactorization
-from mms_manifolds.solvers import GaussNewtonState, NoState, SubspaceGaussNewtonState
 from mms_manifolds.reproduce import build
+from mms_manifolds.solvers import GaussNewtonState, NoState, SubspaceGaussNewtonState
 
 from problems import regression_flow
 

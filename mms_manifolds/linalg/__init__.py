@@ -3,8 +3,8 @@
 from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_solve_mode
 from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
 from .composite import OperatorSum, ScaledOperator, diagonal_of, multiple_of
-from .diagonal_weight import DiagonalWeightFactorization, diagonal_weight_factorization
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization, singular_value_solve
+from .diagonal_weight import DiagonalWeightFactorization, diagonal_weight_factorization
 from .kernel import KernelFactorization, KernelSolve
 from .limits import pseudo_inverse_rtol, range_mask
 from .linearization import MetricLinearization

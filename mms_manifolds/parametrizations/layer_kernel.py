@@ -96,7 +96,7 @@ def linear_layer_kernel(
     size = count * outputs
     kernel = torch.zeros(size, size, dtype=theta.dtype, device=theta.device)
     with torch.no_grad():
-        for (layer, weight, bias), call, grads in zip(layers, calls, gradients):
+        for (_layer, weight, bias), call, grads in zip(layers, calls, gradients):
             inputs = call[0][0].detach()
             factor = torch.stack(grads, dim=1).reshape(size, -1)  # (Nm, d_out), row (i, j)
             inner = inputs @ inputs.T if weight else torch.zeros(count, count, dtype=theta.dtype, device=theta.device)
