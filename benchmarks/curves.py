@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 import torch
 
@@ -36,18 +37,35 @@ def add_step_arguments(parser: argparse.ArgumentParser, hidden: list[int], side:
 
 
 class ErrorCurve(logging.Handler):
-    """Turns each progress record into ``(solver seconds, relative error)``, the error's own time left out."""
+    """Turns each progress record into ``(solver seconds, relative error)``, the error's own time left out.
 
-    def __init__(self, flow: MinimizingMovement, exact: torch.Tensor, initial_error: float):
+    ``clock="wall"``: the solver's own wall seconds (the progress record's); ``clock="cpu"``: the process's CPU
+    seconds since :meth:`start` (or construction), for a shared machine.
+    """
+
+    def __init__(self, flow: MinimizingMovement, exact: torch.Tensor, initial_error: float, clock: str = "wall"):
         super().__init__(level=logging.INFO)
-        self.flow, self.exact, self.initial_error = flow, exact, initial_error
+        if clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+        self.flow, self.exact, self.initial_error, self.clock = flow, exact, initial_error, clock
         self.points: list[dict] = []
         self.overhead = 0.0
+        self.start()
+
+    def start(self) -> None:
+        """Start the CPU clock (``clock="cpu"``) now."""
+        self.started = time.process_time()
+
+    def elapsed(self, progress) -> float:
+        """Solver seconds at ``progress`` on this curve's clock, the errors' own time left out."""
+        seconds = progress.seconds if self.clock == "wall" else time.process_time() - self.started
+        return seconds - self.overhead
 
     def emit(self, record: logging.LogRecord) -> None:
         progress = getattr(record, "progress", None)
         if progress is None:
             return
+        seconds = self.elapsed(progress)
         with Stopwatch() as clock:
             with torch.no_grad():
                 values = self.flow.parametrization.value(progress.point)
@@ -55,12 +73,12 @@ class ErrorCurve(logging.Handler):
             self.points.append(
                 {
                     "iteration": progress.iteration,
-                    "seconds": progress.seconds - self.overhead,
+                    "seconds": seconds,
                     "relative_error": error,
                     "cg_iterations": progress.linear_iterations,
                 }
             )
-        self.overhead += clock.wall
+        self.overhead += clock.wall if self.clock == "wall" else clock.cpu
 
 
 def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: torch.Tensor, initial: float) -> dict:

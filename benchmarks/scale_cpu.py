@@ -29,50 +29,26 @@ from mms_manifolds import LBFGS, Adam, GaussNewton, MinimizingMovement, Subspace
 from mms_manifolds.progress import LOGGER
 
 from . import RESULTS
-from .curves import time_to
+from .curves import ErrorCurve, time_to
 from .flows import STEP_TAU as TAU
 from .flows import regression_step_flow
 from .timing import use_threads
 
 
-class CpuErrorCurve(logging.Handler):
-    """Each progress record as ``(CPU seconds since the solve began, relative error)``, the errors' own CPU time left out."""
-
-    def __init__(self, flow: MinimizingMovement, exact: torch.Tensor, initial_error: float):
-        super().__init__(level=logging.INFO)
-        self.flow, self.exact, self.initial_error = flow, exact, initial_error
-        self.points: list[dict] = []
-        self.overhead = 0.0
-        self.start = time.process_time()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        progress = getattr(record, "progress", None)
-        if progress is None:
-            return
-        start = time.process_time()
-        with torch.no_grad():
-            values = self.flow.parametrization.value(progress.point)
-            error = float(self.flow.metric.norm(values - self.exact)) / self.initial_error
-        self.points.append(
-            {"iteration": progress.iteration, "seconds": start - self.start - self.overhead, "relative_error": error}
-        )
-        self.overhead += time.process_time() - start
-
-
 def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: torch.Tensor, initial: float) -> dict:
     """One inner solve of the first MMS step on CPU time, with its error curve; the final residual split is timed apart."""
     subproblem = flow.step_problem(flow.parametrization.value(theta))
-    curve = CpuErrorCurve(flow, exact, initial)
+    curve = ErrorCurve(flow, exact, initial, clock="cpu")
     LOGGER.addHandler(curve)
     previous = LOGGER.level
     LOGGER.setLevel(logging.INFO)
-    curve.start = time.process_time()
+    curve.start()
     try:
         result = solver.solve(subproblem, theta)
     finally:
         LOGGER.removeHandler(curve)
         LOGGER.setLevel(previous)
-    total = time.process_time() - curve.start - curve.overhead
+    total = time.process_time() - curve.started - curve.overhead
     start = time.process_time()
     residual = subproblem.residual(result.point)  # cached where the solver measured it at its end
     errors = [point["relative_error"] for point in curve.points] or [1.0]
