@@ -184,7 +184,7 @@ class BDF2Ledger:
         c = self.growth
         return c * sigma + math.sqrt((c * sigma) ** 2 + c * previous**2)
 
-    def _step_constants(self) -> tuple[float, float]:
+    def step_constants(self) -> tuple[float, float]:
         r""":math:`(L', \mu')`: the exact BDF2 step's Lipschitz constant :math:`1/(1 + \tau'\lambda)` and strong convexity :math:`1/\tau' + \lambda`, :math:`\tau' = 2\tau/3`."""
         effective = 2 * self.tau / 3
         return 1 / (1 + effective * self.convexity), 1 / effective + self.convexity
@@ -195,7 +195,7 @@ class BDF2Ledger:
         It holds because :math:`\|u_{k+1} - \operatorname{prox}_{\tau'E}(\tilde u_k)\| \le \rho_k/\mu'` and the prox is
         :math:`L'`-Lipschitz in the anchor, :math:`\|\tilde u_k - \tilde v_k\| = \|4e_k - e_{k-1}\|/3`.
         """
-        lipschitz, mu = self._step_constants()
+        lipschitz, mu = self.step_constants()
         return lipschitz * anchor / 3 + residual / mu + allowance
 
     def combination_bound(
@@ -214,7 +214,7 @@ class BDF2Ledger:
         since :math:`\alpha e_{k+1} - e_k = \alpha(u_{k+1} - \operatorname{prox}(\tilde u_k)) + \alpha(w - L'd/2)
         + (\tfrac{2\alpha L'}{3} - 1)e_k - \tfrac{\alpha L'}{6}e_{k-1}`.
         """
-        lipschitz, mu = self._step_constants()
+        lipschitz, mu = self.step_constants()
         newest, older = bounds
         share = weight * lipschitz / 6
         tail = min(abs(4 * share - 1) * newest + share * older, share * anchor + newest)

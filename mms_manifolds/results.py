@@ -335,7 +335,8 @@ def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
     ``flow_bound`` (numbers or ``null``) lists of equal length, at most one entry per step (a checkpoint written
     before schemes existed has fewer, which a resumed implicit Euler run fills in); ``g_norm`` ``null`` or the four
     bound parts, ``next_step`` ``null`` or positive and finite, ``rejected_steps`` a whole number ``>= 0``,
-    ``anchor_bound`` ``null`` or a number ``>= 0``.
+    ``anchor_bound`` ``null`` or a number ``>= 0``, ``g_form`` (variable-step BDF2's G-matrix) ``null`` or three
+    numbers, ``ball`` (its resolvent ball) ``null`` or seven numbers.
     """
     from .time_stepping import SchemeRecord  # the time stepping imports the subproblem, which needs this module's users
 
@@ -363,6 +364,10 @@ def _check_scheme_record(stored: object, steps_done: int, fail) -> None:
     anchor = stored.get("anchor_bound")
     if anchor is not None and not (number(anchor) and anchor >= 0):
         raise fail(f"metadata 'scheme_record' anchor_bound must be null or a number >= 0, got {anchor!r}")
+    for name, length in (("g_form", 3), ("ball", 7)):
+        entries = stored.get(name)
+        if entries is not None and not (isinstance(entries, list) and len(entries) == length and all(map(number, entries))):
+            raise fail(f"metadata 'scheme_record' {name} must be null or a list of {length} numbers, got {entries!r}")
 
 
 def _check_device(device: object) -> torch.device:

@@ -29,6 +29,7 @@ from .metrics.base import Metric
 from .schemes import BDF2, ImplicitEuler, StepController, StepPlan, TimeScheme
 from .step_constants import StepConstants
 from .subproblem import Residual
+from .variable_bdf2 import DAHLQUIST_FORM, ResolventBall, VariableBDF2Ledger, constant_step_ball
 
 __all__ = ["SchemeRecord", "SchemeStepper", "StartParts"]
 
@@ -52,6 +53,11 @@ class SchemeRecord:
         rejected_steps: steps the controller rejected and retried smaller.
         anchor_bound: BDF2's bound :math:`W_k` on :math:`\\|4e_k - e_{k-1}\\|_M` after the last step (``None`` before
             the start; a checkpoint without it resumes with :math:`4B_k + B_{k-1}`).
+        g_form: BDF2's step-dependent G-matrix :math:`(g_{11}, g_{12}, g_{22})` after the last step; ``None`` while every
+            step has been constant (Dahlquist's, :data:`~mms_manifolds.variable_bdf2.DAHLQUIST_FORM`).
+        ball: the last BDF2 step's :class:`~mms_manifolds.variable_bdf2.ResolventBall` as seven numbers (``None`` after
+            the start, or in a checkpoint written before it was kept: a variable step then bounds its anchor by
+            :math:`B_k` and :math:`W_k` alone).
     """
 
     time_steps: tuple[float, ...] = ()
@@ -61,6 +67,8 @@ class SchemeRecord:
     next_step: float | None = None
     rejected_steps: int = 0
     anchor_bound: float | None = None
+    g_form: tuple[float, float, float] | None = None
+    ball: tuple[float, ...] | None = None
 
     @classmethod
     def from_metadata(cls, stored: dict | None) -> SchemeRecord:
@@ -68,7 +76,7 @@ class SchemeRecord:
         missing keys). Its form is checked by the result file's rules (:mod:`mms_manifolds.results`)."""
         if stored is None:
             return cls()
-        g_norm = stored.get("g_norm")
+        g_norm, g_form, ball = stored.get("g_norm"), stored.get("g_form"), stored.get("ball")
         return cls(
             time_steps=tuple(stored.get("time_steps", ())),
             local_error_estimate=tuple(stored.get("local_error_estimate", ())),
@@ -77,6 +85,8 @@ class SchemeRecord:
             next_step=stored.get("next_step"),
             rejected_steps=stored.get("rejected_steps", 0),
             anchor_bound=stored.get("anchor_bound"),
+            g_form=None if g_form is None else tuple(g_form),
+            ball=None if ball is None else tuple(ball),
         )
 
     def as_metadata(self) -> dict:
@@ -89,6 +99,8 @@ class SchemeRecord:
             "next_step": self.next_step,
             "rejected_steps": self.rejected_steps,
             "anchor_bound": self.anchor_bound,
+            "g_form": None if self.g_form is None else list(self.g_form),
+            "ball": None if self.ball is None else list(self.ball),
         }
 
     def filled_to(self, steps: int, tau: float) -> SchemeRecord:
@@ -228,22 +240,49 @@ class SchemeStepper:
             first = self.euler_ledger(tau).step(previous, residual, u_new, u_old)
             problem, record = self.start_g_norm(record, first, previous, tau)
             return first, problem, record
-        if self.variable(record, tau):
-            ratio = tau / record.time_steps[-1]
-            return BoundParts.undefined(), (
-                f"variable-step BDF2 (step ratio {ratio:.6g}): the G-norm bound is derived for constant steps "
-                "only (docs/theory.md, section 7)"
-            ), record
-        try:
-            ledger = self.bdf2_ledger(tau)
-        except ValueError as error:
-            return BoundParts.undefined(), str(error), record
         anchor = record.anchor_bound
         if anchor is None:  # a checkpoint written before W_k was carried
             anchor = 4 * previous.tracking_bound + older_bound
         bounds = (previous.tracking_bound, older_bound, anchor)
+        if record.g_form is not None or self.variable(record, tau):
+            return self.variable_bound(record, residual, u_new, u_old, tau, bounds)
+        try:
+            ledger = self.bdf2_ledger(tau)
+        except ValueError as error:
+            return BoundParts.undefined(), str(error), record
         g_norm, bound, anchor = ledger.step(BoundParts(*record.g_norm), residual, u_new, u_old, bounds)
-        return bound, None, replace(record, g_norm=_parts(g_norm), anchor_bound=_json_number(anchor))
+        ball = constant_step_ball(ledger, residual, u_new, u_old, bounds)
+        return bound, None, replace(
+            record, g_norm=_parts(g_norm), anchor_bound=_json_number(anchor), ball=tuple(ball.as_list())
+        )
+
+    def variable_bound(
+        self,
+        record: SchemeRecord,
+        residual: Residual,
+        u_new: torch.Tensor,
+        u_old: torch.Tensor,
+        tau: float,
+        bounds: tuple[float, float, float],
+    ) -> tuple[BoundParts, str | None, SchemeRecord]:
+        """A BDF2 step after a variable one, or itself variable: the step-dependent G-norm bound
+        (:class:`~mms_manifolds.variable_bdf2.VariableBDF2Ledger`), or ``nan`` parts and why not (a step ratio not below
+        1 + sqrt(2), a step too long for a negative modulus); and the record with its G-matrix, G-norm and ball."""
+        ratio = tau / record.time_steps[-1]
+        form = DAHLQUIST_FORM if record.g_form is None else record.g_form
+        ball = None if record.ball is None else ResolventBall(*record.ball)
+        try:
+            ledger = VariableBDF2Ledger(self.convexity, self.metric, self.dtype, self.size)
+            booked = ledger.step(tau, ratio, form, BoundParts(*record.g_norm), residual, u_new, u_old, bounds, ball)
+        except ValueError as error:
+            return BoundParts.undefined(), str(error), record
+        return booked.bound, None, replace(
+            record,
+            g_norm=_parts(booked.g_norm),
+            anchor_bound=_json_number(booked.anchor_bound),
+            g_form=tuple(float(entry) for entry in booked.form),
+            ball=tuple(booked.ball.as_list()),
+        )
 
     def start_g_norm(
         self, record: SchemeRecord, first: BoundParts, initial: BoundParts, tau: float
