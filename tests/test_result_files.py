@@ -128,6 +128,8 @@ LIES = {
         lambda a, h: h["metadata"]["scheme_record"].update(rejected_steps=1.5),
         "rejected_steps",
     ),
+    "scheme_record g_form of 2 entries": (lambda a, h: h["metadata"]["scheme_record"].update(g_form=[1.0, 0.0]), "g_form"),
+    "scheme_record ball of strings": (lambda a, h: h["metadata"]["scheme_record"].update(ball=["0"] * 7), "ball"),
     "solver_state a list": (lambda a, h: h["metadata"].update(solver_state=[0.5, 1e-3]), "solver_state"),
     "solver_state with a string": (
         lambda a, h: h["metadata"]["solver_state"].update(step_length="0.5"),

@@ -93,7 +93,7 @@ def test_a_lost_scheme_history_breaks_the_resume(tmp_path, monkeypatch):
         flow.run(experiment.theta0, 4, solver, checkpoint=path)
 
 
-def test_adaptive_steps_record_estimates_and_withdraw_variable_step_bdf2():
+def test_adaptive_steps_record_estimates_and_certify_variable_step_bdf2():
     experiment = build("heat_2d", "quick")
     solver = GaussNewton(max_iterations=3)
     tolerance = 2e-5
@@ -104,10 +104,12 @@ def test_adaptive_steps_record_estimates_and_withdraw_variable_step_bdf2():
     estimates = [value for value in record["local_error_estimate"] if value is not None]
     assert estimates and all(value <= tolerance for value in estimates)
     assert euler.certified and np.all(euler.trajectory_error[1:] <= euler.tracking_bound[1:])
-    with pytest.warns(RuntimeWarning, match="variable-step BDF2"):
-        bdf2 = _flow(experiment, BDF2()).run(experiment.theta0, 6, solver, time_tolerance=tolerance)
-    assert not bdf2.certified and "variable-step BDF2" in bdf2.metadata["certification_withdrawn"]["reason"]
+    bdf2 = _flow(experiment, BDF2()).run(experiment.theta0, 6, solver, time_tolerance=tolerance)
+    record = bdf2.metadata["scheme_record"]
+    assert len(set(record["time_steps"])) > 2 and record["g_form"] is not None and len(record["ball"]) == 7
     assert np.isfinite(bdf2.trajectory_error).all()  # the exact BDF2 iterates follow the run's own steps
+    assert bdf2.certified and np.all(bdf2.trajectory_error[1:] <= bdf2.tracking_bound[1:])
+    assert np.max(bdf2.tracking_bound[1:]) <= 10 * np.max(bdf2.trajectory_error[1:])
     with pytest.raises(ValueError, match="budget"):
         from mms_manifolds import TrajectoryBudget
 
@@ -154,7 +156,6 @@ def test_certify_false_with_bdf2_computes_no_residual_in_the_richardson_start():
     assert all(math.isnan(value) for value in quick.tracking_bound[1:])
 
 
-@pytest.mark.filterwarnings("ignore:certification withdrawn at MMS step 3:RuntimeWarning")  # variable-step BDF2
 @pytest.mark.parametrize("scheme", [ImplicitEuler(), BDF2()], ids=["euler", "bdf2"])
 def test_a_resumed_adaptive_run_repeats_an_uninterrupted_one_rejections_included(tmp_path, scheme):
     """The controller's next step and rejection count travel in the scheme's record through the checkpoint."""
@@ -168,6 +169,8 @@ def test_a_resumed_adaptive_run_repeats_an_uninterrupted_one_rejections_included
     resumed = flow.run(experiment.theta0, 5, solver, checkpoint=path, time_tolerance=tolerance)
     assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
     assert resumed.metadata["scheme_record"] == record
+    assert np.array_equal(resumed.tracking_bound, uninterrupted.tracking_bound)  # variable-step BDF2 certified too
+    assert uninterrupted.certified
 
 
 def test_the_scheme_record_is_frozen_and_the_stepper_returns_new_ones():
