@@ -188,7 +188,8 @@ class ResolventBall:
         """
         share = alpha * self.lipschitz / 2
         tail = min(
-            abs(share * self.newest_weight - beta) * self.newest_bound + abs(share * self.older_weight) * self.older_bound,
+            abs(share * self.newest_weight - beta) * self.newest_bound
+            + abs(share * self.older_weight) * self.older_bound,
             abs(share) * self.anchor + abs(beta) * self.newest_bound,
         )
         return abs(alpha) * self.distance + abs(share) * self.anchor + tail
@@ -287,7 +288,9 @@ class VariableBDF2Ledger:
         growth_negative = 1 / (1 - tau * negative_part * constant**2)
         return growth, new_form, constant, growth_negative, 1 / (1 + effective * self.convexity)
 
-    def g_norm_bound(self, form: Form, growth: float, tau: float, previous_g: float, previous_bound: float, sigma: float) -> float:
+    def g_norm_bound(
+        self, form: Form, growth: float, tau: float, previous_g: float, previous_bound: float, sigma: float
+    ) -> float:
         r"""The largest :math:`x \ge 0` with :math:`\varphi(x) + \tau\lambda x^2 - \sigma x - \kappa g_k^2 \le 0`: a bound on :math:`\|e_{k+1}\|`.
 
         :math:`\varphi(x) = s x^2 + g_{22}\big(|g_{12}|x/g_{22} - B_k\big)_+^2 \le G_{k+1}(e_{k+1}, e_k)` for
@@ -301,7 +304,11 @@ class VariableBDF2Ledger:
         schur, curvature = schur_complement(form), tau * self.convexity
         kink = math.inf if g12 == 0 else g22 * previous_bound / abs(g12)
         left = (schur + curvature, sigma, -growth * previous_g**2)
-        right = (g11 + curvature, 2 * abs(g12) * previous_bound + sigma, g22 * previous_bound**2 - growth * previous_g**2)
+        right = (
+            g11 + curvature,
+            2 * abs(g12) * previous_bound + sigma,
+            g22 * previous_bound**2 - growth * previous_g**2,
+        )
         a, b, c = left
         if math.isfinite(kink) and a * kink * kink - b * kink + c <= 0:  # the root lies on the right piece
             a, b, c = right
@@ -397,7 +404,9 @@ def constant_step_ball(
     lipschitz, mu = ledger.step_constants()
     distance = residual.total / mu + ledger.allowance.rounding_allowance(u_new, u_old)
     weight_newest, weight_older, _ = BDF2.coefficients(1.0)
-    return ResolventBall(distance, lipschitz, min(anchor, 4 * newest + older) / 3, weight_newest, weight_older, newest, older)
+    return ResolventBall(
+        distance, lipschitz, min(anchor, 4 * newest + older) / 3, weight_newest, weight_older, newest, older
+    )
 
 
 def _parts(bound: BoundParts) -> tuple[float, float, float, float]:

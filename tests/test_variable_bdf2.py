@@ -14,6 +14,7 @@ from mms_manifolds.grids import stiffness_1d, trapezoid_weights, uniform_nodes
 from mms_manifolds.ledger import BoundParts
 from mms_manifolds.schemes import BDF2, StepController, adaptive_exact_trajectory
 from mms_manifolds.subproblem import Residual
+from mms_manifolds.testing import perturbed_bdf2_run
 from mms_manifolds.time_stepping import SchemeRecord, SchemeStepper
 from tests.test_schemes import _allen_cahn_1d, _full_ledger_cases, _heat_1d, _heat_2d
 
@@ -76,32 +77,6 @@ def test_a_wrong_variable_step_coefficient_breaks_the_form_inequality(monkeypatc
     assert min(gaps) < -1e-4
 
 
-def _perturbed_variable_bdf2(energy, metric, u0, steps, size, seed, mode):
-    """Exact BDF2 (implicit Euler start) with steps ``steps``, each step perturbed by ``size * N(0, 1) * mode``, booked
-    by the driver's ``SchemeStepper``: (bounds, errors, withdrawal reason or None)."""
-    generator = torch.Generator().manual_seed(seed)
-    scheme = BDF2(start="euler", max_ratio=2.4)
-    convexity = energy.convexity(metric)
-    stepper = SchemeStepper(scheme, steps[0], convexity, metric, torch.float64, u0.numel(), True, None)
-    exact = scheme.exact_trajectory(energy, metric, u0, steps)
-    record, states, bound, older = SchemeRecord(), [u0], BoundParts.start(0.0), 0.0
-    bounds, errors = [], []
-    for k, tau in enumerate(steps):
-        plan = scheme.plan(states, list(record.time_steps), tau)
-        shift = size * float(torch.randn((), generator=generator, dtype=torch.float64))
-        new = energy.prox(plan.anchor, plan.tau, metric) + shift * mode
-        rho = float(metric.norm(energy.gradient(new) / metric.weights.unsqueeze(-1) + (new - plan.anchor) / plan.tau))
-        booked, problem, record = stepper.bound(record, bound, Residual(rho, rho, 0.0), new, states[-1], tau, older)
-        if problem is not None:
-            return bounds, errors, problem
-        older, bound = bound.tracking_bound, booked
-        record = stepper.after_step(record, tau, math.nan, math.nan, tau, 0)
-        states.append(new)
-        bounds.append(bound.tracking_bound)
-        errors.append(float(metric.norm(new - exact[k + 1])))
-    return bounds, errors, None
-
-
 def _geometric(first, ratios):
     steps = [first]
     for ratio in ratios:
@@ -114,7 +89,7 @@ def _geometric(first, ratios):
 def test_variable_step_bound_holds_within_10x_on_perturbed_heat(first, ratios, seed):
     x, metric, energy, _, _ = _heat_1d()
     mode = torch.sin(math.pi * x) + 0.5 * torch.sin(2 * math.pi * x)
-    bounds, errors, problem = _perturbed_variable_bdf2(
+    bounds, errors, problem = perturbed_bdf2_run(
         energy, metric, torch.sin(math.pi * x), _geometric(first, ratios), 1e-4, seed, mode
     )
     assert problem is None
@@ -128,7 +103,7 @@ def test_constant_steps_through_the_stepper_are_the_constant_step_ledger_bit_for
     low = torch.sin(math.pi * x)
     mode = low + 0.5 * torch.sin(2 * math.pi * x)
     _, (reference, _), _ = next(_full_ledger_cases())  # heat 1-D, seed 0, tau = 0.05, 20 steps
-    bounds, _, problem = _perturbed_variable_bdf2(energy, metric, low, [0.05] * 20, 1e-4, 0, mode)
+    bounds, _, problem = perturbed_bdf2_run(energy, metric, low, [0.05] * 20, 1e-4, 0, mode)
     assert problem is None and bounds == reference
 
 
@@ -146,7 +121,7 @@ def test_adaptive_heat_2d_steps_are_certified_within_10x(seed):
     points = torch.linspace(0, 1, 12, dtype=torch.float64)[1:-1]
     mode = (torch.sin(math.pi * points)[:, None] * torch.sin(2 * math.pi * points)[None, :]).reshape(-1, 1)
     mode = mode + (torch.sin(math.pi * points)[:, None] * torch.sin(math.pi * points)[None, :]).reshape(-1, 1)
-    bounds, errors, problem = _perturbed_variable_bdf2(energy, metric, u0, steps[:60], 1e-6, seed, mode)
+    bounds, errors, problem = perturbed_bdf2_run(energy, metric, u0, steps[:60], 1e-6, seed, mode)
     assert problem is None
     assert all(error <= bound for error, bound in zip(errors, bounds))
     assert max(bounds) <= 10 * max(errors)
@@ -166,7 +141,7 @@ def _neumann_cases():
     """Heat with Neumann ends, perturbed along its conserved (lambda = 0) constant mode, steps growing by 1.9."""
     x, metric, energy = _neumann_heat()
     for seed in range(3):
-        yield _perturbed_variable_bdf2(energy, metric, torch.cos(math.pi * x), GROWING, 1e-4, seed, torch.ones_like(x))
+        yield perturbed_bdf2_run(energy, metric, torch.cos(math.pi * x), GROWING, 1e-4, seed, torch.ones_like(x))
 
 
 def test_variable_step_bound_holds_on_the_conserved_mode():
@@ -204,9 +179,9 @@ def test_allen_cahn_variable_steps_hold_or_are_withdrawn_with_the_reason():
     u0 = 0.6 * torch.sin(2.5 * math.pi * x) + 0.2 * x
     for seed in range(2):
         steps = _geometric(0.05, [1.2, 0.6, 1.5, 1.0, 0.8, 1.3, 1.1, 0.7])
-        bounds, errors, problem = _perturbed_variable_bdf2(energy, metric, u0, steps, 1e-4, seed, torch.cos(math.pi * x))
+        bounds, errors, problem = perturbed_bdf2_run(energy, metric, u0, steps, 1e-4, seed, torch.cos(math.pi * x))
         assert problem is None and all(error <= bound for error, bound in zip(errors, bounds))
-    bounds, _, problem = _perturbed_variable_bdf2(energy, metric, u0, [0.24, 0.24 * 1.22], 1e-4, 0, torch.cos(math.pi * x))
+    bounds, _, problem = perturbed_bdf2_run(energy, metric, u0, [0.24, 0.24 * 1.22], 1e-4, 0, torch.cos(math.pi * x))
     assert problem is not None and "tau lambda_- C^2 < 1" in problem
 
 
