@@ -342,8 +342,9 @@ class MinimizingMovement:
             time_tolerance: adaptive steps: after each step the scheme's local time-error estimate (Milne's
                 device, an estimate) chooses the next step so that it stays below this tolerance (in the
                 metric's norm); a step above it is solved again with a smaller step. ``tau`` is the first step.
-                ``None`` (default): fixed steps. Variable-step BDF2 is not certified (the G-norm bound is
-                for constant steps); implicit Euler's bound is (each step with its own :math:`L`, :math:`\mu`).
+                ``None`` (default): fixed steps. Both bounds stay certified: implicit Euler's (each step with its
+                own :math:`L`, :math:`\mu`) and variable-step BDF2's (a G-matrix per step,
+                :class:`~mms_manifolds.variable_bdf2.VariableBDF2Ledger`, for step ratios below :math:`1 + \sqrt2`).
 
         Returns:
             MMSResult. A step whose inner solve stopped at its iteration budget far from converged (its
