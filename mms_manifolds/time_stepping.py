@@ -4,8 +4,8 @@ r"""The time scheme inside an MMS run: step sizes, the scheme's ledger, its esti
 changed) for each step's anchor and effective step (:meth:`SchemeStepper.plan`) and books the step's residual
 with it (:meth:`SchemeStepper.bound`). What the scheme found so far (step sizes, G-norm, estimates) is a
 frozen :class:`SchemeRecord` that the driver carries in its state from step to step and writes into the
-record's metadata after every step, so that a resumed run continues with the same step sizes, G-norm and
-estimates. The states a scheme needs
+record's metadata after every step, so that a resumed run continues with the same step sizes, G-norm (and,
+after a variable BDF2 step, its G-matrix and resolvent ball) and estimates. The states a scheme needs
 (:math:`u_{k-1}`, :math:`u_{k-2}`) are the network at the saved parameters, so the checkpoint's
 ``thetas`` are the history.
 
@@ -232,7 +232,9 @@ class SchemeStepper:
         """The bound parts after a step of length ``tau`` (not the start), or ``nan`` parts and why not certified;
         and the record with BDF2's G-norm parts after the step (``record`` itself where none were computed).
 
-        ``older_bound`` is :math:`B_{k-1}` (BDF2 caps its G-norm bound by the step's own contraction).
+        ``older_bound`` is :math:`B_{k-1}` (BDF2 caps its G-norm bound by the step's own contraction). BDF2 books
+        constant steps with :class:`~mms_manifolds.ledger.BDF2Ledger` while every step has been constant, and every
+        later step with :class:`~mms_manifolds.variable_bdf2.VariableBDF2Ledger` (:meth:`variable_bound`).
         """
         if not self.is_bdf2:
             return self.euler_ledger(tau).step(previous, residual, u_new, u_old), None, record

@@ -54,7 +54,7 @@ def test_the_step_form_inequality_holds_with_the_textbook_coefficients(ratios):
     form = variable.DAHLQUIST_FORM
     for ratio in ratios:
         gap, form = _step_inequality_gap(form, ratio)
-        assert gap >= -1e-14, (ratio, gap)
+        assert gap > 0, (ratio, gap)  # the rounding slack 1e-12 G_k+1 leaves it positive
         assert variable.schur_complement(form) > 0
 
 
