@@ -503,10 +503,13 @@ def test_the_layer_factor_split_forms_no_kernel_and_equals_the_dense_and_the_ker
     """Counted: no J, no K. Exactly low-rank J J^T (rank 15 per output): the split equals the SVD split and the formed-K split to 1e-10 of |v|_M."""
     parametrization, metric, nodes = polynomial_problem(outputs)
     theta = parametrization.initial_point()
-    v = (torch.sin(3 * nodes[:, :1]) + nodes[:, 1:] ** 3).repeat(1, outputs) * torch.arange(1.0, outputs + 1.0, dtype=torch.float64)
+    components = torch.arange(1.0, outputs + 1.0, dtype=torch.float64)
+    v = (torch.sin(3 * nodes[:, :1]) + nodes[:, 1:] ** 3).repeat(1, outputs) * components
     jacobians = []
     jacobian = type(parametrization).jacobian
-    monkeypatch.setattr(type(parametrization), "jacobian", lambda self, point: jacobians.append(1) or jacobian(self, point))
+    monkeypatch.setattr(
+        type(parametrization), "jacobian", lambda self, point: jacobians.append(1) or jacobian(self, point)
+    )
     factorization = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
     split = factorization.range_split_norms(v, 0.0)
     assert jacobians == [] and factorization._gram is None and factorization.split_source == "layer factors"

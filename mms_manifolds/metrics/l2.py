@@ -53,7 +53,9 @@ class L2Metric(Metric):
         self._check(v)
         return (self.weights.sqrt().unsqueeze(-1) * v).reshape(*v.shape[:-2], -1)
 
-    def diagonal_whitening(self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def diagonal_whitening(
+        self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
         r""":math:`\sqrt{w}` repeated for each of the :math:`m` components, shape ``(Nm,)``: :meth:`whiten` scales entry by entry."""
         if shape[0] != self.weights.shape[0]:
             raise ValueError(f"L2Metric has {self.weights.shape[0]} nodes, the shape {tuple(shape)}")

@@ -101,7 +101,11 @@ class LinearLayerFactors:
             for layer in self.layers:
                 inputs = layer.inputs.detach()
                 factor = layer.output_gradients
-                inner = inputs @ inputs.T if layer.weight else torch.zeros(count, count, dtype=like.dtype, device=like.device)
+                inner = (
+                    inputs @ inputs.T
+                    if layer.weight
+                    else torch.zeros(count, count, dtype=like.dtype, device=like.device)
+                )
                 if layer.bias:
                     inner += 1.0
                 if outputs > 1:
