@@ -529,6 +529,8 @@ def test_the_layer_factor_split_forms_no_kernel_and_equals_the_dense_and_the_ker
 def test_a_metric_without_a_diagonal_whitening_splits_with_the_formed_kernel():
     parametrization, _, nodes = wide_problem(40, (1, 12, 12, 1))
     metric = SobolevMetric(trapezoid_weights(40, -1.0, 1.0), stiffness_1d(40, -1.0, 1.0, "neumann"), 0.1)
-    factorization = KernelSolve().factorize(GramOperator(parametrization, metric, parametrization.initial_point()))
+    theta = parametrization.initial_point()
+    parametrization.jacobian(theta)  # the node-separability check, which the layer factors need
+    factorization = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
     factorization.range_split_norms(torch.sin(4 * nodes), 0.0)
     assert factorization.split_source == "kernel" and factorization.kernel_source == "layers"
