@@ -70,8 +70,8 @@ class LinearLayerFactors:
     Rows are those of :math:`u` flattened from ``(N, m)``. With :math:`\hat A_l` (``(Nm, d_in)``) the inputs
     repeated per output component, the products below cost, per layer: the kernel
     :math:`(Nm)^2 d_{out} + N^2 d_{in}`, its diagonal :math:`Nm\,(d_{out} + d_{in})`, :math:`k` of its columns
-    :math:`k\,Nm\,(d_{out} + d_{in})`, and :math:`J^\top V` for ``(Nm, k)`` :math:`V` (hence :math:`JJ^\top V`
-    and :math:`V^\top JJ^\top V`) :math:`2k\,Nm\,d_{out}d_{in}`: what :math:`k` VJPs cost, without autograd.
+    :math:`k\,Nm\,(d_{out} + d_{in})`, and :math:`J^\top V` for ``(Nm, k)`` :math:`V` (hence :math:`JJ^\top V`)
+    :math:`2k\,Nm\,d_{out}d_{in}`: what :math:`k` VJPs cost, without autograd.
     """
 
     layers: tuple[LayerFactor, ...]
@@ -183,12 +183,6 @@ class LinearLayerFactors:
                     product += factor @ rows[:, offset : offset + width].T
                     offset += width
         return product
-
-    def quadratic_form(self, vectors: torch.Tensor) -> torch.Tensor:
-        r""":math:`V^\top JJ^\top V = (J^\top V)^\top(J^\top V)` for ``vectors`` :math:`V` (``(Nm, k)``), shape ``(k, k)``, exactly symmetric."""
-        rows = self.transpose_products(vectors)
-        form = rows @ rows.T
-        return 0.5 * (form + form.T)
 
 
 def linear_layer_factors(
