@@ -398,7 +398,7 @@ def test_kernel_mode_forms_the_whitened_kernel_from_layers(metric_kind):
 
 
 def test_a_kernel_mode_residual_at_a_new_point_forms_no_jacobian_and_no_eigendecomposition(monkeypatch):
-    """Counted: the ledger's residual of a smooth network (low-rank K) costs the layer kernel, a pivoted Cholesky, no J, no eigh of K."""
+    """Counted: the ledger's residual of a smooth network (low-rank K) costs the layer factors and a pivoted Cholesky: no J, no K, no eigh of K."""
     generator = torch.Generator().manual_seed(0)
     nodes = torch.cartesian_prod(*(torch.linspace(-1, 1, 20, dtype=torch.float64),) * 2)
     parametrization = TorchParametrization(mlp((2, 30, 30, 1), 5, torch.float64), nodes)
@@ -416,7 +416,8 @@ def test_a_kernel_mode_residual_at_a_new_point_forms_no_jacobian_and_no_eigendec
     residual = subproblem.residual(theta)
     assert jacobians == [] and 400 not in eigendecompositions
     factorization = manifold.metric_factorization(theta)
-    assert factorization.kernel_source == "layers" and factorization._kept is not None
+    assert factorization.split_source == "layer factors" and factorization._kept is not None
+    assert factorization._gram is None and factorization.kernel_source is None  # K never formed
     monkeypatch.undo()
     ambient = metric.solve(subproblem.function_gradient(parametrization.value(theta)))
     dense = DenseSolve().factorize(GramOperator(parametrization, metric, theta)).range_split_norms(ambient, 0.0)
@@ -436,3 +437,97 @@ def test_pivoted_cholesky_leaves_a_psd_schur_complement_below_the_tolerance():
     assert float(torch.linalg.eigvalsh(rest)[0]) >= -1e-12
     assert pivoted_cholesky(gram, tolerance, 3) is None  # more pivots than allowed
     assert pivoted_cholesky(torch.zeros(4, 4, dtype=torch.float64), 0.0, 4).shape == (4, 0)
+
+
+class _Square(torch.nn.Module):
+    """The activation x -> x^2: a network of these is a polynomial in its input, so J J^T has exact low rank."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+def polynomial_problem(outputs: int = 1):
+    """A 2-30-30-outputs network with square activations on 400 nodes (p = 1021 + 31 outputs > Nm): J J^T has rank 15 per output."""
+    torch.manual_seed(1)
+    network = torch.nn.Sequential(
+        torch.nn.Linear(2, 30), _Square(), torch.nn.Linear(30, 30), _Square(), torch.nn.Linear(30, outputs)
+    ).to(torch.float64)
+    nodes = torch.cartesian_prod(*(torch.linspace(-1, 1, 20, dtype=torch.float64),) * 2)
+    parametrization = TorchParametrization(network, nodes, node_separable=True)
+    weights = 0.5 + torch.rand(400, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    return parametrization, L2Metric(weights / 400), nodes
+
+
+@pytest.mark.parametrize(("widths", "frozen"), [((2, 7, 5, 1), None), ((2, 6, 3), None), ((2, 7, 5, 1), "2.bias")])
+def test_layer_factors_give_the_diagonal_columns_and_products_of_j_j_transpose(widths, frozen):
+    """Diagonal, columns, K V and the Gram matrix of J^T V from the layer factors equal those of J J^T (one or three outputs, a frozen bias)."""
+    torch.manual_seed(0)
+    nodes = torch.rand(25, 2, dtype=torch.float64)
+    network = mlp(widths, 4, torch.float64)
+    if frozen is not None:
+        network.get_parameter(frozen).requires_grad_(False)
+    parametrization = TorchParametrization(network, nodes, node_separable=True)
+    theta = parametrization.initial_point() + 0.3 * torch.randn(parametrization.num_parameters, dtype=torch.float64)
+    jacobian = parametrization.jacobian(theta).reshape(-1, parametrization.num_parameters)
+    kernel = jacobian @ jacobian.T
+    factors = parametrization.layer_factors(theta)
+    assert factors is not None and factors.size == kernel.shape[0]
+    vectors = torch.randn(kernel.shape[0], 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    indices = torch.tensor([0, 5, kernel.shape[0] - 1])
+    scale = float(kernel.abs().max())
+    close = {"rtol": 1e-12, "atol": 1e-12 * scale}
+    torch.testing.assert_close(factors.kernel(), kernel, **close)
+    torch.testing.assert_close(factors.diagonal(), kernel.diagonal(), **close)
+    torch.testing.assert_close(factors.columns(indices), kernel[:, indices], **close)
+    torch.testing.assert_close(factors.kernel_product(vectors), kernel @ vectors, rtol=1e-12, atol=1e-12 * scale * 25)
+    rows = factors.transpose_products(vectors)  # J^T V, its rows in the layers' order: the same Gram matrix
+    torch.testing.assert_close(rows @ rows.T, (jacobian.T @ vectors).T @ (jacobian.T @ vectors), rtol=1e-12, atol=1e-10)
+
+
+def test_l2_whitening_is_the_diagonal_it_reports():
+    weights = torch.rand(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.1
+    values = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    scale = L2Metric(weights).diagonal_whitening((6, 2), dtype=torch.float64, device=torch.device("cpu"))
+    torch.testing.assert_close(L2Metric(weights).whiten(values), scale * values.reshape(-1), rtol=0, atol=0)
+    sobolev = SobolevMetric(trapezoid_weights(6, -1.0, 1.0), stiffness_1d(6, -1.0, 1.0, "neumann"), 0.1)
+    assert sobolev.diagonal_whitening((6, 1), dtype=torch.float64, device=torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="6 nodes"):
+        L2Metric(weights).diagonal_whitening((5, 1), dtype=torch.float64, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_the_layer_factor_split_forms_no_kernel_and_equals_the_dense_and_the_kernel_split(outputs, monkeypatch):
+    """Counted: no J, no K. Exactly low-rank J J^T (rank 15 per output): the split equals the SVD split and the formed-K split to 1e-10 of |v|_M."""
+    parametrization, metric, nodes = polynomial_problem(outputs)
+    theta = parametrization.initial_point()
+    components = torch.arange(1.0, outputs + 1.0, dtype=torch.float64)
+    v = (torch.sin(3 * nodes[:, :1]) + nodes[:, 1:] ** 3).repeat(1, outputs) * components
+    jacobians = []
+    jacobian = type(parametrization).jacobian
+    monkeypatch.setattr(
+        type(parametrization), "jacobian", lambda self, point: jacobians.append(1) or jacobian(self, point)
+    )
+    factorization = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
+    split = factorization.range_split_norms(v, 0.0)
+    assert jacobians == [] and factorization._gram is None and factorization.split_source == "layer factors"
+    assert factorization._kept[0].numel() == 15 * outputs
+    monkeypatch.undo()
+    formed = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
+    formed._factors_known = True  # no layer factors: the split of the formed kernel (pivoted Cholesky, Rayleigh–Ritz)
+    from_kernel = formed.range_split_norms(v, 0.0)
+    assert formed.split_source == "kernel"
+    dense = DenseSolve().factorize(GramOperator(parametrization, metric, theta)).range_split_norms(v, 0.0)
+    scale = float(metric.norm(v))
+    for got, want, other in zip(split, dense, from_kernel):
+        assert abs(got - want) <= 1e-10 * scale and abs(got - other) <= 1e-10 * scale
+    assert split[1] > 1e-3 * scale  # a real normal part: the target is no polynomial of degree 4
+
+
+def test_a_metric_without_a_diagonal_whitening_splits_with_the_formed_kernel():
+    parametrization, _, nodes = wide_problem(40, (1, 12, 12, 1))
+    metric = SobolevMetric(trapezoid_weights(40, -1.0, 1.0), stiffness_1d(40, -1.0, 1.0, "neumann"), 0.1)
+    theta = parametrization.initial_point()
+    parametrization.jacobian(theta)  # the node-separability check, which the layer factors need
+    factorization = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
+    factorization.range_split_norms(torch.sin(4 * nodes), 0.0)
+    assert factorization.split_source == "kernel" and factorization.kernel_source == "layers"

@@ -11,7 +11,9 @@ eigenvectors of :math:`K` with eigenvalues above the library's cutoff
 (:func:`~mms_manifolds.linalg.pseudo_inverse_rtol` of :math:`Nm`, the rule of
 :meth:`~mms_manifolds.linalg.GramOperator.range_mask`). Where a pivoted Cholesky factorisation of :math:`K`
 reaches the rounding level within a quarter of :math:`Nm` pivots, :math:`K` is rank-deficient and the kept
-eigenpairs come from Rayleigh–Ritz on the pivoted columns (:math:`O((Nm)^2 r)` flops for :math:`r` pivots). Else,
+eigenpairs come from Rayleigh–Ritz on the pivoted columns (:math:`O((Nm)^2 r)` flops for :math:`r` pivots), or,
+for a network of ``Linear`` layers in a metric with a diagonal whitening, from the pivoted columns alone, read
+off the layer factors without forming :math:`K` (:meth:`KernelFactorization._low_rank_eigenpairs`). Else,
 where :math:`K - c\,I` has a Cholesky factor for
 :math:`c = \text{rtol}\cdot\operatorname{tr}K \ge \text{rtol}\,\lambda_{\max}(K)`, every eigenvalue is kept and
 :math:`P = I` (one Cholesky, :math:`(Nm)^3/3` flops); otherwise the eigendecomposition of :math:`K` is taken
@@ -24,14 +26,16 @@ once (about :math:`9(Nm)^3` flops). :class:`~mms_manifolds.linalg.DenseSolve` in
 ``Linear`` layers: :math:`JJ^\top` from per-layer factors, :mod:`mms_manifolds.parametrizations.layer_kernel`),
 whitened on both sides and checked by a JVP and a VJP; otherwise from :math:`B` by blocks
 (:func:`kernel_gram_matrix`, :math:`(Nm)^2p` flops). At :math:`p = 20601`, :math:`Nm = 4900` the first took
-3.6 s of CPU time per point against 13 s (one thread, shared machine).
+3.6 s of CPU time per point against 13 s (one thread, shared machine); a residual split from the layer factors
+alone 0.5-0.6 s at :math:`p = 8577`, :math:`Nm = 4900`, against 3 s with :math:`K` formed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -39,7 +43,16 @@ from .dense import GramFactorization
 from .limits import check_fits_in_memory, pseudo_inverse_rtol
 from .operator import GramOperator
 
-__all__ = ["KernelFactorization", "KernelSolve", "kernel_gram_matrix", "pivoted_cholesky"]
+if TYPE_CHECKING:
+    from ..parametrizations.layer_kernel import LinearLayerFactors
+
+__all__ = [
+    "KernelFactorization",
+    "KernelSolve",
+    "kernel_gram_matrix",
+    "pivoted_cholesky",
+    "pivoted_cholesky_from_columns",
+]
 
 
 def kernel_gram_matrix(whitened: torch.Tensor, block_rows: int) -> torch.Tensor:
@@ -63,15 +76,26 @@ def kernel_gram_matrix(whitened: torch.Tensor, block_rows: int) -> torch.Tensor:
 def pivoted_cholesky(gram: torch.Tensor, tolerance: float, max_rank: int) -> torch.Tensor | None:
     r"""Columns :math:`L` (``(n, r)``) of the pivoted Cholesky factorisation of PSD ``gram``, or ``None`` if :math:`r` would exceed ``max_rank``.
 
+    :func:`pivoted_cholesky_from_columns` with the diagonal and the columns of the formed matrix.
+    """
+    return pivoted_cholesky_from_columns(gram.diagonal(), lambda pivot: gram[:, pivot], tolerance, max_rank)
+
+
+def pivoted_cholesky_from_columns(
+    diagonal: torch.Tensor, column: Callable[[int], torch.Tensor], tolerance: float, max_rank: int
+) -> torch.Tensor | None:
+    r"""Columns :math:`L` (``(n, r)``) of the pivoted Cholesky factorisation of a PSD :math:`K` known by its ``diagonal`` (``(n,)``) and ``column`` (``j -> Ke_j``, ``(n,)``), or ``None`` if :math:`r` would exceed ``max_rank``.
+
     Greedy diagonal pivoting: each step takes the largest diagonal entry of the Schur complement
     :math:`R = K - LL^\top` and stops once it is at or below ``tolerance``, so that :math:`K = LL^\top + R` with
-    :math:`R \succeq 0`, :math:`\max_i R_{ii} \le` ``tolerance`` and :math:`\operatorname{range}L =
-    \operatorname{span}\{Ke_j : j \text{ pivoted}\}`. Cost :math:`O(n r^2)` (one product with the columns so
-    far per step).
+    :math:`R \succeq 0`, :math:`\max_i R_{ii} \le` ``tolerance``, :math:`R` zero in the pivoted rows and columns,
+    and :math:`\operatorname{range}L = \operatorname{span}\{Ke_j : j \text{ pivoted}\}`. It reads :math:`K` only
+    through its diagonal and the :math:`r` pivoted columns; cost :math:`O(n r^2)` besides them (one product with
+    the columns so far per step).
     """
-    size = gram.shape[0]
-    remaining = gram.diagonal().clone()
-    factor = torch.zeros(size, min(size, max(1, max_rank)), dtype=gram.dtype, device=gram.device)
+    size = diagonal.shape[0]
+    remaining = diagonal.clone()
+    factor = torch.zeros(size, min(size, max(1, max_rank)), dtype=diagonal.dtype, device=diagonal.device)
     rank = 0
     while True:
         pivot = int(torch.argmax(remaining))
@@ -80,9 +104,8 @@ def pivoted_cholesky(gram: torch.Tensor, tolerance: float, max_rank: int) -> tor
             return factor[:, :rank]
         if rank == factor.shape[1]:
             return None
-        column = (gram[:, pivot] - factor[:, :rank] @ factor[pivot, :rank]) / value**0.5
-        factor[:, rank] = column
-        remaining -= column.square()
+        factor[:, rank] = (column(pivot) - factor[:, :rank] @ factor[pivot, :rank]) / value**0.5
+        remaining -= factor[:, rank].square()
         remaining[pivot] = -math.inf
         rank += 1
 
@@ -122,8 +145,12 @@ class KernelFactorization(GramFactorization):
         self._full_rank: bool | None = None
         self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
         self._range_known = False
+        self._factors: LinearLayerFactors | None = None
+        self._factors_known = self._factors_failed = False
         self.kernel_source: str | None = None
-        """How :math:`K` was formed: ``"layers"`` (per-layer factors of the network), ``"jacobian"`` (:math:`BB^\top`), or ``None`` before."""
+        """How :math:`K` was formed: ``"layers"`` (per-layer factors of the network), ``"jacobian"`` (:math:`BB^\top`), or ``None`` before (or never)."""
+        self.split_source: str | None = None
+        """What the residual split read: ``"layer factors"`` (the diagonal, pivoted columns and Rayleigh quotient of :math:`K` from the layers, :math:`K` never formed for it), ``"kernel"`` (the formed :math:`K`), or ``None`` before."""
 
     @property
     def factor(self) -> torch.Tensor:
@@ -141,29 +168,51 @@ class KernelFactorization(GramFactorization):
         return self._gram
 
     def _structured_gram(self) -> torch.Tensor | None:
-        r""":math:`C^\top(JJ^\top)C` from the parametrisation's :meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel`, checked; ``None`` where it has none or it fails the check.
-
-        The check, before whitening: :math:`(JJ^\top)z = J(J^\top z)` for a fixed random :math:`z` to
-        ``STRUCTURE_TOLERANCE`` relative, by one VJP and one JVP, so that neither the check nor :math:`K` forms
-        :math:`J` (the residual split at a new point needs only :math:`K`).
-        """
+        r""":math:`C^\top(JJ^\top)C` from the parametrisation's layer factors (:meth:`_layer_factors`) or its :meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel`, checked; ``None`` where it has neither or they fail the check."""
         operator = self.operator
         parametrization, theta = operator.parametrization, operator.theta
-        kernel = parametrization.jacobian_kernel(theta)
-        if kernel is None:
+        factors = self._layer_factors()
+        if factors is not None:
+            kernel = factors.kernel()
+        elif self._factors_failed:
             return None
+        else:
+            kernel = parametrization.jacobian_kernel(theta)
+            if kernel is None or not self._structure_holds(lambda probe: kernel @ probe):
+                return None
         rows, shape = kernel.shape[0], parametrization.output_shape
-        generator = torch.Generator(device=kernel.device).manual_seed(0)
-        probe = torch.randn(rows, generator=generator, dtype=kernel.dtype, device=kernel.device)
-        expected = parametrization.jvp(theta, parametrization.vjp(theta, probe.reshape(shape))).reshape(-1)
-        mismatch = float(torch.linalg.vector_norm(kernel @ probe - expected)) / max(
-            float(torch.linalg.vector_norm(expected)), torch.finfo(kernel.dtype).tiny
-        )
-        if not mismatch <= self.STRUCTURE_TOLERANCE:
-            return None
         right = operator.weight.whiten(kernel.reshape(rows, *shape))  # K_J C
         gram = operator.weight.whiten(right.T.reshape(rows, *shape))  # C^T K_J C
         return 0.5 * (gram + gram.T)
+
+    def _layer_factors(self) -> LinearLayerFactors | None:
+        r"""The parametrisation's :meth:`~mms_manifolds.parametrizations.Parametrization.layer_factors` at the point, checked by :meth:`_structure_holds`; ``None`` where it has none or they fail; computed once."""
+        if not self._factors_known:
+            operator = self.operator
+            factors = operator.parametrization.layer_factors(operator.theta)
+            self._factors_failed = factors is not None and not self._structure_holds(
+                lambda probe: factors.kernel_product(probe.unsqueeze(-1)).squeeze(-1)
+            )
+            self._factors, self._factors_known = (None if self._factors_failed else factors), True
+        return self._factors
+
+    def _structure_holds(self, product: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        r"""Whether ``product`` (:math:`z \mapsto (JJ^\top)z`, ``(Nm,) -> (Nm,)``) equals :math:`J(J^\top z)` for a fixed random :math:`z` to ``STRUCTURE_TOLERANCE`` relative.
+
+        One VJP and one JVP, so that neither the check nor the structured kernel forms :math:`J` (the residual
+        split at a new point needs neither :math:`J` nor, with layer factors and a diagonal whitening, :math:`K`).
+        """
+        operator = self.operator
+        parametrization, theta = operator.parametrization, operator.theta
+        rows = parametrization.ambient_dimension
+        generator = torch.Generator(device=theta.device).manual_seed(0)
+        probe = torch.randn(rows, generator=generator, dtype=theta.dtype, device=theta.device)
+        pulled = parametrization.vjp(theta, probe.reshape(parametrization.output_shape))
+        expected = parametrization.jvp(theta, pulled).reshape(-1)
+        mismatch = float(torch.linalg.vector_norm(product(probe) - expected)) / max(
+            float(torch.linalg.vector_norm(expected)), torch.finfo(theta.dtype).tiny
+        )
+        return mismatch <= self.STRUCTURE_TOLERANCE
 
     def full_rank(self) -> bool:
         r"""Whether every eigenvalue of :math:`K` is above ``rtol`` :math:`\cdot\operatorname{tr}K` (Cholesky of the shifted :math:`K`); computed once."""
@@ -177,35 +226,76 @@ class KernelFactorization(GramFactorization):
     def _kept_eigenvectors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         r"""Eigenvalues above ``rtol`` times the largest and their eigenvectors, ``((k,), (Nm, k))``, or ``None`` where all are (:math:`P = I`); computed once.
 
-        First the pivoted Cholesky factorisation of :math:`K` (:func:`pivoted_cholesky`), stopped at the rounding
+        First the pivoted Cholesky factorisation of :math:`K` (:meth:`_low_rank_eigenpairs`), stopped at the rounding
         level :math:`\tau = \varepsilon\max_i K_{ii}`, with at most ``RITZ_RANK_SHARE`` of :math:`Nm` pivots:
         :math:`K = LL^\top + R`, :math:`R \succeq 0`, :math:`\operatorname{tr}R \le Nm\,\tau`. Where it stops within
         that share, :math:`\lambda_{r+1}(K) \le \|R\| \le Nm\,\tau \le \text{rtol}\,\lambda_{\max}`, so :math:`K` is
-        rank-deficient by the library's rule, and Rayleigh–Ritz on :math:`\operatorname{range}L` gives the kept pairs:
-        the basis :math:`Q` (``(Nm, r)``), the eigenpairs :math:`(\vartheta, y)` of :math:`Q^\top KQ`, the vectors
-        :math:`Qy`. An eigenvector of :math:`K` with eigenvalue :math:`\lambda` lies in :math:`\operatorname{range}L`
+        rank-deficient by the library's rule, and Rayleigh–Ritz on :math:`\operatorname{range}L` gives the kept pairs
+        (the basis :math:`Q` (``(Nm, r)``), the eigenpairs :math:`(\vartheta, y)` of :math:`Q^\top KQ`, the vectors
+        :math:`Qy`), or, with layer factors and a diagonal whitening, the eigenpairs of :math:`LL^\top` without
+        :math:`K`. An eigenvector of :math:`K` with eigenvalue :math:`\lambda` lies in :math:`\operatorname{range}L`
         up to :math:`\|R\|/\lambda`: the directions far above the cutoff are those of the full eigendecomposition,
         those near it carry the Gram matrix's rounding either way (``docs/performance.md``). A smooth network's kernel
         has few: at :math:`p = 20601`, :math:`Nm = 4900` 105 pivots and 48 kept eigenvalues, 0.3 s against 32 s for
-        ``eigh``. Otherwise the Cholesky certificate of :meth:`full_rank`, and failing it ``eigh`` of :math:`K`.
+        ``eigh`` once :math:`K` is formed. Otherwise the Cholesky certificate of :meth:`full_rank`, and failing it ``eigh`` of :math:`K`.
         """
         if not self._range_known:
-            gram = self.gram
-            tolerance = torch.finfo(gram.dtype).eps * float(gram.diagonal().max())
-            columns = pivoted_cholesky(gram, tolerance, int(self.RITZ_RANK_SHARE * gram.shape[0]))
-            eigenvalues = eigenvectors = None
-            if columns is not None:
-                basis = torch.linalg.qr(columns).Q
-                projected = basis.T @ (gram @ basis)
-                ritz_values, ritz_vectors = torch.linalg.eigh(0.5 * (projected + projected.T))
-                eigenvalues, eigenvectors = ritz_values.clamp_min(0.0), basis @ ritz_vectors
-            elif not self.full_rank():
-                eigenvalues, eigenvectors = self.eigendecomposition()
-            if eigenvalues is not None:  # an empty span (K = 0 to rounding) keeps nothing
+            pairs = self._low_rank_eigenpairs()
+            if pairs is None and not self.full_rank():
+                pairs = self.eigendecomposition()
+            if pairs is not None:  # an empty span (K = 0 to rounding) keeps nothing
+                eigenvalues, eigenvectors = pairs
                 keep = eigenvalues > self.rtol * (eigenvalues[-1] if eigenvalues.numel() else 0.0)
                 self._kept = (eigenvalues[keep], eigenvectors[:, keep])
             self._range_known = True
         return self._kept
+
+    def _low_rank_eigenpairs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        r"""Eigenpairs ``((r,), (Nm, r))``, ascending, of :math:`K` on the span of its pivoted Cholesky columns :math:`L`, or ``None`` where :math:`L` needs more than ``RITZ_RANK_SHARE`` of :math:`Nm` columns.
+
+        Where the parametrisation has layer factors (:meth:`_layer_factors`) and the metric a diagonal whitening
+        :math:`c` (:meth:`~mms_manifolds.metrics.Metric.diagonal_whitening`), :math:`K = \operatorname{diag}(c)\,JJ^\top
+        \operatorname{diag}(c)` is never formed: its diagonal and the :math:`r` pivoted columns come from the layers
+        (:meth:`~mms_manifolds.parametrizations.layer_kernel.LinearLayerFactors.columns`,
+        :math:`O(Nm\,r\sum_l(d_{out} + d_{in}))` flops), and the pairs are those of :math:`LL^\top = K - R`, from the
+        thin SVD of :math:`L` (Nyström's approximation on the pivots, :math:`O(Nm\,r^2)`): by Weyl's inequality its
+        eigenvalues are within :math:`\|R\| \le \operatorname{tr}R \le Nm\,\tau \le \text{rtol}\,\lambda_{\max}` below
+        those of :math:`K`, and an eigenvector with eigenvalue :math:`\lambda` and gap :math:`\delta` to the rest turns by at
+        most :math:`\|R\|/\delta` (Davis–Kahan): the accuracy of Rayleigh–Ritz on :math:`\operatorname{range}L`, which would
+        need :math:`KL`, :math:`r` products with :math:`K`. Otherwise Rayleigh–Ritz with the formed :math:`K` (:attr:`gram`):
+        the eigenpairs of :math:`Q^\top KQ`, :math:`Q` an orthonormal basis of :math:`\operatorname{range}L`.
+        """
+        operator = self.operator
+        rows = operator.parametrization.ambient_dimension
+        max_rank = int(self.RITZ_RANK_SHARE * rows)
+        eps = torch.finfo(operator.theta.dtype).eps
+        factors = self._layer_factors()
+        scale = None
+        if factors is not None:
+            scale = operator.weight.diagonal_whitening(
+                operator.parametrization.output_shape, dtype=operator.theta.dtype, device=operator.theta.device
+            )
+        if factors is None or scale is None:
+            self.split_source = "kernel"
+            gram = self.gram
+            columns = pivoted_cholesky(gram, eps * float(gram.diagonal().max()), max_rank)
+            if columns is None:
+                return None
+            basis = torch.linalg.qr(columns).Q
+            projected = basis.T @ (gram @ basis)
+            ritz_values, ritz_vectors = torch.linalg.eigh(0.5 * (projected + projected.T))
+            return ritz_values.clamp_min(0.0), basis @ ritz_vectors
+        self.split_source = "layer factors"
+        diagonal = scale.square() * factors.diagonal()
+
+        def column(pivot: int) -> torch.Tensor:
+            return scale * factors.columns(torch.tensor([pivot], device=scale.device)).squeeze(-1) * scale[pivot]
+
+        columns = pivoted_cholesky_from_columns(diagonal, column, eps * float(diagonal.max()), max_rank)
+        if columns is None:
+            return None
+        left, singular, _ = torch.linalg.svd(columns, full_matrices=False)
+        return singular.square().flip(0), left.flip(1)
 
     def range_split_norms(self, v: torch.Tensor, damping: float) -> tuple[float, float]:
         r""":math:`(\|Pt\|, \|t - Pt\|)`, :math:`t = C^\top v`, :math:`P` the projection onto :math:`\operatorname{range} B` (``damping`` unused)."""

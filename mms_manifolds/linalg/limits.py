@@ -21,10 +21,22 @@ __all__ = [
 
 
 def available_memory_bytes(device: torch.device | str) -> int:
-    """Free memory on ``device``: ``torch.cuda.mem_get_info`` on CUDA, available physical memory on the CPU."""
+    """Free memory on ``device``: ``torch.cuda.mem_get_info`` on CUDA, available physical memory on the CPU.
+
+    On the CPU that is the kernel's ``MemAvailable`` (``/proc/meminfo``: free pages plus the page cache it can
+    reclaim), where it exists; the free pages alone (``SC_AVPHYS_PAGES``) leave out the cache, which on a machine
+    that has read many files is most of its memory (measured: 3 GiB free, 19 GiB available, of 23).
+    """
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # no /proc: the free pages below
+        pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):  # platforms without sysconf: assume enough

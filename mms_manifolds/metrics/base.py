@@ -161,6 +161,17 @@ class Metric(ABC):
         factor = self._cholesky(shape, v.dtype, v.device)
         return v.reshape(*v.shape[:-2], shape[0] * shape[1]) @ factor
 
+    def diagonal_whitening(
+        self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        r"""The diagonal :math:`c` (``(Nm,)``) of a diagonal whitening, :meth:`whiten` ``(v)`` :math:`= c\circ v` flattened, or ``None`` where it is not diagonal.
+
+        Then :math:`C^\top KC` has the diagonal :math:`c^2\circ\operatorname{diag}K` and the columns
+        :math:`c\circ Ke_jc_j`, which the kernel solve's residual split reads without forming :math:`C^\top KC`
+        (:class:`~mms_manifolds.linalg.KernelFactorization`). The default: ``None``.
+        """
+        return None
+
     def subspace_basis(
         self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor | None:

@@ -52,3 +52,11 @@ class L2Metric(Metric):
     def whiten(self, v: torch.Tensor) -> torch.Tensor:
         self._check(v)
         return (self.weights.sqrt().unsqueeze(-1) * v).reshape(*v.shape[:-2], -1)
+
+    def diagonal_whitening(
+        self, shape: tuple[int, int], *, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        r""":math:`\sqrt{w}` repeated for each of the :math:`m` components, shape ``(Nm,)``: :meth:`whiten` scales entry by entry."""
+        if shape[0] != self.weights.shape[0]:
+            raise ValueError(f"L2Metric has {self.weights.shape[0]} nodes, the shape {tuple(shape)}")
+        return self.weights.sqrt().to(dtype=dtype, device=device).repeat_interleave(shape[1])

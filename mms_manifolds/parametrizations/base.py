@@ -10,10 +10,14 @@ and its second derivative :math:`D^2\phi(\theta)[\xi, \eta]`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 
 from .._checks import check_vector
+
+if TYPE_CHECKING:
+    from .layer_kernel import LinearLayerFactors
 
 __all__ = ["Parametrization"]
 
@@ -97,6 +101,15 @@ class Parametrization(ABC):
 
         The kernel solve (:class:`~mms_manifolds.linalg.KernelSolve`) asks for it before forming
         :math:`BB^\top` from the whitened Jacobian and checks it against :math:`B`. The default knows none.
+        """
+        return None
+
+    def layer_factors(self, theta: torch.Tensor) -> LinearLayerFactors | None:
+        r"""Per-layer factors of :math:`J(\theta)` (:class:`~mms_manifolds.parametrizations.layer_kernel.LinearLayerFactors`) where the parametrisation has them; else ``None``.
+
+        With them the kernel solve's residual split takes the diagonal, a few columns and a Rayleigh quotient
+        of :math:`JJ^\top` without forming it (:class:`~mms_manifolds.linalg.KernelFactorization`). The
+        default has none.
         """
         return None
 

@@ -9,7 +9,7 @@ from torch.func import functional_call, jacrev, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .._checks import check_finite, check_flag
-from .layer_kernel import linear_layer_kernel
+from .layer_kernel import LinearLayerFactors, linear_layer_factors
 from .torch_function import FunctionParametrization, jacobian_chunk_numbers, serialized
 
 __all__ = ["TorchParametrization"]
@@ -193,15 +193,24 @@ class TorchParametrization(FunctionParametrization):
 
     @serialized
     def jacobian_kernel(self, theta: torch.Tensor) -> torch.Tensor | None:
-        r""":math:`JJ^\top` (``(Nm, Nm)``) from per-layer factors (:func:`~mms_manifolds.parametrizations.layer_kernel.linear_layer_kernel`), or ``None``.
+        r""":math:`JJ^\top` (``(Nm, Nm)``) from per-layer factors (:meth:`layer_factors`, their :meth:`~mms_manifolds.parametrizations.layer_kernel.LinearLayerFactors.kernel`), or ``None``.
 
         Only for a module known to be node-separable (the check at the first Jacobian, or
         ``node_separable=True``) whose trainable parameters all belong to ``torch.nn.Linear`` layers, evaluated
         by this class's own forward (a subclass that evaluates another map, such as jets, gets ``None``).
         """
+        factors = self.layer_factors(theta)
+        return None if factors is None else factors.kernel()
+
+    @serialized
+    def layer_factors(self, theta: torch.Tensor) -> LinearLayerFactors | None:
+        r"""The per-layer factors of :math:`J` (:func:`~mms_manifolds.parametrizations.layer_kernel.linear_layer_factors`: one forward, :math:`m` backward passes), or ``None``.
+
+        Under the conditions of :meth:`jacobian_kernel`, which is their :meth:`~mms_manifolds.parametrizations.layer_kernel.LinearLayerFactors.kernel`.
+        """
         if not self.node_separable or type(self)._forward is not TorchParametrization._forward or self.nodes.ndim < 2:
             return None
-        return linear_layer_kernel(self.module, self._phi, self._names, self.check_point(theta), self.output_shape)
+        return linear_layer_factors(self.module, self._phi, self._names, self.check_point(theta), self.output_shape)
 
     @serialized
     def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
