@@ -156,26 +156,24 @@ def main() -> None:
     threads = use_threads(arguments.threads)
     budgets = tuple(int(budget) for budget in arguments.budgets.split(","))
     taus = [float(tau) for tau in arguments.taus.split(",")]
-    rows, summaries = [], {}
+    solver = repr(GaussNewton(line_search=arguments.line_search, step_cutoff=arguments.step_cutoff))
+    record = {"threads": threads, "solver": solver, "iterations": arguments.iterations, "summaries": {}, "runs": []}
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
     for problem in arguments.problems.split(","):
         for tau in taus:
             for seed in range(arguments.first_seed, arguments.first_seed + arguments.seeds):
                 row = run_seed(problem, seed, arguments.iterations, arguments.line_search, arguments.step_cutoff, tau)
-                rows.append(row)
+                record["runs"].append(row)
                 print(
                     f"{problem} tau {tau:g} seed {seed}: to {row['iterations_to']}, best {row['best_error']:.2e}, "
                     f"final {row['final_error']:.2e} ({row['stop_reason']}), "
                     f"{row['seconds_per_iteration'] * 1e3:.1f} ms/iteration",
                     flush=True,
                 )
-            chosen = [row for row in rows if row["problem"] == problem and row["tau"] == tau]
-            summaries[f"{problem} tau {tau:g}"] = summarise(chosen, budgets)
-            print(problem, f"tau {tau:g}", json.dumps(summaries[f"{problem} tau {tau:g}"]), flush=True)
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    solver = repr(GaussNewton(line_search=arguments.line_search, step_cutoff=arguments.step_cutoff))
-    record = {"threads": threads, "solver": solver, "iterations": arguments.iterations, "summaries": summaries}
-    record["runs"] = rows
-    arguments.output.write_text(json.dumps(record, indent=1))
+                chosen = [row for row in record["runs"] if row["problem"] == problem and row["tau"] == tau]
+                record["summaries"][f"{problem} tau {tau:g}"] = summarise(chosen, budgets)
+                arguments.output.write_text(json.dumps(record, indent=1))  # after every seed: nothing lost if stopped
+            print(problem, f"tau {tau:g}", json.dumps(record["summaries"][f"{problem} tau {tau:g}"]), flush=True)
 
 
 if __name__ == "__main__":
