@@ -118,8 +118,8 @@ class NonlinearRitz(RitzEnergy):
         return super().value(u) + 0.25 * (self._weights(self.interior) * inside.value.squeeze(-1) ** 4).sum()
 
 
-def poisson(seed: int, device: torch.device | str = "cpu"):
-    r"""The 2-D Poisson least-squares problem on ``device``: (flow, network, L2 error function).
+def poisson(seed: int, device: torch.device | str = "cpu", tau: float = ENGD_TAU):
+    r"""The 2-D Poisson least-squares problem on ``device``, one MMS step of length ``tau``: (flow, network, L2 error function).
 
     :math:`-\Delta u = 2\pi^2\sin(\pi x)\sin(\pi y)` on :math:`(0, 1)^2`, :math:`u = 0` on the boundary, least
     squares (PINN) energy, a [2, 32, 1] tanh network, a 28 x 28 interior grid and 29 nodes per boundary side;
@@ -136,14 +136,14 @@ def poisson(seed: int, device: torch.device | str = "cpu"):
         return 2 * math.pi**2 * torch.sin(math.pi * points[:, 0]) * torch.sin(math.pi * points[:, 1])
 
     energy = PoissonLeastSquares(jets, source, boundary="boundary", penalty=1.0)
-    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=ENGD_TAU)
+    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=tau)
     test = box_interior_grid(200, 2, device=device).points
     exact = torch.sin(math.pi * test[:, 0]) * torch.sin(math.pi * test[:, 1])
     return flow, network, lambda: float((network(test).squeeze(-1) - exact).square().mean().sqrt())
 
 
-def nonlinear(seed: int, device: torch.device | str = "cpu"):
-    r"""The 1-D nonlinear Ritz problem on ``device``: (flow, network, L2 error function).
+def nonlinear(seed: int, device: torch.device | str = "cpu", tau: float = ENGD_TAU):
+    r"""The 1-D nonlinear Ritz problem on ``device``, one MMS step of length ``tau``: (flow, network, L2 error function).
 
     :math:`\int_{-1}^1 \tfrac12|u'|^2 + \tfrac14u^4 - fu` with :math:`f = \pi^2\cos(\pi x) + \cos^3(\pi x)`,
     minimiser :math:`\cos(\pi x)` (natural boundary conditions), a [1, 32, 1] tanh network, ``NONLINEAR_NODES``
@@ -161,7 +161,7 @@ def nonlinear(seed: int, device: torch.device | str = "cpu"):
         return math.pi**2 * solution + solution**3
 
     energy = NonlinearRitz(jets, source)
-    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=ENGD_TAU)
+    flow = MinimizingMovement(jets, energy, JetMetric(jets, value={"interior": 1.0}), tau=tau)
     test = torch.linspace(-1, 1, 20001, **options).unsqueeze(-1)
     exact = torch.cos(math.pi * test[:, 0])
     return flow, network, lambda: float(((network(test).squeeze(-1) - exact).square().mean() * 2).sqrt())

@@ -88,3 +88,40 @@ def test_a_stopwatch_reads_wall_and_cpu_seconds_of_its_block(monkeypatch):
         pass
     assert (clock.wall, clock.cpu) == (3.0, 2.5)
     assert clock.timing().as_dict() == {"wall": 3.0, "cpu": 2.5, "threads": torch.get_num_threads()}
+
+
+def test_the_peers_benchmark_reads_the_errors_of_one_long_solve_as_one_iteration_solves_give_them():
+    """The error after each iteration, read from the progress logger, equals that of a loop of one-iteration solves."""
+    from benchmarks import peers
+    from benchmarks.flows import poisson
+    from mms_manifolds import GaussNewton
+    from mms_manifolds.progress import LOGGER
+
+    level = LOGGER.level
+    row = peers.run_seed("poisson", 0, 3, "armijo", tau=1e6)
+    assert LOGGER.level == level and not any(isinstance(h, peers.ErrorRecorder) for h in LOGGER.handlers)
+    assert row["tau"] == 1e6 and row["iterations_run"] == 3 and set(row["iterations_to"]) == {"1e-06", "1e-07", "1e-08"}
+    flow, _, l2_error = poisson(0, tau=1e6)
+    theta = flow.parametrization.initial_point()
+    subproblem, one_iteration, state, errors = flow.subproblem(theta), GaussNewton(max_iterations=1), None, []
+    for _ in range(3):
+        result = one_iteration.solve(subproblem, theta, state=state)
+        theta, state = result.point, result.state
+        flow.parametrization.write_to_module(theta)
+        with torch.no_grad():
+            errors.append(l2_error())
+    assert row["errors"] == errors
+
+
+def test_the_peers_summary_counts_seeds_within_each_budget():
+    from benchmarks import peers
+
+    def row(to_6, to_8, best):
+        return {"iterations_to": {"1e-06": to_6, "1e-08": to_8}, "best_error": best, "seconds_per_iteration": 0.1}
+
+    rows = [row(40, 100, 5e-9), row(70, None, 2e-7), row(None, None, 3e-5), row(55, 149, 9e-9)]
+    summary = peers.summarise(rows, (60, 150))
+    assert summary["1e-06"] == {"within_60": 2, "within_150": 3, "median_iterations": 55, "range": [40, 70]}
+    assert summary["1e-08"] == {"within_60": 0, "within_150": 2, "median_iterations": 124.5, "range": [100, 149]}
+    assert summary["best_errors"] == {"min": 5e-9, "median": (9e-9 + 2e-7) / 2, "max": 3e-5}
+    assert summary["stalled_above_1e-5"] == 1
