@@ -151,3 +151,19 @@ def test_a_negative_hessian_entry_keeps_the_assembled_matrix():
     assert diagonal_weight_factorization(operator) is None
     model = subproblem.gauss_newton_model(theta, "dense")
     assert model.factorization.gram.shape == (flow.parametrization.num_parameters,) * 2
+
+
+def test_the_trace_of_a_diagonal_weight_from_the_rows_of_j_equals_the_whitened_one():
+    """tr(J^T W J) = sum_r d_r |J_r|^2 without the whitened copy, equal to |B|_F^2 to 1e-12, for the metric and the step Hessian."""
+    flow = _poisson_flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    u = flow.parametrization.value(theta)
+    for weight in (flow.metric, subproblem.step_hessian(u)):
+        operator = GramOperator(flow.parametrization, weight, theta)
+        from_rows = operator.trace()
+        assert operator._whitened_jacobian is None  # the shortcut formed no copy
+        whitened = diagonal_of(weight).reshape(-1, 1).sqrt() * operator.jacobian().reshape(u.numel(), -1)
+        reference = float(whitened.square().sum())
+        assert abs(from_rows - reference) <= 1e-12 * reference
+        assert abs(from_rows - float(torch.trace(operator.gram_matrix()))) <= 1e-10 * reference

@@ -28,7 +28,7 @@ __all__ = [
 #: How :class:`GaussNewton` makes a Gauss–Newton step safe far from the solution.
 GLOBALIZATIONS = ("auto", "line-search", "levenberg-marquardt")
 #: How the ``"line-search"`` globalization picks the step length.
-LINE_SEARCHES = ("armijo", "grid")
+LINE_SEARCHES = ("armijo", "grid", "expanding")
 #: Relative eigenvalue cutoff of the line search's pseudo-inverse step (``GaussNewton(step_cutoff=...)``).
 DEFAULT_STEP_CUTOFF = 1e-12
 #: The line search's ``step_length`` at a cold start and after a fallback: counted as a shortened step.
@@ -49,8 +49,10 @@ class GaussNewton(InnerSolver):
       dropped after a shortened step and at a cold start, :meth:`step_cutoff_after`), searched along
       :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a` (:math:`a` the geodesic acceleration, or 0) for
       :math:`\eta \in \{\eta_0, \eta_0/2, \dots\}`, :math:`\eta_0 = \min(1, 2\eta_{\text{prev}})`, by Armijo's rule
-      (``line_search="armijo"``) or the best cost on the grid (``"grid"``); Levenberg–Marquardt retries where
-      no length lowers the cost.
+      (``line_search="armijo"``) or the best cost on the grid (``"grid"``); with ``"expanding"``, Armijo's rule
+      where a length shorter than 1 passes at the first trial goes on doubling it, to at most 1, while the
+      cost keeps falling and Armijo's condition holds (the length otherwise climbs back by one doubling per
+      iteration after a short step); Levenberg–Marquardt retries where no length lowers the cost.
     - ``"levenberg-marquardt"``: :math:`\delta = -(A + \mu I)^{-1}g` (plus half its geodesic acceleration where
       :math:`2|a| \le 0.75|\delta|`), accepted when :math:`\rho = (f(\theta) - f(\theta + \delta))/(m(0) - m(\delta)) > 0`;
       Nielsen's update of :math:`\mu` (relative to :math:`\operatorname{tr}(A)/p`).
@@ -70,7 +72,7 @@ class GaussNewton(InnerSolver):
         max_iterations: Gauss–Newton iterations (Jacobian evaluations). Default ``5``.
         tolerance: stop when the tangential residual :math:`\|P_T r\|_M` is at or below it. Default ``0``.
         globalization: ``"auto"``, ``"line-search"`` or ``"levenberg-marquardt"``.
-        line_search: ``"armijo"`` or ``"grid"``.
+        line_search: ``"armijo"``, ``"grid"`` or ``"expanding"``.
         armijo: sufficient-decrease constant :math:`c \in (0, 1/2)`. Default ``1e-4``.
         max_halvings: :math:`h`, the halvings of :math:`\eta` tried. Default ``30``.
         initial_damping: :math:`\mu_0` relative to :math:`\operatorname{tr}(A)/p`, for Levenberg–Marquardt and
@@ -315,13 +317,15 @@ class GaussNewton(InnerSolver):
                 acceleration = torch.zeros_like(step)
         length = min(1.0, 2 * previous_length)
         best: tuple[float, torch.Tensor, float] | None = None
-        for _ in range(self.max_halvings + 1):
+        for halving in range(self.max_halvings + 1):
             if self._unresolvable(model, -length * slope):
                 break  # a first-order decrease below rounding: no shorter length can be judged by the cost
             candidate = theta + length * step + (0.5 * length**2) * acceleration
             candidate_cost = self._trial_cost(subproblem, candidate)
-            if self.line_search == "armijo":
+            if self.line_search != "grid":
                 if candidate_cost <= model.cost + self.armijo * length * slope:
+                    if self.line_search == "expanding" and halving == 0:
+                        return self._expand(subproblem, model, theta, step, acceleration, slope, candidate, candidate_cost, length)
                     return (candidate, candidate_cost), length
             elif candidate_cost < model.cost and (best is None or candidate_cost < best[0]):
                 best = (candidate_cost, candidate, length)
@@ -329,6 +333,28 @@ class GaussNewton(InnerSolver):
         if best is None:
             return None, 0.0
         return (best[1], best[0]), best[2]
+
+    def _expand(
+        self,
+        subproblem: MMSSubproblem,
+        model: GaussNewtonModel,
+        theta: torch.Tensor,
+        step: torch.Tensor,
+        acceleration: torch.Tensor,
+        slope: float,
+        candidate: torch.Tensor,
+        candidate_cost: float,
+        length: float,
+    ) -> tuple[tuple[torch.Tensor, float], float]:
+        """From an accepted first trial of ``length`` on the search curve: double the length, to at most 1, while Armijo's condition holds and the cost falls."""
+        while length < 1.0:
+            longer = min(1.0, 2 * length)
+            trial = theta + longer * step + (0.5 * longer**2) * acceleration
+            trial_cost = self._trial_cost(subproblem, trial)
+            if not (trial_cost <= model.cost + self.armijo * longer * slope and trial_cost < candidate_cost):
+                break
+            candidate, candidate_cost, length = trial, trial_cost, longer
+        return (candidate, candidate_cost), length
 
     def trial_point(
         self,
