@@ -296,6 +296,40 @@ def layerwise_second_derivative(
     return _stacked(output.terms[2], derivatives)
 
 
+def _weight_owners(network: LayerwiseNetwork) -> dict[str, str]:
+    """``{"<layer>.weight": layer, "<layer>.bias": layer}`` for every ``Linear`` layer."""
+    return {
+        f"{name}.{kind}": name for name, activation in network.layers if activation is None for kind in ("weight", "bias")
+    }
+
+
+def _layer_factors(
+    network: LayerwiseNetwork, parameters: dict[str, torch.Tensor], points: torch.Tensor, derivatives: tuple[str, ...]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    r"""Per ``Linear`` layer by name: its input channels :math:`z^l` ``(N, C, h_in)`` and the output-channel gradients :math:`g^l` ``(N, c, C, h_out)`` of each jet component."""
+    with torch.enable_grad():
+        leaves = {name: tensor.detach().requires_grad_(True) for name, tensor in parameters.items()}
+        record: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        jets = _stacked(_propagate(network, leaves, points.detach(), _order(derivatives), record), derivatives)
+        outputs = [channels for _, _, channels in record]
+        components = jets.shape[1]
+        gradients = [[] for _ in record]  # per layer, per component: (N, C, h_out)
+        for component in range(components):
+            grads = torch.autograd.grad(
+                jets[:, component].sum(), outputs, retain_graph=component < components - 1, allow_unused=True
+            )
+            for index, (grad, output) in enumerate(zip(grads, outputs)):
+                gradients[index].append(torch.zeros_like(output) if grad is None else grad)
+    return {name: (inputs.detach(), torch.stack(grads, dim=1)) for (name, inputs, _), grads in zip(record, gradients)}
+
+
+def _layer_block(inputs: torch.Tensor, grads: torch.Tensor, kind: str) -> torch.Tensor:
+    r"""The Jacobian columns of one layer's ``kind`` (``"weight"`` or ``"bias"``), ``(N, c, h_out h_in)`` or ``(N, c, h_out)``."""
+    if kind == "weight":
+        return torch.einsum("nqco,nci->nqoi", grads, inputs).flatten(2)
+    return grads[:, :, 0]
+
+
 def layerwise_jacobian(
     network: LayerwiseNetwork,
     parameters: dict[str, torch.Tensor],
@@ -308,36 +342,15 @@ def layerwise_jacobian(
     Args:
         trainable: ``(name, size)`` of each trainable parameter in the order of :math:`\theta` (the columns).
     """
-    names = {
-        f"{name}.{kind}": name for name, activation in network.layers if activation is None for kind in ("weight", "bias")
-    }
-    if any(name not in names for name, _ in trainable):
+    owners = _weight_owners(network)
+    if any(name not in owners for name, _ in trainable):
         return None
-    order = _order(derivatives)
-    with torch.enable_grad():
-        leaves = {name: tensor.detach().requires_grad_(True) for name, tensor in parameters.items()}
-        record: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-        jets = _stacked(_propagate(network, leaves, points.detach(), order, record), derivatives)
-        outputs = [channels for _, _, channels in record]
-        components = jets.shape[1]
-        gradients = [[] for _ in record]  # per layer, per component: (N, C, h_out)
-        for component in range(components):
-            grads = torch.autograd.grad(
-                jets[:, component].sum(), outputs, retain_graph=component < components - 1, allow_unused=True
-            )
-            for index, (grad, output) in enumerate(zip(grads, outputs)):
-                gradients[index].append(torch.zeros_like(output) if grad is None else grad)
-    count = points.shape[0]
+    factors = _layer_factors(network, parameters, points, derivatives)
+    count, components = points.shape[0], next(iter(factors.values()))[1].shape[1]
     size = sum(columns for _, columns in trainable)
-    jacobian = torch.empty(count, components, size, dtype=jets.dtype, device=jets.device)
-    layers = {name: (inputs.detach(), torch.stack(grads, dim=1)) for (name, inputs, _), grads in zip(record, gradients)}
+    jacobian = torch.empty(count, components, size, dtype=points.dtype, device=points.device)
     start = 0
     for name, columns in trainable:
-        inputs, grads = layers[names[name]]  # (N, C, h_in), (N, c, C, h_out)
-        if name.endswith(".weight"):
-            block = torch.einsum("nqco,nci->nqoi", grads, inputs).reshape(count, components, columns)
-        else:
-            block = grads[:, :, 0]
-        jacobian[:, :, start : start + columns] = block
+        jacobian[:, :, start : start + columns] = _layer_block(*factors[owners[name]], name.rsplit(".", 1)[1])
         start += columns
     return jacobian
