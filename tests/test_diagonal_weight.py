@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from mms_manifolds import MinimizingMovement
@@ -167,3 +168,35 @@ def test_the_trace_of_a_diagonal_weight_from_the_rows_of_j_equals_the_whitened_o
         reference = float(whitened.square().sum())
         assert abs(from_rows - reference) <= 1e-12 * reference
         assert abs(from_rows - float(torch.trace(operator.gram_matrix()))) <= 1e-10 * reference
+
+
+def test_the_tikhonov_filtered_line_search_step_equals_the_damped_svd_solve_to_1e_10():
+    """``step_filter="tikhonov"``: delta = -(A + mu I)^{-1} g, mu = cutoff tr(A), by Cholesky of the shifted kernel; the point on its accelerated curve."""
+    from mms_manifolds import GaussNewton
+    from mms_manifolds.solvers import GaussNewtonState
+
+    flow = _poisson_flow(tau=1e12)
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    solver = GaussNewton(max_iterations=1, globalization="line-search", step_filter="tikhonov", step_cutoff=1e-6)
+    result = solver.solve(subproblem, theta, state=GaussNewtonState(step_length=0.5, relative_damping=1e-3))
+    model = subproblem.gauss_newton_model(theta)
+    assert model.factorization.mode == "kernel"
+    parametrization = flow.parametrization
+    rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
+    u = parametrization.value(theta)
+    whitened = diagonal_of(subproblem.step_hessian(u)).reshape(-1, 1).sqrt() * parametrization.jacobian(theta).reshape(
+        rows, columns
+    )
+    damping = 1e-6 * float(whitened.square().sum())
+    expected = -singular_value_solve(torch.linalg.svd(whitened, full_matrices=False), model.gradient, damping, 0.0)
+    step = model.step(damping)
+    assert float((step - expected).norm() / expected.norm()) <= 1e-10
+    assert model.factorization._cholesky is not None and model.factorization._cholesky[1] is not None
+    length = result.state.step_length
+    acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
+    reached = theta + length * step + 0.5 * length**2 * acceleration
+    assert float((result.point - reached).norm()) <= 1e-10 * float(reached.norm())
+    assert result.cost_history[-1] <= result.cost_history[0] + solver.armijo * length * float(model.gradient @ step)
+    with pytest.raises(ValueError, match="step_filter"):
+        GaussNewton(step_filter="spectral")

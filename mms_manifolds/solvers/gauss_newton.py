@@ -10,7 +10,7 @@ import time
 import torch
 
 from .._checks import check_choice, check_flag, check_integer, check_positive_float
-from ..linalg import make_solve_mode
+from ..linalg import make_solve_mode, pseudo_inverse_rtol
 from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
@@ -22,13 +22,16 @@ __all__ = [
     "FRESH_STEP_LENGTH",
     "GLOBALIZATIONS",
     "LINE_SEARCHES",
+    "STEP_FILTERS",
     "GaussNewton",
 ]
 
 #: How :class:`GaussNewton` makes a Gauss–Newton step safe far from the solution.
 GLOBALIZATIONS = ("auto", "line-search", "levenberg-marquardt")
 #: How the ``"line-search"`` globalization picks the step length.
-LINE_SEARCHES = ("armijo", "grid", "expanding")
+LINE_SEARCHES = ("armijo", "grid")
+#: How the line search's step treats the small eigenvalues of :math:`A` (``GaussNewton(step_filter=...)``).
+STEP_FILTERS = ("truncate", "tikhonov")
 #: Relative eigenvalue cutoff of the line search's pseudo-inverse step (``GaussNewton(step_cutoff=...)``).
 DEFAULT_STEP_CUTOFF = 1e-12
 #: The line search's ``step_length`` at a cold start and after a fallback: counted as a shortened step.
@@ -49,10 +52,8 @@ class GaussNewton(InnerSolver):
       dropped after a shortened step and at a cold start, :meth:`step_cutoff_after`), searched along
       :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a` (:math:`a` the geodesic acceleration, or 0) for
       :math:`\eta \in \{\eta_0, \eta_0/2, \dots\}`, :math:`\eta_0 = \min(1, 2\eta_{\text{prev}})`, by Armijo's rule
-      (``line_search="armijo"``) or the best cost on the grid (``"grid"``); with ``"expanding"``, Armijo's rule
-      where a length shorter than 1 passes at the first trial goes on doubling it, to at most 1, while the
-      cost keeps falling and Armijo's condition holds (the length otherwise climbs back by one doubling per
-      iteration after a short step); Levenberg–Marquardt retries where no length lowers the cost.
+      (``line_search="armijo"``) or the best cost on the grid (``"grid"``); Levenberg–Marquardt retries where
+      no length lowers the cost.
     - ``"levenberg-marquardt"``: :math:`\delta = -(A + \mu I)^{-1}g` (plus half its geodesic acceleration where
       :math:`2|a| \le 0.75|\delta|`), accepted when :math:`\rho = (f(\theta) - f(\theta + \delta))/(m(0) - m(\delta)) > 0`;
       Nielsen's update of :math:`\mu` (relative to :math:`\operatorname{tr}(A)/p`).
@@ -72,7 +73,7 @@ class GaussNewton(InnerSolver):
         max_iterations: Gauss–Newton iterations (Jacobian evaluations). Default ``5``.
         tolerance: stop when the tangential residual :math:`\|P_T r\|_M` is at or below it. Default ``0``.
         globalization: ``"auto"``, ``"line-search"`` or ``"levenberg-marquardt"``.
-        line_search: ``"armijo"``, ``"grid"`` or ``"expanding"``.
+        line_search: ``"armijo"`` or ``"grid"``.
         armijo: sufficient-decrease constant :math:`c \in (0, 1/2)`. Default ``1e-4``.
         max_halvings: :math:`h`, the halvings of :math:`\eta` tried. Default ``30``.
         initial_damping: :math:`\mu_0` relative to :math:`\operatorname{tr}(A)/p`, for Levenberg–Marquardt and
@@ -86,6 +87,11 @@ class GaussNewton(InnerSolver):
         step_cutoff: relative eigenvalue cutoff of the line search's pseudo-inverse step after a shortened
             step, in :math:`(0, 1)`. Default ``1e-12``; below the factorisation's own cutoff (``1e-30``) every step
             is the full pseudo-inverse (deeper on the ENGD benchmarks, worse initial fits; ``docs/gauss_newton.md``).
+        step_filter: ``"truncate"`` (default): the line search's step drops the eigenvalues at or below the cutoff
+            (one eigendecomposition of :math:`A`, or of the kernel, per iteration); ``"tikhonov"``: it is
+            :math:`-(A + \mu I)^{-1}g` with :math:`\mu` the cutoff times :math:`\operatorname{tr}A` (the
+            factorisation's own cutoff where the full pseudo-inverse would be taken), one Cholesky
+            factorisation instead (the eigendecomposition where it fails), the filter of Woodbury-ENGD.
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -111,6 +117,7 @@ class GaussNewton(InnerSolver):
         solve_mode: object = "auto",
         geodesic_acceleration: bool = True,
         step_cutoff: float = DEFAULT_STEP_CUTOFF,
+        step_filter: str = "truncate",
     ):
         super().__init__(max_iterations, tolerance)
         check_choice("globalization", globalization, GLOBALIZATIONS)
@@ -131,6 +138,7 @@ class GaussNewton(InnerSolver):
         if not isinstance(geodesic_acceleration, bool):
             raise TypeError(f"geodesic_acceleration must be True or False, got {geodesic_acceleration!r}")
         self.geodesic_acceleration = check_flag("geodesic_acceleration", geodesic_acceleration)
+        self.step_filter = check_choice("step_filter", step_filter, STEP_FILTERS)
         self.step_cutoff = check_positive_float("step_cutoff", step_cutoff)
         if not self.step_cutoff < 1:
             raise ValueError(f"step_cutoff must be in (0, 1), got {step_cutoff}")
@@ -288,6 +296,15 @@ class GaussNewton(InnerSolver):
     def _trial_cost(self, subproblem: MMSSubproblem, candidate: torch.Tensor) -> float:
         return subproblem.cost(candidate) if bool(torch.isfinite(candidate).all()) else math.nan
 
+    def _filter_damping(self, model: GaussNewtonModel, cutoff: float | None) -> float:
+        r"""The line search's damping for a factorisation that pseudo-inverts: 0 (``"truncate"``), or the relative ``cutoff`` (the factorisation's ``rtol`` for ``None``) times :math:`\operatorname{tr}A` (``"tikhonov"``)."""
+        if self.step_filter == "truncate":
+            return 0.0
+        size = model.gradient.numel()
+        if cutoff is None:  # the factorisation's own cutoff, else the library's rounding rule
+            cutoff = getattr(model.factorization, "rtol", None) or pseudo_inverse_rtol(size, model.gradient.dtype)
+        return cutoff * model.mean_eigenvalue * size
+
     def _line_search(
         self, subproblem: MMSSubproblem, model: GaussNewtonModel, theta: torch.Tensor, previous_length: float
     ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float]:
@@ -297,12 +314,14 @@ class GaussNewton(InnerSolver):
         ``geodesic_acceleration``); its velocity at :math:`\eta = 0` is :math:`\delta`, so Armijo's condition
         with the slope :math:`g\cdot\delta` is the usual one.
         """
-        damping = 0.0 if model.factorization.pseudo_inverts else self.initial_damping * model.mean_eigenvalue
+        pseudo_inverts = model.factorization.pseudo_inverts
         cutoff = self.step_cutoff_after(previous_length)
+        damping = self._filter_damping(model, cutoff) if pseudo_inverts else self.initial_damping * model.mean_eigenvalue
         step = model.step(damping, cutoff)
         predicted = model.predicted_decrease(step, damping)
-        if cutoff is not None and damping == 0.0 and self._unresolvable(model, predicted):
+        if cutoff is not None and pseudo_inverts and self._unresolvable(model, predicted):
             cutoff = None  # the truncated step has nothing left to give: the full pseudo-inverse
+            damping = self._filter_damping(model, cutoff)
             step = model.step(damping, cutoff)
             predicted = model.predicted_decrease(step, damping)
         slope = float(model.gradient @ step)
@@ -317,15 +336,13 @@ class GaussNewton(InnerSolver):
                 acceleration = torch.zeros_like(step)
         length = min(1.0, 2 * previous_length)
         best: tuple[float, torch.Tensor, float] | None = None
-        for halving in range(self.max_halvings + 1):
+        for _ in range(self.max_halvings + 1):
             if self._unresolvable(model, -length * slope):
                 break  # a first-order decrease below rounding: no shorter length can be judged by the cost
             candidate = theta + length * step + (0.5 * length**2) * acceleration
             candidate_cost = self._trial_cost(subproblem, candidate)
-            if self.line_search != "grid":
+            if self.line_search == "armijo":
                 if candidate_cost <= model.cost + self.armijo * length * slope:
-                    if self.line_search == "expanding" and halving == 0:
-                        return self._expand(subproblem, model, theta, step, acceleration, slope, candidate, candidate_cost, length)
                     return (candidate, candidate_cost), length
             elif candidate_cost < model.cost and (best is None or candidate_cost < best[0]):
                 best = (candidate_cost, candidate, length)
@@ -333,28 +350,6 @@ class GaussNewton(InnerSolver):
         if best is None:
             return None, 0.0
         return (best[1], best[0]), best[2]
-
-    def _expand(
-        self,
-        subproblem: MMSSubproblem,
-        model: GaussNewtonModel,
-        theta: torch.Tensor,
-        step: torch.Tensor,
-        acceleration: torch.Tensor,
-        slope: float,
-        candidate: torch.Tensor,
-        candidate_cost: float,
-        length: float,
-    ) -> tuple[tuple[torch.Tensor, float], float]:
-        """From an accepted first trial of ``length`` on the search curve: double the length, to at most 1, while Armijo's condition holds and the cost falls."""
-        while length < 1.0:
-            longer = min(1.0, 2 * length)
-            trial = theta + longer * step + (0.5 * longer**2) * acceleration
-            trial_cost = self._trial_cost(subproblem, trial)
-            if not (trial_cost <= model.cost + self.armijo * longer * slope and trial_cost < candidate_cost):
-                break
-            candidate, candidate_cost, length = trial, trial_cost, longer
-        return (candidate, candidate_cost), length
 
     def trial_point(
         self,
