@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from mms_manifolds import MinimizingMovement
+from mms_manifolds import GaussNewton, MinimizingMovement
 from mms_manifolds.linalg import (
     GramFactorization,
     GramOperator,
@@ -30,6 +30,7 @@ from mms_manifolds.meshfree import (
     box_boundary_grid,
     box_interior_grid,
 )
+from mms_manifolds.solvers import GaussNewtonState
 
 DTYPE = torch.float64
 
@@ -172,9 +173,6 @@ def test_the_trace_of_a_diagonal_weight_from_the_rows_of_j_equals_the_whitened_o
 
 def test_the_tikhonov_filtered_line_search_step_equals_the_damped_svd_solve_to_1e_10():
     """``step_filter="tikhonov"``: delta = -(A + mu I)^{-1} g, mu = cutoff tr(A), by Cholesky of the shifted kernel; the point on its accelerated curve."""
-    from mms_manifolds import GaussNewton
-    from mms_manifolds.solvers import GaussNewtonState
-
     flow = _poisson_flow(tau=1e12)
     theta = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta)

@@ -27,6 +27,8 @@ with the same :math:`W_l` and adds :math:`b_l` to the value channel only:
 :math:`j_{iq}` with respect to its output channel. Nodes do not interact, so one backward pass of
 :math:`\sum_i j_{iq}` per component :math:`q` gives every :math:`g^l_{iq}` (as
 :func:`~mms_manifolds.parametrizations.layer_kernel.linear_layer_kernel` does for plain values). The
+second derivative :math:`D^2j[\xi, \xi]` that the geodesic acceleration needs comes from second-order Taylor
+arithmetic along :math:`\theta + t\xi` through the same layers (:func:`layerwise_second_derivative`). The
 per-node reverse mode over nested transforms (:class:`~mms_manifolds.meshfree.JetParametrization` with
 ``layerwise=False``) stays the reference; the two agree to rounding (``tests/test_layerwise_jets.py``).
 """
@@ -49,18 +51,21 @@ __all__ = [
 
 
 def _tanh(z):
+    r""":math:`(\tanh, \tanh', \tanh'')` at ``z``, a tensor or a :class:`_Taylor`."""
     value = z.tanh()
     first = 1 - value * value
     return value, first, -2 * value * first
 
 
 def _sigmoid(z):
+    """The logistic function and its first two derivatives at ``z``, a tensor or a :class:`_Taylor`."""
     value = z.sigmoid()
     first = value * (1 - value)
     return value, first, first * (1 - 2 * value)
 
 
 def _silu(z):
+    r""":math:`z\,\mathrm{sigmoid}(z)` and its first two derivatives at ``z``, a tensor or a :class:`_Taylor`."""
     logistic = z.sigmoid()
     slope = logistic * (1 - logistic)
     return z * logistic, logistic + z * slope, slope * (2 + z * (1 - 2 * logistic))
