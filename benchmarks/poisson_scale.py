@@ -27,7 +27,7 @@ experiment (``KFAC_lr=auto``, damping :math:`2.99\cdot10^{-13}`, EMA 0.626, init
     python -m benchmarks.poisson_scale                          # ours alone, 50 iterations
     python -m benchmarks.poisson_scale --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python \
         --kfac /tmp/kfac --kfac-python /tmp/venv-kfac/bin/python --cpu 1
-    python -m benchmarks.poisson_scale --seeds 2 3 4 5 --iterations 40 --ours ours_tikhonov ours_tikhonov14 \
+    python -m benchmarks.poisson_scale --seeds 3 4 5 2 --iterations 40 --ours ours_tikhonov ours_tikhonov14 \
         --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python \
         --output benchmarks/results/poisson-scale-seeds-cpu.json
 """
