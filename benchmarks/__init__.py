@@ -18,8 +18,8 @@ Scripts (each measurement in one place):
 - :mod:`benchmarks.peers`: the two energy natural gradient problems of Müller & Zeinhofer over seeds and
   time steps (iterations to the L2 targets within each budget, best and final errors, seconds per iteration).
 - :mod:`benchmarks.poisson_scale`: KFAC's 2-D Poisson at :math:`p = 9873` (900 + 120 nodes): the library's
-  Gauss–Newton beside Woodbury-ENGD and KFAC (their own code, from checkouts the user gives), CPU seconds
-  and L2 error per iteration.
+  Gauss–Newton (defaults, and Tikhonov-filtered steps) beside Woodbury-ENGD and KFAC (their own code, from
+  checkouts the user gives), CPU seconds and L2 error per iteration, for one network seed or several.
 - :mod:`benchmarks.peer_clock`: runs a peer's own training script under its interpreter with CPU-time
   clocks and records its L2 errors (started by :mod:`benchmarks.poisson_scale`).
 - :mod:`benchmarks.scale`: the 2-D regression step at :math:`p = 20{,}601`, :math:`N = 4{,}900` (Gauss–Newton,

@@ -14,7 +14,8 @@ point), then the evaluation points. The peers compute :math:`f` and :math:`g` in
 6e-8); this benchmark in float64.
 
 Ours is one MMS step with :math:`\tau = 10^{12}` (the step is the minimisation of the loss) solved by
-``GaussNewton``, the metric :math:`L^2` on the boundary values, so the model's Jacobian is the PINN residual
+``GaussNewton`` (``ours``: its defaults; ``ours_tikhonov``: ``step_filter="tikhonov"``; ``ours_tikhonov14``: that with
+``step_cutoff=1e-14``), the metric :math:`L^2` on the boundary values, so the model's Jacobian is the PINN residual
 Jacobian (1020 rows) and the model is solved on its kernel side (:math:`1020 \times 1020`,
 :func:`~mms_manifolds.linalg.diagonal_weight_factorization`). CPU seconds (``time.process_time``, one torch
 thread) exclude the L2 evaluations. The peers run through :mod:`benchmarks.peer_clock` under their own
@@ -26,6 +27,9 @@ experiment (``KFAC_lr=auto``, damping :math:`2.99\cdot10^{-13}`, EMA 0.626, init
     python -m benchmarks.poisson_scale                          # ours alone, 50 iterations
     python -m benchmarks.poisson_scale --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python \
         --kfac /tmp/kfac --kfac-python /tmp/venv-kfac/bin/python --cpu 1
+    python -m benchmarks.poisson_scale --seeds 3 4 5 2 --iterations 40 --ours ours_tikhonov ours_tikhonov14 \
+        --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python \
+        --output benchmarks/results/poisson-scale-seeds-cpu.json
 """
 
 from __future__ import annotations
@@ -133,9 +137,18 @@ class _Recorder(logging.Handler):
         self.excluded += time.process_time() - now
 
 
-def run_ours(iterations: int, solver: GaussNewton) -> dict:
-    """``iterations`` Gauss–Newton iterations from the peers' initial network; the record of each."""
-    network, inside, edge, test = kfac_problem()
+def solvers(iterations: int) -> dict[str, GaussNewton]:
+    """Ours by name: ``GaussNewton()``'s defaults, and with Tikhonov-filtered steps (``step_filter="tikhonov"``, cutoff ``1e-12`` or ``1e-14``)."""
+    return {
+        "ours": GaussNewton(max_iterations=iterations),
+        "ours_tikhonov": GaussNewton(max_iterations=iterations, step_filter="tikhonov"),
+        "ours_tikhonov14": GaussNewton(max_iterations=iterations, step_filter="tikhonov", step_cutoff=1e-14),
+    }
+
+
+def run_ours(iterations: int, solver: GaussNewton, seed: int = 1) -> dict:
+    """``iterations`` Gauss–Newton iterations from the peers' initial network of ``seed``; the record of each."""
+    network, inside, edge, test = kfac_problem(seed)
     flow = build_flow(network, inside, edge)
     exact = _solution(test)
 
@@ -157,14 +170,16 @@ def run_ours(iterations: int, solver: GaussNewton) -> dict:
     return {"solver": repr(solver), "stop_reason": result.stop_reason.name, "records": recorder.records}
 
 
-def run_peer(package: str, checkout: Path, python: str, arguments: tuple[str, ...], iterations: int, cpu: int | None) -> dict:
-    """The peer's own ``train.py`` for ``iterations`` steps through :mod:`benchmarks.peer_clock`; its record."""
+def run_peer(
+    package: str, checkout: Path, python: str, arguments: tuple[str, ...], iterations: int, cpu: int | None, seed: int = 1
+) -> dict:
+    """The peer's own ``train.py`` for ``iterations`` steps from ``--model_seed=seed`` through :mod:`benchmarks.peer_clock`; its record."""
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "record.json"
         command = [python, "-m", "benchmarks.peer_clock", package, str(output)]
         if cpu is not None:
             command += ["--cpu", str(cpu)]
-        command += ["--", *arguments, f"--num_steps={iterations}", f"--max_logs={iterations}"]
+        command += ["--", *arguments, f"--model_seed={seed}", f"--num_steps={iterations}", f"--max_logs={iterations}"]
         environment = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join([str(checkout), str(ROOT)]),
@@ -174,12 +189,17 @@ def run_peer(package: str, checkout: Path, python: str, arguments: tuple[str, ..
             WANDB_MODE="disabled",
         )
         print(" ".join(command), flush=True)
-        subprocess.run(command, env=environment, cwd=checkout / package, check=True, stdout=subprocess.DEVNULL)
-        return json.loads(output.read_text())
+        finished = subprocess.run(command, env=environment, cwd=checkout / package, stdout=subprocess.DEVNULL)
+        record = json.loads(output.read_text()) if output.exists() else {"records": []}
+        if finished.returncode != 0:  # the peer stopped with an error: its iterations up to it are kept
+            record["failed"] = f"exit status {finished.returncode}"
+        return record
 
 
 def summarise(records: list[dict]) -> dict:
     """Iterations and CPU seconds to each L2 target, the best error, and CPU seconds per iteration."""
+    if not records:
+        return {"best_l2": None, "iterations": 0}
     summary: dict = {"best_l2": min(record["l2"] for record in records)}
     for target in TARGETS:
         hit = next((record for record in records if record["l2"] <= target), None)
@@ -198,33 +218,48 @@ def main() -> None:
     parser.add_argument("--kfac", type=Path, help="a checkout of github:f-dangel/kfac-pinns-experiments")
     parser.add_argument("--kfac-python", default=sys.executable, help="the interpreter kfac-pinns is installed for")
     parser.add_argument("--cpu", type=int, default=None, help="pin every run to this CPU core")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[1], help="network seeds (1: the peers' run); each method runs once per seed"
+    )
+    parser.add_argument("--ours", nargs="+", default=["ours", "ours_tikhonov"], help="which of ours (solvers())")
     parser.add_argument("--output", type=Path, default=RESULTS / "poisson-scale-cpu.json")
     arguments = parser.parse_args()
     use_threads(1)
     if arguments.cpu is not None:
         os.sched_setaffinity(0, {arguments.cpu})
-    solver = GaussNewton(max_iterations=arguments.iterations)
-    runs = {"ours": run_ours(arguments.iterations, solver)}
+    ours = solvers(arguments.iterations)
     peers = (
         ("woodbury", "rla_pinns", arguments.woodbury, arguments.woodbury_python, WOODBURY_ARGUMENTS),
         ("kfac", "kfac_pinns_exp", arguments.kfac, arguments.kfac_python, KFAC_ARGUMENTS),
     )
-    for name, package, checkout, python, peer_arguments in peers:
-        if checkout is not None:
-            runs[name] = run_peer(package, checkout, python, peer_arguments, arguments.iterations, arguments.cpu)
-    summaries = {name: summarise(run["records"]) for name, run in runs.items()}
-    for name, summary in summaries.items():
-        print(name, json.dumps(summary), flush=True)
-    record = {
-        "problem": "KFAC 2-D Poisson, p = 9873, 900 + 120 nodes",
-        "torch_threads": 1,
-        "clock": "time.process_time (CPU seconds), L2 evaluations excluded for ours",
-        "summaries": summaries,
-        "runs": runs,
-    }
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(json.dumps(record, indent=1))
+    runs: dict[str, dict] = {}
 
+    def write() -> None:  # after every run, so that an interrupted sweep keeps what it finished
+        summaries = {name: summarise(run["records"]) | ({"failed": run["failed"]} if "failed" in run else {}) for name, run in runs.items()}
+        record = {
+            "problem": "KFAC 2-D Poisson, p = 9873, 900 + 120 nodes",
+            "torch_threads": 1,
+            "clock": "time.process_time (CPU seconds), L2 evaluations excluded for ours",
+            "seeds": arguments.seeds,
+            "summaries": summaries,
+            "runs": runs,
+        }
+        arguments.output.parent.mkdir(parents=True, exist_ok=True)
+        arguments.output.write_text(json.dumps(record, indent=1))
+
+    for seed in arguments.seeds:  # alternating: each seed's methods one after the other, never overlapping
+        suffix = "" if arguments.seeds == [1] else f"_seed{seed}"
+        for name in arguments.ours:
+            runs[name + suffix] = run_ours(arguments.iterations, ours[name], seed)
+            write()
+        for name, package, checkout, python, peer_arguments in peers:
+            if checkout is not None:
+                runs[name + suffix] = run_peer(
+                    package, checkout, python, peer_arguments, arguments.iterations, arguments.cpu, seed
+                )
+                write()
+    for name, run in runs.items():
+        print(name, json.dumps(summarise(run["records"])), run.get("failed", ""), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from mms_manifolds import MinimizingMovement
+from mms_manifolds import GaussNewton, MinimizingMovement
 from mms_manifolds.linalg import (
     GramFactorization,
     GramOperator,
@@ -29,6 +30,7 @@ from mms_manifolds.meshfree import (
     box_boundary_grid,
     box_interior_grid,
 )
+from mms_manifolds.solvers import GaussNewtonState
 
 DTYPE = torch.float64
 
@@ -151,3 +153,48 @@ def test_a_negative_hessian_entry_keeps_the_assembled_matrix():
     assert diagonal_weight_factorization(operator) is None
     model = subproblem.gauss_newton_model(theta, "dense")
     assert model.factorization.gram.shape == (flow.parametrization.num_parameters,) * 2
+
+
+def test_the_trace_of_a_diagonal_weight_from_the_rows_of_j_equals_the_whitened_one():
+    """tr(J^T W J) = sum_r d_r |J_r|^2 without the whitened copy, equal to |B|_F^2 to 1e-12, for the metric and the step Hessian."""
+    flow = _poisson_flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    u = flow.parametrization.value(theta)
+    for weight in (flow.metric, subproblem.step_hessian(u)):
+        operator = GramOperator(flow.parametrization, weight, theta)
+        from_rows = operator.trace()
+        assert operator._whitened_jacobian is None  # the shortcut formed no copy
+        whitened = diagonal_of(weight).reshape(-1, 1).sqrt() * operator.jacobian().reshape(u.numel(), -1)
+        reference = float(whitened.square().sum())
+        assert abs(from_rows - reference) <= 1e-12 * reference
+        assert abs(from_rows - float(torch.trace(operator.gram_matrix()))) <= 1e-10 * reference
+
+
+def test_the_tikhonov_filtered_line_search_step_equals_the_damped_svd_solve_to_1e_10():
+    """``step_filter="tikhonov"``: delta = -(A + mu I)^{-1} g, mu = cutoff tr(A), by Cholesky of the shifted kernel; the point on its accelerated curve."""
+    flow = _poisson_flow(tau=1e12)
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    solver = GaussNewton(max_iterations=1, globalization="line-search", step_filter="tikhonov", step_cutoff=1e-6)
+    result = solver.solve(subproblem, theta, state=GaussNewtonState(step_length=0.5, relative_damping=1e-3))
+    model = subproblem.gauss_newton_model(theta)
+    assert model.factorization.mode == "kernel"
+    parametrization = flow.parametrization
+    rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
+    u = parametrization.value(theta)
+    whitened = diagonal_of(subproblem.step_hessian(u)).reshape(-1, 1).sqrt() * parametrization.jacobian(theta).reshape(
+        rows, columns
+    )
+    damping = 1e-6 * float(whitened.square().sum())
+    expected = -singular_value_solve(torch.linalg.svd(whitened, full_matrices=False), model.gradient, damping, 0.0)
+    step = model.step(damping)
+    assert float((step - expected).norm() / expected.norm()) <= 1e-10
+    assert model.factorization._cholesky is not None and model.factorization._cholesky[1] is not None
+    length = result.state.step_length
+    acceleration = subproblem.geodesic_acceleration(theta, model, step, damping)
+    reached = theta + length * step + 0.5 * length**2 * acceleration
+    assert float((result.point - reached).norm()) <= 1e-10 * float(reached.norm())
+    assert result.cost_history[-1] <= result.cost_history[0] + solver.armijo * length * float(model.gradient @ step)
+    with pytest.raises(ValueError, match="step_filter"):
+        GaussNewton(step_filter="spectral")

@@ -384,3 +384,4 @@ def test_a_riemannian_gradient_step_along_the_geodesic_is_the_damped_gauss_newto
     along_geodesic = flow.manifold.geodesic(theta0, gauss_newton_step, rtol=1e-10, atol=1e-12).point
     torch.testing.assert_close(result.point, along_geodesic, rtol=1e-7, atol=1e-9)
     assert not torch.allclose(result.point, theta0 + gauss_newton_step, rtol=1e-3, atol=1e-3)
+

@@ -8,6 +8,7 @@ import torch
 
 from .._random import rademacher_probes
 from ..parametrizations.base import Parametrization
+from .composite import diagonal_of
 from .limits import range_mask, truncated_reciprocal
 
 __all__ = ["GramOperator", "SymmetricOperator", "thin_svd"]
@@ -158,11 +159,17 @@ class GramOperator:
     def trace(self, exact: bool = True, probes: int = 16) -> float:
         r""":math:`\operatorname{tr}(J^\top W J)`.
 
-        Exact, :math:`\|B\|_F^2`, from the whitened Jacobian; or, with ``exact=False``, Hutchinson's
-        estimate :math:`\frac1s\sum_j z_j\cdot J^\top W J z_j` over ``probes`` Rademacher vectors drawn from
-        a generator seeded with 0 (deterministic), which never forms :math:`J`.
+        Exact, :math:`\|B\|_F^2`, from the whitened Jacobian; for a diagonal :math:`W = \operatorname{diag}(d)`
+        (:func:`~mms_manifolds.linalg.composite.diagonal_of`) whose whitened Jacobian is not formed yet,
+        :math:`\sum_r d_r\|J_r\|^2` from the rows of :math:`J`, without forming that copy; or, with
+        ``exact=False``, Hutchinson's estimate :math:`\frac1s\sum_j z_j\cdot J^\top W J z_j` over ``probes``
+        Rademacher vectors drawn from a generator seeded with 0 (deterministic), which never forms :math:`J`.
         """
         if exact:
+            diagonal = diagonal_of(self.weight) if self._whitened_jacobian is None else None
+            if diagonal is not None:
+                rows = self.jacobian().reshape(diagonal.numel(), -1)
+                return float(diagonal.reshape(-1) @ torch.linalg.vector_norm(rows, dim=1).square())
             return float(self.whitened_jacobian().square().sum())
         signs = rademacher_probes(probes, self.size, dtype=self.theta.dtype, device=self.theta.device)
         return float(sum(probe @ self.matvec(probe) for probe in signs)) / probes

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
 
-from .._checks import check_integer
+from .._checks import check_flag, check_integer
 from .._random import rademacher_probes
 from ..parametrizations.torch_function import jacobian_chunk_numbers, serialized
 from ..parametrizations.torch_module import TorchParametrization
+from .layerwise import layerwise_jacobian, layerwise_jets, layerwise_network, layerwise_second_derivative
 from .nodes import NodeSet
 
 __all__ = ["Jet", "JetBlock", "JetLayout", "JetParametrization"]
@@ -113,12 +114,20 @@ class JetParametrization(TorchParametrization):
     :math:`z_j \in \{\pm1\}^d` (one Hessian-vector product each; unbiased, and a fixed, smooth function
     of :math:`\theta`, so the geometry stays exact for the estimated map).
 
+    Where the module is a ``torch.nn.Sequential`` of ``Linear`` layers and elementwise activations
+    (:func:`~mms_manifolds.meshfree.layerwise.layerwise_network`) and the Laplacian is exact, the jets are
+    instead carried forward through the layers with all nodes batched (the forward Laplacian,
+    :mod:`mms_manifolds.meshfree.layerwise`), and the dense Jacobian is assembled from per-layer factors:
+    the same map to rounding, without per-node transforms (at :math:`p = 9873` and 1020 nodes of KFAC's
+    2-D Poisson, ``docs/performance.md``). ``layerwise=False`` keeps the per-node path.
+
     Args:
         module: the network, mapping ``(N, d)`` inputs to ``(N, m)`` outputs.
         node_sets: node sets by name (for example ``{"interior": ..., "boundary": ...}``), all with
             the same input dimension :math:`d` and the module's dtype and device.
         laplacian_probes: ``None`` for the exact Laplacian, or the number of Hutchinson probes.
         seed: seed of the Hutchinson probes.
+        layerwise: use the layer-wise jets where the module allows them (above). Default ``True``.
 
     Raises:
         ValueError: no node sets, node sets of different dimensions, dtypes or devices, or a module
@@ -142,6 +151,7 @@ class JetParametrization(TorchParametrization):
         node_sets: Mapping[str, NodeSet],
         laplacian_probes: int | None = None,
         seed: int = 0,
+        layerwise: bool = True,
     ):
         if not isinstance(node_sets, Mapping) or not node_sets:
             raise ValueError("node_sets must be a non-empty mapping from names to NodeSet")
@@ -158,6 +168,8 @@ class JetParametrization(TorchParametrization):
         )
         self._seed = check_integer("seed", seed, minimum=0)
         self._probes = self._hutchinson_probes(next(iter(self.node_sets.values())).points)
+        self.layerwise = check_flag("layerwise", layerwise)
+        self._layers = layerwise_network(module) if layerwise and self.laplacian_probes is None else None
         nodes = torch.cat([node_set.points for node_set in self.node_sets.values()])
         super().__init__(module, nodes, node_separable=False)  # jets are not the module's node values
         outputs = self._single_output_size()
@@ -203,6 +215,12 @@ class JetParametrization(TorchParametrization):
         return torch.cat(parts)
 
     def _forward(self, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._layers is not None:
+            blocks = [
+                layerwise_jets(self._layers, parameters, node_set.points, node_set.derivatives)
+                for node_set in self.node_sets.values()
+            ]
+            return torch.cat([block.reshape(-1) for block in blocks]).unsqueeze(-1)
         blocks = [
             vmap(lambda x, wanted=node_set.derivatives: self._node_jet(parameters, x, wanted))(node_set.points)
             for node_set in self.node_sets.values()
@@ -218,8 +236,14 @@ class JetParametrization(TorchParametrization):
         ``vmap``, in chunks of at most :func:`~mms_manifolds.parametrizations.torch_function.jacobian_chunk_numbers` ``// (c p)`` nodes: :math:`O(K p)` work instead
         of the :math:`p` batched JVPs through the whole jet map of the generic path
         (:meth:`FunctionParametrization.jacobian`, kept as the reference: equal to rounding, tested).
+        With the layer-wise jets, per-layer outer products instead
+        (:func:`~mms_manifolds.meshfree.layerwise.layerwise_jacobian`): a few backward passes of the batch.
         """
         theta = self.check_point(theta)
+        if self._layers is not None:
+            jacobian = self._layerwise_jacobian(theta)
+            if jacobian is not None:
+                return jacobian
         blocks = []
         for node_set, block in zip(self.node_sets.values(), self.layout.blocks.values()):
 
@@ -232,10 +256,39 @@ class JetParametrization(TorchParametrization):
         return torch.cat(blocks).unsqueeze(1)
 
     @serialized
+    def second_derivative(self, theta: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        r""":math:`D^2\phi[\xi, \eta]`, shape ``(K, 1)``; for :math:`\xi = \eta` with the layer-wise jets by Taylor arithmetic through the layers.
+
+        (:func:`~mms_manifolds.meshfree.layerwise.layerwise_second_derivative`; the JVP of a JVP otherwise.)
+        """
+        if self._layers is None or not (first is second or torch.equal(first, second)):
+            return super().second_derivative(theta, first, second)
+        parameters = {**self._fixed, **self.unflatten(self.check_point(theta))}
+        tangents = {name: torch.zeros_like(tensor) for name, tensor in self._fixed.items()}
+        tangents.update(self.unflatten(first))
+        blocks = [
+            layerwise_second_derivative(self._layers, parameters, tangents, node_set.points, node_set.derivatives)
+            for node_set in self.node_sets.values()
+        ]
+        return torch.cat([block.reshape(-1) for block in blocks]).unsqueeze(-1)
+
+    def _layerwise_jacobian(self, theta: torch.Tensor) -> torch.Tensor | None:
+        """The layer-wise Jacobian ``(K, 1, p)``, or ``None`` where a trainable parameter is no ``Linear`` weight or bias."""
+        parameters = {**self._fixed, **self.unflatten(theta)}
+        trainable = list(zip(self._names, self._sizes))
+        blocks = []
+        for node_set in self.node_sets.values():
+            rows = layerwise_jacobian(self._layers, parameters, trainable, node_set.points, node_set.derivatives)
+            if rows is None:
+                return None
+            blocks.append(rows.reshape(-1, self.num_parameters))
+        return torch.cat(blocks).unsqueeze(1)
+
+    @serialized
     def jets(self, theta: torch.Tensor) -> dict[str, Jet]:
         r"""The jets :math:`(u, \nabla u, \Delta u)` of :math:`f_\theta` at every node set, by name."""
         return self.layout.split(self.value(self.check_point(theta)))
 
     def with_node_sets(self, node_sets: Mapping[str, NodeSet]) -> JetParametrization:
         """The same network (module, Laplacian rule, probes) evaluated at other node sets, e.g. fresh samples."""
-        return JetParametrization(self.module, node_sets, self.laplacian_probes, self._seed)
+        return JetParametrization(self.module, node_sets, self.laplacian_probes, self._seed, self.layerwise)

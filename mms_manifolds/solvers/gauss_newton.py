@@ -10,7 +10,7 @@ import time
 import torch
 
 from .._checks import check_choice, check_flag, check_integer, check_positive_float
-from ..linalg import make_solve_mode
+from ..linalg import make_solve_mode, pseudo_inverse_rtol
 from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
@@ -22,6 +22,7 @@ __all__ = [
     "FRESH_STEP_LENGTH",
     "GLOBALIZATIONS",
     "LINE_SEARCHES",
+    "STEP_FILTERS",
     "GaussNewton",
 ]
 
@@ -29,6 +30,8 @@ __all__ = [
 GLOBALIZATIONS = ("auto", "line-search", "levenberg-marquardt")
 #: How the ``"line-search"`` globalization picks the step length.
 LINE_SEARCHES = ("armijo", "grid")
+#: How the line search's step treats the small eigenvalues of :math:`A` (``GaussNewton(step_filter=...)``).
+STEP_FILTERS = ("truncate", "tikhonov")
 #: Relative eigenvalue cutoff of the line search's pseudo-inverse step (``GaussNewton(step_cutoff=...)``).
 DEFAULT_STEP_CUTOFF = 1e-12
 #: The line search's ``step_length`` at a cold start and after a fallback: counted as a shortened step.
@@ -84,6 +87,11 @@ class GaussNewton(InnerSolver):
         step_cutoff: relative eigenvalue cutoff of the line search's pseudo-inverse step after a shortened
             step, in :math:`(0, 1)`. Default ``1e-12``; below the factorisation's own cutoff (``1e-30``) every step
             is the full pseudo-inverse (deeper on the ENGD benchmarks, worse initial fits; ``docs/gauss_newton.md``).
+        step_filter: ``"truncate"`` (default): the line search's step drops the eigenvalues at or below the cutoff
+            (one eigendecomposition of :math:`A`, or of the kernel, per iteration); ``"tikhonov"``: it is
+            :math:`-(A + \mu I)^{-1}g` with :math:`\mu` the cutoff times :math:`\operatorname{tr}A` (the
+            factorisation's own cutoff where the full pseudo-inverse would be taken), one Cholesky
+            factorisation instead (the eigendecomposition where it fails), the filter of Woodbury-ENGD.
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -109,6 +117,7 @@ class GaussNewton(InnerSolver):
         solve_mode: object = "auto",
         geodesic_acceleration: bool = True,
         step_cutoff: float = DEFAULT_STEP_CUTOFF,
+        step_filter: str = "truncate",
     ):
         super().__init__(max_iterations, tolerance)
         check_choice("globalization", globalization, GLOBALIZATIONS)
@@ -129,6 +138,7 @@ class GaussNewton(InnerSolver):
         if not isinstance(geodesic_acceleration, bool):
             raise TypeError(f"geodesic_acceleration must be True or False, got {geodesic_acceleration!r}")
         self.geodesic_acceleration = check_flag("geodesic_acceleration", geodesic_acceleration)
+        self.step_filter = check_choice("step_filter", step_filter, STEP_FILTERS)
         self.step_cutoff = check_positive_float("step_cutoff", step_cutoff)
         if not self.step_cutoff < 1:
             raise ValueError(f"step_cutoff must be in (0, 1), got {step_cutoff}")
@@ -286,6 +296,15 @@ class GaussNewton(InnerSolver):
     def _trial_cost(self, subproblem: MMSSubproblem, candidate: torch.Tensor) -> float:
         return subproblem.cost(candidate) if bool(torch.isfinite(candidate).all()) else math.nan
 
+    def _filter_damping(self, model: GaussNewtonModel, cutoff: float | None) -> float:
+        r"""The line search's damping for a factorisation that pseudo-inverts: 0 (``"truncate"``), or the relative ``cutoff`` (the factorisation's ``rtol`` for ``None``) times :math:`\operatorname{tr}A` (``"tikhonov"``)."""
+        if self.step_filter == "truncate":
+            return 0.0
+        size = model.gradient.numel()
+        if cutoff is None:  # the factorisation's own cutoff, else the library's rounding rule
+            cutoff = getattr(model.factorization, "rtol", None) or pseudo_inverse_rtol(size, model.gradient.dtype)
+        return cutoff * model.mean_eigenvalue * size
+
     def _line_search(
         self, subproblem: MMSSubproblem, model: GaussNewtonModel, theta: torch.Tensor, previous_length: float
     ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float]:
@@ -295,12 +314,14 @@ class GaussNewton(InnerSolver):
         ``geodesic_acceleration``); its velocity at :math:`\eta = 0` is :math:`\delta`, so Armijo's condition
         with the slope :math:`g\cdot\delta` is the usual one.
         """
-        damping = 0.0 if model.factorization.pseudo_inverts else self.initial_damping * model.mean_eigenvalue
+        pseudo_inverts = model.factorization.pseudo_inverts
         cutoff = self.step_cutoff_after(previous_length)
+        damping = self._filter_damping(model, cutoff) if pseudo_inverts else self.initial_damping * model.mean_eigenvalue
         step = model.step(damping, cutoff)
         predicted = model.predicted_decrease(step, damping)
-        if cutoff is not None and damping == 0.0 and self._unresolvable(model, predicted):
+        if cutoff is not None and pseudo_inverts and self._unresolvable(model, predicted):
             cutoff = None  # the truncated step has nothing left to give: the full pseudo-inverse
+            damping = self._filter_damping(model, cutoff)
             step = model.step(damping, cutoff)
             predicted = model.predicted_decrease(step, damping)
         slope = float(model.gradient @ step)
