@@ -297,6 +297,24 @@ def test_layer_factor_columns_fall_back_where_a_layer_is_used_twice():
     assert torch.allclose(parametrization.jacobian_columns(theta, indices), expected, rtol=1e-12, atol=1e-14)
 
 
+def test_layer_factor_columns_never_create_an_n_by_p_tensor():
+    """The layer-factor path with a non-Linear first layer (its columns by per-node gradients): nothing N x p."""
+    count = 400
+    module = torch.nn.Sequential(
+        _PeriodicFeatures(12, 2, 0), torch.nn.Tanh(), torch.nn.Linear(24, 24).double(), torch.nn.Tanh(), torch.nn.Linear(24, 1).double()
+    )
+    nodes = torch.rand(count, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    parametrization = TorchParametrization(module, nodes, node_separable=True)
+    p = parametrization.num_parameters
+    theta = parametrization.initial_point()
+    indices = torch.tensor([0, 5, 30, 47, 100, p - 1])  # first layer (a, phi), a weight, a bias, the output
+    guard = LargestTensor()
+    with guard:
+        columns = parametrization.jacobian_columns(theta, indices)
+    assert columns.shape == (count, 1, 6)
+    assert guard.largest < count * p / 10, (guard.largest, count * p)
+
+
 @pytest.mark.parametrize("name", ["plain", "periodic"])
 def test_the_subspace_step_is_the_same_on_either_column_path(name):
     """One SubspaceGaussNewton solve with layer-factor columns (node_separable=True) equals the node-wise path's to 1e-10."""
