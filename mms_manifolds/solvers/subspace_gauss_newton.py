@@ -79,9 +79,9 @@ class SubspaceGaussNewton(GaussNewton):
     r"""Gauss–Newton whose every step moves only a random block :math:`S` of ``block_size`` parameters.
 
     Each iteration draws :math:`S \subset \{1, \dots, p\}`, :math:`|S| = s`, uniformly without replacement,
-    forms only :math:`J_S = JP_S` (``(N, m, s)``, by batched JVPs with the unit vectors,
-    :meth:`~mms_manifolds.parametrizations.base.Parametrization.jacobian_columns`; never the ``(N, m, p)``
-    Jacobian) and solves the Gauss–Newton model restricted to :math:`S` exactly,
+    forms only :math:`J_S = JP_S` (``(N, m, s)``,
+    :meth:`~mms_manifolds.parametrizations.base.Parametrization.jacobian_columns`: batched JVPs with the unit
+    vectors, or for a node-separable torch module per-layer factors; never the ``(N, m, p)`` Jacobian) and solves the Gauss–Newton model restricted to :math:`S` exactly,
 
     .. math:: \delta = P_S\,\delta_S,\qquad \delta_S = -(A_{SS} + \mu I_s)^{-1} g_S,\qquad
               A_{SS} = J_S^\top W J_S,\quad g_S = J_S^\top\nabla F_k(u),
@@ -94,7 +94,8 @@ class SubspaceGaussNewton(GaussNewton):
     (:class:`SubspaceFactorization`).
     The step is then accepted by :class:`GaussNewton`'s rules unchanged (line search or
     Levenberg–Marquardt, damping relative to :math:`\operatorname{tr}(A_{SS})/s`, geodesic acceleration
-    restricted to :math:`S`, no accepted step raises the cost). One iteration costs :math:`s` JVPs and an
+    restricted to :math:`S`, no accepted step raises the cost). One iteration costs the columns (:math:`s` JVPs,
+    or one forward and :math:`m` backward passes and :math:`O(Nms)` products from layer factors) and an
     :math:`O(Nms^2 + s^3)` factorisation instead of :math:`J` and an :math:`O(Nm\,p\min(Nm, p))` one. With
     :math:`s \ge p` every step is :class:`GaussNewton`'s (its dense-mode model, formed from the columns).
 
