@@ -35,7 +35,7 @@ Scripts (each measurement in one place):
   Fourier mode, and (``--neural``) the library's neural flow on it.
 - :mod:`benchmarks.teng_side_by_side`: TENG's published code (run from the user's clone, in its own
   environment) beside the library's BDF2 flow on that benchmark: errors against the exact solution and CPU
-  seconds per step.
+  seconds per step, and one step's error against its exact step per Gauss–Newton iteration (``step``).
 - :mod:`benchmarks.teng_allen_cahn`: TENG's 2-D Allen–Cahn benchmark: an ETDRK4 spectral reference (checked
   against half the step, twice the grid and TENG's files), each scheme's time error, and the BDF2 bound on
   perturbed exact steps.

@@ -120,11 +120,13 @@ def test_cost_never_increases(seed, block, globalization):
     assert costs[-1] < costs[0]
 
 
-def test_the_subspace_solver_never_creates_an_n_by_p_tensor():
-    """Node-wise gradients in chunks no larger than J_S (N x s), sliced to S; the final residual is the matrix-free mode's."""
+@pytest.mark.parametrize("separable", [None, True])
+def test_the_subspace_solver_never_creates_an_n_by_p_tensor(separable):
+    """Node-wise gradients in chunks no larger than J_S (N x s), sliced to S, or (node_separable=True, and after the
+    first check) per-layer factors; the final residual is the matrix-free mode's."""
     count, widths, block = 400, (1, 24, 24, 1), 4
     nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
-    parametrization = TorchParametrization(mlp(widths, 2), nodes)
+    parametrization = TorchParametrization(mlp(widths, 2), nodes, node_separable=separable)
     metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
     mode = ConjugateGradientSolve(max_iterations=50, on_unconverged="ignore")
     manifold = IncrementManifold(parametrization, metric, solve_mode=mode)
@@ -187,6 +189,150 @@ def test_jacobian_columns_are_the_jacobians_columns():
     assert torch.allclose(Parametrization.jacobian_columns(parametrization, theta, indices), columns, atol=1e-14)
     batched = FunctionParametrization.jacobian_columns(parametrization, theta, indices)
     assert torch.allclose(batched, columns, atol=1e-14)
+
+
+@pytest.mark.parametrize("make_flow", [regression_flow, heat_flow], ids=["regression", "heat"])
+def test_a_block_with_memory_is_the_dense_model_on_its_orthonormal_basis(make_flow):
+    """memory: the model over V = [P_S, Q_D] is the dense Gauss–Newton model of c -> phi(theta + V c) at c = 0, mapped by V."""
+    flow = make_flow()
+    parametrization = flow.parametrization
+    theta = parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    p = parametrization.num_parameters
+    solver = SubspaceGaussNewton(block_size=5, memory=2)
+    indices = solver.block(1, p, theta.device)
+    generator = torch.Generator().manual_seed(7)
+    directions = torch.randn(2, p, generator=generator, dtype=torch.float64)
+    model = solver.subspace_model(subproblem, theta, indices, directions)
+    basis = solver._orthonormal_directions(directions, indices)
+    frame = torch.cat([torch.eye(p, dtype=torch.float64)[:, indices], basis], dim=1)  # V, (p, s + q)
+    assert basis.shape == (p, 2) and torch.allclose(frame.T @ frame, torch.eye(7, dtype=torch.float64), atol=1e-13)
+    restricted = FunctionParametrization(lambda c: parametrization.value(theta + frame @ c), torch.zeros(7, dtype=torch.float64))
+    manifold = IncrementManifold(restricted, flow.metric, solve_mode="dense")
+    anchor = parametrization.value(theta).detach()
+    reference = MMSSubproblem(manifold, flow.energy, flow.tau, anchor).gauss_newton_model(torch.zeros(7, dtype=torch.float64), "dense")
+    assert _relative(model.gradient, frame @ reference.gradient) < 1e-12
+    assert model.mean_eigenvalue == pytest.approx(reference.mean_eigenvalue, rel=1e-12)
+    for relative_damping in (1e-3, 1e-1, 1.0):
+        damping = relative_damping * reference.mean_eigenvalue
+        assert _relative(model.step(damping), frame @ reference.step(damping)) < 1e-10
+
+
+def test_memory_drops_directions_inside_the_block_and_repeats():
+    """Q_D keeps only what a direction adds off S and beyond the earlier ones; memory=0 is the block alone."""
+    indices = torch.tensor([0, 2])
+    directions = torch.tensor([[1.0, 0.0, 3.0, 0.0], [0.0, 2.0, 0.0, 0.0], [5.0, 4.0, 1.0, 0.0]], dtype=torch.float64)
+    basis = SubspaceGaussNewton._orthonormal_directions(directions, indices)
+    assert basis.shape == (4, 1) and torch.allclose(basis[:, 0], torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64))
+    assert SubspaceGaussNewton._orthonormal_directions(directions[:1], indices) is None
+    flow = regression_flow(tau=0.2)
+    theta0 = flow.parametrization.initial_point()
+    plain = SubspaceGaussNewton(block_size=6, max_iterations=4).solve(flow.subproblem(theta0), theta0)
+    with_memory = SubspaceGaussNewton(block_size=6, memory=2, max_iterations=4).solve(flow.subproblem(theta0), theta0)
+    first = SubspaceGaussNewton(block_size=6, memory=2, max_iterations=1).solve(flow.subproblem(theta0), theta0)
+    single = SubspaceGaussNewton(block_size=6, max_iterations=1).solve(flow.subproblem(theta0), theta0)
+    assert torch.equal(first.point, single.point)  # no step yet: the first iteration is the block's
+    assert with_memory.cost_history[-1] <= plain.cost_history[-1]
+    assert with_memory.state.next_draw == plain.state.next_draw == 5
+    with pytest.raises(ValueError, match="memory"):
+        SubspaceGaussNewton(block_size=6, memory=-1)
+
+
+class _PeriodicFeatures(torch.nn.Module):
+    """A first layer with parameters outside ``torch.nn.Linear`` (TENG's ``a cos(x + phi) + c``): their columns by per-node gradients."""
+
+    def __init__(self, units: int, dimension: int, seed: int):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.a, self.phi = (torch.nn.Parameter(torch.randn(units, dimension, generator=generator, dtype=torch.float64)) for _ in range(2))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return (self.a * torch.cos(points[:, None, :] + self.phi)).reshape(points.shape[0], -1)
+
+
+def _layer_networks():
+    """Node-separable networks of several shapes: m = 1 and m = 3 outputs, a frozen weight, a bias-free layer, a non-Linear first layer."""
+    torch.manual_seed(0)  # torch.nn.Linear's initialisation
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 9), torch.nn.Tanh(), torch.nn.Linear(9, 7), torch.nn.Tanh(), torch.nn.Linear(7, 1)).double()
+    outputs = torch.nn.Sequential(torch.nn.Linear(2, 6, bias=False), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
+    frozen = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
+    frozen[0].weight.requires_grad_(False)
+    periodic = torch.nn.Sequential(_PeriodicFeatures(3, 2, 1), torch.nn.Tanh(), torch.nn.Linear(6, 4).double(), torch.nn.Tanh(), torch.nn.Linear(4, 1).double())
+    return {"plain": plain, "outputs": outputs, "frozen": frozen, "periodic": periodic}
+
+
+@pytest.mark.parametrize("name", ["plain", "outputs", "frozen", "periodic"])
+def test_layer_factor_columns_are_the_node_wise_columns(name):
+    """J_S from per-layer factors (node_separable=True) equals the node-wise Jacobian's columns to 1e-10, in any order of S."""
+    module = _layer_networks()[name]
+    nodes = torch.rand(37, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    parametrization = TorchParametrization(module, nodes, node_separable=True)
+    theta = parametrization.initial_point() + 0.1 * torch.randn(parametrization.num_parameters, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    full = parametrization._node_wise_jacobian(theta)
+    size = parametrization.num_parameters
+    for indices in (torch.arange(size), torch.randperm(size, generator=torch.Generator().manual_seed(4))[: size // 3], torch.tensor([size - 1, 0])):
+        columns = parametrization.jacobian_columns(theta, indices)
+        assert columns.shape == (37, parametrization.output_shape[1], indices.numel())
+        assert float((columns - full[..., indices]).abs().max()) <= 1e-10 * float(full.abs().max())
+
+
+def test_layer_factor_columns_fall_back_where_a_layer_is_used_twice():
+    """A Linear layer applied twice has no single (a, g) factor pair: the node-wise path answers, still J[..., S]."""
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(3, 3).double()
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.lift, self.out = shared, torch.nn.Linear(2, 3).double(), torch.nn.Linear(3, 1).double()
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.inner(torch.tanh(self.inner(torch.tanh(self.lift(x)))))))
+
+    nodes = torch.rand(11, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    parametrization = TorchParametrization(Twice(), nodes, node_separable=True)
+    theta = parametrization.initial_point()
+    indices = torch.tensor([0, 4, 9, 13, parametrization.num_parameters - 1])
+    expected = parametrization._node_wise_jacobian(theta)[..., indices]
+    assert torch.allclose(parametrization.jacobian_columns(theta, indices), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_layer_factor_columns_never_create_an_n_by_p_tensor():
+    """The layer-factor path with a non-Linear first layer (its columns by per-node gradients): nothing N x p."""
+    count = 400
+    module = torch.nn.Sequential(
+        _PeriodicFeatures(12, 2, 0), torch.nn.Tanh(), torch.nn.Linear(24, 24).double(), torch.nn.Tanh(), torch.nn.Linear(24, 1).double()
+    )
+    nodes = torch.rand(count, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    parametrization = TorchParametrization(module, nodes, node_separable=True)
+    p = parametrization.num_parameters
+    theta = parametrization.initial_point()
+    indices = torch.tensor([0, 5, 30, 47, 100, p - 1])  # first layer (a, phi), a weight, a bias, the output
+    guard = LargestTensor()
+    with guard:
+        columns = parametrization.jacobian_columns(theta, indices)
+    assert columns.shape == (count, 1, 6)
+    assert guard.largest < count * p / 10, (guard.largest, count * p)
+
+
+@pytest.mark.parametrize("name", ["plain", "periodic"])
+def test_the_subspace_step_is_the_same_on_either_column_path(name):
+    """One SubspaceGaussNewton solve with layer-factor columns (node_separable=True) equals the node-wise path's to 1e-10."""
+    nodes = torch.rand(60, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    metric = L2Metric(torch.full((60,), 1 / 60, dtype=torch.float64))
+    points = {}
+    for separable in (True, False):
+        module = _layer_networks()[name]
+        parametrization = TorchParametrization(module, nodes, node_separable=True)
+        if not separable:  # the node-wise reverse-mode columns, the path before the layer factors
+            parametrization.jacobian_columns = lambda theta, indices, p=parametrization: p._node_wise_jacobian(theta, indices)
+        manifold = IncrementManifold(parametrization, metric, solve_mode="dense")
+        target = torch.sin(3 * nodes[:, :1]) * torch.cos(nodes[:, 1:])
+        anchor = parametrization.value(parametrization.initial_point()).detach()
+        subproblem = MMSSubproblem(manifold, L2Regression(target, metric), 0.1, anchor)
+        theta = parametrization.initial_point()
+        points[separable] = SubspaceGaussNewton(7, seed=1, max_iterations=4).solve(subproblem, theta).point
+    assert float((points[True] - points[False]).norm()) <= 1e-10 * float(points[False].norm())
 
 
 @pytest.mark.parametrize(

@@ -41,18 +41,25 @@ def test_fft_dirichlet_energy_is_the_dense_spectral_stiffness_and_its_prox_exact
     assert energy.convexity(metric) == 0.0 and abs(float(eigenvalues.min())) < 1e-12
 
 
-def test_teng_network_has_p_8361_and_the_pointwise_jacobian_is_the_jacobian(side):
+def test_teng_network_has_p_8361_and_the_module_and_its_columns_are_the_function_and_its_jacobian(side):
+    """teng_module equals teng_network (kernels transposed), and its layer-factor columns J_S are J's to 1e-12."""
     assert side.parameter_count() == 8361
+    assert sum(p.numel() for p in side.teng_module().parameters()) == 8361
     width, depth = 6, 4
     points = torch.tensor(side.grid_points(4), dtype=torch.float64)
     generator = torch.Generator().manual_seed(1)
     theta = torch.randn(side.parameter_count(width, depth), generator=generator, dtype=torch.float64)
     assert side.teng_network(theta, points, width, depth).shape == (16,)
-    pointwise = side.pointwise_parametrization(points, theta, width, depth)
+    network = side.teng_parametrization(points, theta, width, depth)
+    start = network.initial_point()
+    assert torch.equal(start, side.module_parameters(theta, width, depth))
+    assert torch.allclose(network.value(start)[:, 0], side.teng_network(theta, points, width, depth), rtol=1e-13, atol=1e-14)
     generic = FunctionParametrization(lambda t: side.teng_network(t, points, width, depth), theta)
-    assert torch.allclose(pointwise.jacobian(theta), generic.jacobian(theta), rtol=1e-12, atol=1e-14)
-    indices = torch.tensor([0, 5, theta.numel() - 1])
-    assert torch.equal(pointwise.jacobian_columns(theta, indices), pointwise.jacobian(theta)[:, :, indices])
+    order = side.module_parameters(torch.arange(theta.numel(), dtype=torch.float64), width, depth).long()
+    assert torch.allclose(network.jacobian(start), generic.jacobian(theta)[:, :, order], rtol=1e-12, atol=1e-14)
+    indices = torch.tensor([0, 5, 40, 41, 70, start.numel() - 1])  # first layer, a kernel, a bias, the output
+    columns = network.jacobian_columns(start, indices)
+    assert torch.allclose(columns, network.jacobian(start)[:, :, indices], rtol=1e-12, atol=1e-14)
     # the periodic embedding: the network is 2 pi-periodic in each coordinate
     shifted = points + torch.tensor([2 * math.pi, -2 * math.pi], dtype=torch.float64)
     values = side.teng_network(theta, points, width, depth)
@@ -78,3 +85,24 @@ def test_allen_cahn_implicit_step_solves_its_equation_and_bdf2_is_second_order(a
     slope = {name: math.log2(errors[0.04][name] / errors[0.02][name]) for name in errors[0.04]}
     assert slope["BDF2, Richardson start"] > 1.8 and slope["Heun (TENG's default)"] > 1.8
     assert 0.8 < slope["implicit Euler"] < 1.2
+
+
+def test_explicit_euler_step_multiplies_each_fourier_mode(side):
+    """The exact explicit Euler step of a grid mode cos(k . x) is (1 - dt D |k|^2) cos(k . x)."""
+    points = side.grid_points(16)
+    mode = np.cos(3 * points[:, 0] - 2 * points[:, 1])
+    step = side.explicit_euler_step(mode, 0.01, nodes=16)
+    assert np.allclose(step, (1 - 0.01 * side.DIFFUSIVITY * 13) * mode, rtol=0, atol=1e-13)
+
+
+def test_a_resumed_teng_run_chains_its_save_folders(side, tmp_path):
+    """--resume A: A's saved steps come first, then the new folder's; a folder without saved steps is refused."""
+    for name, count in (("first", 3), ("second", 2)):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        for step in range(count):
+            (tmp_path / "results" / name / f"var_state_new_{step}.pickle").write_bytes(b"")
+    assert side.saved_step_count(tmp_path, "first") == 3
+    assert side.resumed_save_dirs(tmp_path, ["first"], "second") == ["first", "second"]
+    assert side.resumed_save_dirs(tmp_path, None, "first") == ["first"]
+    with pytest.raises(ValueError, match="no saved step"):
+        side.resumed_save_dirs(tmp_path, ["missing"], "second")

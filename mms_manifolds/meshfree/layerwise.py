@@ -26,7 +26,7 @@ with the same :math:`W_l` and adds :math:`b_l` to the value channel only:
 :math:`z^l_{ic}` the layer's input channel :math:`c` at node :math:`i` and :math:`g^l_{iqc}` the gradient of
 :math:`j_{iq}` with respect to its output channel. Nodes do not interact, so one backward pass of
 :math:`\sum_i j_{iq}` per component :math:`q` gives every :math:`g^l_{iq}` (as
-:func:`~mms_manifolds.parametrizations.layer_kernel.linear_layer_kernel` does for plain values). The
+:func:`~mms_manifolds.parametrizations.layer_kernel.linear_layer_factors` does for plain values). The
 second derivative :math:`D^2j[\xi, \xi]` that the geodesic acceleration needs comes from second-order Taylor
 arithmetic along :math:`\theta + t\xi` through the same layers (:func:`layerwise_second_derivative`). The
 per-node reverse mode over nested transforms (:class:`~mms_manifolds.meshfree.JetParametrization` with

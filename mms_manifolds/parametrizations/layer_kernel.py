@@ -17,6 +17,12 @@ respect to :math:`z^l` the per-node rows), and the kernel costs :math:`\sum_l (N
 flops instead of the :math:`(Nm)^2 p` of :math:`BB^\top` (at :math:`p = 20601`, :math:`N = 4900`, an MLP of
 width 100: about 12 times fewer). This is the structure of the neural tangent kernel's layer-wise
 computation (Novak, Sohl-Dickstein, Schoenholz, "Fast finite width neural tangent kernel", ICML 2022).
+
+The same factors give any set of columns of :math:`J` (:func:`linear_layer_columns`): the column of the
+weight entry :math:`(W_l)_{qr}` is :math:`\partial u_{ij}/\partial (W_l)_{qr} = g^l_{ijq}\,a^l_{ir}`, of the bias
+entry :math:`(b_l)_q` it is :math:`g^l_{ijq}`: :math:`s` columns cost :math:`O(Nms)` products after the one forward
+and :math:`m` backward passes, where per-node gradients cost the full :math:`(N, m, p)` Jacobian's work and
+:math:`s` JVPs :math:`s` forward passes.
 """
 
 from __future__ import annotations
@@ -25,13 +31,13 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LayerFactor", "LinearLayerFactors", "linear_layer_factors"]
+__all__ = ["LayerFactor", "LinearLayerFactors", "linear_layer_columns", "linear_layer_factors"]
 
 
 def _trainable_layers(
     module: torch.nn.Module, trainable: list[str]
-) -> list[tuple[torch.nn.Linear, bool, bool]] | None:
-    """``(layer, weight trainable, bias trainable)`` for the ``Linear`` layers owning every name in ``trainable``, or ``None`` if some parameter is owned by none."""
+) -> tuple[list[tuple[str, torch.nn.Linear, bool, bool]], list[str]]:
+    """``(prefix, layer, weight trainable, bias trainable)`` of the ``Linear`` layers owning names in ``trainable``, and the names no ``Linear`` layer owns."""
     layers, owned = [], set()
     names = set(trainable)
     for name, layer in module.named_modules():
@@ -41,8 +47,8 @@ def _trainable_layers(
         weight, bias = f"{prefix}weight" in names, f"{prefix}bias" in names
         owned.update(key for key, held in ((f"{prefix}weight", weight), (f"{prefix}bias", bias)) if held)
         if weight or bias:
-            layers.append((layer, weight, bias))
-    return layers if owned == names else None
+            layers.append((prefix, layer, weight, bias))
+    return layers, [name for name in trainable if name not in owned]
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,51 @@ class LinearLayerFactors:
         return product
 
 
+def _collect_factors(
+    layers: list[tuple[str, torch.nn.Linear, bool, bool]],
+    forward: object,
+    theta: torch.Tensor,
+    output_shape: tuple[int, int],
+) -> tuple[LayerFactor, ...] | None:
+    r"""Each layer's :class:`LayerFactor` from one forward pass with the layers hooked and :math:`m` backward passes, or ``None``.
+
+    The backward passes are of :math:`\sum_i u_{ij}`, one per output component :math:`j`. ``None`` where a layer is
+    applied more or less than once, or to anything but an ``(N, d_in)`` batch, or the output is not ``(N, m)``.
+    """
+    count, outputs = output_shape
+    seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {id(layer): [] for _, layer, _, _ in layers}
+
+    def record(layer: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if id(layer) in seen:
+            seen[id(layer)].append((inputs[0], output))
+
+    handles = [layer.register_forward_hook(record) for _, layer, _, _ in layers]
+    try:
+        with torch.enable_grad():
+            values = forward(theta.detach().requires_grad_(True))
+    finally:
+        for handle in handles:
+            handle.remove()
+    calls = [seen[id(layer)] for _, layer, _, _ in layers]
+    if any(len(call) != 1 or call[0][0].ndim != 2 or call[0][0].shape[0] != count for call in calls):
+        return None
+    if tuple(values.shape) != (count, outputs):
+        return None
+    layer_outputs = [call[0][1] for call in calls]
+    gradients = [[] for _ in layers]  # per layer, per output component: (N, d_out)
+    for component in range(outputs):
+        grads = torch.autograd.grad(
+            values[:, component].sum(), layer_outputs, retain_graph=component < outputs - 1, allow_unused=True
+        )
+        for index, (grad, output) in enumerate(zip(grads, layer_outputs)):
+            gradients[index].append(torch.zeros_like(output) if grad is None else grad)
+    size = count * outputs
+    return tuple(
+        LayerFactor(call[0][0].detach(), torch.stack(grads, dim=1).reshape(size, -1).detach(), weight, bias)
+        for (_prefix, _layer, weight, bias), call, grads in zip(layers, calls, gradients)
+    )
+
+
 def linear_layer_factors(
     module: torch.nn.Module,
     forward: object,
@@ -205,40 +256,71 @@ def linear_layer_factors(
     is absent: a trainable parameter outside a ``Linear`` layer, a layer applied more or less than once, or
     to anything but an ``(N, d_in)`` batch. Node separability itself is the caller's to know.
     """
-    layers = _trainable_layers(module, trainable)
-    if layers is None:
+    layers, others = _trainable_layers(module, trainable)
+    if others or not layers:
+        return None
+    factors = _collect_factors(layers, forward, theta, output_shape)
+    return None if factors is None else LinearLayerFactors(factors, *output_shape)
+
+
+def linear_layer_columns(
+    module: torch.nn.Module,
+    forward: object,
+    trainable: list[str],
+    sizes: list[int],
+    theta: torch.Tensor,
+    output_shape: tuple[int, int],
+    indices: torch.Tensor,
+    other_columns: object,
+) -> torch.Tensor | None:
+    r"""The columns :math:`J_S` (``(N, m, s)``) of the flat parameters ``indices`` from per-layer factors, or ``None``.
+
+    A weight entry :math:`(W_l)_{qr}` (``torch.nn.Linear`` stores :math:`W_l` as ``(d_out, d_in)``, flattened row
+    by row: flat offset :math:`q\,d_{in} + r`) has the column :math:`g^l_{:, :, q}\,a^l_{:, r}`, a bias entry
+    :math:`(b_l)_q` the column :math:`g^l_{:, :, q}` (module docstring). The columns of parameters no ``Linear``
+    layer owns come from ``other_columns(names, positions)``: for those parameter names (each with the flat
+    positions wanted inside it, ``(k,)`` tensors) it returns their columns, ``(N, m, sum k)`` in that order.
+    The largest tensors are :math:`J_S` itself and the factors (``(N, d)`` per layer); never ``(N, m, p)``.
+
+    Args:
+        module: the network; its ``Linear`` layers are hooked for one forward pass.
+        forward: ``theta -> u`` (``(p,) -> (N, m)``), evaluating ``module`` at the nodes.
+        trainable: the names of the trainable parameters, in the order of :math:`\theta`.
+        sizes: their numbers of entries.
+        theta: the point, shape ``(p,)``.
+        output_shape: ``(N, m)``.
+        indices: :math:`S`, shape ``(s,)``, distinct.
+        other_columns: as above.
+
+    Returns ``None`` (the caller forms the columns otherwise) where a ``Linear`` layer is applied more or less
+    than once or to anything but an ``(N, d_in)`` batch. Node separability is the caller's to know.
+    """
+    layers, others = _trainable_layers(module, trainable)
+    factors = _collect_factors(layers, forward, theta, output_shape)
+    if factors is None:
         return None
     count, outputs = output_shape
-    seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {id(layer): [] for layer, _, _ in layers}
-
-    def record(layer: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if id(layer) in seen:
-            seen[id(layer)].append((inputs[0], output))
-
-    handles = [layer.register_forward_hook(record) for layer, _, _ in layers]
-    try:
-        with torch.enable_grad():
-            values = forward(theta.detach().requires_grad_(True))
-    finally:
-        for handle in handles:
-            handle.remove()
-    calls = [seen[id(layer)] for layer, _, _ in layers]
-    if any(len(call) != 1 or call[0][0].ndim != 2 or call[0][0].shape[0] != count for call in calls):
-        return None
-    if tuple(values.shape) != (count, outputs):
-        return None
-    layer_outputs = [call[0][1] for call in calls]
-    gradients = [[] for _ in layers]  # per layer, per output component: (N, d_out)
-    for component in range(outputs):
-        grads = torch.autograd.grad(
-            values[:, component].sum(), layer_outputs, retain_graph=component < outputs - 1, allow_unused=True
-        )
-        for index, (grad, output) in enumerate(zip(grads, layer_outputs)):
-            gradients[index].append(torch.zeros_like(output) if grad is None else grad)
-    size = count * outputs
-    factors = tuple(
-        LayerFactor(call[0][0].detach(), torch.stack(grads, dim=1).reshape(size, -1).detach(), weight, bias)
-        for (_layer, weight, bias), call, grads in zip(layers, calls, gradients)
-    )
-    return LinearLayerFactors(factors, count, outputs)
-
+    starts = torch.tensor([0, *sizes], device=indices.device).cumsum(0)
+    owner = torch.bucketize(indices, starts[1:], right=True)  # the parameter each index belongs to
+    local = indices - starts[owner]
+    position = {name: number for number, name in enumerate(trainable)}
+    # stored column by column, (s, N, m), and returned as its (N, m, s) view: a consumer that moves the column
+    # axis first (J_S^T products) reads contiguous columns, and every column is written as one contiguous row
+    stored = torch.empty(indices.numel(), count, outputs, dtype=theta.dtype, device=theta.device)
+    with torch.no_grad():
+        for (prefix, layer, weight, bias), factor in zip(layers, factors):
+            inputs = factor.inputs
+            by_unit = factor.output_gradients.reshape(count, outputs, -1).permute(2, 0, 1).contiguous()  # (d_out, N, m)
+            if weight:
+                chosen = (owner == position[f"{prefix}weight"]).nonzero().squeeze(-1)
+                rows, cols = local[chosen] // layer.in_features, local[chosen] % layer.in_features
+                stored[chosen] = by_unit[rows] * inputs.T.contiguous()[cols].unsqueeze(-1)
+            if bias:
+                chosen = (owner == position[f"{prefix}bias"]).nonzero().squeeze(-1)
+                stored[chosen] = by_unit[local[chosen]]
+        wanted = [(name, (owner == position[name]).nonzero().squeeze(-1)) for name in others]
+        wanted = [(name, chosen) for name, chosen in wanted if chosen.numel()]
+    if wanted:
+        block = other_columns([name for name, _ in wanted], [local[chosen] for _, chosen in wanted])
+        stored[torch.cat([chosen for _, chosen in wanted])] = block.detach().movedim(-1, 0)
+    return stored.movedim(0, -1)

@@ -9,7 +9,7 @@ from torch.func import functional_call, jacrev, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .._checks import check_finite, check_flag
-from .layer_kernel import LinearLayerFactors, linear_layer_factors
+from .layer_kernel import LinearLayerFactors, linear_layer_columns, linear_layer_factors
 from .torch_function import FunctionParametrization, jacobian_chunk_numbers, serialized
 
 __all__ = ["TorchParametrization"]
@@ -216,14 +216,53 @@ class TorchParametrization(FunctionParametrization):
     def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         r"""The columns :math:`J_S` of the parameters ``indices`` (shape ``(s,)``), shape ``(N, m, s)``: node by node when node-separable.
 
-        Per-node gradients (reverse mode, about the cost of three forward passes for all of :math:`J`, where
-        :math:`s` JVPs cost :math:`s` forward passes) over chunks of nodes whose ``(chunk, m, p)`` gradients
-        hold no more numbers than :math:`J_S` itself (and at most ``jacobian_chunk_numbers(device)``), sliced to
-        :math:`S` and written into the ``(N, m, s)`` result: the full Jacobian is never held. Batched JVPs
-        (:meth:`FunctionParametrization.jacobian_columns`) where the module couples nodes.
+        For a module known to be node-separable (``node_separable=True``, or the check at an earlier Jacobian)
+        and evaluated by this class's own forward, from per-layer factors
+        (:func:`~mms_manifolds.parametrizations.layer_kernel.linear_layer_columns`: one forward and :math:`m`
+        backward passes, then :math:`O(Nms)` products; the parameters of other layers by per-node gradients
+        with respect to them only). Otherwise per-node gradients (reverse mode, about the cost of three forward
+        passes for all of :math:`J`, where :math:`s` JVPs cost :math:`s` forward passes) over chunks of nodes
+        whose ``(chunk, m, p)`` gradients hold no more numbers than :math:`J_S` itself (and at most
+        ``jacobian_chunk_numbers(device)``), sliced to :math:`S` and written into the ``(N, m, s)`` result: the
+        full Jacobian is never held. Batched JVPs (:meth:`FunctionParametrization.jacobian_columns`) where the
+        module couples nodes.
         """
+        if self.node_separable and type(self)._forward is TorchParametrization._forward and self.nodes.ndim >= 2:
+            columns = linear_layer_columns(
+                self.module, self._phi, self._names, self._sizes, self.check_point(theta), self.output_shape,
+                indices, lambda names, positions: self._node_wise_columns(theta, names, positions),
+            )
+            if columns is not None:
+                return columns
         columns = self._checked_node_wise_jacobian(theta, indices)
         return super().jacobian_columns(theta, indices) if columns is None else columns
+
+    def _node_wise_columns(self, theta: torch.Tensor, names: list[str], positions: list[torch.Tensor]) -> torch.Tensor:
+        r"""Per-node gradients with respect to the parameters ``names`` only (the rest held at ``theta``), their entries ``positions``: ``(N, m, sum k)``.
+
+        ``vmap(jacrev(...))`` over nodes in chunks whose ``(chunk, m, sum of the sizes)`` gradients hold at most
+        ``jacobian_chunk_numbers(device)`` numbers.
+        """
+        parameters = {**self._fixed, **{name: value.detach() for name, value in self.unflatten(theta).items()}}
+        chosen = {name: parameters.pop(name) for name in names}
+
+        def at_node(varying: dict[str, torch.Tensor], node: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.module, {**parameters, **varying}, (node.unsqueeze(0),)).reshape(-1)
+
+        count, outputs = self.output_shape
+        width = sum(value.numel() for value in chosen.values())
+        chunk = max(1, jacobian_chunk_numbers(self.device) // (outputs * width))
+        per_node = vmap(jacrev(at_node), in_dims=(None, 0))
+        blocks = []
+        for start in range(0, count, chunk):
+            gradients = per_node(chosen, self.nodes[start : start + chunk])
+            blocks.append(
+                torch.cat(
+                    [gradients[name].reshape(*gradients[name].shape[:2], -1)[..., where] for name, where in zip(names, positions)],
+                    dim=-1,
+                )
+            )
+        return torch.cat(blocks)
 
     def _checked_node_wise_jacobian(self, theta: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor | None:
         """The node-wise Jacobian (its columns ``indices``, or all), or ``None`` where the module couples nodes.
