@@ -4,6 +4,7 @@ from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_so
 from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
 from .composite import OperatorSum, ScaledOperator, diagonal_of, multiple_of
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization, singular_value_solve
+from .forcing import EisenstatWalker, ForcingSequence
 from .diagonal_weight import DiagonalWeightFactorization, diagonal_weight_factorization
 from .kernel import KernelFactorization, KernelSolve
 from .limits import pseudo_inverse_rtol, range_mask
@@ -20,6 +21,8 @@ __all__ = [
     "ConjugateGradientSolve",
     "DenseSolve",
     "DiagonalWeightFactorization",
+    "EisenstatWalker",
+    "ForcingSequence",
     "Factorization",
     "GramFactorization",
     "GramOperator",
