@@ -353,9 +353,12 @@ class MMSSubproblem:
             gradient = jacobian.reshape(-1, manifold.dim).T @ function_gradient.reshape(-1)
         else:
             gradient = manifold.parametrization.vjp(theta, function_gradient)
-        metric_trace = metric_operator.trace(exact=mode.forms_jacobian)
-        if multiple is not None:  # W = sM: the metric's own factorisation, scaled
-            factorization = manifold.metric_factorization(theta)
+        metric_factorization = manifold.metric_factorization(theta) if multiple is not None else None
+        metric_trace = None if metric_factorization is None else metric_factorization.known_trace()
+        if metric_trace is None:
+            metric_trace = metric_operator.trace(exact=mode.forms_jacobian)
+        if metric_factorization is not None:  # W = sM: the metric's own factorisation, scaled
+            factorization = metric_factorization
             return GaussNewtonModel(
                 cost,
                 gradient,

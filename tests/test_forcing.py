@@ -137,6 +137,13 @@ def test_a_forced_cg_step_decreases_an_exactly_quadratic_cost_by_the_stated_shar
     assert solution.iterations < plain_iterations
 
 
+def mlp_regression(count: int, widths: tuple[int, ...], seed: int):
+    """``(parametrization, energy, metric)``: an MLP regression of :math:`\sin 3x` on ``count`` nodes of [-1, 1]."""
+    nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
+    metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
+    return TorchParametrization(mlp(widths, seed), nodes), L2Regression(torch.sin(3 * nodes), metric), metric
+
+
 def _count_cg_iterations(run) -> tuple[object, int]:
     """``run()``'s result and the CG iterations its Gauss–Newton iterations reported to the progress logger."""
     counted = []
@@ -159,12 +166,8 @@ def _count_cg_iterations(run) -> tuple[object, int]:
 @pytest.mark.parametrize("choice", [1, 2])
 def test_forcing_takes_fewer_cg_iterations_and_keeps_the_dense_solves_decrease(choice):
     """Six Gauss–Newton iterations on a small MLP regression step: CG with forcing terms against CG to 1e-10 and dense."""
-    count = 80
-    nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
-    parametrization = TorchParametrization(mlp((1, 10, 10, 1), 4), nodes)
-    metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
-    energy = L2Regression(torch.sin(3 * nodes), metric)
-    theta = parametrization.initial_point()
+    parametrization, energy, metric = mlp_regression(80, (1, 10, 10, 1), 4)
+    nodes, theta = parametrization.nodes, parametrization.initial_point()
     decreases, counts, results = {}, {}, {}
     for name, mode, forcing in (
         ("dense", "dense", None),
@@ -188,11 +191,7 @@ def test_forcing_takes_fewer_cg_iterations_and_keeps_the_dense_solves_decrease(c
 
 
 def test_a_step_whose_solve_is_capped_says_it_is_not_certified():
-    count = 40
-    nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
-    parametrization = TorchParametrization(mlp((1, 8, 8, 1), 1), nodes)
-    metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
-    energy = L2Regression(torch.sin(3 * nodes), metric)
+    parametrization, energy, metric = mlp_regression(40, (1, 8, 8, 1), 1)
     theta0 = parametrization.initial_point()
     capped = ConjugateGradientSolve(max_iterations=1, on_unconverged="ignore")
     forcing = EisenstatWalker(fraction=0.999999)

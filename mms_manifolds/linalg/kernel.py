@@ -109,12 +109,8 @@ class KernelFactorization(GramFactorization):
 
     def __init__(self, operator: GramOperator, block_rows: int):
         parametrization = operator.parametrization
-        rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
-        check_fits_in_memory(
-            KernelSolve.peak_numbers(columns, rows) * parametrization.dtype.itemsize,
-            parametrization.device,
-            f"the kernel solve (J and its whitened copy, {rows} x {columns}, and a {rows} x {rows} kernel)",
-        )
+        rows = parametrization.ambient_dimension
+        self._check_memory(parametrization)
         self.operator, self.mode, self.block_rows = operator, KernelSolve.name, block_rows
         self._rtol = pseudo_inverse_rtol(rows, parametrization.dtype)
         self._cholesky = self._eigen = None
@@ -124,6 +120,16 @@ class KernelFactorization(GramFactorization):
         self._range_known = False
         self.kernel_source: str | None = None
         """How :math:`K` was formed: ``"layers"`` (per-layer factors of the network), ``"jacobian"`` (:math:`BB^\top`), or ``None`` before."""
+
+    @staticmethod
+    def _check_memory(parametrization: object) -> None:
+        """Raise ``MemoryError`` where the peak of :meth:`KernelSolve.peak_numbers` does not fit the device."""
+        rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
+        check_fits_in_memory(
+            KernelSolve.peak_numbers(columns, rows) * parametrization.dtype.itemsize,
+            parametrization.device,
+            f"the kernel solve (J and its whitened copy, {rows} x {columns}, and a {rows} x {rows} kernel)",
+        )
 
     @property
     def factor(self) -> torch.Tensor:
@@ -147,6 +153,11 @@ class KernelFactorization(GramFactorization):
         ``STRUCTURE_TOLERANCE`` relative, by one VJP and one JVP, so that neither the check nor :math:`K` forms
         :math:`J` (the residual split at a new point needs only :math:`K`).
         """
+        kernel = self._checked_layer_kernel()
+        return None if kernel is None else self._whitened_on_both_sides(kernel)
+
+    def _checked_layer_kernel(self) -> torch.Tensor | None:
+        r""":math:`JJ^\top` (``(Nm, Nm)``) from :meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel`, or ``None`` where it has none or it fails the check of :meth:`_structured_gram`."""
         operator = self.operator
         parametrization, theta = operator.parametrization, operator.theta
         kernel = parametrization.jacobian_kernel(theta)
@@ -159,8 +170,12 @@ class KernelFactorization(GramFactorization):
         mismatch = float(torch.linalg.vector_norm(kernel @ probe - expected)) / max(
             float(torch.linalg.vector_norm(expected)), torch.finfo(kernel.dtype).tiny
         )
-        if not mismatch <= self.STRUCTURE_TOLERANCE:
-            return None
+        return kernel if mismatch <= self.STRUCTURE_TOLERANCE else None
+
+    def _whitened_on_both_sides(self, kernel: torch.Tensor) -> torch.Tensor:
+        r""":math:`C^\top KC` (``(Nm, Nm)``, symmetrised) for :math:`K` = ``kernel``."""
+        operator = self.operator
+        rows, shape = kernel.shape[0], operator.parametrization.output_shape
         right = operator.weight.whiten(kernel.reshape(rows, *shape))  # K_J C
         gram = operator.weight.whiten(right.T.reshape(rows, *shape))  # C^T K_J C
         return 0.5 * (gram + gram.T)

@@ -71,6 +71,10 @@ class Factorization(ABC):
         pseudo-inverse, if larger than the factorisation's own; ``None`` for the factorisation's own.
         """
 
+    def known_trace(self) -> float | None:
+        r""":math:`\operatorname{tr}(J^\top WJ)` where the factorisation holds it exactly at no further cost, else ``None`` (this default)."""
+        return None
+
     def solve_inexact(self, rhs: torch.Tensor, damping: float, forcing: float, fraction: float) -> LinearSolution:
         r"""A damped solve (:math:`\lambda > 0`) that may stop at relative residual ``forcing`` once ``fraction`` of the exact decrease is certified.
 
