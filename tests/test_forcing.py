@@ -138,7 +138,7 @@ def test_a_forced_cg_step_decreases_an_exactly_quadratic_cost_by_the_stated_shar
 
 
 def mlp_regression(count: int, widths: tuple[int, ...], seed: int):
-    """``(parametrization, energy, metric)``: an MLP regression of :math:`\sin 3x` on ``count`` nodes of [-1, 1]."""
+    r"""``(parametrization, energy, metric)``: an MLP regression of :math:`\sin 3x` on ``count`` nodes of [-1, 1]."""
     nodes = torch.linspace(-1, 1, count, dtype=torch.float64).unsqueeze(-1)
     metric = L2Metric(torch.full((count,), 2 / count, dtype=torch.float64))
     return TorchParametrization(mlp(widths, seed), nodes), L2Regression(torch.sin(3 * nodes), metric), metric

@@ -6,7 +6,14 @@ import pytest
 import torch
 from test_linalg import LargestTensor
 
-from mms_manifolds import GaussNewton, IncrementManifold, L2Metric, L2Regression, TorchParametrization
+from mms_manifolds import (
+    GaussNewton,
+    IncrementManifold,
+    L2Metric,
+    L2Regression,
+    SubspaceGaussNewton,
+    TorchParametrization,
+)
 from mms_manifolds.grids import stiffness_1d, trapezoid_weights
 from mms_manifolds.linalg import AutoSolve, DenseSolve, GramOperator, LayerKernelSolve, WhitenedJacobianProducts
 from mms_manifolds.metrics import SobolevMetric
@@ -107,7 +114,7 @@ def test_without_a_layer_kernel_the_mode_forms_b_and_says_so():
 
 
 def test_the_layer_kernel_mode_never_creates_an_n_by_p_tensor():
-    """K is N x N = 1e4 numbers here, N x p = 1.8e5: every tensor a step, a residual and a gradient make stays below N p / 10."""
+    """K is N x N = 1e4 numbers here, N x p = 1.8e5: every tensor of a step (full and subspace), a residual, a gradient and a retraction stays below N p / 10."""
     count, widths = 100, (1, 40, 40, 1)
     parametrization, metric, nodes = wide_problem(count, widths)
     manifold = IncrementManifold(parametrization, metric, solve_mode="layer-kernel")
@@ -120,6 +127,7 @@ def test_the_layer_kernel_mode_never_creates_an_n_by_p_tensor():
         subproblem.residual(theta)
         result = GaussNewton(max_iterations=2).solve(subproblem, theta)
         manifold.retract_projective(theta, 1e-3 * result.point)
+        SubspaceGaussNewton(8, max_iterations=1).solve(subproblem, theta)
     assert count * count <= guard.largest < count * p / 10, (guard.largest, count * p)
     assert result.cost_history[-1] < result.cost_history[0]
     factorization = manifold.metric_factorization(theta)

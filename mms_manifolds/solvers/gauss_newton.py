@@ -245,6 +245,7 @@ class GaussNewton(InnerSolver):
                     theta,
                 )
             )
+        model = None  # release the last point's factorisation before the final point's is formed
         if not residual_iterations or residual_iterations[-1] != iterations:
             residuals.append(subproblem.tangential_residual(theta))
             residual_iterations.append(iterations)
