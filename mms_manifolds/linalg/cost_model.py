@@ -11,7 +11,7 @@ acceleration, Levenberg–Marquardt retries, the residual split):
   forms :math:`JJ^\top` from its layers): no Jacobian; the layer kernel's flops
   (:meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel_flops`, :math:`\sum_l n^2 d^l_{out} +
   N^2 d^l_{in}`) and its whitening at ``gemm_flops``, the same Cholesky factorisations, and one JVP and one VJP
-  per solve and for the kernel's check; memory :meth:`LayerKernelSolve.peak_numbers` (:math:`3n^2`);
+  per solve and for the kernel's check; memory :meth:`LayerKernelSolve.peak_numbers` (:math:`4n^2`);
 - CG: :math:`S \times I` iterations of one JVP and one VJP (:math:`8np` flops at ``autodiff_flops``, or
   ``iteration_latency`` seconds where that is longer: a GPU's launches), :math:`I` =
   ``CG_ITERATIONS_PER_SOLVE``; memory :math:`O(n + p)`.

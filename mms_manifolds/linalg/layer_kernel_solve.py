@@ -9,7 +9,7 @@ Where the parametrisation forms :math:`JJ^\top` from per-layer factors
 with :math:`Bb = C^\top(Jb)` one JVP and :math:`B^\top y = J^\top(Cy)` one VJP (:math:`Cy` the adjoint of the
 whitening, by autograd), and the residual split reads :math:`K` alone (:class:`~mms_manifolds.linalg.KernelFactorization`).
 Nothing of size :math:`Nm \times p` is formed: the memory is that of :math:`K`, its shifted copy and its Cholesky
-factor, :math:`3(Nm)^2` numbers (:meth:`LayerKernelSolve.peak_numbers`), against :math:`3Nm\,p + 4(Nm)^2` for
+factor, :math:`3(Nm)^2` numbers, after the layer kernel's assembly at :math:`4(Nm)^2` (:meth:`LayerKernelSolve.peak_numbers`), against :math:`3Nm\,p + 4(Nm)^2` for
 :class:`~mms_manifolds.linalg.KernelSolve`; the time per point is the layer kernel's flops, the Cholesky
 factorisations, and one JVP and one VJP per solve instead of :math:`Nm` reverse passes for :math:`J`. A
 parametrisation without a layer kernel (or one failing its check) falls back to :math:`B` formed, where it fits.
@@ -83,7 +83,7 @@ class LayerKernelFactorization(KernelFactorization):
         check_fits_in_memory(
             LayerKernelSolve.peak_numbers(parametrization.num_parameters, rows) * parametrization.dtype.itemsize,
             parametrization.device,
-            f"the layer-kernel solve (a {rows} x {rows} kernel, its shifted copy and its Cholesky factor)",
+            f"the layer-kernel solve (a {rows} x {rows} kernel, its assembly's temporaries, its Cholesky factor)",
         )
 
     @property
@@ -150,7 +150,7 @@ class LayerKernelSolve:
     r"""The kernel side for :math:`Nm < p` without the Jacobian: :math:`K` from the network's layers, :math:`B` by JVP and VJP.
 
     The mode :class:`~mms_manifolds.linalg.AutoSolve` takes on the kernel side where the parametrisation has a
-    layer kernel and :math:`3(Nm)^2` numbers fit (module docstring; ``docs/performance.md``). The step Hessian of a
+    layer kernel and :math:`4(Nm)^2` numbers fit (module docstring; ``docs/performance.md``). The step Hessian of a
     non-quadratic energy (:meth:`factorize_weighted`) is solved matrix-free by CG, as in the ``"cg"`` mode.
 
     Args:
@@ -167,8 +167,12 @@ class LayerKernelSolve:
 
     @staticmethod
     def peak_numbers(num_parameters: int, ambient_dimension: int) -> int:
-        r"""Numbers held at the peak: :math:`K`, its shifted copy and its Cholesky factor, :math:`3(Nm)^2`, and a few vectors."""
-        return 3 * ambient_dimension**2 + 8 * (ambient_dimension + num_parameters)
+        r"""Numbers held at the peak, :math:`4(Nm)^2` and a few vectors: the layer kernel's assembly (:math:`K`, one layer's two factors' products, :math:`(K + K^\top)/2`); later :math:`K`, its shifted copy and its Cholesky factor.
+
+        Measured: 3.72 GiB resident at :math:`Nm = 10^4`, :math:`p = 99901`, where :math:`4(Nm)^2` numbers are
+        2.98 GiB (``docs/performance.md``).
+        """
+        return 4 * ambient_dimension**2 + 8 * (ambient_dimension + num_parameters)
 
     def factorize(self, operator: GramOperator) -> LayerKernelFactorization:
         parametrization = operator.parametrization
