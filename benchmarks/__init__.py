@@ -28,6 +28,8 @@ Scripts (each measurement in one place):
   Gauss–Newton, Adam and L-BFGS, in one process or several combined.
 - :mod:`benchmarks.residual_bookkeeping`: the share of one MMS step's CPU time spent on residual splits, per
   solver, at :math:`p = 8{,}577`, :math:`N = 4{,}900`.
+- :mod:`benchmarks.forcing`: the CG tolerances of Gauss–Newton's model solves on that step (a fixed tolerance,
+  the certified decrease, Eisenstat–Walker forcing terms): CG iterations and model decrease per iteration.
 - :mod:`benchmarks.subspace`: subspace Gauss–Newton against full Gauss–Newton and Adam on that step.
 - :mod:`benchmarks.retractions`: Gauss–Newton's step moved along frozen and exact geodesics against
   Riemannian gradient descent with the exponential map, on the paper's quick flows.

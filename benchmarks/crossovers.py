@@ -13,10 +13,19 @@ this section alone wants an ``--output`` of its own, or it replaces the device's
 
     python -m benchmarks.floors --sections crossovers --output /tmp/crossovers-cpu.json   # CPU, one thread
     python -m benchmarks.floors --sections crossovers --device cuda --output benchmarks/results/floors-cuda-crossovers.json
+
+or alone on a grid of its own (the kernel side, where ``AutoSolve`` weighs the kernel modes against CG)::
+
+    python -m benchmarks.crossovers --parameters 8600 20000 --nodes 1000 2000 [--device cuda] [--threads 1]
+
+which writes ``benchmarks/results/crossovers-<device>.json``. The layer-kernel mode
+(:class:`~mms_manifolds.linalg.LayerKernelSolve`) is timed where :math:`N < p`; ``AutoSolve`` is given the
+parametrisation's layer-kernel flops, as :class:`~mms_manifolds.IncrementManifold` gives them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import torch
@@ -27,11 +36,13 @@ from mms_manifolds.linalg import (
     DenseSolve,
     GramOperator,
     KernelSolve,
+    LayerKernelSolve,
     WoodburySolve,
 )
 
+from . import RESULTS
 from .flows import regression_flow
-from .timing import time_call
+from .timing import conditions, time_call, use_threads
 
 __all__ = ["MODES", "crossovers", "grid", "markdown"]
 
@@ -40,6 +51,7 @@ MODES = {
     "dense-svd": DenseSolve(method="svd"),
     "woodbury": WoodburySolve(),
     "kernel": KernelSolve(),
+    "layer-kernel": LayerKernelSolve(),
     "cg": ConjugateGradientSolve(),
 }
 
@@ -76,13 +88,14 @@ def crossovers(parameter_sizes: list[int], node_sizes: list[int], device: torch.
                 if name == "dense-svd" and min(theta.numel(), nodes) * max(theta.numel(), nodes) > 2e7:
                     row["seconds"][name] = None  # thin SVD of this size takes tens of seconds; not a contender
                     continue
-                if name == "kernel" and nodes >= theta.numel():
+                if name in ("kernel", "layer-kernel") and nodes >= theta.numel():
                     row["seconds"][name] = None  # the kernel mode factors the N x N side only where N < p
                     continue
                 work = (mode, parametrization, metric, theta, rhs, damping)
                 timing = time_call(lambda work=work: factor_and_solve(*work), device, repeats=3, warmup=1)
                 row["seconds"][name] = timing.wall
-            picked, reason = AutoSolve().select(theta.numel(), nodes, 8, device=device)
+            flops = parametrization.jacobian_kernel_flops()
+            picked, reason = AutoSolve().select(theta.numel(), nodes, 8, device=device, kernel_flops=flops)
             measured = {name: value for name, value in row["seconds"].items() if value is not None}
             fastest = min(measured, key=measured.get)
             row.update(
@@ -111,3 +124,23 @@ def markdown(record: dict) -> str:
             f"| {row['p']} | {row['N']} | {cells} | {row['auto']} | {row['fastest']} | {row['auto_over_fastest']:.2f} |"
         )
     return "\n".join(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parameters", type=int, nargs="+", required=True, help="parameter sizes (1-w-w-1 MLPs)")
+    parser.add_argument("--nodes", type=int, nargs="+", required=True, help="node counts")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    arguments = parser.parse_args()
+    threads = use_threads(arguments.threads)
+    device = torch.device(arguments.device)
+    record = {**conditions(device), "threads": threads, "crossovers": crossovers(arguments.parameters, arguments.nodes, device)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"crossovers-{device.type}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 r"""Gauss–Newton at the sizes people run: the 2-D regression step at p = 20,601, N = 4,900, and the memory cell.
 
     python -m benchmarks.scale                      # set-up, GN / Adam / L-BFGS on one step, one thread
-    python -m benchmarks.scale --only memory        # peak RSS at p = 1e5, N = 1e4 in the matrix-free mode
+    python -m benchmarks.scale --only memory        # peak RSS at p = 1e5, N = 1e4: matrix-free and layer-kernel modes
     python -m benchmarks.scale --device cuda        # the same on a GPU
 
 The step (:func:`benchmarks.flows.regression_step_flow`): an MLP 2-100-100-100-1 (tanh, p = 20,601) on a
@@ -13,9 +13,11 @@ and the time spent computing errors is subtracted from the solver's clock). Repo
 twice its best, and the time to twice Gauss–Newton's best (``inf`` where it never gets there), with the
 ratios over Gauss–Newton's in the same run.
 
-The memory cell runs in a fresh process (``--cell memory``) so that its peak resident set size is its
-own: one Gauss–Newton iteration with an MLP 2-222-222-222-1 (p = 99,901) on N = 10,000 nodes, CG mode.
-Results go to ``benchmarks/results/scale-<device>.json``.
+The memory cells run each in a fresh process (``--cell memory``) so that its peak resident set size is its
+own: one Gauss–Newton iteration with an MLP 2-222-222-222-1 (p = 99,901) on N = 10,000 nodes, in the CG mode
+(CG capped at ``--memory-cg-cap``) and in the layer-kernel mode (:class:`~mms_manifolds.linalg.LayerKernelSolve`:
+the 10,000 x 10,000 kernel from the layers, no Jacobian), ``--memory-modes`` choosing; each also reports its
+CPU seconds. Results go to ``benchmarks/results/scale-<device>.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import torch
 
 from mms_manifolds import LBFGS, Adam, GaussNewton
-from mms_manifolds.linalg import ConjugateGradientSolve
+from mms_manifolds.linalg import ConjugateGradientSolve, LayerKernelSolve
 
 from . import RESULTS
 from .curves import add_step_arguments, solver_runs, time_to
@@ -59,20 +61,33 @@ def step_comparison(args: argparse.Namespace) -> dict:
 
 
 def memory_cell(args: argparse.Namespace) -> dict:
-    """Peak RSS of one GN iteration in CG mode (CG capped at ``--memory-cg-cap``) at p ~ 1e5, N = 1e4, in this process."""
-    mode = ConjugateGradientSolve(max_iterations=args.memory_cg_cap, on_unconverged="ignore")
+    """Peak RSS of one GN iteration at p ~ 1e5, N = 1e4 in ``--memory-modes``' first mode, in this process.
+
+    ``cg``: CG capped at ``--memory-cg-cap``; ``layer-kernel``: :class:`~mms_manifolds.linalg.LayerKernelSolve`.
+    """
+    name = args.memory_modes[0]
+    if name == "cg":
+        mode = ConjugateGradientSolve(max_iterations=args.memory_cg_cap, on_unconverged="ignore")
+    else:
+        mode = LayerKernelSolve()
     flow, setup_seconds = regression_step_flow((222, 222, 222), 100, args.device, solve_mode=mode)
     theta = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta)
     with Stopwatch(args.device) as clock:
-        GaussNewton(max_iterations=1).solve(subproblem, theta)
+        result = GaussNewton(max_iterations=1).solve(subproblem, theta)
+    factorization = flow.manifold.metric_factorization(result.point)
     return {
+        "mode": name,
         "num_parameters": flow.parametrization.num_parameters,
         "nodes": 100 * 100,
         "setup_seconds": setup_seconds,
         "iteration_seconds": clock.wall,
-        "cg_cap": args.memory_cg_cap,
+        "iteration_cpu_seconds": clock.cpu,
+        "cg_cap": args.memory_cg_cap if name == "cg" else None,
+        "kernel_source": getattr(factorization, "kernel_source", None),
+        "cost_decrease": result.cost_history[0] - result.cost_history[-1],
         "peak_rss_bytes": peak_rss_bytes(),
+        "peak_cuda_bytes": torch.cuda.max_memory_allocated() if torch.device(args.device).type == "cuda" else None,
     }
 
 
@@ -83,6 +98,7 @@ def main() -> None:
     parser.add_argument("--adam-lr", type=float, nargs="+", default=[1e-3])
     parser.add_argument("--lbfgs-iterations", type=int, default=50)
     parser.add_argument("--memory-cg-cap", type=int, default=5)
+    parser.add_argument("--memory-modes", choices=["cg", "layer-kernel"], nargs="+", default=["cg", "layer-kernel"])
     parser.add_argument("--only", choices=["step", "memory"], nargs="+", default=["step", "memory"])
     parser.add_argument("--cell", choices=["memory"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,7 +111,10 @@ def main() -> None:
         report["step"] = step_comparison(args)
     if "memory" in args.only:
         cell = ["--cell", "memory", "--device", args.device, "--threads", str(args.threads)]
-        report["memory"] = fresh_process("scale", cell + ["--memory-cg-cap", str(args.memory_cg_cap)])
+        cell += ["--memory-cg-cap", str(args.memory_cg_cap)]
+        report["memory"] = {
+            name: fresh_process("scale", [*cell, "--memory-modes", name]) for name in args.memory_modes
+        }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"scale-{torch.device(args.device).type}.json"
     path.write_text(json.dumps(report, indent=2, default=float))

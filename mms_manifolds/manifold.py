@@ -168,7 +168,12 @@ class IncrementManifold:
         self.metric = metric
         self.solve_mode = make_solve_mode(solve_mode)
         self.solve_choice = resolve_solve_mode(
-            self.solve_mode, self.dim, parametrization.ambient_dimension, parametrization.dtype, parametrization.device
+            self.solve_mode,
+            self.dim,
+            parametrization.ambient_dimension,
+            parametrization.dtype,
+            parametrization.device,
+            parametrization.jacobian_kernel_flops(),
         )
         """The solve mode in use and why (:class:`~mms_manifolds.linalg.SolveChoice`), resolved once here."""
         self._check_metric()

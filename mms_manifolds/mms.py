@@ -515,6 +515,7 @@ class MinimizingMovement:
             step, record, inner.point, stop_reason, inner.state, exact_state, u, withdrawal,
             report is not None and not report.full_column_rank,
             far_from_converged(stop_reason, list(following.tangential_residuals), float(record.step_tolerance)),
+            tuple(inner.extra.get("uncertified_iterations", ())),
         )
         return following, outcome
 
@@ -841,6 +842,7 @@ _FOUND_BY_THE_RUN = (
     "rank_deficient_steps",
     "certification_withdrawn",
     "unconverged_steps",
+    "uncertified_decrease_steps",
     "notes_found",
     "scheme_record",
     "resume_proof",
@@ -981,6 +983,7 @@ class _StepOutcome:
     withdrawal: str | None
     rank_deficient: bool
     unconverged: str | None
+    uncertified_decrease: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1094,6 +1097,14 @@ def _write_step(result: MMSResult, outcome: _StepOutcome, scheme_record: SchemeR
     result.metadata["scheme_record"] = scheme_record.as_metadata()  # step sizes, G-norm, estimates
     if outcome.unconverged is not None:
         _note_unconverged_step(result, outcome.step, outcome.unconverged)
+    if outcome.uncertified_decrease:
+        entry = {"step": outcome.step, "iterations": list(outcome.uncertified_decrease)}
+        result.metadata.setdefault("uncertified_decrease_steps", []).append(entry)
+        _add_note(
+            result,
+            "some Gauss–Newton steps were not certified to reach the forcing rule's share of the exact step's "
+            "model decrease (uncertified_decrease_steps: a CG solve reached its cap first)",
+        )
     result.metadata["resume_proof"] = resume_proof.record(outcome.step, outcome.u, source)
 
 

@@ -23,6 +23,7 @@ from .linalg import (
     DiagonalWeightFactorization,
     Factorization,
     GramOperator,
+    LinearSolution,
     OperatorSum,
     ScaledOperator,
     diagonal_weight_factorization,
@@ -74,6 +75,9 @@ class GaussNewtonModel:
         range_gradient: :math:`s` with :math:`g = B^\top s` where ``factorization`` is a
             :class:`~mms_manifolds.linalg.DiagonalWeightFactorization` (then :meth:`step` solves in range form,
             without the kernel solve's cancellation at small damping), else ``None``.
+        forcing: ``(eta, fraction)``: damped solves stop at relative residual ``eta`` once ``fraction`` of the
+            exact damped decrease is certified (an inexact-Newton forcing term, set by
+            ``GaussNewton(forcing=...)`` per iteration); ``None``: the solve mode's own tolerance.
     """
 
     cost: float
@@ -83,6 +87,7 @@ class GaussNewtonModel:
     mean_eigenvalue: float
     proximal_share: float
     range_gradient: torch.Tensor | None = None
+    forcing: tuple[float, float] | None = None
 
     def step(self, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
         r""":math:`\delta = -(A + \mu I)^{-1}g`, shape ``(p,)``; :math:`\mu = 0` gives :math:`-A^+g`, the truncated pseudo-inverse step.
@@ -94,14 +99,32 @@ class GaussNewtonModel:
             return -self.factorization.range_solve(self.range_gradient, damping / self.scale, cutoff) / self.scale
         return -self.solve(self.gradient, damping, cutoff)
 
+    def inexact_step(self, damping: float) -> tuple[torch.Tensor, LinearSolution]:
+        r"""``(step, solution)``: :math:`\delta = -x`, :math:`x \approx (A + \mu I)^{-1}g` stopped by ``forcing`` (``damping`` :math:`\mu > 0`).
+
+        With ``forcing`` :math:`(\eta, \vartheta)` the solve stops at relative residual :math:`\eta` once
+        :math:`\vartheta` of the exact damped model decrease is certified
+        (:meth:`~mms_manifolds.linalg.Factorization.solve_inexact`), so that :meth:`predicted_decrease` of the
+        step is at least ``solution.certified_fraction`` times that of the exact step. Direct factorisations,
+        and the model without ``forcing``, give :meth:`step` itself.
+        """
+        if self.range_gradient is not None or self.forcing is None:
+            step = self.step(damping)
+            return step, LinearSolution(value=-step, mode=self.factorization.mode)
+        solution = self.factorization.solve_inexact(self.gradient, damping / self.scale, *self.forcing)
+        return -solution.value / self.scale, solution
+
     def solve(self, rhs: torch.Tensor, damping: float = 0.0, cutoff: float | None = None) -> torch.Tensor:
         r""":math:`(A + \mu I)^{-1}b` for ``rhs`` :math:`b` of shape ``(p,)``, or the truncated pseudo-inverse :math:`A^+b` for :math:`\mu = 0`.
 
         The pseudo-inverse drops the eigenvalues of :math:`A` at or below ``cutoff`` times the largest,
         where ``cutoff`` is larger than the factorisation's own cutoff
         (:func:`~mms_manifolds.linalg.pseudo_inverse_rtol`, or the solve mode's), else at or below that
-        one. In the matrix-free mode :math:`\mu = 0` is not available.
+        one. In the matrix-free mode :math:`\mu = 0` is not available. With ``forcing``, a damped solve stops
+        early by it (:meth:`inexact_step`).
         """
+        if self.forcing is not None and damping > 0.0:
+            return self.factorization.solve_inexact(rhs, damping / self.scale, *self.forcing).value / self.scale
         return self.factorization.solve(rhs, damping / self.scale, cutoff).value / self.scale
 
     def predicted_decrease(self, step: torch.Tensor, damping: float = 0.0) -> float:
@@ -330,9 +353,12 @@ class MMSSubproblem:
             gradient = jacobian.reshape(-1, manifold.dim).T @ function_gradient.reshape(-1)
         else:
             gradient = manifold.parametrization.vjp(theta, function_gradient)
-        metric_trace = metric_operator.trace(exact=mode.forms_jacobian)
-        if multiple is not None:  # W = sM: the metric's own factorisation, scaled
-            factorization = manifold.metric_factorization(theta)
+        metric_factorization = manifold.metric_factorization(theta) if multiple is not None else None
+        metric_trace = None if metric_factorization is None else metric_factorization.known_trace()
+        if metric_trace is None:
+            metric_trace = metric_operator.trace(exact=mode.forms_jacobian)
+        if metric_factorization is not None:  # W = sM: the metric's own factorisation, scaled
+            factorization = metric_factorization
             return GaussNewtonModel(
                 cost,
                 gradient,

@@ -15,6 +15,7 @@ from mms_manifolds.linalg import (
     AutoSolve,
     CertifiedDecrease,
     ConjugateGradientSolve,
+    EisenstatWalker,
     GramOperator,
     NystromPreconditioning,
     conjugate_gradient,
@@ -92,12 +93,38 @@ def test_matrix_free_mode_never_creates_an_n_by_p_tensor(preconditioner, toleran
         manifold.egrad2rgrad(theta, subproblem.euclidean_gradient(theta))
         subproblem.residual(theta)
         GaussNewton(max_iterations=2).solve(subproblem, theta)
+        GaussNewton(max_iterations=1, forcing=EisenstatWalker()).solve(subproblem, theta)
+        manifold.retract_projective(theta, 1e-3 * theta)
     # the widest tensor is a layer activation (N x width) or a parameter-sized vector, far below N x p
     assert guard.largest < count * p / 10, (guard.largest, count * p)
     dense_guard = LargestTensor()
     with dense_guard:
         IncrementManifold(parametrization, metric, solve_mode="dense").egrad2rgrad(theta, torch.ones(p, dtype=torch.float64))
     assert dense_guard.largest >= count * p  # the guard does see a materialised Jacobian
+
+
+def test_a_jet_energy_in_the_matrix_free_mode_never_creates_an_n_by_p_tensor():
+    """Mesh-free jets (value and gradient rows, a diagonal step Hessian): no N x p tensor in the CG mode, where the dense mode makes one."""
+    from mms_manifolds.meshfree import JetMetric, JetParametrization, RitzEnergy, box_interior_grid
+
+    jets = JetParametrization(mlp((2, 24, 24, 1), 1), {"interior": box_interior_grid(10, 2, ("value", "gradient"))})
+    energy = RitzEnergy(jets, lambda x: torch.ones_like(x[:, 0]))
+    metric = JetMetric(jets, value={"interior": 1.0}, gradient={"interior": 1.0})
+    mode = ConjugateGradientSolve(max_iterations=20, on_unconverged="ignore")
+    manifold = IncrementManifold(jets, metric, solve_mode=mode)
+    theta = jets.initial_point()
+    subproblem = MMSSubproblem(manifold, energy, 0.1, jets.value(theta))
+    size = jets.ambient_dimension * jets.num_parameters
+    guard = LargestTensor()
+    with guard:
+        result = GaussNewton(max_iterations=1).solve(subproblem, theta)
+        manifold.retract_projective(theta, 1e-3 * theta, iterations=1)
+    assert guard.largest < size / 10, (guard.largest, size)
+    assert result.cost_history[-1] < result.cost_history[0]
+    dense_guard = LargestTensor()
+    with dense_guard:
+        IncrementManifold(jets, metric, solve_mode="dense").egrad2rgrad(theta, torch.ones_like(theta))
+    assert dense_guard.largest >= size
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from mms_manifolds.linalg import (
     DenseSolve,
     GramOperator,
     KernelSolve,
+    LayerKernelSolve,
     NystromPreconditioning,
     conjugate_gradient,
     nystrom_approximation,
@@ -57,10 +58,13 @@ def test_block_kernel_gram_matrix_is_b_b_transpose_and_symmetric():
         torch.testing.assert_close(gram, factor @ factor.T, rtol=1e-14, atol=1e-13)
 
 
+@pytest.mark.parametrize("kernel_mode", [KernelSolve(), LayerKernelSolve()])
 @pytest.mark.parametrize("metric_kind", ["l2", "sobolev"])
 @pytest.mark.parametrize(("count", "full_rank"), [(8, True), (40, False)])
-def test_kernel_residual_split_equals_the_svd_split(metric_kind, count, full_rank):
+def test_kernel_residual_split_equals_the_svd_split(metric_kind, count, full_rank, kernel_mode):
     """Full rank (Cholesky certificate: exact, 1e-10) and rank-deficient (eigh of K) kernels against the dense SVD split.
+
+    Both kernel modes: ``B B^T`` (``KernelSolve``) and the layers' kernel with ``B`` as products (``LayerKernelSolve``).
 
     Where K is rank-deficient its eigenvectors near the cutoff carry the Gram matrix's rounding,
     about sqrt(eps) of the target (the accuracy of the CUDA path of ``GramOperator.whitened_svd`` too).
@@ -71,7 +75,7 @@ def test_kernel_residual_split_equals_the_svd_split(metric_kind, count, full_ran
     theta = parametrization.initial_point()
     v = torch.sin(4 * nodes) + nodes**3
     dense = DenseSolve().factorize(GramOperator(parametrization, metric, theta))
-    kernel = KernelSolve().factorize(GramOperator(parametrization, metric, theta))
+    kernel = kernel_mode.factorize(GramOperator(parametrization, metric, theta))
     assert kernel.full_rank() is full_rank
     tolerance = (1e-10 if full_rank else 1e-6) * float(metric.norm(v))
     for got, want in zip(kernel.range_split_norms(v, 0.0), dense.range_split_norms(v, 0.0)):

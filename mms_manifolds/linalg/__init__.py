@@ -1,11 +1,13 @@
-"""Linear algebra of the pullback metric: the Gram operator and its three solve modes."""
+"""Linear algebra of the pullback metric: the Gram operator and its solve modes."""
 
 from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_solve_mode
 from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
 from .composite import OperatorSum, ScaledOperator, diagonal_of, multiple_of
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization, singular_value_solve
 from .diagonal_weight import DiagonalWeightFactorization, diagonal_weight_factorization
+from .forcing import EisenstatWalker, ForcingSequence
 from .kernel import KernelFactorization, KernelSolve
+from .layer_kernel_solve import LayerKernelFactorization, LayerKernelSolve, WhitenedJacobianProducts
 from .limits import pseudo_inverse_rtol, range_mask
 from .linearization import MetricLinearization
 from .nystrom import NystromApproximation, NystromPreconditioning, nystrom_approximation
@@ -20,11 +22,15 @@ __all__ = [
     "ConjugateGradientSolve",
     "DenseSolve",
     "DiagonalWeightFactorization",
+    "EisenstatWalker",
+    "ForcingSequence",
     "Factorization",
     "GramFactorization",
     "GramOperator",
     "KernelFactorization",
     "KernelSolve",
+    "LayerKernelFactorization",
+    "LayerKernelSolve",
     "NystromApproximation",
     "NystromPreconditioning",
     "MetricLinearization",
@@ -38,6 +44,7 @@ __all__ = [
     "UnconvergedSolveError",
     "UnconvergedSolveWarning",
     "WhitenedGramFactorization",
+    "WhitenedJacobianProducts",
     "WoodburySolve",
     "certified_decrease_fraction",
     "conjugate_gradient",

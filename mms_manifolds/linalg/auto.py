@@ -7,15 +7,16 @@ from dataclasses import dataclass
 import torch
 
 from .cg import ConjugateGradientSolve
-from .cost_model import DEVICE_RATES, cg_estimate, dense_svd_seconds, kernel_estimate
+from .cost_model import DEVICE_RATES, cg_estimate, dense_svd_seconds, kernel_estimate, layer_kernel_estimate
 from .dense import DenseSolve
 from .kernel import KernelSolve
+from .layer_kernel_solve import LayerKernelSolve
 from .limits import available_memory_bytes
 from .woodbury import WoodburySolve
 
 __all__ = ["AutoSolve", "SolveChoice", "SolveMode", "make_solve_mode", "resolve_solve_mode"]
 
-SolveMode = DenseSolve | WoodburySolve | KernelSolve | ConjugateGradientSolve
+SolveMode = DenseSolve | WoodburySolve | KernelSolve | LayerKernelSolve | ConjugateGradientSolve
 
 #: Default peak bytes of a dense or kernel factorisation on a CPU (``AutoSolve(memory_budget_bytes=...)``).
 CPU_MEMORY_BUDGET_BYTES = 4 * 2**30
@@ -74,8 +75,15 @@ class AutoSolve:
         ambient_dimension: int,
         bytes_per_number: int = 8,
         device: torch.device | str = "cpu",
+        kernel_flops: float | None = None,
     ) -> tuple[SolveMode, str]:
-        """Return ``(mode, reason)`` for a problem with ``p`` parameters and ``Nm`` node values on ``device``."""
+        """Return ``(mode, reason)`` for a problem with ``p`` parameters and ``Nm`` node values on ``device``.
+
+        ``kernel_flops``: the flops of the parametrisation's layer kernel :math:`JJ^\top`
+        (:meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel_flops`) where it has one; the
+        kernel mode's time estimate then charges those instead of :math:`(Nm)^2p`
+        (:func:`~mms_manifolds.linalg.cost_model.kernel_estimate`).
+        """
         kind = torch.device(device).type
         budget = self.memory_budget_bytes
         if budget is None:
@@ -88,14 +96,28 @@ class AutoSolve:
         rates = DEVICE_RATES.get(kind, DEVICE_RATES["cpu"])
         svd_seconds = dense_svd_seconds(num_parameters, ambient_dimension, rates)
         kernel_side = ambient_dimension < num_parameters
+        layer = None
+        if kernel_side and kernel_flops is not None:
+            layer_peak = LayerKernelSolve.peak_numbers(num_parameters, ambient_dimension)
+            layer = layer_kernel_estimate(
+                num_parameters, ambient_dimension, bytes_per_number, rates, layer_peak, kernel_flops
+            )
         if smaller <= limit and required <= budget and kernel_side and svd_seconds > DENSE_SVD_SECONDS:
+            slow_svd = (
+                f"min(p, Nm) = {smaller} <= {limit} on {kind}, but the dense mode's SVD of the {ambient_dimension} x "
+                f"{num_parameters} whitened Jacobian would take about {svd_seconds:.3g} s per point "
+                f"(> {DENSE_SVD_SECONDS:g} s)"
+            )
+            if layer is not None and layer.peak_bytes <= budget:
+                return LayerKernelSolve(), (
+                    f"{slow_svd}: Cholesky of the {ambient_dimension} x {ambient_dimension} kernel from the network's "
+                    f"layers, no Jacobian, about {layer.peak_bytes / 2**20:.0f} MiB"
+                )
             peak = KernelSolve.peak_numbers(num_parameters, ambient_dimension) * bytes_per_number
             if peak <= budget:
                 return KernelSolve(), (
-                    f"min(p, Nm) = {smaller} <= {limit} on {kind}, but the dense mode's SVD of the {ambient_dimension} x "
-                    f"{num_parameters} whitened Jacobian would take about {svd_seconds:.3g} s per point "
-                    f"(> {DENSE_SVD_SECONDS:g} s): Cholesky of the {ambient_dimension} x {ambient_dimension} kernel, "
-                    f"about {peak / 2**20:.0f} MiB"
+                    f"{slow_svd}: Cholesky of the {ambient_dimension} x {ambient_dimension} kernel, about "
+                    f"{peak / 2**20:.0f} MiB"
                 )
         if smaller <= limit and required <= budget:
             return DenseSolve(), (
@@ -108,17 +130,29 @@ class AutoSolve:
             f"(limit {limit})"
         )
         cg = cg_estimate(num_parameters, ambient_dimension, bytes_per_number, rates)
-        if ambient_dimension < num_parameters:
-            peak = KernelSolve.peak_numbers(num_parameters, ambient_dimension)
-            kernel = kernel_estimate(num_parameters, ambient_dimension, bytes_per_number, rates, peak)
-            estimates = (
-                f"estimated per point: kernel {kernel.seconds:.3g} s and {kernel.peak_bytes / 2**20:.0f} MiB, "
-                f"CG {cg.seconds:.3g} s"
-            )
-            if kernel.peak_bytes <= budget and kernel.seconds <= cg.seconds:
-                return KernelSolve(), f"{dense_refused}; {estimates}: Cholesky of the {ambient_dimension} x {ambient_dimension} kernel"
-            return ConjugateGradientSolve(), f"{dense_refused}; {estimates}: matrix-free CG"
-        return ConjugateGradientSolve(), f"{dense_refused}; matrix-free CG (estimated {cg.seconds:.3g} s per point)"
+        if not kernel_side:
+            return ConjugateGradientSolve(), f"{dense_refused}; matrix-free CG (estimated {cg.seconds:.3g} s per point)"
+        peak = KernelSolve.peak_numbers(num_parameters, ambient_dimension)
+        kernel = kernel_estimate(num_parameters, ambient_dimension, bytes_per_number, rates, peak)
+        candidates = {"kernel": (kernel, KernelSolve)}
+        if layer is not None:
+            candidates["layer kernel"] = (layer, LayerKernelSolve)
+        estimates = ", ".join(
+            f"{name} {estimate.seconds:.3g} s and {estimate.peak_bytes / 2**20:.0f} MiB"
+            for name, (estimate, _) in candidates.items()
+        )
+        estimates = f"estimated per point: {estimates}, CG {cg.seconds:.3g} s"
+        fitting = {name: entry for name, entry in candidates.items() if entry[0].peak_bytes <= budget}
+        if fitting:
+            name = min(fitting, key=lambda key: fitting[key][0].seconds)
+            estimate, mode = fitting[name]
+            if estimate.seconds <= cg.seconds:
+                what = "from the network's layers, no Jacobian" if mode is LayerKernelSolve else "from B B^T"
+                return mode(), (
+                    f"{dense_refused}; {estimates}: Cholesky of the {ambient_dimension} x {ambient_dimension} "
+                    f"kernel {what}"
+                )
+        return ConjugateGradientSolve(), f"{dense_refused}; {estimates}: matrix-free CG"
 
 
 @dataclass(frozen=True)
@@ -130,12 +164,20 @@ class SolveChoice:
 
 
 def resolve_solve_mode(
-    mode: object, num_parameters: int, ambient_dimension: int, dtype: torch.dtype, device: torch.device | str
+    mode: object,
+    num_parameters: int,
+    ambient_dimension: int,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    kernel_flops: float | None = None,
 ) -> SolveChoice:
-    """The one place a solve mode is resolved: ``"auto"`` (or an :class:`AutoSolve`) by :meth:`AutoSolve.select`, any other as given."""
+    """The one place a solve mode is resolved: ``"auto"`` (or an :class:`AutoSolve`) by :meth:`AutoSolve.select`, any other as given.
+
+    ``kernel_flops``: the parametrisation's layer-kernel flops, or ``None`` (:meth:`AutoSolve.select`).
+    """
     mode = make_solve_mode(mode)
     if isinstance(mode, AutoSolve):
-        return SolveChoice(*mode.select(num_parameters, ambient_dimension, dtype.itemsize, device))
+        return SolveChoice(*mode.select(num_parameters, ambient_dimension, dtype.itemsize, device, kernel_flops))
     return SolveChoice(mode, f"{mode.name}, as given")
 
 
@@ -144,7 +186,7 @@ SOLVE_MODE_INTERFACE = ("name", "forms_jacobian", "factorize", "factorize_weight
 
 
 def make_solve_mode(mode: object) -> SolveMode | AutoSolve:
-    """Turn ``"auto" | "dense" | "woodbury" | "kernel" | "cg"`` or a mode instance into a mode instance.
+    """Turn ``"auto" | "dense" | "woodbury" | "kernel" | "layer-kernel" | "cg"`` or a mode instance into a mode instance.
 
     Any object with the attributes of :data:`SOLVE_MODE_INTERFACE` is a mode (``docs/architecture.md`` adds one):
     ``factorize(operator)`` returns the :class:`~mms_manifolds.linalg.Factorization` of the metric's Gram operator,
@@ -155,6 +197,7 @@ def make_solve_mode(mode: object) -> SolveMode | AutoSolve:
         "dense": DenseSolve,
         "woodbury": WoodburySolve,
         "kernel": KernelSolve,
+        "layer-kernel": LayerKernelSolve,
         "cg": ConjugateGradientSolve,
     }
     if isinstance(mode, str):

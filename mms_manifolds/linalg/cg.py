@@ -2,6 +2,7 @@ r"""Matrix-free conjugate gradients: one JVP and one VJP per iteration, memory :
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ def conjugate_gradient(
     preconditioner: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     decrease_fraction: float | None = None,
     shift: float = 0.0,
+    forcing: float = math.inf,
 ) -> tuple[torch.Tensor, int, float]:
     r"""(Preconditioned) conjugate gradients for an SPD operator: solve :math:`Ax = b` from :math:`x_0 = 0`.
 
@@ -45,8 +47,11 @@ def conjugate_gradient(
             :math:`A`; or a callable :math:`r \mapsto P^{-1}r`, ``(p,) -> (p,)``, SPD; ``None`` for plain CG.
         decrease_fraction: :math:`\vartheta \in (0, 1)`: stop also at the first iterate certified to achieve
             :math:`\vartheta` of the exact decrease of :math:`q(x) = \tfrac12 x\cdot Ax - b\cdot x`
-            (:func:`certified_decrease_fraction`, with ``shift`` :math:`\le \lambda_{\min}(A)`); ``None``: no such test.
+            (:func:`certified_decrease_fraction`, with ``shift`` :math:`\le \lambda_{\min}(A)`) whose relative
+            residual is also at most ``forcing``; ``None``: no such test.
         shift: a certified lower bound on :math:`\lambda_{\min}(A)` (the damping of a damped Gram operator).
+        forcing: :math:`\eta`, the relative residual an iterate stopped by ``decrease_fraction`` must also reach
+            (an inexact-Newton forcing term, :mod:`~mms_manifolds.linalg.forcing`); default no such bound.
 
     Returns:
         ``(x, iterations, relative_residual)``.
@@ -73,7 +78,7 @@ def conjugate_gradient(
         residual_norm = float(torch.linalg.vector_norm(residual))
         if residual_norm <= tolerance * rhs_norm:
             break
-        if decrease_fraction is not None:
+        if decrease_fraction is not None and residual_norm <= forcing * rhs_norm:
             achieved = float(rhs @ solution)
             if certified_decrease_fraction(achieved, residual_norm, shift) >= decrease_fraction:
                 break
@@ -200,31 +205,47 @@ class _ConjugateGradientFactorization(Factorization):
 
     def solve(self, rhs: torch.Tensor, damping: float, rtol: float | None = None) -> LinearSolution:
         del rtol  # no pseudo-inverse here: CG solves the damped system
+        rule = self.settings.tolerance
+        if isinstance(rule, CertifiedDecrease):
+            return self._solve(rhs, damping, rule.relative_tolerance, rule.fraction, math.inf)
+        return self._solve(rhs, damping, rule, None, math.inf)
 
+    def solve_inexact(self, rhs: torch.Tensor, damping: float, forcing: float, fraction: float) -> LinearSolution:
+        r"""Stop at relative residual ``forcing`` once ``fraction`` of the exact damped model decrease is certified.
+
+        Or at the mode's own tolerance (its ``relative_tolerance`` where it is a :class:`CertifiedDecrease`),
+        whichever comes first; a solve that reaches neither by the cap is unconverged (``on_unconverged``).
+        """
+        rule = self.settings.tolerance
+        target = rule.relative_tolerance if isinstance(rule, CertifiedDecrease) else rule
+        return self._solve(rhs, damping, target, fraction, forcing)
+
+    def _solve(
+        self, rhs: torch.Tensor, damping: float, target: float, fraction: float | None, forcing: float
+    ) -> LinearSolution:
         def matvec(xi: torch.Tensor) -> torch.Tensor:
             return self.operator.matvec(xi) + damping * xi
 
-        rule = self.settings.tolerance
-        certified = isinstance(rule, CertifiedDecrease)
-        target = rule.relative_tolerance if certified else rule
         value, iterations, relative = conjugate_gradient(
             matvec,
             rhs,
             tolerance=target,
             max_iterations=self.settings.max_iterations,
             preconditioner=self._preconditioner(damping),
-            decrease_fraction=rule.fraction if certified else None,
+            decrease_fraction=fraction,
             shift=damping,
+            forcing=forcing,
         )
         self.linear_iterations += iterations
+        certified = certified_decrease_fraction(
+            float(rhs @ value), relative * float(torch.linalg.vector_norm(rhs)), damping
+        )
         converged = relative <= target
         reached = ""
-        if certified and not converged:
-            fraction = certified_decrease_fraction(
-                float(rhs @ value), relative * float(torch.linalg.vector_norm(rhs)), damping
-            )
-            converged = fraction >= rule.fraction
-            reached = f" and a certified {fraction:.3f} of the exact model decrease (< {rule.fraction})"
+        if fraction is not None and not converged:
+            converged = certified >= fraction and relative <= forcing
+            bound = "" if math.isinf(forcing) else f" at relative residual <= {forcing:.2e}"
+            reached = f" and a certified {certified:.3f} of the exact model decrease (< {fraction}{bound})"
         if not converged and self.settings.on_unconverged != "ignore":
             message = (
                 f"conjugate gradients stopped at their cap of {iterations} iterations with relative residual "
@@ -233,9 +254,14 @@ class _ConjugateGradientFactorization(Factorization):
             )
             if self.settings.on_unconverged == "raise":
                 raise UnconvergedSolveError(message)
-            warnings.warn(message, UnconvergedSolveWarning, stacklevel=3)
+            warnings.warn(message, UnconvergedSolveWarning, stacklevel=4)
         return LinearSolution(
-            value=value, mode=self.mode, iterations=iterations, relative_residual=relative, converged=converged
+            value=value,
+            mode=self.mode,
+            iterations=iterations,
+            relative_residual=relative,
+            converged=converged,
+            certified_fraction=certified,
         )
 
 

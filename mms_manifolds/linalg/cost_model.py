@@ -7,6 +7,11 @@ acceleration, Levenberg–Marquardt retries, the residual split):
   ``jacobian_entries_per_second``), :math:`K = BB^\top` (:math:`n^2p` flops: the lower block triangle,
   ``gemm_flops``), and one Cholesky per damping (:math:`n^3/3` flops at ``cholesky_flops``, counted for
   ``CHOLESKY_PER_POINT`` dampings); memory :meth:`KernelSolve.peak_numbers`;
+- layer kernel (:class:`~mms_manifolds.linalg.LayerKernelSolve`, :math:`n < p`, where the parametrisation
+  forms :math:`JJ^\top` from its layers): no Jacobian; the layer kernel's flops
+  (:meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel_flops`, :math:`\sum_l n^2 d^l_{out} +
+  N^2 d^l_{in}`) and its whitening at ``gemm_flops``, the same Cholesky factorisations, and one JVP and one VJP
+  per solve and for the kernel's check; memory :meth:`LayerKernelSolve.peak_numbers` (:math:`4n^2`);
 - CG: :math:`S \times I` iterations of one JVP and one VJP (:math:`8np` flops at ``autodiff_flops``, or
   ``iteration_latency`` seconds where that is longer: a GPU's launches), :math:`I` =
   ``CG_ITERATIONS_PER_SOLVE``; memory :math:`O(n + p)`.
@@ -26,11 +31,13 @@ __all__ = [
     "CHOLESKY_PER_POINT",
     "DEVICE_RATES",
     "SOLVES_PER_POINT",
+    "WHITENING_FLOPS_PER_ENTRY",
     "DeviceRates",
     "ModeEstimate",
     "cg_estimate",
     "dense_svd_seconds",
     "kernel_estimate",
+    "layer_kernel_estimate",
 ]
 
 #: CG iterations per solve assumed by the model: a plain CG solve to ``1e-10`` took about 80 at
@@ -40,6 +47,9 @@ CG_ITERATIONS_PER_SOLVE = 80
 SOLVES_PER_POINT = 4
 #: Damping values (Cholesky factorisations) per point assumed by the model: the step and one retry.
 CHOLESKY_PER_POINT = 2
+#: Flops per kernel entry of whitening the layer kernel on both sides (an L2 metric scales each entry twice;
+#: a Sobolev metric's banded factor costs a few times more), counted at ``gemm_flops``.
+WHITENING_FLOPS_PER_ENTRY = 8
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,31 @@ def kernel_estimate(
         n * p / rates.jacobian_entries_per_second
         + n * n * p / rates.gemm_flops
         + CHOLESKY_PER_POINT * n**3 / 3 / rates.cholesky_flops
+    )
+    return ModeEstimate(seconds, peak_numbers * bytes_per_number)
+
+
+def layer_kernel_estimate(
+    num_parameters: int,
+    ambient_dimension: int,
+    bytes_per_number: int,
+    rates: DeviceRates,
+    peak_numbers: int,
+    kernel_flops: float,
+) -> ModeEstimate:
+    r"""The layer-kernel mode's estimate (:class:`~mms_manifolds.linalg.LayerKernelSolve`): no Jacobian.
+
+    ``kernel_flops`` (:meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel_flops`) and the
+    whitening on both sides (:math:`2n^2` entries at ``WHITENING_FLOPS_PER_ENTRY``) at ``gemm_flops``;
+    ``CHOLESKY_PER_POINT`` Cholesky factorisations; one JVP and one VJP (:math:`8np` flops at
+    ``autodiff_flops``, or ``iteration_latency``) for the kernel's check and for each of ``SOLVES_PER_POINT`` solves.
+    """
+    n, p = ambient_dimension, num_parameters
+    product = max(8 * n * p / rates.autodiff_flops, rates.iteration_latency)
+    seconds = (
+        (kernel_flops + 2 * WHITENING_FLOPS_PER_ENTRY * n * n) / rates.gemm_flops
+        + CHOLESKY_PER_POINT * n**3 / 3 / rates.cholesky_flops
+        + (1 + SOLVES_PER_POINT) * product
     )
     return ModeEstimate(seconds, peak_numbers * bytes_per_number)
 

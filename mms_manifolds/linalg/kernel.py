@@ -132,12 +132,8 @@ class KernelFactorization(GramFactorization):
 
     def __init__(self, operator: GramOperator, block_rows: int):
         parametrization = operator.parametrization
-        rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
-        check_fits_in_memory(
-            KernelSolve.peak_numbers(columns, rows) * parametrization.dtype.itemsize,
-            parametrization.device,
-            f"the kernel solve (J and its whitened copy, {rows} x {columns}, and a {rows} x {rows} kernel)",
-        )
+        rows = parametrization.ambient_dimension
+        self._check_memory(parametrization)
         self.operator, self.mode, self.block_rows = operator, KernelSolve.name, block_rows
         self._rtol = pseudo_inverse_rtol(rows, parametrization.dtype)
         self._cholesky = self._eigen = None
@@ -151,6 +147,16 @@ class KernelFactorization(GramFactorization):
         """How :math:`K` was formed: ``"layers"`` (per-layer factors of the network), ``"jacobian"`` (:math:`BB^\top`), or ``None`` before (or never)."""
         self.split_source: str | None = None
         """What the residual split read: ``"layer factors"`` (the diagonal, pivoted columns and Rayleigh quotient of :math:`K` from the layers, :math:`K` never formed for it), ``"kernel"`` (the formed :math:`K`), or ``None`` before."""
+
+    @staticmethod
+    def _check_memory(parametrization: object) -> None:
+        """Raise ``MemoryError`` where the peak of :meth:`KernelSolve.peak_numbers` does not fit the device."""
+        rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
+        check_fits_in_memory(
+            KernelSolve.peak_numbers(columns, rows) * parametrization.dtype.itemsize,
+            parametrization.device,
+            f"the kernel solve (J and its whitened copy, {rows} x {columns}, and a {rows} x {rows} kernel)",
+        )
 
     @property
     def factor(self) -> torch.Tensor:
@@ -169,18 +175,26 @@ class KernelFactorization(GramFactorization):
 
     def _structured_gram(self) -> torch.Tensor | None:
         r""":math:`C^\top(JJ^\top)C` from the parametrisation's layer factors (:meth:`_layer_factors`) or its :meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel`, checked; ``None`` where it has neither or they fail the check."""
-        operator = self.operator
-        parametrization, theta = operator.parametrization, operator.theta
+        kernel = self._checked_layer_kernel()
+        return None if kernel is None else self._whitened_on_both_sides(kernel)
+
+    def _checked_layer_kernel(self) -> torch.Tensor | None:
+        r""":math:`JJ^\top` (``(Nm, Nm)``) from the layer factors or :meth:`~mms_manifolds.parametrizations.Parametrization.jacobian_kernel`, checked by :meth:`_structure_holds`; ``None`` where there is neither or the check fails."""
         factors = self._layer_factors()
         if factors is not None:
-            kernel = factors.kernel()
-        elif self._factors_failed:
+            return factors.kernel()
+        if self._factors_failed:
             return None
-        else:
-            kernel = parametrization.jacobian_kernel(theta)
-            if kernel is None or not self._structure_holds(lambda probe: kernel @ probe):
-                return None
-        rows, shape = kernel.shape[0], parametrization.output_shape
+        operator = self.operator
+        kernel = operator.parametrization.jacobian_kernel(operator.theta)
+        if kernel is None or not self._structure_holds(lambda probe: kernel @ probe):
+            return None
+        return kernel
+
+    def _whitened_on_both_sides(self, kernel: torch.Tensor) -> torch.Tensor:
+        r""":math:`C^\top KC` (``(Nm, Nm)``, symmetrised) for :math:`K` = ``kernel``."""
+        operator = self.operator
+        rows, shape = kernel.shape[0], operator.parametrization.output_shape
         right = operator.weight.whiten(kernel.reshape(rows, *shape))  # K_J C
         gram = operator.weight.whiten(right.T.reshape(rows, *shape))  # C^T K_J C
         return 0.5 * (gram + gram.T)

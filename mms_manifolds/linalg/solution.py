@@ -23,6 +23,10 @@ class LinearSolution:
         relative_residual: :math:`\|(A + \lambda I)x - b\| / \|b\|` where it was computed, else ``nan``.
         converged: ``False`` when an iterative solve stopped at its iteration cap above its tolerance
             (its ``value`` is then inexact); direct solves are exact up to rounding and report ``True``.
+        certified_fraction: a certified lower bound on the share of the exact solution's decrease of
+            :math:`q(x) = \tfrac12 x\cdot(A + \lambda I)x - b\cdot x` that ``value`` achieves
+            (:func:`~mms_manifolds.linalg.certified_decrease_fraction`; 0 where :math:`\lambda = 0` leaves
+            nothing to certify it with); ``1`` for direct solves.
     """
 
     value: torch.Tensor
@@ -30,6 +34,7 @@ class LinearSolution:
     iterations: int = 0
     relative_residual: float = field(default=float("nan"))
     converged: bool = True
+    certified_fraction: float = 1.0
 
 
 class Factorization(ABC):
@@ -65,3 +70,16 @@ class Factorization(ABC):
         ``rtol`` (:math:`\lambda = 0` in the direct modes only): the relative eigenvalue cutoff of this
         pseudo-inverse, if larger than the factorisation's own; ``None`` for the factorisation's own.
         """
+
+    def known_trace(self) -> float | None:
+        r""":math:`\operatorname{tr}(J^\top WJ)` where the factorisation holds it exactly at no further cost, else ``None`` (this default)."""
+        return None
+
+    def solve_inexact(self, rhs: torch.Tensor, damping: float, forcing: float, fraction: float) -> LinearSolution:
+        r"""A damped solve (:math:`\lambda > 0`) that may stop at relative residual ``forcing`` once ``fraction`` of the exact decrease is certified.
+
+        An inexact-Newton solve (:mod:`~mms_manifolds.linalg.forcing`). Direct modes solve exactly (this
+        default); the matrix-free CG mode stops early.
+        """
+        del forcing, fraction
+        return self.solve(rhs, damping)

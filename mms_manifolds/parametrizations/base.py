@@ -113,6 +113,10 @@ class Parametrization(ABC):
         """
         return None
 
+    def jacobian_kernel_flops(self) -> float | None:
+        r"""Flops of :meth:`jacobian_kernel` where the parametrisation has one (the solve-mode cost model reads it), else ``None``."""
+        return None
+
     def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         r"""The columns :math:`J_S = J(\theta)P_S` of the parameters ``indices`` (:math:`S`, shape ``(s,)``), shape ``(N, m, s)``.
 

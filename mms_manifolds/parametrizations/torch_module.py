@@ -10,6 +10,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .._checks import check_finite, check_flag
 from .layer_kernel import LinearLayerFactors, linear_layer_columns, linear_layer_factors
+from .layer_kernel import _trainable_layers as trainable_linear_layers
 from .torch_function import FunctionParametrization, jacobian_chunk_numbers, serialized
 
 __all__ = ["TorchParametrization"]
@@ -195,9 +196,10 @@ class TorchParametrization(FunctionParametrization):
     def jacobian_kernel(self, theta: torch.Tensor) -> torch.Tensor | None:
         r""":math:`JJ^\top` (``(Nm, Nm)``) from per-layer factors (:meth:`layer_factors`, their :meth:`~mms_manifolds.parametrizations.layer_kernel.LinearLayerFactors.kernel`), or ``None``.
 
-        Only for a module known to be node-separable (the check at the first Jacobian, or
-        ``node_separable=True``) whose trainable parameters all belong to ``torch.nn.Linear`` layers, evaluated
-        by this class's own forward (a subclass that evaluates another map, such as jets, gets ``None``).
+        Only for a module not found to couple nodes (``node_separable`` ``True``, or ``None`` before any Jacobian:
+        the kernel modes check the result by one JVP and one VJP, which a coupling module fails) whose trainable
+        parameters all belong to ``torch.nn.Linear`` layers, evaluated by this class's own forward (a subclass
+        that evaluates another map, such as jets, gets ``None``).
         """
         factors = self.layer_factors(theta)
         return None if factors is None else factors.kernel()
@@ -208,9 +210,30 @@ class TorchParametrization(FunctionParametrization):
 
         Under the conditions of :meth:`jacobian_kernel`, which is their :meth:`~mms_manifolds.parametrizations.layer_kernel.LinearLayerFactors.kernel`.
         """
-        if not self.node_separable or type(self)._forward is not TorchParametrization._forward or self.nodes.ndim < 2:
+        unfit = self.node_separable is False or type(self)._forward is not TorchParametrization._forward
+        if unfit or self.nodes.ndim < 2:
             return None
         return linear_layer_factors(self.module, self._phi, self._names, self.check_point(theta), self.output_shape)
+
+    def jacobian_kernel_flops(self) -> float | None:
+        r"""The layer kernel's flops, :math:`\sum_l (Nm)^2 d^l_{out} + N^2 d^l_{in}` (:mod:`~mms_manifolds.parametrizations.layer_kernel`), or ``None``.
+
+        ``None`` where :meth:`jacobian_kernel` cannot apply by the module's structure: a trainable parameter
+        outside a ``torch.nn.Linear`` layer, another forward, nodes without a batch axis, or a module found to
+        couple nodes. Whether each layer is applied once to an ``(N, d_in)`` batch is seen only when the
+        kernel is formed (it then falls back to :math:`BB^\top`); this estimate assumes it is.
+        """
+        if self.node_separable is False or type(self)._forward is not TorchParametrization._forward:
+            return None
+        if self.nodes.ndim < 2:
+            return None
+        layers, others = trainable_linear_layers(self.module, self._names)
+        if others or not layers:
+            return None
+        count, outputs = self.output_shape
+        return float(
+            sum((count * outputs) ** 2 * layer.out_features + count**2 * layer.in_features for _, layer, _, _ in layers)
+        )
 
     @serialized
     def jacobian_columns(self, theta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

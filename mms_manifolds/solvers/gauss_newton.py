@@ -10,7 +10,7 @@ import time
 import torch
 
 from .._checks import check_choice, check_flag, check_integer, check_positive_float
-from ..linalg import make_solve_mode, pseudo_inverse_rtol
+from ..linalg import EisenstatWalker, ForcingSequence, LinearSolution, make_solve_mode, pseudo_inverse_rtol
 from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
@@ -92,6 +92,14 @@ class GaussNewton(InnerSolver):
             :math:`-(A + \mu I)^{-1}g` with :math:`\mu` the cutoff times :math:`\operatorname{tr}A` (the
             factorisation's own cutoff where the full pseudo-inverse would be taken), one Cholesky
             factorisation instead (the eigendecomposition where it fails), the filter of Woodbury-ENGD.
+        forcing: an :class:`~mms_manifolds.linalg.EisenstatWalker` rule for the damped model solves of a
+            matrix-free (CG) mode: iteration :math:`k`'s step solve stops at the forcing term :math:`\eta_k` once
+            the rule's ``fraction`` of the exact damped model decrease is certified, instead of at the solve
+            mode's own tolerance (``docs/performance.md``, "Forcing terms for the CG model solves"). Each
+            iteration's term, CG iterations and certified share go to ``InnerResult.extra["forcing"]``; iterations
+            whose step is not certified to reach the share (a solve capped first) to
+            ``extra["uncertified_iterations"]``, which the MMS driver lists in ``metadata["uncertified_decrease_steps"]``.
+            Direct modes solve exactly and only record. Default ``None``: the solve mode's tolerance.
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -118,6 +126,7 @@ class GaussNewton(InnerSolver):
         geodesic_acceleration: bool = True,
         step_cutoff: float = DEFAULT_STEP_CUTOFF,
         step_filter: str = "truncate",
+        forcing: EisenstatWalker | None = None,
     ):
         super().__init__(max_iterations, tolerance)
         check_choice("globalization", globalization, GLOBALIZATIONS)
@@ -142,6 +151,9 @@ class GaussNewton(InnerSolver):
         self.step_cutoff = check_positive_float("step_cutoff", step_cutoff)
         if not self.step_cutoff < 1:
             raise ValueError(f"step_cutoff must be in (0, 1), got {step_cutoff}")
+        if forcing is not None and not isinstance(forcing, EisenstatWalker):
+            raise TypeError(f"forcing must be an EisenstatWalker rule or None, got {type(forcing).__name__}")
+        self.forcing = forcing
 
     def fallback(self) -> GaussNewton | None:
         """Levenberg–Marquardt with 100 times the initial damping (none beyond ``1e3``)."""
@@ -189,6 +201,7 @@ class GaussNewton(InnerSolver):
         stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
         step_length, relative_damping, nu = state.step_length, state.relative_damping, 2.0
         use_line_search = None
+        forcing = _ForcingRecord(self.forcing)
         started = time.perf_counter()
         for iteration in range(self.max_iterations):
             if tolerance > 0:
@@ -205,16 +218,17 @@ class GaussNewton(InnerSolver):
             if not bool(torch.isfinite(model.gradient).all()):
                 stop, failed_at = StopReason.NON_FINITE, iteration
                 break
+            model = forcing.start(iterations, model)
             if use_line_search is None:
                 use_line_search = self.selected_globalization(model) == "line-search"
             candidate = None
             if use_line_search:
-                candidate, length = self._line_search(subproblem, model, theta, step_length)
+                candidate, length = self._line_search(subproblem, model, theta, step_length, forcing)
                 # after a fallback to Levenberg–Marquardt the next search starts afresh, as at a cold start
                 step_length = length if candidate is not None else FRESH_STEP_LENGTH
             if candidate is None:  # Levenberg–Marquardt, or the line search's fallback
                 candidate, relative_damping, nu = self._levenberg_marquardt(
-                    subproblem, model, theta, relative_damping, nu
+                    subproblem, model, theta, relative_damping, nu, forcing
                 )
             if candidate is StopReason.STALLED:
                 costs.append(cost)
@@ -226,6 +240,7 @@ class GaussNewton(InnerSolver):
                 break
             theta, cost = candidate
             costs.append(cost)
+            forcing.accept()
             if tolerance > 0:  # the stopping test of the next iteration, measured here to be reported with this one
                 residuals.append(subproblem.tangential_residual(theta))
                 residual_iterations.append(iterations)
@@ -240,6 +255,7 @@ class GaussNewton(InnerSolver):
                     theta,
                 )
             )
+        model = None  # release the last point's factorisation before the final point's is formed
         if not residual_iterations or residual_iterations[-1] != iterations:
             residuals.append(subproblem.tangential_residual(theta))
             residual_iterations.append(iterations)
@@ -254,6 +270,7 @@ class GaussNewton(InnerSolver):
             0.0,
             stop,
             failed_iteration=failed_at,
+            extra=forcing.extra(),
             state=dataclasses.replace(state, step_length=step_length, relative_damping=relative_damping),
         )
 
@@ -306,7 +323,12 @@ class GaussNewton(InnerSolver):
         return cutoff * model.mean_eigenvalue * size
 
     def _line_search(
-        self, subproblem: MMSSubproblem, model: GaussNewtonModel, theta: torch.Tensor, previous_length: float
+        self,
+        subproblem: MMSSubproblem,
+        model: GaussNewtonModel,
+        theta: torch.Tensor,
+        previous_length: float,
+        forcing: _ForcingRecord,
     ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float]:
         r"""``((candidate, cost), length)`` of the accepted point on the search curve, ``(STALLED, 0)``, or ``(None, 0)`` if none decreased the cost.
 
@@ -317,7 +339,7 @@ class GaussNewton(InnerSolver):
         pseudo_inverts = model.factorization.pseudo_inverts
         cutoff = self.step_cutoff_after(previous_length)
         damping = self._filter_damping(model, cutoff) if pseudo_inverts else self.initial_damping * model.mean_eigenvalue
-        step = model.step(damping, cutoff)
+        step = model.step(damping, cutoff) if pseudo_inverts else forcing.step(model, damping)
         predicted = model.predicted_decrease(step, damping)
         if cutoff is not None and pseudo_inverts and self._unresolvable(model, predicted):
             cutoff = None  # the truncated step has nothing left to give: the full pseudo-inverse
@@ -379,11 +401,12 @@ class GaussNewton(InnerSolver):
         theta: torch.Tensor,
         relative_damping: float,
         nu: float,
+        forcing: _ForcingRecord,
     ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float, float]:
         """Nielsen's damped steps on one model: ``(accepted (candidate, cost) | STALLED | None, damping, nu)``."""
         for _ in range(self.max_retries):
             damping = relative_damping * model.mean_eigenvalue
-            step = model.step(damping)
+            step = forcing.step(model, damping)
             predicted = model.predicted_decrease(step, damping)
             if self._unresolvable(model, predicted):
                 return self._accept_on_residual(subproblem, theta, step), relative_damping, nu
@@ -395,3 +418,67 @@ class GaussNewton(InnerSolver):
             relative_damping *= nu
             nu *= 2
         return None, relative_damping, nu
+
+
+class _ForcingRecord:
+    r"""The forcing terms of one Gauss–Newton solve and what each iteration's step solves reached.
+
+    Without a rule every step is :meth:`GaussNewtonModel.step` (the solve mode's tolerance) and nothing is
+    recorded. With an :class:`~mms_manifolds.linalg.EisenstatWalker` rule, :meth:`start` takes iteration
+    :math:`k`'s term :math:`\eta_k` from :math:`\|g_k\|` and sets it on the model (its damped solves, the
+    geodesic acceleration's included, stop by it), :meth:`step` solves by
+    :meth:`GaussNewtonModel.inexact_step` and keeps the last solve, :meth:`accept` records the accepted one.
+    """
+
+    def __init__(self, rule: EisenstatWalker | None):
+        self.rule = rule
+        self.sequence: ForcingSequence | None = None if rule is None else rule.sequence()
+        self.records: list[dict[str, float | int | bool]] = []
+        self._iteration, self._term = 0, math.nan
+        self._last: LinearSolution | None = None
+        self._gradient_norm = math.nan
+        self._linear_iterations = 0
+
+    def start(self, iteration: int, model: GaussNewtonModel) -> GaussNewtonModel:
+        """Iteration ``iteration`` begins at ``model``: its forcing term from the gradient's norm, set on the model it returns."""
+        if self.sequence is None:
+            return model
+        self._iteration, self._last, self._linear_iterations = iteration, None, 0
+        self._gradient_norm = float(torch.linalg.vector_norm(model.gradient))
+        self._term = self.sequence.term(self._gradient_norm)
+        return dataclasses.replace(model, forcing=(self._term, self.rule.fraction))
+
+    def step(self, model: GaussNewtonModel, damping: float) -> torch.Tensor:
+        r"""The damped step :math:`-(A + \mu I)^{-1}g` of ``model``, stopped by the forcing term where there is one."""
+        if self.sequence is None:
+            return model.step(damping)
+        step, solution = model.inexact_step(damping)
+        self._last = solution
+        self._linear_iterations += solution.iterations
+        return step
+
+    def accept(self) -> None:
+        """The iteration accepted its step: record the step solve (and its linear residual for choice 1)."""
+        if self.sequence is None:
+            return
+        solution = self._last
+        fraction = 1.0 if solution is None else solution.certified_fraction
+        relative = 0.0 if solution is None or math.isnan(solution.relative_residual) else solution.relative_residual
+        self.sequence.record_step(relative * self._gradient_norm)
+        self.records.append(
+            {
+                "iteration": self._iteration,
+                "forcing_term": self._term,
+                "cg_iterations": self._linear_iterations,
+                "relative_residual": relative,
+                "certified_fraction": fraction,
+                "certified": fraction >= self.rule.fraction,
+            }
+        )
+
+    def extra(self) -> dict:
+        """``{"forcing": [...], "uncertified_iterations": [...]}`` for ``InnerResult.extra``; empty without a rule."""
+        if self.sequence is None:
+            return {}
+        uncertified = [record["iteration"] for record in self.records if not record["certified"]]
+        return {"forcing": self.records, "uncertified_iterations": uncertified}
