@@ -39,7 +39,8 @@ ACCELERATION_RATIO = 0.75
 #: step and is carried from MMS step to MMS step, so a long run of easy steps drove it below the smallest float
 #: (a linear model on the heat 2-D grid, adaptive implicit Euler: 0.0 from :math:`10^{-3}` after about 670 accepted
 #: iterations, which the warm start's check refuses). :math:`10^{-30}\operatorname{tr}(A)/p` is below the rounding
-#: of every diagonal entry above :math:`10^{-14}\operatorname{tr}(A)/p`: the floor keeps the state valid.
+#: of every diagonal entry above :math:`10^{-14}\operatorname{tr}(A)/p`: the floor keeps the state valid (a run whose damping went below it
+#: grows it back from the floor after a rejection, so its later steps differ from before the floor existed).
 MIN_RELATIVE_DAMPING = 1e-30
 
 
