@@ -45,11 +45,13 @@ def test_the_linear_model_flow_is_the_exact_scheme_and_has_its_order(grid, eigen
     assert all(low <= slope <= high for slope in table["slopes"]), table["slopes"]
 
 
-def test_bdf2_after_the_richardson_start_keeps_the_flows_warm_start(grid, eigenmodes):
-    """At 8 Gauss-Newton iterations the start's fit ends at its rounding floor, where Levenberg-Marquardt's damping grows;
-    step 2 warm-started from it crawled (error 3.8e-2 relative). The state handed on is the start's flow step's."""
+@pytest.mark.parametrize("iterations", [4, 8])
+def test_bdf2_after_the_richardson_start_keeps_the_flows_warm_start(grid, eigenmodes, iterations):
+    """The linear model reproduces the start's combination to rounding, where the fit's Levenberg-Marquardt damping grows
+    on noise; step 2 warm-started from it crawled (error 1.1e-3 and 3.8e-2 relative at 4 and 8 iterations). It now
+    starts from the half step's state."""
     result = _flow(grid, eigenmodes, time_order.FINAL_TIME / 20, BDF2()).run(
-        eigenmodes.theta0, 20, GaussNewton(max_iterations=8)
+        eigenmodes.theta0, 20, GaussNewton(max_iterations=iterations)
     )
     scale = float(grid.metric.norm(eigenmodes.u0))
     assert float(result.trajectory_error.max()) <= 1e-12 * scale
