@@ -338,7 +338,8 @@ def _print_order(table: dict) -> None:
 def _print_adaptive(run: dict) -> None:
     ratios, resolved = run["estimate_over_truth"], run["estimate_over_truth_above_floor"] or [math.nan] * 2
     print(
-        f"{run['model']}, {run['scheme']}, tol {run['tolerance_relative']:.0e} |u0|: {run['steps']} steps "
+        f"{run['model']}, {run['scheme']}, Gauss-Newton {run['iterations']}, tol {run['tolerance_relative']:.2g} |u0|: "
+        f"{run['steps']} steps "
         f"({run['rejected']} rejected) to t = {run['reached_time']:.6g}, error {run['error']:.3e}; fixed implicit Euler "
         f"needs {run['fixed_euler_steps']} ({run['fixed_euler_steps'] / run['steps']:.1f}x); estimate/truth "
         f"{ratios[0]:.2f} .. {ratios[1]:.2f} ({resolved[0]:.2f} .. {resolved[1]:.2f} on the "
