@@ -38,6 +38,10 @@ Scripts (each measurement in one place):
 - :mod:`benchmarks.teng_side_by_side`: TENG's published code (run from the user's clone, in its own
   environment) beside the library's BDF2 flow on that benchmark: errors against the exact solution and CPU
   seconds per step, and one step's error against its exact step per Gauss–Newton iteration (``step``).
+- :mod:`benchmarks.time_order`: the neural flow (a linear eigenmode model, a sine network, the standard heat 2-D
+  network) against the continuous heat 2-D flow: implicit Euler's and BDF2's dt-convergence tables with the
+  inner solves' floor, and adaptive steps to a final time (steps against fixed implicit Euler, the estimate
+  against the true local error and its inexactness floor).
 - :mod:`benchmarks.teng_allen_cahn`: TENG's 2-D Allen–Cahn benchmark: an ETDRK4 spectral reference (checked
   against half the step, twice the grid and TENG's files), each scheme's time error, and the BDF2 bound on
   perturbed exact steps.

@@ -118,6 +118,55 @@ class TimeScheme(ABC):
         constant = self.local_error_constant(time_steps[-needed:])
         return constant * float(metric.norm(states[-1] - predicted))
 
+    @abstractmethod
+    def anchor_weights(self, time_steps: Sequence[float]) -> tuple[tuple[float, ...], float]:
+        r"""``(weights, tau')``: :math:`\tilde u_k = \sum_i w_i u_{k-i}` (newest first) and the effective step of the step
+        that ends ``time_steps`` (``time_steps[-1]`` its own step, ``time_steps[-2]`` the one before where needed)."""
+
+    def estimate_floor(self, time_steps: Sequence[float], defects: Sequence[float], convexity: float) -> float:
+        r"""A bound :math:`\pi` on the part of :meth:`local_error_estimate` that the inner solves' defects make.
+
+        The estimate reads the states :math:`s_0, \dots, s_m` (:math:`m` = :attr:`estimate_history`, :math:`s_m = u_{k+1}`)
+        as :math:`\eta(s) = C\|\sum_j c_js_j\|_M` (:math:`c_m = 1`, :math:`c_j = -\ell_j` the predictor's weights). Let
+        :math:`\bar u` be the scheme's **exact** steps from the computed history: :math:`\bar u_0 = s_0`,
+        :math:`\bar u_1` the exact step from :math:`s_1`'s own history, :math:`\bar u_j = \operatorname{prox}_{\tau_j'E}(\sum_i w_i\bar u_{j-i})`.
+        With :math:`d_j \ge \|s_j - \operatorname{prox}_{\tau_j'E}(\tilde s_j)\|_M` (``defects``, :math:`j = 1 \dots m`) and the
+        resolvent's Lipschitz constant :math:`L_j' = 1/(1 + \tau_j'\lambda)` of a :math:`\lambda`-convex energy,
+        :math:`\Delta_j = \|s_j - \bar u_j\|_M \le d_j + L_j'\sum_{i\ge1}|w_i|\Delta_{j-i}` (:math:`\Delta_0 = 0`), so
+
+        .. math:: |\eta(s) - \eta(\bar u)| \le \pi = C\sum_j |c_j|\Delta_j.
+
+        :math:`\eta(\bar u)` is the estimate of exact scheme steps: where :math:`\eta(s) \gg \pi` the estimate measures the
+        time error, where :math:`\eta(s) \lesssim \pi` it cannot be told from the inner solves. Rounding is not counted.
+
+        Args:
+            time_steps: the :math:`m` steps that made :math:`s_1, \dots, s_m` (the last ``estimate_history`` steps).
+            defects: :math:`d_1, \dots, d_m`.
+            convexity: :math:`\lambda` (``nan`` if unknown: then ``nan``).
+
+        Returns:
+            :math:`\pi`, or ``nan`` where :math:`1 + \tau_j'\lambda \le 0` or :math:`\lambda` is unknown.
+        """
+        needed = self.estimate_history
+        steps, defects = list(time_steps[-needed:]), list(defects[-needed:])
+        if len(steps) != needed or len(defects) != needed:
+            raise ValueError(f"estimate_floor needs the last {needed} time steps and defects, got {len(steps)}, {len(defects)}")
+        if math.isnan(convexity):
+            return math.nan
+        unit = torch.eye(needed, dtype=torch.float64)
+        predicted = self.predictor(list(unit), steps)  # the predictor's weights on s_0 .. s_{m-1}
+        weights = [*(-float(value) for value in predicted), 1.0]
+        deviations = [0.0]  # Delta_0
+        for j in range(1, needed + 1):
+            history = steps[max(0, j - 2) : j]  # s_j's own step (and the one before, for the ratio)
+            anchor, effective = self.anchor_weights(history) if j > 1 else ((), steps[0])
+            denominator = 1 + effective * convexity
+            if not denominator > 0:
+                return math.nan
+            propagated = sum(abs(w) * deviations[j - 1 - i] for i, w in enumerate(anchor) if j - 1 - i >= 0)
+            deviations.append(defects[j - 1] + propagated / denominator)
+        return self.local_error_constant(steps) * sum(abs(c) * d for c, d in zip(weights, deviations))
+
     def exact_step(
         self, energy: Energy, metric: Metric, states: Sequence[torch.Tensor], time_steps: Sequence[float], tau: float
     ) -> torch.Tensor:
@@ -167,6 +216,9 @@ class ImplicitEuler(TimeScheme):
     def local_error_constant(self, time_steps: Sequence[float]) -> float:
         new, old = time_steps[-1], time_steps[-2]
         return new / (2 * new + old)
+
+    def anchor_weights(self, time_steps: Sequence[float]) -> tuple[tuple[float, ...], float]:
+        return (1.0,), float(time_steps[-1])
 
     def __repr__(self) -> str:
         return "ImplicitEuler()"
@@ -271,6 +323,11 @@ class BDF2(TimeScheme):
                     weight *= (target - t_j) / (t_i - t_j)
             weights.append(weight)
         return sum(weight * state for weight, state in zip(weights, states))
+
+    def anchor_weights(self, time_steps: Sequence[float]) -> tuple[tuple[float, ...], float]:
+        """BDF2's :meth:`coefficients` at the ratio of the last two steps: ``((a, b), s * tau)``."""
+        newest, previous, share = self.coefficients(time_steps[-1] / time_steps[-2])
+        return (newest, previous), share * time_steps[-1]
 
     def local_error_constant(self, time_steps: Sequence[float]) -> float:
         oldest, old, new = time_steps[-3], time_steps[-2], time_steps[-1]

@@ -400,3 +400,59 @@ def test_teng_spectral_reference_agrees_with_the_schemes_on_its_modes():
     half = len(coefficients) // 2
     assert (wavenumbers[half:] == -wavenumbers[:half]).all()
     assert abs(coefficients[half:] - coefficients[:half].conj()).max() == 0
+
+
+def _perturbed_run(scheme, metric, energy, u0, steps, defects, directions):
+    """States u_j = (the scheme's exact step from the perturbed history) + d_j, ||d_j||_M = defects[j]; and the d_j."""
+    states, shifts = [u0], []
+    for j, tau in enumerate(steps):
+        shift = directions[j] / metric.norm(directions[j]) * defects[j]
+        states.append(scheme.exact_step(energy, metric, states, steps[:j], tau) + shift)
+        shifts.append(shift)
+    return states, shifts
+
+
+def _exact_from_history(scheme, metric, energy, stencil, shift, steps):
+    """The stencil's exact counterpart: s_0, then s_1 without its defect, then the scheme's exact steps from these."""
+    clean = [stencil[0], stencil[1] - shift]
+    for j in range(2, len(stencil)):
+        history = clean[max(0, j - 2) : j][-scheme.history :]
+        clean.append(scheme.exact_step(energy, metric, history, steps[j - 2 : j - 1], steps[j - 1]))
+    return clean
+
+
+@pytest.mark.parametrize("scheme", [ImplicitEuler(), BDF2()], ids=["euler", "bdf2"])
+@pytest.mark.parametrize("pattern", ["random", "alternating lowest mode"])
+def test_estimate_floor_bounds_what_the_defects_do_to_the_estimate(scheme, pattern):
+    """|eta(u) - eta(exact steps from the same history)| <= pi, on perturbed exact steps with variable step sizes."""
+    metric, energy, u0, _ = _heat_2d()
+    steps = [0.004, 0.005, 0.006, 0.005, 0.0045, 0.006, 0.007]
+    defects = [1e-6, 3e-7, 2e-6, 5e-7, 1e-6, 1e-6, 2e-7]
+    lowest = torch.linalg.eigh(energy.stiffness)[1][:, :1]  # the lowest mode (M is a multiple of I): L' near 1
+    m, ratios = scheme.estimate_history, []
+    for seed in range(3):
+        generator = torch.Generator().manual_seed(seed)
+        if pattern == "random":
+            directions = [torch.randn(u0.shape, generator=generator, dtype=torch.float64) for _ in steps]
+        else:
+            directions = [(-1) ** j * lowest for j in range(len(steps))]
+        states, shifts = _perturbed_run(scheme, metric, energy, u0, steps, defects, directions)
+        for k in range(m, len(steps) + 1):
+            stencil, window = states[k - m : k + 1], steps[k - m : k]
+            clean = _exact_from_history(scheme, metric, energy, stencil, shifts[k - m], window)
+            moved = abs(scheme.local_error_estimate(stencil, window, metric) - scheme.local_error_estimate(clean, window, metric))
+            floor = scheme.estimate_floor(window, defects[k - m : k], 0.0)
+            ratios.append(moved / floor)
+    assert max(ratios) <= 1, max(ratios)
+    assert max(ratios) >= 1e-3  # the bound is of the right size, not vacuous (0.03 to 0.1 measured)
+
+
+def test_estimate_floor_is_zero_without_defects_and_unknown_without_convexity():
+    steps = [0.01, 0.02, 0.015]
+    assert BDF2().estimate_floor(steps, [0.0, 0.0, 0.0], 0.0) == 0.0
+    assert math.isnan(BDF2().estimate_floor(steps, [1e-6] * 3, math.nan))
+    assert math.isnan(ImplicitEuler().estimate_floor(steps[:2], [1e-6] * 2, -1e3))  # 1 + tau lambda <= 0
+    # implicit Euler, constant steps: C = 1/3, weights (1, -2, 1), Delta = (0, d1, d2 + d1/(1 + tau lambda))
+    assert ImplicitEuler().estimate_floor([0.1, 0.1], [1.0, 2.0], 1.0) == pytest.approx((2 + 1 / 1.1 + 2 * 1.0) / 3)
+    with pytest.raises(ValueError, match="last 3"):
+        BDF2().estimate_floor(steps[:2], [0.0, 0.0], 0.0)

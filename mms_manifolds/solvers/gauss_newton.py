@@ -38,6 +38,13 @@ DEFAULT_STEP_CUTOFF = 1e-12
 FRESH_STEP_LENGTH = 0.5
 #: Largest :math:`2|a|/|\delta|` for which a Levenberg–Marquardt step takes its geodesic acceleration (Transtrum's 0.75).
 ACCELERATION_RATIO = 0.75
+#: The smallest relative damping Levenberg–Marquardt keeps: :math:`\mu` shrinks by at least 3 at every accepted
+#: step and is carried from MMS step to MMS step, so a long run of easy steps drove it below the smallest float
+#: (a linear model on the heat 2-D grid, adaptive implicit Euler: 0.0 from :math:`10^{-3}` after about 670 accepted
+#: iterations, which the warm start's check refuses). :math:`10^{-30}\operatorname{tr}(A)/p` is below the rounding
+#: of every diagonal entry above :math:`10^{-14}\operatorname{tr}(A)/p`: the floor keeps the state valid (a run whose damping went below it
+#: grows it back from the floor after a rejection, so its later steps differ from before the floor existed).
+MIN_RELATIVE_DAMPING = 1e-30
 
 
 class GaussNewton(InnerSolver):
@@ -414,7 +421,8 @@ class GaussNewton(InnerSolver):
             candidate_cost = self._trial_cost(subproblem, candidate)
             ratio = (model.cost - candidate_cost) / predicted if math.isfinite(candidate_cost) else -math.inf
             if ratio > 0:
-                return (candidate, candidate_cost), relative_damping * max(1 / 3, 1 - (2 * ratio - 1) ** 3), 2.0
+                shrunk = relative_damping * max(1 / 3, 1 - (2 * ratio - 1) ** 3)
+                return (candidate, candidate_cost), max(shrunk, MIN_RELATIVE_DAMPING), 2.0
             relative_damping *= nu
             nu *= 2
         return None, relative_damping, nu

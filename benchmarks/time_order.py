@@ -1,0 +1,390 @@
+r"""The neural flow's order and adaptive steps against the continuous heat 2-D flow.
+
+The heat 2-D flow of ``docs/results.md``: :math:`u_t = \Delta u/4` on the unit square, zero boundary values, on
+the :math:`n \times n` interior grid (:math:`n = 14`, finite differences, lumped mass :math:`h^2`), final time
+:math:`T = 0.2`. The reference is the **continuous** (space-discrete) flow :math:`u(t) = e^{-tM^{-1}K}u_0` from
+the network's own initial state :math:`u_0 = \phi(\theta_0)`, exact through the eigendecomposition of
+:math:`M^{-1}K`, whose eigenvectors on this grid are the sampled modes :math:`\sin k\pi x\sin l\pi y`.
+
+Three models, each run by :class:`~mms_manifolds.MinimizingMovement` with :class:`~mms_manifolds.GaussNewton`:
+
+- ``eigenmodes``: linear in its parameters, :math:`\phi(\theta) = \Phi\theta` with the nine modes
+  :math:`k, l \le 3` (:math:`p = 9`), :math:`u_0 = \varphi_{11} + 0.3\varphi_{23}`. Its image is invariant under the
+  flow, so every step problem's minimiser lies in it: the neural flow is the exact scheme up to the inner solve.
+- ``sines``: a nonlinear network :math:`\sum_i a_i\sin(w_ix)\sin(v_iy)` with trainable amplitudes and
+  frequencies (:math:`p = 27`, frequencies started at :math:`\pi(k, l)`, :math:`k, l \le 3`), fitted to the same
+  :math:`u_0`: its image contains the modes, and Gauss–Newton works on the nonlinear chart.
+- ``standard``: the heat 2-D network of ``docs/results.md`` (``reproduce.experiments.heat_2d``, full size:
+  bubble times a 2-12-1 ``tanh`` network, :math:`p = 49`, :math:`u_0` its fit to :math:`\sin\pi x\sin\pi y`, relative
+  fit error 2.1e-5): its approximation error is the floor.
+
+Measured (:func:`order_table`, :func:`adaptive_run`):
+
+- **order**: implicit Euler and BDF2 (Richardson start) with :math:`T/K` steps, :math:`K = 10 \dots 160` (Gauss–Newton
+  at 4 iterations per solve for ``eigenmodes``, 5 for ``sines``, 5 and 10 for ``standard``): the
+  relative error against the continuous flow at :math:`T`, the tracking error against the scheme's exact
+  iterates (the inner solves' part), and the slopes :math:`\log_2(e_K/e_{2K})`;
+- **adaptive steps**: ``run(..., time_tolerance=tol, final_time=T)`` for BDF2 and implicit Euler; the steps
+  taken and rejected, the relative error at :math:`T`, the fewest fixed implicit Euler steps with at most that
+  error (exact implicit Euler mode by mode, :func:`fixed_euler_steps`; the order table shows the neural one
+  equal to it on ``eigenmodes`` and ``sines``), and per step the estimate over the **true local error**
+  (:func:`true_local_errors`): the scheme's exact step from the exact solution through the computed state
+  :math:`u_k` against that solution at :math:`t_{k+1}`.
+
+Run from the repository's root (one torch thread; CPU seconds)::
+
+    python -m benchmarks.time_order                 # writes benchmarks/results/time_order.json
+    python -m benchmarks.time_order --quick         # K = 10 ... 40, the eigenmode model's adaptive runs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mms_manifolds import (
+    DirichletEnergy,
+    GaussNewton,
+    L2Metric,
+    LinearParametrization,
+    MinimizingMovement,
+    TorchParametrization,
+)
+from mms_manifolds.grids import grid_2d, grid_spacing, stiffness_2d
+from mms_manifolds.parametrizations.base import Parametrization
+from mms_manifolds.reproduce.experiments import build, fit
+from mms_manifolds.schemes import BDF2, ImplicitEuler, TimeScheme
+from mms_manifolds.time_stepping import estimate_floors
+
+from . import RESULTS
+from .timing import Stopwatch, conditions, use_threads
+
+__all__ = [
+    "FINAL_TIME",
+    "HeatGrid",
+    "Model",
+    "SineProducts",
+    "adaptive_run",
+    "eigenmode_model",
+    "fixed_euler_steps",
+    "heat_grid",
+    "order_table",
+    "sine_model",
+    "standard_model",
+    "true_local_errors",
+]
+
+FINAL_TIME = 0.2
+UNIT_SQUARE = (0.0, 1.0, 0.0, 1.0)
+MODES = tuple((k, l) for k in (1, 2, 3) for l in (1, 2, 3))
+
+
+@dataclass(frozen=True)
+class HeatGrid:
+    r"""The heat 2-D grid: nodes, :math:`M = h^2I`, :math:`E(u) = \tfrac12 u\cdot Ku` with :math:`K/4` of the 5-point stencil.
+
+    Attributes:
+        points: the interior nodes, shape ``(n*n, 2)``.
+        metric: :math:`M`.
+        energy: the Dirichlet energy.
+        eigenvalues: those of :math:`A = M^{-1}K`, shape ``(n*n,)``.
+        eigenvectors: orthonormal (Euclidean) eigenvectors of :math:`A`, shape ``(n*n, n*n)`` (:math:`M` is a multiple of :math:`I`).
+    """
+
+    points: torch.Tensor
+    metric: L2Metric
+    energy: DirichletEnergy
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+
+    def mode(self, k: int, l: int) -> torch.Tensor:
+        r""":math:`\sin k\pi x\sin l\pi y` on the nodes, shape ``(n*n, 1)``: an eigenvector of :math:`A`."""
+        x, y = self.points[:, :1], self.points[:, 1:]
+        return torch.sin(k * math.pi * x) * torch.sin(l * math.pi * y)
+
+    def flow(self, u: torch.Tensor, t: float) -> torch.Tensor:
+        r"""The continuous flow :math:`e^{-tA}u`, shape of ``u``; ``t < 0`` runs it backwards (only for smooth ``u``)."""
+        vectors = self.eigenvectors
+        return vectors @ (torch.exp(-t * self.eigenvalues).unsqueeze(-1) * (vectors.T @ u))
+
+    def euler(self, u: torch.Tensor, t: float, steps: int) -> torch.Tensor:
+        r"""``steps`` exact implicit Euler steps of :math:`t/\text{steps}` from ``u``: :math:`(I + tA/\text{steps})^{-\text{steps}}u`, mode by mode."""
+        factors = (1 + t * self.eigenvalues / steps).pow(-steps)
+        return self.eigenvectors @ (factors.unsqueeze(-1) * (self.eigenvectors.T @ u))
+
+    def relative(self, u: torch.Tensor, exact: torch.Tensor) -> float:
+        r""":math:`\|u - \text{exact}\|_M/\|\text{exact}\|_M`."""
+        return float(self.metric.norm(u - exact) / self.metric.norm(exact))
+
+
+def heat_grid(count: int = 14) -> HeatGrid:
+    """The heat 2-D grid of ``docs/results.md`` (``count`` nodes per axis, float64)."""
+    spacing = grid_spacing(count, 0.0, 1.0, "dirichlet")
+    points = grid_2d(count, count, UNIT_SQUARE, "dirichlet")
+    metric = L2Metric(torch.full((count * count,), spacing**2, dtype=torch.float64))
+    stiffness = 0.25 * stiffness_2d(count, count, UNIT_SQUARE, "dirichlet")
+    eigenvalues, eigenvectors = torch.linalg.eigh(stiffness / spacing**2)
+    return HeatGrid(points, metric, DirichletEnergy(stiffness), eigenvalues, eigenvectors)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A parametrization on the grid with its initial parameters; ``u0`` is :math:`\\phi(\\theta_0)`."""
+
+    name: str
+    parametrization: Parametrization
+    theta0: torch.Tensor
+    description: str
+
+    @property
+    def u0(self) -> torch.Tensor:
+        return self.parametrization.value(self.theta0)
+
+
+def two_modes(grid: HeatGrid) -> torch.Tensor:
+    r""":math:`\varphi_{11} + 0.3\varphi_{23}`, the initial condition of the ``eigenmodes`` and ``sines`` models."""
+    return grid.mode(1, 1) + 0.3 * grid.mode(2, 3)
+
+
+def eigenmode_model(grid: HeatGrid) -> Model:
+    r"""``eigenmodes``: :math:`\Phi\theta` with the modes :math:`k, l \le 3`, :math:`\theta_0` the coordinates of :func:`two_modes`."""
+    basis = torch.cat([grid.mode(k, l) for k, l in MODES], dim=1)
+    theta0 = torch.linalg.lstsq(basis, two_modes(grid)).solution.squeeze(-1)
+    return Model("eigenmodes", LinearParametrization(basis), theta0, f"linear in theta, {len(MODES)} eigenmodes")
+
+
+class SineProducts(torch.nn.Module):
+    r""":math:`u(x, y) = \sum_i a_i\sin(w_ix)\sin(v_iy)`, amplitudes :math:`a` and frequencies :math:`(w, v)` trained.
+
+    Started at :math:`a = 0`, :math:`(w_i, v_i) = \pi(k_i, l_i)` for the modes :math:`k, l \le 3` (float64).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.frequencies = torch.nn.Parameter(math.pi * torch.tensor(MODES, dtype=torch.float64))
+        self.amplitudes = torch.nn.Parameter(torch.zeros(len(MODES), dtype=torch.float64))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        features = torch.sin(points[:, :1] * self.frequencies[:, 0]) * torch.sin(points[:, 1:] * self.frequencies[:, 1])
+        return features @ self.amplitudes.unsqueeze(-1)
+
+
+def sine_model(grid: HeatGrid) -> Model:
+    """``sines``: :class:`SineProducts` fitted to :func:`two_modes` (``reproduce.experiments.fit``)."""
+    parametrization = TorchParametrization(SineProducts(), grid.points)
+    theta0 = fit(parametrization, grid.metric, two_modes(grid))
+    return Model("sines", parametrization, theta0, "sum of 9 sine products, trained frequencies")
+
+
+def standard_model() -> Model:
+    """``standard``: the full heat 2-D experiment's network and fitted parameters (its grid is :func:`heat_grid`'s)."""
+    experiment = build("heat_2d", "full")
+    return Model("standard", experiment.flow.parametrization, experiment.theta0, experiment.description)
+
+
+def _flow(grid: HeatGrid, model: Model, tau: float, scheme: TimeScheme) -> MinimizingMovement:
+    return MinimizingMovement(model.parametrization, grid.energy, grid.metric, tau, scheme=scheme)
+
+
+def order_table(
+    grid: HeatGrid, model: Model, scheme: TimeScheme, counts: Sequence[int], iterations: int
+) -> dict[str, object]:
+    r"""Fixed steps :math:`T/K` for each ``K`` in ``counts``: errors at :math:`T` (relative, :math:`M`-norm) and slopes.
+
+    Each row: ``steps``, ``error`` against the continuous flow from :math:`u_0`, ``tracking_error`` against the
+    scheme's exact iterates (the driver's ``trajectory_error``), ``tracking_bound`` (both relative), ``cpu_seconds``.
+    """
+    exact = grid.flow(model.u0, FINAL_TIME)
+    scale = float(grid.metric.norm(exact))
+    rows = []
+    for count in counts:
+        with Stopwatch() as clock:
+            result = _flow(grid, model, FINAL_TIME / count, scheme).run(
+                model.theta0, count, GaussNewton(max_iterations=iterations)
+            )
+        final = model.parametrization.value(result.thetas[-1])
+        rows.append(
+            {
+                "steps": count,
+                "error": grid.relative(final, exact),
+                "tracking_error": float(result.trajectory_error[-1]) / scale,
+                "tracking_bound": float(result.tracking_bound[-1]) / scale,
+                "cpu_seconds": clock.cpu,
+            }
+        )
+    errors = [row["error"] for row in rows]
+    slopes = [math.log2(errors[i] / errors[i + 1]) for i in range(len(errors) - 1)]
+    return {"model": model.name, "scheme": repr(scheme), "iterations": iterations, "rows": rows, "slopes": slopes}
+
+
+def true_local_errors(
+    grid: HeatGrid,
+    scheme: TimeScheme,
+    states: Sequence[torch.Tensor],
+    time_steps: Sequence[float],
+    through_computed: bool = True,
+) -> list[float]:
+    r"""Per step :math:`k + 1`: :math:`\|\Phi(w(t_{k-1}), w(t_k)) - w(t_{k+1})\|_M`, the scheme's local error on an exact solution :math:`w`.
+
+    ``through_computed``: :math:`w(t) = e^{-(t - t_k)A}u_k`, the exact solution through the computed state
+    :math:`u_k` (implicit Euler uses :math:`w(t_k) = u_k` only; BDF2 also :math:`w(t_{k-1}) = e^{\tau_kA}u_k`, the flow
+    run backwards, accurate only when :math:`u_k` has no high modes: the ``eigenmodes`` and ``sines`` models).
+    Otherwise :math:`w(t) = e^{-tA}u_0`, the flow from the start (for the ``standard`` network, whose states carry
+    high modes at its approximation error). :math:`\Phi` is the scheme's exact step; ``states`` holds
+    :math:`u_0, \dots, u_K`.
+    """
+    times = [0.0]
+    for tau in time_steps:
+        times.append(times[-1] + tau)
+    errors = []
+    for k, tau in enumerate(time_steps):
+        current = states[k] if through_computed else grid.flow(states[0], times[k])
+        history = [current] if k == 0 or scheme.history == 1 else [grid.flow(current, -time_steps[k - 1]), current]
+        step = scheme.exact_step(grid.energy, grid.metric, history, list(time_steps[:k])[-1:], tau)
+        errors.append(float(grid.metric.norm(step - grid.flow(current, tau))))
+    return errors
+
+
+def fixed_euler_steps(grid: HeatGrid, u0: torch.Tensor, error: float) -> int:
+    """The fewest fixed implicit Euler steps to :math:`T` whose relative error against the continuous flow is at most
+    ``error`` (exact implicit Euler, mode by mode; its error falls monotonically with the count)."""
+    exact = grid.flow(u0, FINAL_TIME)
+    low, high = 1, 2
+    while grid.relative(grid.euler(u0, FINAL_TIME, high), exact) > error:
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if grid.relative(grid.euler(u0, FINAL_TIME, middle), exact) > error:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def adaptive_run(
+    grid: HeatGrid,
+    model: Model,
+    scheme: TimeScheme,
+    tolerance: float,
+    iterations: int,
+    first_step: float = 1e-3,
+    max_steps: int = 20_000,
+    through_computed: bool = True,
+) -> dict[str, object]:
+    r"""Adaptive steps to :math:`T` with ``time_tolerance`` :math:`= \text{tolerance}\cdot\|u_0\|_M`.
+
+    Returns the steps taken and rejected, the relative error at :math:`T`, the fixed implicit Euler steps for
+    that error, the range of the estimate over the true local error (:func:`true_local_errors`) on the steps
+    with an estimate, and separately on the steps where the estimate is above twice its inexactness floor
+    :math:`\pi` (:func:`~mms_manifolds.time_stepping.estimate_floors`: the part of the estimate the inner solves
+    can make), how many steps are at that floor (and where it is unknown: the first BDF2 estimate of a run whose
+    certification was withdrawn, as variable-step BDF2 is, lacks the Richardson start's bound), and the CPU seconds.
+    """
+    time_tolerance = tolerance * float(grid.metric.norm(model.u0))
+    with Stopwatch() as clock:
+        result = _flow(grid, model, first_step, scheme).run(
+            model.theta0,
+            max_steps,
+            GaussNewton(max_iterations=iterations),
+            time_tolerance=time_tolerance,
+            final_time=FINAL_TIME,
+        )
+    record = result.metadata["scheme_record"]
+    steps, estimates = record["time_steps"], record["local_error_estimate"]
+    states = [model.parametrization.value(theta) for theta in result.thetas]
+    error = grid.relative(states[-1], grid.flow(model.u0, FINAL_TIME))
+    truth = true_local_errors(grid, scheme, states, steps, through_computed)
+    floors = estimate_floors(result, scheme)
+    ratios = [estimate / true for estimate, true in zip(estimates, truth) if estimate is not None]
+    measured = [(e, t, f) for e, t, f in zip(estimates, truth, floors) if e is not None and not math.isnan(f)]
+    resolved = [e / t for e, t, f in measured if e > 2 * f]
+    return {
+        "model": model.name,
+        "scheme": repr(scheme),
+        "tolerance_relative": tolerance,
+        "iterations": iterations,
+        "steps": len(steps),
+        "rejected": record["rejected_steps"],
+        "reached_time": math.fsum(steps),
+        "error": error,
+        "fixed_euler_steps": fixed_euler_steps(grid, model.u0, error),
+        "estimate_over_truth": [min(ratios), max(ratios)] if ratios else None,
+        "estimate_over_truth_above_floor": [min(resolved), max(resolved)] if resolved else None,
+        "steps_above_floor": len(resolved),
+        "steps_at_floor": len(measured) - len(resolved),
+        "steps_floor_unknown": len(ratios) - len(measured),
+        "largest_floor_over_estimate": max((f / e for e, _, f in measured), default=math.nan),
+        "smallest_step": min(steps),
+        "largest_step": max(steps),
+        "tracking_error": float(result.trajectory_error[-1]) / float(grid.metric.norm(model.u0)),
+        "cpu_seconds": clock.cpu,
+    }
+
+
+def _print_order(table: dict) -> None:
+    print(f"{table['model']}, {table['scheme']}, Gauss-Newton {table['iterations']} iterations per step")
+    for row, slope in zip(table["rows"], [*table["slopes"], math.nan]):
+        print(
+            f"  K = {row['steps']:4d}  error {row['error']:.3e}  tracking {row['tracking_error']:.2e}  "
+            f"bound {row['tracking_bound']:.2e}  slope to next {slope:5.2f}  {row['cpu_seconds']:.1f} s CPU"
+        )
+
+
+def _print_adaptive(run: dict) -> None:
+    ratios, resolved = run["estimate_over_truth"], run["estimate_over_truth_above_floor"] or [math.nan] * 2
+    print(
+        f"{run['model']}, {run['scheme']}, Gauss-Newton {run['iterations']}, tol {run['tolerance_relative']:.2g} |u0|: "
+        f"{run['steps']} steps "
+        f"({run['rejected']} rejected) to t = {run['reached_time']:.6g}, error {run['error']:.3e}; fixed implicit Euler "
+        f"needs {run['fixed_euler_steps']} ({run['fixed_euler_steps'] / run['steps']:.1f}x); estimate/truth "
+        f"{ratios[0]:.2f} .. {ratios[1]:.2f} ({resolved[0]:.2f} .. {resolved[1]:.2f} on the "
+        f"{run['steps_above_floor']} steps above twice the floor; {run['steps_at_floor']} at it, "
+        f"{run['steps_floor_unknown']} unknown; largest "
+        f"floor/estimate {run['largest_floor_over_estimate']:.2g}); {run['cpu_seconds']:.1f} s CPU"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="K = 10 ... 40 and the eigenmode model's adaptive runs")
+    parser.add_argument("--json", default=str(RESULTS / "time_order.json"), help="where the results go")
+    arguments = parser.parse_args()
+    use_threads(1)
+    grid = heat_grid()
+    counts = (10, 20, 40) if arguments.quick else (10, 20, 40, 80, 160)
+    models = [eigenmode_model(grid), sine_model(grid), standard_model()]
+    iterations = {"eigenmodes": 4, "sines": 5, "standard": 5}
+    output: dict[str, object] = {"conditions": conditions(), "final_time": FINAL_TIME, "order": [], "adaptive": []}
+    runs = [(model, iterations[model.name]) for model in models]
+    if not arguments.quick:  # does the standard network's floor move with more inner iterations?
+        runs.append((models[-1], 10))
+    for model, count in runs:
+        print(f"{model.name}: {model.description}, p = {model.parametrization.num_parameters}")
+        for scheme in (ImplicitEuler(), BDF2()):
+            table = order_table(grid, model, scheme, counts, count)
+            _print_order(table)
+            output["order"].append(table)
+    adaptive = [("eigenmodes", BDF2(), 7e-8, 4), ("eigenmodes", ImplicitEuler(), 1e-7, 4)]
+    if not arguments.quick:  # the standard network at 5 iterations shows the inner solves in the estimate
+        adaptive += [
+            ("sines", BDF2(), 7e-8, 5),
+            ("sines", ImplicitEuler(), 1e-7, 5),
+            ("standard", BDF2(), 1e-6, 5),
+            ("standard", BDF2(), 2.5e-8, 10),
+        ]
+    by_name = {model.name: model for model in models}
+    for name, scheme, tolerance, count in adaptive:
+        run = adaptive_run(grid, by_name[name], scheme, tolerance, count, through_computed=name != "standard")
+        _print_adaptive(run)
+        output["adaptive"].append(run)
+    with open(arguments.json, "w") as handle:
+        json.dump(output, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The neural flow against the continuous heat 2-D flow (``benchmarks.time_order``): order, adaptive steps to a final
+time, the estimate against the true local error, and two solver states the neural runs broke."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from benchmarks import time_order
+from mms_manifolds import GaussNewton, MinimizingMovement
+from mms_manifolds.schemes import BDF2, ImplicitEuler
+from mms_manifolds.solvers.gauss_newton import MIN_RELATIVE_DAMPING
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return time_order.heat_grid()
+
+
+@pytest.fixture(scope="module")
+def eigenmodes(grid):
+    return time_order.eigenmode_model(grid)
+
+
+def _flow(grid, model, tau, scheme):
+    return MinimizingMovement(model.parametrization, grid.energy, grid.metric, tau, scheme=scheme)
+
+
+def test_the_grid_flow_is_the_exponential_and_its_modes_are_eigenvectors(grid):
+    u0 = time_order.two_modes(grid)
+    spacing = 1 / 15  # 14 interior nodes per axis, M = h^2 I
+    generator = grid.energy.stiffness / spacing**2
+    assert torch.allclose(grid.flow(u0, 0.05), torch.linalg.matrix_exp(-0.05 * generator) @ u0, atol=1e-13)
+    mode = grid.mode(2, 3)
+    rayleigh = float(mode.T @ generator @ mode / (mode.T @ mode))
+    assert torch.allclose(generator @ mode, rayleigh * mode, atol=1e-10)
+    assert torch.allclose(grid.flow(grid.flow(u0, 0.03), -0.03), u0, atol=1e-12)  # backwards on smooth states
+
+
+@pytest.mark.parametrize(("scheme", "low", "high"), [(ImplicitEuler(), 0.9, 1.1), (BDF2(), 1.8, 2.2)])
+def test_the_linear_model_flow_is_the_exact_scheme_and_has_its_order(grid, eigenmodes, scheme, low, high):
+    table = time_order.order_table(grid, eigenmodes, scheme, (10, 20, 40), iterations=4)
+    assert all(row["tracking_error"] <= 1e-10 for row in table["rows"]), table["rows"]
+    assert all(low <= slope <= high for slope in table["slopes"]), table["slopes"]
+
+
+@pytest.mark.parametrize("iterations", [4, 8])
+def test_bdf2_after_the_richardson_start_keeps_the_flows_warm_start(grid, eigenmodes, iterations):
+    """The linear model reproduces the start's combination to rounding, where the fit's Levenberg-Marquardt damping grows
+    on noise; step 2 warm-started from it crawled (error 1.1e-3 and 3.8e-2 relative at 4 and 8 iterations). It now
+    starts from the half step's state."""
+    result = _flow(grid, eigenmodes, time_order.FINAL_TIME / 20, BDF2()).run(
+        eigenmodes.theta0, 20, GaussNewton(max_iterations=iterations)
+    )
+    scale = float(grid.metric.norm(eigenmodes.u0))
+    assert float(result.trajectory_error.max()) <= 1e-12 * scale
+
+
+def test_levenberg_marquardt_damping_stays_positive_over_long_runs(grid, eigenmodes):
+    """Nielsen's update shrinks the damping at every accepted step; from the smallest positive float it reached 0.0,
+    which the warm start refuses (an adaptive implicit Euler run of a few thousand steps got there)."""
+    flow = _flow(grid, eigenmodes, 0.01, ImplicitEuler())
+    solver = GaussNewton(max_iterations=2, globalization="levenberg-marquardt")
+    tiny = dataclasses.replace(solver.initial_state(), relative_damping=5e-324)
+    theta = eigenmodes.theta0
+    result = solver.solve(flow.subproblem(theta), theta, state=tiny)
+    assert result.iterations >= 1 and result.state.relative_damping == MIN_RELATIVE_DAMPING
+
+
+@pytest.mark.filterwarnings("ignore:certification withdrawn:RuntimeWarning")  # variable-step BDF2 is not certified
+def test_adaptive_bdf2_lands_on_the_final_time_far_below_fixed_implicit_euler(grid, eigenmodes):
+    run = time_order.adaptive_run(grid, eigenmodes, BDF2(), 7e-8, iterations=4)
+    assert run["reached_time"] == pytest.approx(time_order.FINAL_TIME, rel=1e-12, abs=0)
+    assert run["error"] <= 1e-5
+    assert run["fixed_euler_steps"] >= 10 * run["steps"]
+    low, high = run["estimate_over_truth"]
+    assert 1 / 3 <= low and high <= 3, (low, high)
+    assert run["tracking_error"] <= 1e-10  # the neural flow is the exact adaptive scheme here
+
+
+def test_fixed_euler_steps_is_the_fewest_with_the_error(grid, eigenmodes):
+    u0 = eigenmodes.u0
+    exact = grid.flow(u0, time_order.FINAL_TIME)
+    count = time_order.fixed_euler_steps(grid, u0, 1e-3)
+    assert grid.relative(grid.euler(u0, time_order.FINAL_TIME, count), exact) <= 1e-3
+    assert grid.relative(grid.euler(u0, time_order.FINAL_TIME, count - 1), exact) > 1e-3
+    by_steps = ImplicitEuler().exact_trajectory(grid.energy, grid.metric, u0, [time_order.FINAL_TIME / 7] * 7)[-1]
+    assert torch.allclose(by_steps, grid.euler(u0, time_order.FINAL_TIME, 7), atol=1e-13)
+
+
+def test_true_local_errors_of_implicit_euler_are_its_one_step_defects(grid, eigenmodes):
+    u0, tau = eigenmodes.u0, 0.01
+    states = ImplicitEuler().exact_trajectory(grid.energy, grid.metric, u0, [tau] * 3)
+    errors = time_order.true_local_errors(grid, ImplicitEuler(), list(states), [tau] * 3)
+    for k, error in enumerate(errors):
+        expected = grid.metric.norm(grid.energy.prox(states[k], tau, grid.metric) - grid.flow(states[k], tau))
+        assert error == pytest.approx(float(expected), rel=1e-12)
+        assert error > 0
+
+
+@pytest.mark.filterwarnings("ignore:certification withdrawn:RuntimeWarning")
+def test_final_time_needs_adaptive_steps_and_a_short_run_says_where_it_stopped(grid, eigenmodes):
+    flow = _flow(grid, eigenmodes, 0.01, BDF2())
+    with pytest.raises(ValueError, match="final_time"):
+        flow.run(eigenmodes.theta0, 3, GaussNewton(), final_time=0.2)
+    with pytest.raises(ValueError, match="final_time"):
+        flow.run(eigenmodes.theta0, 3, GaussNewton(), time_tolerance=1e-6, final_time=-1.0)
+    with pytest.warns(RuntimeWarning, match="short of final_time"):
+        short = flow.run(eigenmodes.theta0, 3, GaussNewton(max_iterations=4), time_tolerance=1e-3, final_time=5.0)
+    assert short.steps_done == 3
+    reached = flow.run(eigenmodes.theta0, 50, GaussNewton(max_iterations=4), time_tolerance=1e-3, final_time=0.05)
+    steps = reached.metadata["scheme_record"]["time_steps"]
+    assert reached.steps_done == len(steps) < 50 and math.fsum(steps) == pytest.approx(0.05, rel=1e-12)
