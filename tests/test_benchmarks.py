@@ -88,3 +88,22 @@ def test_a_stopwatch_reads_wall_and_cpu_seconds_of_its_block(monkeypatch):
         pass
     assert (clock.wall, clock.cpu) == (3.0, 2.5)
     assert clock.timing().as_dict() == {"wall": 3.0, "cpu": 2.5, "threads": torch.get_num_threads()}
+
+
+def test_the_5d_poisson_point_sets_are_the_peers_order_and_each_iteration_keeps_its_own():
+    """One generator, drawn in the peer's order: batch 1, the evaluation points, batch 2, ... (rla-pinns' loop)."""
+    from benchmarks.poisson_5d import PeerBatches
+
+    state = torch.Generator().manual_seed(7).get_state()
+    batches = PeerBatches(state, dimension=3, interior=4, boundary=6, evaluation=5)
+    third, first = batches(3), batches(1)
+    assert torch.equal(batches(3)[0], third[0]) and torch.equal(batches(1)[1], first[1])
+    generator = torch.Generator()
+    generator.set_state(state)
+    assert torch.equal(first[0], torch.rand(4, 3, generator=generator).double())
+    torch.rand(6, 3, generator=generator), torch.randint(0, 3, (6,), generator=generator)
+    torch.randint(0, 2, (6,), generator=generator)
+    assert torch.equal(batches.evaluation, torch.rand(5, 3, generator=generator).double())
+    assert torch.equal(batches(2)[0], torch.rand(4, 3, generator=generator).double())
+    on_a_face = ((first[1] == 0) | (first[1] == 1)).any(dim=1)
+    assert bool(on_a_face.all()) and first[1].dtype == torch.float64
