@@ -20,8 +20,11 @@ Scripts (each measurement in one place):
 - :mod:`benchmarks.poisson_scale`: KFAC's 2-D Poisson at :math:`p = 9873` (900 + 120 nodes): the library's
   Gauss–Newton (defaults, and Tikhonov-filtered steps) beside Woodbury-ENGD and KFAC (their own code, from
   checkouts the user gives), CPU seconds and L2 error per iteration, for one network seed or several.
+- :mod:`benchmarks.poisson_5d`: Woodbury-ENGD's 5-D Poisson at :math:`p = 10{,}065` (3000 + 500 nodes drawn
+  afresh every iteration): the library's resampled Gauss–Newton beside Woodbury-ENGD (its own code, from a
+  checkout the user gives), CPU seconds and L2 error per iteration.
 - :mod:`benchmarks.peer_clock`: runs a peer's own training script under its interpreter with CPU-time
-  clocks and records its L2 errors (started by :mod:`benchmarks.poisson_scale`).
+  clocks and records its L2 errors (started by :mod:`benchmarks.poisson_scale` and :mod:`benchmarks.poisson_5d`).
 - :mod:`benchmarks.scale`: the 2-D regression step at :math:`p = 20{,}601`, :math:`N = 4{,}900` (Gauss–Newton,
   Adam, L-BFGS to accuracy) and the peak memory at :math:`p \approx 10^5`.
 - :mod:`benchmarks.scale_cpu`: that step on CPU seconds (a shared machine): Gauss–Newton, subspace

@@ -82,13 +82,18 @@ def _source(points: torch.Tensor) -> torch.Tensor:
     return 2 * math.pi**2 * _solution(points)
 
 
-def kfac_problem(model_seed: int = 1, interior: int = 900, boundary: int = 120, evaluation: int = 9000):
-    """The network and points of the peers' run (module docstring): ``(network, interior, boundary, evaluation)``."""
+def peer_network(widths: tuple[int, ...], model_seed: int = 1) -> torch.nn.Sequential:
+    """The peers' tanh MLP of these widths: seeded with ``model_seed``, PyTorch's default initialisation in float32, then float64."""
     torch.manual_seed(model_seed)
     layers: list[torch.nn.Module] = []
-    for fan_in, fan_out in zip(WIDTHS[:-1], WIDTHS[1:]):
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
         layers += [torch.nn.Linear(fan_in, fan_out, dtype=torch.float32), torch.nn.Tanh()]
-    network = torch.nn.Sequential(*layers[:-1]).to(torch.float64)
+    return torch.nn.Sequential(*layers[:-1]).to(torch.float64)
+
+
+def kfac_problem(model_seed: int = 1, interior: int = 900, boundary: int = 120, evaluation: int = 9000):
+    """The network and points of the peers' run (module docstring): ``(network, interior, boundary, evaluation)``."""
+    network = peer_network(WIDTHS, model_seed)
     inside = torch.rand(interior, 2, dtype=torch.float32)
     edge = torch.rand(boundary, 2, dtype=torch.float32)
     axis = torch.randint(0, 2, (boundary,))
@@ -98,24 +103,42 @@ def kfac_problem(model_seed: int = 1, interior: int = 900, boundary: int = 120, 
     return network, inside.to(torch.float64), edge.to(torch.float64), test.to(torch.float64)
 
 
-def build_flow(network: torch.nn.Module, inside: torch.Tensor, edge: torch.Tensor) -> MinimizingMovement:
-    """The PINN loss as a jet energy, metric :math:`L^2` on the boundary values, :math:`\\tau = 10^{12}`."""
+def pinn_problem(
+    network: torch.nn.Module, inside: torch.Tensor, edge: torch.Tensor, source=_source, solution=_solution
+) -> tuple[JetParametrization, PoissonLeastSquares, JetMetric]:
+    r"""The PINN loss of :math:`-\Delta u = ` ``source``, :math:`u = ` ``solution`` on the boundary, as a jet energy (each term averaged), and the metric :math:`L^2` on the boundary values."""
     options = {"dtype": inside.dtype, "device": inside.device}
     nodes = {
         "interior": NodeSet(inside, torch.full((inside.shape[0],), 1 / inside.shape[0], **options), ("laplacian",)),
         "boundary": NodeSet(edge, torch.full((edge.shape[0],), 1 / edge.shape[0], **options)),
     }
     jets = JetParametrization(network, nodes)
-    energy = PoissonLeastSquares(jets, _source, boundary="boundary", penalty=1.0, boundary_values=_solution)
-    return MinimizingMovement(jets, energy, JetMetric(jets, value={"boundary": 1.0}), tau=TAU)
+    energy = PoissonLeastSquares(jets, source, boundary="boundary", penalty=1.0, boundary_values=solution)
+    return jets, energy, JetMetric(jets, value={"boundary": 1.0})
 
 
-class _Recorder(logging.Handler):
-    """Per Gauss–Newton iteration: CPU seconds since the start (the L2 evaluations left out) and the L2 error."""
+def build_flow(network: torch.nn.Module, inside: torch.Tensor, edge: torch.Tensor) -> MinimizingMovement:
+    """The PINN loss as a jet energy, metric :math:`L^2` on the boundary values, :math:`\\tau = 10^{12}`."""
+    return MinimizingMovement(*pinn_problem(network, inside, edge), tau=TAU)
 
-    def __init__(self, flow: MinimizingMovement, l2_error, start: float):
+
+class TargetReached(Exception):
+    """Raised by :class:`IterationRecorder` to end a run once its L2 target is reached."""
+
+
+class IterationRecorder(logging.Handler):
+    """Per Gauss–Newton iteration, counted over every solve: CPU seconds since ``start`` (L2 evaluations left out), L2 error, loss.
+
+    Each record is appended to ``log`` (where given) as one JSON line as soon as it is taken; once the L2 error is
+    at or below ``target`` (where given) it raises :class:`TargetReached`.
+    """
+
+    def __init__(
+        self, flow: MinimizingMovement, l2_error, start: float, log: Path | None = None, target: float | None = None
+    ):
         super().__init__(logging.INFO)
-        self.flow, self.l2_error, self.start, self.excluded = flow, l2_error, start, 0.0
+        self.flow, self.l2_error, self.start, self.log, self.target = flow, l2_error, start, log, target
+        self.excluded = 0.0
         self.records: list[dict] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -125,16 +148,21 @@ class _Recorder(logging.Handler):
         now = time.process_time()
         self.flow.parametrization.write_to_module(progress.point)
         error = self.l2_error()
-        self.records.append(
-            {
-                "iteration": progress.iteration,
-                "cpu_seconds": now - self.start - self.excluded,
-                "l2": error,
-                "loss": progress.cost,
-            }
-        )
-        print(f"ours {progress.iteration:3d}: L2 {error:.3e}, loss {progress.cost:.3e}, {now - self.start - self.excluded:.1f} s", flush=True)
+        entry = {
+            "iteration": len(self.records) + 1,
+            "cpu_seconds": now - self.start - self.excluded,
+            "l2": error,
+            "loss": progress.cost,
+        }
+        self.records.append(entry)
+        if self.log is not None:
+            with self.log.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+        line = f"ours {entry['iteration']:4d}: L2 {error:.3e}, loss {progress.cost:.3e}, {entry['cpu_seconds']:.1f} s"
+        print(line, flush=True)
         self.excluded += time.process_time() - now
+        if self.target is not None and error <= self.target:
+            raise TargetReached
 
 
 def solvers(iterations: int) -> dict[str, GaussNewton]:
@@ -158,7 +186,7 @@ def run_ours(iterations: int, solver: GaussNewton, seed: int = 1) -> dict:
 
     theta = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta)
-    recorder = _Recorder(flow, l2_error, time.process_time())
+    recorder = IterationRecorder(flow, l2_error, time.process_time())
     previous_level = LOGGER.level
     LOGGER.addHandler(recorder)
     LOGGER.setLevel(logging.INFO)
@@ -171,15 +199,28 @@ def run_ours(iterations: int, solver: GaussNewton, seed: int = 1) -> dict:
 
 
 def run_peer(
-    package: str, checkout: Path, python: str, arguments: tuple[str, ...], iterations: int, cpu: int | None, seed: int = 1
+    package: str,
+    checkout: Path,
+    python: str,
+    arguments: tuple[str, ...],
+    iterations: int,
+    cpu: int | None,
+    seed: int | None = None,
+    max_logs: int | None = None,
 ) -> dict:
-    """The peer's own ``train.py`` for ``iterations`` steps from ``--model_seed=seed`` through :mod:`benchmarks.peer_clock`; its record."""
+    """The peer's own ``train.py`` for ``iterations`` steps through :mod:`benchmarks.peer_clock`; its record.
+
+    ``seed`` is the peer's ``--model_seed`` (``None``: its default). ``max_logs`` (default ``iterations``) is
+    the peer's ``--max_logs``: it logs at log-spaced steps, every step once ``max_logs`` is about 20 times
+    ``iterations``.
+    """
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "record.json"
         command = [python, "-m", "benchmarks.peer_clock", package, str(output)]
         if cpu is not None:
             command += ["--cpu", str(cpu)]
-        command += ["--", *arguments, f"--model_seed={seed}", f"--num_steps={iterations}", f"--max_logs={iterations}"]
+        seeded = [] if seed is None else [f"--model_seed={seed}"]
+        command += ["--", *arguments, *seeded, f"--num_steps={iterations}", f"--max_logs={max_logs or iterations}"]
         environment = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join([str(checkout), str(ROOT)]),
@@ -235,17 +276,7 @@ def main() -> None:
     runs: dict[str, dict] = {}
 
     def write() -> None:  # after every run, so that an interrupted sweep keeps what it finished
-        summaries = {name: summarise(run["records"]) | ({"failed": run["failed"]} if "failed" in run else {}) for name, run in runs.items()}
-        record = {
-            "problem": "KFAC 2-D Poisson, p = 9873, 900 + 120 nodes",
-            "torch_threads": 1,
-            "clock": "time.process_time (CPU seconds), L2 evaluations excluded for ours",
-            "seeds": arguments.seeds,
-            "summaries": summaries,
-            "runs": runs,
-        }
-        arguments.output.parent.mkdir(parents=True, exist_ok=True)
-        arguments.output.write_text(json.dumps(record, indent=1))
+        write_record(runs, arguments.output, problem="KFAC 2-D Poisson, p = 9873, 900 + 120 nodes", seeds=arguments.seeds)
 
     for seed in arguments.seeds:  # alternating: each seed's methods one after the other, never overlapping
         suffix = "" if arguments.seeds == [1] else f"_seed{seed}"
@@ -260,6 +291,23 @@ def main() -> None:
                 write()
     for name, run in runs.items():
         print(name, json.dumps(summarise(run["records"])), run.get("failed", ""), flush=True)
+
+
+def write_record(runs: dict[str, dict], output: Path, **fields: object) -> None:
+    """Write the record (``fields``, each run's :func:`summarise` with its failure if it failed, the runs) to ``output`` as JSON."""
+    summaries = {
+        name: summarise(run["records"]) | ({"failed": run["failed"]} if "failed" in run else {})
+        for name, run in runs.items()
+    }
+    record = {
+        **fields,
+        "torch_threads": 1,
+        "clock": "time.process_time (CPU seconds), L2 evaluations excluded for ours",
+        "summaries": summaries,
+        "runs": runs,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=1))
 
 if __name__ == "__main__":
     main()

@@ -125,3 +125,22 @@ def test_the_peers_summary_counts_seeds_within_each_budget():
     assert summary["1e-08"] == {"within_60": 0, "within_150": 2, "median_iterations": 124.5, "range": [100, 149]}
     assert summary["best_errors"] == {"min": 5e-9, "median": (9e-9 + 2e-7) / 2, "max": 3e-5}
     assert summary["stalled_above_1e-5"] == 1
+
+
+def test_the_5d_poisson_point_sets_are_the_peers_order_and_each_iteration_keeps_its_own():
+    """One generator, drawn in the peer's order: batch 1, the evaluation points, batch 2, ... (rla-pinns' loop)."""
+    from benchmarks.poisson_5d import PeerBatches
+
+    state = torch.Generator().manual_seed(7).get_state()
+    batches = PeerBatches(state, dimension=3, interior=4, boundary=6, evaluation=5)
+    third, first = batches(3), batches(1)
+    assert torch.equal(batches(3)[0], third[0]) and torch.equal(batches(1)[1], first[1])
+    generator = torch.Generator()
+    generator.set_state(state)
+    assert torch.equal(first[0], torch.rand(4, 3, generator=generator).double())
+    torch.rand(6, 3, generator=generator), torch.randint(0, 3, (6,), generator=generator)
+    torch.randint(0, 2, (6,), generator=generator)
+    assert torch.equal(batches.evaluation, torch.rand(5, 3, generator=generator).double())
+    assert torch.equal(batches(2)[0], torch.rand(4, 3, generator=generator).double())
+    on_a_face = ((first[1] == 0) | (first[1] == 1)).any(dim=1)
+    assert bool(on_a_face.all()) and first[1].dtype == torch.float64

@@ -1,8 +1,9 @@
 """The kernel-side Gauss–Newton model for a diagonal step Hessian (PINN-type jet energies, ``Nm < p``).
 
 Held to the dense solves to 1e-10 (the SVD of the whitened Jacobian, and the assembled ``(p, p)`` matrix
-the model used before): damped solves, the truncated pseudo-inverse step and the trace; and the fallback to the assembled matrix where the diagonal has a negative
-entry (a non-convex energy). Every tensor and module has an explicit dtype.
+the model used before): damped solves, the truncated pseudo-inverse step and the trace, the Gauss–Newton
+iteration with the Tikhonov step (``step_damping``) and without the end-of-solve residual; and the fallback to the
+assembled matrix where the diagonal has a negative entry (a non-convex energy). Every tensor and module has an explicit dtype.
 """
 
 from __future__ import annotations
@@ -198,3 +199,96 @@ def test_the_tikhonov_filtered_line_search_step_equals_the_damped_svd_solve_to_1
     assert result.cost_history[-1] <= result.cost_history[0] + solver.armijo * length * float(model.gradient @ step)
     with pytest.raises(ValueError, match="step_filter"):
         GaussNewton(step_filter="spectral")
+
+
+def _count_calls(monkeypatch, owner, name: str) -> list[int]:
+    """Wrap ``owner.name`` so that each call appends to the returned list."""
+    calls: list[int] = []
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def test_the_tikhonov_step_of_the_line_search_equals_the_dense_damped_solve_to_1e_10(monkeypatch):
+    """``GaussNewton(step_filter="tikhonov", step_damping=...)``: theta + eta delta (+ eta^2 a / 2), delta = -(A + mu I)^-1 g, mu = step_damping tr(A)/p.
+
+    Held against the SVD of the whitened Jacobian to 1e-10 at 1e-3 of tr(A)/p; taken from one Cholesky
+    factorisation of the shifted kernel (the eigendecomposition is never computed: counted).
+    """
+    flow = _poisson_flow(tau=1e12)  # proximal share ~1e-12: the line search
+    theta = flow.parametrization.initial_point()
+    relative = 1e-3
+    for acceleration in (False, True):
+        subproblem = flow.subproblem(theta)
+        eigendecompositions = _count_calls(monkeypatch, GramFactorization, "eigendecomposition")
+        solver = GaussNewton(
+            max_iterations=1, step_filter="tikhonov", step_damping=relative, geodesic_acceleration=acceleration
+        )
+        result = solver.solve(subproblem, theta)
+        assert eigendecompositions == [] and result.iterations == 1
+        monkeypatch.undo()
+        model = subproblem.gauss_newton_model(theta, "dense")
+        damping = relative * model.mean_eigenvalue
+        assert solver._filter_damping(model, None) == damping
+        svd = torch.linalg.svd(model.factorization.factor, full_matrices=False)
+        reference = -singular_value_solve(svd, model.gradient, damping, 0.0)
+        length = result.state.step_length
+        moved = theta + length * reference
+        if acceleration:
+            u = flow.parametrization.value(theta)
+            curvature = flow.parametrization.second_derivative(theta, reference, reference)
+            pulled = flow.manifold.pull_back(theta, subproblem.step_hessian(u).apply(curvature))
+            bend = -singular_value_solve(svd, pulled, damping, 0.0)
+            assert float(bend.norm()) > 0
+            moved = moved + 0.5 * length**2 * bend
+        assert float((result.point - moved).norm() / (result.point - theta).norm()) <= 1e-10
+        assert result.cost_history[-1] < result.cost_history[0]
+    # smaller dampings lose what any Tikhonov solve loses, about eps lambda_max / mu: 5e-8 at the 5-D
+    # benchmark's 1e-8 here (lambda_max = 292 tr(A)/p)
+    mu = 1e-8 * model.mean_eigenvalue
+    reference = -singular_value_solve(svd, model.gradient, mu, 0.0)
+    error = float((model.step(mu) - reference).norm() / reference.norm())
+    assert 1e-12 < error <= 1e-6
+
+
+def test_without_the_final_residual_the_iterates_are_the_same_and_no_residual_is_formed(monkeypatch):
+    flow = _poisson_flow(tau=1e12)
+    theta = flow.parametrization.initial_point()
+    results, counts = {}, {}
+    for final_residual in (True, False):
+        subproblem = flow.subproblem(theta)
+        calls = _count_calls(monkeypatch, subproblem, "tangential_residual")
+        results[final_residual] = GaussNewton(max_iterations=3, final_residual=final_residual).solve(subproblem, theta)
+        counts[final_residual] = len(calls)
+    assert torch.equal(results[True].point, results[False].point)
+    assert results[True].cost_history == results[False].cost_history
+    assert counts == {True: 1, False: 0}
+    assert len(results[True].residual_history) == 1 and results[False].residual_history == []
+    # a stopping test still measures what it needs
+    subproblem = flow.subproblem(theta)
+    calls = _count_calls(monkeypatch, subproblem, "tangential_residual")
+    tested = GaussNewton(max_iterations=2, tolerance=1e-30, final_residual=False).solve(subproblem, theta)
+    assert len(calls) == 3 and tested.residual_iterations == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "bad, error", [(0.0, ValueError), (-1e-8, ValueError), (math.nan, ValueError), ("1e-8", TypeError)]
+)
+def test_the_step_damping_is_checked(bad, error):
+    with pytest.raises(error, match="step_damping"):
+        GaussNewton(step_filter="tikhonov", step_damping=bad)
+
+
+def test_a_step_damping_needs_the_tikhonov_filter():
+    with pytest.raises(ValueError, match="step_damping=1e-08 needs step_filter='tikhonov'"):
+        GaussNewton(step_damping=1e-8)
+
+
+def test_the_final_residual_flag_is_checked():
+    with pytest.raises(TypeError, match="final_residual"):
+        GaussNewton(final_residual=1)

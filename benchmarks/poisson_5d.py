@@ -1,0 +1,217 @@
+r"""Woodbury-ENGD's 5-D Poisson at :math:`p = 10065`, 3000 + 500 nodes drawn afresh every iteration: the library's Gauss–Newton beside Woodbury-ENGD, CPU seconds per iteration.
+
+The problem of Guzmán-Cordero, Dangel, Goldshlager, Zeinhofer, "Improving energy natural gradient descent
+through Woodbury, momentum, and randomization" (2025; github:andresguzco/rla-pinns, experiment
+``exp1_poisson5d``), rebuilt here from its description (no code of theirs is used):
+:math:`-\Delta u = \pi^2\sum_i\cos(\pi x_i)` on :math:`(0, 1)^5`, :math:`u = \sum_i\cos(\pi x_i)` on the boundary,
+the PINN loss :math:`\frac1{2N_\Omega}\sum_j(\Delta u(x_j) + f(x_j))^2 + \frac1{2N_{\partial\Omega}}\sum_j(u(y_j) - g(y_j))^2`
+on 3000 interior and 500 boundary points drawn anew at every iteration (``--batch_frequency=1``), a tanh MLP
+5-64-64-48-48-1 (:math:`p = 10065`, PyTorch's default initialisation in float32, then float64), L2 error the
+root mean square of :math:`u_\theta - u` on 30,000 further uniform points (absolute, as the peer logs it;
+:math:`\|u\|_{L^2} \approx 1.58`, so the relative error is 0.63 of it).
+
+The network and every point set are the peer's exactly. Its training script seeds 0, builds its data loaders
+(they draw lazily), seeds 1 and builds the network; the points are then drawn from the generator where the
+network left it, in the order the training loop asks: the first iteration's interior points (``rand(3000, 5)``)
+and boundary points (``rand(500, 5)``, a face index ``randint(0, 5)`` and a side ``randint(0, 2)`` per point),
+the evaluation points (at the first logged step, after the first iteration's), then each further iteration's
+interior and boundary points (:class:`PeerBatches`). The peer computes :math:`f` and :math:`g` in float32; this
+benchmark in float64 from the same points.
+
+Ours is ``MinimizingMovement.run`` with ``resample=`` (each MMS step on that step's fresh points), one
+Gauss–Newton iteration per step, :math:`\tau = 10^{12}` (each step minimises the loss on its batch, as an ENGD
+iteration does) and ``certify=False``; the model is solved on its kernel side (:math:`3500 \times 3500`) with the
+Tikhonov step :math:`-(A + \mu I)^{-1}g` by one Cholesky factorisation (``GaussNewton(step_filter="tikhonov", step_damping=...)``,
+:math:`\mu` relative to :math:`\operatorname{tr}(A)/p`; the default ``1e-8`` is Woodbury-ENGD's absolute damping
+:math:`3.17\cdot10^{-12}` at the initial point, where :math:`\operatorname{tr}(A)/p = 3.45\cdot10^{-4}`), Armijo's
+line search, no geodesic acceleration (``--acceleration`` adds it: 1.2 CPU seconds an iteration here), no
+end-of-solve residual (``final_residual=False``). CPU seconds (``time.process_time``, one torch
+thread) exclude the L2 evaluations. Every iteration's record is appended to ``--log`` as one JSON line when it is
+taken, and an interrupted run (Ctrl-C) still writes ``--output`` with every iteration it finished; ``--target`` ends
+the run at that L2 error.
+
+The peer runs through :mod:`benchmarks.peer_clock` under its own interpreter from a checkout whose path is given
+(fetch it yourself; nothing of it is in this repository): rla-pinns' ``RNGD`` with ``approximation=exact``
+(Woodbury-ENGD), damping :math:`3.17\cdot10^{-12}` (its best run of this experiment), its 31-point grid line search.
+
+    python -m benchmarks.poisson_5d --iterations 300 --target 1e-5 --log ours.jsonl      # ours alone
+    python -m benchmarks.poisson_5d --iterations 300 --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python --cpu 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mms_manifolds import GaussNewton, MinimizingMovement
+from mms_manifolds.progress import LOGGER
+
+from . import RESULTS, poisson_scale
+from .poisson_scale import (
+    TAU,
+    IterationRecorder,
+    TargetReached,
+    peer_network,
+    pinn_problem,
+    run_peer,
+    write_record,
+)
+from .timing import use_threads
+
+WIDTHS = (5, 64, 64, 48, 48, 1)
+INTERIOR, BOUNDARY, EVALUATION = 3000, 500, 30000
+#: ``GaussNewton(step_filter="tikhonov", step_damping=...)``: Woodbury-ENGD's damping 3.17e-12 over tr(A)/p = 3.45e-4 at the initial point.
+STEP_DAMPING = 1e-8
+#: rla-pinns' best Woodbury-ENGD run of this experiment (the 2-D benchmark borrowed its settings from it).
+WOODBURY_ARGUMENTS = (
+    *poisson_scale.WOODBURY_ARGUMENTS,
+    "--equation=poisson",
+    "--boundary_condition=cos_sum",
+    "--dim_Omega=5",
+    f"--N_Omega={INTERIOR}",
+    f"--N_dOmega={BOUNDARY}",
+    "--batch_frequency=1",
+)
+
+
+def cos_sum(points: torch.Tensor) -> torch.Tensor:
+    r""":math:`u(x) = \sum_i\cos(\pi x_i)`, shape ``(N,)`` for points ``(N, d)``."""
+    return torch.cos(math.pi * points).sum(-1)
+
+
+def cos_sum_source(points: torch.Tensor) -> torch.Tensor:
+    r""":math:`f = -\Delta u = \pi^2\sum_i\cos(\pi x_i)`."""
+    return math.pi**2 * cos_sum(points)
+
+
+class PeerBatches:
+    r"""The peer's point sets in the order its training loop draws them (module docstring), from one generator.
+
+    Args:
+        state: the state of torch's global generator after the network was built (``torch.get_rng_state()``).
+        dimension, interior, boundary, evaluation: :math:`d` and the three counts.
+
+    Attributes:
+        evaluation: the L2 error's points, ``(evaluation, d)`` float64 (drawn after the first batch).
+    """
+
+    def __init__(
+        self,
+        state: torch.Tensor,
+        dimension: int = 5,
+        interior: int = INTERIOR,
+        boundary: int = BOUNDARY,
+        evaluation: int = EVALUATION,
+    ):
+        self.dimension, self.interior, self.boundary = dimension, interior, boundary
+        self._generator = torch.Generator()
+        self._generator.set_state(state)
+        self._batches = [self._draw()]
+        self.evaluation = torch.rand(evaluation, dimension, generator=self._generator).to(torch.float64)
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        inside = torch.rand(self.interior, self.dimension, generator=self._generator)
+        edge = torch.rand(self.boundary, self.dimension, generator=self._generator)
+        face = torch.randint(0, self.dimension, (self.boundary,), generator=self._generator)
+        side = torch.randint(0, 2, (self.boundary,), generator=self._generator)
+        edge[torch.arange(self.boundary), face] = side.to(edge.dtype)
+        return inside.to(torch.float64), edge.to(torch.float64)
+
+    def __call__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(interior, boundary)`` points of iteration ``iteration`` (1-based), float64; the same on every call."""
+        while len(self._batches) < iteration:
+            self._batches.append(self._draw())
+        return self._batches[iteration - 1]
+
+
+def peer_problem(model_seed: int = 1) -> tuple[torch.nn.Sequential, PeerBatches]:
+    """The peer's initial network and its point sets (module docstring)."""
+    network = peer_network(WIDTHS, model_seed)
+    return network, PeerBatches(torch.get_rng_state())
+
+
+def run_ours(iterations: int, solver: GaussNewton, log: Path | None = None, target: float | None = None) -> dict:
+    """Up to ``iterations`` resampled Gauss–Newton iterations from the peer's initial network; the record of each."""
+    network, batches = peer_problem()
+    exact = cos_sum(batches.evaluation)
+
+    def l2_error() -> float:
+        with torch.no_grad():
+            return float((network(batches.evaluation).squeeze(-1) - exact).square().mean().sqrt())
+
+    def problem(step: int):
+        return pinn_problem(network, *batches(step), source=cos_sum_source, solution=cos_sum)
+
+    flow = MinimizingMovement(*problem(1), tau=TAU)
+    recorder = IterationRecorder(flow, l2_error, time.process_time(), log, target)
+    previous_level = LOGGER.level
+    LOGGER.addHandler(recorder)
+    LOGGER.setLevel(logging.INFO)
+    stop = "iterations"
+    try:
+        flow.run(flow.parametrization.initial_point(), iterations, solver, certify=False, resample=problem)
+    except TargetReached:
+        stop = "target"
+    except KeyboardInterrupt:  # the records so far are kept and written
+        stop = "interrupted"
+    finally:
+        LOGGER.removeHandler(recorder)
+        LOGGER.setLevel(previous_level)
+    return {"solver": repr(solver), "stopped_at": stop, "records": recorder.records}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=300, help="iterations of every method")
+    parser.add_argument("--target", type=float, default=None, help="end our run at this L2 error")
+    parser.add_argument("--step-damping", type=float, default=STEP_DAMPING, help="GaussNewton(step_damping=...)")
+    parser.add_argument("--acceleration", action="store_true", help="GaussNewton(geodesic_acceleration=True)")
+    parser.add_argument("--skip-ours", action="store_true", help="run the peer only")
+    parser.add_argument("--woodbury", type=Path, help="a checkout of github:andresguzco/rla-pinns")
+    parser.add_argument("--woodbury-python", default=sys.executable, help="the interpreter rla-pinns is installed for")
+    parser.add_argument("--cpu", type=int, default=None, help="pin every run to this CPU core")
+    parser.add_argument("--log", type=Path, default=None, help="append our per-iteration records here (JSON lines)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "poisson-5d-cpu.json")
+    arguments = parser.parse_args()
+    use_threads(1)
+    if arguments.cpu is not None:
+        os.sched_setaffinity(0, {arguments.cpu})
+    solver = GaussNewton(
+        max_iterations=1,
+        step_filter="tikhonov",
+        step_damping=arguments.step_damping,
+        geodesic_acceleration=arguments.acceleration,
+        final_residual=False,
+    )
+    runs = {}
+    if not arguments.skip_ours:
+        runs["ours"] = run_ours(arguments.iterations, solver, arguments.log, arguments.target)
+    if arguments.woodbury is not None:
+        runs["woodbury"] = run_peer(
+            "rla_pinns",
+            arguments.woodbury,
+            arguments.woodbury_python,
+            WOODBURY_ARGUMENTS,
+            arguments.iterations,
+            arguments.cpu,
+            max_logs=20 * arguments.iterations,
+        )
+    write_record(
+        runs,
+        arguments.output,
+        problem="rla-pinns 5-D Poisson, p = 10065, 3000 + 500 nodes drawn every iteration",
+        l2="absolute root mean square on 30000 points (the peer's); relative = 0.63 of it",
+    )
+    for name, run in runs.items():
+        print(name, json.dumps(poisson_scale.summarise(run["records"])), flush=True)
+
+if __name__ == "__main__":
+    main()
