@@ -58,8 +58,8 @@ from mms_manifolds import (
 from mms_manifolds.grids import grid_2d, grid_spacing, stiffness_2d
 from mms_manifolds.parametrizations.base import Parametrization
 from mms_manifolds.reproduce.experiments import build, fit
+from mms_manifolds.results import estimate_floors
 from mms_manifolds.schemes import BDF2, ImplicitEuler, TimeScheme
-from mms_manifolds.time_stepping import estimate_floors
 
 from . import RESULTS
 from .timing import Stopwatch, conditions, use_threads
@@ -81,7 +81,7 @@ __all__ = [
 
 FINAL_TIME = 0.2
 UNIT_SQUARE = (0.0, 1.0, 0.0, 1.0)
-MODES = tuple((k, l) for k in (1, 2, 3) for l in (1, 2, 3))
+MODES = tuple((k, j) for k in (1, 2, 3) for j in (1, 2, 3))  # (k, l) of sin k pi x sin l pi y
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ class HeatGrid:
     eigenvalues: torch.Tensor
     eigenvectors: torch.Tensor
 
-    def mode(self, k: int, l: int) -> torch.Tensor:
-        r""":math:`\sin k\pi x\sin l\pi y` on the nodes, shape ``(n*n, 1)``: an eigenvector of :math:`A`."""
+    def mode(self, k: int, j: int) -> torch.Tensor:
+        r""":math:`\sin k\pi x\sin j\pi y` on the nodes, shape ``(n*n, 1)``: an eigenvector of :math:`A`."""
         x, y = self.points[:, :1], self.points[:, 1:]
-        return torch.sin(k * math.pi * x) * torch.sin(l * math.pi * y)
+        return torch.sin(k * math.pi * x) * torch.sin(j * math.pi * y)
 
     def flow(self, u: torch.Tensor, t: float) -> torch.Tensor:
         r"""The continuous flow :math:`e^{-tA}u`, shape of ``u``; ``t < 0`` runs it backwards (only for smooth ``u``)."""
@@ -153,7 +153,7 @@ def two_modes(grid: HeatGrid) -> torch.Tensor:
 
 def eigenmode_model(grid: HeatGrid) -> Model:
     r"""``eigenmodes``: :math:`\Phi\theta` with the modes :math:`k, l \le 3`, :math:`\theta_0` the coordinates of :func:`two_modes`."""
-    basis = torch.cat([grid.mode(k, l) for k, l in MODES], dim=1)
+    basis = torch.cat([grid.mode(k, j) for k, j in MODES], dim=1)
     theta0 = torch.linalg.lstsq(basis, two_modes(grid)).solution.squeeze(-1)
     return Model("eigenmodes", LinearParametrization(basis), theta0, f"linear in theta, {len(MODES)} eigenmodes")
 
@@ -281,7 +281,7 @@ def adaptive_run(
     Returns the steps taken and rejected, the relative error at :math:`T`, the fixed implicit Euler steps for
     that error, the range of the estimate over the true local error (:func:`true_local_errors`) on the steps
     with an estimate, and separately on the steps where the estimate is above twice its inexactness floor
-    :math:`\pi` (:func:`~mms_manifolds.time_stepping.estimate_floors`: the part of the estimate the inner solves
+    :math:`\pi` (:func:`~mms_manifolds.results.estimate_floors`: the part of the estimate the inner solves
     can make), how many steps are at that floor (and where it is unknown: the first BDF2 estimate of a run whose
     certification was withdrawn, as variable-step BDF2 is, lacks the Richardson start's bound), and the CPU seconds.
     """

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .schemes import BDF2, TimeScheme
 from .storage import WriterLock, atomic_write, content_checksum, resolve_path
 
-__all__ = ["COLUMNS", "FORMAT_VERSION", "MMSResult", "ResultFileError", "StepRecord"]
+__all__ = ["COLUMNS", "FORMAT_VERSION", "MMSResult", "ResultFileError", "StepRecord", "estimate_floors"]
 
 FORMAT_VERSION = 2
 """Version 2 added the checksum, the run's fingerprint and the ``bound_rounding`` and ``unconverged_solves`` columns."""
@@ -651,3 +652,33 @@ class MMSResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=120)
         return path
+
+
+def estimate_floors(result: MMSResult, scheme: TimeScheme) -> list[float | None]:
+    r"""Per step, the bound :math:`\pi_k` of :meth:`~mms_manifolds.schemes.TimeScheme.estimate_floor` for a run's estimates.
+
+    The defects are the step residuals' share: :math:`d_j = \tau_j'\rho_j/(1 + \tau_j'\lambda) \ge
+    \|u_j - \operatorname{prox}_{\tau_j'E}(\tilde u_j)\|_M` (:math:`\rho_j` = ``residual_total``, the step problem
+    :math:`(1/\tau_j' + \lambda)`-strongly convex); BDF2's Richardson start is no single proximal step, and its defect
+    is its tracking bound :math:`B_1` (against the exact start from :math:`u_0 = v_0`), ``nan`` where the run was not
+    certified. ``None`` where the run has no estimate; ``nan`` where a defect or :math:`\lambda` is unknown.
+    Rounding is not counted.
+    """
+    from .time_stepping import SchemeRecord  # the time stepping imports the subproblem, which needs this module's users
+
+    record = SchemeRecord.from_metadata(result.metadata.get("scheme_record"))
+    convexity = result.metadata.get("convexity")
+    convexity = math.nan if convexity is None else float(convexity)
+    residuals, bounds = result.columns["residual_total"], result.columns["tracking_bound"]
+    steps, defects = list(record.time_steps), []
+    for j, tau in enumerate(steps, start=1):
+        if j == 1 and isinstance(scheme, BDF2) and scheme.start == "richardson":
+            defects.append(float(bounds[1]) if float(bounds[0]) == 0 else math.nan)
+            continue
+        effective = scheme.anchor_weights(steps[max(0, j - 2) : j])[1] if j > 1 else tau
+        defects.append(effective * float(residuals[j]) / (1 + effective * convexity))
+    needed = scheme.estimate_history
+    return [
+        None if estimate is None else scheme.estimate_floor(steps[k + 1 - needed : k + 1], defects[k + 1 - needed : k + 1], convexity)
+        for k, estimate in enumerate(record.local_error_estimate)
+    ]

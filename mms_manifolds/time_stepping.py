@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 import torch
 
 from .energies import Energy
-from .results import MMSResult
 from .flow_bound import EulerFlowBound
 from .ledger import BDF2Ledger, BoundParts, TrackingLedger
 from .metrics.base import Metric
@@ -32,7 +31,7 @@ from .step_constants import StepConstants
 from .subproblem import Residual
 from .variable_bdf2 import DAHLQUIST_FORM, ResolventBall, VariableBDF2Ledger, constant_step_ball
 
-__all__ = ["SchemeRecord", "SchemeStepper", "StartParts", "estimate_floors"]
+__all__ = ["SchemeRecord", "SchemeStepper", "StartParts"]
 
 
 @dataclass(frozen=True)
@@ -349,32 +348,3 @@ def _json_number(value: float) -> float | None:
 def _parts(bound: BoundParts) -> tuple[float, float, float, float]:
     """The four parts, plain floats in :class:`BoundParts` order (the record's JSON form)."""
     return (bound.tracking_bound, bound.inexactness, bound.approximation, bound.rounding)
-
-
-
-def estimate_floors(result: MMSResult, scheme: TimeScheme) -> list[float | None]:
-    r"""Per step, the bound :math:`\pi_k` of :meth:`~mms_manifolds.schemes.TimeScheme.estimate_floor` for a run's estimates.
-
-    The defects are the step residuals' share: :math:`d_j = \tau_j'\rho_j/(1 + \tau_j'\lambda) \ge
-    \|u_j - \operatorname{prox}_{\tau_j'E}(\tilde u_j)\|_M` (:math:`\rho_j` = ``residual_total``, the step problem
-    :math:`(1/\tau_j' + \lambda)`-strongly convex); BDF2's Richardson start is no single proximal step, and its defect
-    is its tracking bound :math:`B_1` (against the exact start from :math:`u_0 = v_0`), ``nan`` where the run was not
-    certified. ``None`` where the run has no estimate; ``nan`` where a defect or :math:`\lambda` is unknown.
-    Rounding is not counted.
-    """
-    record = SchemeRecord.from_metadata(result.metadata.get("scheme_record"))
-    convexity = result.metadata.get("convexity")
-    convexity = math.nan if convexity is None else float(convexity)
-    residuals, bounds = result.columns["residual_total"], result.columns["tracking_bound"]
-    steps, defects = list(record.time_steps), []
-    for j, tau in enumerate(steps, start=1):
-        if j == 1 and isinstance(scheme, BDF2) and scheme.start == "richardson":
-            defects.append(float(bounds[1]) if float(bounds[0]) == 0 else math.nan)
-            continue
-        effective = scheme.anchor_weights(steps[max(0, j - 2) : j])[1] if j > 1 else tau
-        defects.append(effective * float(residuals[j]) / (1 + effective * convexity))
-    needed = scheme.estimate_history
-    return [
-        None if estimate is None else scheme.estimate_floor(steps[k + 1 - needed : k + 1], defects[k + 1 - needed : k + 1], convexity)
-        for k, estimate in enumerate(record.local_error_estimate)
-    ]

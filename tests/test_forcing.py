@@ -177,7 +177,7 @@ def test_forcing_takes_fewer_cg_iterations_and_keeps_the_dense_solves_decrease(c
         manifold = IncrementManifold(parametrization, metric, solve_mode=mode, damping=1e-6)
         subproblem = MMSSubproblem(manifold, energy, 0.2, torch.zeros_like(nodes))
         solver = GaussNewton(max_iterations=6, globalization="levenberg-marquardt", forcing=forcing)
-        results[name], counts[name] = _count_cg_iterations(lambda: solver.solve(subproblem, theta))
+        results[name], counts[name] = _count_cg_iterations(lambda solver=solver, subproblem=subproblem: solver.solve(subproblem, theta))
         decreases[name] = results[name].cost_history[0] - results[name].cost_history[-1]
     assert counts["forced"] < counts["fixed"], counts
     assert decreases["forced"] >= 0.9 * decreases["dense"], decreases
