@@ -318,6 +318,7 @@ def test_geoopt_boundary(method, x, u):
 
 @FUZZ
 @given(options=st.dictionaries(st.sampled_from(["lr", "momentum"]), _SCALARS, max_size=2), iterations=_SCALARS)
+@example(options={"lr": 0.1, "momentum": 0.5}, iterations=3)  # a valid call: random draws hold about one in 60
 def test_geoopt_solver_options(options, iterations):
     exercise(
         "GeooptSolver()",
