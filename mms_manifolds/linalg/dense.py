@@ -89,12 +89,16 @@ class GramFactorization(Factorization):
             self._eigen = (eigenvalues.clamp_min(0.0), eigenvectors)
         return self._eigen
 
+    def _shifted(self, shift: float) -> torch.Tensor:
+        """A copy of ``gram`` with ``shift`` added to its diagonal (no identity matrix formed)."""
+        shifted = self.gram.clone()
+        shifted.diagonal().add_(shift)
+        return shifted
+
     def _shifted_cholesky(self, damping: float) -> torch.Tensor | None:
         if self._cholesky is None or self._cholesky[0] != damping:
-            shifted = self.gram + damping * torch.eye(
-                self.gram.shape[0], dtype=self.gram.dtype, device=self.gram.device
-            )
-            lower, info = torch.linalg.cholesky_ex(shifted)
+            self._cholesky = None  # release the last factor before the next is formed
+            lower, info = torch.linalg.cholesky_ex(self._shifted(damping))
             self._cholesky = (damping, lower if int(info) == 0 else None)
         return self._cholesky[1]
 

@@ -231,10 +231,8 @@ class KernelFactorization(GramFactorization):
     def full_rank(self) -> bool:
         r"""Whether every eigenvalue of :math:`K` is above ``rtol`` :math:`\cdot\operatorname{tr}K` (Cholesky of the shifted :math:`K`); computed once."""
         if self._full_rank is None:
-            gram = self.gram
-            shift = self.rtol * float(torch.trace(gram))
-            eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-            self._full_rank = int(torch.linalg.cholesky_ex(gram - shift * eye)[1]) == 0
+            shift = self.rtol * float(torch.trace(self.gram))
+            self._full_rank = int(torch.linalg.cholesky_ex(self._shifted(-shift))[1]) == 0
         return self._full_rank
 
     def _kept_eigenvectors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -355,7 +353,7 @@ class KernelSolve:
 
     @staticmethod
     def peak_numbers(num_parameters: int, ambient_dimension: int) -> int:
-        r"""Numbers held at the peak: :math:`J`, the whitened :math:`B` and one transient copy (:math:`3Nmp`); :math:`K`, an identity, the shifted :math:`K` and its factor (:math:`4(Nm)^2`)."""
+        r"""Numbers held at the peak: :math:`J`, the whitened :math:`B` and one transient copy (:math:`3Nmp`); :math:`K`, the shifted :math:`K` and its factor, charged with one spare (:math:`4(Nm)^2`; the shift no longer forms an identity)."""
         return 3 * num_parameters * ambient_dimension + 4 * ambient_dimension**2
 
     def factorize(self, operator: GramOperator) -> KernelFactorization:

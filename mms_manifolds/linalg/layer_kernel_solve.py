@@ -63,7 +63,7 @@ class LayerKernelFactorization(KernelFactorization):
     r"""The kernel factorisation with :math:`K` from the layers and :math:`B` as products (module docstring).
 
     The damped Cholesky factorisations and the full-rank certificate shift a copy of :math:`K` on its diagonal
-    (no identity matrix is formed), and :math:`K` is whitened in place where the metric is an
+    (:class:`~mms_manifolds.linalg.GramFactorization`'s, no identity matrix formed), and :math:`K` is whitened in place where the metric is an
     :class:`~mms_manifolds.metrics.L2Metric`, so the peak is :math:`3(Nm)^2` numbers after the layer kernel's own
     (:mod:`~mms_manifolds.parametrizations.layer_kernel`). Where the layer kernel is missing or fails its check,
     :math:`B` is formed (:class:`~mms_manifolds.linalg.KernelFactorization`'s path) if it fits, and
@@ -121,28 +121,9 @@ class LayerKernelFactorization(KernelFactorization):
             kernel[:, start:stop] = mean.T
         return kernel
 
-    def _shifted(self, shift: float) -> torch.Tensor:
-        """A copy of :math:`K` with ``shift`` added to its diagonal."""
-        shifted = self.gram.clone()
-        shifted.diagonal().add_(shift)
-        return shifted
-
-    def _shifted_cholesky(self, damping: float) -> torch.Tensor | None:
-        if self._cholesky is None or self._cholesky[0] != damping:
-            self._cholesky = None  # release the last factor before the next is formed
-            lower, info = torch.linalg.cholesky_ex(self._shifted(damping))
-            self._cholesky = (damping, lower if int(info) == 0 else None)
-        return self._cholesky[1]
-
     def known_trace(self) -> float:
         r""":math:`\operatorname{tr}(B^\top B) = \operatorname{tr}K`, exact (the solves need :math:`K` anyway); Hutchinson's estimate is not needed."""
         return float(torch.trace(self.gram))
-
-    def full_rank(self) -> bool:
-        if self._full_rank is None:
-            shift = self.rtol * float(torch.trace(self.gram))
-            self._full_rank = int(torch.linalg.cholesky_ex(self._shifted(-shift))[1]) == 0
-        return self._full_rank
 
 
 @dataclass(frozen=True)
