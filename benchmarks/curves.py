@@ -66,7 +66,7 @@ class ErrorCurve(logging.Handler):
         if progress is None:
             return
         seconds = self.elapsed(progress)
-        with Stopwatch() as clock:
+        with Stopwatch(self.exact.device) as clock:
             with torch.no_grad():
                 values = self.flow.parametrization.value(progress.point)
                 error = float(self.flow.metric.norm(values - self.exact)) / self.initial_error
@@ -90,7 +90,7 @@ def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: tor
     previous = LOGGER.level
     LOGGER.setLevel(logging.INFO)
     try:
-        with Stopwatch() as clock:
+        with Stopwatch(theta.device) as clock:  # synchronised on CUDA at both ends
             result = solver.solve(subproblem, theta)
     finally:
         LOGGER.removeHandler(curve)

@@ -90,7 +90,8 @@ def regression_step_flow(
 
     An MLP 2-``hidden``-1 (tanh, ``torch.manual_seed(0)``) on a ``side`` x ``side`` grid of :math:`[-1, 1]^2`
     (weights :math:`4/N`), :math:`E(u) = \tfrac12\|u - g\|_M^2` with :math:`g = |x_1| + |x_2| + 0.3\sin(5x_1)`,
-    :math:`\tau` = ``STEP_TAU``; the exact step from :math:`u_0` is :math:`(u_0 + \tau g)/(1 + \tau)`.
+    :math:`\tau` = ``STEP_TAU``; the exact step from :math:`u_0` is :math:`(u_0 + \tau g)/(1 + \tau)`. The network's
+    initial parameters are drawn on the CPU (in float32, then cast), so every ``device`` starts from the same network.
     """
     torch.manual_seed(0)
     options = {"dtype": torch.float64, "device": device}
@@ -98,8 +99,8 @@ def regression_step_flow(
     nodes = torch.cartesian_prod(grid, grid)
     widths = (2, *hidden, 1)
     layers: list[torch.nn.Module] = []
-    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.Tanh()]
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):  # drawn on the CPU: the same network on every device
+        layers += [torch.nn.Linear(fan_in, fan_out, device="cpu"), torch.nn.Tanh()]
     network = torch.nn.Sequential(*layers[:-1]).to(**options)
     metric = L2Metric(torch.full((side * side,), 4.0 / (side * side), **options))
     target = nodes.abs().sum(-1, keepdim=True) + 0.3 * torch.sin(5 * nodes[:, :1])

@@ -2,6 +2,7 @@ r"""The regression step at p = 20,601, N = 4,900 on CPU time: Gauss–Newton, su
 
     python -m benchmarks.scale_cpu                  # one torch thread, the defaults below
     python -m benchmarks.scale_cpu --gn-iterations 15 --adam-iterations 1500
+    python -m benchmarks.scale_cpu --device cuda    # on a GPU: wall seconds, synchronised (scale-cuda-time.json)
 
 The step is :mod:`benchmarks.scale`'s (:func:`benchmarks.flows.regression_step_flow`: an MLP 2-100-100-100-1,
 tanh, on a 70 x 70 grid, tau = 0.2, errors against the exact step relative to the initial one). Times are **CPU seconds of this process**
@@ -13,6 +14,11 @@ Gauss–Newton's time to twice its best; at each run's twice its best, every run
 (where a run never gets there, the time of its last record over it: a lower bound); the whole solve including its
 final residual split. Results go to
 ``benchmarks/results/scale-cpu-time.json``.
+
+With ``--device cuda`` the step is built on the GPU and every time is **wall seconds** instead (CPU seconds do not
+count a GPU's work), each solve synchronised at both ends (:class:`benchmarks.timing.Stopwatch`); the record's
+``clock`` says which, and the default output is ``benchmarks/results/scale-cuda-time.json``. The keys keep their
+``cpu_seconds`` names on either clock, so that one comparison reads both.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import json
 import logging
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -34,30 +39,36 @@ from . import RESULTS
 from .curves import ErrorCurve, time_to
 from .flows import STEP_TAU as TAU
 from .flows import regression_step_flow
-from .timing import use_threads
+from .timing import Stopwatch, use_threads
+
+
+def clock_of(device: torch.device) -> str:
+    """The clock a run on ``device`` is timed with: ``"cpu"`` (process CPU seconds) on a CPU, else ``"wall"`` (synchronised)."""
+    return "cpu" if device.type == "cpu" else "wall"
 
 
 def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: torch.Tensor, initial: float) -> dict:
-    """One inner solve of the first MMS step on CPU time, with its error curve; the final residual split is timed apart."""
+    """One inner solve of the first MMS step on :func:`clock_of` ``theta``'s device, with its error curve; the final residual split is timed apart."""
     subproblem = flow.step_problem(flow.parametrization.value(theta))
-    curve = ErrorCurve(flow, exact, initial, clock="cpu")
+    clock = clock_of(theta.device)
+    curve = ErrorCurve(flow, exact, initial, clock=clock)
     LOGGER.addHandler(curve)
     previous = LOGGER.level
     LOGGER.setLevel(logging.INFO)
-    curve.start()
     try:
-        result = solver.solve(subproblem, theta)
+        with Stopwatch(theta.device) as solve:
+            curve.start()
+            result = solver.solve(subproblem, theta)
     finally:
         LOGGER.removeHandler(curve)
         LOGGER.setLevel(previous)
-    total = time.process_time() - curve.started - curve.overhead
-    start = time.process_time()
-    residual = subproblem.residual(result.point)  # cached where the solver measured it at its end
+    with Stopwatch(theta.device) as ledger:
+        residual = subproblem.residual(result.point)  # cached where the solver measured it at its end
     errors = [point["relative_error"] for point in curve.points] or [1.0]
     return {
         "solver": repr(solver),
-        "cpu_seconds": total,
-        "ledger_residual_cpu_seconds_after_solve": time.process_time() - start,
+        "cpu_seconds": (solve.cpu if clock == "cpu" else solve.wall) - curve.overhead,
+        "ledger_residual_cpu_seconds_after_solve": ledger.cpu if clock == "cpu" else ledger.wall,
         "iterations": result.iterations,
         "stop_reason": result.stop_reason.name.lower(),
         "best_relative_error": min(errors),
@@ -68,6 +79,7 @@ def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--hidden", type=int, nargs="+", default=[100, 100, 100])
     parser.add_argument("--side", type=int, default=70)
@@ -79,15 +91,17 @@ def main() -> None:
     parser.add_argument("--levels", type=float, nargs="+", default=[0.1, 0.03, 0.01])
     parser.add_argument("--only", nargs="*", choices=["gauss-newton", "subspace", "adam", "lbfgs"], help="solvers to run")
     parser.add_argument("--combine", nargs="*", help="merge these result files of processes run side by side")
-    parser.add_argument("--output", default=str(RESULTS / "scale-cpu-time.json"))
+    parser.add_argument("--output", help="the result file (default benchmarks/results/scale-<device>-time.json)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    args.output = args.output or str(RESULTS / f"scale-{device.type}-time.json")
     if args.combine:
         combine(args.combine, args.output, args.levels)
         return
     use_threads(args.threads)
-    start = time.process_time()
-    flow, _ = regression_step_flow(tuple(args.hidden), args.side, "cpu")
-    setup = time.process_time() - start
+    with Stopwatch(device) as building:
+        flow, _ = regression_step_flow(tuple(args.hidden), args.side, args.device)
+    setup = building.cpu if clock_of(device) == "cpu" else building.wall
     theta = flow.parametrization.initial_point()
     anchor = flow.parametrization.value(theta).detach()
     exact = (anchor + TAU * flow.energy.target) / (1 + TAU)
@@ -106,7 +120,8 @@ def main() -> None:
         print(f"  {name}: best {runs[name]['best_relative_error']:.3e} in {runs[name]['cpu_seconds']:.1f} CPU s", file=sys.stderr)
     mode = flow.manifold.solve_choice
     report = {
-        "clock": "time.process_time (CPU seconds of this process)",
+        "clock": "time.process_time (CPU seconds of this process)" if clock_of(device) == "cpu" else "wall seconds, synchronised",
+        "device": str(device),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,

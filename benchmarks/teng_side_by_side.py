@@ -30,10 +30,13 @@ for TENG; ``ours`` sets one torch thread itself. ::
     PYTHONPATH=~/teng XLA_FLAGS=... taskset -c 0 ~/teng-venv/bin/python -m benchmarks.teng_side_by_side teng --teng-dir ~/teng --out runs/teng --steps 20
     python -m benchmarks.teng_side_by_side ours --teng-dir ~/teng --out runs/teng --time-step 0.005 --final-time 0.1
     python -m benchmarks.teng_side_by_side step --teng-dir ~/teng --out runs/teng --block 256 --iterations 12 --no-acceleration
+    python -m benchmarks.teng_side_by_side step --out runs/teng --device cuda --name step-cuda   # on a GPU
     python -m benchmarks.teng_side_by_side report --teng-dir ~/teng --out runs/teng
 
 (from this repository's root; ``teng`` needs TENG's clone on ``PYTHONPATH``, where its own ``teng.py`` and
-``src`` are imported from). TENG's environment has no torch, so ``teng`` times its steps with the standard
+``src`` are imported from; ``step`` needs only ``teng_initial_parameters.npz`` in ``--out``). ``ours`` and ``step``
+take ``--device`` (default ``cpu``): the network, grid and FFT energy are built there, and ``step`` then times
+wall seconds synchronised on CUDA. TENG's environment has no torch, so ``teng`` times its steps with the standard
 library's clocks (CPU seconds, :func:`time.process_time`, and :func:`time.monotonic` wall seconds) rather than
 :mod:`benchmarks.timing`.
 """
@@ -119,8 +122,8 @@ def parameter_count(width: int = WIDTH, depth: int = DEPTH) -> int:
     return 3 * width + (depth - 2) * (width * width + width) + width + 1
 
 
-def teng_module(width: int = WIDTH, depth: int = DEPTH):
-    r""":func:`teng_network` as a ``torch.nn.Module`` (float64): TENG's periodic first layer, then ``torch.nn.Linear`` layers.
+def teng_module(width: int = WIDTH, depth: int = DEPTH, device="cpu"):
+    r""":func:`teng_network` as a ``torch.nn.Module`` (float64, on ``device``): TENG's periodic first layer, then ``torch.nn.Linear`` layers.
 
     ``TengPeriodicLayer`` holds :math:`a, \varphi, c` (``(m, 2)`` each) and maps ``(N, 2)`` points to the ``(N, width)``
     features :math:`a_{ji}\cos(x_i + \varphi_{ji}) + c_{ji}` (feature :math:`2j + i`); then ``tanh`` and the dense
@@ -135,7 +138,8 @@ def teng_module(width: int = WIDTH, depth: int = DEPTH):
     class TengPeriodicLayer(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.phi, self.c = (torch.nn.Parameter(torch.zeros(half, 2, dtype=torch.float64)) for _ in range(3))
+            options = {"dtype": torch.float64, "device": device}
+            self.a, self.phi, self.c = (torch.nn.Parameter(torch.zeros(half, 2, **options)) for _ in range(3))
 
         def forward(self, points):
             return (self.a * torch.cos(points[:, None, :] + self.phi) + self.c).reshape(points.shape[0], width)
@@ -143,7 +147,7 @@ def teng_module(width: int = WIDTH, depth: int = DEPTH):
     layers = [TengPeriodicLayer(), torch.nn.Tanh()]
     for layer in range(depth - 1):
         out = 1 if layer == depth - 2 else width
-        layers.append(torch.nn.Linear(width, out, dtype=torch.float64))
+        layers.append(torch.nn.Linear(width, out, dtype=torch.float64, device=device))
         if layer < depth - 2:
             layers.append(torch.nn.Tanh())
     return torch.nn.Sequential(*layers)
@@ -165,6 +169,8 @@ def module_parameters(theta, width: int = WIDTH, depth: int = DEPTH):
 def teng_parametrization(points, theta0, width: int = WIDTH, depth: int = DEPTH):
     r"""The library's :class:`~mms_manifolds.TorchParametrization` of :func:`teng_module` at ``points``, started at ``theta0`` (TENG's order).
 
+    The module is built on ``points``' device; ``theta0`` must lie there too.
+
     Node-separable (each output depends on its own point only), so ``jacobian_columns`` forms :math:`J_S` from
     the dense layers' factors (:func:`~mms_manifolds.parametrizations.layer_kernel.linear_layer_columns`) and the
     120 first-layer parameters' per-node gradients, never :math:`J` (``(16384, 1, 8361)``, 1.1 GB).
@@ -173,24 +179,25 @@ def teng_parametrization(points, theta0, width: int = WIDTH, depth: int = DEPTH)
 
     from mms_manifolds import TorchParametrization
 
-    module = teng_module(width, depth)
+    module = teng_module(width, depth, points.device)
     vector_to_parameters(module_parameters(theta0, width, depth), module.parameters())
     return TorchParametrization(module, points, node_separable=True)
 
 
-def spectral_dirichlet_energy(nodes: int, diffusivity: float = DIFFUSIVITY):
+def spectral_dirichlet_energy(nodes: int, diffusivity: float = DIFFUSIVITY, device="cpu"):
     r""":math:`E(u) = \tfrac D2\int|\nabla u|^2` of grid values on the periodic :math:`n \times n` grid, by FFT.
 
     :math:`\nabla E(u) = Ku`, :math:`K = Dh^2\,\mathcal F^{-1}\operatorname{diag}(|k|^2)\mathcal F` (the Nyquist mode
     takes :math:`(n/2)^2`, as :func:`benchmarks.teng.spectral_stiffness`, which is this matrix formed densely);
     :math:`\lambda = 0` in :math:`L^2(h^2)` (the constant mode); exact step
-    :math:`\hat u_{k+1} = \hat a_k/(1 + \tau D|k|^2)` per Fourier mode. Values ``(n^2, 1)``, first coordinate slowest.
+    :math:`\hat u_{k+1} = \hat a_k/(1 + \tau D|k|^2)` per Fourier mode. Values ``(n^2, 1)``, first coordinate slowest,
+    on ``device`` (where the symbol :math:`|k|^2` is kept).
     """
     import torch
 
     from mms_manifolds.energies import Energy
 
-    frequencies = torch.fft.fftfreq(nodes, 1 / nodes, dtype=torch.float64)
+    frequencies = torch.fft.fftfreq(nodes, 1 / nodes, dtype=torch.float64, device=device)
     symbol = (frequencies[:, None] ** 2 + frequencies[None, :] ** 2)[:, : nodes // 2 + 1]  # the real FFT's half
     spacing_squared = (2 * math.pi / nodes) ** 2
 
@@ -225,7 +232,8 @@ def heat_flow(arguments: argparse.Namespace):
     trapezoid weights, :func:`spectral_dirichlet_energy`, ``BDF2()`` (Richardson start) or ``ImplicitEuler()``
     (``--scheme``), step ``--time-step``. The manifold's solve mode (for the tangential residual each solve ends
     with; no step is solved with it) is matrix-free CG capped at ``--residual-cg-iterations``: with the cap
-    below convergence that residual is a lower estimate, which ``certify=False`` runs may report.
+    below convergence that residual is a lower estimate, which ``certify=False`` runs may report. Every tensor
+    lies on ``--device``.
     """
     import torch
 
@@ -234,19 +242,20 @@ def heat_flow(arguments: argparse.Namespace):
     from mms_manifolds.meshfree import torus_grid
     from mms_manifolds.schemes import BDF2, ImplicitEuler
 
-    grid = torus_grid(NODES, 2, dtype=torch.float64)
+    grid = torus_grid(NODES, 2, dtype=torch.float64, device=arguments.device)
     points = grid.points
-    if not np.array_equal(points.numpy(), grid_points()):
+    if not np.array_equal(points.cpu().numpy(), grid_points()):
         raise ValueError("torus_grid's node order differs from TENG's grid")
     stored = np.load(Path(arguments.out) / "teng_initial_parameters.npz")
-    theta0 = torch.tensor(np.concatenate([stored[name].astype(np.float64).ravel() for name in PARAMETER_NAMES]), dtype=torch.float64)
+    flat = np.concatenate([stored[name].astype(np.float64).ravel() for name in PARAMETER_NAMES])
+    theta0 = torch.tensor(flat, dtype=torch.float64, device=points.device)
     if theta0.numel() != parameter_count():
         raise ValueError(f"expected {parameter_count()} parameters, got {theta0.numel()}")
     parametrization = teng_parametrization(points, theta0)
     scheme = BDF2() if arguments.scheme == "bdf2" else ImplicitEuler()
     mode = ConjugateGradientSolve(max_iterations=arguments.residual_cg_iterations, on_unconverged="ignore")
     flow = MinimizingMovement(
-        parametrization, spectral_dirichlet_energy(NODES), L2Metric(grid.weights), arguments.time_step,
+        parametrization, spectral_dirichlet_energy(NODES, device=points.device), L2Metric(grid.weights), arguments.time_step,
         scheme=scheme, solve_mode=mode,
     )
     return flow, points
@@ -263,7 +272,7 @@ def subspace_solver(arguments: argparse.Namespace, iterations: int):
 
 
 def run_ours(arguments: argparse.Namespace) -> dict:
-    """The library's flow from TENG's initial network; errors against the exact solution per step and CPU seconds."""
+    """The library's flow from TENG's initial network; errors against the exact solution per step and CPU seconds (and wall seconds, synchronised on CUDA)."""
     from .timing import Stopwatch, use_threads
 
     threads = use_threads(1)
@@ -272,15 +281,15 @@ def run_ours(arguments: argparse.Namespace) -> dict:
     steps = round(arguments.final_time / arguments.time_step)
     solver = subspace_solver(arguments, arguments.iterations)
     heat_file = Path(arguments.teng_dir).expanduser() / HEAT_FILE
-    with Stopwatch() as clock:
+    with Stopwatch(arguments.device) as clock:
         result = flow.run(
             parametrization.initial_point(), steps, solver, certify=False, progress=True, checkpoint=arguments.checkpoint
         )
     cpu, wall = clock.cpu, clock.wall
     errors = []
     for step, theta in enumerate(result.thetas):
-        values = parametrization.value(theta).detach().numpy()[:, 0]
-        exact = exact_values(heat_file, step * arguments.time_step, points.numpy())
+        values = parametrization.value(theta).detach().cpu().numpy()[:, 0]
+        exact = exact_values(heat_file, step * arguments.time_step, points.cpu().numpy())
         errors.append(relative_error(values, exact))
     return {
         "scheme": repr(flow.scheme),
@@ -292,7 +301,7 @@ def run_ours(arguments: argparse.Namespace) -> dict:
         "nodes": points.shape[0],
         "relative_error_against_the_pde": errors,
         "relative_error_against_the_exact_scheme": [
-            float(e) / float(np.linalg.norm(exact_values(heat_file, k * arguments.time_step, points.numpy())) * (2 * math.pi / NODES))
+            float(e) / float(np.linalg.norm(exact_values(heat_file, k * arguments.time_step, points.cpu().numpy())) * (2 * math.pi / NODES))
             for k, e in enumerate(result.trajectory_error)
         ],
         "inner_iterations": int(result.inner_iterations.sum()),
@@ -300,6 +309,7 @@ def run_ours(arguments: argparse.Namespace) -> dict:
         "wall_seconds": wall,
         "cpu_seconds_per_step": cpu / steps,
         "torch_threads": threads,
+        "device": str(points.device),
     }
 
 
@@ -311,7 +321,9 @@ def run_step(arguments: argparse.Namespace) -> dict:
     :math:`\hat u^*_k = \hat u_{0,k}/(1 + \tau D|k|^2)`; the error is :math:`\|u_\theta - u^*\|_M/\|u^*\|_M` after
     each Gauss–Newton iteration (:class:`benchmarks.curves.ErrorCurve`, the process's CPU seconds, the errors' own
     time left out). This is the exact time-discrete step TENG's explicit Euler step is measured against in its
-    own way (its target :math:`u_0 + \tau D\Delta u_0`).
+    own way (its target :math:`u_0 + \tau D\Delta u_0`). On ``--device cuda`` the clock is the solver's wall
+    seconds instead (CPU seconds do not count the GPU's work), the whole solve synchronised at both ends; the
+    record's ``clock`` says which.
     """
     import logging
 
@@ -328,13 +340,14 @@ def run_step(arguments: argparse.Namespace) -> dict:
     anchor = flow.parametrization.value(theta).detach()
     exact = flow.energy.prox(anchor, arguments.time_step, flow.metric)
     scale = float(flow.metric.norm(exact))
-    curve = ErrorCurve(flow, exact, scale, clock="cpu")
+    clock_name = "cpu" if points.device.type == "cpu" else "wall"
+    curve = ErrorCurve(flow, exact, scale, clock=clock_name)
     solver = subspace_solver(arguments, arguments.iterations)
     LOGGER.addHandler(curve)
     previous = LOGGER.level
     LOGGER.setLevel(logging.INFO)
     try:
-        with Stopwatch() as clock:
+        with Stopwatch(points.device) as clock:
             curve.start()
             result = solver.solve(flow.step_problem(anchor), theta)
     finally:
@@ -342,6 +355,7 @@ def run_step(arguments: argparse.Namespace) -> dict:
         LOGGER.setLevel(previous)
     with torch.no_grad():
         final = float(flow.metric.norm(flow.parametrization.value(result.point) - exact)) / scale
+    seconds = clock.cpu if clock_name == "cpu" else clock.wall
     return {
         "problem": "one implicit Euler step from TENG's initial network, exact target the FFT prox",
         "solver": repr(solver),
@@ -358,8 +372,11 @@ def run_step(arguments: argparse.Namespace) -> dict:
         "final_relative_error": final,
         "iterations": result.iterations,
         "stop_reason": result.stop_reason.name.lower(),
+        "device": str(points.device),
+        "clock": "time.process_time (CPU seconds)" if clock_name == "cpu" else "wall seconds, synchronised at the solve's ends",
         "solve_cpu_seconds": clock.cpu - curve.overhead,
-        "solve_cpu_seconds_after_the_last_iteration": clock.cpu - curve.overhead - (curve.points[-1]["seconds"] if curve.points else 0.0),
+        "solve_seconds": seconds - curve.overhead,
+        "solve_seconds_after_the_last_iteration": seconds - curve.overhead - (curve.points[-1]["seconds"] if curve.points else 0.0),
         "torch_threads": threads,
     }
 
@@ -488,7 +505,7 @@ def explicit_euler_step(values: np.ndarray, time_step: float, nodes: int = NODES
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=("teng", "ours", "step", "report"))
-    parser.add_argument("--teng-dir", required=True, help="a clone of TENG's repository (read, never copied)")
+    parser.add_argument("--teng-dir", help="a clone of TENG's repository (read, never copied); every mode but step")
     parser.add_argument("--out", required=True, help="folder for the runs' files")
     parser.add_argument("--steps", type=int, default=20, help="teng: Heun steps of 0.005")
     parser.add_argument("--evaluate-only", action="store_true", help="teng: evaluate the saved networks only")
@@ -498,6 +515,7 @@ def main() -> None:
         "--resume", nargs="+", metavar="SAVE_DIR", help="teng: earlier runs' save folders (under results/, in order) to "
         "continue from the last network of the last one; --steps counts all steps"
     )
+    parser.add_argument("--device", default="cpu", help="ours, step: the torch device of the network, grid and energy")
     parser.add_argument("--scheme", choices=("bdf2", "euler"), default="bdf2")
     parser.add_argument("--time-step", type=float, default=0.005)
     parser.add_argument("--final-time", type=float, default=0.1)
@@ -516,6 +534,8 @@ def main() -> None:
         "with --final-time at its last step only reports)"
     )
     arguments = parser.parse_args()
+    if arguments.teng_dir is None and arguments.mode != "step":
+        parser.error(f"{arguments.mode} needs --teng-dir")
     if arguments.mode == "teng":
         run_teng(arguments)
     elif arguments.mode == "step":

@@ -48,7 +48,7 @@ def _projections(size: int, dtype: torch.dtype, device: torch.device) -> torch.T
     key = (size, dtype, torch.device(device))
     if key not in _SKETCH_CACHE:
         generator = torch.Generator().manual_seed(0)
-        weights = torch.randn(SKETCH_SIZE, size, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
+        weights = torch.randn(SKETCH_SIZE, size, generator=generator, dtype=torch.float64, device="cpu").to(dtype=dtype, device=device)
         _SKETCH_CACHE.clear()
         _SKETCH_CACHE[key] = weights
     return _SKETCH_CACHE[key]

@@ -303,7 +303,7 @@ class TorchParametrization(FunctionParametrization):
             problem = f"cannot be evaluated at one node ({error})"
         else:
             columns = jacobian.shape[-1]
-            direction = torch.randn(columns, generator=torch.Generator().manual_seed(0), dtype=self.dtype).to(self.device)
+            direction = torch.randn(columns, generator=torch.Generator().manual_seed(0), dtype=self.dtype, device="cpu").to(self.device)
             tangent = direction
             if indices is not None:
                 tangent = torch.zeros(self.num_parameters, dtype=self.dtype, device=self.device)

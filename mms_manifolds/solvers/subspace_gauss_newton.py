@@ -155,7 +155,7 @@ class SubspaceGaussNewton(GaussNewton):
             return torch.arange(size, device=device)
         word = int(np.random.SeedSequence((self.seed, draw)).generate_state(1)[0])
         generator = torch.Generator().manual_seed(word)
-        return torch.randperm(size, generator=generator)[: self.block_size].sort().values.to(device)
+        return torch.randperm(size, generator=generator, device="cpu")[: self.block_size].sort().values.to(device)
 
     def subspace_model(
         self,
