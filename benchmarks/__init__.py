@@ -48,6 +48,10 @@ Scripts (each measurement in one place):
 - :mod:`benchmarks.teng_allen_cahn`: TENG's 2-D Allen–Cahn benchmark: an ETDRK4 spectral reference (checked
   against half the step, twice the grid and TENG's files), each scheme's time error, and the BDF2 bound on
   perturbed exact steps.
+- :mod:`benchmarks.device_session`: the large-scale benchmarks above (the regression step, both Poisson
+  problems, TENG's heat step, subspace Gauss–Newton, the memory cell) shortened, with ``--device cuda``, in one
+  session of a lent GPU within a time budget, every result in one file (``benchmarks/device_session.sh`` installs
+  the carried wheels and starts it; ``benchmarks/prepare_device_carry.sh`` builds them).
 - :mod:`benchmarks.variable_bdf2`: variable-step BDF2's certified tracking bound on the heat 2-D flow:
   violations and the largest bound over the largest error, on perturbed exact steps along the step controller's
   steps (against a constant step of the same count) and through the driver with adaptive steps.

@@ -2,6 +2,7 @@ r"""Subspace Gauss–Newton against full Gauss–Newton and Adam on the 2-D regr
 
     python -m benchmarks.subspace                                   # p = 5,301, N = 1,600 (the default below)
     python -m benchmarks.subspace --hidden 60 60 --side 40 --blocks 256 1024
+    python -m benchmarks.subspace --device cuda                    # on a GPU (wall seconds, synchronised)
 
 The step is :mod:`benchmarks.scale`'s (:func:`benchmarks.flows.regression_step_flow`: an MLP 2-h-...-h-1, tanh, on a side x side grid of [-1, 1]^2,
 :math:`E(u) = \tfrac12\|u - g\|_M^2`, :math:`\tau = 0.2`, its exact step known), at a size that fits a
