@@ -334,16 +334,18 @@ class MinimizingMovement:
             residual: what each step books of its residual :math:`\rho_k = \|M^{-1}\nabla F_k(u_{k+1})\|_M`
                 (:data:`~mms_manifolds.subproblem.RESIDUAL_PARTS`). ``"split"`` (default): :math:`\rho_k` and its
                 tangential (inner-solver) and normal (approximation) parts, which apportion the bound into
-                ``bound_inexactness`` and ``bound_approximation``; a linearisation at :math:`u_{k+1}` (in the
-                kernel mode a pivoted Cholesky of the layer kernel, in the matrix-free mode a CG solve with
-                :math:`G`) unless the solver's own stopping test measured it there. ``"total"``: :math:`\rho_k`
+                ``bound_inexactness`` and ``bound_approximation``; a linearisation at :math:`u_{k+1}` (the Jacobian
+                or the layer factors and a factorisation in the direct modes, a CG solve with :math:`G` in the
+                matrix-free mode) unless the solver measured it there itself (a stopping test, Gauss–Newton's
+                ``final_residual``). ``"total"``: :math:`\rho_k`
                 alone, one solve with :math:`M`: the same certified ``tracking_bound`` (its recursion and checks
                 need no split; ``docs/theory.md``, section 5), while ``residual_tangential``, ``residual_normal``,
                 ``bound_inexactness`` and ``bound_approximation`` are ``nan`` (not computed), the unconverged-step
-                test (which reads the tangential residual) does not run, and a note says so. Not chosen for the
-                solver: ``"split"`` stays the default for every solver (``docs/performance.md``). It needs
-                ``certify=True`` and no ``budget`` (the budget's tolerances are tangential residuals); a
-                checkpoint is resumed only with the same choice.
+                test (which reads the tangential residual) does not run, and a note says so. Never chosen by
+                solver: ``"split"`` stays the default for every solver (why: ``docs/performance.md``). It needs
+                ``certify=True``, no ``budget`` (the budget's tolerances are tangential residuals) and a positive
+                definite metric (else :math:`\rho_k` does not exist); a checkpoint is resumed only with the same
+                choice.
             on_failure: what a failed inner solve (stop reason ``NON_FINITE``, ``NO_PROGRESS`` or
                 ``COST_INCREASE``; the solver has kept its last good iterate) leads to: ``"retry"``
                 solves the step again from :math:`\theta_k` with ``solver.fallback()`` (more damping,
@@ -483,11 +485,16 @@ class MinimizingMovement:
             )
         return progress, diagnostics, time_tolerance
 
-    @staticmethod
-    def _check_residual_parts(residual: object, certify: bool, budget: TrajectoryBudget | None) -> None:
+    def _check_residual_parts(self, residual: object, certify: bool, budget: TrajectoryBudget | None) -> None:
         """Refuse a ``residual`` that is not one of :data:`~mms_manifolds.subproblem.RESIDUAL_PARTS`, or ``"total"`` where
-        nothing is booked (``certify=False``) or a budget needs the tangential residuals."""
+        nothing is booked (``certify=False``), a budget needs the tangential residuals, or no total exists (a
+        semi-definite metric)."""
         check_choice("residual", residual, RESIDUAL_PARTS)
+        if residual == "total" and not self.metric.positive_definite:
+            raise ValueError(
+                "residual='total' books rho_k = |M^{-1} grad F_k|_M, which does not exist for a metric that is only "
+                "semi-definite (its runs book the tangential residual alone): use residual='split'"
+            )
         if residual == "total" and not certify:
             raise ValueError(
                 "residual='total' chooses what a certified run books; certify=False books no residual: drop one"

@@ -237,3 +237,16 @@ def test_bad_residual_settings_are_named():
         flow.run(theta0, 1, solver, residual="total", certify=False)
     with pytest.raises(ValueError, match="TrajectoryBudget"):
         flow.run(theta0, 1, solver, residual="total", budget=TrajectoryBudget(1e-2))
+
+
+def test_total_mode_is_refused_for_a_semidefinite_metric():
+    """A jet metric that weighs values only: M^{-1} grad F_k does not exist, so there is no total to book."""
+    from mms_manifolds.meshfree import JetMetric, JetParametrization, RitzEnergy, box_midpoint_grid
+
+    from cases import mlp
+
+    jets = JetParametrization(mlp((1, 4, 1), 0), {"interior": box_midpoint_grid(9, 1, ("value", "gradient"))})
+    flow = MinimizingMovement(jets, RitzEnergy(jets, diffusion=0.25), JetMetric(jets, value={"interior": 1.0}), tau=0.02)
+    assert not flow.metric.positive_definite
+    with pytest.raises(ValueError, match="semi-definite"):
+        flow.run(jets.initial_point(), 1, Adam(max_iterations=1), residual="total")
