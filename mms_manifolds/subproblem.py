@@ -457,7 +457,7 @@ class MMSSubproblem:
         return self.residual(theta).tangential
 
     def residual(self, theta: torch.Tensor, parts: str = "split") -> Residual:
-        r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split.
+        r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split (or its norm alone).
 
         All three are ``nan`` where :math:`\nabla F_k(u)` is not finite (a diverged state). Where the metric
         is only semi-definite (mesh-free jets), :math:`r` does not exist: the tangential part is then
