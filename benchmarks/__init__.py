@@ -29,8 +29,8 @@ Scripts (each measurement in one place):
   Adam, L-BFGS to accuracy) and the peak memory at :math:`p \approx 10^5`.
 - :mod:`benchmarks.scale_cpu`: that step on CPU seconds (a shared machine): Gauss–Newton, subspace
   Gauss–Newton, Adam and L-BFGS, in one process or several combined.
-- :mod:`benchmarks.residual_bookkeeping`: the share of one MMS step's CPU time spent on residual splits, per
-  solver, at :math:`p = 8{,}577`, :math:`N = 4{,}900`.
+- :mod:`benchmarks.residual_bookkeeping`: the share of one MMS step's CPU time spent on its residual, per
+  solver and per booked residual (the split, or the total alone), at :math:`p = 8{,}577`, :math:`N = 4{,}900`.
 - :mod:`benchmarks.forcing`: the CG tolerances of Gauss–Newton's model solves on that step (a fixed tolerance,
   the certified decrease, Eisenstat–Walker forcing terms): CG iterations and model decrease per iteration.
 - :mod:`benchmarks.subspace`: subspace Gauss–Newton against full Gauss–Newton and Adam on that step.

@@ -8,8 +8,10 @@ step, the distance of the computed iterates :math:`u_k` to the exact MMS iterate
 
 where :math:`\rho_k = \|M^{-1}\nabla F_k(u_{k+1})\|_M` is the a-posteriori residual of the step
 (``docs/driver.md``). :math:`\rho_k` splits orthogonally into the tangential (inner-solver) and normal
-(approximation) parts, and :math:`B_k` into their propagated sums. :math:`\delta_k` is the floating-point
-allowance
+(approximation) parts, and :math:`B_k` into their propagated sums. The recursion reads :math:`\rho_k` alone:
+a residual booked as its total (:meth:`~mms_manifolds.subproblem.Residual.total_only`,
+``run(residual="total")``) gives the same :math:`B_k` and rounding part, and ``nan`` inexactness and
+approximation parts (``docs/theory.md``, section 5). :math:`\delta_k` is the floating-point allowance
 
 .. math:: \delta_k = c\,\big(\kappa\,\varepsilon\,(\|u_{k+1}\|_M + \|u_k\|_M) + 2\sqrt{Nm\,t}\big),\qquad c = 16 + \sqrt{Nm},
 
@@ -94,7 +96,7 @@ class TrackingLedger:
         return self.rounding_constant * (condition * self.epsilon * size + 2 * self.underflow)
 
     def step(self, previous: BoundParts, residual: Residual, u_new: torch.Tensor, u_old: torch.Tensor) -> BoundParts:
-        r"""The parts of :math:`B_{k+1}` from those of :math:`B_k` and the step's residual."""
+        r"""The parts of :math:`B_{k+1}` from those of :math:`B_k` and the step's residual (its split parts ``nan`` where not computed)."""
         lipschitz, mu = self.constants.lipschitz, self.constants.strong_convexity
         allowance = self.rounding_allowance(u_new, u_old)
         return BoundParts(

@@ -57,7 +57,7 @@ from .solvers.base import InnerResult, InnerSolver, StopReason
 from .solvers.state import SolverState
 from .step_constants import StepConstants
 from .storage import WriterLock, resolve_path
-from .subproblem import MMSSubproblem, Residual
+from .subproblem import RESIDUAL_PARTS, MMSSubproblem, Residual
 from .time_stepping import SchemeRecord, SchemeStepper, StartParts
 
 __all__ = ["MMSDivergenceError", "MinimizingMovement", "exact_trajectory"]
@@ -242,6 +242,7 @@ class MinimizingMovement:
         time_tolerance: float | None = None,
         certify: bool = True,
         final_time: float | None = None,
+        residual: str = "split",
     ) -> RunSettings:
         fingerprint = trajectory_fingerprint(
             self.parametrization,
@@ -270,7 +271,12 @@ class MinimizingMovement:
             solve_mode=self.manifold.solve_mode_name(),
             solve_mode_reason=self.manifold.solve_choice.reason,
             budget=None if budget is None else budget.tolerance,
-            notes=tuple(self._notes(resampled) + ([] if certify else [CERTIFY_OFF_NOTE])),
+            residual=residual,
+            notes=tuple(
+                self._notes(resampled)
+                + ([] if certify else [CERTIFY_OFF_NOTE])
+                + ([TOTAL_RESIDUAL_NOTE] if residual == "total" else [])
+            ),
             fingerprint=fingerprint,
         )
 
@@ -300,6 +306,7 @@ class MinimizingMovement:
         resample: Callable[[int], tuple[Parametrization, Energy, Metric]] | None = None,
         time_tolerance: float | None = None,
         final_time: float | None = None,
+        residual: str = "split",
     ) -> MMSResult:
         r"""Take ``steps`` MMS steps from ``theta0`` with ``solver``; return the per-step record.
 
@@ -324,6 +331,21 @@ class MinimizingMovement:
             certify: ``False``: do not compute the step residuals nor the tracking bound (every residual and
                 bound column ``nan``, ``certified`` false, a note in ``metadata["notes"]``); the solvers still
                 measure what their own stopping tests need. A run that wants speed over the bound says so.
+            residual: what each step books of its residual :math:`\rho_k = \|M^{-1}\nabla F_k(u_{k+1})\|_M`
+                (:data:`~mms_manifolds.subproblem.RESIDUAL_PARTS`). ``"split"`` (default): :math:`\rho_k` and its
+                tangential (inner-solver) and normal (approximation) parts, which apportion the bound into
+                ``bound_inexactness`` and ``bound_approximation``; a linearisation at :math:`u_{k+1}` (the Jacobian
+                or the layer factors and a factorisation in the direct modes, a CG solve with :math:`G` in the
+                matrix-free mode) unless the solver measured it there itself (a stopping test, Gauss–Newton's
+                ``final_residual``). ``"total"``: :math:`\rho_k`
+                alone, one solve with :math:`M`: the same certified ``tracking_bound`` (its recursion and checks
+                need no split; ``docs/theory.md``, section 5), while ``residual_tangential``, ``residual_normal``,
+                ``bound_inexactness`` and ``bound_approximation`` are ``nan`` (not computed), the unconverged-step
+                test (which reads the tangential residual) does not run, and a note says so. Never chosen by
+                solver: ``"split"`` stays the default for every solver (why: ``docs/performance.md``). It needs
+                ``certify=True``, no ``budget`` (the budget's tolerances are tangential residuals) and a positive
+                definite metric (else :math:`\rho_k` does not exist); a checkpoint is resumed only with the same
+                choice.
             on_failure: what a failed inner solve (stop reason ``NON_FINITE``, ``NO_PROGRESS`` or
                 ``COST_INCREASE``; the solver has kept its last good iterate) leads to: ``"retry"``
                 solves the step again from :math:`\theta_k` with ``solver.fallback()`` (more damping,
@@ -378,6 +400,7 @@ class MinimizingMovement:
         progress, diagnostics, time_tolerance = self._check_run_options(
             solver, budget, certify, on_failure, progress, diagnostics, resample, reference, time_tolerance
         )
+        self._check_residual_parts(residual, certify, budget)
         final_time = _check_final_time(final_time, time_tolerance)
         path = None if checkpoint is None else resolve_path(checkpoint, "checkpoint")
         theta0 = self.manifold.check_point(theta0, "theta0")
@@ -385,7 +408,7 @@ class MinimizingMovement:
             raise ValueError("theta0 gives a non-finite energy: the flow cannot start there")
         reference = self._check_reference(reference, steps)
         settings = self._settings(
-            steps, solver, budget, resample is not None, theta0, time_tolerance, certify, final_time
+            steps, solver, budget, resample is not None, theta0, time_tolerance, certify, final_time, residual
         )
         source = resume_proof.reference_source(reference, resample, self.energy.has_prox)
         constants = self.constants
@@ -401,7 +424,7 @@ class MinimizingMovement:
             exact = reference is None and resample is None and self.energy.has_prox  # v_k from the prox
             loop = _Loop(
                 solver, result, step_tolerance, on_failure, max_retries, resample, reference, exact, certify,
-                diagnostics, stepper,
+                diagnostics, stepper, residual,
             )
             while state.steps_done < steps and not stepper.finished(state.scheme_record):
                 state, outcome = self._advance(state, loop)  # the step: solve, book the bound, the next state
@@ -462,6 +485,26 @@ class MinimizingMovement:
             )
         return progress, diagnostics, time_tolerance
 
+    def _check_residual_parts(self, residual: object, certify: bool, budget: TrajectoryBudget | None) -> None:
+        """Refuse a ``residual`` that is not one of :data:`~mms_manifolds.subproblem.RESIDUAL_PARTS`, or ``"total"`` where
+        nothing is booked (``certify=False``), a budget needs the tangential residuals, or no total exists (a
+        semi-definite metric)."""
+        check_choice("residual", residual, RESIDUAL_PARTS)
+        if residual == "total" and not self.metric.positive_definite:
+            raise ValueError(
+                "residual='total' books rho_k = |M^{-1} grad F_k|_M, which does not exist for a metric that is only "
+                "semi-definite (its runs book the tangential residual alone): use residual='split'"
+            )
+        if residual == "total" and not certify:
+            raise ValueError(
+                "residual='total' chooses what a certified run books; certify=False books no residual: drop one"
+            )
+        if residual == "total" and budget is not None:
+            raise ValueError(
+                "a TrajectoryBudget needs the tangential residuals (its step tolerances and the check that it was "
+                "met read them): it cannot be combined with residual='total'"
+            )
+
     def _advance(self, state: FlowState, loop: _Loop) -> tuple[FlowState, _StepOutcome]:
         r"""Step :math:`k+1` from ``state``: solved by the scheme, its bound booked; the next state and what to record.
 
@@ -474,7 +517,7 @@ class MinimizingMovement:
         energy, manifold, previous = base.energy, base.manifold, base.anchor
         solve = _Solve(
             loop.solver, loop.result, step, loop.step_tolerance, loop.on_failure, loop.max_retries, base,
-            state.theta, state.solver_state,
+            state.theta, state.solver_state, loop.residual,
         )
         if stepper.richardson_start(state.steps_done):
             tau = stepper.next_step(state.scheme_record)
@@ -557,7 +600,7 @@ class MinimizingMovement:
         certify: bool,
     ) -> _Solved:
         """One step of the scheme from the last states (oldest first): solved, estimated, retried smaller if rejected;
-        then its residual (``nan`` with ``certify=False``)."""
+        then its residual as the run books it (``solve.parts``; ``nan`` with ``certify=False``)."""
         tau, rejected = stepper.next_step(record), 0
         while True:
             plan = stepper.plan(record, states[-self.scheme.history :], tau)
@@ -569,7 +612,7 @@ class MinimizingMovement:
                 break
             tau, rejected = proposed, rejected + 1
         with UnconvergedSolveCount(f"MMS step {solve.step} residual") as unconverged:
-            residual = subproblem.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
+            residual = subproblem.residual(inner.point, solve.parts) if certify else Residual.not_computed()
         u = subproblem.node_values(inner.point)
         return _Solved(inner, retries, residual, u, tau, estimate, proposed, rejected, unconverged.count)
 
@@ -605,8 +648,8 @@ class MinimizingMovement:
                 nonlocal iterations, retries_total
                 subproblem = solve.problem(anchor, step_tau)
                 inner, retries = solve(subproblem, theta, state)
-                residual = subproblem.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
-                if certify and not all(math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)):
+                residual = subproblem.residual(inner.point, solve.parts) if certify else Residual.not_computed()
+                if certify and not all(math.isfinite(value) for value in residual.booked()):
                     problems.append(f"a residual of BDF2's Richardson start is not finite ({residual.total})")
                 iterations, retries_total = iterations + inner.iterations, retries_total + retries
                 return inner, residual, subproblem.node_values(inner.point)
@@ -617,7 +660,7 @@ class MinimizingMovement:
             combination = 2 * u_half - u_full
             fit = MMSSubproblem(solve.manifold, L2Regression(combination, solve.manifold.metric), tau, combination, 1.0)
             inner, retries = solve(fit, half.point, full.state)
-            residual = fit.residual(inner.point) if certify else Residual(math.nan, math.nan, math.nan)
+            residual = fit.residual(inner.point, solve.parts) if certify else Residual.not_computed()
         iterations, retries_total = iterations + inner.iterations, retries_total + retries
         u1 = fit.node_values(inner.point)
         handed_on = half.state if _fitted_to_rounding(u1, combination, self.metric) else inner.state  # (docstring)
@@ -703,11 +746,10 @@ class MinimizingMovement:
     ) -> str | None:
         """Why the step's bound cannot be certified (a non-finite residual or state, too little curvature), or ``None``.
 
-        BDF2's Richardson start has checked its own residuals; every other step's residual is checked here.
+        BDF2's Richardson start has checked its own residuals; every other step's residual is checked here: the
+        parts it booked (:meth:`~mms_manifolds.subproblem.Residual.booked`: all three, or the total alone).
         """
-        if not richardson_start and not all(
-            math.isfinite(value) for value in (residual.total, residual.tangential, residual.normal)
-        ):
+        if not richardson_start and not all(math.isfinite(value) for value in residual.booked()):
             return f"the residual is not finite ({residual.total}, {residual.tangential}, {residual.normal})"
         if not bool(torch.isfinite(u).all()):
             return "the state u_k is not finite"
@@ -863,6 +905,14 @@ class MinimizingMovement:
 CERTIFY_OFF_NOTE = "certify=False: the step residuals and tracking bounds are not computed (nan)"
 """The note of a run that asked for no bound (``MinimizingMovement.run(certify=False)``)."""
 
+TOTAL_RESIDUAL_NOTE = (
+    "residual='total': each step books the total residual rho_k alone (one solve with M); residual_tangential, "
+    "residual_normal, bound_inexactness and bound_approximation are not computed (nan), and the unconverged-step "
+    "test, which reads the tangential residual, does not run; tracking_bound and bound_rounding are certified as "
+    "with the split"
+)
+"""The note of a run that books the total residual alone (``MinimizingMovement.run(residual="total")``)."""
+
 _FOUND_BY_THE_RUN = (
     "solver_state",
     "rank_deficient_steps",
@@ -993,6 +1043,7 @@ class _Loop:
     certify: bool
     diagnostics: bool
     stepper: SchemeStepper
+    residual: str = "split"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1060,6 +1111,8 @@ class _Solve:
     base: MMSSubproblem
     theta: torch.Tensor
     state: SolverState | None
+    parts: str = "split"
+    """What the step books of its residual: ``"split"`` or ``"total"`` (``run(residual=...)``)."""
 
     @property
     def manifold(self) -> IncrementManifold:

@@ -34,6 +34,10 @@ class RunSettings:
             solve mode the inner solver's own model solves use.
         solve_mode_reason: why that mode (:attr:`~mms_manifolds.linalg.SolveChoice.reason`); not compared on resume.
         budget: the trajectory budget's tolerance, or ``None``.
+        residual: what each step books of its residual :math:`\rho_k` (:data:`~mms_manifolds.subproblem.RESIDUAL_PARTS`):
+            ``"split"``, the total and its tangential and normal parts; ``"total"``, the total alone (the tangential
+            and normal columns and the bound's inexactness and approximation parts ``nan``). A checkpoint written
+            before the setting existed booked the split.
         notes: why bounds are not certified, if they are not.
         fingerprint: one digest per part of the run (:func:`~mms_manifolds.fingerprint.trajectory_fingerprint`).
     """
@@ -51,6 +55,7 @@ class RunSettings:
     solve_mode: str
     solve_mode_reason: str
     budget: float | None
+    residual: str
     notes: tuple[str, ...]
     fingerprint: Mapping[str, str]
 
@@ -63,13 +68,16 @@ class RunSettings:
     def resume_conflict(self, stored: Mapping, steps_done: int) -> str | None:
         """Why a checkpoint with metadata ``stored`` and ``steps_done`` steps cannot be resumed by this run, or ``None``.
 
-        It must record the same problem (every fingerprint part), the same budget and resampling, the same
-        ``steps`` when a budget is set (its tolerances depend on them), and no more steps than asked.
+        It must record the same problem (every fingerprint part), the same budget, resampling and booked
+        ``residual`` (a record with split residuals up to some step and totals after it, or the reverse, repeats
+        no uninterrupted run), the same ``steps`` when a budget is set (its tolerances depend on them), and no
+        more steps than asked.
         """
         differing = differing_parts(stored.get("fingerprint"), self.fingerprint)
         if differing:
             return f"it was written for another problem: {', '.join(differing)} differ"
-        for key in ("budget", "resampled") + (("steps",) if self.budget is not None else ()):
+        stored = {**stored, "residual": stored.get("residual", "split")}  # written before the setting: the split
+        for key in ("budget", "resampled", "residual") + (("steps",) if self.budget is not None else ()):
             if stored.get(key) != getattr(self, key):
                 return f"it was written with {key} = {stored.get(key)!r}, this run has {getattr(self, key)!r}"
         if steps_done > self.steps:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import as_tensor, check_finite, check_instance, check_shape
+from ._checks import as_tensor, check_choice, check_finite, check_instance, check_shape
 from .energies import Energy
 from .linalg import (
     AutoSolve,
@@ -34,7 +34,12 @@ from .metrics.base import Metric
 from .parametrizations.base import Parametrization
 from .step_constants import StepConstants
 
-__all__ = ["EnergyHessian", "GaussNewtonModel", "MMSSubproblem", "Residual"]
+__all__ = ["RESIDUAL_PARTS", "EnergyHessian", "GaussNewtonModel", "MMSSubproblem", "Residual"]
+
+
+RESIDUAL_PARTS = ("split", "total")
+r"""What a step books of its residual: ``"split"`` (:math:`\|r\|_M` and its tangential and normal parts) or
+``"total"`` (:math:`\|r\|_M` alone, one solve with :math:`M`; :meth:`MMSSubproblem.residual`)."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +48,30 @@ class Residual:
 
     Attributes:
         total: :math:`\|r\|_M`.
-        tangential: :math:`\|P_T r\|_M`, the inner-solver inexactness.
-        normal: :math:`\|r - P_T r\|_M`, the neural approximation error.
+        tangential: :math:`\|P_T r\|_M`, the inner-solver inexactness (``nan`` where not computed).
+        normal: :math:`\|r - P_T r\|_M`, the neural approximation error (``nan`` where not computed).
+        split: whether the tangential and normal parts were asked for (``False``: the total alone,
+            ``parts="total"``; both parts are then ``nan``, never an estimate).
     """
 
     total: float
     tangential: float
     normal: float
+    split: bool = True
+
+    @classmethod
+    def not_computed(cls) -> Residual:
+        """Every part ``nan``: no residual was computed (``MinimizingMovement.run(certify=False)``)."""
+        return cls(math.nan, math.nan, math.nan)
+
+    @classmethod
+    def total_only(cls, total: float) -> Residual:
+        r""":math:`\|r\|_M` alone; the tangential and normal parts ``nan`` (not computed)."""
+        return cls(total, math.nan, math.nan, split=False)
+
+    def booked(self) -> tuple[float, ...]:
+        """The parts computed: ``(total, tangential, normal)``, or ``(total,)`` for :meth:`total_only`."""
+        return (self.total, self.tangential, self.normal) if self.split else (self.total,)
 
 
 @dataclass(frozen=True)
@@ -434,8 +456,8 @@ class MMSSubproblem:
         """
         return self.residual(theta).tangential
 
-    def residual(self, theta: torch.Tensor) -> Residual:
-        r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split.
+    def residual(self, theta: torch.Tensor, parts: str = "split") -> Residual:
+        r"""The residual :math:`r = M^{-1}\nabla F_k(u)` at :math:`u = \phi(\theta)` and its :math:`M`-orthogonal split (or its norm alone).
 
         All three are ``nan`` where :math:`\nabla F_k(u)` is not finite (a diverged state). Where the metric
         is only semi-definite (mesh-free jets), :math:`r` does not exist: the tangential part is then
@@ -445,23 +467,44 @@ class MMSSubproblem:
         point, and a driver that books the point the solver ended at, never form a Jacobian twice for one
         point (the manifold's factorisation is cached for one point only), whatever the order of the calls: in
         the matrix-free mode one CG solve per point, in the kernel mode one Cholesky or eigendecomposition.
+
+        Args:
+            theta: the point, shape ``(p,)``.
+            parts: ``"split"`` (default) for the three norms; ``"total"`` for :math:`\|r\|_M` alone
+                (:meth:`Residual.total_only`): one solve with :math:`M` (nothing for a diagonal metric), no
+                Jacobian, no linearisation, no solve with :math:`G`. A split already kept for ``theta`` gives its
+                total (the same arithmetic); a total alone is not kept (the driver asks for it once per point).
+                ``nan`` where the metric is only semi-definite (:math:`M^{-1}` does not exist).
+
+        Raises:
+            ValueError: ``parts`` is not one of :data:`RESIDUAL_PARTS`.
         """
+        check_choice("parts", parts, RESIDUAL_PARTS)
         theta = self.manifold.check_point(theta)
         for point, known in self._residuals:
             if torch.equal(point, theta):
-                return known
+                return known if parts == "split" else Residual.total_only(known.total)
+        if parts == "total":
+            return Residual.total_only(self._total_residual(theta))
         residual = self._residual(theta)
         self._residuals = [(theta.detach().clone(), residual), *self._residuals[:1]]
         return residual
 
+    def _total_residual(self, theta: torch.Tensor) -> float:
+        r""":math:`\|M^{-1}\nabla F_k(u)\|_M` (``nan`` for a non-finite gradient or a semi-definite metric), as :meth:`_residual` computes it."""
+        _, function_gradient = self._evaluate(theta)
+        if not self.manifold.metric.positive_definite or not bool(torch.isfinite(function_gradient).all()):
+            return math.nan
+        return float(self.manifold.metric.norm(self.manifold.metric.solve(function_gradient)))
+
     def _residual(self, theta: torch.Tensor) -> Residual:
         _, function_gradient = self._evaluate(theta)
         if not bool(torch.isfinite(function_gradient).all()):
-            return Residual(total=math.nan, tangential=math.nan, normal=math.nan)
+            return Residual.not_computed()
         if not self.manifold.metric.positive_definite:
             tangential = self.manifold.dual_tangential_norm(theta, function_gradient)
             return Residual(total=math.nan, tangential=tangential, normal=math.nan)
         ambient = self.manifold.metric.solve(function_gradient)
-        total = float(self.manifold.metric.norm(ambient))
+        total = float(self.manifold.metric.norm(ambient))  # as _total_residual: a split's total is that one
         tangential, normal = self.manifold.split_norms(theta, ambient)
         return Residual(total=total, tangential=tangential, normal=normal)

@@ -213,6 +213,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
             "max_retries": COUNT_ARGUMENT,
             "diagnostics": FLAG,
             "resample": FUNCTION[1:],
+            "residual": OPTION,
         },
     ),
     "exact_trajectory": (

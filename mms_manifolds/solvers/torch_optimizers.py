@@ -22,9 +22,11 @@ class TorchOptimizerSolver(InnerSolver):
     r"""Minimise :math:`f(\theta)` with a ``torch.optim`` optimiser on the flat parameter vector.
 
     The cost is recorded after every step; the tangential residual (a linearisation, costlier
-    than the step itself) only where a tolerance is set (at the start and every ``check_every`` steps)
-    and at the end, where the driver's ledger reads it again from the subproblem's residual cache, so the
-    baseline is timed as people run it. Each step is reported to :mod:`mms_manifolds.progress`.
+    than the step itself) only where a tolerance is set, for its stopping test: at the start, every
+    ``check_every`` steps and at the end (``InnerResult.residual_history`` is empty without a tolerance).
+    The driver books the end point's residual itself, as its ``residual=`` setting asks (the split from the
+    subproblem's cache where this solve measured it, or the total alone), so a first-order baseline pays
+    for no linearisation it does not read. Each step is reported to :mod:`mms_manifolds.progress`.
 
     Args:
         max_iterations: optimiser steps.
@@ -98,7 +100,8 @@ class TorchOptimizerSolver(InnerSolver):
             if checked and residuals[-1] <= tolerance:
                 stop = StopReason.CONVERGED
                 break
-        if (not residual_iterations or residual_iterations[-1] != iterations) and stop is not StopReason.NON_FINITE:
+        measured_last = bool(residual_iterations) and residual_iterations[-1] == iterations
+        if tolerance > 0 and not measured_last and stop is not StopReason.NON_FINITE:
             residuals.append(subproblem.tangential_residual(last_good))
             residual_iterations.append(iterations)
         return InnerResult(
