@@ -29,7 +29,10 @@ Measured (:func:`order_table`, :func:`adaptive_run`):
   error (exact implicit Euler mode by mode, :func:`fixed_euler_steps`; the order table shows the neural one
   equal to it on ``eigenmodes`` and ``sines``), and per step the estimate over the **true local error**
   (:func:`true_local_errors`): the scheme's exact step from the exact solution through the computed state
-  :math:`u_k` against that solution at :math:`t_{k+1}`.
+  :math:`u_k` against that solution at :math:`t_{k+1}`; the controller judges the estimate's time part, the
+  estimate less its roughness estimate (:func:`noise_estimates`), and the ratios are reported on all steps,
+  from the first step whose estimate's window holds neither :math:`u_0` nor BDF2's start, and at the first
+  estimates.
 
 Run from the repository's root (one torch thread; CPU seconds)::
 

@@ -1,6 +1,7 @@
 """Time schemes: exact BDF2 iterates against closed-form recursions, orders, error estimates, the BDF2 G-norm ledger and the continuous-flow bound."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -247,6 +248,39 @@ def test_noise_estimate_is_zero_on_smooth_states_and_the_rms_share_on_rough_ones
     rough = [1e-3 * torch.randn(4000, 1, generator=generator, dtype=torch.float64) for _ in range(m + 2)]
     nu, eta = scheme.noise_estimate(rough, steps, metric), scheme.local_error_estimate(rough[1:], steps[1:], metric)
     assert nu / eta == pytest.approx(1.0, abs=0.06), nu / eta
+
+
+@pytest.mark.parametrize("scheme", [ImplicitEuler(), BDF2()], ids=["euler", "bdf2"])
+def test_initial_step_meets_the_tolerance_on_one_eigenmode(scheme):
+    """On one eigenmode u0 = phi (A phi = lam phi) the single-rate model is exact: ||u^(p+1)|| = lam^(p+1) ||phi||, so
+    tau_0 = 0.9 (tol / (c lam^(p+1) ||phi||))^(1/(p+1)); the exact scheme's local error at tau_0 / 0.9 is then about tol."""
+    metric, energy, _, _ = _heat_2d()
+    spacing = 1 / 11
+    eigenvalues, vectors = torch.linalg.eigh(energy.stiffness / spacing**2)
+    lam, phi = float(eigenvalues[4]), vectors[:, 4:5]
+    tol = 1e-7 * float(metric.norm(phi))
+    tau = scheme.initial_step(energy, metric, phi, tol)
+    p = scheme.order
+    assert tau == pytest.approx(0.9 * (tol / (scheme.error_constant * lam ** (p + 1) * float(metric.norm(phi)))) ** (1 / (p + 1)))
+    full = tau / 0.9
+    if p == 1:
+        local = abs(1 / (1 + full * lam) - math.exp(-full * lam))
+    else:  # BDF2 from the exact history (phi e^{lam tau}, phi): (4 - e^{lam tau})/3 / (1 + 2 tau lam / 3) - e^{-lam tau}
+        local = abs((4 - math.exp(lam * full)) / 3 / (1 + 2 * full * lam / 3) - math.exp(-lam * full))
+    assert local * float(metric.norm(phi)) == pytest.approx(tol, rel=0.05)
+    assert scheme.initial_step(energy, metric, torch.zeros_like(phi), tol) == math.inf  # a stationary state
+
+
+def test_the_last_steps_to_the_final_time_are_balanced():
+    """Between one and two steps left: half of the remaining time, so that the last step is no sliver."""
+    from mms_manifolds.time_stepping import SchemeRecord, SchemeStepper
+
+    metric = L2Metric(torch.ones(3, dtype=torch.float64))
+    stepper = SchemeStepper(ImplicitEuler(), 0.1, 0.0, metric, torch.float64, 3, True, 1e-6, final_time=1.0)
+    record = SchemeRecord(time_steps=(0.5, 0.3), local_error_estimate=(None, None), flow_bound=(None, None))
+    assert stepper.next_step(replace(record, next_step=0.15)) == pytest.approx(0.1)  # 0.2 left: 0.15 would leave 0.05
+    assert stepper.next_step(replace(record, next_step=0.25)) == pytest.approx(0.2)  # one step lands on it
+    assert stepper.next_step(replace(record, next_step=0.08)) == 0.08  # more than two steps left: as chosen
 
 
 def test_bad_scheme_settings_are_named():
