@@ -44,7 +44,8 @@ Scripts (each measurement in one place):
 - :mod:`benchmarks.time_order`: the neural flow (a linear eigenmode model, a sine network, the standard heat 2-D
   network) against the continuous heat 2-D flow: implicit Euler's and BDF2's dt-convergence tables with the
   inner solves' floor, and adaptive steps to a final time (steps against fixed implicit Euler, the estimate
-  against the true local error and its inexactness floor).
+  against the true local error, its inexactness floor and its roughness estimate, after the start and at the
+  first estimates).
 - :mod:`benchmarks.teng_allen_cahn`: TENG's 2-D Allen–Cahn benchmark: an ETDRK4 spectral reference (checked
   against half the step, twice the grid and TENG's files), each scheme's time error, and the BDF2 bound on
   perturbed exact steps.

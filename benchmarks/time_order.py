@@ -29,12 +29,16 @@ Measured (:func:`order_table`, :func:`adaptive_run`):
   error (exact implicit Euler mode by mode, :func:`fixed_euler_steps`; the order table shows the neural one
   equal to it on ``eigenmodes`` and ``sines``), and per step the estimate over the **true local error**
   (:func:`true_local_errors`): the scheme's exact step from the exact solution through the computed state
-  :math:`u_k` against that solution at :math:`t_{k+1}`.
+  :math:`u_k` against that solution at :math:`t_{k+1}`; the controller judges the estimate's time part, the
+  estimate less its roughness estimate (:func:`noise_estimates`), and the ratios are reported on all steps,
+  from the first step whose estimate's window holds neither :math:`u_0` nor BDF2's start, and at the first
+  estimates.
 
 Run from the repository's root (one torch thread; CPU seconds)::
 
     python -m benchmarks.time_order                 # writes benchmarks/results/time_order.json
     python -m benchmarks.time_order --quick         # K = 10 ... 40, the eigenmode model's adaptive runs only
+    python -m benchmarks.time_order --adaptive-only # the adaptive runs again, the order tables kept from the JSON
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ __all__ = [
     "eigenmode_model",
     "fixed_euler_steps",
     "heat_grid",
+    "noise_estimates",
     "order_table",
     "sine_model",
     "standard_model",
@@ -266,6 +271,12 @@ def fixed_euler_steps(grid: HeatGrid, u0: torch.Tensor, error: float) -> int:
     return high
 
 
+def noise_estimates(scheme: TimeScheme, states: Sequence[torch.Tensor], time_steps: Sequence[float], metric) -> list[float]:
+    r"""Per step :math:`k + 1` the noise estimate :math:`\nu` the controller saw (:meth:`~mms_manifolds.schemes.TimeScheme.noise_estimate`
+    of the accepted step; ``nan`` where too few states precede it); ``states`` holds :math:`u_0, \dots, u_K`."""
+    return [scheme.noise_estimate(states[: k + 2], time_steps[: k + 1], metric) for k in range(len(time_steps))]
+
+
 def adaptive_run(
     grid: HeatGrid,
     model: Model,
@@ -275,15 +286,20 @@ def adaptive_run(
     first_step: float = 1e-3,
     max_steps: int = 20_000,
     through_computed: bool = True,
+    final_time: float = FINAL_TIME,
 ) -> dict[str, object]:
-    r"""Adaptive steps to :math:`T` with ``time_tolerance`` :math:`= \text{tolerance}\cdot\|u_0\|_M`.
+    r"""Adaptive steps to ``final_time`` with ``time_tolerance`` :math:`= \text{tolerance}\cdot\|u_0\|_M`.
 
-    Returns the steps taken and rejected, the relative error at :math:`T`, the fixed implicit Euler steps for
-    that error, the range of the estimate over the true local error (:func:`true_local_errors`) on the steps
-    with an estimate, and separately on the steps where the estimate is above twice its inexactness floor
-    :math:`\pi` (:func:`~mms_manifolds.results.estimate_floors`: the part of the estimate the inner solves
-    can make), how many steps are at that floor (and where it is unknown: the first BDF2 estimate of a run whose
-    certification was withdrawn, as variable-step BDF2 is, lacks the Richardson start's bound), and the CPU seconds.
+    Returns the steps taken and rejected, the relative error at the final time, the fixed implicit Euler steps
+    for that error (at :math:`T` only), the range of the estimate over the true local error
+    (:func:`true_local_errors`) on the steps with an estimate, on the steps the controller judged (those with a
+    noise estimate :math:`\nu`, :func:`noise_estimates`: the controller steps on :math:`\max(\eta - \nu, 0)`), on
+    the first estimates, which it did not judge, and from the first step whose estimate's window holds neither
+    :math:`u_0` nor BDF2's Richardson start :math:`u_1` (``first_step_after_start``); separately on the steps where the estimate is above twice its
+    inexactness floor :math:`\pi` (:func:`~mms_manifolds.results.estimate_floors`: a bound on the part of the estimate
+    the inner solves can make), how many steps are at that floor (and where it is unknown: the first BDF2 estimate
+    of a run whose certification was withdrawn, as variable-step BDF2 is, lacks the Richardson start's bound), the
+    range of :math:`\nu` over the estimate, and the CPU seconds.
     """
     time_tolerance = tolerance * float(grid.metric.norm(model.u0))
     with Stopwatch() as clock:
@@ -292,15 +308,21 @@ def adaptive_run(
             max_steps,
             GaussNewton(max_iterations=iterations),
             time_tolerance=time_tolerance,
-            final_time=FINAL_TIME,
+            final_time=final_time,
         )
     record = result.metadata["scheme_record"]
     steps, estimates = record["time_steps"], record["local_error_estimate"]
     states = [model.parametrization.value(theta) for theta in result.thetas]
-    error = grid.relative(states[-1], grid.flow(model.u0, FINAL_TIME))
+    error = grid.relative(states[-1], grid.flow(model.u0, final_time))
     truth = true_local_errors(grid, scheme, states, steps, through_computed)
     floors = estimate_floors(result, scheme)
+    noises = noise_estimates(scheme, states, steps, grid.metric)
     ratios = [estimate / true for estimate, true in zip(estimates, truth) if estimate is not None]
+    judged = [e / t for e, t, n in zip(estimates, truth, noises) if e is not None and not math.isnan(n)]
+    unjudged = [e / t for e, t, n in zip(estimates, truth, noises) if e is not None and math.isnan(n)]
+    first = scheme.estimate_history + 1 + (isinstance(scheme, BDF2) and scheme.start == "richardson")
+    after_start = [e / t for e, t in list(zip(estimates, truth))[first - 1 :] if e is not None]
+    shares = [n / e for e, n in zip(estimates, noises) if e is not None and not math.isnan(n)]
     measured = [(e, t, f) for e, t, f in zip(estimates, truth, floors) if e is not None and not math.isnan(f)]
     resolved = [e / t for e, t, f in measured if e > 2 * f]
     return {
@@ -312,8 +334,17 @@ def adaptive_run(
         "rejected": record["rejected_steps"],
         "reached_time": math.fsum(steps),
         "error": error,
-        "fixed_euler_steps": fixed_euler_steps(grid, model.u0, error),
+        "fixed_euler_steps": fixed_euler_steps(grid, model.u0, error) if final_time == FINAL_TIME else None,
         "estimate_over_truth": [min(ratios), max(ratios)] if ratios else None,
+        "estimate_over_truth_judged": [min(judged), max(judged)] if judged else None,
+        "estimate_over_truth_after_start": [min(after_start), max(after_start)] if after_start else None,
+        "first_step_after_start": first,
+        "steps_beyond_3x_after_start": sum(not 1 / 3 <= ratio <= 3 for ratio in after_start),
+        "steps_after_start": len(after_start),
+        "steps_judged": len(judged),
+        "estimate_over_truth_unjudged": unjudged,
+        "noise_over_estimate": [min(shares), max(shares)] if shares else None,
+        "steps_noise_dominated": sum(share >= 0.5 for share in shares),
         "estimate_over_truth_above_floor": [min(resolved), max(resolved)] if resolved else None,
         "steps_above_floor": len(resolved),
         "steps_at_floor": len(measured) - len(resolved),
@@ -337,15 +368,17 @@ def _print_order(table: dict) -> None:
 
 def _print_adaptive(run: dict) -> None:
     ratios, resolved = run["estimate_over_truth"], run["estimate_over_truth_above_floor"] or [math.nan] * 2
+    judged, shares = run["estimate_over_truth_judged"] or [math.nan] * 2, run["noise_over_estimate"] or [math.nan] * 2
+    fixed = run["fixed_euler_steps"]
+    versus = "" if fixed is None else f"; fixed implicit Euler needs {fixed} ({fixed / run['steps']:.1f}x)"
     print(
         f"{run['model']}, {run['scheme']}, Gauss-Newton {run['iterations']}, tol {run['tolerance_relative']:.2g} |u0|: "
-        f"{run['steps']} steps "
-        f"({run['rejected']} rejected) to t = {run['reached_time']:.6g}, error {run['error']:.3e}; fixed implicit Euler "
-        f"needs {run['fixed_euler_steps']} ({run['fixed_euler_steps'] / run['steps']:.1f}x); estimate/truth "
-        f"{ratios[0]:.2f} .. {ratios[1]:.2f} ({resolved[0]:.2f} .. {resolved[1]:.2f} on the "
-        f"{run['steps_above_floor']} steps above twice the floor; {run['steps_at_floor']} at it, "
-        f"{run['steps_floor_unknown']} unknown; largest "
-        f"floor/estimate {run['largest_floor_over_estimate']:.2g}); {run['cpu_seconds']:.1f} s CPU"
+        f"{run['steps']} steps ({run['rejected']} rejected) to t = {run['reached_time']:.6g}, error {run['error']:.3e}"
+        f"{versus}; estimate/truth {ratios[0]:.2f} .. {ratios[1]:.2f}, on the {run['steps_judged']} judged steps "
+        f"{judged[0]:.2f} .. {judged[1]:.2f}, unjudged {[round(r, 2) for r in run['estimate_over_truth_unjudged']]}; "
+        f"nu/estimate {shares[0]:.2g} .. {shares[1]:.2g} ({run['steps_noise_dominated']} steps >= 1/2); "
+        f"{resolved[0]:.2f} .. {resolved[1]:.2f} on the {run['steps_above_floor']} steps above twice the floor pi, "
+        f"{run['steps_at_floor']} at it, {run['steps_floor_unknown']} unknown; {run['cpu_seconds']:.1f} s CPU"
     )
 
 
@@ -353,6 +386,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="K = 10 ... 40 and the eigenmode model's adaptive runs")
     parser.add_argument("--json", default=str(RESULTS / "time_order.json"), help="where the results go")
+    parser.add_argument(
+        "--adaptive-only", action="store_true", help="rerun the adaptive runs only, keeping the order tables in --json"
+    )
     arguments = parser.parse_args()
     use_threads(1)
     grid = heat_grid()
@@ -363,6 +399,10 @@ def main() -> None:
     runs = [(model, iterations[model.name]) for model in models]
     if not arguments.quick:  # does the standard network's floor move with more inner iterations?
         runs.append((models[-1], 10))
+    if arguments.adaptive_only:
+        with open(arguments.json) as handle:
+            kept = json.load(handle)
+        output["order"], output["order_conditions"], runs = kept["order"], kept.get("order_conditions", kept["conditions"]), []
     for model, count in runs:
         print(f"{model.name}: {model.description}, p = {model.parametrization.num_parameters}")
         for scheme in (ImplicitEuler(), BDF2()):
@@ -376,6 +416,7 @@ def main() -> None:
             ("sines", ImplicitEuler(), 1e-7, 5),
             ("standard", BDF2(), 1e-6, 5),
             ("standard", BDF2(), 2.5e-8, 10),
+            ("standard", BDF2(), 2.5e-8, 20),  # fewer steps off by more than 3x with the start's solves tighter?
         ]
     by_name = {model.name: model for model in models}
     for name, scheme, tolerance, count in adaptive:

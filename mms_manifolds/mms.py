@@ -366,7 +366,9 @@ class MinimizingMovement:
                 ``reference`` may be given.
             time_tolerance: adaptive steps: after each step the scheme's local time-error estimate (Milne's
                 device, an estimate) chooses the next step so that it stays below this tolerance (in the
-                metric's norm); a step above it is solved again with a smaller step. ``tau`` is the first step.
+                metric's norm); a step above it is solved again with a smaller step. The first step is the smaller
+                of ``tau`` and the scheme's step from the tolerance
+                (:meth:`~mms_manifolds.schemes.TimeScheme.initial_step`).
                 ``None`` (default): fixed steps. Both bounds stay certified: implicit Euler's (each step with its
                 own :math:`L`, :math:`\mu`) and variable-step BDF2's (a G-matrix per step,
                 :class:`~mms_manifolds.variable_bdf2.VariableBDF2Ledger`, for step ratios below :math:`1 + \sqrt2`).
@@ -523,7 +525,7 @@ class MinimizingMovement:
             tau = stepper.next_step(state.scheme_record)
             solved = self._richardson_start(solve, stepper, previous, tau, state.bound, loop.certify)
         else:
-            history = state.thetas[-self.scheme.estimate_history : -1]
+            history = state.thetas[-self.scheme.noise_history : -1]
             states = [*(manifold.parametrization.value(theta) for theta in history), previous]
             solved = self._scheme_step(solve, stepper, state.scheme_record, states, loop.certify)
         inner, residual, u, tau = solved.inner, solved.residual, solved.u, solved.tau
@@ -606,8 +608,9 @@ class MinimizingMovement:
             plan = stepper.plan(record, states[-self.scheme.history :], tau)
             subproblem = solve.problem(plan.anchor, plan.tau)
             inner, retries = solve(subproblem)
-            estimate = stepper.estimate(record, [*states, subproblem.node_values(inner.point)], tau)
-            accepted, proposed = stepper.accept(tau, estimate)
+            candidate = [*states, subproblem.node_values(inner.point)]
+            estimate = stepper.estimate(record, candidate, tau)
+            accepted, proposed = stepper.accept(tau, estimate, stepper.noise(record, candidate, tau))
             if accepted:
                 break
             tau, rejected = proposed, rejected + 1
@@ -814,9 +817,13 @@ class MinimizingMovement:
             result = self._resume(path, settings, reference, resample, source)
         else:
             result = self._start(theta0, reference, settings, path, lock, source)
+        first = self.tau
+        if time_tolerance is not None:  # adaptive: the first step at most what the tolerance allows
+            u0 = self.parametrization.value(result.thetas[0])
+            first = min(first, self.scheme.initial_step(self.energy, self.metric, u0, time_tolerance))
         stepper = SchemeStepper(
             self.scheme,
-            self.tau,
+            first,
             self.convexity,
             self.metric,
             self.parametrization.dtype,
@@ -939,7 +946,7 @@ class FlowState:
 
     Attributes:
         steps_done: :math:`k`.
-        thetas: the last parameters, :math:`\theta_k` last (as many as the scheme's estimate looks back).
+        thetas: the last parameters, :math:`\theta_k` last (as many as the scheme's noise estimate looks back).
         solver_state: the inner solver's warm-start state after step :math:`k`, a frozen
             :class:`~mms_manifolds.solvers.SolverState` (``None`` before step 1: each solver's own cold start,
             a fallback's included).
@@ -983,7 +990,7 @@ class FlowState:
         bounds = result.columns["tracking_bound"]
         return cls(
             steps_done=result.steps_done,
-            thetas=tuple(result.thetas[-max(1, scheme.estimate_history) :]),
+            thetas=tuple(result.thetas[-max(1, scheme.noise_history) :]),
             solver_state=solver.state_from_metadata(result.metadata.get("solver_state")),
             bound=BoundParts(*(result.columns[name][-1] for name in _BOUND_COLUMNS)),
             older_bound=bounds[-2] if len(bounds) > 1 else 0.0,
@@ -1014,7 +1021,7 @@ class FlowState:
         withdrawn = self.certified and not certified
         return FlowState(
             steps_done=self.steps_done + 1,
-            thetas=(*self.thetas, theta.detach().clone())[-max(1, scheme.estimate_history) :],
+            thetas=(*self.thetas, theta.detach().clone())[-max(1, scheme.noise_history) :],
             solver_state=solver_state,
             bound=BoundParts(*(float(getattr(bound, field.name)) for field in dataclasses.fields(BoundParts))),
             older_bound=math.nan if withdrawn else self.bound.tracking_bound,

@@ -39,6 +39,7 @@ __all__ = [
     "StepPlan",
     "TimeScheme",
     "adaptive_exact_trajectory",
+    "extrapolation_weights",
     "richardson_start",
 ]
 
@@ -69,17 +70,19 @@ class StepPlan:
 
 
 class TimeScheme(ABC):
-    """A time scheme: from the last states and time steps, the next proximal step problem.
+    r"""A time scheme: from the last states and time steps, the next proximal step problem.
 
     Attributes:
         order: the scheme's order of accuracy against the continuous flow.
         history: how many past states (the newest included) :meth:`plan` uses once the scheme has started.
         estimate_history: how many past states :meth:`local_error_estimate` needs besides the new one.
+        error_constant: :math:`c` of the constant-step local error :math:`c\,\tau^{p+1}\|u^{(p+1)}\|_M` (:meth:`initial_step`).
     """
 
     order: int
     history: int
     estimate_history: int
+    error_constant: float
 
     @abstractmethod
     def plan(self, states: Sequence[torch.Tensor], time_steps: Sequence[float], tau: float) -> StepPlan:
@@ -117,6 +120,71 @@ class TimeScheme(ABC):
         predicted = self.predictor(states[-needed - 1 : -1], time_steps[-needed:])
         constant = self.local_error_constant(time_steps[-needed:])
         return constant * float(metric.norm(states[-1] - predicted))
+
+    def initial_step(
+        self, energy: Energy, metric: Metric, u0: torch.Tensor, time_tolerance: float, safety: float = 0.9
+    ) -> float:
+        r"""A first step from the tolerance (an estimate): the step whose local error :math:`c\,\tau^{p+1}\|u^{(p+1)}(0)\|_M` is ``safety`` :math:`^{p+1}` times the tolerance.
+
+        The flow :math:`u' = f(u) = -M^{-1}\nabla E(u)` gives its first two derivatives at :math:`u_0` exactly (shape ``(N, m)``):
+        :math:`u'(0) = f(u_0)` and :math:`u''(0) = M^{-1}\nabla^2E(u_0)\,M^{-1}\nabla E(u_0)`. The higher one comes from a
+        single-rate model, :math:`u^{(j)} = (-\lambda)^ju` with :math:`\lambda = \|u''\|_M/\|u'\|_M`, so
+        :math:`\|u^{(p+1)}\|_M \approx \|u''\|_M^p/\|u'\|_M^{p-1}` (exact on one eigenmode of a linear flow), and
+
+        .. math:: \tau_0 = s\Big(\frac{\text{tol}}{c\,\|u''\|_M^p/\|u'\|_M^{p-1}}\Big)^{1/(p+1)}
+
+        (:math:`c` = :attr:`error_constant`, :math:`p` = :attr:`order`). ``inf`` where :math:`u'(0)` or :math:`u''(0)` vanishes.
+        No solve of the step problem is needed: it reads :math:`E`'s gradient and one Hessian product at :math:`u_0`.
+        """
+        time_tolerance = check_positive_float("time_tolerance", time_tolerance)
+        gradient = metric.solve(energy.gradient(u0))
+        speed = float(metric.norm(gradient))
+        curvature = float(metric.norm(metric.solve(energy.hessian_matvec(u0, gradient))))
+        if not (speed > 0 and curvature > 0):
+            return math.inf
+        derivative = curvature**self.order / speed ** (self.order - 1)
+        return safety * (time_tolerance / (self.error_constant * derivative)) ** (1 / (self.order + 1))
+
+    @property
+    def noise_history(self) -> int:
+        """How many past states :meth:`noise_estimate` needs besides the new one: one more than the estimate."""
+        return self.estimate_history + 1
+
+    def noise_estimate(self, states: Sequence[torch.Tensor], time_steps: Sequence[float], metric: Metric) -> float:
+        r"""An estimate (not a bound) of the part of :meth:`local_error_estimate` that the states' roughness makes, or ``nan``.
+
+        Model: the states are :math:`s_j = \sigma(t_j) + n_j`, a smooth curve :math:`\sigma` plus deviations
+        :math:`n_j` (what the inner solves and the network's approximation leave) that are uncorrelated from
+        step to step with one size :math:`\mathbb E\|n_j\|_M^2 = \nu_0^2`. With :math:`m` = :attr:`estimate_history`,
+        the estimate reads :math:`D = s_m - \sum_{j<m}\ell_js_j` (:math:`\ell` the weights of the predictor, the
+        polynomial of degree :math:`m - 1` through :math:`s_0, \dots, s_{m-1}` at :math:`t_m`), whose deviation part has
+        the root mean square :math:`\nu_0\sqrt{1 + \sum_j\ell_j^2}`. One state further back, the polynomial of degree
+        :math:`m` through :math:`s_{-1}, \dots, s_{m-1}` (weights :math:`\ell^+`) gives :math:`D^+ = s_m - \sum_j\ell_j^+s_j`,
+        whose smooth part is one order higher in the steps, :math:`O(\tau^{m+1})` against :math:`D`'s
+        :math:`O(\tau^m)`, and whose deviation part has the root mean square :math:`\nu_0\sqrt{1 + \sum_j(\ell_j^+)^2}`. So
+
+        .. math:: \nu = C\,\|D^+\|_M\sqrt{\frac{1 + \sum_j\ell_j^2}{1 + \sum_j(\ell_j^+)^2}}
+
+        (:math:`C` = :meth:`local_error_constant`) estimates the deviations' share of the estimate :math:`C\|D\|_M`.
+        For a constant step the root is :math:`\sqrt{20/70}` for BDF2 (:math:`\ell = (1, -3, 3)`,
+        :math:`\ell^+ = (-1, 4, -6, 4)`) and :math:`\sqrt{6/20}` for implicit Euler. Where the states are smooth
+        (exact steps) :math:`\nu/\eta = O(\tau)`; it is no bound: correlated deviations, or a smooth part of
+        :math:`D^+` that the steps do not resolve (:math:`\tau\lambda \gtrsim 1`), make it off by a factor.
+
+        ``states`` ends with the new state :math:`s_m`; ``nan`` until :attr:`noise_history` states precede it.
+        """
+        needed = self.noise_history
+        if len(states) < needed + 1:
+            return math.nan
+        steps = [float(tau) for tau in time_steps[-needed:]]
+        times = [0.0]
+        for tau in steps:
+            times.append(times[-1] + tau)
+        low = extrapolation_weights(times[1:-1], times[-1])
+        high = extrapolation_weights(times[:-1], times[-1])
+        higher = states[-1] - sum(weight * state for weight, state in zip(high, states[-needed - 1 : -1]))
+        scale = math.sqrt((1 + sum(w * w for w in low)) / (1 + sum(w * w for w in high)))
+        return self.local_error_constant(steps[1:]) * float(metric.norm(higher)) * scale
 
     @abstractmethod
     def anchor_weights(self, time_steps: Sequence[float]) -> tuple[tuple[float, ...], float]:
@@ -203,6 +271,7 @@ class ImplicitEuler(TimeScheme):
     order = 1
     history = 1
     estimate_history = 2
+    error_constant = 0.5  # u_1 - u(tau) = -tau^2 u''/2 + O(tau^3)
 
     def plan(self, states: Sequence[torch.Tensor], time_steps: Sequence[float], tau: float) -> StepPlan:
         tau = check_positive_float("tau", tau)
@@ -256,6 +325,7 @@ class BDF2(TimeScheme):
     order = 2
     history = 2
     estimate_history = 3
+    error_constant = 2 / 9  # constant steps: tau'/6 * tau * 2 tau with tau' = 2 tau / 3
 
     def __init__(self, start: str = "richardson", max_ratio: float = 2.0):
         if start not in ("richardson", "euler"):
@@ -314,14 +384,7 @@ class BDF2(TimeScheme):
     def predictor(self, states: Sequence[torch.Tensor], time_steps: Sequence[float]) -> torch.Tensor:
         r"""The quadratic through :math:`(t_{k-2}, u_{k-2}), (t_{k-1}, u_{k-1}), (t_k, u_k)` at :math:`t_{k+1}` (Lagrange form)."""
         times = [0.0, time_steps[0], time_steps[0] + time_steps[1]]
-        target = times[2] + time_steps[2]
-        weights = []
-        for i, t_i in enumerate(times):
-            weight = 1.0
-            for j, t_j in enumerate(times):
-                if j != i:
-                    weight *= (target - t_j) / (t_i - t_j)
-            weights.append(weight)
+        weights = extrapolation_weights(times, times[2] + time_steps[2])
         return sum(weight * state for weight, state in zip(weights, states))
 
     def anchor_weights(self, time_steps: Sequence[float]) -> tuple[tuple[float, ...], float]:
@@ -336,6 +399,22 @@ class BDF2(TimeScheme):
 
     def __repr__(self) -> str:
         return f"BDF2(start={self.start!r}, max_ratio={self.max_ratio})"
+
+
+def extrapolation_weights(times: Sequence[float], target: float) -> list[float]:
+    r"""The Lagrange weights :math:`\ell_i = \prod_{j\ne i}(t - t_j)/(t_i - t_j)` of the polynomial through ``times`` at ``target``.
+
+    :math:`\sum_i\ell_iu(t_i)` is that polynomial's value at :math:`t` = ``target`` (exact for polynomials of degree
+    below ``len(times)``).
+    """
+    weights = []
+    for i, t_i in enumerate(times):
+        weight = 1.0
+        for j, t_j in enumerate(times):
+            if j != i:
+                weight *= (target - t_j) / (t_i - t_j)
+        weights.append(weight)
+    return weights
 
 
 def richardson_start(step: Callable[[torch.Tensor, float], torch.Tensor], u0: torch.Tensor, tau: float) -> torch.Tensor:
@@ -359,6 +438,16 @@ class StepController:
     rejected and retried with that smaller step. Without an estimate (``nan``: the first steps) the step
     is accepted and kept.
 
+    **With a noise estimate** :math:`\nu` (:meth:`TimeScheme.noise_estimate`, the share of :math:`\eta` that the
+    states' roughness makes; passed as ``noise``) the controller judges the time part
+    :math:`\theta = \max(\eta - \nu, 0)` instead: the step is accepted when :math:`\theta \le \text{tol}`, the next
+    step is :math:`\tau\,\min\big(r_{\max}, \max(r_{\min}, s\,(\text{tol}/\theta)^{1/(p+1)})\big)`
+    (:math:`r_{\max}` for :math:`\theta = 0`), and after an accepted step whose estimate is dominated by the roughness,
+    :math:`\nu \ge \eta/2`, the step is not shrunk (the factor is at least 1): a shorter step cuts the time error by
+    :math:`(\tau_{\text{new}}/\tau)^{p+1}` but not the roughness, so shrinking on such an estimate buys nothing it can
+    measure. A rejected step (:math:`\theta > \text{tol}`) is retried shorter by the factor of :math:`\theta`. Without a noise
+    estimate yet (``noise`` is ``nan``: the first steps) the step is accepted and kept, as without an estimate.
+
     Args:
         time_tolerance: the largest local error estimate accepted (in the metric's norm).
         order: :math:`p`.
@@ -380,18 +469,29 @@ class StepController:
                 f"need safety <= 1 and min_ratio < 1 < max_ratio, got {self.safety}, {self.min_ratio}, {self.max_ratio}"
             )
 
-    def accept(self, estimate: float) -> bool:
-        """Whether a step with this estimate is kept (``nan``: no estimate yet, kept)."""
-        return math.isnan(estimate) or estimate <= self.time_tolerance
+    def accept(self, estimate: float, noise: float | None = None) -> bool:
+        """Whether a step with this estimate (and noise estimate, if given) is kept (``nan``: none yet, kept)."""
+        if noise is not None and math.isnan(noise):
+            return True
+        return math.isnan(estimate) or self.time_part(estimate, noise) <= self.time_tolerance
 
-    def next_step(self, tau: float, estimate: float) -> float:
+    def next_step(self, tau: float, estimate: float, noise: float | None = None) -> float:
         """The step to take next (or to retry with, after a rejection)."""
-        if math.isnan(estimate):
+        if math.isnan(estimate) or (noise is not None and math.isnan(noise)):
             return tau
-        if estimate == 0:
+        judged = self.time_part(estimate, noise)
+        if judged == 0:
             return tau * self.max_ratio
-        factor = self.safety * (self.time_tolerance / estimate) ** (1 / (self.order + 1))
-        return tau * min(self.max_ratio, max(self.min_ratio, factor))
+        factor = self.safety * (self.time_tolerance / judged) ** (1 / (self.order + 1))
+        factor = min(self.max_ratio, max(self.min_ratio, factor))
+        if noise is not None and noise >= estimate / 2 and judged <= self.time_tolerance:
+            factor = max(factor, 1.0)  # an accepted step dominated by the roughness: never shrink on it
+        return tau * factor
+
+    @staticmethod
+    def time_part(estimate: float, noise: float | None) -> float:
+        r""":math:`\theta = \max(\eta - \nu, 0)`, or :math:`\eta` itself without a noise estimate (``None``)."""
+        return estimate if noise is None else max(estimate - noise, 0.0)
 
 
 def adaptive_exact_trajectory(

@@ -190,12 +190,17 @@ class SchemeStepper:
 
     def next_step(self, record: SchemeRecord) -> float:
         """The time step of the next step: ``tau``, or the controller's choice (capped by BDF2's ratio, and shortened
-        to land on ``final_time``)."""
+        to land on ``final_time``: where the remaining time is between one and two such steps, half of it, so that
+        the last step is not a sliver far shorter than the one before, which Milne's estimate reads badly)."""
         tau = self.tau if record.next_step is None else record.next_step
         if self.is_bdf2 and record.time_steps:
             tau = min(tau, self.scheme.max_ratio * record.time_steps[-1])
         if self.final_time is not None:
-            tau = min(tau, self.final_time - math.fsum(record.time_steps))
+            remaining = self.final_time - math.fsum(record.time_steps)
+            if tau >= remaining:
+                tau = remaining
+            elif tau > remaining / 2:
+                tau = remaining / 2
         return tau
 
     def finished(self, record: SchemeRecord) -> bool:
@@ -210,14 +215,21 @@ class SchemeStepper:
         """The local error estimate of a candidate step: ``states`` ends with the new state."""
         return self.scheme.local_error_estimate(states, [*record.time_steps, tau], self.metric)
 
-    def accept(self, tau: float, estimate: float) -> tuple[bool, float]:
-        """``(accepted, proposed)``: the verdict on a step of ``tau`` and the step to take next (or to retry with).
+    def noise(self, record: SchemeRecord, states: list[torch.Tensor], tau: float) -> float:
+        """The noise estimate of a candidate step (:meth:`~mms_manifolds.schemes.TimeScheme.noise_estimate`): the share of
+        its estimate that the states' roughness makes; ``states`` ends with the new state."""
+        return self.scheme.noise_estimate(states, [*record.time_steps, tau], self.metric)
 
-        Always accepted, and ``tau`` kept, at fixed steps; else the controller's verdict and choice.
+    def accept(self, tau: float, estimate: float, noise: float | None = None) -> tuple[bool, float]:
+        r"""``(accepted, proposed)``: the verdict on a step of ``tau`` and the step to take next (or to retry with).
+
+        Always accepted, and ``tau`` kept, at fixed steps; else the controller's verdict and choice, on the time
+        part :math:`\max(\eta - \nu, 0)` of the estimate where a noise estimate ``noise`` is given
+        (:class:`~mms_manifolds.schemes.StepController`).
         """
         if self.controller is None:
             return True, tau
-        return self.controller.accept(estimate), self.controller.next_step(tau, estimate)
+        return self.controller.accept(estimate, noise), self.controller.next_step(tau, estimate, noise)
 
     def variable(self, record: SchemeRecord, tau: float) -> bool:
         """Whether ``tau`` differs from the previous step (a variable step)."""

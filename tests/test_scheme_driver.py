@@ -160,13 +160,13 @@ def test_certify_false_with_bdf2_computes_no_residual_in_the_richardson_start():
 def test_a_resumed_adaptive_run_repeats_an_uninterrupted_one_rejections_included(tmp_path, scheme):
     """The controller's next step and rejection count travel in the scheme's record through the checkpoint."""
     experiment = build("heat_1d", "quick")
-    flow, solver, tolerance = _flow(experiment, scheme), GaussNewton(max_iterations=2), 2e-6
-    uninterrupted = flow.run(experiment.theta0, 5, solver, time_tolerance=tolerance)
+    flow, solver, tolerance = _flow(experiment, scheme), GaussNewton(max_iterations=2), 5e-7
+    uninterrupted = flow.run(experiment.theta0, 8, solver, time_tolerance=tolerance)
     record = uninterrupted.metadata["scheme_record"]
     assert record["rejected_steps"] > 0 and len(set(record["time_steps"])) > 1
     path = tmp_path / "adaptive.npz"
     flow.run(experiment.theta0, 3, solver, checkpoint=path, time_tolerance=tolerance)
-    resumed = flow.run(experiment.theta0, 5, solver, checkpoint=path, time_tolerance=tolerance)
+    resumed = flow.run(experiment.theta0, 8, solver, checkpoint=path, time_tolerance=tolerance)
     assert all(torch.equal(a, b) for a, b in zip(resumed.thetas, uninterrupted.thetas))
     assert resumed.metadata["scheme_record"] == record
     assert np.array_equal(resumed.tracking_bound, uninterrupted.tracking_bound)  # variable-step BDF2 certified too

@@ -1,6 +1,7 @@
 """Time schemes: exact BDF2 iterates against closed-form recursions, orders, error estimates, the BDF2 G-norm ledger and the continuous-flow bound."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from mms_manifolds.schemes import (
     ImplicitEuler,
     StepController,
     adaptive_exact_trajectory,
+    extrapolation_weights,
     richardson_start,
 )
 from mms_manifolds.step_constants import StepConstants
@@ -191,6 +193,94 @@ def test_step_controller_rejects_and_shrinks():
     assert controller.next_step(0.1, 8e-4) == pytest.approx(0.1 * 0.9 * (1 / 8) ** (1 / 3))
     assert controller.next_step(0.1, 1e-12) == pytest.approx(0.2)
     assert controller.next_step(0.1, math.nan) == 0.1
+
+
+def test_noise_aware_controller_judges_the_time_part_and_never_shrinks_on_roughness():
+    """theta = max(eta - nu, 0) against the tolerance; a factor below 1 is raised to 1 where nu >= eta/2."""
+    controller = StepController(1e-4, order=2)
+    assert controller.accept(3e-4, 2.5e-4) and not controller.accept(3e-4, 1e-4)  # theta 5e-5, 2e-4
+    assert controller.accept(5.0, math.nan) and controller.next_step(0.1, 5.0, math.nan) == 0.1  # no noise estimate yet
+    # not dominated (nu < eta/2): the factor of theta = 8e-4, a shrink
+    assert controller.next_step(0.1, 9e-4, 1e-4) == pytest.approx(0.1 * 0.9 * (1 / 8) ** (1 / 3))
+    # dominated (nu >= eta/2) and theta above the tolerance: rejected and retried shorter, by the factor of theta
+    assert not controller.accept(9e-4, 4.5e-4)
+    assert controller.next_step(0.1, 9e-4, 4.5e-4) == pytest.approx(0.1 * 0.9 * (1 / 4.5) ** (1 / 3))
+    # dominated and accepted with theta just below the tolerance: 0.9 (tol/theta)^(1/3) < 1 is raised to 1
+    assert controller.accept(2e-4, 1.01e-4) and controller.next_step(0.1, 2e-4, 1.01e-4) == 0.1
+    assert controller.next_step(0.1, 2e-4, 0.99e-4) < 0.1  # not dominated: the classic shrink of theta
+    # dominated, theta small: it grows as theta says; theta = 0 grows by the largest ratio
+    assert controller.next_step(0.1, 2e-5, 1.5e-5) == pytest.approx(0.1 * min(2.0, 0.9 * (1e-4 / 5e-6) ** (1 / 3)))
+    assert controller.next_step(0.1, 2e-5, 3e-5) == pytest.approx(0.2)
+    assert controller.next_step(0.1, 8e-4, None) == controller.next_step(0.1, 8e-4)  # no noise: the classic rule
+
+
+def test_extrapolation_weights_reproduce_polynomials():
+    times, target = [0.0, 0.3, 0.7, 1.2], 1.9
+    for degree in range(4):
+        weights = extrapolation_weights(times, target)
+        assert sum(w * t**degree for w, t in zip(weights, times)) == pytest.approx(target**degree, rel=1e-12)
+    assert extrapolation_weights([0.0, 1.0, 2.0], 3.0) == pytest.approx([1.0, -3.0, 3.0])
+
+
+@pytest.mark.parametrize(("scheme", "share"), [(ImplicitEuler(), math.sqrt(6 / 20)), (BDF2(), math.sqrt(20 / 70))])
+def test_noise_estimate_is_zero_on_smooth_states_and_the_rms_share_on_rough_ones(scheme, share):
+    """On states on a polynomial of degree m (= estimate_history) the higher difference vanishes while the estimate does
+    not; a deviation of the new state alone gives nu / eta = sqrt((1 + sum l^2) / (1 + sum l+^2)) exactly; and on
+    uncorrelated deviations of one size nu estimates the estimate itself (the smooth part is zero)."""
+    metric = L2Metric(torch.full((4000,), 0.5, dtype=torch.float64))
+    m = scheme.estimate_history
+    steps = [0.1, 0.12, 0.09, 0.11, 0.1][: m + 1]
+    times = [0.0]
+    for tau in steps:
+        times.append(times[-1] + tau)
+    direction = torch.linspace(-1, 1, 4000, dtype=torch.float64).unsqueeze(-1)
+    smooth = [(1 + t + t**m) * direction for t in times]
+    assert scheme.noise_estimate(smooth, steps, metric) <= 1e-12 * scheme.local_error_estimate(smooth[1:], steps[1:], metric)
+    assert math.isnan(scheme.noise_estimate(smooth[1:], steps[1:], metric))  # one state short
+    constant = [0.1] * (m + 1)
+    kicked = [*smooth[:-1], smooth[-1] + 1e-3 * direction.flip(0)]
+    flat = [(1 + 0.1 * j) * direction for j in range(m + 2)]
+    flat[-1] = flat[-1] + 1e-3 * direction.flip(0)
+    ratio = scheme.noise_estimate(flat, constant, metric) / scheme.local_error_estimate(flat[1:], constant[1:], metric)
+    assert ratio == pytest.approx(share, rel=1e-9)
+    assert scheme.noise_estimate(kicked, steps, metric) > 0
+    generator = torch.Generator().manual_seed(0)
+    rough = [1e-3 * torch.randn(4000, 1, generator=generator, dtype=torch.float64) for _ in range(m + 2)]
+    nu, eta = scheme.noise_estimate(rough, steps, metric), scheme.local_error_estimate(rough[1:], steps[1:], metric)
+    assert nu / eta == pytest.approx(1.0, abs=0.06), nu / eta
+
+
+@pytest.mark.parametrize("scheme", [ImplicitEuler(), BDF2()], ids=["euler", "bdf2"])
+def test_initial_step_meets_the_tolerance_on_one_eigenmode(scheme):
+    """On one eigenmode u0 = phi (A phi = lam phi) the single-rate model is exact: ||u^(p+1)|| = lam^(p+1) ||phi||, so
+    tau_0 = 0.9 (tol / (c lam^(p+1) ||phi||))^(1/(p+1)); the exact scheme's local error at tau_0 / 0.9 is then about tol."""
+    metric, energy, _, _ = _heat_2d()
+    spacing = 1 / 11
+    eigenvalues, vectors = torch.linalg.eigh(energy.stiffness / spacing**2)
+    lam, phi = float(eigenvalues[4]), vectors[:, 4:5]
+    tol = 1e-7 * float(metric.norm(phi))
+    tau = scheme.initial_step(energy, metric, phi, tol)
+    p = scheme.order
+    assert tau == pytest.approx(0.9 * (tol / (scheme.error_constant * lam ** (p + 1) * float(metric.norm(phi)))) ** (1 / (p + 1)))
+    full = tau / 0.9
+    if p == 1:
+        local = abs(1 / (1 + full * lam) - math.exp(-full * lam))
+    else:  # BDF2 from the exact history (phi e^{lam tau}, phi): (4 - e^{lam tau})/3 / (1 + 2 tau lam / 3) - e^{-lam tau}
+        local = abs((4 - math.exp(lam * full)) / 3 / (1 + 2 * full * lam / 3) - math.exp(-lam * full))
+    assert local * float(metric.norm(phi)) == pytest.approx(tol, rel=0.05)
+    assert scheme.initial_step(energy, metric, torch.zeros_like(phi), tol) == math.inf  # a stationary state
+
+
+def test_the_last_steps_to_the_final_time_are_balanced():
+    """Between one and two steps left: half of the remaining time, so that the last step is no sliver."""
+    from mms_manifolds.time_stepping import SchemeRecord, SchemeStepper
+
+    metric = L2Metric(torch.ones(3, dtype=torch.float64))
+    stepper = SchemeStepper(ImplicitEuler(), 0.1, 0.0, metric, torch.float64, 3, True, 1e-6, final_time=1.0)
+    record = SchemeRecord(time_steps=(0.5, 0.3), local_error_estimate=(None, None), flow_bound=(None, None))
+    assert stepper.next_step(replace(record, next_step=0.15)) == pytest.approx(0.1)  # 0.2 left: 0.15 would leave 0.05
+    assert stepper.next_step(replace(record, next_step=0.25)) == pytest.approx(0.2)  # one step lands on it
+    assert stepper.next_step(replace(record, next_step=0.08)) == 0.08  # more than two steps left: as chosen
 
 
 def test_bad_scheme_settings_are_named():
