@@ -122,7 +122,7 @@ class GaussNewton(InnerSolver):
             where nothing reads it and it costs one Jacobian and one factorisation of the metric per solve.
         search_start: the line search's first length: ``"doubled"`` (default) :math:`\min(1, 2\eta_{\text{prev}})`;
             ``"full"``: 1 at every iteration, as Woodbury-ENGD's grid, so that a long plateau of short steps does not
-            cap the next search at twice the last length (one trial cost per halving, about 1% of an iteration at
+            cap the next search at twice the last length (one trial cost per halving, about 2% of an iteration at
             :math:`p = 9873`; on KFAC's 2-D Poisson 1e-5 in 15-22 iterations against 21-23, ``docs/performance.md``).
             The cutoff rule (:meth:`step_cutoff_after`) still reads the last accepted length.
 
