@@ -18,8 +18,9 @@ Scripts (each measurement in one place):
 - :mod:`benchmarks.peers`: the two energy natural gradient problems of Müller & Zeinhofer over seeds and
   time steps (iterations to the L2 targets within each budget, best and final errors, seconds per iteration).
 - :mod:`benchmarks.poisson_scale`: KFAC's 2-D Poisson at :math:`p = 9873` (900 + 120 nodes): the library's
-  Gauss–Newton (defaults, and Tikhonov-filtered steps) beside Woodbury-ENGD and KFAC (their own code, from
-  checkouts the user gives), CPU seconds and L2 error per iteration, for one network seed or several.
+  Gauss–Newton (defaults, Tikhonov-filtered steps, every search from length 1) beside Woodbury-ENGD and KFAC
+  (their own code, from checkouts the user gives), CPU seconds and L2 error per iteration, for one network seed
+  or several; ``--device cuda`` runs ours on a GPU (synchronised wall seconds).
 - :mod:`benchmarks.poisson_5d`: Woodbury-ENGD's 5-D Poisson at :math:`p = 10{,}065` (3000 + 500 nodes drawn
   afresh every iteration): the library's resampled Gauss–Newton beside Woodbury-ENGD (its own code, from a
   checkout the user gives), CPU seconds and L2 error per iteration.

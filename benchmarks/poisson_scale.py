@@ -15,11 +15,14 @@ point), then the evaluation points. The peers compute :math:`f` and :math:`g` in
 
 Ours is one MMS step with :math:`\tau = 10^{12}` (the step is the minimisation of the loss) solved by
 ``GaussNewton`` (``ours``: its defaults; ``ours_tikhonov``: ``step_filter="tikhonov"``; ``ours_tikhonov14``: that with
-``step_cutoff=1e-14``), the metric :math:`L^2` on the boundary values, so the model's Jacobian is the PINN residual
-Jacobian (1020 rows) and the model is solved on its kernel side (:math:`1020 \times 1020`,
-:func:`~mms_manifolds.linalg.diagonal_weight_factorization`). CPU seconds (``time.process_time``, one torch
-thread) exclude the L2 evaluations. The peers run through :mod:`benchmarks.peer_clock` under their own
-interpreter, from checkouts whose paths are given (fetch them yourself; nothing of theirs is in this
+``step_cutoff=1e-14``; ``ours_full``: ``step_filter="tikhonov"`` with ``search_start="full"``, every line search
+from length 1, and no end-of-solve residual), the metric :math:`L^2` on the boundary values, so the model's
+Jacobian is the PINN residual Jacobian (1020 rows) and the model is solved on its kernel side
+(:math:`1020 \times 1020`, :func:`~mms_manifolds.linalg.diagonal_weight_factorization`). CPU seconds
+(``time.process_time``, one torch thread) exclude the L2 evaluations; with ``--device cuda`` ours runs on the GPU
+(the network and points drawn on the CPU as the peers draw them, then moved) and its clock is synchronised wall
+seconds (:func:`benchmarks.timing.run_clock`); the peers stay on the CPU. The peers run through
+:mod:`benchmarks.peer_clock` under their own interpreter, from checkouts whose paths are given (fetch them yourself; nothing of theirs is in this
 repository): Woodbury-ENGD is rla-pinns' ``RNGD`` with ``approximation=exact`` and its 31-point grid line
 search, damping :math:`3.17\cdot10^{-12}` (its best 5-D Poisson run); KFAC is kfac-pinns' best run of this
 experiment (``KFAC_lr=auto``, damping :math:`2.99\cdot10^{-13}`, EMA 0.626, initialised to the identity).
@@ -30,6 +33,8 @@ experiment (``KFAC_lr=auto``, damping :math:`2.99\cdot10^{-13}`, EMA 0.626, init
     python -m benchmarks.poisson_scale --seeds 3 4 5 2 --iterations 40 --ours ours_tikhonov ours_tikhonov14 \
         --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python \
         --output benchmarks/results/poisson-scale-seeds-cpu.json
+    python -m benchmarks.poisson_scale --device cuda --seeds 1 2 3 4 5 --ours ours_tikhonov ours_full \
+        --output benchmarks/results/poisson-scale-cuda.json      # ours alone, on a GPU
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from mms_manifolds.meshfree import JetMetric, JetParametrization, NodeSet, Poiss
 from mms_manifolds.progress import LOGGER, InnerProgress
 
 from . import RESULTS, ROOT
-from .timing import use_threads
+from .timing import conditions, run_clock, use_threads
 
 TAU = 1e12
 TARGETS = (1e-4, 1e-5, 1e-6)
@@ -91,8 +96,13 @@ def peer_network(widths: tuple[int, ...], model_seed: int = 1) -> torch.nn.Seque
     return torch.nn.Sequential(*layers[:-1]).to(torch.float64)
 
 
-def kfac_problem(model_seed: int = 1, interior: int = 900, boundary: int = 120, evaluation: int = 9000):
-    """The network and points of the peers' run (module docstring): ``(network, interior, boundary, evaluation)``."""
+def kfac_problem(
+    model_seed: int = 1, interior: int = 900, boundary: int = 120, evaluation: int = 9000, device: str = "cpu"
+):
+    """The network and points of the peers' run (module docstring): ``(network, interior, boundary, evaluation)``.
+
+    Drawn on the CPU in the peers' order, then moved to ``device``.
+    """
     network = peer_network(WIDTHS, model_seed)
     inside = torch.rand(interior, 2, dtype=torch.float32)
     edge = torch.rand(boundary, 2, dtype=torch.float32)
@@ -100,7 +110,8 @@ def kfac_problem(model_seed: int = 1, interior: int = 900, boundary: int = 120, 
     side = torch.randint(0, 2, (boundary,))
     edge[torch.arange(boundary), axis] = side.to(torch.float32)
     test = torch.rand(evaluation, 2, dtype=torch.float32)
-    return network, inside.to(torch.float64), edge.to(torch.float64), test.to(torch.float64)
+    options = {"dtype": torch.float64, "device": device}
+    return network.to(device), inside.to(**options), edge.to(**options), test.to(**options)
 
 
 def pinn_problem(
@@ -127,17 +138,25 @@ class TargetReached(Exception):
 
 
 class IterationRecorder(logging.Handler):
-    """Per Gauss–Newton iteration, counted over every solve: CPU seconds since ``start`` (L2 evaluations left out), L2 error, loss.
+    """Per Gauss–Newton iteration, counted over every solve: seconds of ``clock`` since ``start`` (L2 evaluations left out), L2 error, loss.
 
     Each record is appended to ``log`` (where given) as one JSON line as soon as it is taken; once the L2 error is
-    at or below ``target`` (where given) it raises :class:`TargetReached`.
+    at or below ``target`` (where given) it raises :class:`TargetReached`. ``clock`` is CPU seconds by default
+    (:func:`benchmarks.timing.run_clock` of the device otherwise).
     """
 
     def __init__(
-        self, flow: MinimizingMovement, l2_error, start: float, log: Path | None = None, target: float | None = None
+        self,
+        flow: MinimizingMovement,
+        l2_error,
+        start: float,
+        log: Path | None = None,
+        target: float | None = None,
+        clock=time.process_time,
     ):
         super().__init__(logging.INFO)
         self.flow, self.l2_error, self.start, self.log, self.target = flow, l2_error, start, log, target
+        self.clock = clock
         self.excluded = 0.0
         self.records: list[dict] = []
 
@@ -145,7 +164,7 @@ class IterationRecorder(logging.Handler):
         progress = getattr(record, "progress", None)
         if not isinstance(progress, InnerProgress):
             return
-        now = time.process_time()
+        now = self.clock()
         self.flow.parametrization.write_to_module(progress.point)
         error = self.l2_error()
         entry = {
@@ -160,23 +179,26 @@ class IterationRecorder(logging.Handler):
                 handle.write(json.dumps(entry) + "\n")
         line = f"ours {entry['iteration']:4d}: L2 {error:.3e}, loss {progress.cost:.3e}, {entry['cpu_seconds']:.1f} s"
         print(line, flush=True)
-        self.excluded += time.process_time() - now
+        self.excluded += self.clock() - now
         if self.target is not None and error <= self.target:
             raise TargetReached
 
 
 def solvers(iterations: int) -> dict[str, GaussNewton]:
-    """Ours by name: ``GaussNewton()``'s defaults, and with Tikhonov-filtered steps (``step_filter="tikhonov"``, cutoff ``1e-12`` or ``1e-14``)."""
+    """Ours by name: ``GaussNewton()``'s defaults, with Tikhonov-filtered steps (``step_filter="tikhonov"``, cutoff ``1e-12`` or ``1e-14``), and that with every search from length 1 (``search_start="full"``, no end-of-solve residual)."""
     return {
         "ours": GaussNewton(max_iterations=iterations),
         "ours_tikhonov": GaussNewton(max_iterations=iterations, step_filter="tikhonov"),
         "ours_tikhonov14": GaussNewton(max_iterations=iterations, step_filter="tikhonov", step_cutoff=1e-14),
+        "ours_full": GaussNewton(
+            max_iterations=iterations, step_filter="tikhonov", search_start="full", final_residual=False
+        ),
     }
 
 
-def run_ours(iterations: int, solver: GaussNewton, seed: int = 1) -> dict:
-    """``iterations`` Gauss–Newton iterations from the peers' initial network of ``seed``; the record of each."""
-    network, inside, edge, test = kfac_problem(seed)
+def run_ours(iterations: int, solver: GaussNewton, seed: int = 1, device: str = "cpu") -> dict:
+    """``iterations`` Gauss–Newton iterations from the peers' initial network of ``seed`` on ``device``; the record of each."""
+    network, inside, edge, test = kfac_problem(seed, device=device)
     flow = build_flow(network, inside, edge)
     exact = _solution(test)
 
@@ -186,7 +208,8 @@ def run_ours(iterations: int, solver: GaussNewton, seed: int = 1) -> dict:
 
     theta = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta)
-    recorder = IterationRecorder(flow, l2_error, time.process_time())
+    clock = run_clock(device)
+    recorder = IterationRecorder(flow, l2_error, clock(), clock=clock)
     previous_level = LOGGER.level
     LOGGER.addHandler(recorder)
     LOGGER.setLevel(logging.INFO)
@@ -263,8 +286,11 @@ def main() -> None:
         "--seeds", type=int, nargs="+", default=[1], help="network seeds (1: the peers' run); each method runs once per seed"
     )
     parser.add_argument("--ours", nargs="+", default=["ours", "ours_tikhonov"], help="which of ours (solvers())")
-    parser.add_argument("--output", type=Path, default=RESULTS / "poisson-scale-cpu.json")
+    parser.add_argument("--device", default="cpu", help="where ours runs (cpu, cuda); the peers stay on the CPU")
+    parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/poisson-scale-<device>.json")
     arguments = parser.parse_args()
+    device = torch.device(arguments.device)
+    output = arguments.output or RESULTS / f"poisson-scale-{device.type}.json"
     use_threads(1)
     if arguments.cpu is not None:
         os.sched_setaffinity(0, {arguments.cpu})
@@ -276,17 +302,26 @@ def main() -> None:
     runs: dict[str, dict] = {}
 
     def write() -> None:  # after every run, so that an interrupted sweep keeps what it finished
-        write_record(runs, arguments.output, problem="KFAC 2-D Poisson, p = 9873, 900 + 120 nodes", seeds=arguments.seeds)
+        write_record(
+            runs,
+            output,
+            problem="KFAC 2-D Poisson, p = 9873, 900 + 120 nodes",
+            seeds=arguments.seeds,
+            conditions=conditions(device),
+            clock=("CPU seconds (time.process_time)" if device.type != "cuda" else "synchronised wall seconds (ours)")
+            + ", L2 evaluations excluded for ours",
+        )
 
     for seed in arguments.seeds:  # alternating: each seed's methods one after the other, never overlapping
         suffix = "" if arguments.seeds == [1] else f"_seed{seed}"
         for name in arguments.ours:
-            runs[name + suffix] = run_ours(arguments.iterations, ours[name], seed)
+            runs[name + suffix] = run_ours(arguments.iterations, ours[name], seed, str(device))
             write()
         for name, package, checkout, python, peer_arguments in peers:
             if checkout is not None:
-                runs[name + suffix] = run_peer(
-                    package, checkout, python, peer_arguments, arguments.iterations, arguments.cpu, seed
+                runs[name + suffix] = run_peer(  # every step logged (max_logs 20 x the steps)
+                    package, checkout, python, peer_arguments, arguments.iterations, arguments.cpu, seed,
+                    max_logs=20 * arguments.iterations,
                 )
                 write()
     for name, run in runs.items():
@@ -300,9 +335,9 @@ def write_record(runs: dict[str, dict], output: Path, **fields: object) -> None:
         for name, run in runs.items()
     }
     record = {
-        **fields,
         "torch_threads": 1,
         "clock": "time.process_time (CPU seconds), L2 evaluations excluded for ours",
+        **fields,
         "summaries": summaries,
         "runs": runs,
     }

@@ -16,6 +16,7 @@ times from here:
 - :func:`peak_rss_bytes`: the process's peak resident set size, and :func:`fresh_process`, which runs a
   measurement in a new interpreter so that the peak is its own;
 - :func:`use_cpu_clocks`: a peer's script's own timers switched to CPU seconds;
+- :func:`run_clock`: the clock of a run on a device (CPU seconds on a CPU, synchronised wall seconds on CUDA);
 - :func:`conditions`: what a result was measured under (device, thread counts, machine, torch), for its record.
 
 CPU over wall seconds near the thread count means the threads were busy; near one on several threads,
@@ -206,3 +207,18 @@ def conditions(device: torch.device | str = "cpu") -> dict[str, object]:
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
+
+
+def run_clock(device: torch.device | str = "cpu") -> Callable[[], float]:
+    """The clock of a run on ``device``: CPU seconds (:func:`time.process_time`) on a CPU; on CUDA, wall seconds
+    (:func:`time.perf_counter`) read after the device's queued work (:func:`synchronize`), where CPU seconds
+    would count only the launches."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return time.process_time
+
+    def synchronised_wall_seconds() -> float:
+        synchronize(device)
+        return time.perf_counter()
+
+    return synchronised_wall_seconds

@@ -144,3 +144,26 @@ def test_the_5d_poisson_point_sets_are_the_peers_order_and_each_iteration_keeps_
     assert torch.equal(batches(2)[0], torch.rand(4, 3, generator=generator).double())
     on_a_face = ((first[1] == 0) | (first[1] == 1)).any(dim=1)
     assert bool(on_a_face.all()) and first[1].dtype == torch.float64
+
+
+def test_the_run_clock_is_cpu_seconds_on_a_cpu_and_synchronised_wall_seconds_on_cuda(monkeypatch):
+    """On a CPU the process's CPU seconds; on CUDA the device is synchronised before the wall clock is read (no GPU needed)."""
+    import time
+
+    assert timing.run_clock("cpu") is time.process_time
+    events: list[str] = []
+    monkeypatch.setattr(timing, "synchronize", lambda device: events.append(f"sync {torch.device(device)}"))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: events.append("wall") or 12.5)
+    clock = timing.run_clock("cuda:0")
+    assert clock() == 12.5 and events == ["sync cuda:0", "wall"]
+
+
+def test_the_2d_poisson_problem_follows_its_device_and_keeps_the_peers_draws():
+    """``kfac_problem(device=...)``: the same draws as on the CPU (moved after drawing), float64, on the device asked."""
+    from benchmarks.poisson_scale import kfac_problem
+
+    reference = kfac_problem(2, interior=9, boundary=4, evaluation=5)
+    moved = kfac_problem(2, interior=9, boundary=4, evaluation=5, device="cpu")
+    for first, second in zip(reference[1:], moved[1:]):
+        assert second.dtype == torch.float64 and second.device.type == "cpu" and torch.equal(first, second)
+    assert all(torch.equal(a, b) for a, b in zip(reference[0].parameters(), moved[0].parameters()))

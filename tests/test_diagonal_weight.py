@@ -18,6 +18,7 @@ from mms_manifolds.linalg import (
     GramFactorization,
     GramOperator,
     OperatorSum,
+    ScaledRows,
     ScaledOperator,
     diagonal_of,
     diagonal_weight_factorization,
@@ -121,7 +122,7 @@ def test_range_form_steps_and_acceleration_equal_the_svd_solves_to_1e_10():
     assert model.range_gradient is not None
     factorization = model.factorization
     torch.testing.assert_close(factorization.factor.T @ model.range_gradient, model.gradient, rtol=1e-12, atol=1e-12)
-    svd = torch.linalg.svd(factorization.factor, full_matrices=False)
+    svd = torch.linalg.svd(factorization.factor.dense(), full_matrices=False)
     for relative in (1e-3, 1e-1, 10.0):
         damping = relative * model.mean_eigenvalue
         reference = -singular_value_solve(svd, model.gradient, damping, 0.0)
@@ -235,7 +236,7 @@ def test_the_tikhonov_step_of_the_line_search_equals_the_dense_damped_solve_to_1
         model = subproblem.gauss_newton_model(theta, "dense")
         damping = relative * model.mean_eigenvalue
         assert solver._filter_damping(model, None) == damping
-        svd = torch.linalg.svd(model.factorization.factor, full_matrices=False)
+        svd = torch.linalg.svd(model.factorization.factor.dense(), full_matrices=False)
         reference = -singular_value_solve(svd, model.gradient, damping, 0.0)
         length = result.state.step_length
         moved = theta + length * reference
@@ -292,3 +293,33 @@ def test_a_step_damping_needs_the_tikhonov_filter():
 def test_the_final_residual_flag_is_checked():
     with pytest.raises(TypeError, match="final_residual"):
         GaussNewton(final_residual=1)
+
+
+def test_the_kernel_and_the_products_of_b_from_j_equal_the_formed_whitened_jacobian_to_1e_12():
+    """K = diag(sqrt d) J J^T diag(sqrt d) and B x, B^T y as products with J (B never formed) against B formed."""
+    flow = _poisson_flow(tau=1e12)
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    model = subproblem.gauss_newton_model(theta, "dense")
+    factor = model.factorization.factor
+    assert isinstance(factor, ScaledRows) and factor.shape == factor.dense().shape
+    parametrization = flow.parametrization
+    rows, columns = parametrization.ambient_dimension, parametrization.num_parameters
+    u = parametrization.value(theta)
+    whitened = diagonal_of(subproblem.step_hessian(u)).reshape(-1, 1).sqrt() * parametrization.jacobian(theta).reshape(
+        rows, columns
+    )
+    torch.testing.assert_close(factor.dense(), whitened, rtol=1e-14, atol=0.0)
+    reference = whitened @ whitened.T
+    scale = float(reference.abs().max())
+    assert float((model.factorization.gram - reference).abs().max()) <= 1e-12 * scale
+    generator = torch.Generator().manual_seed(4)
+    for shape in ((columns,), (columns, 3)):
+        x = torch.randn(shape, generator=generator, dtype=DTYPE)
+        torch.testing.assert_close(factor @ x, whitened @ x, rtol=1e-12, atol=1e-12 * float((whitened @ x).abs().max()))
+    for shape in ((rows,), (rows, 3)):
+        y = torch.randn(shape, generator=generator, dtype=DTYPE)
+        expected = whitened.T @ y
+        torch.testing.assert_close(factor.T @ y, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
+    assert factor.T.shape == (columns, rows)
+    torch.testing.assert_close(factor.T.dense(), whitened.T, rtol=1e-14, atol=0.0)

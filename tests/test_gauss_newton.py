@@ -385,3 +385,32 @@ def test_a_riemannian_gradient_step_along_the_geodesic_is_the_damped_gauss_newto
     torch.testing.assert_close(result.point, along_geodesic, rtol=1e-7, atol=1e-9)
     assert not torch.allclose(result.point, theta0 + gauss_newton_step, rtol=1e-3, atol=1e-3)
 
+
+
+def test_a_full_search_start_tries_length_one_after_a_short_step(monkeypatch):
+    """``search_start="full"``: the first trial of every search is at length 1, where ``"doubled"`` starts at twice the last length."""
+    flow, _, _ = _linear_flow(torch.logspace(0, -2, 6, dtype=torch.float64), repeated_column=False)
+    theta = flow.parametrization.initial_point()
+    short = GaussNewtonState(step_length=2.0**-10, relative_damping=1e-3)
+    first_lengths = {}
+    for start in ("doubled", "full"):
+        lengths: list[float] = []
+        original = GaussNewton._trial_cost
+
+        def recorded(self, subproblem, candidate, lengths=lengths):
+            lengths.append(float((candidate - theta).norm()))
+            return original(self, subproblem, candidate)
+
+        monkeypatch.setattr(GaussNewton, "_trial_cost", recorded)
+        solver = GaussNewton(max_iterations=1, globalization="line-search", geodesic_acceleration=False, search_start=start)
+        result = solver.solve(flow.subproblem(theta), theta, state=short)
+        monkeypatch.undo()
+        first_lengths[start] = (lengths[0], result.state.step_length)
+    # without acceleration the trial point is theta + eta delta: the first trials differ by the factor 1 / 2^-9
+    ratio = first_lengths["full"][0] / first_lengths["doubled"][0]
+    assert abs(ratio - 2.0**9) <= 1e-9 * 2.0**9
+    assert first_lengths["doubled"][1] <= 2.0**-9 and first_lengths["full"][1] > 2.0**-9
+    with pytest.raises(ValueError, match="search_start"):
+        GaussNewton(search_start="tripled")
+    with pytest.raises(TypeError, match="search_start"):
+        GaussNewton(search_start=1.0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mms_manifolds.meshfree import JetParametrization, NodeSet
-from mms_manifolds.meshfree.layerwise import ACTIVATIONS, layerwise_jets, layerwise_network
+from mms_manifolds.meshfree.layerwise import ACTIVATIONS, layerwise_jacobian, layerwise_jets, layerwise_network
 
 DTYPE = torch.float64
 TOLERANCE = 1e-10
@@ -99,6 +99,27 @@ def test_layerwise_jacobian_with_frozen_parameters_and_a_bias_free_layer():
     _close(fast.value(theta), reference.value(theta))
     tangent = torch.linspace(-1, 1, theta.numel(), dtype=DTYPE)
     _close(fast.second_derivative(theta, tangent, tangent), reference.second_derivative(theta, tangent, tangent))
+
+
+def test_layerwise_jacobian_writes_into_a_given_block_of_rows():
+    """``out=`` a row block of a larger tensor: filled in place, equal to the Jacobian formed alone; the rows around it untouched."""
+    network = _network(torch.nn.Sigmoid, 2, 2, seed=7)
+    layers = layerwise_network(network)
+    parameters = {name: tensor.detach() for name, tensor in network.named_parameters()}
+    trainable = [(name, tensor.numel()) for name, tensor in network.named_parameters()]
+    points = torch.rand(5, 2, generator=torch.Generator().manual_seed(3), dtype=DTYPE)
+    derivatives = ("value", "gradient", "laplacian")
+    alone = layerwise_jacobian(layers, parameters, trainable, points, derivatives)
+    size = sum(columns for _, columns in trainable)
+    assert alone.shape == (5, 2 * (1 + 2 + 1), size)
+    larger = torch.full((2 + 5 * 8, size), -7.0, dtype=DTYPE)
+    block = larger[1 : 1 + 5 * 8].view(5, 8, size)
+    written = layerwise_jacobian(layers, parameters, trainable, points, derivatives, out=block)
+    assert written.data_ptr() == block.data_ptr()
+    _close(block, alone)
+    assert bool((larger[0] == -7.0).all()) and bool((larger[-1] == -7.0).all())
+    with pytest.raises(ValueError, match=r"out must have shape \(5, 8, "):
+        layerwise_jacobian(layers, parameters, trainable, points, derivatives, out=torch.empty(5, 7, size, dtype=DTYPE))
 
 
 def test_the_laplacian_of_a_known_function_is_exact():

@@ -145,6 +145,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
             "solve_mode": OPTION,
             "geodesic_acceleration": FLAG,
             "step_cutoff": NUMBER,
+            "search_start": OPTION,
         },
     ),
     "RiemannianGradientDescent": (

@@ -4,7 +4,7 @@ from .auto import AutoSolve, SolveChoice, SolveMode, make_solve_mode, resolve_so
 from .cg import CertifiedDecrease, ConjugateGradientSolve, certified_decrease_fraction, conjugate_gradient
 from .composite import OperatorSum, ScaledOperator, diagonal_of, multiple_of
 from .dense import DenseSolve, GramFactorization, WhitenedGramFactorization, singular_value_solve
-from .diagonal_weight import DiagonalWeightFactorization, diagonal_weight_factorization
+from .diagonal_weight import DiagonalWeightFactorization, ScaledRows, diagonal_weight_factorization
 from .forcing import EisenstatWalker, ForcingSequence
 from .kernel import KernelFactorization, KernelSolve
 from .layer_kernel_solve import LayerKernelFactorization, LayerKernelSolve, WhitenedJacobianProducts
@@ -36,6 +36,7 @@ __all__ = [
     "MetricLinearization",
     "OperatorSum",
     "ScaledOperator",
+    "ScaledRows",
     "SolveChoice",
     "SolveMode",
     "SymmetricOperator",

@@ -273,16 +273,18 @@ class JetParametrization(TorchParametrization):
         return torch.cat([block.reshape(-1) for block in blocks]).unsqueeze(-1)
 
     def _layerwise_jacobian(self, theta: torch.Tensor) -> torch.Tensor | None:
-        """The layer-wise Jacobian ``(K, 1, p)``, or ``None`` where a trainable parameter is no ``Linear`` weight or bias."""
+        """The layer-wise Jacobian ``(K, 1, p)``, or ``None`` where a trainable parameter is no ``Linear`` weight or bias.
+
+        Each node set's rows are written into their block of one ``(K, p)`` tensor (no concatenated copy).
+        """
         parameters = {**self._fixed, **self.unflatten(theta)}
         trainable = list(zip(self._names, self._sizes))
-        blocks = []
-        for node_set in self.node_sets.values():
-            rows = layerwise_jacobian(self._layers, parameters, trainable, node_set.points, node_set.derivatives)
-            if rows is None:
+        jacobian = torch.empty(self.ambient_dimension, self.num_parameters, dtype=self.dtype, device=self.device)
+        for node_set, block in zip(self.node_sets.values(), self.layout.blocks.values()):
+            rows = jacobian[block.offset : block.offset + block.count * block.width].view(block.count, block.width, -1)
+            if layerwise_jacobian(self._layers, parameters, trainable, node_set.points, node_set.derivatives, rows) is None:
                 return None
-            blocks.append(rows.reshape(-1, self.num_parameters))
-        return torch.cat(blocks).unsqueeze(1)
+        return jacobian.unsqueeze(1)
 
     @serialized
     def jets(self, theta: torch.Tensor) -> dict[str, Jet]:

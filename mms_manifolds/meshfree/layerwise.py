@@ -328,11 +328,18 @@ def _layer_factors(
     return {name: (inputs.detach(), torch.stack(grads, dim=1)) for (name, inputs, _), grads in zip(record, gradients)}
 
 
-def _layer_block(inputs: torch.Tensor, grads: torch.Tensor, kind: str) -> torch.Tensor:
-    r"""The Jacobian columns of one layer's ``kind`` (``"weight"`` or ``"bias"``), ``(N, c, h_out h_in)`` or ``(N, c, h_out)``."""
-    if kind == "weight":
-        return torch.einsum("nqco,nci->nqoi", grads, inputs).flatten(2)
-    return grads[:, :, 0]
+def _write_layer_block(inputs: torch.Tensor, grads: torch.Tensor, kind: str, target: torch.Tensor) -> None:
+    r"""Write the Jacobian columns of one layer's ``kind`` into ``target``: ``(N, c, h_out h_in)`` for ``"weight"``, ``(N, c, h_out)`` for ``"bias"``.
+
+    The weight columns of component :math:`q` are the batched product
+    :math:`(g^l_{iq})^\top z^l_i` (``(h_out, C) @ (C, h_in)`` per node), computed into ``target``'s rows in place.
+    """
+    if kind == "bias":
+        target.copy_(grads[:, :, 0])
+        return
+    shape = (grads.shape[-1], inputs.shape[-1])
+    for component in range(grads.shape[1]):
+        torch.bmm(grads[:, component].transpose(1, 2), inputs, out=target[:, component].unflatten(-1, shape))
 
 
 def layerwise_jacobian(
@@ -341,11 +348,14 @@ def layerwise_jacobian(
     trainable: list[tuple[str, int]],
     points: torch.Tensor,
     derivatives: tuple[str, ...],
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     r"""The parameter Jacobian of :func:`layerwise_jets`, shape ``(N, c, p)``, from per-layer factors (module docstring); ``None`` if some trainable parameter is no ``Linear`` weight or bias.
 
     Args:
         trainable: ``(name, size)`` of each trainable parameter in the order of :math:`\theta` (the columns).
+        out: where given, the ``(N, c, p)`` tensor the Jacobian is written into (and returned), e.g. a block of
+            rows of a larger Jacobian, so that no copy is concatenated afterwards.
     """
     owners = _weight_owners(network)
     if any(name not in owners for name, _ in trainable):
@@ -353,9 +363,16 @@ def layerwise_jacobian(
     factors = _layer_factors(network, parameters, points, derivatives)
     count, components = points.shape[0], next(iter(factors.values()))[1].shape[1]
     size = sum(columns for _, columns in trainable)
-    jacobian = torch.empty(count, components, size, dtype=points.dtype, device=points.device)
+    shape = (count, components, size)
+    if out is None:
+        jacobian = torch.empty(shape, dtype=points.dtype, device=points.device)
+    elif tuple(out.shape) != shape:
+        raise ValueError(f"out must have shape {shape} (nodes, jet components, parameters), got {tuple(out.shape)}")
+    else:
+        jacobian = out
     start = 0
     for name, columns in trainable:
-        jacobian[:, :, start : start + columns] = _layer_block(*factors[owners[name]], name.rsplit(".", 1)[1])
+        inputs, grads = factors[owners[name]]
+        _write_layer_block(inputs, grads, name.rsplit(".", 1)[1], jacobian[:, :, start : start + columns])
         start += columns
     return jacobian
