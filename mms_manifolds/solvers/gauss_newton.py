@@ -87,7 +87,8 @@ class GaussNewton(InnerSolver):
         globalization: ``"auto"``, ``"line-search"`` or ``"levenberg-marquardt"``.
         line_search: ``"armijo"``, ``"grid"`` or ``"logarithmic-grid"`` (ENGD's 31 lengths :math:`2^{1-k}`).
         armijo: sufficient-decrease constant :math:`c \in (0, 1/2)`. Default ``1e-4``.
-        max_halvings: :math:`h`, the halvings of :math:`\eta` tried. Default ``30``.
+        max_halvings: :math:`h`, the halvings of :math:`\eta` tried (not by ``"logarithmic-grid"``, whose 31 lengths
+            are fixed). Default ``30``.
         initial_damping: :math:`\mu_0` relative to :math:`\operatorname{tr}(A)/p`, for Levenberg–Marquardt and
             the line search's fallback; also the damping of the pseudo-inverse step in the matrix-free
             mode, where no pseudo-inverse exists. Default ``1e-3``.

@@ -43,7 +43,9 @@ def logarithmic_grid(largest: float = ENGD_LARGEST_LENGTH, count: int = ENGD_GRI
     return tuple(math.ldexp(largest, -k) for k in range(count))
 
 
-def grid_minimiser(cost_along: Callable[[float], float], lengths: Sequence[float], start_cost: float) -> GridPoint | None:
+def grid_minimiser(
+    cost_along: Callable[[float], float], lengths: Sequence[float], start_cost: float
+) -> GridPoint | None:
     r"""The length of ``lengths`` with the least ``cost_along(length)`` below ``start_cost``, or ``None`` if no finite cost is below it.
 
     Every length is evaluated once, in the order given; of equal costs the first is kept. Non-finite costs
