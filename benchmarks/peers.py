@@ -28,6 +28,12 @@ residual only at its end); the seconds per iteration are that solve's, less the 
     python -m benchmarks.peers                  # both problems, 10 seeds, results in benchmarks/results/
     python -m benchmarks.peers --problems poisson --seeds 3
     python -m benchmarks.peers --problems poisson --first-seed 20 --taus 1e6,1e9,1e12 --iterations 150
+    python -m benchmarks.peers --problems poisson --first-seed 40 --taus 1e6,1e9,1e12 --iterations 150 \
+        --budgets 60,150 --line-search logarithmic-grid --step-cutoff 1e-30 --no-geodesic-acceleration  # ENGD's rules
+
+``--line-search logarithmic-grid --step-cutoff 1e-30 --no-geodesic-acceleration`` is the published ENGD
+iteration inside the library: the full pseudo-inverse step, no acceleration, the best of the lengths
+:math:`2^{1-k}`, :math:`k = 0..30` (:mod:`mms_manifolds.solvers.line_search`).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import torch
 
 from mms_manifolds import GaussNewton
 from mms_manifolds.progress import LOGGER
-from mms_manifolds.solvers.gauss_newton import DEFAULT_STEP_CUTOFF
+from mms_manifolds.solvers.gauss_newton import DEFAULT_STEP_CUTOFF, LINE_SEARCHES, STEP_FILTERS
 
 from . import RESULTS
 from .flows import ENGD_TAU, nonlinear, poisson
@@ -90,13 +96,21 @@ def run_seed(
     line_search: str,
     step_cutoff: float = DEFAULT_STEP_CUTOFF,
     tau: float = ENGD_TAU,
+    geodesic_acceleration: bool = True,
+    step_filter: str = "truncate",
 ) -> dict:
     """One Gauss–Newton solve of ``iterations`` on the MMS step of length ``tau``, the L2 error after each iteration."""
     build, targets = PROBLEMS[problem]
     flow, network, l2_error = build(seed, tau=tau)
     theta = flow.parametrization.initial_point()
     subproblem = flow.subproblem(theta)
-    solver = GaussNewton(max_iterations=iterations, line_search=line_search, step_cutoff=step_cutoff)
+    solver = GaussNewton(
+        max_iterations=iterations,
+        line_search=line_search,
+        step_cutoff=step_cutoff,
+        geodesic_acceleration=geodesic_acceleration,
+        step_filter=step_filter,
+    )
     with recording(ErrorRecorder(flow.parametrization, l2_error)) as recorder, Stopwatch() as clock:
         result = solver.solve(subproblem, theta)
     errors = recorder.errors
@@ -144,7 +158,14 @@ def main() -> None:
         "--budgets", default="60", help="comma-separated iteration counts within which a target counts as reached"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default; timings name it)")
-    parser.add_argument("--line-search", choices=("armijo", "grid"), default="armijo")
+    parser.add_argument("--line-search", choices=LINE_SEARCHES, default="armijo")
+    parser.add_argument(
+        "--no-geodesic-acceleration",
+        dest="geodesic_acceleration",
+        action="store_false",
+        help="GaussNewton(geodesic_acceleration=False), as ENGD",
+    )
+    parser.add_argument("--step-filter", choices=STEP_FILTERS, default="truncate", help="GaussNewton(step_filter=...)")
     parser.add_argument(
         "--step-cutoff",
         type=float,
@@ -156,13 +177,29 @@ def main() -> None:
     threads = use_threads(arguments.threads)
     budgets = tuple(int(budget) for budget in arguments.budgets.split(","))
     taus = [float(tau) for tau in arguments.taus.split(",")]
-    solver = repr(GaussNewton(line_search=arguments.line_search, step_cutoff=arguments.step_cutoff))
+    solver = repr(
+        GaussNewton(
+            line_search=arguments.line_search,
+            step_cutoff=arguments.step_cutoff,
+            geodesic_acceleration=arguments.geodesic_acceleration,
+            step_filter=arguments.step_filter,
+        )
+    )
     record = {"threads": threads, "solver": solver, "iterations": arguments.iterations, "summaries": {}, "runs": []}
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     for problem in arguments.problems.split(","):
         for tau in taus:
             for seed in range(arguments.first_seed, arguments.first_seed + arguments.seeds):
-                row = run_seed(problem, seed, arguments.iterations, arguments.line_search, arguments.step_cutoff, tau)
+                row = run_seed(
+                    problem,
+                    seed,
+                    arguments.iterations,
+                    arguments.line_search,
+                    arguments.step_cutoff,
+                    tau,
+                    arguments.geodesic_acceleration,
+                    arguments.step_filter,
+                )
                 record["runs"].append(row)
                 print(
                     f"{problem} tau {tau:g} seed {seed}: to {row['iterations_to']}, best {row['best_error']:.2e}, "

@@ -14,6 +14,7 @@ from ..linalg import EisenstatWalker, ForcingSequence, LinearSolution, make_solv
 from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
+from .line_search import grid_minimiser, logarithmic_grid
 from .state import GaussNewtonState
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 #: How :class:`GaussNewton` makes a Gauss–Newton step safe far from the solution.
 GLOBALIZATIONS = ("auto", "line-search", "levenberg-marquardt")
 #: How the ``"line-search"`` globalization picks the step length.
-LINE_SEARCHES = ("armijo", "grid")
+LINE_SEARCHES = ("armijo", "grid", "logarithmic-grid")
 #: Where the line search's first length lies (``GaussNewton(search_start=...)``): twice the last accepted one, or 1.
 SEARCH_STARTS = ("doubled", "full")
 #: How the line search's step treats the small eigenvalues of :math:`A` (``GaussNewton(step_filter=...)``).
@@ -62,7 +63,10 @@ class GaussNewton(InnerSolver):
       dropped after a shortened step and at a cold start, :meth:`step_cutoff_after`), searched along
       :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a` (:math:`a` the geodesic acceleration, or 0) for
       :math:`\eta \in \{\eta_0, \eta_0/2, \dots\}`, :math:`\eta_0 = \min(1, 2\eta_{\text{prev}})` (``search_start="full"``: 1), by Armijo's rule
-      (``line_search="armijo"``) or the best cost on the grid (``"grid"``); Levenberg–Marquardt retries where
+      (``line_search="armijo"``) or the best cost on the grid (``"grid"``); or, with ``"logarithmic-grid"``, the
+      best cost on the fixed grid :math:`\eta \in \{2, 1, \dots, 2^{-29}\}` at every iteration, no memory of the
+      last length (the published ENGD code's search, :mod:`~mms_manifolds.solvers.line_search`; ENGD itself with
+      ``step_cutoff=1e-30, geodesic_acceleration=False``); Levenberg–Marquardt retries where
       no length lowers the cost. With ``step_damping``, :math:`\delta = -(A + \mu I)^{-1}g` instead (one Cholesky
       factorisation, no eigendecomposition).
     - ``"levenberg-marquardt"``: :math:`\delta = -(A + \mu I)^{-1}g` (plus half its geodesic acceleration where
@@ -84,9 +88,10 @@ class GaussNewton(InnerSolver):
         max_iterations: Gauss–Newton iterations (Jacobian evaluations). Default ``5``.
         tolerance: stop when the tangential residual :math:`\|P_T r\|_M` is at or below it. Default ``0``.
         globalization: ``"auto"``, ``"line-search"`` or ``"levenberg-marquardt"``.
-        line_search: ``"armijo"`` or ``"grid"``.
+        line_search: ``"armijo"``, ``"grid"`` or ``"logarithmic-grid"`` (ENGD's 31 lengths :math:`2^{1-k}`).
         armijo: sufficient-decrease constant :math:`c \in (0, 1/2)`. Default ``1e-4``.
-        max_halvings: :math:`h`, the halvings of :math:`\eta` tried. Default ``30``.
+        max_halvings: :math:`h`, the halvings of :math:`\eta` tried (not by ``"logarithmic-grid"``, whose 31 lengths
+            are fixed). Default ``30``.
         initial_damping: :math:`\mu_0` relative to :math:`\operatorname{tr}(A)/p`, for Levenberg–Marquardt and
             the line search's fallback; also the damping of the pseudo-inverse step in the matrix-free
             mode, where no pseudo-inverse exists. Default ``1e-3``.
@@ -157,14 +162,8 @@ class GaussNewton(InnerSolver):
         search_start: str = "doubled",
     ):
         super().__init__(max_iterations, tolerance)
-        check_choice("globalization", globalization, GLOBALIZATIONS)
-        check_choice("line_search", line_search, LINE_SEARCHES)
-        if globalization not in GLOBALIZATIONS:
-            raise ValueError(f"globalization must be one of {GLOBALIZATIONS}, got {globalization!r}")
-        if line_search not in LINE_SEARCHES:
-            raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
-        self.globalization = globalization
-        self.line_search = line_search
+        self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
+        self.line_search = check_choice("line_search", line_search, LINE_SEARCHES)
         self.armijo = check_positive_float("armijo", armijo)
         if not self.armijo < 0.5:
             raise ValueError(f"armijo must be in (0, 1/2), got {armijo}")
@@ -392,6 +391,8 @@ class GaussNewton(InnerSolver):
             acceleration = subproblem.geodesic_acceleration(theta, model, step, damping, cutoff)
             if not bool(torch.isfinite(acceleration).all()):
                 acceleration = torch.zeros_like(step)
+        if self.line_search == "logarithmic-grid":
+            return self._logarithmic_grid_search(subproblem, model.cost, theta, step, acceleration)
         length = 1.0 if self.search_start == "full" else min(1.0, 2 * previous_length)
         best: tuple[float, torch.Tensor, float] | None = None
         for _ in range(self.max_halvings + 1):
@@ -408,6 +409,24 @@ class GaussNewton(InnerSolver):
         if best is None:
             return None, 0.0
         return (best[1], best[0]), best[2]
+
+    def _logarithmic_grid_search(
+        self,
+        subproblem: MMSSubproblem,
+        cost: float,
+        theta: torch.Tensor,
+        step: torch.Tensor,
+        acceleration: torch.Tensor,
+    ) -> tuple[tuple[torch.Tensor, float] | None, float]:
+        """The best point of ENGD's fixed grid of lengths on the search curve (:func:`~mms_manifolds.solvers.line_search.grid_minimiser`)."""
+
+        def curve(length: float) -> torch.Tensor:
+            return theta + length * step + (0.5 * length**2) * acceleration
+
+        best = grid_minimiser(lambda length: self._trial_cost(subproblem, curve(length)), logarithmic_grid(), cost)
+        if best is None:
+            return None, 0.0
+        return (curve(best.length), best.cost), best.length
 
     def trial_point(
         self,
