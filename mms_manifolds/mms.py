@@ -1138,6 +1138,7 @@ class _Solve:
     def __call__(
         self, subproblem: MMSSubproblem, theta: object = _WARM_START, state: object = _WARM_START
     ) -> tuple[InnerResult, int]:
+        subproblem.booked_parts = self.parts
         return _solve_with_retries(
             self.solver, subproblem, self.result, self.step, self.tolerance, self.on_failure, self.max_retries,
             self.theta if theta is _WARM_START else theta, self.state if state is _WARM_START else state,

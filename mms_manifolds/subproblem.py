@@ -235,6 +235,10 @@ class MMSSubproblem:
         r""":math:`\tau`, :math:`\lambda`, :math:`L` and :math:`\mu` of the step."""
         self.anchor = _check_anchor(manifold.parametrization, anchor)
         """:math:`u_k`, shape ``(N, m)``."""
+        self.booked_parts = "split"
+        """What the MMS driver books of the residual where a solve of this problem ends (one of
+        :data:`RESIDUAL_PARTS`; ``run(residual=...)`` sets it): a solver that measures its final tangential residual
+        only for the driver's ledger (``GaussNewton(final_residual=True)``) measures it only for ``"split"``."""
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._residuals: list[tuple[torch.Tensor, Residual]] = []  # the last two points asked, newest first
 

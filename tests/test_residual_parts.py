@@ -156,6 +156,17 @@ def test_no_split_no_solve_with_g_and_no_jacobian_in_total_mode(monkeypatch, sol
     assert counter.calls["MMSSubproblem._residual"] == 3 and counter.calls["IncrementManifold.split_norms"] == 3
 
 
+def test_gauss_newton_skips_its_final_split_where_the_run_books_the_total(monkeypatch):
+    """Counted: ``final_residual=True`` measures the final split for the ledger only; a total-mode run books none."""
+    flow = regression_flow()
+    theta0 = flow.parametrization.initial_point()
+    counter = _Counter(monkeypatch, ((MMSSubproblem, "_residual"),))
+    total = flow.run(theta0, 2, GaussNewton(max_iterations=2), residual="total")
+    assert total.certified and counter.calls["MMSSubproblem._residual"] == 0
+    flow.run(theta0, 2, GaussNewton(max_iterations=2))
+    assert counter.calls["MMSSubproblem._residual"] == 2
+
+
 def test_total_residual_reuses_a_kept_split_and_is_the_same_number():
     """A split kept for the point gives its total (no recomputation); a fresh total is the split's total, bit for bit."""
     flow = regression_flow()

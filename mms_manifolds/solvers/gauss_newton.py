@@ -124,7 +124,8 @@ class GaussNewton(InnerSolver):
         final_residual: measure the tangential residual at the end of the solve (default ``True``), where the
             driver's ledger reads it from the subproblem's cache. ``False`` skips it unless ``tolerance > 0``
             asks for it (``InnerResult.residual_history`` is then empty): for ``MinimizingMovement.run(certify=False)``,
-            where nothing reads it and it costs one Jacobian and one factorisation of the metric per solve.
+            where nothing reads it and it costs one Jacobian and one factorisation of the metric per solve. A run
+            that books the total residual alone (``run(residual="total")``, ``MMSSubproblem.booked_parts``) skips it too.
         search_start: the line search's first length: ``"doubled"`` (default) :math:`\min(1, 2\eta_{\text{prev}})`;
             ``"full"``: 1 at every iteration, as Woodbury-ENGD's grid, so that a long plateau of short steps does not
             cap the next search at twice the last length (one trial cost per halving, about 2% of an iteration at
@@ -289,7 +290,8 @@ class GaussNewton(InnerSolver):
             )
         model = None  # release the last point's factorisation before the final point's is formed
         measured_last = bool(residual_iterations) and residual_iterations[-1] == iterations
-        if (self.final_residual or tolerance > 0) and not measured_last:
+        for_the_ledger = self.final_residual and subproblem.booked_parts == "split"
+        if (for_the_ledger or tolerance > 0) and not measured_last:
             residuals.append(subproblem.tangential_residual(theta))
             residual_iterations.append(iterations)
         if stop is StopReason.MAX_ITERATIONS and residuals and residuals[-1] <= tolerance:
