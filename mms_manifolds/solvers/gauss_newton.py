@@ -58,7 +58,7 @@ class GaussNewton(InnerSolver):
     - ``"line-search"``: :math:`\delta = -A^+g` (eigenvalues at or below ``step_cutoff`` :math:`\cdot\lambda_{\max}`
       dropped after a shortened step and at a cold start, :meth:`step_cutoff_after`), searched along
       :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a` (:math:`a` the geodesic acceleration, or 0) for
-      :math:`\eta \in \{\eta_0, \eta_0/2, \dots\}`, :math:`\eta_0 = \min(1, 2\eta_{\text{prev}})`, by Armijo's rule
+      :math:`\eta \in \{\eta_0, \eta_0/2, \dots\}`, :math:`\eta_0 = \min(\eta_{\max}, 2\eta_{\text{prev}})` (``max_step_length`` :math:`\eta_{\max}`, default 1), by Armijo's rule
       (``line_search="armijo"``) or the best cost on the grid (``"grid"``); Levenberg–Marquardt retries where
       no length lowers the cost. With ``step_damping``, :math:`\delta = -(A + \mu I)^{-1}g` instead (one Cholesky
       factorisation, no eigendecomposition).
@@ -117,6 +117,10 @@ class GaussNewton(InnerSolver):
             driver's ledger reads it from the subproblem's cache. ``False`` skips it unless ``tolerance > 0``
             asks for it (``InnerResult.residual_history`` is then empty): for ``MinimizingMovement.run(certify=False)``,
             where nothing reads it and it costs one Jacobian and one factorisation of the metric per solve.
+        max_step_length: :math:`\eta_{\max} \in (0, 1]`, the line search's longest length: its first trial is
+            :math:`\eta_0 = \min(\eta_{\max}, 2\eta_{\text{prev}})`, and a step of :math:`\eta_{\max}` counts as a full one
+            for ``step_cutoff``. Default ``1``. Below 1 for steps on resampled nodes, where the full step refits its own
+            batch and carries that batch's error into the next (the 5-D Poisson, ``docs/performance.md``).
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -146,6 +150,7 @@ class GaussNewton(InnerSolver):
         forcing: EisenstatWalker | None = None,
         step_damping: float | None = None,
         final_residual: bool = True,
+        max_step_length: float = 1.0,
     ):
         super().__init__(max_iterations, tolerance)
         check_choice("globalization", globalization, GLOBALIZATIONS)
@@ -177,6 +182,9 @@ class GaussNewton(InnerSolver):
         self.final_residual = check_flag("final_residual", final_residual)
         if self.step_damping is not None and self.step_filter != "tikhonov":
             raise ValueError(f"step_damping={step_damping} needs step_filter='tikhonov', got {step_filter!r}")
+        self.max_step_length = check_positive_float("max_step_length", max_step_length)
+        if not self.max_step_length <= 1:
+            raise ValueError(f"max_step_length must be in (0, 1], got {max_step_length}")
 
     def fallback(self) -> GaussNewton | None:
         """Levenberg–Marquardt with 100 times the initial damping (none beyond ``1e3``)."""
@@ -204,11 +212,11 @@ class GaussNewton(InnerSolver):
     def step_cutoff_after(self, previous_length: float) -> float | None:
         """The line search's eigenvalue cutoff after a step of length ``previous_length``.
 
-        ``None`` (the full pseudo-inverse, rounding cutoff only) after a full-length step (:math:`\\eta = 1`),
+        ``None`` (the full pseudo-inverse, rounding cutoff only) after a full-length step (:math:`\\eta` = ``max_step_length``, default 1),
         where the model held at the scale of its whole step; ``step_cutoff`` after a shortened one, where it
         did not, and at a cold start (:meth:`initial_state`), where nothing is known yet.
         """
-        return None if previous_length >= 1.0 else self.step_cutoff
+        return None if previous_length >= self.max_step_length else self.step_cutoff
 
     def _model(self, subproblem: MMSSubproblem, theta: torch.Tensor) -> GaussNewtonModel:
         return subproblem.gauss_newton_model(theta, self.solve_mode)
@@ -382,7 +390,7 @@ class GaussNewton(InnerSolver):
             acceleration = subproblem.geodesic_acceleration(theta, model, step, damping, cutoff)
             if not bool(torch.isfinite(acceleration).all()):
                 acceleration = torch.zeros_like(step)
-        length = min(1.0, 2 * previous_length)
+        length = min(self.max_step_length, 2 * previous_length)
         best: tuple[float, torch.Tensor, float] | None = None
         for _ in range(self.max_halvings + 1):
             if self._unresolvable(model, -length * slope):
