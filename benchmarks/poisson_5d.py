@@ -27,7 +27,7 @@ line search, no geodesic acceleration (``--acceleration`` adds it: 1.2 CPU secon
 end-of-solve residual (``final_residual=False``). The solver follows a schedule of phases (``--phase``, each one ``MinimizingMovement.run`` from where the last
 ended; :data:`PHASES` by default): ``step_damping`` ``1e-8`` (Woodbury-ENGD's absolute :math:`3.17\cdot10^{-12}` over
 :math:`\operatorname{tr}(A)/p = 3.45\cdot10^{-4}` at the initial point) for iterations 1-30, ``1e-5`` from 31, and
-from 51 the line search's first length capped at one half (``GaussNewton(max_step_length=0.5)``). Each change was
+from 41 the line search's first length capped at one half (``GaussNewton(max_step_length=0.5)``). Each change was
 chosen on this problem by one-step sweeps over damping and step length at saved points (``docs/performance.md``):
 :math:`\operatorname{tr}(A)/p` grows to about 10.7 by iteration 30, where the full step at ``1e-8`` overshoots
 (L2 :math:`4\cdot10^{-3}` from :math:`1.3\cdot10^{-3}`) and the one at ``1e-5`` lands at :math:`6.7\cdot10^{-5}`; near
@@ -80,8 +80,8 @@ WIDTHS = (5, 64, 64, 48, 48, 1)
 INTERIOR, BOUNDARY, EVALUATION = 3000, 500, 30000
 #: The damping schedule measured (``docs/performance.md``): ``(first iteration, step_damping, max_step_length)``.
 #: ``1e-8`` is Woodbury-ENGD's damping 3.17e-12 over tr(A)/p = 3.45e-4 at the initial point; tr(A)/p is about
-#: 10.7 from iteration 30 on, where ``1e-5`` takes full steps that land; from iteration 51 half steps.
-PHASES = ((1, 1e-8, 1.0), (31, 1e-5, 1.0), (51, 1e-5, 0.5))
+#: 10.7 from iteration 30 on, where ``1e-5`` takes full steps that land; from iteration 41 half steps.
+PHASES = ((1, 1e-8, 1.0), (31, 1e-5, 1.0), (41, 1e-5, 0.5))
 #: rla-pinns' best Woodbury-ENGD run of this experiment (the 2-D benchmark borrowed its settings from it).
 WOODBURY_ARGUMENTS = (
     *poisson_scale.WOODBURY_ARGUMENTS,

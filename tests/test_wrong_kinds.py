@@ -145,6 +145,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
             "solve_mode": OPTION,
             "geodesic_acceleration": FLAG,
             "step_cutoff": NUMBER,
+            "max_step_length": NUMBER,
         },
     ),
     "RiemannianGradientDescent": (
