@@ -9,8 +9,8 @@ order (:func:`plan`; the four benchmarks of the issue on Gauss–Newton at scale
 
 1. ``regression-step``: :mod:`benchmarks.scale` ``--only step`` (:math:`p = 20{,}601`, :math:`N = 4{,}900`):
    Gauss–Newton 6 iterations, Adam 300, L-BFGS 50, wall seconds to accuracy (limit 120 s);
-2. ``poisson-2d``: :mod:`benchmarks.poisson_scale` (:math:`p = 9{,}873`, 900 + 120 nodes), ours and ours with
-   Tikhonov steps, 50 iterations each (90 s);
+2. ``poisson-2d``: :mod:`benchmarks.poisson_scale` (:math:`p = 9{,}873`, 900 + 120 nodes), ``ours_full``
+   (Tikhonov steps, every search from length 1) and ``ours_tikhonov``, 50 iterations each (90 s);
 3. ``teng-step-256`` and ``teng-step-1536``: :mod:`benchmarks.teng_side_by_side` ``step`` (TENG's heat step,
    :math:`p = 8{,}361`, :math:`N = 16{,}384`), subspace Gauss–Newton with blocks of 256 (12 iterations, the CPU
    record's settings) and 1536 (8), 60 s each; they need TENG's exported initial network (``--teng-parameters``),
@@ -98,7 +98,7 @@ def plan(device: str, work: Path, teng_parameters: Path = TENG_PARAMETERS) -> li
     return [
         Run("regression-step", "scale", (*on, "--only", "step", "--gn-iterations", "6", "--adam-iterations", "300",
             "--lbfgs-iterations", "50"), 120, RESULTS / f"scale-{kind}.json"),
-        Run("poisson-2d", "poisson_scale", (*on, "--iterations", "50", "--ours", "ours", "ours_tikhonov",
+        Run("poisson-2d", "poisson_scale", (*on, "--iterations", "50", "--ours", "ours_full", "ours_tikhonov",
             "--output", str(work / f"poisson-scale-{kind}.json")), 90, work / f"poisson-scale-{kind}.json"),
         Run("teng-step-256", "teng_side_by_side", (*teng_step, "--block", "256", "--iterations", "12",
             "--name", f"step-{kind}-256"), 60, teng / f"step-{kind}-256.json", (teng_parameters,)),

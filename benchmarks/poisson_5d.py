@@ -22,10 +22,18 @@ Ours is ``MinimizingMovement.run`` with ``resample=`` (each MMS step on that ste
 Gauss–Newton iteration per step, :math:`\tau = 10^{12}` (each step minimises the loss on its batch, as an ENGD
 iteration does) and ``certify=False``; the model is solved on its kernel side (:math:`3500 \times 3500`) with the
 Tikhonov step :math:`-(A + \mu I)^{-1}g` by one Cholesky factorisation (``GaussNewton(step_filter="tikhonov", step_damping=...)``,
-:math:`\mu` relative to :math:`\operatorname{tr}(A)/p`; the default ``1e-8`` is Woodbury-ENGD's absolute damping
-:math:`3.17\cdot10^{-12}` at the initial point, where :math:`\operatorname{tr}(A)/p = 3.45\cdot10^{-4}`), Armijo's
+:math:`\mu` relative to :math:`\operatorname{tr}(A)/p`), Armijo's
 line search, no geodesic acceleration (``--acceleration`` adds it: 1.2 CPU seconds an iteration here), no
-end-of-solve residual (``final_residual=False``). CPU seconds (``time.process_time``, one torch
+end-of-solve residual (``final_residual=False``). The solver follows a schedule of phases (``--phase``, each one ``MinimizingMovement.run`` from where the last
+ended; :data:`PHASES` by default): ``step_damping`` ``1e-8`` (Woodbury-ENGD's absolute :math:`3.17\cdot10^{-12}` over
+:math:`\operatorname{tr}(A)/p = 3.45\cdot10^{-4}` at the initial point) for iterations 1-30, ``1e-5`` from 31, and
+from 41 the line search's first length capped at one half (``GaussNewton(max_step_length=0.5)``). Each change was
+chosen on this problem by one-step sweeps over damping and step length at saved points (``docs/performance.md``):
+:math:`\operatorname{tr}(A)/p` grows to about 10.7 by iteration 30, where the full step at ``1e-8`` overshoots
+(L2 :math:`4\cdot10^{-3}` from :math:`1.3\cdot10^{-3}`) and the one at ``1e-5`` lands at :math:`6.7\cdot10^{-5}`; near
+:math:`6\cdot10^{-5}` every full step refits its own batch and no damping lowers the loss on the next, where half
+steps do, a little. ``--device`` puts the network and the points (drawn on the CPU, the peer's generator) on a torch
+device; the records' seconds stay the process's CPU seconds. CPU seconds (``time.process_time``, one torch
 thread) exclude the L2 evaluations. Every iteration's record is appended to ``--log`` as one JSON line when it is
 taken, and an interrupted run (Ctrl-C) still writes ``--output`` with every iteration it finished; ``--target`` ends
 the run at that L2 error.
@@ -35,6 +43,8 @@ The peer runs through :mod:`benchmarks.peer_clock` under its own interpreter fro
 (Woodbury-ENGD), damping :math:`3.17\cdot10^{-12}` (its best run of this experiment), its 31-point grid line search.
 
     python -m benchmarks.poisson_5d --iterations 300 --target 1e-5 --log ours.jsonl      # ours alone
+    python -m benchmarks.poisson_5d --iterations 300 --target 1e-5 --device cuda          # ours on a GPU
+    python -m benchmarks.poisson_5d --iterations 300 --phase 1 1e-8 1                     # the fixed damping of before
     python -m benchmarks.poisson_5d --iterations 300 --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python --cpu 1
 """
 
@@ -68,8 +78,10 @@ from .timing import use_threads
 
 WIDTHS = (5, 64, 64, 48, 48, 1)
 INTERIOR, BOUNDARY, EVALUATION = 3000, 500, 30000
-#: ``GaussNewton(step_filter="tikhonov", step_damping=...)``: Woodbury-ENGD's damping 3.17e-12 over tr(A)/p = 3.45e-4 at the initial point.
-STEP_DAMPING = 1e-8
+#: The damping schedule measured (``docs/performance.md``): ``(first iteration, step_damping, max_step_length)``.
+#: ``1e-8`` is Woodbury-ENGD's damping 3.17e-12 over tr(A)/p = 3.45e-4 at the initial point; tr(A)/p is about
+#: 10.7 from iteration 30 on, where ``1e-5`` takes full steps that land; from iteration 41 half steps.
+PHASES = ((1, 1e-8, 1.0), (31, 1e-5, 1.0), (41, 1e-5, 0.5))
 #: rla-pinns' best Woodbury-ENGD run of this experiment (the 2-D benchmark borrowed its settings from it).
 WOODBURY_ARGUMENTS = (
     *poisson_scale.WOODBURY_ARGUMENTS,
@@ -95,12 +107,15 @@ def cos_sum_source(points: torch.Tensor) -> torch.Tensor:
 class PeerBatches:
     r"""The peer's point sets in the order its training loop draws them (module docstring), from one generator.
 
+    The points are drawn on the CPU (the peer's generator) and then moved to ``device``.
+
     Args:
         state: the state of torch's global generator after the network was built (``torch.get_rng_state()``).
         dimension, interior, boundary, evaluation: :math:`d` and the three counts.
+        device: where the float64 point sets are kept (default the CPU).
 
     Attributes:
-        evaluation: the L2 error's points, ``(evaluation, d)`` float64 (drawn after the first batch).
+        evaluation: the L2 error's points, ``(evaluation, d)`` float64 on ``device`` (drawn after the first batch).
     """
 
     def __init__(
@@ -110,12 +125,17 @@ class PeerBatches:
         interior: int = INTERIOR,
         boundary: int = BOUNDARY,
         evaluation: int = EVALUATION,
+        device: torch.device | str = "cpu",
     ):
         self.dimension, self.interior, self.boundary = dimension, interior, boundary
+        self.device = torch.device(device)
         self._generator = torch.Generator()
         self._generator.set_state(state)
         self._batches = [self._draw()]
-        self.evaluation = torch.rand(evaluation, dimension, generator=self._generator).to(torch.float64)
+        self.evaluation = self._placed(torch.rand(evaluation, dimension, generator=self._generator))
+
+    def _placed(self, points: torch.Tensor) -> torch.Tensor:
+        return points.to(dtype=torch.float64, device=self.device)
 
     def _draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         inside = torch.rand(self.interior, self.dimension, generator=self._generator)
@@ -123,41 +143,68 @@ class PeerBatches:
         face = torch.randint(0, self.dimension, (self.boundary,), generator=self._generator)
         side = torch.randint(0, 2, (self.boundary,), generator=self._generator)
         edge[torch.arange(self.boundary), face] = side.to(edge.dtype)
-        return inside.to(torch.float64), edge.to(torch.float64)
+        return self._placed(inside), self._placed(edge)
 
     def __call__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(interior, boundary)`` points of iteration ``iteration`` (1-based), float64; the same on every call."""
+        """``(interior, boundary)`` points of iteration ``iteration`` (1-based), float64 on ``device``; the same on every call."""
         while len(self._batches) < iteration:
             self._batches.append(self._draw())
         return self._batches[iteration - 1]
 
 
-def peer_problem(model_seed: int = 1) -> tuple[torch.nn.Sequential, PeerBatches]:
-    """The peer's initial network and its point sets (module docstring)."""
+def peer_problem(
+    model_seed: int = 1, device: torch.device | str = "cpu", **counts: int
+) -> tuple[torch.nn.Sequential, PeerBatches]:
+    """The peer's initial network and its point sets (module docstring), both on ``device`` (drawn on the CPU); ``counts``: :class:`PeerBatches`' ``interior``, ``boundary``, ``evaluation``."""
     network = peer_network(WIDTHS, model_seed)
-    return network, PeerBatches(torch.get_rng_state())
+    batches = PeerBatches(torch.get_rng_state(), device=device, **counts)
+    return network.to(device), batches
 
 
-def run_ours(iterations: int, solver: GaussNewton, log: Path | None = None, target: float | None = None) -> dict:
-    """Up to ``iterations`` resampled Gauss–Newton iterations from the peer's initial network; the record of each."""
-    network, batches = peer_problem()
+def run_ours(
+    iterations: int,
+    phases: list[tuple[int, GaussNewton]],
+    log: Path | None = None,
+    target: float | None = None,
+    problem: tuple[torch.nn.Module, PeerBatches] | None = None,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Up to ``iterations`` resampled Gauss–Newton iterations from the peer's initial network; the record of each.
+
+    ``problem``: the network (trained in place) and its point sets; default :func:`peer_problem` on ``device``.
+    ``phases`` lists ``(first iteration, solver)`` in order, the first from iteration 1: each phase is one
+    ``MinimizingMovement.run`` on the batches of its iterations from where the last one ended (the solver's
+    warm start begins afresh, as in a new run).
+    """
+    if not phases or phases[0][0] != 1 or any(later[0] <= earlier[0] for earlier, later in zip(phases, phases[1:])):
+        raise ValueError(f"phases must start at iteration 1 and increase, got {[first for first, _ in phases]}")
+    network, batches = peer_problem(device=device) if problem is None else problem
     exact = cos_sum(batches.evaluation)
 
     def l2_error() -> float:
         with torch.no_grad():
             return float((network(batches.evaluation).squeeze(-1) - exact).square().mean().sqrt())
 
-    def problem(step: int):
+    def step_problem(step: int):
         return pinn_problem(network, *batches(step), source=cos_sum_source, solution=cos_sum)
 
-    flow = MinimizingMovement(*problem(1), tau=TAU)
+    flow = MinimizingMovement(*step_problem(1), tau=TAU)
     recorder = IterationRecorder(flow, l2_error, time.process_time(), log, target)
     previous_level = LOGGER.level
     LOGGER.addHandler(recorder)
     LOGGER.setLevel(logging.INFO)
     stop = "iterations"
+    theta = flow.parametrization.initial_point()
+    ends = [first - 1 for first, _ in phases[1:]] + [iterations]
     try:
-        flow.run(flow.parametrization.initial_point(), iterations, solver, certify=False, resample=problem)
+        for (first, solver), last in zip(phases, ends):
+            if last < first:
+                break
+            offset = first - 1
+            result = flow.run(
+                theta, last - offset, solver, certify=False, resample=lambda step, offset=offset: step_problem(offset + step)
+            )
+            theta = result.thetas[-1]
     except TargetReached:
         stop = "target"
     except KeyboardInterrupt:  # the records so far are kept and written
@@ -165,35 +212,55 @@ def run_ours(iterations: int, solver: GaussNewton, log: Path | None = None, targ
     finally:
         LOGGER.removeHandler(recorder)
         LOGGER.setLevel(previous_level)
-    return {"solver": repr(solver), "stopped_at": stop, "records": recorder.records}
+    return {
+        "solvers": [[first, repr(solver)] for first, solver in phases],
+        "stopped_at": stop,
+        "records": recorder.records,
+    }
+
+
+def tikhonov_solver(step_damping: float, max_step_length: float = 1.0, acceleration: bool = False) -> GaussNewton:
+    """One Gauss–Newton iteration per batch, the Tikhonov step of fixed relative damping ``step_damping``, Armijo's line search from at most ``max_step_length``, no end-of-solve residual."""
+    return GaussNewton(
+        max_iterations=1,
+        step_filter="tikhonov",
+        step_damping=step_damping,
+        geodesic_acceleration=acceleration,
+        final_residual=False,
+        max_step_length=max_step_length,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=300, help="iterations of every method")
     parser.add_argument("--target", type=float, default=None, help="end our run at this L2 error")
-    parser.add_argument("--step-damping", type=float, default=STEP_DAMPING, help="GaussNewton(step_damping=...)")
+    parser.add_argument(
+        "--phase",
+        nargs=3,
+        type=float,
+        action="append",
+        metavar=("FIRST", "DAMPING", "LENGTH"),
+        help="from iteration FIRST on, GaussNewton(step_damping=DAMPING, max_step_length=LENGTH); repeat it (default: PHASES)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device of the network and the points (drawn on the CPU)")
     parser.add_argument("--acceleration", action="store_true", help="GaussNewton(geodesic_acceleration=True)")
     parser.add_argument("--skip-ours", action="store_true", help="run the peer only")
     parser.add_argument("--woodbury", type=Path, help="a checkout of github:andresguzco/rla-pinns")
     parser.add_argument("--woodbury-python", default=sys.executable, help="the interpreter rla-pinns is installed for")
     parser.add_argument("--cpu", type=int, default=None, help="pin every run to this CPU core")
     parser.add_argument("--log", type=Path, default=None, help="append our per-iteration records here (JSON lines)")
-    parser.add_argument("--output", type=Path, default=RESULTS / "poisson-5d-cpu.json")
+    parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/poisson-5d-<device>.json")
     arguments = parser.parse_args()
+    output = arguments.output or RESULTS / f"poisson-5d-{torch.device(arguments.device).type}.json"
     use_threads(1)
     if arguments.cpu is not None:
         os.sched_setaffinity(0, {arguments.cpu})
-    solver = GaussNewton(
-        max_iterations=1,
-        step_filter="tikhonov",
-        step_damping=arguments.step_damping,
-        geodesic_acceleration=arguments.acceleration,
-        final_residual=False,
-    )
+    schedule = PHASES if arguments.phase is None else arguments.phase
+    phases = [(int(first), tikhonov_solver(damping, length, arguments.acceleration)) for first, damping, length in schedule]
     runs = {}
     if not arguments.skip_ours:
-        runs["ours"] = run_ours(arguments.iterations, solver, arguments.log, arguments.target)
+        runs["ours"] = run_ours(arguments.iterations, phases, arguments.log, arguments.target, device=arguments.device)
     if arguments.woodbury is not None:
         runs["woodbury"] = run_peer(
             "rla_pinns",
@@ -206,8 +273,9 @@ def main() -> None:
         )
     write_record(
         runs,
-        arguments.output,
+        output,
         problem="rla-pinns 5-D Poisson, p = 10065, 3000 + 500 nodes drawn every iteration",
+        device=str(torch.device(arguments.device)),
         l2="absolute root mean square on 30000 points (the peer's); relative = 0.63 of it",
     )
     for name, run in runs.items():

@@ -167,3 +167,47 @@ def test_the_2d_poisson_problem_follows_its_device_and_keeps_the_peers_draws():
     for first, second in zip(reference[1:], moved[1:]):
         assert second.dtype == torch.float64 and second.device.type == "cpu" and torch.equal(first, second)
     assert all(torch.equal(a, b) for a, b in zip(reference[0].parameters(), moved[0].parameters()))
+
+
+def _small_5d_problem():
+    """The peer's network on a few of its points: 6 interior and 4 boundary points per iteration, 8 for the L2 error."""
+    from benchmarks.poisson_5d import peer_problem
+
+    return peer_problem(interior=6, boundary=4, evaluation=8)
+
+
+def _pinn_loss(network: torch.nn.Module, inside: torch.Tensor, edge: torch.Tensor) -> float:
+    r""":math:`\tfrac12\operatorname{mean}(\Delta u_\theta + f)^2 + \tfrac12\operatorname{mean}(u_\theta - g)^2` by autograd, independently of the jets."""
+    from benchmarks.poisson_5d import cos_sum, cos_sum_source
+
+    points = inside.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(network(points).sum(), points, create_graph=True)
+    laplacian = sum(torch.autograd.grad(gradient[:, i].sum(), points, retain_graph=True)[0][:, i] for i in range(5))
+    interior = (laplacian + cos_sum_source(inside)).square().mean()
+    boundary = (network(edge).squeeze(-1) - cos_sum(edge)).square().mean()
+    return float((interior + boundary).detach()) / 2
+
+
+def test_the_5d_poisson_phases_continue_on_their_own_iterations_batches():
+    """A second phase from iteration 3 keeps phase one's first two iterations and solves iteration k on batch k."""
+    from benchmarks.poisson_5d import run_ours, tikhonov_solver
+
+    first, late = tikhonov_solver(1e-8), tikhonov_solver(1e-6)
+    network, batches = _small_5d_problem()
+    run = run_ours(4, [(1, first), (3, late)], problem=(network, batches))
+    phased = run["records"]
+    assert [record["iteration"] for record in phased] == [1, 2, 3, 4]
+    assert run["solvers"] == [[1, repr(first)], [3, repr(late)]] and repr(first) != repr(late)
+    # the network holds the last iterate: its PINN loss on batch 4 is the last record's cost (tau = 1e12)
+    assert _pinn_loss(network, *batches(4)) == pytest.approx(phased[-1]["loss"], rel=1e-9)
+    assert _pinn_loss(network, *batches(2)) != pytest.approx(phased[-1]["loss"], rel=1e-3)
+    alone = run_ours(2, [(1, first)], problem=_small_5d_problem())["records"]
+    assert [record["l2"] for record in alone] == [record["l2"] for record in phased[:2]]
+
+
+@pytest.mark.parametrize("phases", [[], [2], [1, 1], [1, 5, 3]])
+def test_the_5d_poisson_phases_start_at_one_and_increase(phases):
+    from benchmarks.poisson_5d import run_ours, tikhonov_solver
+
+    with pytest.raises(ValueError, match="phases"):
+        run_ours(4, [(first, tikhonov_solver(1e-8)) for first in phases], problem=_small_5d_problem())

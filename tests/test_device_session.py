@@ -44,9 +44,7 @@ def _run_main_until_parsed(module: str, arguments: list[str] | None, monkeypatch
 @pytest.mark.parametrize("run", PLAN, ids=[run.name for run in PLAN])
 def test_every_planned_command_parses_with_its_benchmarks_own_parser(run, monkeypatch):
     """Each run's options exist in its benchmark and take its values; each runs on the session's device."""
-    if "--device" not in _run_main_until_parsed(run.module, None, monkeypatch)["options"]:
-        assert run.module in ("poisson_scale", "poisson_5d"), f"benchmarks.{run.module} must take --device"
-        pytest.skip(f"benchmarks.{run.module} takes no --device on this branch (another branch adds it)")
+    assert "--device" in _run_main_until_parsed(run.module, None, monkeypatch)["options"], f"benchmarks.{run.module} must take --device"
     assert _run_main_until_parsed(run.module, list(run.arguments), monkeypatch)["namespace"].device == "cuda"
 
 

@@ -414,3 +414,25 @@ def test_a_full_search_start_tries_length_one_after_a_short_step(monkeypatch):
         GaussNewton(search_start="tripled")
     with pytest.raises(TypeError, match="search_start"):
         GaussNewton(search_start=1.0)
+
+
+def test_the_line_search_starts_no_longer_than_max_step_length():
+    """Linear phi, quadratic E: Armijo accepts the exact step at its first trial, so the iterate is theta + eta_max delta."""
+    flow, _, _ = _linear_flow(torch.logspace(0, -4, 8, dtype=torch.float64), False)
+    theta0 = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta0)
+    step = subproblem.gauss_newton_model(theta0).step(0.0)
+    full = GaussNewton(max_iterations=1, globalization="line-search").solve(subproblem, theta0)
+    assert torch.allclose(full.point, theta0 + step, rtol=0, atol=1e-12)
+    for longest in (0.5, 0.3):
+        solver = GaussNewton(max_iterations=1, globalization="line-search", max_step_length=longest)
+        result = solver.solve(subproblem, theta0)
+        assert torch.allclose(result.point, theta0 + longest * step, rtol=0, atol=1e-12)
+        assert result.state.step_length == longest
+        assert solver.step_cutoff_after(longest) is None and solver.step_cutoff_after(longest / 2) == solver.step_cutoff
+
+
+@pytest.mark.parametrize("longest", [0.0, -0.5, 1.5, math.nan])
+def test_max_step_length_is_checked(longest):
+    with pytest.raises(ValueError, match="max_step_length"):
+        GaussNewton(max_step_length=longest)

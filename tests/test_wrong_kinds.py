@@ -146,6 +146,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
             "geodesic_acceleration": FLAG,
             "step_cutoff": NUMBER,
             "search_start": OPTION,
+            "max_step_length": NUMBER,
         },
     ),
     "RiemannianGradientDescent": (

@@ -62,7 +62,8 @@ class GaussNewton(InnerSolver):
     - ``"line-search"``: :math:`\delta = -A^+g` (eigenvalues at or below ``step_cutoff`` :math:`\cdot\lambda_{\max}`
       dropped after a shortened step and at a cold start, :meth:`step_cutoff_after`), searched along
       :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a` (:math:`a` the geodesic acceleration, or 0) for
-      :math:`\eta \in \{\eta_0, \eta_0/2, \dots\}`, :math:`\eta_0 = \min(1, 2\eta_{\text{prev}})` (``search_start="full"``: 1), by Armijo's rule
+      :math:`\eta \in \{\eta_0, \eta_0/2, \dots\}`, :math:`\eta_0 = \min(\eta_{\max}, 2\eta_{\text{prev}})` (``max_step_length`` :math:`\eta_{\max}`, default 1;
+      ``search_start="full"``: :math:`\eta_{\max}`), by Armijo's rule
       (``line_search="armijo"``) or the best cost on the grid (``"grid"``); or, with ``"logarithmic-grid"``, the
       best cost on the fixed grid :math:`\eta \in \{2, 1, \dots, 2^{-29}\}` at every iteration, no memory of the
       last length (the published ENGD code's search, :mod:`~mms_manifolds.solvers.line_search`; ENGD itself with
@@ -126,11 +127,15 @@ class GaussNewton(InnerSolver):
             asks for it (``InnerResult.residual_history`` is then empty): for ``MinimizingMovement.run(certify=False)``,
             where nothing reads it and it costs one Jacobian and one factorisation of the metric per solve. A run
             that books the total residual alone (``run(residual="total")``, ``MMSSubproblem.booked_parts``) skips it too.
-        search_start: the line search's first length: ``"doubled"`` (default) :math:`\min(1, 2\eta_{\text{prev}})`;
-            ``"full"``: 1 at every iteration, as Woodbury-ENGD's grid, so that a long plateau of short steps does not
-            cap the next search at twice the last length (one trial cost per halving, about 2% of an iteration at
-            :math:`p = 9873`; on KFAC's 2-D Poisson 1e-5 in 15-22 iterations against 21-23, ``docs/performance.md``).
-            The cutoff rule (:meth:`step_cutoff_after`) still reads the last accepted length.
+        search_start: the line search's first length: ``"doubled"`` (default) :math:`\min(\eta_{\max}, 2\eta_{\text{prev}})`;
+            ``"full"``: :math:`\eta_{\max}` at every iteration, as Woodbury-ENGD's grid, so that a long plateau of
+            short steps does not cap the next search at twice the last length (one trial cost per halving, about 2%
+            of an iteration at :math:`p = 9873`; on KFAC's 2-D Poisson 1e-5 in 15-22 iterations against 21-23,
+            ``docs/performance.md``). The cutoff rule (:meth:`step_cutoff_after`) still reads the last accepted length.
+        max_step_length: :math:`\eta_{\max} \in (0, 1]`, the line search's longest length (default ``1``): a step
+            of :math:`\eta_{\max}` counts as a full one for ``step_cutoff``. Below 1 for steps on resampled nodes,
+            where the full step refits its own batch and carries that batch's error into the next (the 5-D Poisson,
+            ``docs/performance.md``). Not read by ``line_search="logarithmic-grid"``.
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -161,6 +166,7 @@ class GaussNewton(InnerSolver):
         step_damping: float | None = None,
         final_residual: bool = True,
         search_start: str = "doubled",
+        max_step_length: float = 1.0,
     ):
         super().__init__(max_iterations, tolerance)
         self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
@@ -187,6 +193,9 @@ class GaussNewton(InnerSolver):
         self.search_start = check_choice("search_start", search_start, SEARCH_STARTS)
         if self.step_damping is not None and self.step_filter != "tikhonov":
             raise ValueError(f"step_damping={step_damping} needs step_filter='tikhonov', got {step_filter!r}")
+        self.max_step_length = check_positive_float("max_step_length", max_step_length)
+        if not self.max_step_length <= 1:
+            raise ValueError(f"max_step_length must be in (0, 1], got {max_step_length}")
 
     def fallback(self) -> GaussNewton | None:
         """Levenberg–Marquardt with 100 times the initial damping (none beyond ``1e3``)."""
@@ -214,11 +223,11 @@ class GaussNewton(InnerSolver):
     def step_cutoff_after(self, previous_length: float) -> float | None:
         """The line search's eigenvalue cutoff after a step of length ``previous_length``.
 
-        ``None`` (the full pseudo-inverse, rounding cutoff only) after a full-length step (:math:`\\eta = 1`),
+        ``None`` (the full pseudo-inverse, rounding cutoff only) after a full-length step (:math:`\\eta` = ``max_step_length``, default 1),
         where the model held at the scale of its whole step; ``step_cutoff`` after a shortened one, where it
         did not, and at a cold start (:meth:`initial_state`), where nothing is known yet.
         """
-        return None if previous_length >= 1.0 else self.step_cutoff
+        return None if previous_length >= self.max_step_length else self.step_cutoff
 
     def _model(self, subproblem: MMSSubproblem, theta: torch.Tensor) -> GaussNewtonModel:
         return subproblem.gauss_newton_model(theta, self.solve_mode)
@@ -395,7 +404,8 @@ class GaussNewton(InnerSolver):
                 acceleration = torch.zeros_like(step)
         if self.line_search == "logarithmic-grid":
             return self._logarithmic_grid_search(subproblem, model.cost, theta, step, acceleration)
-        length = 1.0 if self.search_start == "full" else min(1.0, 2 * previous_length)
+        longest = self.max_step_length
+        length = longest if self.search_start == "full" else min(longest, 2 * previous_length)
         best: tuple[float, torch.Tensor, float] | None = None
         for _ in range(self.max_halvings + 1):
             if self._unresolvable(model, -length * slope):
