@@ -397,7 +397,7 @@ def test_a_full_search_start_tries_length_one_after_a_short_step(monkeypatch):
         lengths: list[float] = []
         original = GaussNewton._trial_cost
 
-        def recorded(self, subproblem, candidate, lengths=lengths):
+        def recorded(self, subproblem, candidate, lengths=lengths, original=original):
             lengths.append(float((candidate - theta).norm()))
             return original(self, subproblem, candidate)
 
