@@ -33,7 +33,10 @@ conditions (:func:`preflight`: torch, the GPU, the versions of the carried packa
 session stops there. ``--out`` receives two files, rewritten after every run so that a session cut short keeps
 what it finished: ``device-session.json`` (the conditions, then per run its command, status, exit code, wall
 seconds and the content of its result file) and ``device-session.log`` (every run's output). Nothing else is
-written there: the device machine returns at most eight files. The runs' own files go to ``--work``.
+written there: the device machine returns at most eight files. The runs' own files go to ``--work``, except those
+of :mod:`benchmarks.scale` and :mod:`benchmarks.subspace`, which take no output path and write
+``benchmarks/results/scale-cuda.json`` and ``subspace-cuda.json`` (the memory run rewrites the regression step's
+``scale-cuda.json``, whose content the session has recorded by then).
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ chosen on this problem by one-step sweeps over damping and step length at saved 
 (L2 :math:`4\cdot10^{-3}` from :math:`1.3\cdot10^{-3}`) and the one at ``1e-5`` lands at :math:`6.7\cdot10^{-5}`; near
 :math:`6\cdot10^{-5}` every full step refits its own batch and no damping lowers the loss on the next, where half
 steps do, a little. ``--device`` puts the network and the points (drawn on the CPU, the peer's generator) on a torch
-device; the records' seconds stay the process's CPU seconds. CPU seconds (``time.process_time``, one torch
-thread) exclude the L2 evaluations. Every iteration's record is appended to ``--log`` as one JSON line when it is
+device; the records' seconds are the process's CPU seconds on a CPU (``time.process_time``, one torch thread) and
+synchronised wall seconds on CUDA (:func:`benchmarks.timing.run_clock`), the L2 evaluations excluded. Every iteration's record is appended to ``--log`` as one JSON line when it is
 taken, and an interrupted run (Ctrl-C) still writes ``--output`` with every iteration it finished; ``--target`` ends
 the run at that L2 error.
 
@@ -56,7 +56,6 @@ import logging
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -74,7 +73,7 @@ from .poisson_scale import (
     run_peer,
     write_record,
 )
-from .timing import use_threads
+from .timing import run_clock, use_threads
 
 WIDTHS = (5, 64, 64, 48, 48, 1)
 INTERIOR, BOUNDARY, EVALUATION = 3000, 500, 30000
@@ -189,7 +188,8 @@ def run_ours(
         return pinn_problem(network, *batches(step), source=cos_sum_source, solution=cos_sum)
 
     flow = MinimizingMovement(*step_problem(1), tau=TAU)
-    recorder = IterationRecorder(flow, l2_error, time.process_time(), log, target)
+    clock = run_clock(torch.device(device) if problem is None else next(network.parameters()).device)
+    recorder = IterationRecorder(flow, l2_error, clock(), log, target, clock=clock)
     previous_level = LOGGER.level
     LOGGER.addHandler(recorder)
     LOGGER.setLevel(logging.INFO)

@@ -39,18 +39,13 @@ from . import RESULTS
 from .curves import ErrorCurve, time_to
 from .flows import STEP_TAU as TAU
 from .flows import regression_step_flow
-from .timing import Stopwatch, use_threads
-
-
-def clock_of(device: torch.device) -> str:
-    """The clock a run on ``device`` is timed with: ``"cpu"`` (process CPU seconds) on a CPU, else ``"wall"`` (synchronised)."""
-    return "cpu" if device.type == "cpu" else "wall"
+from .timing import Stopwatch, clock_name, use_threads
 
 
 def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: torch.Tensor, initial: float) -> dict:
-    """One inner solve of the first MMS step on :func:`clock_of` ``theta``'s device, with its error curve; the final residual split is timed apart."""
+    """One inner solve of the first MMS step on :func:`~benchmarks.timing.clock_name` of ``theta``'s device, with its error curve; the final residual split is timed apart."""
     subproblem = flow.step_problem(flow.parametrization.value(theta))
-    clock = clock_of(theta.device)
+    clock = clock_name(theta.device)
     curve = ErrorCurve(flow, exact, initial, clock=clock)
     LOGGER.addHandler(curve)
     previous = LOGGER.level
@@ -63,7 +58,7 @@ def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: tor
         LOGGER.removeHandler(curve)
         LOGGER.setLevel(previous)
     with Stopwatch(theta.device) as ledger:
-        residual = subproblem.residual(result.point)  # cached where the solver measured it at its end
+        residual = subproblem.residual(result.point)  # cached where the solver measured it at its end (Gauss–Newton); a whole split after Adam and L-BFGS, which measure none without a tolerance
     errors = [point["relative_error"] for point in curve.points] or [1.0]
     return {
         "solver": repr(solver),
@@ -101,7 +96,7 @@ def main() -> None:
     use_threads(args.threads)
     with Stopwatch(device) as building:
         flow, _ = regression_step_flow(tuple(args.hidden), args.side, args.device)
-    setup = building.cpu if clock_of(device) == "cpu" else building.wall
+    setup = building.cpu if clock_name(device) == "cpu" else building.wall
     theta = flow.parametrization.initial_point()
     anchor = flow.parametrization.value(theta).detach()
     exact = (anchor + TAU * flow.energy.target) / (1 + TAU)
@@ -120,7 +115,7 @@ def main() -> None:
         print(f"  {name}: best {runs[name]['best_relative_error']:.3e} in {runs[name]['cpu_seconds']:.1f} CPU s", file=sys.stderr)
     mode = flow.manifold.solve_choice
     report = {
-        "clock": "time.process_time (CPU seconds of this process)" if clock_of(device) == "cpu" else "wall seconds, synchronised",
+        "clock": "time.process_time (CPU seconds of this process)" if clock_name(device) == "cpu" else "wall seconds, synchronised",
         "device": str(device),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),

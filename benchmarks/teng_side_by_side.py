@@ -332,7 +332,7 @@ def run_step(arguments: argparse.Namespace) -> dict:
     from mms_manifolds.progress import LOGGER
 
     from .curves import ErrorCurve
-    from .timing import Stopwatch, use_threads
+    from .timing import Stopwatch, clock_name, use_threads
 
     threads = use_threads(1)
     flow, points = heat_flow(arguments)
@@ -340,8 +340,8 @@ def run_step(arguments: argparse.Namespace) -> dict:
     anchor = flow.parametrization.value(theta).detach()
     exact = flow.energy.prox(anchor, arguments.time_step, flow.metric)
     scale = float(flow.metric.norm(exact))
-    clock_name = "cpu" if points.device.type == "cpu" else "wall"
-    curve = ErrorCurve(flow, exact, scale, clock=clock_name)
+    kind = clock_name(points.device)
+    curve = ErrorCurve(flow, exact, scale, clock=kind)
     solver = subspace_solver(arguments, arguments.iterations)
     LOGGER.addHandler(curve)
     previous = LOGGER.level
@@ -355,7 +355,7 @@ def run_step(arguments: argparse.Namespace) -> dict:
         LOGGER.setLevel(previous)
     with torch.no_grad():
         final = float(flow.metric.norm(flow.parametrization.value(result.point) - exact)) / scale
-    seconds = clock.cpu if clock_name == "cpu" else clock.wall
+    seconds = clock.cpu if kind == "cpu" else clock.wall
     return {
         "problem": "one implicit Euler step from TENG's initial network, exact target the FFT prox",
         "solver": repr(solver),
@@ -373,7 +373,7 @@ def run_step(arguments: argparse.Namespace) -> dict:
         "iterations": result.iterations,
         "stop_reason": result.stop_reason.name.lower(),
         "device": str(points.device),
-        "clock": "time.process_time (CPU seconds)" if clock_name == "cpu" else "wall seconds, synchronised at the solve's ends",
+        "clock": "time.process_time (CPU seconds)" if kind == "cpu" else "wall seconds, synchronised at the solve's ends",
         "solve_cpu_seconds": clock.cpu - curve.overhead,
         "solve_seconds": seconds - curve.overhead,
         "solve_seconds_after_the_last_iteration": seconds - curve.overhead - (curve.points[-1]["seconds"] if curve.points else 0.0),

@@ -209,12 +209,17 @@ def conditions(device: torch.device | str = "cpu") -> dict[str, object]:
     }
 
 
+def clock_name(device: torch.device | str = "cpu") -> str:
+    """Which clock a run on ``device`` is timed with: ``"cpu"`` (the process's CPU seconds) on a CPU, else ``"wall"``
+    (wall seconds, synchronised: CPU seconds would count only the launches of an accelerator's work)."""
+    return "cpu" if torch.device(device).type == "cpu" else "wall"
+
+
 def run_clock(device: torch.device | str = "cpu") -> Callable[[], float]:
-    """The clock of a run on ``device``: CPU seconds (:func:`time.process_time`) on a CPU; on CUDA, wall seconds
-    (:func:`time.perf_counter`) read after the device's queued work (:func:`synchronize`), where CPU seconds
-    would count only the launches."""
+    """The clock of :func:`clock_name` for ``device``: :func:`time.process_time` on a CPU; elsewhere wall seconds
+    (:func:`time.perf_counter`) read after the device's queued work (:func:`synchronize`)."""
     device = torch.device(device)
-    if device.type != "cuda":
+    if clock_name(device) == "cpu":
         return time.process_time
 
     def synchronised_wall_seconds() -> float:

@@ -368,7 +368,8 @@ class MinimizingMovement:
                 device, an estimate) chooses the next step so that it stays below this tolerance (in the
                 metric's norm); a step above it is solved again with a smaller step. The first step is the smaller
                 of ``tau`` and the scheme's step from the tolerance
-                (:meth:`~mms_manifolds.schemes.TimeScheme.initial_step`).
+                (:meth:`~mms_manifolds.schemes.TimeScheme.initial_step`; ``tau`` itself where the metric is only
+                semi-definite, which has no :math:`M^{-1}`).
                 ``None`` (default): fixed steps. Both bounds stay certified: implicit Euler's (each step with its
                 own :math:`L`, :math:`\mu`) and variable-step BDF2's (a G-matrix per step,
                 :class:`~mms_manifolds.variable_bdf2.VariableBDF2Ledger`, for step ratios below :math:`1 + \sqrt2`).
@@ -818,7 +819,7 @@ class MinimizingMovement:
         else:
             result = self._start(theta0, reference, settings, path, lock, source)
         first = self.tau
-        if time_tolerance is not None:  # adaptive: the first step at most what the tolerance allows
+        if time_tolerance is not None and self.metric.positive_definite:  # adaptive: the first step within the tolerance
             u0 = self.parametrization.value(result.thetas[0])
             first = min(first, self.scheme.initial_step(self.energy, self.metric, u0, time_tolerance))
         stepper = SchemeStepper(

@@ -134,12 +134,13 @@ class TimeScheme(ABC):
         .. math:: \tau_0 = s\Big(\frac{\text{tol}}{c\,\|u''\|_M^p/\|u'\|_M^{p-1}}\Big)^{1/(p+1)}
 
         (:math:`c` = :attr:`error_constant`, :math:`p` = :attr:`order`). ``inf`` where :math:`u'(0)` or :math:`u''(0)` vanishes.
-        No solve of the step problem is needed: it reads :math:`E`'s gradient and one Hessian product at :math:`u_0`.
+        No solve of the step problem is needed: it reads :math:`E`'s gradient and one Hessian product at :math:`u_0`,
+        and two solves with :math:`M` (a metric that is only semi-definite has none: the driver then keeps its ``tau``).
         """
         time_tolerance = check_positive_float("time_tolerance", time_tolerance)
-        gradient = metric.solve(energy.gradient(u0))
-        speed = float(metric.norm(gradient))
-        curvature = float(metric.norm(metric.solve(energy.hessian_matvec(u0, gradient))))
+        minus_velocity = metric.solve(energy.gradient(u0))  # -u'(0)
+        speed = float(metric.norm(minus_velocity))
+        curvature = float(metric.norm(metric.solve(energy.hessian_matvec(u0, minus_velocity))))  # ||u''(0)||
         if not (speed > 0 and curvature > 0):
             return math.inf
         derivative = curvature**self.order / speed ** (self.order - 1)

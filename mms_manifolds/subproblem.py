@@ -61,7 +61,7 @@ class Residual:
 
     @classmethod
     def not_computed(cls) -> Residual:
-        """Every part ``nan``: no residual was computed (``MinimizingMovement.run(certify=False)``)."""
+        """Every part ``nan``: no residual was computed (``MinimizingMovement.run(certify=False)``), or the gradient was not finite."""
         return cls(math.nan, math.nan, math.nan)
 
     @classmethod
@@ -475,7 +475,7 @@ class MMSSubproblem:
         Args:
             theta: the point, shape ``(p,)``.
             parts: ``"split"`` (default) for the three norms; ``"total"`` for :math:`\|r\|_M` alone
-                (:meth:`Residual.total_only`): one solve with :math:`M` (nothing for a diagonal metric), no
+                (:meth:`Residual.total_only`): one solve with :math:`M` (elementwise for a diagonal metric), no
                 Jacobian, no linearisation, no solve with :math:`G`. A split already kept for ``theta`` gives its
                 total (the same arithmetic); a total alone is not kept (the driver asks for it once per point).
                 ``nan`` where the metric is only semi-definite (:math:`M^{-1}` does not exist).

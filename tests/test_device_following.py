@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import curves, scale_cpu, teng_side_by_side
+from benchmarks import curves, scale_cpu, teng_side_by_side, timing
 from benchmarks.flows import STEP_TAU, regression_step_flow
+from benchmarks.poisson_5d import cos_sum, cos_sum_source
+from benchmarks.poisson_scale import pinn_problem
 from mms_manifolds import LBFGS, Adam, GaussNewton, MinimizingMovement, SubspaceGaussNewton
 from mms_manifolds.linalg import ConjugateGradientSolve, KernelSolve, LayerKernelSolve, NystromPreconditioning
-from mms_manifolds.meshfree import JetMetric, JetParametrization, NodeSet, PoissonLeastSquares
 from mms_manifolds.problems import mlp
 
 DOUBLE = torch.float64
@@ -89,28 +90,14 @@ def test_the_cpu_time_runner_follows_the_models_device():
         exact = (anchor + STEP_TAU * flow.energy.target) / (1 + STEP_TAU)
         initial = float(flow.metric.norm(anchor - exact))
         run = scale_cpu.run_solver(flow, GaussNewton(max_iterations=2), theta, exact, initial)
-    assert scale_cpu.clock_of(theta.device) == "cpu" and scale_cpu.clock_of(torch.device("cuda")) == "wall"
+    assert timing.clock_name(theta.device) == "cpu" and timing.clock_name(torch.device("cuda")) == "wall"
     assert run["iterations"] == 2 and run["best_relative_error"] < 0.5
     assert run["cpu_seconds"] >= 0 and math.isfinite(run["final_residual"]["total"])
 
 
 def _pinn_problem(network: torch.nn.Module, inside: torch.Tensor, edge: torch.Tensor):
-    """The PINN loss of ``poisson_scale.py`` and ``poisson_5d.py``: Laplacian residual inside, values on the boundary, metric L2 there."""
-    options = {"dtype": inside.dtype, "device": inside.device}
-    nodes = {
-        "interior": NodeSet(inside, torch.full((inside.shape[0],), 1 / inside.shape[0], **options), ("laplacian",)),
-        "boundary": NodeSet(edge, torch.full((edge.shape[0],), 1 / edge.shape[0], **options)),
-    }
-    jets = JetParametrization(network, nodes)
-
-    def solution(points: torch.Tensor) -> torch.Tensor:
-        return torch.cos(math.pi * points).sum(-1)
-
-    def source(points: torch.Tensor) -> torch.Tensor:
-        return math.pi**2 * solution(points)
-
-    energy = PoissonLeastSquares(jets, source, boundary="boundary", penalty=1.0, boundary_values=solution)
-    return jets, energy, JetMetric(jets, value={"boundary": 1.0})
+    """The PINN loss of ``poisson_scale.py`` with ``poisson_5d.py``'s solution, the sum of cosines (any dimension)."""
+    return pinn_problem(network, inside, edge, source=cos_sum_source, solution=cos_sum)
 
 
 def _point_sets(dimension: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -432,6 +432,15 @@ def test_the_line_search_starts_no_longer_than_max_step_length():
         assert solver.step_cutoff_after(longest) is None and solver.step_cutoff_after(longest / 2) == solver.step_cutoff
 
 
+@pytest.mark.parametrize("longest", [1.0, 0.5, 0.3])
+def test_a_cold_start_counts_as_a_shortened_step_at_every_max_step_length(longest):
+    """The fresh state is half the longest length: its first search starts at eta_max with the truncated step."""
+    solver = GaussNewton(max_step_length=longest)
+    fresh = solver.initial_state().step_length
+    assert fresh == 0.5 * longest and min(longest, 2 * fresh) == longest
+    assert solver.step_cutoff_after(fresh) == solver.step_cutoff and solver.step_cutoff_after(longest) is None
+
+
 @pytest.mark.parametrize("longest", [0.0, -0.5, 1.5, math.nan])
 def test_max_step_length_is_checked(longest):
     with pytest.raises(ValueError, match="max_step_length"):

@@ -363,3 +363,12 @@ def test_node_wise_jet_jacobian_equals_the_batched_jvp_path(network, dimension, 
     reference = super(TorchParametrization, jets).jacobian(theta)  # FunctionParametrization: batched JVPs
     assert fast.shape == reference.shape == (*jets.output_shape, jets.num_parameters)
     assert torch.allclose(fast, reference, rtol=0, atol=1e-12 * float(reference.abs().max()))
+
+
+def test_an_adaptive_run_on_a_semidefinite_metric_keeps_its_first_step():
+    """No M^{-1} exists, so no first step from the tolerance: the run starts at its tau and adapts from there."""
+    _, jet_flow = _heat_flows_1d(16)
+    theta0 = jet_flow.parametrization.initial_point()
+    result = jet_flow.run(theta0, steps=3, solver=GaussNewton(max_iterations=4), time_tolerance=1e-3)
+    steps = result.metadata["scheme_record"]["time_steps"]
+    assert steps[0] == jet_flow.tau and len(steps) >= 3

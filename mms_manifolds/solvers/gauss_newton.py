@@ -32,13 +32,15 @@ __all__ = [
 GLOBALIZATIONS = ("auto", "line-search", "levenberg-marquardt")
 #: How the ``"line-search"`` globalization picks the step length.
 LINE_SEARCHES = ("armijo", "grid", "logarithmic-grid")
-#: Where the line search's first length lies (``GaussNewton(search_start=...)``): twice the last accepted one, or 1.
+#: Where the line search's first length lies (``GaussNewton(search_start=...)``): twice the last accepted one, or
+#: the longest, ``max_step_length``.
 SEARCH_STARTS = ("doubled", "full")
 #: How the line search's step treats the small eigenvalues of :math:`A` (``GaussNewton(step_filter=...)``).
 STEP_FILTERS = ("truncate", "tikhonov")
 #: Relative eigenvalue cutoff of the line search's pseudo-inverse step (``GaussNewton(step_cutoff=...)``).
 DEFAULT_STEP_CUTOFF = 1e-12
-#: The line search's ``step_length`` at a cold start and after a fallback: counted as a shortened step.
+#: The line search's ``step_length`` at a cold start and after a fallback, as a share of ``max_step_length``:
+#: counted as a shortened step (:attr:`GaussNewton.fresh_step_length`).
 FRESH_STEP_LENGTH = 0.5
 #: Largest :math:`2|a|/|\delta|` for which a Levenberg–Marquardt step takes its geodesic acceleration (Transtrum's 0.75).
 ACCELERATION_RATIO = 0.75
@@ -135,7 +137,7 @@ class GaussNewton(InnerSolver):
         max_step_length: :math:`\eta_{\max} \in (0, 1]`, the line search's longest length (default ``1``): a step
             of :math:`\eta_{\max}` counts as a full one for ``step_cutoff``. Below 1 for steps on resampled nodes,
             where the full step refits its own batch and carries that batch's error into the next (the 5-D Poisson,
-            ``docs/performance.md``). Not read by ``line_search="logarithmic-grid"``.
+            ``docs/performance.md``). The ``"logarithmic-grid"`` search keeps its own lengths; the cutoff rule reads it.
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -206,13 +208,18 @@ class GaussNewton(InnerSolver):
         cautious.initial_damping = self.initial_damping * 100
         return cautious
 
+    @property
+    def fresh_step_length(self) -> float:
+        r"""``FRESH_STEP_LENGTH`` :math:`\cdot\,\eta_{\max}`: the ``step_length`` of a cold start and after a fallback, a shortened step."""
+        return FRESH_STEP_LENGTH * self.max_step_length
+
     def initial_state(self) -> GaussNewtonState:
-        r"""``step_length`` 1/2 and ``relative_damping`` ``initial_damping``: the state of a cold start.
+        r"""``step_length`` :math:`\eta_{\max}/2` and ``relative_damping`` ``initial_damping``: the state of a cold start.
 
         A cold start counts as following a shortened step: its first search starts at length
-        :math:`\min(1, 2 \cdot 1/2) = 1` with the truncated step (:meth:`step_cutoff_after`).
+        :math:`\min(\eta_{\max}, 2 \cdot \eta_{\max}/2) = \eta_{\max}` with the truncated step (:meth:`step_cutoff_after`).
         """
-        return self.state_type(step_length=FRESH_STEP_LENGTH, relative_damping=self.initial_damping)
+        return self.state_type(step_length=self.fresh_step_length, relative_damping=self.initial_damping)
 
     def selected_globalization(self, model: GaussNewtonModel) -> str:
         """The globalization for a solve whose first model is ``model``: the one given, or the automatic choice."""
@@ -267,7 +274,7 @@ class GaussNewton(InnerSolver):
             if use_line_search:
                 candidate, length = self._line_search(subproblem, model, theta, step_length, forcing)
                 # after a fallback to Levenberg–Marquardt the next search starts afresh, as at a cold start
-                step_length = length if candidate is not None else FRESH_STEP_LENGTH
+                step_length = length if candidate is not None else self.fresh_step_length
             if candidate is None:  # Levenberg–Marquardt, or the line search's fallback
                 candidate, relative_damping, nu = self._levenberg_marquardt(
                     subproblem, model, theta, relative_damping, nu, forcing

@@ -80,7 +80,8 @@ class GaussNewtonState(SolverState):
 
     Attributes:
         step_length: the last line-search length :math:`\eta_{\text{prev}}`; the next search starts at
-            :math:`\min(1, 2\eta_{\text{prev}})`, truncated after a shortened step (``< 1``).
+            :math:`\min(\eta_{\max}, 2\eta_{\text{prev}})` (``max_step_length`` :math:`\eta_{\max}`, default 1;
+            ``search_start="full"``: :math:`\eta_{\max}`), truncated after a shortened step (:math:`< \eta_{\max}`).
         relative_damping: Levenberg–Marquardt's :math:`\mu` relative to :math:`\operatorname{tr}(A)/p`.
     """
 

@@ -12,7 +12,7 @@ from ..linalg import GramFactorization, LinearSolution, pseudo_inverse_rtol, sin
 from ..linalg.solution import Factorization
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult
-from .gauss_newton import FRESH_STEP_LENGTH, GaussNewton
+from .gauss_newton import GaussNewton
 from .state import SubspaceGaussNewtonState
 
 __all__ = ["SubspaceFactorization", "SubspaceGaussNewton"]
@@ -142,7 +142,7 @@ class SubspaceGaussNewton(GaussNewton):
 
     def initial_state(self) -> SubspaceGaussNewtonState:
         """:meth:`GaussNewton.initial_state` and ``next_draw`` 1: the state of a cold start."""
-        return self.state_type(step_length=FRESH_STEP_LENGTH, relative_damping=self.initial_damping, next_draw=1)
+        return self.state_type(step_length=self.fresh_step_length, relative_damping=self.initial_damping, next_draw=1)
 
     def block(self, draw: int, size: int, device: torch.device) -> torch.Tensor:
         r"""The parameters :math:`S` of draw ``draw`` among ``size``, ascending, shape ``(min(s, size),)``: all of them where :math:`s \ge` ``size``.
