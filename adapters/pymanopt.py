@@ -415,7 +415,6 @@ class PymanoptSolver(InnerSolver):
         )
         problem = make_problem(subproblem, manifold)
         start_cost = subproblem.cost(theta0)
-        start_residual = subproblem.tangential_residual(theta0)
         outcome = self.optimizer(tolerance).run(
             problem, initial_point=manifold.to_numpy(theta0), **self.run_arguments(manifold, subproblem, theta0)
         )
@@ -429,7 +428,9 @@ class PymanoptSolver(InnerSolver):
             residual_iterations = [int(value) for value in log["iteration"]]
         else:  # TrustRegions and the derivative-free optimisers keep no per-iteration log
             costs = [start_cost] + ([subproblem.cost(point)] if finite else [])
-            residuals = [start_residual] + ([subproblem.tangential_residual(point)] if finite else [])
+            residuals = []  # measured for the record, so only where the run books the split (nothing reads them else)
+            if subproblem.booked_parts == "split" or tolerance > 0:
+                residuals = [subproblem.tangential_residual(theta0)] + ([subproblem.tangential_residual(point)] if finite else [])
             residual_iterations = [0, int(outcome.iterations)][: len(residuals)]
         criterion = str(outcome.stopping_criterion)
         stop = self._stop_reason(outcome, tolerance) if finite else StopReason.NON_FINITE

@@ -146,6 +146,20 @@ def test_pymanopt_solver_in_the_driver_records_history():
     assert inner.residual_history[-1] < inner.residual_history[0]
 
 
+@pytest.mark.parametrize("optimizer_class", [TrustRegions, ConjugateGradient])
+def test_pymanopt_solver_measures_no_split_where_the_run_books_the_total(monkeypatch, optimizer_class):
+    """Counted: with ``run(residual="total")`` the adapter forms no split for its record; with the split, TrustRegions does."""
+    flow = regression_flow(widths=(1, 4, 1), count=16)
+    calls = []
+    original = MMSSubproblem._residual
+    monkeypatch.setattr(MMSSubproblem, "_residual", lambda self, theta: calls.append(1) or original(self, theta))
+    solver = PymanoptSolver(optimizer_class, max_iterations=3)
+    total = flow.run(flow.parametrization.initial_point(), 2, solver, residual="total")
+    assert total.certified and calls == []
+    inner = solver.solve(flow.subproblem(total.thetas[0]), total.thetas[0])
+    assert len(inner.residual_history) >= 2  # a subproblem of its own books the split by default
+
+
 def test_product_with_euclidean_and_user_written_pytorch_cost():
     """Fit u = phi(theta) + c with a jointly fitted scalar c, the cost written with @pymanopt.function.pytorch."""
     flow = regression_flow(widths=(1, 4, 1), count=16)
