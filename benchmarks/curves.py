@@ -11,9 +11,11 @@ the run named ``"gauss-newton"``, so ratios over Gauss–Newton come from one ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -81,20 +83,26 @@ class ErrorCurve(logging.Handler):
         self.overhead += clock.wall if self.clock == "wall" else clock.cpu
 
 
+@contextlib.contextmanager
+def recording(handler: logging.Handler) -> Iterator[logging.Handler]:
+    """While inside, ``handler`` hears every inner iteration (the progress logger at ``INFO``); the level is restored after."""
+    level = LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(level)
+
+
 def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: torch.Tensor, initial: float) -> dict:
     """One inner solve of the first MMS step with an error curve; the cost of computing the errors is not timed."""
     anchor = flow.parametrization.value(theta)
     subproblem = flow.step_problem(anchor)
     curve = ErrorCurve(flow, exact, initial)
-    LOGGER.addHandler(curve)
-    previous = LOGGER.level
-    LOGGER.setLevel(logging.INFO)
-    try:
-        with Stopwatch(theta.device) as clock:  # synchronised on CUDA at both ends
-            result = solver.solve(subproblem, theta)
-    finally:
-        LOGGER.removeHandler(curve)
-        LOGGER.setLevel(previous)
+    with recording(curve), Stopwatch(theta.device) as clock:  # synchronised on CUDA at both ends
+        result = solver.solve(subproblem, theta)
     errors = [point["relative_error"] for point in curve.points] or [1.0]
     return {
         "solver": repr(solver),

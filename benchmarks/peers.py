@@ -39,20 +39,19 @@ iteration inside the library: the full pseudo-inverse step, no acceleration, the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from mms_manifolds import GaussNewton
-from mms_manifolds.progress import LOGGER
 from mms_manifolds.solvers.gauss_newton import DEFAULT_STEP_CUTOFF, LINE_SEARCHES, STEP_FILTERS
 
 from . import RESULTS
+from .curves import recording
 from .flows import ENGD_TAU, nonlinear, poisson
 from .timing import Stopwatch, use_threads
 
@@ -74,19 +73,6 @@ class ErrorRecorder(logging.Handler):
             with torch.no_grad():
                 self.errors.append(self.l2_error())
         self.seconds += clock.wall
-
-
-@contextlib.contextmanager
-def recording(recorder: ErrorRecorder) -> Iterator[ErrorRecorder]:
-    """While inside, ``recorder`` hears every inner iteration (the progress logger at ``INFO``)."""
-    level = LOGGER.level
-    LOGGER.addHandler(recorder)
-    LOGGER.setLevel(logging.INFO)
-    try:
-        yield recorder
-    finally:
-        LOGGER.removeHandler(recorder)
-        LOGGER.setLevel(level)
 
 
 def run_seed(

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import sys
@@ -61,9 +60,9 @@ from pathlib import Path
 import torch
 
 from mms_manifolds import GaussNewton, MinimizingMovement
-from mms_manifolds.progress import LOGGER
 
 from . import RESULTS, poisson_scale
+from .curves import recording
 from .poisson_scale import (
     TAU,
     IterationRecorder,
@@ -190,28 +189,23 @@ def run_ours(
     flow = MinimizingMovement(*step_problem(1), tau=TAU)
     clock = run_clock(torch.device(device) if problem is None else next(network.parameters()).device)
     recorder = IterationRecorder(flow, l2_error, clock(), log, target, clock=clock)
-    previous_level = LOGGER.level
-    LOGGER.addHandler(recorder)
-    LOGGER.setLevel(logging.INFO)
     stop = "iterations"
     theta = flow.parametrization.initial_point()
     ends = [first - 1 for first, _ in phases[1:]] + [iterations]
     try:
-        for (first, solver), last in zip(phases, ends):
-            if last < first:
-                break
-            offset = first - 1
-            result = flow.run(
-                theta, last - offset, solver, certify=False, resample=lambda step, offset=offset: step_problem(offset + step)
-            )
-            theta = result.thetas[-1]
+        with recording(recorder):
+            for (first, solver), last in zip(phases, ends):
+                if last < first:
+                    break
+                offset = first - 1
+                result = flow.run(
+                    theta, last - offset, solver, certify=False, resample=lambda step, offset=offset: step_problem(offset + step)
+                )
+                theta = result.thetas[-1]
     except TargetReached:
         stop = "target"
     except KeyboardInterrupt:  # the records so far are kept and written
         stop = "interrupted"
-    finally:
-        LOGGER.removeHandler(recorder)
-        LOGGER.setLevel(previous_level)
     return {
         "solvers": [[first, repr(solver)] for first, solver in phases],
         "stopped_at": stop,

@@ -54,9 +54,10 @@ import torch
 
 from mms_manifolds import GaussNewton, MinimizingMovement
 from mms_manifolds.meshfree import JetMetric, JetParametrization, NodeSet, PoissonLeastSquares
-from mms_manifolds.progress import LOGGER, InnerProgress
+from mms_manifolds.progress import InnerProgress
 
 from . import RESULTS, ROOT
+from .curves import recording
 from .timing import conditions, run_clock, use_threads
 
 TAU = 1e12
@@ -210,14 +211,8 @@ def run_ours(iterations: int, solver: GaussNewton, seed: int = 1, device: str = 
     subproblem = flow.subproblem(theta)
     clock = run_clock(device)
     recorder = IterationRecorder(flow, l2_error, clock(), clock=clock)
-    previous_level = LOGGER.level
-    LOGGER.addHandler(recorder)
-    LOGGER.setLevel(logging.INFO)
-    try:
+    with recording(recorder):
         result = solver.solve(subproblem, theta)
-    finally:
-        LOGGER.removeHandler(recorder)
-        LOGGER.setLevel(previous_level)
     return {"solver": repr(solver), "stop_reason": result.stop_reason.name, "records": recorder.records}
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import platform
 import sys
 from pathlib import Path
@@ -33,10 +32,9 @@ from pathlib import Path
 import torch
 
 from mms_manifolds import LBFGS, Adam, GaussNewton, MinimizingMovement, SubspaceGaussNewton
-from mms_manifolds.progress import LOGGER
 
 from . import RESULTS
-from .curves import ErrorCurve, time_to
+from .curves import ErrorCurve, recording, time_to
 from .flows import STEP_TAU as TAU
 from .flows import regression_step_flow
 from .timing import Stopwatch, clock_name, use_threads
@@ -47,16 +45,9 @@ def run_solver(flow: MinimizingMovement, solver, theta: torch.Tensor, exact: tor
     subproblem = flow.step_problem(flow.parametrization.value(theta))
     clock = clock_name(theta.device)
     curve = ErrorCurve(flow, exact, initial, clock=clock)
-    LOGGER.addHandler(curve)
-    previous = LOGGER.level
-    LOGGER.setLevel(logging.INFO)
-    try:
-        with Stopwatch(theta.device) as solve:
-            curve.start()
-            result = solver.solve(subproblem, theta)
-    finally:
-        LOGGER.removeHandler(curve)
-        LOGGER.setLevel(previous)
+    with recording(curve), Stopwatch(theta.device) as solve:
+        curve.start()
+        result = solver.solve(subproblem, theta)
     with Stopwatch(theta.device) as ledger:
         residual = subproblem.residual(result.point)  # cached where the solver measured it at its end (Gauss–Newton); a whole split after Adam and L-BFGS, which measure none without a tolerance
     errors = [point["relative_error"] for point in curve.points] or [1.0]

@@ -325,13 +325,10 @@ def run_step(arguments: argparse.Namespace) -> dict:
     seconds instead (CPU seconds do not count the GPU's work), the whole solve synchronised at both ends; the
     record's ``clock`` says which.
     """
-    import logging
 
     import torch
 
-    from mms_manifolds.progress import LOGGER
-
-    from .curves import ErrorCurve
+    from .curves import ErrorCurve, recording
     from .timing import Stopwatch, clock_name, use_threads
 
     threads = use_threads(1)
@@ -343,16 +340,9 @@ def run_step(arguments: argparse.Namespace) -> dict:
     kind = clock_name(points.device)
     curve = ErrorCurve(flow, exact, scale, clock=kind)
     solver = subspace_solver(arguments, arguments.iterations)
-    LOGGER.addHandler(curve)
-    previous = LOGGER.level
-    LOGGER.setLevel(logging.INFO)
-    try:
-        with Stopwatch(points.device) as clock:
-            curve.start()
-            result = solver.solve(flow.step_problem(anchor), theta)
-    finally:
-        LOGGER.removeHandler(curve)
-        LOGGER.setLevel(previous)
+    with recording(curve), Stopwatch(points.device) as clock:
+        curve.start()
+        result = solver.solve(flow.step_problem(anchor), theta)
     with torch.no_grad():
         final = float(flow.metric.norm(flow.parametrization.value(result.point) - exact)) / scale
     seconds = clock.cpu if kind == "cpu" else clock.wall
