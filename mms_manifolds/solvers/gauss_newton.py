@@ -409,43 +409,38 @@ class GaussNewton(InnerSolver):
             acceleration = subproblem.geodesic_acceleration(theta, model, step, damping, cutoff)
             if not bool(torch.isfinite(acceleration).all()):
                 acceleration = torch.zeros_like(step)
-        if self.line_search == "logarithmic-grid":
-            return self._logarithmic_grid_search(subproblem, model.cost, theta, step, acceleration)
-        longest = self.max_step_length
-        length = longest if self.search_start == "full" else min(longest, 2 * previous_length)
-        best: tuple[float, torch.Tensor, float] | None = None
-        for _ in range(self.max_halvings + 1):
-            if self._unresolvable(model, -length * slope):
-                break  # a first-order decrease below rounding: no shorter length can be judged by the cost
-            candidate = theta + length * step + (0.5 * length**2) * acceleration
-            candidate_cost = self._trial_cost(subproblem, candidate)
-            if self.line_search == "armijo":
-                if candidate_cost <= model.cost + self.armijo * length * slope:
-                    return (candidate, candidate_cost), length
-            elif candidate_cost < model.cost and (best is None or candidate_cost < best[0]):
-                best = (candidate_cost, candidate, length)
-            length /= 2
-        if best is None:
-            return None, 0.0
-        return (best[1], best[0]), best[2]
-
-    def _logarithmic_grid_search(
-        self,
-        subproblem: MMSSubproblem,
-        cost: float,
-        theta: torch.Tensor,
-        step: torch.Tensor,
-        acceleration: torch.Tensor,
-    ) -> tuple[tuple[torch.Tensor, float] | None, float]:
-        """The best point of ENGD's fixed grid of lengths on the search curve (:func:`~mms_manifolds.solvers.line_search.grid_minimiser`)."""
 
         def curve(length: float) -> torch.Tensor:
             return theta + length * step + (0.5 * length**2) * acceleration
 
-        best = grid_minimiser(lambda length: self._trial_cost(subproblem, curve(length)), logarithmic_grid(), cost)
+        if self.line_search == "logarithmic-grid":
+            lengths = logarithmic_grid()
+        else:
+            longest = self.max_step_length
+            first = longest if self.search_start == "full" else min(longest, 2 * previous_length)
+            lengths = self._halvings(model, slope, first)
+        if self.line_search == "armijo":
+            for length in lengths:
+                candidate = curve(length)
+                candidate_cost = self._trial_cost(subproblem, candidate)
+                if candidate_cost <= model.cost + self.armijo * length * slope:
+                    return (candidate, candidate_cost), length
+            return None, 0.0
+        best = grid_minimiser(lambda length: self._trial_cost(subproblem, curve(length)), lengths, model.cost)
         if best is None:
             return None, 0.0
         return (curve(best.length), best.cost), best.length
+
+    def _halvings(self, model: GaussNewtonModel, slope: float, first: float) -> list[float]:
+        r"""The lengths :math:`\eta_0, \eta_0/2, \dots` (at most ``max_halvings`` halvings) whose first-order decrease
+        :math:`-\eta\,g\cdot\delta` the cost can still resolve (:meth:`_unresolvable`): no shorter length can be judged by it."""
+        lengths, length = [], first
+        for _ in range(self.max_halvings + 1):
+            if self._unresolvable(model, -length * slope):
+                break
+            lengths.append(length)
+            length /= 2
+        return lengths
 
     def trial_point(
         self,
