@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gaussian_probes", "rademacher_probes"]
+__all__ = ["gaussian_probes", "rademacher_probes", "random_subset"]
 
 
 def rademacher_probes(
@@ -31,3 +31,13 @@ def gaussian_probes(
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     return torch.randn(size, count, generator=generator, dtype=dtype, device=device)
+
+
+def random_subset(count: int, size: int, *, device: torch.device, seed: int = 0) -> torch.Tensor:
+    r"""``min(count, size)`` distinct indices of ``range(size)``, uniformly at random without replacement and increasing, shape ``(count,)``, from a generator seeded with ``seed``.
+
+    The row-sampled Gauss–Newton models (:mod:`mms_manifolds.solvers.row_sampling`) draw their residual rows with
+    it; the same seed gives the same rows.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randperm(size, generator=generator, device=device)[:count].sort().values

@@ -15,6 +15,7 @@ from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 from .line_search import grid_minimiser, logarithmic_grid
+from .row_sampling import RowSampling, row_sampled_model, sampled_rows
 from .state import GaussNewtonState
 
 __all__ = [
@@ -138,6 +139,13 @@ class GaussNewton(InnerSolver):
             of :math:`\eta_{\max}` counts as a full one for ``step_cutoff``. Below 1 for steps on resampled nodes,
             where the full step refits its own batch and carries that batch's error into the next (the 5-D Poisson,
             ``docs/performance.md``). The ``"logarithmic-grid"`` search keeps its own lengths; the cutoff rule reads it.
+        row_sampling: a :class:`~mms_manifolds.solvers.row_sampling.RowSampling` rule (line search only): the first
+            iterations' models from random subsets of the residual rows, :math:`\delta_S = -B_S^\top(K_S + \tfrac{n_S}{n}\mu I)^{-1}s_S`
+            (:math:`K_S` the ``(n_S, n_S)`` principal submatrix of the kernel, :math:`(n_S/n)^2` of its cost; module
+            :mod:`~mms_manifolds.solvers.row_sampling`), judged by the line search on the full cost, then the full model
+            once a step of ``until_length`` is accepted or a sampled step is rejected (that iteration redone with the full
+            model). Where the kernel side does not apply, the full model throughout. ``InnerResult.extra["row_sampling"]``
+            counts the sampled iterations and their rows. Default ``None``: every model full.
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -169,6 +177,7 @@ class GaussNewton(InnerSolver):
         final_residual: bool = True,
         search_start: str = "doubled",
         max_step_length: float = 1.0,
+        row_sampling: RowSampling | None = None,
     ):
         super().__init__(max_iterations, tolerance)
         self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
@@ -198,6 +207,9 @@ class GaussNewton(InnerSolver):
         self.max_step_length = check_positive_float("max_step_length", max_step_length)
         if not self.max_step_length <= 1:
             raise ValueError(f"max_step_length must be in (0, 1], got {max_step_length}")
+        if row_sampling is not None and not isinstance(row_sampling, RowSampling):
+            raise TypeError(f"row_sampling must be a RowSampling rule or None, got {type(row_sampling).__name__}")
+        self.row_sampling = row_sampling
 
     def fallback(self) -> GaussNewton | None:
         """Levenberg–Marquardt with 100 times the initial damping (none beyond ``1e3``)."""
@@ -239,6 +251,14 @@ class GaussNewton(InnerSolver):
     def _model(self, subproblem: MMSSubproblem, theta: torch.Tensor) -> GaussNewtonModel:
         return subproblem.gauss_newton_model(theta, self.solve_mode)
 
+    def _sampled_model(self, subproblem: MMSSubproblem, theta: torch.Tensor, iteration: int) -> GaussNewtonModel | None:
+        """Iteration ``iteration``'s row-sampled model (:func:`~mms_manifolds.solvers.row_sampling.row_sampled_model`), or ``None`` where it would be the full one or does not apply."""
+        total = subproblem.manifold.parametrization.ambient_dimension
+        if self.row_sampling.rows >= total:
+            return None
+        rows = sampled_rows(self.row_sampling, total, iteration, subproblem.manifold.parametrization.device)
+        return row_sampled_model(subproblem, theta, rows)
+
     def _solve(
         self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: GaussNewtonState
     ) -> InnerResult:
@@ -251,6 +271,8 @@ class GaussNewton(InnerSolver):
         step_length, relative_damping, nu = state.step_length, state.relative_damping, 2.0
         use_line_search = None
         forcing = _ForcingRecord(self.forcing)
+        sampling = self.row_sampling is not None  # row-sampled models until the rule's switch
+        sampled_iterations, sampled_rows_used = 0, 0
         started = time.perf_counter()
         for iteration in range(self.max_iterations):
             if tolerance > 0:
@@ -261,7 +283,12 @@ class GaussNewton(InnerSolver):
                     stop = StopReason.CONVERGED
                     break
             model = None  # release the last point's Jacobian and factorisation before the next are formed
-            model = self._model(subproblem, theta)
+            if sampling and sampled_iterations == self.row_sampling.max_sampled:
+                sampling = False
+            model = self._sampled_model(subproblem, theta, iteration) if sampling and use_line_search is not False else None
+            sampled = model is not None
+            if model is None:
+                model = self._model(subproblem, theta)
             solved_before = model.factorization.linear_iterations
             iterations += 1
             if not bool(torch.isfinite(model.gradient).all()):
@@ -271,7 +298,19 @@ class GaussNewton(InnerSolver):
             if use_line_search is None:
                 use_line_search = self.selected_globalization(model) == "line-search"
             candidate = None
-            if use_line_search:
+            if sampled and use_line_search:
+                candidate, length = self._line_search(subproblem, model, theta, step_length, forcing)
+                sampling = isinstance(candidate, tuple) and length < self.row_sampling.until_length
+                if isinstance(candidate, tuple):
+                    sampled_iterations, sampled_rows_used = sampled_iterations + 1, sampled_rows_used + len(model.range_gradient)
+                    step_length = length
+                else:  # the sampled step was rejected: this iteration's full model
+                    model = None
+                    model = forcing.start(iterations, self._model(subproblem, theta))
+            elif sampled:  # Levenberg–Marquardt: no sampled models
+                sampling, model = False, None
+                model = forcing.start(iterations, self._model(subproblem, theta))
+            if use_line_search and not isinstance(candidate, tuple):
                 candidate, length = self._line_search(subproblem, model, theta, step_length, forcing)
                 # after a fallback to Levenberg–Marquardt the next search starts afresh, as at a cold start
                 step_length = length if candidate is not None else self.fresh_step_length
@@ -321,9 +360,15 @@ class GaussNewton(InnerSolver):
             0.0,
             stop,
             failed_iteration=failed_at,
-            extra=forcing.extra(),
+            extra=forcing.extra() | self._sampling_extra(sampled_iterations, sampled_rows_used),
             state=dataclasses.replace(state, step_length=step_length, relative_damping=relative_damping),
         )
+
+    def _sampling_extra(self, iterations: int, rows: int) -> dict:
+        """``{"row_sampling": {"sampled_iterations": ..., "sampled_rows": ...}}`` (rows summed over those iterations) for ``InnerResult.extra``; empty without the rule."""
+        if self.row_sampling is None:
+            return {}
+        return {"row_sampling": {"sampled_iterations": iterations, "sampled_rows": rows}}
 
     def _rounding_level(self, model: GaussNewtonModel) -> float:
         r""":math:`8\varepsilon\max(|f|, \min(1, |f|/\sqrt\varepsilon))`, the rounding level of the cost's value.
