@@ -19,9 +19,9 @@ Scripts (each measurement in one place):
   time steps (iterations to the L2 targets within each budget, best and final errors, seconds per iteration),
   with the library's rules or ENGD's (``--line-search logarithmic-grid --step-cutoff 1e-30 --no-geodesic-acceleration``).
 - :mod:`benchmarks.poisson_scale`: KFAC's 2-D Poisson at :math:`p = 9873` (900 + 120 nodes): the library's
-  Gauss–Newton (defaults, Tikhonov-filtered steps, every search from length 1) beside Woodbury-ENGD and KFAC
-  (their own code, from checkouts the user gives), CPU seconds and L2 error per iteration, for one network seed
-  or several; ``--device cuda`` runs ours on a GPU (synchronised wall seconds).
+  Gauss–Newton (defaults, Tikhonov-filtered steps, every search from length 1, row-sampled or float32 kernels
+  first) beside Woodbury-ENGD and KFAC (their own code, from checkouts the user gives), CPU seconds and L2 error
+  per iteration, for one network seed or several; ``--device cuda`` runs ours on a GPU (synchronised wall seconds).
 - :mod:`benchmarks.poisson_5d`: Woodbury-ENGD's 5-D Poisson at :math:`p = 10{,}065` (3000 + 500 nodes drawn
   afresh every iteration): the library's resampled Gauss–Newton (a schedule of damping and step-length phases)
   beside Woodbury-ENGD (its own code, from a checkout the user gives), CPU seconds and L2 error per iteration.

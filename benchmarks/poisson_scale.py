@@ -16,7 +16,10 @@ point), then the evaluation points. The peers compute :math:`f` and :math:`g` in
 Ours is one MMS step with :math:`\tau = 10^{12}` (the step is the minimisation of the loss) solved by
 ``GaussNewton`` (``ours``: its defaults; ``ours_tikhonov``: ``step_filter="tikhonov"``; ``ours_tikhonov14``: that with
 ``step_cutoff=1e-14``; ``ours_full``: ``step_filter="tikhonov"`` with ``search_start="full"``, every line search
-from length 1, and no end-of-solve residual), the metric :math:`L^2` on the boundary values, so the model's
+from length 1, and no end-of-solve residual; ``ours_rows``: ``ours_full`` with row-sampled models of 768 of the
+1020 residual rows, :math:`\delta_S = -B_S^\top(K_S + \tfrac{n_S}{n}\mu I)^{-1}s_S`, until a step of length 1 is accepted
+or a sampled step is rejected, :class:`~mms_manifolds.solvers.RowSampling`; ``ours_float32``: ``ours_full`` with the
+kernel of every row formed in float32 and damped by at least :math:`\varepsilon_{32}\operatorname{tr}A` until then), the metric :math:`L^2` on the boundary values, so the model's
 Jacobian is the PINN residual Jacobian (1020 rows) and the model is solved on its kernel side
 (:math:`1020 \times 1020`, :func:`~mms_manifolds.linalg.diagonal_weight_factorization`). CPU seconds
 (``time.process_time``, one torch thread) exclude the L2 evaluations; with ``--device cuda`` ours runs on the GPU
@@ -53,6 +56,7 @@ from pathlib import Path
 import torch
 
 from mms_manifolds import GaussNewton, MinimizingMovement
+from mms_manifolds.solvers import RowSampling
 from mms_manifolds.meshfree import JetMetric, JetParametrization, NodeSet, PoissonLeastSquares
 from mms_manifolds.progress import InnerProgress
 
@@ -61,6 +65,12 @@ from .curves import recording
 from .timing import conditions, run_clock, use_threads
 
 TAU = 1e12
+#: ``ours_rows``' rule: 768 of the 1020 residual rows per sampled model (:math:`K_S` 0.57 of :math:`K`'s cost) until a
+#: step of length 1 is accepted (``docs/performance.md``, "Row-sampled Gauss–Newton models on the plateau").
+ROW_SAMPLING = RowSampling(768, until_length=1.0)
+#: ``ours_float32``' rule: every row, the kernel formed in float32 (damped by at least float32's roundoff times its
+#: trace) until a step of length 1 is accepted.
+FLOAT32_KERNEL = RowSampling(kernel_dtype=torch.float32, until_length=1.0)
 TARGETS = (1e-4, 1e-5, 1e-6)
 WIDTHS = (2, 64, 64, 48, 48, 1)
 WOODBURY_ARGUMENTS = (
@@ -186,14 +196,15 @@ class IterationRecorder(logging.Handler):
 
 
 def solvers(iterations: int) -> dict[str, GaussNewton]:
-    """Ours by name: ``GaussNewton()``'s defaults, with Tikhonov-filtered steps (``step_filter="tikhonov"``, cutoff ``1e-12`` or ``1e-14``), and that with every search from length 1 (``search_start="full"``, no end-of-solve residual)."""
+    """Ours by name: ``GaussNewton()``'s defaults, with Tikhonov-filtered steps (``step_filter="tikhonov"``, cutoff ``1e-12`` or ``1e-14``), that with every search from length 1 (``search_start="full"``, no end-of-solve residual), and that with row-sampled models first (:data:`ROW_SAMPLING`)."""
+    full = {"step_filter": "tikhonov", "search_start": "full", "final_residual": False}
     return {
         "ours": GaussNewton(max_iterations=iterations),
         "ours_tikhonov": GaussNewton(max_iterations=iterations, step_filter="tikhonov"),
         "ours_tikhonov14": GaussNewton(max_iterations=iterations, step_filter="tikhonov", step_cutoff=1e-14),
-        "ours_full": GaussNewton(
-            max_iterations=iterations, step_filter="tikhonov", search_start="full", final_residual=False
-        ),
+        "ours_full": GaussNewton(max_iterations=iterations, **full),
+        "ours_rows": GaussNewton(max_iterations=iterations, **full, row_sampling=ROW_SAMPLING),
+        "ours_float32": GaussNewton(max_iterations=iterations, **full, row_sampling=FLOAT32_KERNEL),
     }
 
 
@@ -213,7 +224,8 @@ def run_ours(iterations: int, solver: GaussNewton, seed: int = 1, device: str = 
     recorder = IterationRecorder(flow, l2_error, clock(), clock=clock)
     with recording(recorder):
         result = solver.solve(subproblem, theta)
-    return {"solver": repr(solver), "stop_reason": result.stop_reason.name, "records": recorder.records}
+    sampled = {"row_sampling": result.extra["row_sampling"]} if "row_sampling" in result.extra else {}
+    return {"solver": repr(solver), "stop_reason": result.stop_reason.name, **sampled, "records": recorder.records}
 
 
 def run_peer(

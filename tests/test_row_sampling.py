@@ -17,7 +17,13 @@ import torch
 from mms_manifolds import GaussNewton, MinimizingMovement
 from mms_manifolds._random import random_subset
 from mms_manifolds.linalg import diagonal_of, singular_value_solve
-from mms_manifolds.meshfree import JetMetric, JetParametrization, PoissonLeastSquares, box_boundary_grid, box_interior_grid
+from mms_manifolds.meshfree import (
+    JetMetric,
+    JetParametrization,
+    PoissonLeastSquares,
+    box_boundary_grid,
+    box_interior_grid,
+)
 from mms_manifolds.solvers import row_sampling as sampling_module
 from mms_manifolds.solvers.row_sampling import RowSampledFactorization, RowSampling, row_sampled_model
 
@@ -116,9 +122,8 @@ def test_a_sampled_model_is_the_rescaled_gauss_newton_model_of_its_rows_to_1e_10
 
 
 def _solver(sampling: RowSampling | None, iterations: int = 6) -> GaussNewton:
-    return GaussNewton(
-        max_iterations=iterations, step_filter="tikhonov", search_start="full", final_residual=False, row_sampling=sampling
-    )
+    options = {"step_filter": "tikhonov", "search_start": "full", "final_residual": False}
+    return GaussNewton(max_iterations=iterations, **options, row_sampling=sampling)
 
 
 def test_the_solver_counts_the_rows_it_sampled_and_switches_to_the_full_model(monkeypatch):
@@ -185,6 +190,53 @@ def test_random_subset_draws_distinct_increasing_rows():
     rows = random_subset(30, 50, device=torch.device("cpu"), seed=2)
     assert rows.shape == (30,) and bool((rows[1:] > rows[:-1]).all()) and int(rows.max()) < 50
     assert torch.equal(rows, random_subset(30, 50, device=torch.device("cpu"), seed=2))
+
+
+def test_a_float32_kernel_is_the_rounded_product_and_floors_the_damping():
+    """K from J rounded to float32 (every row, no rescaling); the solver damps it by at least eps_32 tr(K)."""
+    flow = _flow()
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    total = flow.parametrization.ambient_dimension
+    model = row_sampled_model(subproblem, theta, torch.arange(total), torch.float32)
+    whitened, ranged = _whitened(flow, subproblem, theta)
+    u = flow.parametrization.value(theta)
+    root = diagonal_of(subproblem.step_hessian(u)).reshape(-1).sqrt()
+    rounded = flow.parametrization.jacobian(theta).reshape(total, -1).float()
+    reference = root.unsqueeze(-1) * (rounded @ rounded.T).double() * root
+    assert model.factorization.gram.dtype == DTYPE
+    scale = float(reference.diag().max())
+    torch.testing.assert_close(model.factorization.gram, reference, rtol=1e-5, atol=1e-6 * scale)
+    exact = whitened @ whitened.T
+    assert not torch.equal(model.factorization.gram, exact)  # formed in float32, not float64
+    assert float((model.factorization.gram - exact).abs().max()) <= 1e-5 * float(exact.diag().max())
+    floor = model.factorization.damping_floor
+    assert floor == torch.finfo(torch.float32).eps * float(torch.trace(model.factorization.gram))
+    gradient = model.factorization.factor.T @ model.range_gradient
+    torch.testing.assert_close(gradient, model.gradient, rtol=1e-12, atol=1e-12)
+    solver = GaussNewton(step_filter="tikhonov", row_sampling=RowSampling(kernel_dtype=torch.float32))
+    assert solver._filter_damping(model, 1e-12) == floor  # 1e-12 tr(A) is below float32's resolution
+    assert solver._filter_damping(model, 1e-3) == pytest.approx(1e-3 * float(torch.trace(exact)), rel=1e-5)
+    in_float64 = row_sampled_model(subproblem, theta, torch.arange(total))
+    assert solver._filter_damping(in_float64, 1e-12) == pytest.approx(1e-12 * float(torch.trace(exact)), rel=1e-12)
+    step = model.step(floor)
+    kernel = exact + floor * torch.eye(total, dtype=DTYPE)
+    expected = -whitened.T @ torch.linalg.solve(kernel, ranged)
+    # the float64 step at that damping, to float32's rounding
+    assert float((step - expected).norm() / expected.norm()) <= 1e-2
+
+
+def test_a_float32_kernel_counts_every_row_and_needs_the_tikhonov_filter():
+    flow = _flow()
+    theta = flow.parametrization.initial_point()
+    total = flow.parametrization.ambient_dimension
+    result = _solver(RowSampling(kernel_dtype=torch.float32), 4).solve(flow.subproblem(theta), theta)
+    record = result.extra["row_sampling"]
+    assert record["sampled_iterations"] >= 1 and record["sampled_rows"] == total * record["sampled_iterations"]
+    with pytest.raises(ValueError, match="tikhonov"):
+        GaussNewton(row_sampling=RowSampling(kernel_dtype=torch.float32))
+    with pytest.raises(TypeError, match="kernel_dtype"):
+        RowSampling(kernel_dtype=torch.int32)
 
 
 @pytest.mark.parametrize(

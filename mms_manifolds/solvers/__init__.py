@@ -3,6 +3,7 @@
 from .base import InnerResult, InnerSolver, StopReason
 from .gauss_newton import GaussNewton
 from .riemannian_gradient_descent import RiemannianGradientDescent
+from .row_sampling import RowSampling
 from .state import GaussNewtonState, NoState, SolverState, SubspaceGaussNewtonState
 from .subspace_gauss_newton import SubspaceGaussNewton
 from .torch_optimizers import LBFGS, SGD, Adam, TorchOptimizerSolver
@@ -17,6 +18,7 @@ __all__ = [
     "InnerSolver",
     "NoState",
     "RiemannianGradientDescent",
+    "RowSampling",
     "SolverState",
     "StopReason",
     "SubspaceGaussNewton",

@@ -15,7 +15,7 @@ from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 from .line_search import grid_minimiser, logarithmic_grid
-from .row_sampling import RowSampling, row_sampled_model, sampled_rows
+from .row_sampling import RowSampledFactorization, RowSampling, row_sampled_model, sampled_rows
 from .state import GaussNewtonState
 
 __all__ = [
@@ -144,8 +144,11 @@ class GaussNewton(InnerSolver):
             (:math:`K_S` the ``(n_S, n_S)`` principal submatrix of the kernel, :math:`(n_S/n)^2` of its cost; module
             :mod:`~mms_manifolds.solvers.row_sampling`), judged by the line search on the full cost, then the full model
             once a step of ``until_length`` is accepted or a sampled step is rejected (that iteration redone with the full
-            model). Where the kernel side does not apply, the full model throughout. ``InnerResult.extra["row_sampling"]``
-            counts the sampled iterations and their rows. Default ``None``: every model full.
+            model). With ``kernel_dtype=torch.float32`` (every row, or a sample) :math:`K_S` is formed in float32 and the
+            step damped by at least :math:`\varepsilon_{32}\operatorname{tr}A_S`. Where the kernel side does not apply, the
+            full model throughout. ``InnerResult.extra["row_sampling"]`` counts the sampled iterations and their rows.
+            Default ``None``: every model full. Measured on KFAC's 2-D Poisson, neither pays on every seed
+            (``docs/performance.md``, "Row-sampled Gauss–Newton models on the plateau").
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -209,6 +212,8 @@ class GaussNewton(InnerSolver):
             raise ValueError(f"max_step_length must be in (0, 1], got {max_step_length}")
         if row_sampling is not None and not isinstance(row_sampling, RowSampling):
             raise TypeError(f"row_sampling must be a RowSampling rule or None, got {type(row_sampling).__name__}")
+        if row_sampling is not None and row_sampling.kernel_dtype is not None and self.step_filter != "tikhonov":
+            raise ValueError(f"row_sampling with a kernel_dtype needs step_filter='tikhonov', got {step_filter!r}")
         self.row_sampling = row_sampling
 
     def fallback(self) -> GaussNewton | None:
@@ -253,11 +258,11 @@ class GaussNewton(InnerSolver):
 
     def _sampled_model(self, subproblem: MMSSubproblem, theta: torch.Tensor, iteration: int) -> GaussNewtonModel | None:
         """Iteration ``iteration``'s row-sampled model (:func:`~mms_manifolds.solvers.row_sampling.row_sampled_model`), or ``None`` where it would be the full one or does not apply."""
-        total = subproblem.manifold.parametrization.ambient_dimension
-        if self.row_sampling.rows >= total:
-            return None
-        rows = sampled_rows(self.row_sampling, total, iteration, subproblem.manifold.parametrization.device)
-        return row_sampled_model(subproblem, theta, rows)
+        total, sampling = subproblem.manifold.parametrization.ambient_dimension, self.row_sampling
+        if (sampling.rows is None or sampling.rows >= total) and sampling.kernel_dtype is None:
+            return None  # every row in the model's dtype: the full model
+        rows = sampled_rows(sampling, total, iteration, subproblem.manifold.parametrization.device)
+        return row_sampled_model(subproblem, theta, rows, sampling.kernel_dtype)
 
     def _solve(
         self, subproblem: MMSSubproblem, theta0: torch.Tensor, tolerance: float, state: GaussNewtonState
@@ -285,7 +290,8 @@ class GaussNewton(InnerSolver):
             model = None  # release the last point's Jacobian and factorisation before the next are formed
             if sampling and sampled_iterations == self.row_sampling.max_sampled:
                 sampling = False
-            model = self._sampled_model(subproblem, theta, iteration) if sampling and use_line_search is not False else None
+            if sampling and use_line_search is not False:
+                model = self._sampled_model(subproblem, theta, iteration)
             sampled = model is not None
             if model is None:
                 model = self._model(subproblem, theta)
@@ -302,7 +308,8 @@ class GaussNewton(InnerSolver):
                 candidate, length = self._line_search(subproblem, model, theta, step_length, forcing)
                 sampling = isinstance(candidate, tuple) and length < self.row_sampling.until_length
                 if isinstance(candidate, tuple):
-                    sampled_iterations, sampled_rows_used = sampled_iterations + 1, sampled_rows_used + len(model.range_gradient)
+                    sampled_iterations += 1
+                    sampled_rows_used += len(model.range_gradient)
                     step_length = length
                 else:  # the sampled step was rejected: this iteration's full model
                     model = None
@@ -410,15 +417,17 @@ class GaussNewton(InnerSolver):
         return subproblem.cost(candidate) if bool(torch.isfinite(candidate).all()) else math.nan
 
     def _filter_damping(self, model: GaussNewtonModel, cutoff: float | None) -> float:
-        r"""The line search's damping for a factorisation that pseudo-inverts: 0 (``"truncate"``); for ``"tikhonov"`` ``step_damping`` :math:`\cdot\operatorname{tr}A/p` where given, else the relative ``cutoff`` (the factorisation's ``rtol`` for ``None``) times :math:`\operatorname{tr}A`."""
+        r"""The line search's damping for a factorisation that pseudo-inverts: 0 (``"truncate"``); for ``"tikhonov"`` ``step_damping`` :math:`\cdot\operatorname{tr}A/p` where given, else the relative ``cutoff`` (the factorisation's ``rtol`` for ``None``) times :math:`\operatorname{tr}A`; for a row-sampled model at least its ``damping_floor``."""
         if self.step_filter == "truncate":
             return 0.0
+        sampled = isinstance(model.factorization, RowSampledFactorization)
+        floor = model.factorization.damping_floor if sampled else 0.0  # above the rounding of its kernel's dtype
         if self.step_damping is not None:
-            return self.step_damping * model.mean_eigenvalue
+            return max(floor, self.step_damping * model.mean_eigenvalue)
         size = model.gradient.numel()
         if cutoff is None:  # the factorisation's own cutoff, else the library's rounding rule
             cutoff = getattr(model.factorization, "rtol", None) or pseudo_inverse_rtol(size, model.gradient.dtype)
-        return cutoff * model.mean_eigenvalue * size
+        return max(floor, cutoff * model.mean_eigenvalue * size)
 
     def _line_search(
         self,
