@@ -17,7 +17,8 @@ Scripts (each measurement in one place):
   what ``AutoSolve`` picks and its time over the fastest), run as ``floors``' ``crossovers`` section.
 - :mod:`benchmarks.peers`: the two energy natural gradient problems of Müller & Zeinhofer over seeds and
   time steps (iterations to the L2 targets within each budget, best and final errors, seconds per iteration),
-  with the library's rules or ENGD's (``--line-search logarithmic-grid --step-cutoff 1e-30 --no-geodesic-acceleration``).
+  with the library's rules or ENGD's (``--line-search logarithmic-grid --step-cutoff 1e-30 --no-geodesic-acceleration``),
+  from one network or the least final cost of several sharing the iterations (``--starts``).
 - :mod:`benchmarks.poisson_scale`: KFAC's 2-D Poisson at :math:`p = 9873` (900 + 120 nodes): the library's
   Gauss–Newton (defaults, Tikhonov-filtered steps, every search from length 1, row-sampled or float32 kernels
   first) beside Woodbury-ENGD and KFAC (their own code, from checkouts the user gives), CPU seconds and L2 error

@@ -31,6 +31,9 @@ residual only at its end); the seconds per iteration are that solve's, less the 
     python -m benchmarks.peers --problems poisson --first-seed 40 --taus 1e6,1e9,1e12 --iterations 150 \
         --budgets 60,150 --line-search logarithmic-grid --step-cutoff 1e-30 --no-geodesic-acceleration  # ENGD's rules
 
+``--starts K`` spends ``--iterations`` on ``K`` networks (seeds ``seed + 1000 j``) and keeps the final point of least
+cost (:func:`run_starts`); a target then counts as reached where that point is at or below it.
+
 ``--line-search logarithmic-grid --step-cutoff 1e-30 --no-geodesic-acceleration`` is the published ENGD
 iteration inside the library: the full pseudo-inverse step, no acceleration, the best of the lengths
 :math:`2^{1-k}`, :math:`k = 0..30` (:mod:`mms_manifolds.solvers.line_search`).
@@ -48,7 +51,7 @@ from pathlib import Path
 import torch
 
 from mms_manifolds import GaussNewton
-from mms_manifolds.solvers.gauss_newton import DEFAULT_STEP_CUTOFF, LINE_SEARCHES, STEP_FILTERS
+from mms_manifolds.solvers.gauss_newton import DEFAULT_STEP_CUTOFF, LINE_SEARCHES, SEARCH_STARTS, STEP_FILTERS
 
 from . import RESULTS
 from .curves import recording
@@ -59,12 +62,13 @@ PROBLEMS = {"poisson": (poisson, (1e-6, 1e-7, 1e-8)), "nonlinear": (nonlinear, (
 
 
 class ErrorRecorder(logging.Handler):
-    """The L2 error after each Gauss–Newton iteration, at the point the iteration reports (:mod:`mms_manifolds.progress`)."""
+    """The L2 error and the cost after each Gauss–Newton iteration, at the point it reports (:mod:`mms_manifolds.progress`)."""
 
     def __init__(self, parametrization, l2_error: Callable[[], float]):
         super().__init__(logging.INFO)
         self.parametrization, self.l2_error = parametrization, l2_error
         self.errors: list[float] = []
+        self.costs: list[float] = []  # the cost each iteration reports
         self.seconds = 0.0  # spent here, not in the solver
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -72,6 +76,7 @@ class ErrorRecorder(logging.Handler):
             self.parametrization.write_to_module(record.progress.point)
             with torch.no_grad():
                 self.errors.append(self.l2_error())
+        self.costs.append(record.progress.cost)
         self.seconds += clock.wall
 
 
@@ -84,6 +89,7 @@ def run_seed(
     tau: float = ENGD_TAU,
     geodesic_acceleration: bool = True,
     step_filter: str = "truncate",
+    search_start: str = "doubled",
 ) -> dict:
     """One Gauss–Newton solve of ``iterations`` on the MMS step of length ``tau``, the L2 error after each iteration."""
     build, targets = PROBLEMS[problem]
@@ -96,6 +102,7 @@ def run_seed(
         step_cutoff=step_cutoff,
         geodesic_acceleration=geodesic_acceleration,
         step_filter=step_filter,
+        search_start=search_start,
     )
     with recording(ErrorRecorder(flow.parametrization, l2_error)) as recorder, Stopwatch() as clock:
         result = solver.solve(subproblem, theta)
@@ -112,6 +119,48 @@ def run_seed(
         "stop_reason": result.stop_reason.name,
         "seconds_per_iteration": (clock.wall - recorder.seconds) / max(result.iterations, 1),
         "errors": errors,
+        "start_cost": subproblem.cost(theta),
+        "costs": recorder.costs,
+    }
+
+
+#: Start ``j`` of a seed's several starts (``--starts``) is the network of seed ``seed + START_SEED_STRIDE * j``.
+START_SEED_STRIDE = 1000
+
+
+def run_starts(problem: str, seed: int, starts: int, iterations: int, **options) -> dict:
+    """``starts`` solves from different networks sharing ``iterations`` Gauss–Newton iterations, the least final cost kept.
+
+    Start ``j`` (network seed ``seed + START_SEED_STRIDE * j``) gets the iterations left over its share
+    ``left // (starts - j)``, so a start that ends early (``STALLED`` at the cost's rounding level) passes its
+    unused iterations on. The point returned is the final point of the start of least final cost: chosen by the
+    cost, never by the L2 error. A target counts as reached if that point's error is at or below it, after all
+    ``iterations_run``, every start's iterations counted.
+    """
+    _, targets = PROBLEMS[problem]
+    runs, left = [], iterations
+    for start in range(starts):
+        share = left // (starts - start)
+        runs.append(run_seed(problem, seed + START_SEED_STRIDE * start, share, **options))
+        left -= runs[-1]["iterations_run"]
+    chosen = min(runs, key=lambda run: run["costs"][-1])
+    used = iterations - left
+    return {
+        "problem": problem,
+        "tau": chosen["tau"],
+        "seed": seed,
+        "starts": starts,
+        "chosen_start": runs.index(chosen),
+        "iterations_to": {f"{t:.0e}": used if chosen["final_error"] <= t else None for t in targets},
+        "final_error": chosen["final_error"],
+        "best_error": chosen["final_error"],
+        "iterations_run": used,
+        "stop_reason": chosen["stop_reason"],
+        "seconds_per_iteration": statistics.fmean(run["seconds_per_iteration"] for run in runs),
+        "start_final_costs": [run["costs"][-1] for run in runs],
+        "start_final_errors": [run["final_error"] for run in runs],
+        "start_best_errors": [run["best_error"] for run in runs],
+        "start_iterations": [run["iterations_run"] for run in runs],
     }
 
 
@@ -158,8 +207,19 @@ def main() -> None:
         default=DEFAULT_STEP_CUTOFF,
         help="GaussNewton(step_cutoff=...); 1e-30 takes the full pseudo-inverse at every iteration",
     )
+    parser.add_argument(
+        "--search-start", choices=SEARCH_STARTS, default="doubled", help="GaussNewton(search_start=...)"
+    )
+    parser.add_argument(
+        "--starts",
+        type=int,
+        default=1,
+        help="starts sharing --iterations, the least final cost kept (run_starts); targets then read that point",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "peers.json")
     arguments = parser.parse_args()
+    if arguments.starts < 1:
+        parser.error(f"--starts must be at least 1, got {arguments.starts}")
     threads = use_threads(arguments.threads)
     budgets = tuple(int(budget) for budget in arguments.budgets.split(","))
     taus = [float(tau) for tau in arguments.taus.split(",")]
@@ -169,23 +229,33 @@ def main() -> None:
             step_cutoff=arguments.step_cutoff,
             geodesic_acceleration=arguments.geodesic_acceleration,
             step_filter=arguments.step_filter,
+            search_start=arguments.search_start,
         )
     )
-    record = {"threads": threads, "solver": solver, "iterations": arguments.iterations, "summaries": {}, "runs": []}
+    record = {
+        "threads": threads,
+        "solver": solver,
+        "iterations": arguments.iterations,
+        "starts": arguments.starts,
+        "summaries": {},
+        "runs": [],
+    }
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     for problem in arguments.problems.split(","):
         for tau in taus:
             for seed in range(arguments.first_seed, arguments.first_seed + arguments.seeds):
-                row = run_seed(
-                    problem,
-                    seed,
-                    arguments.iterations,
-                    arguments.line_search,
-                    arguments.step_cutoff,
-                    tau,
-                    arguments.geodesic_acceleration,
-                    arguments.step_filter,
-                )
+                options = {
+                    "line_search": arguments.line_search,
+                    "step_cutoff": arguments.step_cutoff,
+                    "tau": tau,
+                    "geodesic_acceleration": arguments.geodesic_acceleration,
+                    "step_filter": arguments.step_filter,
+                    "search_start": arguments.search_start,
+                }
+                if arguments.starts > 1:
+                    row = run_starts(problem, seed, arguments.starts, arguments.iterations, **options)
+                else:
+                    row = run_seed(problem, seed, arguments.iterations, **options)
                 record["runs"].append(row)
                 print(
                     f"{problem} tau {tau:g} seed {seed}: to {row['iterations_to']}, best {row['best_error']:.2e}, "

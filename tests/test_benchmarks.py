@@ -113,6 +113,20 @@ def test_the_peers_benchmark_reads_the_errors_of_one_long_solve_as_one_iteration
     assert row["errors"] == errors
 
 
+def test_the_peers_starts_share_the_iterations_and_keep_the_point_of_least_final_cost():
+    """``run_starts``: start j is seed + 1000 j with the iterations left over its share; the chosen start has the least final cost."""
+    from benchmarks import peers
+
+    row = peers.run_starts("poisson", 0, 2, 5, line_search="armijo", tau=1e6)
+    assert row["start_iterations"] == [2, 3] and row["iterations_run"] == 5
+    alone = [peers.run_seed("poisson", seed, count, "armijo", tau=1e6) for seed, count in ((0, 2), (1000, 3))]
+    assert row["start_final_costs"] == [run["costs"][-1] for run in alone]
+    assert row["start_final_errors"] == [run["final_error"] for run in alone]
+    chosen = min(range(2), key=lambda start: alone[start]["costs"][-1])
+    assert row["chosen_start"] == chosen and row["final_error"] == alone[chosen]["final_error"]
+    assert row["iterations_to"] == {target: None for target in ("1e-06", "1e-07", "1e-08")}  # 5 iterations reach none
+
+
 def test_the_peers_summary_counts_seeds_within_each_budget():
     from benchmarks import peers
 
