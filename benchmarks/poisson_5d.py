@@ -39,6 +39,9 @@ writes the point, its iteration and every record so far to ``DIR/point-K.pt`` at
 ``--start FILE`` continues from such a file on the batches of the iterations after it (the records continue its own, its
 CPU seconds included); the phase that holds its next iteration begins there with a fresh solver state, as a phase does,
 so a continuation repeats the uninterrupted run bit for bit where the saved point ends a phase (the schedule's 30 and 40).
+``--grid-from FIRST`` makes the phases from iteration ``FIRST`` on search the best batch loss over the 31 lengths
+:math:`2^{1-k}` (``GaussNewton(line_search="logarithmic-grid")``, the grid of Woodbury-ENGD and SPRING, which try
+:math:`2^{-30} .. 1`) instead of Armijo's halvings.
 ``--device`` puts the network and the points (drawn on the CPU, the peer's generator) on a torch
 device; the records' seconds are the process's CPU seconds on a CPU (``time.process_time``, one torch thread) and
 synchronised wall seconds on CUDA (:func:`benchmarks.timing.run_clock`), the L2 evaluations excluded. Every iteration's record is appended to ``--log`` as one JSON line when it is
@@ -267,11 +270,16 @@ def run_ours(
 
 
 def tikhonov_solver(
-    step_damping: float, max_step_length: float = 1.0, acceleration: bool = False, momentum: float = 0.0
+    step_damping: float,
+    max_step_length: float = 1.0,
+    acceleration: bool = False,
+    momentum: float = 0.0,
+    line_search: str = "armijo",
 ) -> GaussNewton:
-    """One Gauss–Newton iteration per batch, the Tikhonov step of fixed relative damping ``step_damping``, Armijo's line search from at most ``max_step_length``, SPRING's ``momentum``, no end-of-solve residual."""
+    """One Gauss–Newton iteration per batch, the Tikhonov step of fixed relative damping ``step_damping``, Armijo's line search from at most ``max_step_length`` (or ``line_search="logarithmic-grid"``, the best of the 31 lengths ``2^(1-k)``), SPRING's ``momentum``, no end-of-solve residual."""
     return GaussNewton(
         max_iterations=1,
+        line_search=line_search,
         step_filter="tikhonov",
         step_damping=step_damping,
         geodesic_acceleration=acceleration,
@@ -293,6 +301,13 @@ def main() -> None:
         metavar="FIRST DAMPING LENGTH [MOMENTUM]",
         help="from iteration FIRST on, GaussNewton(step_damping=DAMPING, max_step_length=LENGTH, momentum=MOMENTUM "
         "(default 0)); repeat it (default: PHASES)",
+    )
+    parser.add_argument(
+        "--grid-from",
+        type=int,
+        default=None,
+        help="from this phase's first iteration on, the line search is the best of the 31 lengths 2^(1-k) "
+        "(line_search='logarithmic-grid', as Woodbury-ENGD's and SPRING's grid) instead of Armijo's",
     )
     parser.add_argument("--spring", action="store_true", help="the schedule SPRING_PHASES (SPRING's momentum from 31)")
     parser.add_argument("--start", type=Path, default=None, help="continue from a point --save wrote")
@@ -316,8 +331,20 @@ def main() -> None:
     schedule = [tuple(phase) for phase in (SPRING_PHASES if arguments.spring else arguments.phase or PHASES)]
     if any(len(phase) not in (3, 4) for phase in schedule):
         parser.error("--phase takes FIRST DAMPING LENGTH [MOMENTUM]")
+    if arguments.grid_from is not None and arguments.grid_from not in [int(phase[0]) for phase in schedule]:
+        parser.error(f"--grid-from {arguments.grid_from} is no phase's first iteration")
+    grid_from = math.inf if arguments.grid_from is None else arguments.grid_from
     phases = [
-        (int(first), tikhonov_solver(damping, length, arguments.acceleration, *momentum))
+        (
+            int(first),
+            tikhonov_solver(
+                damping,
+                length,
+                arguments.acceleration,
+                *(momentum or [0.0]),
+                line_search="logarithmic-grid" if first >= grid_from else "armijo",
+            ),
+        )
         for first, damping, length, *momentum in schedule
     ]
     if arguments.save is not None:

@@ -230,3 +230,12 @@ def test_the_5d_poisson_continues_from_a_saved_point_as_the_uninterrupted_run(tm
     torch.save({"theta": saved["theta"], "iteration": 3, "records": saved["records"]}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="2 records for iteration 3"):
         load_point(tmp_path / "bad.pt")
+
+
+def test_the_5d_poisson_grid_phase_searches_the_grid():
+    """``tikhonov_solver(line_search=...)``: Armijo's halvings by default, the 31-length grid where asked."""
+    from benchmarks.poisson_5d import tikhonov_solver
+
+    assert tikhonov_solver(1e-8).line_search == "armijo"
+    grid = tikhonov_solver(2e-11, 1.0, False, 0.063, line_search="logarithmic-grid")
+    assert grid.line_search == "logarithmic-grid" and grid.momentum == 0.063 and grid.step_damping == 2e-11
