@@ -34,11 +34,12 @@ chosen on this problem by one-step sweeps over damping and step length at saved 
 :math:`6\cdot10^{-5}` every full step refits its own batch and no damping lowers the loss on the next, where half
 steps do, a little. ``--phase FIRST DAMPING LENGTH MOMENTUM`` adds SPRING's momentum to a phase
 (``GaussNewton(momentum=...)``: the Tikhonov step pulled towards ``MOMENTUM`` times the last direction, carried from
-MMS step to MMS step within the phase; ``--spring``: :data:`SPRING_PHASES`, the schedule measured with it). ``--save DIR``
-writes the point, its iteration and every record so far to ``DIR/point-K.pt`` at every ``--save-every`` iterations, and
-``--start FILE`` continues from such a file on the batches of the iterations after it (the records continue its own, its
-CPU seconds included); the phase that holds its next iteration begins there with a fresh solver state, as a phase does,
-so a continuation repeats the uninterrupted run bit for bit where the saved point ends a phase (the schedule's 30 and 40).
+MMS step to MMS step within the phase; ``--spring``: :data:`SPRING_PHASES`, the measured schedule that went
+lowest). ``--save DIR`` writes the point, its iteration and every record so far to ``DIR/point-K.pt`` at every
+``--save-every`` iterations, and ``--start FILE`` continues from such a file on the batches of the iterations after it
+(the records continue its own, its CPU seconds included); the phase that holds its next iteration begins there with a
+fresh solver state, as a phase does, so a continuation repeats the uninterrupted run bit for bit where the saved point
+ends a phase (the schedules' 30 and 40).
 ``--grid-from FIRST`` makes the phases from iteration ``FIRST`` on search the best batch loss over the 31 lengths
 :math:`2^{1-k}` (``GaussNewton(line_search="logarithmic-grid")``, the grid of Woodbury-ENGD and SPRING, which try
 :math:`2^{-30} .. 1`) instead of Armijo's halvings.
@@ -55,8 +56,8 @@ The peer runs through :mod:`benchmarks.peer_clock` under its own interpreter fro
     python -m benchmarks.poisson_5d --iterations 300 --target 1e-5 --log ours.jsonl      # ours alone
     python -m benchmarks.poisson_5d --iterations 300 --target 1e-5 --device cuda          # ours on a GPU
     python -m benchmarks.poisson_5d --iterations 300 --phase 1 1e-8 1                     # the fixed damping of before
-    python -m benchmarks.poisson_5d --iterations 300 --spring --save points                # SPRING_PHASES, points every 10
-    python -m benchmarks.poisson_5d --iterations 300 --spring --start points/point-30.pt   # the same from iteration 31
+    python -m benchmarks.poisson_5d --iterations 300 --spring --save points               # SPRING_PHASES, points every 10
+    python -m benchmarks.poisson_5d --iterations 300 --spring --start points/point-30.pt  # the same from iteration 31
     python -m benchmarks.poisson_5d --iterations 300 --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python --cpu 1
 """
 
@@ -92,10 +93,11 @@ INTERIOR, BOUNDARY, EVALUATION = 3000, 500, 30000
 #: ``1e-8`` is Woodbury-ENGD's damping 3.17e-12 over tr(A)/p = 3.45e-4 at the initial point; tr(A)/p is about
 #: 10.7 from iteration 30 on, where ``1e-5`` takes full steps that land; from iteration 41 half steps.
 PHASES = ((1, 1e-8, 1.0), (31, 1e-5, 1.0), (41, 1e-5, 0.5))
-#: The schedule with SPRING's momentum (``docs/performance.md``): ``PHASES`` to iteration 30, then one phase of
-#: ``step_damping`` ``1e-5``, full lengths and ``GaussNewton(momentum=0.9)`` (one phase, so the direction carries
-#: across every later iteration): ``(first iteration, step_damping, max_step_length, momentum)``.
-SPRING_PHASES = ((1, 1e-8, 1.0, 0.0), (31, 1e-5, 1.0, 0.9))
+#: The schedule with SPRING's momentum that went lowest (``docs/performance.md``): ``PHASES``' ``1e-8`` to iteration
+#: 30, then ``step_damping`` ``1e-5`` with ``GaussNewton(momentum=0.99)``, full lengths to 40 and half steps from 41
+#: (the direction carries within each phase and restarts at 41):
+#: ``(first iteration, step_damping, max_step_length, momentum)``.
+SPRING_PHASES = ((1, 1e-8, 1.0, 0.0), (31, 1e-5, 1.0, 0.99), (41, 1e-5, 0.5, 0.99))
 #: rla-pinns' best Woodbury-ENGD run of this experiment (the 2-D benchmark borrowed its settings from it).
 WOODBURY_ARGUMENTS = (
     *poisson_scale.WOODBURY_ARGUMENTS,
