@@ -149,7 +149,8 @@ class GaussNewton(InnerSolver):
             step; a direction that is not one of descent on the step's cost is replaced by the plain step, and an
             iteration of Levenberg–Marquardt (the fallback) restarts it from 0 (``docs/gauss_newton.md``). Meant for
             MMS steps on resampled nodes, where one Gauss–Newton step refits its own batch; on the 5-D Poisson it
-            did not lower the plateau (``docs/performance.md``).
+            did not lower the plateau with full lengths, and with half lengths went below it slowly
+            (``docs/performance.md``).
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
