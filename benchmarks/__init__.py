@@ -24,7 +24,8 @@ Scripts (each measurement in one place):
   first) beside Woodbury-ENGD and KFAC (their own code, from checkouts the user gives), CPU seconds and L2 error
   per iteration, for one network seed or several; ``--device cuda`` runs ours on a GPU (synchronised wall seconds).
 - :mod:`benchmarks.poisson_5d`: Woodbury-ENGD's 5-D Poisson at :math:`p = 10{,}065` (3000 + 500 nodes drawn
-  afresh every iteration): the library's resampled Gauss–Newton (a schedule of damping and step-length phases)
+  afresh every iteration): the library's resampled Gauss–Newton (a schedule of damping, step-length and SPRING
+  momentum phases, continued from saved points)
   beside Woodbury-ENGD (its own code, from a checkout the user gives), CPU seconds and L2 error per iteration.
 - :mod:`benchmarks.peer_clock`: runs a peer's own training script under its interpreter with CPU-time
   clocks and records its L2 errors (started by :mod:`benchmarks.poisson_scale` and :mod:`benchmarks.poisson_5d`).

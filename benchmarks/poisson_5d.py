@@ -32,7 +32,18 @@ chosen on this problem by one-step sweeps over damping and step length at saved 
 :math:`\operatorname{tr}(A)/p` grows to about 10.7 by iteration 30, where the full step at ``1e-8`` overshoots
 (L2 :math:`4\cdot10^{-3}` from :math:`1.3\cdot10^{-3}`) and the one at ``1e-5`` lands at :math:`6.7\cdot10^{-5}`; near
 :math:`6\cdot10^{-5}` every full step refits its own batch and no damping lowers the loss on the next, where half
-steps do, a little. ``--device`` puts the network and the points (drawn on the CPU, the peer's generator) on a torch
+steps do, a little. ``--phase FIRST DAMPING LENGTH MOMENTUM`` adds SPRING's momentum to a phase
+(``GaussNewton(momentum=...)``: the Tikhonov step pulled towards ``MOMENTUM`` times the last direction, carried from
+MMS step to MMS step within the phase; ``--spring``: :data:`SPRING_PHASES`, the measured schedule that went
+lowest). ``--save DIR`` writes the point, its iteration and every record so far to ``DIR/point-K.pt`` at every
+``--save-every`` iterations, and ``--start FILE`` continues from such a file on the batches of the iterations after it
+(the records continue its own, its CPU seconds included); the phase that holds its next iteration begins there with a
+fresh solver state, as a phase does, so a continuation repeats the uninterrupted run bit for bit where the saved point
+ends a phase (the schedules' 30 and 40).
+``--grid-from FIRST`` makes the phases from iteration ``FIRST`` on search the best batch loss over the 31 lengths
+:math:`2^{1-k}` (``GaussNewton(line_search="logarithmic-grid")``, the grid of Woodbury-ENGD and SPRING, which try
+:math:`2^{-30} .. 1`) instead of Armijo's halvings.
+``--device`` puts the network and the points (drawn on the CPU, the peer's generator) on a torch
 device; the records' seconds are the process's CPU seconds on a CPU (``time.process_time``, one torch thread) and
 synchronised wall seconds on CUDA (:func:`benchmarks.timing.run_clock`), the L2 evaluations excluded. Every iteration's record is appended to ``--log`` as one JSON line when it is
 taken, and an interrupted run (Ctrl-C) still writes ``--output`` with every iteration it finished; ``--target`` ends
@@ -45,6 +56,8 @@ The peer runs through :mod:`benchmarks.peer_clock` under its own interpreter fro
     python -m benchmarks.poisson_5d --iterations 300 --target 1e-5 --log ours.jsonl      # ours alone
     python -m benchmarks.poisson_5d --iterations 300 --target 1e-5 --device cuda          # ours on a GPU
     python -m benchmarks.poisson_5d --iterations 300 --phase 1 1e-8 1                     # the fixed damping of before
+    python -m benchmarks.poisson_5d --iterations 300 --spring --save points               # SPRING_PHASES, points every 10
+    python -m benchmarks.poisson_5d --iterations 300 --spring --start points/point-30.pt  # the same from iteration 31
     python -m benchmarks.poisson_5d --iterations 300 --woodbury /tmp/rla --woodbury-python /tmp/venv-rla/bin/python --cpu 1
 """
 
@@ -80,6 +93,11 @@ INTERIOR, BOUNDARY, EVALUATION = 3000, 500, 30000
 #: ``1e-8`` is Woodbury-ENGD's damping 3.17e-12 over tr(A)/p = 3.45e-4 at the initial point; tr(A)/p is about
 #: 10.7 from iteration 30 on, where ``1e-5`` takes full steps that land; from iteration 41 half steps.
 PHASES = ((1, 1e-8, 1.0), (31, 1e-5, 1.0), (41, 1e-5, 0.5))
+#: The schedule with SPRING's momentum that went lowest (``docs/performance.md``): ``PHASES``' ``1e-8`` to iteration
+#: 30, then ``step_damping`` ``1e-5`` with ``GaussNewton(momentum=0.99)``, full lengths to 40 and half steps from 41
+#: (the direction carries within each phase and restarts at 41):
+#: ``(first iteration, step_damping, max_step_length, momentum)``.
+SPRING_PHASES = ((1, 1e-8, 1.0, 0.0), (31, 1e-5, 1.0, 0.99), (41, 1e-5, 0.5, 0.99))
 #: rla-pinns' best Woodbury-ENGD run of this experiment (the 2-D benchmark borrowed its settings from it).
 WOODBURY_ARGUMENTS = (
     *poisson_scale.WOODBURY_ARGUMENTS,
@@ -159,6 +177,34 @@ def peer_problem(
     return network.to(device), batches
 
 
+class SavingRecorder(IterationRecorder):
+    """:class:`IterationRecorder` that also writes ``{"theta", "iteration", "records"}`` to ``directory/point-K.pt`` at every ``every``-th iteration ``K`` (where ``directory`` is given)."""
+
+    def __init__(self, *arguments, directory: Path | None = None, every: int = 10, **keywords):
+        super().__init__(*arguments, **keywords)
+        self.directory, self.every = directory, every
+
+    def emit(self, record) -> None:
+        taken = len(self.records)
+        try:
+            super().emit(record)
+        finally:
+            iteration = len(self.records)
+            if self.directory is not None and iteration > taken and iteration % self.every == 0:
+                saved = {"theta": record.progress.point.detach().cpu().clone(), "iteration": iteration}
+                torch.save({**saved, "records": list(self.records)}, self.directory / f"point-{iteration}.pt")
+
+
+def load_point(path: Path) -> dict:
+    """A point :class:`SavingRecorder` wrote: ``{"theta": (p,) tensor, "iteration": K, "records": [K records]}``."""
+    saved = torch.load(path, weights_only=True)
+    if not isinstance(saved, dict) or sorted(saved) != ["iteration", "records", "theta"]:
+        raise ValueError(f"{path} is not a point the benchmark saved (keys theta, iteration, records)")
+    if len(saved["records"]) != saved["iteration"]:
+        raise ValueError(f"{path} holds {len(saved['records'])} records for iteration {saved['iteration']}")
+    return saved
+
+
 def run_ours(
     iterations: int,
     phases: list[tuple[int, GaussNewton]],
@@ -166,16 +212,22 @@ def run_ours(
     target: float | None = None,
     problem: tuple[torch.nn.Module, PeerBatches] | None = None,
     device: torch.device | str = "cpu",
+    start: dict | None = None,
+    save: Path | None = None,
+    save_every: int = 10,
 ) -> dict:
     """Up to ``iterations`` resampled Gauss–Newton iterations from the peer's initial network; the record of each.
 
     ``problem``: the network (trained in place) and its point sets; default :func:`peer_problem` on ``device``.
     ``phases`` lists ``(first iteration, solver)`` in order, the first from iteration 1: each phase is one
     ``MinimizingMovement.run`` on the batches of its iterations from where the last one ended (the solver's
-    warm start begins afresh, as in a new run).
+    warm start begins afresh, as in a new run). ``start``: a saved point (:func:`load_point`) at iteration
+    :math:`K`: the run continues from it with iteration :math:`K + 1` (its records first, the seconds continued),
+    the phase that holds :math:`K + 1` beginning there. ``save``: a directory for :class:`SavingRecorder`.
     """
     if not phases or phases[0][0] != 1 or any(later[0] <= earlier[0] for earlier, later in zip(phases, phases[1:])):
         raise ValueError(f"phases must start at iteration 1 and increase, got {[first for first, _ in phases]}")
+    done = 0 if start is None else int(start["iteration"])
     network, batches = peer_problem(device=device) if problem is None else problem
     exact = cos_sum(batches.evaluation)
 
@@ -188,15 +240,21 @@ def run_ours(
 
     flow = MinimizingMovement(*step_problem(1), tau=TAU)
     clock = run_clock(torch.device(device) if problem is None else next(network.parameters()).device)
-    recorder = IterationRecorder(flow, l2_error, clock(), log, target, clock=clock)
+    earlier = [] if start is None else [dict(record) for record in start["records"]]
+    began = clock() - (earlier[-1]["cpu_seconds"] if earlier else 0.0)
+    recorder = SavingRecorder(flow, l2_error, began, log, target, clock=clock, directory=save, every=save_every)
+    recorder.records = earlier
     stop = "iterations"
     theta = flow.parametrization.initial_point()
+    if start is not None:
+        theta = start["theta"].to(dtype=theta.dtype, device=theta.device)
     ends = [first - 1 for first, _ in phases[1:]] + [iterations]
     try:
         with recording(recorder):
             for (first, solver), last in zip(phases, ends):
+                first = max(first, done + 1)
                 if last < first:
-                    break
+                    continue
                 offset = first - 1
                 result = flow.run(
                     theta, last - offset, solver, certify=False, resample=lambda step, offset=offset: step_problem(offset + step)
@@ -213,15 +271,23 @@ def run_ours(
     }
 
 
-def tikhonov_solver(step_damping: float, max_step_length: float = 1.0, acceleration: bool = False) -> GaussNewton:
-    """One Gauss–Newton iteration per batch, the Tikhonov step of fixed relative damping ``step_damping``, Armijo's line search from at most ``max_step_length``, no end-of-solve residual."""
+def tikhonov_solver(
+    step_damping: float,
+    max_step_length: float = 1.0,
+    acceleration: bool = False,
+    momentum: float = 0.0,
+    line_search: str = "armijo",
+) -> GaussNewton:
+    """One Gauss–Newton iteration per batch, the Tikhonov step of fixed relative damping ``step_damping``, Armijo's line search from at most ``max_step_length`` (or ``line_search="logarithmic-grid"``, the best of the 31 lengths ``2^(1-k)``), SPRING's ``momentum``, no end-of-solve residual."""
     return GaussNewton(
         max_iterations=1,
+        line_search=line_search,
         step_filter="tikhonov",
         step_damping=step_damping,
         geodesic_acceleration=acceleration,
         final_residual=False,
         max_step_length=max_step_length,
+        momentum=momentum,
     )
 
 
@@ -231,12 +297,24 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=None, help="end our run at this L2 error")
     parser.add_argument(
         "--phase",
-        nargs=3,
+        nargs="+",
         type=float,
         action="append",
-        metavar=("FIRST", "DAMPING", "LENGTH"),
-        help="from iteration FIRST on, GaussNewton(step_damping=DAMPING, max_step_length=LENGTH); repeat it (default: PHASES)",
+        metavar="FIRST DAMPING LENGTH [MOMENTUM]",
+        help="from iteration FIRST on, GaussNewton(step_damping=DAMPING, max_step_length=LENGTH, momentum=MOMENTUM "
+        "(default 0)); repeat it (default: PHASES)",
     )
+    parser.add_argument(
+        "--grid-from",
+        type=int,
+        default=None,
+        help="from this phase's first iteration on, the line search is the best of the 31 lengths 2^(1-k) "
+        "(line_search='logarithmic-grid', as Woodbury-ENGD's and SPRING's grid) instead of Armijo's",
+    )
+    parser.add_argument("--spring", action="store_true", help="the schedule SPRING_PHASES (SPRING's momentum from 31)")
+    parser.add_argument("--start", type=Path, default=None, help="continue from a point --save wrote")
+    parser.add_argument("--save", type=Path, default=None, help="write the point every --save-every iterations here")
+    parser.add_argument("--save-every", type=int, default=10, help="iterations between saved points")
     parser.add_argument("--device", default="cpu", help="torch device of the network and the points (drawn on the CPU)")
     parser.add_argument("--acceleration", action="store_true", help="GaussNewton(geodesic_acceleration=True)")
     parser.add_argument("--skip-ours", action="store_true", help="run the peer only")
@@ -250,11 +328,41 @@ def main() -> None:
     use_threads(1)
     if arguments.cpu is not None:
         os.sched_setaffinity(0, {arguments.cpu})
-    schedule = PHASES if arguments.phase is None else arguments.phase
-    phases = [(int(first), tikhonov_solver(damping, length, arguments.acceleration)) for first, damping, length in schedule]
+    if arguments.phase is not None and arguments.spring:
+        parser.error("--spring is a schedule of its own: give it or --phase, not both")
+    schedule = [tuple(phase) for phase in (SPRING_PHASES if arguments.spring else arguments.phase or PHASES)]
+    if any(len(phase) not in (3, 4) for phase in schedule):
+        parser.error("--phase takes FIRST DAMPING LENGTH [MOMENTUM]")
+    if arguments.grid_from is not None and arguments.grid_from not in [int(phase[0]) for phase in schedule]:
+        parser.error(f"--grid-from {arguments.grid_from} is no phase's first iteration")
+    grid_from = math.inf if arguments.grid_from is None else arguments.grid_from
+    phases = [
+        (
+            int(first),
+            tikhonov_solver(
+                damping,
+                length,
+                arguments.acceleration,
+                *(momentum or [0.0]),
+                line_search="logarithmic-grid" if first >= grid_from else "armijo",
+            ),
+        )
+        for first, damping, length, *momentum in schedule
+    ]
+    if arguments.save is not None:
+        arguments.save.mkdir(parents=True, exist_ok=True)
     runs = {}
     if not arguments.skip_ours:
-        runs["ours"] = run_ours(arguments.iterations, phases, arguments.log, arguments.target, device=arguments.device)
+        runs["ours"] = run_ours(
+            arguments.iterations,
+            phases,
+            arguments.log,
+            arguments.target,
+            device=arguments.device,
+            start=None if arguments.start is None else load_point(arguments.start),
+            save=arguments.save,
+            save_every=arguments.save_every,
+        )
     if arguments.woodbury is not None:
         runs["woodbury"] = run_peer(
             "rla_pinns",

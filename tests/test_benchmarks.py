@@ -225,3 +225,31 @@ def test_the_5d_poisson_phases_start_at_one_and_increase(phases):
 
     with pytest.raises(ValueError, match="phases"):
         run_ours(4, [(first, tikhonov_solver(1e-8)) for first in phases], problem=_small_5d_problem())
+
+
+def test_the_5d_poisson_continues_from_a_saved_point_as_the_uninterrupted_run(tmp_path):
+    """``--save`` at a phase's end and ``--start`` from it: the records after it bit for bit, SPRING's phase included."""
+    from benchmarks.poisson_5d import load_point, run_ours, tikhonov_solver
+
+    phases = [(1, tikhonov_solver(1e-8)), (3, tikhonov_solver(1e-6, momentum=0.9))]
+    whole = run_ours(5, phases, problem=_small_5d_problem(), save=tmp_path, save_every=2)["records"]
+    saved = load_point(tmp_path / "point-2.pt")
+    assert saved["iteration"] == 2 and saved["records"] == whole[:2]
+    continued = run_ours(5, phases, problem=_small_5d_problem(), start=saved)["records"]
+    assert [record["iteration"] for record in continued] == [1, 2, 3, 4, 5]
+    assert [(r["l2"], r["loss"]) for r in continued] == [(r["l2"], r["loss"]) for r in whole]
+    assert continued[2]["cpu_seconds"] > saved["records"][-1]["cpu_seconds"]
+    plain = run_ours(5, [phases[0], (3, tikhonov_solver(1e-6))], problem=_small_5d_problem())["records"]
+    assert plain[2]["l2"] == whole[2]["l2"] and plain[4]["l2"] != whole[4]["l2"]  # the momentum acts from the second step
+    torch.save({"theta": saved["theta"], "iteration": 3, "records": saved["records"]}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="2 records for iteration 3"):
+        load_point(tmp_path / "bad.pt")
+
+
+def test_the_5d_poisson_grid_phase_searches_the_grid():
+    """``tikhonov_solver(line_search=...)``: Armijo's halvings by default, the 31-length grid where asked."""
+    from benchmarks.poisson_5d import tikhonov_solver
+
+    assert tikhonov_solver(1e-8).line_search == "armijo"
+    grid = tikhonov_solver(2e-11, 1.0, False, 0.063, line_search="logarithmic-grid")
+    assert grid.line_search == "logarithmic-grid" and grid.momentum == 0.063 and grid.step_damping == 2e-11

@@ -147,6 +147,7 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
             "step_cutoff": NUMBER,
             "search_start": OPTION,
             "max_step_length": NUMBER,
+            "momentum": NUMBER_OR_ZERO,
         },
     ),
     "RiemannianGradientDescent": (

@@ -4,7 +4,7 @@ from .base import InnerResult, InnerSolver, StopReason
 from .gauss_newton import GaussNewton
 from .riemannian_gradient_descent import RiemannianGradientDescent
 from .row_sampling import RowSampling
-from .state import GaussNewtonState, NoState, SolverState, SubspaceGaussNewtonState
+from .state import GaussNewtonState, MomentumGaussNewtonState, NoState, SolverState, SubspaceGaussNewtonState
 from .subspace_gauss_newton import SubspaceGaussNewton
 from .torch_optimizers import LBFGS, SGD, Adam, TorchOptimizerSolver
 
@@ -16,6 +16,7 @@ __all__ = [
     "GaussNewtonState",
     "InnerResult",
     "InnerSolver",
+    "MomentumGaussNewtonState",
     "NoState",
     "RiemannianGradientDescent",
     "RowSampling",

@@ -15,8 +15,9 @@ from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
 from .line_search import grid_minimiser, logarithmic_grid
+from .momentum import momentum_direction, momentum_predicted_decrease
 from .row_sampling import RowSampledFactorization, RowSampling, row_sampled_model, sampled_rows
-from .state import GaussNewtonState
+from .state import GaussNewtonState, MomentumGaussNewtonState
 
 __all__ = [
     "ACCELERATION_RATIO",
@@ -149,6 +150,18 @@ class GaussNewton(InnerSolver):
             full model throughout. ``InnerResult.extra["row_sampling"]`` counts the sampled iterations and their rows.
             Default ``None``: every model full. Measured on KFAC's 2-D Poisson, neither pays on every seed
             (``docs/performance.md``, "Row-sampled Gauss–Newton models on the plateau").
+        momentum: SPRING's :math:`\beta \in [0, 1)` (default ``0``, the plain step): the line search's direction is
+            :math:`\phi_k = (A + \lambda I)^{-1}(-g + \beta\lambda\phi_{k-1})`, the Tikhonov step pulled towards
+            :math:`\beta` times the last direction :math:`\phi_{k-1}` (:mod:`~mms_manifolds.solvers.momentum`,
+            where it is derived from SPRING's kernel-side update), with :math:`\lambda` the step's damping; needs
+            ``step_filter="tikhonov"`` and a line search (not for :class:`~mms_manifolds.solvers.SubspaceGaussNewton`). :math:`\phi_k` is
+            carried from iteration to iteration and, in the state
+            (:class:`~mms_manifolds.solvers.state.MomentumGaussNewtonState`, checkpointed), from MMS step to MMS
+            step; a direction that is not one of descent on the step's cost is replaced by the plain step, and an
+            iteration of Levenberg–Marquardt (the fallback) restarts it from 0 (``docs/gauss_newton.md``). Meant for
+            MMS steps on resampled nodes, where one Gauss–Newton step refits its own batch; on the 5-D Poisson it
+            did not lower the plateau with full lengths, and with half lengths went below it slowly
+            (``docs/performance.md``).
 
     References:
         J. Müller, M. Zeinhofer, "Achieving high accuracy with PINNs via energy natural gradient descent",
@@ -156,6 +169,8 @@ class GaussNewton(InnerSolver):
         J. Nocedal, S. J. Wright, "Numerical Optimization", 2nd ed., §3.1 and §10.3, Springer 2006.
         M. K. Transtrum, J. P. Sethna, "Improvements to the Levenberg–Marquardt algorithm for nonlinear
         least-squares minimization", arXiv:1201.5885, 2012.
+        G. Goldshlager, N. Abrahamsen, L. Lin, "A Kaczmarz-inspired approach to accelerate the optimization of
+        neural network wavefunctions", J. Comput. Phys. 2024 (SPRING).
     """
 
     name = "gauss-newton"
@@ -181,6 +196,7 @@ class GaussNewton(InnerSolver):
         search_start: str = "doubled",
         max_step_length: float = 1.0,
         row_sampling: RowSampling | None = None,
+        momentum: float = 0.0,
     ):
         super().__init__(max_iterations, tolerance)
         self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
@@ -215,6 +231,20 @@ class GaussNewton(InnerSolver):
         if row_sampling is not None and row_sampling.kernel_dtype is not None and self.step_filter != "tikhonov":
             raise ValueError(f"row_sampling with a kernel_dtype needs step_filter='tikhonov', got {step_filter!r}")
         self.row_sampling = row_sampling
+        self.momentum = check_positive_float("momentum", momentum, allow_zero=True)
+        if not self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if self.momentum > 0 and (self.globalization == "levenberg-marquardt" or self.step_filter != "tikhonov"):
+            raise ValueError(
+                f"momentum={momentum} needs a damped line-search step: step_filter='tikhonov' and a globalization "
+                f"other than 'levenberg-marquardt', got {step_filter!r} and {globalization!r}"
+            )
+        if self.momentum > 0 and row_sampling is not None:
+            raise ValueError("momentum and row_sampling do not combine: SPRING's direction needs every row's model")
+        if self.momentum > 0:
+            if type(self).state_type is not GaussNewtonState:
+                raise ValueError(f"{type(self).__name__} does not take momentum (GaussNewton does)")
+            self.state_type = MomentumGaussNewtonState
 
     def fallback(self) -> GaussNewton | None:
         """Levenberg–Marquardt with 100 times the initial damping (none beyond ``1e3``)."""
@@ -275,6 +305,7 @@ class GaussNewton(InnerSolver):
         stop, failed_at, iterations = StopReason.MAX_ITERATIONS, None, 0
         step_length, relative_damping, nu = state.step_length, state.relative_damping, 2.0
         use_line_search = None
+        direction = self._previous_direction(state, theta)
         forcing = _ForcingRecord(self.forcing)
         sampling = self.row_sampling is not None  # row-sampled models until the rule's switch
         sampled_iterations, sampled_rows_used = 0, 0
@@ -305,12 +336,14 @@ class GaussNewton(InnerSolver):
                 use_line_search = self.selected_globalization(model) == "line-search"
             candidate = None
             if sampled and use_line_search:
-                candidate, length = self._line_search(subproblem, model, theta, step_length, forcing)
+                candidate, length, sampled_direction = self._line_search(
+                    subproblem, model, theta, step_length, forcing, direction
+                )
                 sampling = isinstance(candidate, tuple) and length < self.row_sampling.until_length
                 if isinstance(candidate, tuple):
                     sampled_iterations += 1
                     sampled_rows_used += len(model.range_gradient)
-                    step_length = length
+                    step_length, direction = length, sampled_direction
                 else:  # the sampled step was rejected: this iteration's full model
                     model = None
                     model = forcing.start(iterations, self._model(subproblem, theta))
@@ -318,10 +351,13 @@ class GaussNewton(InnerSolver):
                 sampling, model = False, None
                 model = forcing.start(iterations, self._model(subproblem, theta))
             if use_line_search and not isinstance(candidate, tuple):
-                candidate, length = self._line_search(subproblem, model, theta, step_length, forcing)
+                candidate, length, direction = self._line_search(
+                    subproblem, model, theta, step_length, forcing, direction
+                )
                 # after a fallback to Levenberg–Marquardt the next search starts afresh, as at a cold start
                 step_length = length if candidate is not None else self.fresh_step_length
             if candidate is None:  # Levenberg–Marquardt, or the line search's fallback
+                direction = None  # SPRING's direction restarts from 0
                 candidate, relative_damping, nu = self._levenberg_marquardt(
                     subproblem, model, theta, relative_damping, nu, forcing
                 )
@@ -358,6 +394,9 @@ class GaussNewton(InnerSolver):
             residual_iterations.append(iterations)
         if stop is StopReason.MAX_ITERATIONS and residuals and residuals[-1] <= tolerance:
             stop = StopReason.CONVERGED
+        carried = {}
+        if self.momentum > 0:
+            carried["previous_direction"] = () if direction is None else tuple(direction.tolist())
         return InnerResult(
             theta,
             iterations,
@@ -368,7 +407,7 @@ class GaussNewton(InnerSolver):
             stop,
             failed_iteration=failed_at,
             extra=forcing.extra() | self._sampling_extra(sampled_iterations, sampled_rows_used),
-            state=dataclasses.replace(state, step_length=step_length, relative_damping=relative_damping),
+            state=dataclasses.replace(state, step_length=step_length, relative_damping=relative_damping, **carried),
         )
 
     def _sampling_extra(self, iterations: int, rows: int) -> dict:
@@ -376,6 +415,20 @@ class GaussNewton(InnerSolver):
         if self.row_sampling is None:
             return {}
         return {"row_sampling": {"sampled_iterations": iterations, "sampled_rows": rows}}
+
+    def _previous_direction(self, state: GaussNewtonState, theta: torch.Tensor) -> torch.Tensor | None:
+        r"""SPRING's :math:`\phi_{k-1}` from ``state`` on ``theta``'s device and dtype, ``None`` for :math:`\phi = 0` (and without momentum).
+
+        Raises:
+            ValueError: the state's direction has another length than ``theta`` (a state of another problem).
+        """
+        if self.momentum == 0 or not state.previous_direction:
+            return None
+        if len(state.previous_direction) != theta.numel():
+            raise ValueError(
+                f"the state's previous_direction has {len(state.previous_direction)} entries, theta {theta.numel()}"
+            )
+        return torch.tensor(state.previous_direction, dtype=theta.dtype, device=theta.device)
 
     def _rounding_level(self, model: GaussNewtonModel) -> float:
         r""":math:`8\varepsilon\max(|f|, \min(1, |f|/\sqrt\varepsilon))`, the rounding level of the cost's value.
@@ -436,12 +489,16 @@ class GaussNewton(InnerSolver):
         theta: torch.Tensor,
         previous_length: float,
         forcing: _ForcingRecord,
-    ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float]:
-        r"""``((candidate, cost), length)`` of the accepted point on the search curve, ``(STALLED, 0)``, or ``(None, 0)`` if none decreased the cost.
+        previous: torch.Tensor | None = None,
+    ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float, torch.Tensor | None]:
+        r"""``((candidate, cost), length, direction)`` of the accepted point on the search curve, ``(STALLED, 0, direction)``, or ``(None, 0, None)`` if none decreased the cost.
 
         The curve is :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a` (:math:`a = 0` without
         ``geodesic_acceleration``); its velocity at :math:`\eta = 0` is :math:`\delta`, so Armijo's condition
-        with the slope :math:`g\cdot\delta` is the usual one.
+        with the slope :math:`g\cdot\delta` is the usual one. With ``momentum`` and SPRING's last direction
+        ``previous`` (``None``: :math:`\phi = 0`), :math:`\delta` is SPRING's :math:`\phi_k`
+        (:func:`~mms_manifolds.solvers.momentum.momentum_direction`), or the plain step where that is no descent
+        direction; ``direction`` is the :math:`\delta` searched along (``None`` without momentum).
         """
         pseudo_inverts = model.factorization.pseudo_inverts
         cutoff = None if self.step_damping is not None else self.step_cutoff_after(previous_length)
@@ -453,11 +510,18 @@ class GaussNewton(InnerSolver):
             damping = self._filter_damping(model, cutoff)
             step = model.step(damping, cutoff)
             predicted = model.predicted_decrease(step, damping)
+        if self.momentum > 0 and previous is not None:
+            spring = momentum_direction(model, step, damping, previous, self.momentum)
+            spring_slope = float(model.gradient @ spring)
+            if math.isfinite(spring_slope) and spring_slope < 0:  # else the plain step, and phi restarts from it
+                step = spring
+                predicted = momentum_predicted_decrease(model, step, damping, previous, self.momentum)
+        direction = step if self.momentum > 0 else None
         slope = float(model.gradient @ step)
         if not (math.isfinite(slope) and slope < 0):
-            return None, 0.0
+            return None, 0.0, None
         if self._unresolvable(model, predicted):
-            return self._accept_on_residual(subproblem, theta, step), 1.0
+            return self._accept_on_residual(subproblem, theta, step), 1.0, direction
         acceleration = torch.zeros_like(step)
         if self.geodesic_acceleration:
             acceleration = subproblem.geodesic_acceleration(theta, model, step, damping, cutoff)
@@ -478,12 +542,12 @@ class GaussNewton(InnerSolver):
                 candidate = curve(length)
                 candidate_cost = self._trial_cost(subproblem, candidate)
                 if candidate_cost <= model.cost + self.armijo * length * slope:
-                    return (candidate, candidate_cost), length
-            return None, 0.0
+                    return (candidate, candidate_cost), length, direction
+            return None, 0.0, None
         best = grid_minimiser(lambda length: self._trial_cost(subproblem, curve(length)), lengths, model.cost)
         if best is None:
-            return None, 0.0
-        return (curve(best.length), best.cost), best.length
+            return None, 0.0, None
+        return (curve(best.length), best.cost), best.length, direction
 
     def _halvings(self, model: GaussNewtonModel, slope: float, first: float) -> list[float]:
         r"""The lengths :math:`\eta_0, \eta_0/2, \dots` (at most ``max_halvings`` halvings) whose first-order decrease
