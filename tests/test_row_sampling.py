@@ -152,10 +152,12 @@ def test_a_rejected_sampled_step_is_redone_with_the_full_model(monkeypatch):
     calls: list[bool] = []
     search = GaussNewton._line_search
 
-    def refuse_sampled(self, subproblem, model, theta, previous_length, forcing):
+    def refuse_sampled(self, subproblem, model, theta, previous_length, forcing, previous=None):
         sampled = isinstance(model.factorization, RowSampledFactorization)
         calls.append(sampled)
-        return (None, 0.0) if sampled else search(self, subproblem, model, theta, previous_length, forcing)
+        return (
+            (None, 0.0, None) if sampled else search(self, subproblem, model, theta, previous_length, forcing, previous)
+        )
 
     monkeypatch.setattr(GaussNewton, "_line_search", refuse_sampled)
     result = _solver(RowSampling(24), iterations=3).solve(subproblem, theta)
