@@ -322,6 +322,11 @@ def adaptive_run(
     unjudged = [e / t for e, t, n in zip(estimates, truth, noises) if e is not None and math.isnan(n)]
     first = scheme.estimate_history + 1 + (isinstance(scheme, BDF2) and scheme.start == "richardson")
     after_start = [e / t for e, t in list(zip(estimates, truth))[first - 1 :] if e is not None]
+    beyond = [k + 1 for k, (e, t) in enumerate(zip(estimates, truth)) if e is None or not 1 / 3 <= e / t <= 3]
+    window = scheme.estimate_history
+    with_start = [  # Milne's estimate of step m, whose window holds u_0 (what the record kept before start_estimates)
+        scheme.local_error_estimate(states[: window + 1], steps[:window], grid.metric) / truth[window - 1]
+    ] if len(steps) >= window else []
     shares = [n / e for e, n in zip(estimates, noises) if e is not None and not math.isnan(n)]
     measured = [(e, t, f) for e, t, f in zip(estimates, truth, floors) if e is not None and not math.isnan(f)]
     resolved = [e / t for e, t, f in measured if e > 2 * f]
@@ -343,6 +348,9 @@ def adaptive_run(
         "steps_after_start": len(after_start),
         "steps_judged": len(judged),
         "estimate_over_truth_unjudged": unjudged,
+        "steps_without_estimate_or_beyond_3x": beyond,
+        "estimate_over_truth_start": [e / t for e, t in list(zip(estimates, truth))[:window] if e is not None],
+        "milne_with_u0_over_truth": with_start,
         "noise_over_estimate": [min(shares), max(shares)] if shares else None,
         "steps_noise_dominated": sum(share >= 0.5 for share in shares),
         "estimate_over_truth_above_floor": [min(resolved), max(resolved)] if resolved else None,
@@ -376,6 +384,8 @@ def _print_adaptive(run: dict) -> None:
         f"{run['steps']} steps ({run['rejected']} rejected) to t = {run['reached_time']:.6g}, error {run['error']:.3e}"
         f"{versus}; estimate/truth {ratios[0]:.2f} .. {ratios[1]:.2f}, on the {run['steps_judged']} judged steps "
         f"{judged[0]:.2f} .. {judged[1]:.2f}, unjudged {[round(r, 2) for r in run['estimate_over_truth_unjudged']]}; "
+        f"steps without an estimate or beyond 3x {run['steps_without_estimate_or_beyond_3x']}; "
+        f"Milne's with u_0 {[round(r, 2) for r in run['milne_with_u0_over_truth']]}; "
         f"nu/estimate {shares[0]:.2g} .. {shares[1]:.2g} ({run['steps_noise_dominated']} steps >= 1/2); "
         f"{resolved[0]:.2f} .. {resolved[1]:.2f} on the {run['steps_above_floor']} steps above twice the floor pi, "
         f"{run['steps_at_floor']} at it, {run['steps_floor_unknown']} unknown; {run['cpu_seconds']:.1f} s CPU"
