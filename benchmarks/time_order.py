@@ -30,9 +30,10 @@ Measured (:func:`order_table`, :func:`adaptive_run`):
   equal to it on ``eigenmodes`` and ``sines``), and per step the estimate over the **true local error**
   (:func:`true_local_errors`): the scheme's exact step from the exact solution through the computed state
   :math:`u_k` against that solution at :math:`t_{k+1}`; the controller judges the estimate's time part, the
-  estimate less its roughness estimate (:func:`noise_estimates`), and the ratios are reported on all steps,
+  estimate less its roughness estimate (:func:`noise_estimates`), and the ratios are reported on all steps
+  (the first steps' estimates read from the first window of computed states, ``TimeScheme.start_estimates``),
   from the first step whose estimate's window holds neither :math:`u_0` nor BDF2's start, and at the first
-  estimates.
+  estimates, beside Milne's estimate from the window with :math:`u_0`.
 
 Run from the repository's root (one torch thread; CPU seconds)::
 
@@ -299,7 +300,11 @@ def adaptive_run(
     inexactness floor :math:`\pi` (:func:`~mms_manifolds.results.estimate_floors`: a bound on the part of the estimate
     the inner solves can make), how many steps are at that floor (and where it is unknown: the first BDF2 estimate
     of a run whose certification was withdrawn, as variable-step BDF2 is, lacks the Richardson start's bound), the
-    range of :math:`\nu` over the estimate, and the CPU seconds.
+    range of :math:`\nu` over the estimate, and the CPU seconds. ``steps_without_estimate_or_beyond_3x`` lists the steps
+    (from 1) with no estimate or one outside :math:`[1/3, 3]` of the truth; ``estimate_over_truth_start`` the first
+    ``estimate_history`` steps' ratios (their estimates come from step ``estimate_history + 1``'s,
+    :meth:`~mms_manifolds.schemes.TimeScheme.start_estimates`), ``milne_with_u0_over_truth`` the ratio of Milne's estimate of
+    step ``estimate_history`` from its window with :math:`u_0` (what the record held before).
     """
     time_tolerance = tolerance * float(grid.metric.norm(model.u0))
     with Stopwatch() as clock:

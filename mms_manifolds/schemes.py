@@ -308,7 +308,7 @@ class ImplicitEuler(TimeScheme):
     r"""Implicit Euler, the minimizing movement scheme: :math:`\tilde u_k = u_k`, :math:`\tau' = \tau` (first order).
 
     Local error estimate: with :math:`P = u_k + \frac{\tau_{k+1}}{\tau_k}(u_k - u_{k-1})`, the linear
-    extrapolation, :math:`u_{k+1} - u(t_{k+1}) \approx -\frac{\tau_{k+1}^2}{2}u''` and
+    extrapolation, :math:`u_{k+1} - u(t_{k+1}) \approx \frac{\tau_{k+1}^2}{2}u''` and
     :math:`u(t_{k+1}) - P \approx \frac{\tau_{k+1}(\tau_{k+1} + \tau_k)}{2}u''`, so the estimate is
     :math:`\frac{\tau_{k+1}}{2\tau_{k+1} + \tau_k}\|u_{k+1} - P\|_M` (:math:`1/3` of it for a constant step).
     """
@@ -358,7 +358,7 @@ class BDF2(TimeScheme):
     TENG's heat benchmark, ``docs/theory.md``).
 
     Local error estimate (Milne): with :math:`P` the quadratic through :math:`u_{k-2}, u_{k-1}, u_k`
-    extrapolated to :math:`t_{k+1}`, :math:`u_{k+1} - u(t_{k+1}) \approx -\frac{\tau'}{6}\tau_{k+1}(\tau_{k+1} + \tau_k)u'''`
+    extrapolated to :math:`t_{k+1}`, :math:`u_{k+1} - u(t_{k+1}) \approx \frac{\tau'}{6}\tau_{k+1}(\tau_{k+1} + \tau_k)u'''`
     and :math:`u(t_{k+1}) - P \approx \frac16\tau_{k+1}(\tau_{k+1} + \tau_k)(\tau_{k+1} + \tau_k + \tau_{k-1})u'''`, so
     the estimate is :math:`\frac{\tau'}{\tau' + \tau_{k+1} + \tau_k + \tau_{k-1}}\|u_{k+1} - P\|_M` (:math:`2/11` of it
     for a constant step).
@@ -482,8 +482,8 @@ def extrapolation_weights(times: Sequence[float], target: float) -> list[float]:
 def richardson_start(step: Callable[[torch.Tensor, float], torch.Tensor], u0: torch.Tensor, tau: float) -> torch.Tensor:
     r"""BDF2's second-order start :math:`u_1 = 2\,S_{\tau/2}(S_{\tau/2}(u_0)) - S_\tau(u_0)`, ``step(anchor, s)`` :math:`= S_s(\text{anchor})`.
 
-    With :math:`S_s` the implicit Euler step (local error :math:`-\tfrac{s^2}{2}u'' + O(s^3)`), two half steps
-    err by :math:`-\tfrac{\tau^2}{4}u''` and one full step by :math:`-\tfrac{\tau^2}{2}u''`, so the combination
+    With :math:`S_s` the implicit Euler step (local error :math:`\tfrac{s^2}{2}u'' + O(s^3)`), two half steps
+    err by :math:`\tfrac{\tau^2}{4}u''` and one full step by :math:`\tfrac{\tau^2}{2}u''`, so the combination
     cancels the :math:`\tau^2` term: local error :math:`O(\tau^3)`, the order of a BDF2 step.
     """
     tau = check_positive_float("tau", tau)
