@@ -44,8 +44,9 @@ class SchemeRecord:
 
     Attributes:
         time_steps: :math:`\\tau_k`.
-        local_error_estimate: the scheme's local time-error estimate of step :math:`k` (``None`` until enough
-            states exist), an estimate, not a bound.
+        local_error_estimate: the scheme's local time-error estimate of step :math:`k`, an estimate, not a bound; the
+            first ``estimate_history`` steps' are written after the next step, from its estimate
+            (:meth:`~mms_manifolds.schemes.TimeScheme.start_estimates`; ``None`` until then).
         flow_bound: implicit Euler's certified bound on :math:`\\|u_k - u(t_k)\\|_M` against the continuous
             flow from :math:`u_0` (``None`` where not certified).
         g_norm: BDF2's G-norm parts :math:`g_k` after the last step (``None`` before the start).
