@@ -49,7 +49,7 @@ Scripts (each measurement in one place):
   network) against the continuous heat 2-D flow: implicit Euler's and BDF2's dt-convergence tables with the
   inner solves' floor, and adaptive steps to a final time (steps against fixed implicit Euler, the estimate
   against the true local error, its inexactness floor and its roughness estimate, after the start and at the
-  first estimates).
+  first estimates; ``--seeds``: the standard network's adaptive run on other seeds' fits).
 - :mod:`benchmarks.teng_allen_cahn`: TENG's 2-D Allen–Cahn benchmark: an ETDRK4 spectral reference (checked
   against half the step, twice the grid and TENG's files), each scheme's time error, and the BDF2 bound on
   perturbed exact steps.

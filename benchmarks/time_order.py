@@ -30,15 +30,20 @@ Measured (:func:`order_table`, :func:`adaptive_run`):
   equal to it on ``eigenmodes`` and ``sines``), and per step the estimate over the **true local error**
   (:func:`true_local_errors`): the scheme's exact step from the exact solution through the computed state
   :math:`u_k` against that solution at :math:`t_{k+1}`; the controller judges the estimate's time part, the
-  estimate less its roughness estimate (:func:`noise_estimates`), and the ratios are reported on all steps,
+  estimate less its roughness estimate (:func:`noise_estimates`), and the ratios are reported on all steps
+  (the first steps' estimates read from the first window of computed states, ``TimeScheme.start_estimates``),
   from the first step whose estimate's window holds neither :math:`u_0` nor BDF2's start, and at the first
-  estimates.
+  estimates, beside Milne's estimate from the window with :math:`u_0`;
+- **other fits** (``--seeds``, :func:`fit_distribution`): the standard network's adaptive BDF2 run (tolerance 2.5e-8,
+  20 Gauss–Newton iterations) on the network initialised with each seed and fitted by ``--fit-steps`` regression steps
+  (:func:`seeded_standard_model`), with each fit's error.
 
 Run from the repository's root (one torch thread; CPU seconds)::
 
     python -m benchmarks.time_order                 # writes benchmarks/results/time_order.json
     python -m benchmarks.time_order --quick         # K = 10 ... 40, the eigenmode model's adaptive runs only
     python -m benchmarks.time_order --adaptive-only # the adaptive runs again, the order tables kept from the JSON
+    python -m benchmarks.time_order --seeds 1 2 3 4 5 6 [--fit-steps 12]  # the standard network's run on other fits
 """
 
 from __future__ import annotations
@@ -55,13 +60,15 @@ from mms_manifolds import (
     DirichletEnergy,
     GaussNewton,
     L2Metric,
+    L2Regression,
     LinearParametrization,
     MinimizingMovement,
     TorchParametrization,
 )
 from mms_manifolds.grids import grid_2d, grid_spacing, stiffness_2d
 from mms_manifolds.parametrizations.base import Parametrization
-from mms_manifolds.reproduce.experiments import build, fit
+from mms_manifolds.problems import mlp
+from mms_manifolds.reproduce.experiments import Bubble, build, fit
 from mms_manifolds.results import estimate_floors
 from mms_manifolds.schemes import BDF2, ImplicitEuler, TimeScheme
 
@@ -75,10 +82,12 @@ __all__ = [
     "SineProducts",
     "adaptive_run",
     "eigenmode_model",
+    "fit_distribution",
     "fixed_euler_steps",
     "heat_grid",
     "noise_estimates",
     "order_table",
+    "seeded_standard_model",
     "sine_model",
     "standard_model",
     "true_local_errors",
@@ -192,6 +201,42 @@ def standard_model() -> Model:
     return Model("standard", experiment.flow.parametrization, experiment.theta0, experiment.description)
 
 
+def seeded_standard_model(grid: HeatGrid, seed: int, fit_steps: int = 12) -> Model:
+    r"""The standard network's architecture from ``seed``, fitted to :math:`\sin\pi x\sin\pi y` in ``fit_steps`` steps.
+
+    Bubble times ``mlp((2, 12, 1), seed)`` (``standard_model`` is seed 4) on :func:`heat_grid`'s nodes; the fit is
+    ``reproduce.experiments.fit``'s L2-regression flow (:math:`\tau = 10^4`, Gauss–Newton at 15 iterations a step) with
+    ``fit_steps`` steps instead of its 3: after 3 the relative fit error depends on the seed from 4.5e-6 to 6.7e-2
+    (most of them still falling), after 12 six of seeds 0–7 sit at 3.9e-6 – 4.8e-5 and two (0, 7) in a local minimum
+    at 2.4e-2 and 3.4e-2.
+    """
+    target = torch.sin(math.pi * grid.points[:, :1]) * torch.sin(math.pi * grid.points[:, 1:])
+    parametrization = TorchParametrization(Bubble(mlp((2, 12, 1), seed)), grid.points)
+    regression = MinimizingMovement(parametrization, L2Regression(target, grid.metric), grid.metric, tau=1e4)
+    theta0 = regression.run(parametrization.initial_point(), fit_steps, GaussNewton(max_iterations=15)).thetas[-1]
+    error = grid.relative(parametrization.value(theta0), target)
+    description = f"bubble 2-12-1, seed {seed}, {fit_steps} fit steps, fit error {error:.2g}"
+    return Model(f"standard seed {seed}", parametrization, theta0, description)
+
+
+def fit_distribution(
+    grid: HeatGrid, seeds: Sequence[int], fit_steps: int = 12, tolerance: float = 2.5e-8, iterations: int = 20
+) -> list[dict[str, object]]:
+    r"""The standard network's adaptive BDF2 run (:func:`adaptive_run`, truth from :math:`u_0`) on the fit of each seed.
+
+    Per fit (:func:`seeded_standard_model`): its relative fit error to :math:`\sin\pi x\sin\pi y` (``fit_error``) and
+    :func:`adaptive_run`'s results, among them the steps, rejections, error at :math:`T`, the fixed implicit Euler steps
+    for that error and the steps whose estimate is outside :math:`[1/3, 3]` of the truth.
+    """
+    runs = []
+    target = torch.sin(math.pi * grid.points[:, :1]) * torch.sin(math.pi * grid.points[:, 1:])
+    for seed in seeds:
+        model = seeded_standard_model(grid, seed, fit_steps)
+        run = adaptive_run(grid, model, BDF2(), tolerance, iterations, through_computed=False)
+        runs.append({"seed": seed, "fit_steps": fit_steps, "fit_error": grid.relative(model.u0, target), **run})
+    return runs
+
+
 def _flow(grid: HeatGrid, model: Model, tau: float, scheme: TimeScheme) -> MinimizingMovement:
     return MinimizingMovement(model.parametrization, grid.energy, grid.metric, tau, scheme=scheme)
 
@@ -299,7 +344,11 @@ def adaptive_run(
     inexactness floor :math:`\pi` (:func:`~mms_manifolds.results.estimate_floors`: a bound on the part of the estimate
     the inner solves can make), how many steps are at that floor (and where it is unknown: the first BDF2 estimate
     of a run whose certification was withdrawn, as variable-step BDF2 is, lacks the Richardson start's bound), the
-    range of :math:`\nu` over the estimate, and the CPU seconds.
+    range of :math:`\nu` over the estimate, and the CPU seconds. ``steps_without_estimate_or_beyond_3x`` lists the steps
+    (from 1) with no estimate or one outside :math:`[1/3, 3]` of the truth; ``estimate_over_truth_start`` the first
+    ``estimate_history`` steps' ratios (their estimates come from step ``estimate_history + 1``'s,
+    :meth:`~mms_manifolds.schemes.TimeScheme.start_estimates`), ``milne_with_u0_over_truth`` the ratio of Milne's estimate of
+    step ``estimate_history`` from its window with :math:`u_0` (what the record held before).
     """
     time_tolerance = tolerance * float(grid.metric.norm(model.u0))
     with Stopwatch() as clock:
@@ -322,6 +371,11 @@ def adaptive_run(
     unjudged = [e / t for e, t, n in zip(estimates, truth, noises) if e is not None and math.isnan(n)]
     first = scheme.estimate_history + 1 + (isinstance(scheme, BDF2) and scheme.start == "richardson")
     after_start = [e / t for e, t in list(zip(estimates, truth))[first - 1 :] if e is not None]
+    beyond = [k + 1 for k, (e, t) in enumerate(zip(estimates, truth)) if e is None or not 1 / 3 <= e / t <= 3]
+    window = scheme.estimate_history
+    with_start = [  # Milne's estimate of step m, whose window holds u_0 (what the record kept before start_estimates)
+        scheme.local_error_estimate(states[: window + 1], steps[:window], grid.metric) / truth[window - 1]
+    ] if len(steps) >= window else []
     shares = [n / e for e, n in zip(estimates, noises) if e is not None and not math.isnan(n)]
     measured = [(e, t, f) for e, t, f in zip(estimates, truth, floors) if e is not None and not math.isnan(f)]
     resolved = [e / t for e, t, f in measured if e > 2 * f]
@@ -343,6 +397,9 @@ def adaptive_run(
         "steps_after_start": len(after_start),
         "steps_judged": len(judged),
         "estimate_over_truth_unjudged": unjudged,
+        "steps_without_estimate_or_beyond_3x": beyond,
+        "estimate_over_truth_start": [e / t for e, t in list(zip(estimates, truth))[:window] if e is not None],
+        "milne_with_u0_over_truth": with_start,
         "noise_over_estimate": [min(shares), max(shares)] if shares else None,
         "steps_noise_dominated": sum(share >= 0.5 for share in shares),
         "estimate_over_truth_above_floor": [min(resolved), max(resolved)] if resolved else None,
@@ -376,6 +433,8 @@ def _print_adaptive(run: dict) -> None:
         f"{run['steps']} steps ({run['rejected']} rejected) to t = {run['reached_time']:.6g}, error {run['error']:.3e}"
         f"{versus}; estimate/truth {ratios[0]:.2f} .. {ratios[1]:.2f}, on the {run['steps_judged']} judged steps "
         f"{judged[0]:.2f} .. {judged[1]:.2f}, unjudged {[round(r, 2) for r in run['estimate_over_truth_unjudged']]}; "
+        f"steps without an estimate or beyond 3x {run['steps_without_estimate_or_beyond_3x']}; "
+        f"Milne's with u_0 {[round(r, 2) for r in run['milne_with_u0_over_truth']]}; "
         f"nu/estimate {shares[0]:.2g} .. {shares[1]:.2g} ({run['steps_noise_dominated']} steps >= 1/2); "
         f"{resolved[0]:.2f} .. {resolved[1]:.2f} on the {run['steps_above_floor']} steps above twice the floor pi, "
         f"{run['steps_at_floor']} at it, {run['steps_floor_unknown']} unknown; {run['cpu_seconds']:.1f} s CPU"
@@ -389,9 +448,27 @@ def main() -> None:
     parser.add_argument(
         "--adaptive-only", action="store_true", help="rerun the adaptive runs only, keeping the order tables in --json"
     )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="only the standard network's adaptive run on each seed's fit (kept in --json)"
+    )
+    parser.add_argument("--fit-steps", type=int, default=12, help="regression steps of each seed's fit (with --seeds)")
     arguments = parser.parse_args()
     use_threads(1)
     grid = heat_grid()
+    if arguments.seeds:
+        with open(arguments.json) as handle:
+            kept = json.load(handle)
+        fits = fit_distribution(grid, arguments.seeds, arguments.fit_steps)
+        for run in fits:
+            print(f"fit error {run['fit_error']:.2g}: ", end="")
+            _print_adaptive(run)
+        replaced = {(arguments.fit_steps, seed) for seed in arguments.seeds}
+        others = [run for run in kept.get("fits", []) if (run["fit_steps"], run["seed"]) not in replaced]
+        kept["fits"] = sorted(others + fits, key=lambda run: (run["fit_steps"], run["seed"]))
+        kept["fits_conditions"] = conditions()
+        with open(arguments.json, "w") as handle:
+            json.dump(kept, handle, indent=1)
+        return
     counts = (10, 20, 40) if arguments.quick else (10, 20, 40, 80, 160)
     models = [eigenmode_model(grid), sine_model(grid), standard_model()]
     iterations = {"eigenmodes": 4, "sines": 5, "standard": 5}
@@ -403,6 +480,7 @@ def main() -> None:
         with open(arguments.json) as handle:
             kept = json.load(handle)
         output["order"], output["order_conditions"], runs = kept["order"], kept.get("order_conditions", kept["conditions"]), []
+        output.update({key: kept[key] for key in ("fits", "fits_conditions") if key in kept})  # --seeds' runs
     for model, count in runs:
         print(f"{model.name}: {model.description}, p = {model.parametrization.num_parameters}")
         for scheme in (ImplicitEuler(), BDF2()):

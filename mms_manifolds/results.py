@@ -661,7 +661,9 @@ def estimate_floors(result: MMSResult, scheme: TimeScheme) -> list[float | None]
     \|u_j - \operatorname{prox}_{\tau_j'E}(\tilde u_j)\|_M` (:math:`\rho_j` = ``residual_total``, the step problem
     :math:`(1/\tau_j' + \lambda)`-strongly convex); BDF2's Richardson start is no single proximal step, and its defect
     is its tracking bound :math:`B_1` (against the exact start from :math:`u_0 = v_0`), ``nan`` where the run was not
-    certified. ``None`` where the run has no estimate; ``nan`` where a defect or :math:`\lambda` is unknown.
+    certified. The first ``estimate_history`` steps' estimates scale step ``estimate_history + 1``'s
+    (:meth:`~mms_manifolds.schemes.TimeScheme.start_estimates`), and so do their floors. ``None`` where the run has no
+    estimate; ``nan`` where a defect or :math:`\lambda` is unknown.
     Rounding is not counted.
     """
     from .time_stepping import SchemeRecord  # the time stepping imports the subproblem, which needs this module's users
@@ -678,7 +680,11 @@ def estimate_floors(result: MMSResult, scheme: TimeScheme) -> list[float | None]
         effective = scheme.anchor_weights(steps[max(0, j - 2) : j])[1] if j > 1 else tau
         defects.append(effective * float(residuals[j]) / (1 + effective * convexity))
     needed = scheme.estimate_history
-    return [
-        None if estimate is None else scheme.estimate_floor(steps[k + 1 - needed : k + 1], defects[k + 1 - needed : k + 1], convexity)
+    floors = [
+        None if estimate is None or k < needed - 1 else scheme.estimate_floor(steps[k + 1 - needed : k + 1], defects[k + 1 - needed : k + 1], convexity)
         for k, estimate in enumerate(record.local_error_estimate)
     ]
+    if len(floors) > needed and floors[needed] is not None:  # the start's estimates scale step m + 1's (start_estimates)
+        started = scheme.start_estimates(steps[: needed + 1], floors[needed])
+        floors[:needed] = [None if e is None else f for e, f in zip(record.local_error_estimate, started)]
+    return floors

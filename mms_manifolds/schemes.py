@@ -121,6 +121,50 @@ class TimeScheme(ABC):
         constant = self.local_error_constant(time_steps[-needed:])
         return constant * float(metric.norm(states[-1] - predicted))
 
+    @abstractmethod
+    def step_error_coefficient(self, time_steps: Sequence[float]) -> float:
+        r""":math:`\kappa`: the local error of the step that ends ``time_steps`` is :math:`\kappa\|u^{(p+1)}\|_M` to leading order (a model).
+
+        ``time_steps`` holds the steps from the first on (``time_steps[-1]`` the step's own, ``time_steps[-2]`` the one
+        before where needed); ``nan`` for a step whose leading error multiplies another derivative (BDF2's Euler start:
+        :math:`u''`). Milne's :meth:`local_error_constant` is :math:`C = \kappa/(\kappa + \pi)`, :math:`\pi` the predictor's
+        interpolation factor (``docs/theory.md``, section 7).
+        """
+
+    def start_estimates(self, time_steps: Sequence[float], estimate: float) -> list[float]:
+        r"""Estimates (not bounds) of the first :math:`m` steps' local errors, from the first estimate whose window holds no :math:`u_0`.
+
+        With :math:`m` = :attr:`estimate_history`, Milne's estimate of step :math:`j \le m` reads a window that holds
+        :math:`u_0 = \phi(\theta_0)`, or none exists. :math:`u_0` is the start itself, its deviation from the flow
+        :math:`g_0 = 0`, while the computed states carry the network's deviation :math:`g_j`, which grows from 0 within the
+        first steps (the network cannot follow the fast decay of its own fit error's high modes); the window's
+        difference carries that growth (4 to 10 times the truth on the standard heat 2-D network, ``docs/results.md``).
+        Step :math:`m + 1`'s window :math:`u_1, \dots, u_{m+1}` is the first of computed states only; its estimate
+        :math:`\eta_{m+1} = \kappa_{m+1}\|u^{(p+1)}\|_M` (:meth:`step_error_coefficient`) gives the derivative, and with
+        :math:`u^{(p+1)}` taken constant on :math:`[0, t_{m+1}]`
+
+        .. math:: \eta_j = \eta_{m+1}\,\kappa_j/\kappa_{m+1},\qquad j = 1, \dots, m
+
+        (``nan`` where :math:`\kappa_j` is: BDF2's Euler start). They exist once step :math:`m + 1` does, so the controller
+        never judges them (it keeps the first steps until its noise estimate exists, :class:`StepController`).
+
+        Args:
+            time_steps: :math:`\tau_1, \dots, \tau_{m+1}`.
+            estimate: :math:`\eta_{m+1}`, the :meth:`local_error_estimate` of step :math:`m + 1` (or a quantity that scales
+                like it, such as its floor :math:`\pi`).
+
+        Returns:
+            :math:`\eta_1, \dots, \eta_m`.
+
+        Raises:
+            ValueError: ``time_steps`` does not hold :math:`m + 1` steps.
+        """
+        needed = self.estimate_history + 1
+        if len(time_steps) != needed:
+            raise ValueError(f"start_estimates needs the first {needed} time steps, got {len(time_steps)}")
+        last = self.step_error_coefficient(time_steps)
+        return [estimate * self.step_error_coefficient(time_steps[:j]) / last for j in range(1, needed)]
+
     def initial_step(
         self, energy: Energy, metric: Metric, u0: torch.Tensor, time_tolerance: float, safety: float = 0.9
     ) -> float:
@@ -264,7 +308,7 @@ class ImplicitEuler(TimeScheme):
     r"""Implicit Euler, the minimizing movement scheme: :math:`\tilde u_k = u_k`, :math:`\tau' = \tau` (first order).
 
     Local error estimate: with :math:`P = u_k + \frac{\tau_{k+1}}{\tau_k}(u_k - u_{k-1})`, the linear
-    extrapolation, :math:`u_{k+1} - u(t_{k+1}) \approx -\frac{\tau_{k+1}^2}{2}u''` and
+    extrapolation, :math:`u_{k+1} - u(t_{k+1}) \approx \frac{\tau_{k+1}^2}{2}u''` and
     :math:`u(t_{k+1}) - P \approx \frac{\tau_{k+1}(\tau_{k+1} + \tau_k)}{2}u''`, so the estimate is
     :math:`\frac{\tau_{k+1}}{2\tau_{k+1} + \tau_k}\|u_{k+1} - P\|_M` (:math:`1/3` of it for a constant step).
     """
@@ -286,6 +330,10 @@ class ImplicitEuler(TimeScheme):
     def local_error_constant(self, time_steps: Sequence[float]) -> float:
         new, old = time_steps[-1], time_steps[-2]
         return new / (2 * new + old)
+
+    def step_error_coefficient(self, time_steps: Sequence[float]) -> float:
+        r""":math:`\kappa = \tau^2/2`: implicit Euler's local error :math:`(\tau^2/2)u''`."""
+        return time_steps[-1] ** 2 / 2
 
     def anchor_weights(self, time_steps: Sequence[float]) -> tuple[tuple[float, ...], float]:
         return (1.0,), float(time_steps[-1])
@@ -310,7 +358,7 @@ class BDF2(TimeScheme):
     TENG's heat benchmark, ``docs/theory.md``).
 
     Local error estimate (Milne): with :math:`P` the quadratic through :math:`u_{k-2}, u_{k-1}, u_k`
-    extrapolated to :math:`t_{k+1}`, :math:`u_{k+1} - u(t_{k+1}) \approx -\frac{\tau'}{6}\tau_{k+1}(\tau_{k+1} + \tau_k)u'''`
+    extrapolated to :math:`t_{k+1}`, :math:`u_{k+1} - u(t_{k+1}) \approx \frac{\tau'}{6}\tau_{k+1}(\tau_{k+1} + \tau_k)u'''`
     and :math:`u(t_{k+1}) - P \approx \frac16\tau_{k+1}(\tau_{k+1} + \tau_k)(\tau_{k+1} + \tau_k + \tau_{k-1})u'''`, so
     the estimate is :math:`\frac{\tau'}{\tau' + \tau_{k+1} + \tau_k + \tau_{k-1}}\|u_{k+1} - P\|_M` (:math:`2/11` of it
     for a constant step).
@@ -398,6 +446,19 @@ class BDF2(TimeScheme):
         effective = self.coefficients(new / old)[2] * new
         return effective / (effective + new + old + oldest)
 
+    def step_error_coefficient(self, time_steps: Sequence[float]) -> float:
+        r""":math:`\kappa = \tau'\tau_{k+1}(\tau_{k+1} + \tau_k)/6` (:math:`2\tau^3/9` at a constant step); the Richardson start's :math:`\tau^3/6`.
+
+        The start :math:`2S_{\tau/2}^2u_0 - S_\tau u_0` of implicit Euler steps :math:`S_s = (I + sA)^{-1}` on a linear flow
+        :math:`u' = -Au` errs by :math:`(\tau A)^3u_0/6 = -\tau^3u^{(3)}/6` (for a nonlinear flow its :math:`\tau^3` term has
+        elementary differentials other than :math:`u^{(3)}`: there it is a model). The Euler start's error
+        :math:`(\tau^2/2)u''` multiplies another derivative: ``nan``.
+        """
+        if len(time_steps) == 1:
+            return time_steps[0] ** 3 / 6 if self.start == "richardson" else math.nan
+        new, old = time_steps[-1], time_steps[-2]
+        return self.coefficients(new / old)[2] * new * new * (new + old) / 6
+
     def __repr__(self) -> str:
         return f"BDF2(start={self.start!r}, max_ratio={self.max_ratio})"
 
@@ -421,8 +482,8 @@ def extrapolation_weights(times: Sequence[float], target: float) -> list[float]:
 def richardson_start(step: Callable[[torch.Tensor, float], torch.Tensor], u0: torch.Tensor, tau: float) -> torch.Tensor:
     r"""BDF2's second-order start :math:`u_1 = 2\,S_{\tau/2}(S_{\tau/2}(u_0)) - S_\tau(u_0)`, ``step(anchor, s)`` :math:`= S_s(\text{anchor})`.
 
-    With :math:`S_s` the implicit Euler step (local error :math:`-\tfrac{s^2}{2}u'' + O(s^3)`), two half steps
-    err by :math:`-\tfrac{\tau^2}{4}u''` and one full step by :math:`-\tfrac{\tau^2}{2}u''`, so the combination
+    With :math:`S_s` the implicit Euler step (local error :math:`\tfrac{s^2}{2}u'' + O(s^3)`), two half steps
+    err by :math:`\tfrac{\tau^2}{4}u''` and one full step by :math:`\tfrac{\tau^2}{2}u''`, so the combination
     cancels the :math:`\tau^2` term: local error :math:`O(\tau^3)`, the order of a BDF2 step.
     """
     tau = check_positive_float("tau", tau)

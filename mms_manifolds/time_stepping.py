@@ -44,8 +44,9 @@ class SchemeRecord:
 
     Attributes:
         time_steps: :math:`\\tau_k`.
-        local_error_estimate: the scheme's local time-error estimate of step :math:`k` (``None`` until enough
-            states exist), an estimate, not a bound.
+        local_error_estimate: the scheme's local time-error estimate of step :math:`k`, an estimate, not a bound; the
+            first ``estimate_history`` steps' are written after the next step, from its estimate
+            (:meth:`~mms_manifolds.schemes.TimeScheme.start_estimates`; ``None`` until then).
         flow_bound: implicit Euler's certified bound on :math:`\\|u_k - u(t_k)\\|_M` against the continuous
             flow from :math:`u_0` (``None`` where not certified).
         g_norm: BDF2's G-norm parts :math:`g_k` after the last step (``None`` before the start).
@@ -341,11 +342,20 @@ class SchemeStepper:
         self, record: SchemeRecord, tau: float, estimate: float, flow_bound: float, proposed: float, rejected: int
     ) -> SchemeRecord:
         """The record after an accepted step of ``tau``: its estimate and flow bound, the ``rejected`` retries before
-        it, and with adaptivity the step the controller ``proposed`` after it."""
+        it, and with adaptivity the step the controller ``proposed`` after it.
+
+        After step :math:`m + 1` (:math:`m` the scheme's ``estimate_history``) the first :math:`m` estimates, whose windows
+        hold :math:`u_0` or do not exist, are replaced by :meth:`~mms_manifolds.schemes.TimeScheme.start_estimates` from
+        step :math:`m + 1`'s, the first estimate of computed states only (an estimate, never judged by the controller)."""
+        time_steps = (*record.time_steps, float(tau))
+        estimates = (*record.local_error_estimate, _json_number(estimate))
+        if len(time_steps) == self.scheme.estimate_history + 1 and math.isfinite(estimate):
+            started = self.scheme.start_estimates(time_steps, estimate)
+            estimates = (*(_json_number(value) for value in started), estimates[-1])
         return replace(
             record,
-            time_steps=(*record.time_steps, float(tau)),
-            local_error_estimate=(*record.local_error_estimate, _json_number(estimate)),
+            time_steps=time_steps,
+            local_error_estimate=estimates,
             flow_bound=(*record.flow_bound, _json_number(flow_bound)),
             next_step=record.next_step if self.controller is None else float(proposed),
             rejected_steps=record.rejected_steps + rejected,

@@ -100,9 +100,10 @@ def test_adaptive_steps_record_estimates_and_certify_variable_step_bdf2():
     euler = _flow(experiment, ImplicitEuler()).run(experiment.theta0, 6, solver, time_tolerance=tolerance)
     record = euler.metadata["scheme_record"]
     assert len(set(record["time_steps"])) > 1 and record["next_step"] is not None
-    assert record["local_error_estimate"][0] is None  # implicit Euler's estimate needs one earlier state
-    estimates = [value for value in record["local_error_estimate"] if value is not None]
-    assert estimates and all(value <= tolerance for value in estimates)
+    estimates = record["local_error_estimate"]
+    assert None not in estimates  # steps 1 and 2 from step 3's estimate, the first whose window holds no u_0
+    assert estimates[:2] == ImplicitEuler().start_estimates(record["time_steps"][:3], estimates[2])
+    assert all(value <= tolerance for value in estimates)
     assert euler.certified and np.all(euler.trajectory_error[1:] <= euler.tracking_bound[1:])
     bdf2 = _flow(experiment, BDF2()).run(experiment.theta0, 6, solver, time_tolerance=tolerance)
     record = bdf2.metadata["scheme_record"]
@@ -158,12 +159,15 @@ def test_certify_false_with_bdf2_computes_no_residual_in_the_richardson_start():
 
 @pytest.mark.parametrize("scheme", [ImplicitEuler(), BDF2()], ids=["euler", "bdf2"])
 def test_a_resumed_adaptive_run_repeats_an_uninterrupted_one_rejections_included(tmp_path, scheme):
-    """The controller's next step and rejection count travel in the scheme's record through the checkpoint."""
+    """The controller's next step and rejection count travel in the scheme's record through the checkpoint; interrupted
+    after step 3, the BDF2 run writes its start's estimates (steps 1-3, from step 4's) after the resume, implicit Euler
+    (steps 1-2, from step 3's) before it."""
     experiment = build("heat_1d", "quick")
     flow, solver, tolerance = _flow(experiment, scheme), GaussNewton(max_iterations=2), 5e-7
     uninterrupted = flow.run(experiment.theta0, 8, solver, time_tolerance=tolerance)
     record = uninterrupted.metadata["scheme_record"]
     assert record["rejected_steps"] > 0 and len(set(record["time_steps"])) > 1
+    assert None not in record["local_error_estimate"]
     path = tmp_path / "adaptive.npz"
     flow.run(experiment.theta0, 3, solver, checkpoint=path, time_tolerance=tolerance)
     resumed = flow.run(experiment.theta0, 8, solver, checkpoint=path, time_tolerance=tolerance)

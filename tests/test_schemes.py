@@ -546,3 +546,45 @@ def test_estimate_floor_is_zero_without_defects_and_unknown_without_convexity():
     assert ImplicitEuler().estimate_floor([0.1, 0.1], [1.0, 2.0], 1.0) == pytest.approx((2 + 1 / 1.1 + 2 * 1.0) / 3)
     with pytest.raises(ValueError, match="last 3"):
         BDF2().estimate_floor(steps[:2], [0.0, 0.0], 0.0)
+
+
+@pytest.mark.parametrize("scheme", [ImplicitEuler(), BDF2()])
+def test_step_error_coefficient_is_milnes_constant_with_the_predictors_interpolation_factor(scheme):
+    """C = kappa / (kappa + pi), pi = prod_i (t_new - t_i) / m! the interpolation error's factor of the predictor."""
+    steps = [0.3, 0.5, 0.2, 0.4][-scheme.estimate_history :]
+    times = [0.0]
+    for tau in steps:
+        times.append(times[-1] + tau)
+    interpolation = math.prod(times[-1] - t for t in times[:-1]) / math.factorial(scheme.estimate_history)
+    kappa = scheme.step_error_coefficient(steps)
+    assert scheme.local_error_constant(steps) == pytest.approx(kappa / (kappa + interpolation), rel=1e-13)
+
+
+@pytest.mark.parametrize("scheme", [ImplicitEuler(), BDF2()])
+def test_start_estimates_match_the_true_local_errors_of_the_first_steps_on_one_eigenmode(scheme):
+    """On one eigenmode u = e^{-lam t} phi with tau lam ~ 0.01 the first clean estimate (step m + 1, window u_1 ... u_m+1)
+    scaled by kappa_j / kappa_m+1 is within a few per cent of each first step's true local error times Milne's own ratio
+    at step m + 1 (0.86 for BDF2, 0.55 for implicit Euler: the states' own errors change between steps), the
+    Richardson start's tau^3/6 included; BDF2's Euler start has none."""
+    metric, energy, _, _ = _heat_2d()
+    eigenvalues, vectors = torch.linalg.eigh(energy.stiffness / (1 / 11) ** 2)
+    lam, phi = float(eigenvalues[4]), vectors[:, 4:5]
+
+    def flow(t):
+        return math.exp(-lam * t) * phi
+
+    base = 0.01 / lam
+    steps = [base * factor for factor in (1.0, 1.3, 0.8, 1.1)][: scheme.estimate_history + 1]
+    states = scheme.exact_trajectory(energy, metric, phi, steps)
+    estimate = scheme.local_error_estimate(list(states), steps, metric)
+    started = scheme.start_estimates(steps, estimate)
+    truth = _true_local_errors(scheme, energy, metric, flow, steps)
+    assert len(started) == scheme.estimate_history
+    carried = estimate / truth[-1]  # Milne's own ratio at step m + 1 (the states' global errors change between steps)
+    assert carried == pytest.approx(0.86 if isinstance(scheme, BDF2) else 0.55, rel=0.05)
+    for value, true in zip(started, truth):
+        assert value / true == pytest.approx(carried, rel=0.03)
+    with pytest.raises(ValueError, match="first"):
+        scheme.start_estimates(steps[1:], estimate)
+    if isinstance(scheme, BDF2):
+        assert math.isnan(BDF2(start="euler").start_estimates(steps, estimate)[0])
