@@ -135,7 +135,8 @@ def run_starts(problem: str, seed: int, starts: int, iterations: int, **options)
     ``left // (starts - j)``, so a start that ends early (``STALLED`` at the cost's rounding level) passes its
     unused iterations on. The point returned is the final point of the start of least final cost: chosen by the
     cost, never by the L2 error. A target counts as reached if that point's error is at or below it, after all
-    ``iterations_run``, every start's iterations counted.
+    ``iterations_run``, every start's iterations counted. Its ``best_error`` is that point's final error (the run
+    keeps one point, so its best is its last), ``start_best_errors`` each start's best along its path.
     """
     _, targets = PROBLEMS[problem]
     runs, left = [], iterations
@@ -143,7 +144,7 @@ def run_starts(problem: str, seed: int, starts: int, iterations: int, **options)
         share = left // (starts - start)
         runs.append(run_seed(problem, seed + START_SEED_STRIDE * start, share, **options))
         left -= runs[-1]["iterations_run"]
-    chosen = min(runs, key=lambda run: run["costs"][-1])
+    chosen = min(runs, key=lambda run: (run["costs"] or [run["start_cost"]])[-1])  # a start with no iteration: its start
     used = iterations - left
     return {
         "problem": problem,
@@ -157,7 +158,7 @@ def run_starts(problem: str, seed: int, starts: int, iterations: int, **options)
         "iterations_run": used,
         "stop_reason": chosen["stop_reason"],
         "seconds_per_iteration": statistics.fmean(run["seconds_per_iteration"] for run in runs),
-        "start_final_costs": [run["costs"][-1] for run in runs],
+        "start_final_costs": [(run["costs"] or [run["start_cost"]])[-1] for run in runs],
         "start_final_errors": [run["final_error"] for run in runs],
         "start_best_errors": [run["best_error"] for run in runs],
         "start_iterations": [run["iterations_run"] for run in runs],
@@ -220,6 +221,8 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.starts < 1:
         parser.error(f"--starts must be at least 1, got {arguments.starts}")
+    if arguments.starts > arguments.iterations:
+        parser.error(f"--starts {arguments.starts} cannot share {arguments.iterations} iterations (one each at least)")
     threads = use_threads(arguments.threads)
     budgets = tuple(int(budget) for budget in arguments.budgets.split(","))
     taus = [float(tau) for tau in arguments.taus.split(",")]

@@ -328,6 +328,8 @@ def main() -> None:
     use_threads(1)
     if arguments.cpu is not None:
         os.sched_setaffinity(0, {arguments.cpu})
+    if arguments.save_every < 1:
+        parser.error(f"--save-every must be at least 1, got {arguments.save_every}")
     if arguments.phase is not None and arguments.spring:
         parser.error("--spring is a schedule of its own: give it or --phase, not both")
     schedule = [tuple(phase) for phase in (SPRING_PHASES if arguments.spring else arguments.phase or PHASES)]

@@ -56,9 +56,9 @@ from pathlib import Path
 import torch
 
 from mms_manifolds import GaussNewton, MinimizingMovement
-from mms_manifolds.solvers import RowSampling
 from mms_manifolds.meshfree import JetMetric, JetParametrization, NodeSet, PoissonLeastSquares
 from mms_manifolds.progress import InnerProgress
+from mms_manifolds.solvers import RowSampling
 
 from . import RESULTS, ROOT
 from .curves import recording

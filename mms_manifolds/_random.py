@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["gaussian_probes", "rademacher_probes", "random_subset"]
@@ -33,11 +34,15 @@ def gaussian_probes(
     return torch.randn(size, count, generator=generator, dtype=dtype, device=device)
 
 
-def random_subset(count: int, size: int, *, device: torch.device, seed: int = 0) -> torch.Tensor:
-    r"""``min(count, size)`` distinct indices of ``range(size)``, uniformly at random without replacement and increasing, shape ``(count,)``, from a generator seeded with ``seed``.
+def random_subset(count: int, size: int, *, device: torch.device, seed: int = 0, draw: int = 0) -> torch.Tensor:
+    r"""``min(count, size)`` distinct indices of ``range(size)``, uniform without replacement and increasing, shape ``(min(count, size),)``.
 
-    The row-sampled Gauss–Newton models (:mod:`mms_manifolds.solvers.row_sampling`) draw their residual rows with
-    it; the same seed gives the same rows.
+    Draw ``draw`` of the stream ``seed``: a CPU generator (the same indices on every device, then moved to
+    ``device``) seeded with the 32-bit word numpy's ``SeedSequence((seed, draw))`` derives, so every pair gets its
+    own well-mixed seed (torch's CPU generator reads 32 bits of its seed: ``seed * 2**32 + draw`` would ignore
+    ``seed``, and ``seed + draw`` would make the streams overlap). The subspace Gauss–Newton solver draws its
+    parameter blocks with it, the row-sampled models their residual rows.
     """
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return torch.randperm(size, generator=generator, device=device)[:count].sort().values
+    word = int(np.random.SeedSequence((seed, draw)).generate_state(1)[0])
+    generator = torch.Generator().manual_seed(word)
+    return torch.randperm(size, generator=generator, device="cpu")[:count].sort().values.to(device)

@@ -14,9 +14,9 @@ import math
 import pytest
 import torch
 
-from mms_manifolds import GaussNewton, MinimizingMovement
+from mms_manifolds import GaussNewton, MinimizingMovement, SubspaceGaussNewton
 from mms_manifolds._random import random_subset
-from mms_manifolds.linalg import diagonal_of, singular_value_solve
+from mms_manifolds.linalg import EisenstatWalker, diagonal_of, singular_value_solve
 from mms_manifolds.meshfree import (
     JetMetric,
     JetParametrization,
@@ -132,9 +132,9 @@ def test_the_solver_counts_the_rows_it_sampled_and_switches_to_the_full_model(mo
     drawn: list[int] = []
     draw = sampling_module.random_subset
 
-    def counted(count, size, *, device, seed=0):
+    def counted(count, size, *, device, seed=0, **keywords):
         drawn.append(count)
-        return draw(count, size, device=device, seed=seed)
+        return draw(count, size, device=device, seed=seed, **keywords)
 
     monkeypatch.setattr(sampling_module, "random_subset", counted)
     result = _solver(RowSampling(24, until_length=1.0, max_sampled=3)).solve(flow.subproblem(theta), theta)
@@ -260,3 +260,54 @@ def test_a_row_sampling_rule_is_checked(arguments, error):
 def test_the_row_sampling_option_is_checked():
     with pytest.raises(TypeError, match="row_sampling"):
         GaussNewton(row_sampling=16)
+
+
+def test_a_rejected_sampled_step_keeps_the_iterations_forcing_term(monkeypatch):
+    """The full model that replaces a rejected sampled one takes the same forcing term: the terms and the point are
+    the plain solver's, as if no sampled model had been tried (the term's sequence advances once per iteration)."""
+    search = GaussNewton._line_search
+
+    def refuse_sampled(self, subproblem, model, theta, previous_length, forcing, previous=None):
+        if isinstance(model.factorization, RowSampledFactorization):
+            return None, 0.0, None
+        return search(self, subproblem, model, theta, previous_length, forcing, previous)
+
+    def solver(sampling: RowSampling | None) -> GaussNewton:
+        options = {"step_filter": "tikhonov", "final_residual": False, "globalization": "line-search"}
+        return GaussNewton(
+            max_iterations=3, solve_mode="cg", forcing=EisenstatWalker(), **options, row_sampling=sampling
+        )
+
+    def solve(sampling: RowSampling | None):  # a fresh flow each: its probes' seeds advance from solve to solve
+        flow = _flow()
+        theta = flow.parametrization.initial_point()
+        return solver(sampling).solve(flow.subproblem(theta), theta)
+
+    monkeypatch.setattr(GaussNewton, "_line_search", refuse_sampled)
+    sampled = solve(RowSampling(24))
+    monkeypatch.setattr(GaussNewton, "_line_search", search)
+    plain = solve(None)
+    terms = [record["forcing_term"] for record in sampled.extra["forcing"]]
+    assert terms == [record["forcing_term"] for record in plain.extra["forcing"]] and len(terms) == 3
+    torch.testing.assert_close(sampled.point, plain.point, rtol=0.0, atol=0.0)
+
+
+def test_row_sampling_is_refused_where_it_cannot_apply():
+    """A line-search option of the full-parameter solver: refused with Levenberg–Marquardt, by the subspace solver
+    (whose models are of parameter blocks), and dropped from the Levenberg–Marquardt fallback."""
+    with pytest.raises(ValueError, match="line search"):
+        GaussNewton(globalization="levenberg-marquardt", row_sampling=RowSampling(24))
+    with pytest.raises(ValueError, match="SubspaceGaussNewton does not take row_sampling"):
+        SubspaceGaussNewton(block_size=40, row_sampling=RowSampling(24))
+    assert GaussNewton(row_sampling=RowSampling(24)).fallback().row_sampling is None
+
+
+def test_random_subset_is_the_same_on_every_stream_pair_and_differs_between_them():
+    """Draw k of stream s is one fixed set (a CPU generator), and neighbouring streams do not overlap: (5, 1) != (6, 0)."""
+    cpu = torch.device("cpu")
+    assert torch.equal(
+        random_subset(10, 60, device=cpu, seed=5, draw=1), random_subset(10, 60, device=cpu, seed=5, draw=1)
+    )
+    assert not torch.equal(
+        random_subset(10, 60, device=cpu, seed=5, draw=1), random_subset(10, 60, device=cpu, seed=6, draw=0)
+    )

@@ -148,7 +148,8 @@ class GaussNewton(InnerSolver):
             model). With ``kernel_dtype=torch.float32`` (every row, or a sample) :math:`K_S` is formed in float32 and the
             step damped by at least :math:`\varepsilon_{32}\operatorname{tr}A_S`. Where the kernel side does not apply, the
             full model throughout. ``InnerResult.extra["row_sampling"]`` counts the sampled iterations and their rows.
-            Default ``None``: every model full. Measured on KFAC's 2-D Poisson, neither pays on every seed
+            Default ``None``: every model full. Refused with ``momentum``, with ``globalization="levenberg-marquardt"`` and
+            by :class:`~mms_manifolds.solvers.SubspaceGaussNewton`. Measured on KFAC's 2-D Poisson, neither pays on every seed
             (``docs/performance.md``, "Row-sampled Gauss–Newton models on the plateau").
         momentum: SPRING's :math:`\beta \in [0, 1)` (default ``0``, the plain step): the line search's direction is
             :math:`\phi_k = (A + \lambda I)^{-1}(-g + \beta\lambda\phi_{k-1})`, the Tikhonov step pulled towards
@@ -230,6 +231,10 @@ class GaussNewton(InnerSolver):
             raise TypeError(f"row_sampling must be a RowSampling rule or None, got {type(row_sampling).__name__}")
         if row_sampling is not None and row_sampling.kernel_dtype is not None and self.step_filter != "tikhonov":
             raise ValueError(f"row_sampling with a kernel_dtype needs step_filter='tikhonov', got {step_filter!r}")
+        if row_sampling is not None and self.globalization == "levenberg-marquardt":
+            raise ValueError("row_sampling needs a line search, got globalization='levenberg-marquardt'")
+        if row_sampling is not None and type(self).state_type is not GaussNewtonState:
+            raise ValueError(f"{type(self).__name__} does not take row_sampling (GaussNewton does)")
         self.row_sampling = row_sampling
         self.momentum = check_positive_float("momentum", momentum, allow_zero=True)
         if not self.momentum < 1:
@@ -252,6 +257,7 @@ class GaussNewton(InnerSolver):
             return None
         cautious = copy.copy(self)
         cautious.globalization = "levenberg-marquardt"
+        cautious.row_sampling = None  # a line-search option
         cautious.initial_damping = self.initial_damping * 100
         return cautious
 
@@ -323,6 +329,7 @@ class GaussNewton(InnerSolver):
                 sampling = False
             if sampling and use_line_search is not False:
                 model = self._sampled_model(subproblem, theta, iteration)
+                sampling = model is not None  # where the sampled model does not apply, the full one from here on
             sampled = model is not None
             if model is None:
                 model = self._model(subproblem, theta)
@@ -344,12 +351,12 @@ class GaussNewton(InnerSolver):
                     sampled_iterations += 1
                     sampled_rows_used += len(model.range_gradient)
                     step_length, direction = length, sampled_direction
-                else:  # the sampled step was rejected: this iteration's full model
+                else:  # the sampled step was rejected: this iteration's full model, with the same forcing term
                     model = None
-                    model = forcing.start(iterations, self._model(subproblem, theta))
-            elif sampled:  # Levenberg–Marquardt: no sampled models
+                    model = forcing.restart(self._model(subproblem, theta))
+            elif sampled:  # Levenberg–Marquardt chosen by "auto": no sampled models
                 sampling, model = False, None
-                model = forcing.start(iterations, self._model(subproblem, theta))
+                model = forcing.restart(self._model(subproblem, theta))
             if use_line_search and not isinstance(candidate, tuple):
                 candidate, length, direction = self._line_search(
                     subproblem, model, theta, step_length, forcing, direction
@@ -491,7 +498,7 @@ class GaussNewton(InnerSolver):
         forcing: _ForcingRecord,
         previous: torch.Tensor | None = None,
     ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float, torch.Tensor | None]:
-        r"""``((candidate, cost), length, direction)`` of the accepted point on the search curve, ``(STALLED, 0, direction)``, or ``(None, 0, None)`` if none decreased the cost.
+        r"""``((candidate, cost), length, direction)`` of the accepted point on the search curve, ``(STALLED, 1, previous)`` (the step not taken), or ``(None, 0, None)`` if none decreased the cost.
 
         The curve is :math:`\eta \mapsto \theta + \eta\delta + \tfrac{\eta^2}2a` (:math:`a = 0` without
         ``geodesic_acceleration``); its velocity at :math:`\eta = 0` is :math:`\delta`, so Armijo's condition
@@ -521,7 +528,8 @@ class GaussNewton(InnerSolver):
         if not (math.isfinite(slope) and slope < 0):
             return None, 0.0, None
         if self._unresolvable(model, predicted):
-            return self._accept_on_residual(subproblem, theta, step), 1.0, direction
+            accepted = self._accept_on_residual(subproblem, theta, step)
+            return accepted, 1.0, previous if accepted is StopReason.STALLED else direction  # a stalled step is not taken
         acceleration = torch.zeros_like(step)
         if self.geodesic_acceleration:
             acceleration = subproblem.geodesic_acceleration(theta, model, step, damping, cutoff)
@@ -634,6 +642,12 @@ class _ForcingRecord:
         self._iteration, self._last, self._linear_iterations = iteration, None, 0
         self._gradient_norm = float(torch.linalg.vector_norm(model.gradient))
         self._term = self.sequence.term(self._gradient_norm)
+        return dataclasses.replace(model, forcing=(self._term, self.rule.fraction))
+
+    def restart(self, model: GaussNewtonModel) -> GaussNewtonModel:
+        """The same iteration on another model of the same gradient (a rejected row-sampled model's full one): :meth:`start`'s term, not a new one."""
+        if self.sequence is None:
+            return model
         return dataclasses.replace(model, forcing=(self._term, self.rule.fraction))
 
     def step(self, model: GaussNewtonModel, damping: float) -> torch.Tensor:

@@ -51,7 +51,7 @@ from ..linalg.kernel import kernel_gram_matrix
 from ..linalg.limits import check_fits_in_memory
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 
-__all__ = ["RowSampledFactorization", "RowSampling", "row_sampled_model"]
+__all__ = ["RowSampledFactorization", "RowSampling", "row_sampled_model", "sampled_rows"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +59,11 @@ class RowSampling:
     r"""Gauss–Newton models from ``rows`` random residual rows at the first iterations of a solve (module docstring).
 
     Iteration :math:`k` (counted from 0 in each solve) draws its rows :math:`S_k` with
-    :func:`~mms_manifolds._random.random_subset` seeded with ``seed + k``: deterministic given ``seed``. The
-    solver uses sampled models until the first of: an accepted step length at or above ``until_length``; a
-    sampled step the line search rejects (no length lowers the cost enough, or :math:`g\cdot\delta_S \ge 0`),
-    where the same iteration is redone with the full model; ``max_sampled`` sampled iterations. From then on
+    :func:`~mms_manifolds._random.random_subset`, draw :math:`k` of the stream ``seed``: deterministic given ``seed``,
+    the same rows on every device. The solver uses sampled models until the first of: an accepted step length at or
+    above ``until_length``; a sampled step the line search rejects (no length lowers the cost enough,
+    :math:`g\cdot\delta_S \ge 0`, or a step at the cost's rounding level that does not lower the residual), where
+    the same iteration is redone with the full model (and the same forcing term); ``max_sampled`` sampled iterations. From then on
     every model of the solve is the full one. Where ``rows`` is at least the number of residual rows (or ``None``)
     every row is taken: without a ``kernel_dtype`` that is the full model itself; where the model is not of the
     kernel-side kind (:func:`row_sampled_model` gives ``None``) the full model is used.
@@ -207,4 +208,4 @@ def sampled_rows(sampling: RowSampling, total: int, iteration: int, device: torc
     r"""The rows :math:`S_k` of iteration ``iteration`` (from 0): ``sampling.rows`` of ``total``, increasing, shape ``(n_S,)``; every row where ``rows`` is ``None`` or at least ``total``."""
     if sampling.rows is None or sampling.rows >= total:
         return torch.arange(total, device=device)
-    return random_subset(sampling.rows, total, device=device, seed=sampling.seed + iteration)
+    return random_subset(sampling.rows, total, device=device, seed=sampling.seed, draw=iteration)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 
 from .._checks import check_integer
+from .._random import random_subset
 from ..linalg import GramFactorization, LinearSolution, pseudo_inverse_rtol, singular_value_solve, thin_svd
 from ..linalg.solution import Factorization
 from ..subproblem import GaussNewtonModel, MMSSubproblem
@@ -147,15 +147,12 @@ class SubspaceGaussNewton(GaussNewton):
     def block(self, draw: int, size: int, device: torch.device) -> torch.Tensor:
         r"""The parameters :math:`S` of draw ``draw`` among ``size``, ascending, shape ``(min(s, size),)``: all of them where :math:`s \ge` ``size``.
 
-        A uniform draw without replacement, from a CPU generator (the same on every device) seeded with the
-        32-bit word numpy's ``SeedSequence((seed, draw))`` derives: every pair gets its own well-mixed seed
-        (torch's CPU generator reads 32 bits of its seed, so ``seed * 2**32 + draw`` would ignore ``seed``).
+        A uniform draw without replacement, the same on every device (:func:`~mms_manifolds._random.random_subset`,
+        draw ``draw`` of the stream ``seed``).
         """
         if self.block_size >= size:
             return torch.arange(size, device=device)
-        word = int(np.random.SeedSequence((self.seed, draw)).generate_state(1)[0])
-        generator = torch.Generator().manual_seed(word)
-        return torch.randperm(size, generator=generator, device="cpu")[: self.block_size].sort().values.to(device)
+        return random_subset(self.block_size, size, device=device, seed=self.seed, draw=draw)
 
     def subspace_model(
         self,
