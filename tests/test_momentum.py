@@ -157,3 +157,32 @@ def test_momentum_refuses_row_sampling():
     """SPRING's direction solves with every row's model: a row-sampled model would mix two kernels, so the pair is refused."""
     with pytest.raises(ValueError, match="row_sampling"):
         GaussNewton(step_filter="tikhonov", momentum=0.5, row_sampling=RowSampling(rows=10))
+
+
+def test_a_spring_direction_that_climbs_is_replaced_by_the_plain_step():
+    r"""With :math:`\phi_{k-1}` a large multiple of the gradient, :math:`\phi_k = \delta_k + \beta\lambda(A + \lambda I)^{-1}\phi_{k-1}`
+    climbs (:math:`g\cdot\phi_k > 0`): the solver searches along the plain Tikhonov step instead, and carries that step."""
+    flow = _linear_flow(40, 8)
+    theta0 = flow.parametrization.initial_point() + 0.1
+    subproblem = flow.subproblem(theta0)
+    point = theta0.detach().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(subproblem.cost_tensor(point), point)
+    climbing = tuple((1e8 * gradient).tolist())
+    state = MomentumGaussNewtonState(step_length=1.0, relative_damping=1e-3, previous_direction=climbing)
+    spring = _spring(0.9).solve(subproblem, theta0, state=state)
+    plain = _spring(0.0).solve(subproblem, theta0)
+    assert torch.equal(spring.point, plain.point)
+    carried = torch.tensor(spring.state.previous_direction, dtype=torch.float64)
+    assert torch.allclose(carried, plain.point - theta0, rtol=0, atol=1e-12)  # a unit step along delta_k
+
+
+def test_a_levenberg_marquardt_iteration_restarts_the_direction(monkeypatch):
+    """Where the line search finds no decrease the iteration falls back to Levenberg–Marquardt, whose step is no
+    SPRING direction: the state carries none (phi restarts from 0)."""
+    flow = _linear_flow(40, 8)
+    theta0 = flow.parametrization.initial_point() + 0.1
+    subproblem = flow.subproblem(theta0)
+    monkeypatch.setattr(GaussNewton, "_line_search", lambda *arguments: (None, 0.0, None))
+    result = _spring(0.9, iterations=2).solve(subproblem, theta0)
+    assert result.iterations == 2 and result.cost_history[-1] < result.cost_history[0]
+    assert result.state.previous_direction == ()
