@@ -45,9 +45,7 @@ import torch
 from .._checks import check_integer, check_positive_float
 from .._random import random_subset
 from ..linalg import DiagonalWeightFactorization, ScaledRows
-from ..linalg.composite import diagonal_of
-from ..linalg.diagonal_weight import BLOCK_ROWS
-from ..linalg.kernel import kernel_gram_matrix
+from ..linalg.diagonal_weight import kernel_side_root, whitened_kernel
 from ..linalg.limits import check_fits_in_memory
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 
@@ -169,8 +167,8 @@ def row_sampled_model(
     weight = subproblem.step_hessian(u)
     if weight.multiple_of(manifold.metric) is not None:
         return None
-    diagonal = diagonal_of(weight)
-    if diagonal is None or not bool((diagonal >= 0).all()):
+    root = kernel_side_root(parametrization, weight)
+    if root is None:
         return None
     check_fits_in_memory(
         (total * columns + 3 * rows.numel() ** 2) * parametrization.dtype.itemsize,
@@ -180,12 +178,10 @@ def row_sampled_model(
     function_gradient = subproblem.function_gradient(u)
     operator = manifold.gram_operator(theta)
     jacobian = operator.jacobian().reshape(total, columns)
-    root = diagonal.reshape(-1).sqrt()
     share = total / rows.numel()
     sampled = jacobian if rows.numel() == total else jacobian[rows]  # distinct rows: all of them, in order
-    gram = kernel_gram_matrix(sampled.to(kernel_dtype or sampled.dtype), BLOCK_ROWS).to(sampled.dtype)
     sampled_root = root[rows]
-    gram.mul_(sampled_root.unsqueeze(-1)).mul_(sampled_root).mul_(share)
+    gram = whitened_kernel(sampled, sampled_root, kernel_dtype).mul_(share)
     whitened = ScaledRows(share**0.5 * sampled_root, sampled)
     factorization = RowSampledFactorization(gram, whitened, root, rows, kernel_dtype)
     range_gradient = factorization.range_form(function_gradient)
