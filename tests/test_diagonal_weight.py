@@ -323,3 +323,31 @@ def test_the_kernel_and_the_products_of_b_from_j_equal_the_formed_whitened_jacob
         torch.testing.assert_close(factor.T @ y, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
     assert factor.T.shape == (columns, rows)
     torch.testing.assert_close(factor.T.dense(), whitened.T, rtol=1e-14, atol=0.0)
+
+
+def test_an_absolute_step_damping_is_mu_itself_and_its_step_the_dense_damped_solve():
+    """``absolute_damping=True``: mu = step_damping in the units of A (not times tr(A)/p); the iterate is the
+    SVD solve at that mu to 1e-10, and differs from the relative damping's step at the same number."""
+    flow = _poisson_flow(tau=1e12)
+    theta = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta)
+    model = subproblem.gauss_newton_model(theta, "dense")
+    mu = 1e-3 * model.mean_eigenvalue * 7.0  # not a multiple the relative rule would land on
+    options = {"max_iterations": 1, "step_filter": "tikhonov", "geodesic_acceleration": False}
+    absolute = GaussNewton(step_damping=mu, absolute_damping=True, **options)
+    relative = GaussNewton(step_damping=mu, **options)
+    assert absolute._filter_damping(model, None) == mu
+    assert relative._filter_damping(model, None) == mu * model.mean_eigenvalue
+    result = absolute.solve(subproblem, theta)
+    svd = torch.linalg.svd(model.factorization.factor.dense(), full_matrices=False)
+    moved = theta + result.state.step_length * -singular_value_solve(svd, model.gradient, mu, 0.0)
+    assert float((result.point - moved).norm() / (result.point - theta).norm()) <= 1e-10
+    other = relative.solve(flow.subproblem(theta), theta)
+    assert float((other.point - result.point).norm() / (result.point - theta).norm()) > 1e-3
+
+
+def test_an_absolute_damping_needs_a_step_damping():
+    with pytest.raises(ValueError, match="absolute_damping=True needs a step_damping"):
+        GaussNewton(step_filter="tikhonov", absolute_damping=True)
+    with pytest.raises(TypeError, match="absolute_damping"):
+        GaussNewton(step_filter="tikhonov", step_damping=1e-8, absolute_damping="yes")

@@ -445,3 +445,37 @@ def test_a_cold_start_counts_as_a_shortened_step_at_every_max_step_length(longes
 def test_max_step_length_is_checked(longest):
     with pytest.raises(ValueError, match="max_step_length"):
         GaussNewton(max_step_length=longest)
+
+
+def test_a_damping_below_the_grams_rounding_is_raised_to_the_first_shift_with_a_cholesky_factor():
+    """``GramFactorization.resolved_damping``: diag(1, 1/2, -1e-15) (a rounding-negative eigenvalue) has no factor at
+    1e-17; the shifts max(1e-17, eps tr) 4^k give the first at k = 1 (eps tr = 3.3e-16 leaves -6.7e-16), and the solve
+    at it is the Cholesky solve (kept: no second factorisation, no eigendecomposition)."""
+    gram = torch.diag(torch.tensor([1.0, 0.5, -1e-15], dtype=torch.float64))
+    factorization = GramFactorization(gram)
+    unit = torch.finfo(torch.float64).eps * float(torch.trace(gram))
+    resolved = factorization.resolved_damping(1e-17)
+    assert resolved == 4 * unit
+    assert factorization._cholesky[0] == resolved and factorization._cholesky[1] is not None
+    assert factorization._eigen is None
+    rhs = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    value = factorization.solve(rhs, resolved).value
+    assert factorization._eigen is None
+    assert torch.allclose(value, rhs / (torch.diagonal(gram) + resolved), rtol=1e-12)
+    # a damping the Gram resolves, and 0, are kept; one no shift resolves is returned as it is
+    assert GramFactorization(torch.eye(3, dtype=torch.float64)).resolved_damping(1e-17) == 1e-17
+    assert factorization.resolved_damping(0.0) == 0.0
+    hopeless = GramFactorization(torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64)))
+    assert hopeless.resolved_damping(1e-17) == 1e-17
+
+
+def test_the_line_search_takes_the_damping_the_factorisation_resolves(monkeypatch):
+    """``GaussNewton._filter_damping`` ends with the factorisation's ``resolved_damping``: a raised damping is the one the step uses."""
+    flow = regression_flow(tau=1e6)
+    theta0 = flow.parametrization.initial_point()
+    model = flow.subproblem(theta0).gauss_newton_model(theta0, "dense")
+    solver = GaussNewton(step_filter="tikhonov", step_damping=1e-6)
+    requested = 1e-6 * model.mean_eigenvalue
+    assert solver._filter_damping(model, None) == requested
+    monkeypatch.setattr(type(model.factorization), "resolved_damping", lambda self, damping: 3.0 * damping)
+    assert solver._filter_damping(model, None) == 3.0 * requested

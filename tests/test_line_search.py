@@ -122,3 +122,41 @@ def test_the_logarithmic_grid_never_raises_the_cost():
     costs = result.cost_history
     assert all(after <= before for before, after in zip(costs, costs[1:])), costs
     assert not result.stop_reason.failed
+
+
+def test_the_grid_starts_at_grid_largest_and_takes_the_least_cost_of_its_31_lengths():
+    """``grid_largest=1`` (Woodbury-ENGD's and SPRING's grid, 2^0 .. 2^-30): the iteration's cost is the minimum over
+    those lengths, evaluated here; the trial lengths are exactly them, largest first (counted)."""
+    flow = regression_flow(seed=4, tau=1e3)
+    theta0 = flow.parametrization.initial_point()
+    subproblem = flow.subproblem(theta0)
+    step = subproblem.gauss_newton_model(theta0).step(0.0, 1e-30)
+    lengths = logarithmic_grid(1.0)
+    assert lengths[0] == 1.0 and lengths[-1] == 2.0**-30 and len(lengths) == ENGD_GRID_SIZE
+    by_hand = min(subproblem.cost(theta0 + length * step) for length in lengths)
+    solver = GaussNewton(
+        max_iterations=1,
+        globalization="line-search",
+        line_search="logarithmic-grid",
+        grid_largest=1.0,
+        step_cutoff=1e-30,
+        geodesic_acceleration=False,
+    )
+    tried = []
+    original = solver._trial_cost
+
+    def counted(subproblem, candidate):
+        tried.append(float((candidate - theta0).norm() / step.norm()))
+        return original(subproblem, candidate)
+
+    solver._trial_cost = counted
+    result = solver.solve(subproblem, theta0)
+    assert result.cost_history[1] == pytest.approx(by_hand, rel=1e-12)
+    assert result.state.step_length in lengths
+    assert tried == pytest.approx(list(lengths), rel=1e-9)
+
+
+@pytest.mark.parametrize("bad, error", [(0.0, ValueError), (-1.0, ValueError), (math.inf, ValueError), ("1", TypeError)])
+def test_the_grid_largest_length_is_checked(bad, error):
+    with pytest.raises(error, match="grid_largest"):
+        GaussNewton(line_search="logarithmic-grid", grid_largest=bad)

@@ -71,6 +71,10 @@ class Factorization(ABC):
         pseudo-inverse, if larger than the factorisation's own; ``None`` for the factorisation's own.
         """
 
+    def resolved_damping(self, damping: float) -> float:
+        r"""The damping a Tikhonov solve of this factorisation should take for a requested :math:`\lambda \ge 0`: :math:`\lambda` itself (this default; the Gram-matrix factorisations raise a :math:`\lambda` below their rounding, :meth:`~mms_manifolds.linalg.GramFactorization.resolved_damping`)."""
+        return damping
+
     def known_trace(self) -> float | None:
         r""":math:`\operatorname{tr}(J^\top WJ)` where the factorisation holds it exactly at no further cost, else ``None`` (this default)."""
         return None

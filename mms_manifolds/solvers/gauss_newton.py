@@ -14,7 +14,7 @@ from ..linalg import EisenstatWalker, ForcingSequence, LinearSolution, make_solv
 from ..progress import InnerProgress, report_inner_iteration
 from ..subproblem import GaussNewtonModel, MMSSubproblem
 from .base import InnerResult, InnerSolver, StopReason
-from .line_search import grid_minimiser, logarithmic_grid
+from .line_search import ENGD_LARGEST_LENGTH, grid_minimiser, logarithmic_grid
 from .momentum import momentum_direction, momentum_predicted_decrease
 from .row_sampling import RowSampledFactorization, RowSampling, row_sampled_model, sampled_rows
 from .state import GaussNewtonState, MomentumGaussNewtonState
@@ -126,6 +126,10 @@ class GaussNewton(InnerSolver):
             (Woodbury-ENGD's constant damping; ``step_cutoff`` unused), from one Cholesky factorisation of the shifted model,
             or of the shifted kernel :math:`K + \mu I` on the kernel side, :math:`n^3/3` flops against ``eigh``'s
             :math:`\approx 9n^3`: at :math:`n = 3500` 0.6 against 13.9 CPU seconds (``docs/performance.md``).
+        absolute_damping: with ``step_damping`` only: ``True`` takes :math:`\mu = \mu_r` itself, in the units of
+            :math:`A`, at every iteration, instead of :math:`\mu_r\operatorname{tr}(A)/p`: Woodbury-ENGD's and SPRING's
+            constant damping, whose share of :math:`\operatorname{tr}(A)/p` falls as the trace grows (3e4-fold over a
+            5-D Poisson run, ``docs/performance.md``). Default ``False``.
         final_residual: measure the tangential residual at the end of the solve (default ``True``), where the
             driver's ledger reads it from the subproblem's cache. ``False`` skips it unless ``tolerance > 0``
             asks for it (``InnerResult.residual_history`` is then empty): for ``MinimizingMovement.run(certify=False)``,
@@ -140,6 +144,10 @@ class GaussNewton(InnerSolver):
             of :math:`\eta_{\max}` counts as a full one for ``step_cutoff``. Below 1 for steps on resampled nodes,
             where the full step refits its own batch and carries that batch's error into the next (the 5-D Poisson,
             ``docs/performance.md``). The ``"logarithmic-grid"`` search keeps its own lengths; the cutoff rule reads it.
+        grid_largest: the largest length :math:`\eta_g` of the ``"logarithmic-grid"`` search, whose lengths are
+            :math:`\eta_g2^{-k}`, :math:`k = 0, \dots, 30`. Default ``2``, ENGD's grid (length 1 of its natural gradient,
+            whose loss is twice the cost); ``1`` is Woodbury-ENGD's and SPRING's (:math:`2^0 \dots 2^{-30}` of the
+            Gauss–Newton step of the loss :math:`\tfrac12\,\mathrm{mean}\,r^2`).
         row_sampling: a :class:`~mms_manifolds.solvers.row_sampling.RowSampling` rule (line search only): the first
             iterations' models from random subsets of the residual rows, :math:`\delta_S = -B_S^\top(K_S + \tfrac{n_S}{n}\mu I)^{-1}s_S`
             (:math:`K_S` the ``(n_S, n_S)`` principal submatrix of the kernel, :math:`(n_S/n)^2` of its cost; module
@@ -198,6 +206,8 @@ class GaussNewton(InnerSolver):
         max_step_length: float = 1.0,
         row_sampling: RowSampling | None = None,
         momentum: float = 0.0,
+        absolute_damping: bool = False,
+        grid_largest: float = ENGD_LARGEST_LENGTH,
     ):
         super().__init__(max_iterations, tolerance)
         self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
@@ -224,6 +234,10 @@ class GaussNewton(InnerSolver):
         self.search_start = check_choice("search_start", search_start, SEARCH_STARTS)
         if self.step_damping is not None and self.step_filter != "tikhonov":
             raise ValueError(f"step_damping={step_damping} needs step_filter='tikhonov', got {step_filter!r}")
+        self.absolute_damping = check_flag("absolute_damping", absolute_damping)
+        if self.absolute_damping and self.step_damping is None:
+            raise ValueError("absolute_damping=True needs a step_damping")
+        self.grid_largest = check_positive_float("grid_largest", grid_largest)
         self.max_step_length = check_positive_float("max_step_length", max_step_length)
         if not self.max_step_length <= 1:
             raise ValueError(f"max_step_length must be in (0, 1], got {max_step_length}")
@@ -477,17 +491,19 @@ class GaussNewton(InnerSolver):
         return subproblem.cost(candidate) if bool(torch.isfinite(candidate).all()) else math.nan
 
     def _filter_damping(self, model: GaussNewtonModel, cutoff: float | None) -> float:
-        r"""The line search's damping for a factorisation that pseudo-inverts: 0 (``"truncate"``); for ``"tikhonov"`` ``step_damping`` :math:`\cdot\operatorname{tr}A/p` where given, else the relative ``cutoff`` (the factorisation's ``rtol`` for ``None``) times :math:`\operatorname{tr}A`; for a row-sampled model at least its ``damping_floor``."""
+        r"""The line search's damping for a factorisation that pseudo-inverts: 0 (``"truncate"``); for ``"tikhonov"`` ``step_damping`` :math:`\cdot\operatorname{tr}A/p` where given (``step_damping`` itself with ``absolute_damping``), else the relative ``cutoff`` (the factorisation's ``rtol`` for ``None``) times :math:`\operatorname{tr}A`; for a row-sampled model at least its ``damping_floor``; raised where the computed Gram matrix does not resolve it (:meth:`~mms_manifolds.linalg.GramFactorization.resolved_damping`)."""
         if self.step_filter == "truncate":
             return 0.0
         sampled = isinstance(model.factorization, RowSampledFactorization)
         floor = model.factorization.damping_floor if sampled else 0.0  # above the rounding of its kernel's dtype
         if self.step_damping is not None:
-            return max(floor, self.step_damping * model.mean_eigenvalue)
-        size = model.gradient.numel()
-        if cutoff is None:  # the factorisation's own cutoff, else the library's rounding rule
-            cutoff = getattr(model.factorization, "rtol", None) or pseudo_inverse_rtol(size, model.gradient.dtype)
-        return max(floor, cutoff * model.mean_eigenvalue * size)
+            damping = max(floor, self.step_damping * (1.0 if self.absolute_damping else model.mean_eigenvalue))
+        else:
+            size = model.gradient.numel()
+            if cutoff is None:  # the factorisation's own cutoff, else the library's rounding rule
+                cutoff = getattr(model.factorization, "rtol", None) or pseudo_inverse_rtol(size, model.gradient.dtype)
+            damping = max(floor, cutoff * model.mean_eigenvalue * size)
+        return model.factorization.resolved_damping(damping)
 
     def _line_search(
         self,
@@ -540,7 +556,7 @@ class GaussNewton(InnerSolver):
             return theta + length * step + (0.5 * length**2) * acceleration
 
         if self.line_search == "logarithmic-grid":
-            lengths = logarithmic_grid()
+            lengths = logarithmic_grid(self.grid_largest)
         else:
             longest = self.max_step_length
             first = longest if self.search_start == "full" else min(longest, 2 * previous_length)

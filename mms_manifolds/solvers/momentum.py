@@ -29,8 +29,10 @@ The model decrease of :math:`\phi_k` follows from :math:`(A + \lambda I)\phi_k =
           = \tfrac12\big(-g\cdot\phi_k + \lambda\,\phi_k\cdot\phi_k - \beta\lambda\,\phi_{k-1}\cdot\phi_k\big).
 
 The published code (rla-pinns' ``SPRING``) takes an absolute :math:`\lambda`, no bias correction and a grid line
-search along :math:`\phi_k`; here :math:`\lambda` is the step's damping as the solver computes it (relative to
-:math:`\operatorname{tr}(A)/p` under ``step_damping``) and the search is the solver's own.
+search along :math:`\phi_k` (its ``RNGD`` with ``momentum`` divides the step by :math:`\sqrt{1 - \beta^{2(k+1)}}`);
+here :math:`\lambda` is the step's damping as the solver computes it (relative to :math:`\operatorname{tr}(A)/p` under
+``step_damping``, absolute with ``absolute_damping=True``), no bias correction is applied, and the search is the
+solver's own (``line_search="logarithmic-grid", grid_largest=1`` is the published grid).
 """
 
 from __future__ import annotations
