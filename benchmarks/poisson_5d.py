@@ -98,7 +98,11 @@ PHASES = ((1, 1e-8, 1.0), (31, 1e-5, 1.0), (41, 1e-5, 0.5))
 #: (the direction carries within each phase and restarts at 41):
 #: ``(first iteration, step_damping, max_step_length, momentum)``.
 SPRING_PHASES = ((1, 1e-8, 1.0, 0.0), (31, 1e-5, 1.0, 0.99), (41, 1e-5, 0.5, 0.99))
+#: Woodbury-ENGD's damping in this experiment's best run (absolute, in the units of :math:`A`).
+WOODBURY_DAMPING = 3.1732122998048178e-12
 #: rla-pinns' best Woodbury-ENGD run of this experiment (the 2-D benchmark borrowed its settings from it).
+#: SPRING's damping and momentum in this experiment's best run (rla-pinns ``RNGD`` with ``--RNGD_momentum``).
+SPRING_DAMPING, SPRING_MOMENTUM = 2.086286730036186e-10, 0.0632666532797279
 WOODBURY_ARGUMENTS = (
     *poisson_scale.WOODBURY_ARGUMENTS,
     "--equation=poisson",
@@ -107,6 +111,13 @@ WOODBURY_ARGUMENTS = (
     f"--N_Omega={INTERIOR}",
     f"--N_dOmega={BOUNDARY}",
     "--batch_frequency=1",
+)
+#: SPRING's published run of this experiment: Woodbury-ENGD's arguments with its damping and momentum (the later
+#: ``--RNGD_damping`` is the one the peer's parser keeps).
+SPRING_ARGUMENTS = (
+    *WOODBURY_ARGUMENTS,
+    f"--RNGD_damping={SPRING_DAMPING!r}",
+    f"--RNGD_momentum={SPRING_MOMENTUM!r}",
 )
 
 
@@ -215,10 +226,12 @@ def run_ours(
     start: dict | None = None,
     save: Path | None = None,
     save_every: int = 10,
+    model_seed: int = 1,
 ) -> dict:
     """Up to ``iterations`` resampled Gauss–Newton iterations from the peer's initial network; the record of each.
 
-    ``problem``: the network (trained in place) and its point sets; default :func:`peer_problem` on ``device``.
+    ``problem``: the network (trained in place) and its point sets; default :func:`peer_problem` of ``model_seed``
+    (the peer's ``--model_seed``, default 1, its published runs') on ``device``.
     ``phases`` lists ``(first iteration, solver)`` in order, the first from iteration 1: each phase is one
     ``MinimizingMovement.run`` on the batches of its iterations from where the last one ended (the solver's
     warm start begins afresh, as in a new run). ``start``: a saved point (:func:`load_point`) at iteration
@@ -228,7 +241,7 @@ def run_ours(
     if not phases or phases[0][0] != 1 or any(later[0] <= earlier[0] for earlier, later in zip(phases, phases[1:])):
         raise ValueError(f"phases must start at iteration 1 and increase, got {[first for first, _ in phases]}")
     done = 0 if start is None else int(start["iteration"])
-    network, batches = peer_problem(device=device) if problem is None else problem
+    network, batches = peer_problem(model_seed, device=device) if problem is None else problem
     exact = cos_sum(batches.evaluation)
 
     def l2_error() -> float:
@@ -291,6 +304,26 @@ def tikhonov_solver(
     )
 
 
+def peer_rule(damping: float = WOODBURY_DAMPING, momentum: float = 0.0) -> GaussNewton:
+    r"""The peers' step in the library (``--woodbury-rule``, ``--spring-rule``): one Gauss–Newton iteration per batch, the Tikhonov step :math:`-(A + \mu I)^{-1}g` at the absolute damping ``damping`` (``absolute_damping=True``), with SPRING's ``momentum`` where nonzero, the best batch loss over the 31 lengths :math:`2^0 \dots 2^{-30}` (``line_search="logarithmic-grid"``, ``grid_largest=1``), no geodesic acceleration, no end-of-solve residual.
+
+    The defaults are Woodbury-ENGD's best run of this experiment; :data:`SPRING_DAMPING` and :data:`SPRING_MOMENTUM`
+    SPRING's (whose bias correction :math:`1/\sqrt{1 - \beta^{2(k+1)}}`, 1.002 at the first iteration at this
+    :math:`\beta` and 1 to rounding from the third, is not applied).
+    """
+    return GaussNewton(
+        max_iterations=1,
+        line_search="logarithmic-grid",
+        grid_largest=1.0,
+        step_filter="tikhonov",
+        step_damping=damping,
+        absolute_damping=True,
+        geodesic_acceleration=False,
+        final_residual=False,
+        momentum=momentum,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=300, help="iterations of every method")
@@ -312,6 +345,19 @@ def main() -> None:
         "(line_search='logarithmic-grid', as Woodbury-ENGD's and SPRING's grid) instead of Armijo's",
     )
     parser.add_argument("--spring", action="store_true", help="the schedule SPRING_PHASES (SPRING's momentum from 31)")
+    parser.add_argument(
+        "--woodbury-rule",
+        action="store_true",
+        help="one phase of peer_rule(): Woodbury-ENGD's absolute damping and grid, in the library",
+    )
+    parser.add_argument(
+        "--spring-rule",
+        action="store_true",
+        help="one phase of peer_rule(SPRING_DAMPING, SPRING_MOMENTUM): SPRING's damping, momentum and grid, in the library",
+    )
+    parser.add_argument(
+        "--model-seed", type=int, default=1, help="the peer's --model_seed of our network and points (default 1)"
+    )
     parser.add_argument("--start", type=Path, default=None, help="continue from a point --save wrote")
     parser.add_argument("--save", type=Path, default=None, help="write the point every --save-every iterations here")
     parser.add_argument("--save-every", type=int, default=10, help="iterations between saved points")
@@ -320,6 +366,11 @@ def main() -> None:
     parser.add_argument("--skip-ours", action="store_true", help="run the peer only")
     parser.add_argument("--woodbury", type=Path, help="a checkout of github:andresguzco/rla-pinns")
     parser.add_argument("--woodbury-python", default=sys.executable, help="the interpreter rla-pinns is installed for")
+    parser.add_argument(
+        "--peer-spring",
+        action="store_true",
+        help="with --woodbury: run rla-pinns with SPRING's published damping and momentum (SPRING_ARGUMENTS) as well",
+    )
     parser.add_argument("--cpu", type=int, default=None, help="pin every run to this CPU core")
     parser.add_argument("--log", type=Path, default=None, help="append our per-iteration records here (JSON lines)")
     parser.add_argument("--output", type=Path, default=None, help="default benchmarks/results/poisson-5d-<device>.json")
@@ -330,8 +381,8 @@ def main() -> None:
         os.sched_setaffinity(0, {arguments.cpu})
     if arguments.save_every < 1:
         parser.error(f"--save-every must be at least 1, got {arguments.save_every}")
-    if arguments.phase is not None and arguments.spring:
-        parser.error("--spring is a schedule of its own: give it or --phase, not both")
+    if sum([arguments.phase is not None, arguments.spring, arguments.woodbury_rule, arguments.spring_rule]) > 1:
+        parser.error("--spring, --woodbury-rule and --spring-rule are schedules of their own: give one of them or --phase")
     schedule = [tuple(phase) for phase in (SPRING_PHASES if arguments.spring else arguments.phase or PHASES)]
     if any(len(phase) not in (3, 4) for phase in schedule):
         parser.error("--phase takes FIRST DAMPING LENGTH [MOMENTUM]")
@@ -351,6 +402,10 @@ def main() -> None:
         )
         for first, damping, length, *momentum in schedule
     ]
+    if arguments.woodbury_rule:
+        phases = [(1, peer_rule())]
+    if arguments.spring_rule:
+        phases = [(1, peer_rule(SPRING_DAMPING, SPRING_MOMENTUM))]
     if arguments.save is not None:
         arguments.save.mkdir(parents=True, exist_ok=True)
     runs = {}
@@ -364,6 +419,7 @@ def main() -> None:
             start=None if arguments.start is None else load_point(arguments.start),
             save=arguments.save,
             save_every=arguments.save_every,
+            model_seed=arguments.model_seed,
         )
     if arguments.woodbury is not None:
         runs["woodbury"] = run_peer(
@@ -375,6 +431,16 @@ def main() -> None:
             arguments.cpu,
             max_logs=20 * arguments.iterations,
         )
+        if arguments.peer_spring:
+            runs["spring"] = run_peer(
+                "rla_pinns",
+                arguments.woodbury,
+                arguments.woodbury_python,
+                SPRING_ARGUMENTS,
+                arguments.iterations,
+                arguments.cpu,
+                max_logs=20 * arguments.iterations,
+            )
     write_record(
         runs,
         output,

@@ -253,3 +253,39 @@ def test_the_5d_poisson_grid_phase_searches_the_grid():
     assert tikhonov_solver(1e-8).line_search == "armijo"
     grid = tikhonov_solver(2e-11, 1.0, False, 0.063, line_search="logarithmic-grid")
     assert grid.line_search == "logarithmic-grid" and grid.momentum == 0.063 and grid.step_damping == 2e-11
+
+
+def test_the_5d_poisson_peer_rules_are_the_peers_damping_momentum_and_grid():
+    """``peer_rule()``: the Tikhonov step at Woodbury-ENGD's absolute damping, its grid 2^0 .. 2^-30, one iteration; SPRING's with its momentum."""
+    from benchmarks.poisson_5d import SPRING_DAMPING, SPRING_MOMENTUM, WOODBURY_DAMPING, peer_rule
+
+    rule = peer_rule()
+    assert rule.max_iterations == 1 and rule.step_filter == "tikhonov" and rule.line_search == "logarithmic-grid"
+    assert rule.step_damping == WOODBURY_DAMPING == 3.1732122998048178e-12 and rule.absolute_damping
+    assert rule.grid_largest == 1.0 and not rule.geodesic_acceleration and not rule.final_residual
+    assert rule.momentum == 0.0
+    spring = peer_rule(SPRING_DAMPING, SPRING_MOMENTUM)
+    assert spring.step_damping == 2.086286730036186e-10 and spring.momentum == 0.0632666532797279
+    assert spring.absolute_damping and spring.grid_largest == 1.0
+
+
+def test_the_5d_poisson_spring_peer_arguments_override_woodburys_damping():
+    """The peer's argparse keeps the last ``--RNGD_damping``: SPRING's comes after Woodbury-ENGD's, with its momentum."""
+    from benchmarks.poisson_5d import SPRING_ARGUMENTS, WOODBURY_ARGUMENTS
+
+    assert SPRING_ARGUMENTS[: len(WOODBURY_ARGUMENTS)] == WOODBURY_ARGUMENTS
+    dampings = [argument for argument in SPRING_ARGUMENTS if argument.startswith("--RNGD_damping=")]
+    assert dampings[-1] == "--RNGD_damping=2.086286730036186e-10"
+    assert "--RNGD_momentum=0.0632666532797279" in SPRING_ARGUMENTS
+
+
+def test_the_5d_poisson_model_seed_gives_the_peers_network_of_that_seed_and_other_points():
+    """``--model-seed``: :func:`peer_problem` of seed 2 is the peer's network of seed 2, and the points drawn after it differ from seed 1's."""
+    from benchmarks.poisson_5d import WIDTHS, peer_problem
+    from benchmarks.poisson_scale import peer_network
+
+    counts = {"interior": 6, "boundary": 4, "evaluation": 8}
+    (first, first_batches), (second, second_batches) = (peer_problem(seed, **counts) for seed in (1, 2))
+    assert all(torch.equal(a, b) for a, b in zip(second.parameters(), peer_network(WIDTHS, 2).parameters()))
+    assert not torch.equal(next(first.parameters()), next(second.parameters()))
+    assert not torch.equal(first_batches(1)[0], second_batches(1)[0])
