@@ -309,7 +309,7 @@ def peer_rule(damping: float = WOODBURY_DAMPING, momentum: float = 0.0) -> Gauss
 
     The defaults are Woodbury-ENGD's best run of this experiment; :data:`SPRING_DAMPING` and :data:`SPRING_MOMENTUM`
     SPRING's (whose bias correction :math:`1/\sqrt{1 - \beta^{2(k+1)}}`, 1.002 at the first iteration at this
-    :math:`\beta` and 1 to rounding from the third, is not applied).
+    :math:`\beta`, :math:`1 + 3\cdot10^{-8}` at the third, is not applied).
     """
     return GaussNewton(
         max_iterations=1,
@@ -383,6 +383,10 @@ def main() -> None:
         parser.error(f"--save-every must be at least 1, got {arguments.save_every}")
     if sum([arguments.phase is not None, arguments.spring, arguments.woodbury_rule, arguments.spring_rule]) > 1:
         parser.error("--spring, --woodbury-rule and --spring-rule are schedules of their own: give one of them or --phase")
+    if (arguments.woodbury_rule or arguments.spring_rule) and arguments.grid_from is not None:
+        parser.error("--woodbury-rule and --spring-rule search the peers' grid from the first iteration: no --grid-from")
+    if arguments.peer_spring and arguments.woodbury is None:
+        parser.error("--peer-spring runs rla-pinns: give its checkout with --woodbury")
     schedule = [tuple(phase) for phase in (SPRING_PHASES if arguments.spring else arguments.phase or PHASES)]
     if any(len(phase) not in (3, 4) for phase in schedule):
         parser.error("--phase takes FIRST DAMPING LENGTH [MOMENTUM]")

@@ -479,3 +479,31 @@ def test_the_line_search_takes_the_damping_the_factorisation_resolves(monkeypatc
     assert solver._filter_damping(model, None) == requested
     monkeypatch.setattr(type(model.factorization), "resolved_damping", lambda self, damping: 3.0 * damping)
     assert solver._filter_damping(model, None) == 3.0 * requested
+
+
+def test_a_raised_damping_is_resolved_in_the_factorisations_units_and_factored_once(monkeypatch):
+    """The model's factorisation holds A/s (``scale`` s, here 1e3): the damping is resolved as mu/s there and returned
+    as s times that; the step at it reuses the one Cholesky factor and forms no eigendecomposition (both counted)."""
+    from mms_manifolds.subproblem import GaussNewtonModel
+
+    gram = torch.diag(torch.tensor([1.0, 0.5, -1e-15], dtype=torch.float64))  # of A/s, a rounding-negative eigenvalue
+    factorization = GramFactorization(gram)
+    scale = 1e3
+    model = GaussNewtonModel(0.0, torch.ones(3, dtype=torch.float64), factorization, scale, 1.0, 0.0)
+    solver = GaussNewton(step_filter="tikhonov", step_damping=1e-14, absolute_damping=True)  # 1e-17 in A/s
+    factorizations, eigendecompositions = [], []
+    original_cholesky, original_eigh = torch.linalg.cholesky_ex, torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", lambda *a, **k: factorizations.append(1) or original_cholesky(*a, **k))
+    monkeypatch.setattr(torch.linalg, "eigh", lambda *a, **k: eigendecompositions.append(1) or original_eigh(*a, **k))
+    damping = solver._filter_damping(model, None)
+    unit = torch.finfo(torch.float64).eps * float(torch.trace(gram))
+    assert damping == pytest.approx(scale * 4 * unit, rel=1e-15)
+    assert len(factorizations) == 3  # refused at 1e-17 and at eps tr, factored at 4 eps tr
+    step = model.step(damping)
+    assert len(factorizations) == 3 and eigendecompositions == []
+    assert torch.allclose(step, -torch.ones(3, dtype=torch.float64) / (torch.diagonal(gram) + damping / scale) / scale, rtol=1e-12)
+
+
+def test_a_grid_largest_length_needs_the_logarithmic_grid():
+    with pytest.raises(ValueError, match="grid_largest=1.0 needs line_search='logarithmic-grid'"):
+        GaussNewton(grid_largest=1.0)

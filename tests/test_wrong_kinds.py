@@ -148,6 +148,8 @@ TARGETS: dict[str, tuple[Callable, dict, dict[str, tuple]]] = {
             "search_start": OPTION,
             "max_step_length": NUMBER,
             "momentum": NUMBER_OR_ZERO,
+            "absolute_damping": FLAG,
+            "grid_largest": NUMBER,
         },
     ),
     "RiemannianGradientDescent": (

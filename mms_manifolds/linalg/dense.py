@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from .limits import check_fits_in_memory, pseudo_inverse_rtol, truncated_reciprocal
+from .limits import check_fits_in_memory, first_factorable_shift, pseudo_inverse_rtol, truncated_reciprocal
 from .operator import GramOperator
 from .solution import Factorization, LinearSolution
 
@@ -15,7 +15,8 @@ __all__ = ["DenseSolve", "GramFactorization", "WhitenedGramFactorization", "sing
 
 
 #: Where ``gram`` + :math:`\lambda I` has no Cholesky factor, the shifts tried next: :math:`\max(\lambda, \varepsilon\operatorname{tr})`
-#: times ``SHIFT_GROWTH**k``, :math:`k = 0, \dots,` ``SHIFT_TRIES - 1`` (:meth:`GramFactorization.resolved_damping`).
+#: (times 4 where that is :math:`\lambda` itself) times ``SHIFT_GROWTH**k``, :math:`k = 0, \dots,` ``SHIFT_TRIES - 1``
+#: (:meth:`GramFactorization.resolved_damping`, :func:`~mms_manifolds.linalg.limits.first_factorable_shift`).
 SHIFT_GROWTH, SHIFT_TRIES = 4.0, 6
 
 
@@ -101,23 +102,27 @@ class GramFactorization(Factorization):
         return shifted
 
     def resolved_damping(self, damping: float) -> float:
-        r"""The smallest of :math:`\lambda` and :math:`\lambda_k = \max(\lambda, \varepsilon\operatorname{tr}G)\,4^k`, :math:`k = 0, \dots, 5`, at which :math:`G + \lambda_kI` has a Cholesky factor (kept for the solve); :math:`\lambda` where none has.
+        r"""The smallest of :math:`\lambda` and :math:`\lambda_k = \max(\lambda, \varepsilon\operatorname{tr}G)\,4^k`, :math:`k = 0, \dots, 5`, at which :math:`G + \lambda_kI` has a Cholesky factor (kept for the solve, so it is factored once); :math:`\lambda` where none has.
 
         :math:`G` is ``gram`` as computed, whose eigenvalues carry rounding of a few :math:`\varepsilon\operatorname{tr}G`
-        (:math:`\varepsilon` the machine epsilon of its dtype): below that a damping is not resolved, :math:`G + \lambda I`
-        can be indefinite, and its solve falls back to the eigendecomposition with the eigenvalues clamped at 0 (about
-        27 times the flops of the Cholesky factorisation). On the 5-D Poisson's kernel (``3500 x 3500``, ``docs/performance.md``)
+        (:math:`\varepsilon` the machine epsilon of its dtype): with a damping below that, :math:`G + \lambda I` can be
+        indefinite, whether it has a Cholesky factor is decided by rounding, and where it has none its solve falls back to
+        the eigendecomposition with the eigenvalues clamped at 0 (about 27 times the flops of the Cholesky
+        factorisation). Where no shift factors either, the refusal at :math:`\lambda` is kept, so the solve goes to the
+        eigendecomposition without another try. On the 5-D Poisson's kernel (``3500 x 3500``, ``docs/performance.md``)
         448 computed eigenvalues were negative, down to :math:`-7.4\cdot10^{-11} = -2.6\,\varepsilon\operatorname{tr}G`,
         under Woodbury-ENGD's :math:`\lambda = 3.17\cdot10^{-12}`. A :math:`\lambda \le 0` is returned as it is.
         """
         if damping <= 0.0 or self._shifted_cholesky(damping) is not None:
             return damping
-        shift = max(damping, torch.finfo(self.gram.dtype).eps * float(torch.trace(self.gram)))
-        for _ in range(SHIFT_TRIES):
-            if shift > damping and self._shifted_cholesky(shift) is not None:
-                return shift
-            shift *= SHIFT_GROWTH
-        return damping
+        start = max(damping, torch.finfo(self.gram.dtype).eps * float(torch.trace(self.gram)))
+        if start == damping:
+            start *= SHIFT_GROWTH
+        found = first_factorable_shift(self._shifted_cholesky, start, SHIFT_GROWTH, SHIFT_TRIES)
+        if found is None:
+            self._cholesky = (damping, None)  # the solve at damping goes to the eigendecomposition at once
+            return damping
+        return found[0]
 
     def _shifted_cholesky(self, damping: float) -> torch.Tensor | None:
         if self._cholesky is None or self._cholesky[0] != damping:

@@ -7,12 +7,14 @@ their cutoffs from here, so the recorded rank of a Jacobian is the rank the resi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
 __all__ = [
     "available_memory_bytes",
     "check_fits_in_memory",
+    "first_factorable_shift",
     "meminfo_available_bytes",
     "pseudo_inverse_rtol",
     "range_mask",
@@ -105,3 +107,22 @@ def truncated_reciprocal(values: torch.Tensor, keep: torch.Tensor, power: int = 
     r""":math:`1/v_i^{\text{power}}` where ``keep``, 0 elsewhere: the diagonal of every truncated pseudo-inverse."""
     safe = values.where(keep, torch.ones_like(values))
     return torch.where(keep, 1.0 / (safe if power == 1 else safe**power), 0.0)
+
+
+def first_factorable_shift(
+    factor_at: Callable[[float], torch.Tensor | None], start: float, growth: float, tries: int
+) -> tuple[float, torch.Tensor] | None:
+    r"""The first shift :math:`\nu_k = \nu_0 g^k`, :math:`k = 0, \dots, n - 1`, at which ``factor_at`` gives a factor: ``(nu_k, factor)``, or ``None``.
+
+    ``factor_at(nu)`` is a Cholesky factorisation of a matrix shifted by :math:`\nu` (``None`` where it has none);
+    ``start`` :math:`= \nu_0 > 0`, ``growth`` :math:`= g > 1`, ``tries`` :math:`= n`. The rule of every shifted
+    Cholesky factorisation of the library whose matrix rounding can leave indefinite (the Nyström core, the damped
+    Gram matrices).
+    """
+    shift = start
+    for _ in range(tries):
+        factor = factor_at(shift)
+        if factor is not None:
+            return shift, factor
+        shift *= growth
+    return None

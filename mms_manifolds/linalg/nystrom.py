@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from .._random import gaussian_probes
+from .limits import first_factorable_shift
 
 __all__ = ["NystromApproximation", "NystromPreconditioning", "nystrom_approximation"]
 
@@ -112,15 +113,17 @@ def nystrom_approximation(
     sketch = torch.stack([matvec(omega[:, column]) for column in range(rank)], dim=1)
     shift = size**0.5 * torch.finfo(dtype).eps * float(torch.linalg.matrix_norm(sketch, ord=2))
     shift = max(shift, torch.finfo(dtype).tiny)
-    for _ in range(11):
-        shifted = sketch + shift * omega
-        core = omega.T @ shifted
+
+    def core_cholesky(nu: float) -> torch.Tensor | None:
+        core = omega.T @ (sketch + nu * omega)
         lower, info = torch.linalg.cholesky_ex(0.5 * (core + core.T))
-        if int(info) == 0:
-            break
-        shift *= SHIFT_GROWTH
-    else:
+        return lower if int(info) == 0 else None
+
+    found = first_factorable_shift(core_cholesky, shift, SHIFT_GROWTH, 11)
+    if found is None:
         raise ValueError("the Nyström sketch is not positive semi-definite: is the operator PSD?")
+    shift, lower = found
+    shifted = sketch + shift * omega
     factor = torch.linalg.solve_triangular(lower, shifted.T, upper=False).T  # Y_nu C^{-T}
     basis, singular, _ = torch.linalg.svd(factor, full_matrices=False)
     eigenvalues = (singular.square() - shift).clamp_min(0.0)

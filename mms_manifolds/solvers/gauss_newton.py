@@ -238,6 +238,8 @@ class GaussNewton(InnerSolver):
         if self.absolute_damping and self.step_damping is None:
             raise ValueError("absolute_damping=True needs a step_damping")
         self.grid_largest = check_positive_float("grid_largest", grid_largest)
+        if self.grid_largest != ENGD_LARGEST_LENGTH and self.line_search != "logarithmic-grid":
+            raise ValueError(f"grid_largest={grid_largest} needs line_search='logarithmic-grid', got {line_search!r}")
         self.max_step_length = check_positive_float("max_step_length", max_step_length)
         if not self.max_step_length <= 1:
             raise ValueError(f"max_step_length must be in (0, 1], got {max_step_length}")
@@ -503,7 +505,7 @@ class GaussNewton(InnerSolver):
             if cutoff is None:  # the factorisation's own cutoff, else the library's rounding rule
                 cutoff = getattr(model.factorization, "rtol", None) or pseudo_inverse_rtol(size, model.gradient.dtype)
             damping = max(floor, cutoff * model.mean_eigenvalue * size)
-        return model.factorization.resolved_damping(damping)
+        return model.scale * model.factorization.resolved_damping(damping / model.scale)  # it factors A/s
 
     def _line_search(
         self,
