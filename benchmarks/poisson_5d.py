@@ -290,8 +290,9 @@ def tikhonov_solver(
     acceleration: bool = False,
     momentum: float = 0.0,
     line_search: str = "armijo",
+    **options: object,
 ) -> GaussNewton:
-    """One Gauss–Newton iteration per batch, the Tikhonov step of fixed relative damping ``step_damping``, Armijo's line search from at most ``max_step_length`` (or ``line_search="logarithmic-grid"``, the best of the 31 lengths ``2^(1-k)``), SPRING's ``momentum``, no end-of-solve residual."""
+    """One Gauss–Newton iteration per batch, the Tikhonov step of fixed relative damping ``step_damping``, Armijo's line search from at most ``max_step_length`` (or ``line_search="logarithmic-grid"``, the best of the 31 lengths ``2^(1-k)``), SPRING's ``momentum``, no end-of-solve residual; ``options``: further ``GaussNewton`` settings (:func:`peer_rule`'s)."""
     return GaussNewton(
         max_iterations=1,
         line_search=line_search,
@@ -301,6 +302,7 @@ def tikhonov_solver(
         final_residual=False,
         max_step_length=max_step_length,
         momentum=momentum,
+        **options,
     )
 
 
@@ -311,16 +313,8 @@ def peer_rule(damping: float = WOODBURY_DAMPING, momentum: float = 0.0) -> Gauss
     SPRING's (whose bias correction :math:`1/\sqrt{1 - \beta^{2(k+1)}}`, 1.002 at the first iteration at this
     :math:`\beta`, :math:`1 + 3\cdot10^{-8}` at the third, is not applied).
     """
-    return GaussNewton(
-        max_iterations=1,
-        line_search="logarithmic-grid",
-        grid_largest=1.0,
-        step_filter="tikhonov",
-        step_damping=damping,
-        absolute_damping=True,
-        geodesic_acceleration=False,
-        final_residual=False,
-        momentum=momentum,
+    return tikhonov_solver(
+        damping, momentum=momentum, line_search="logarithmic-grid", absolute_damping=True, grid_largest=1.0
     )
 
 
