@@ -481,6 +481,26 @@ def test_the_line_search_takes_the_damping_the_factorisation_resolves(monkeypatc
     assert solver._filter_damping(model, None) == 3.0 * requested
 
 
+def test_each_iteration_whose_damping_was_raised_is_recorded_with_both_dampings(monkeypatch):
+    """``InnerResult.extra["raised_damping"]``: empty where the factorisation resolves every damping; where it raises
+    them (here threefold), one entry per iteration, numbered from 1, with the damping asked for and the one taken; no
+    entry for truncated steps, which take no damping."""
+    flow = regression_flow(tau=1e6)
+    theta0 = flow.parametrization.initial_point()
+    options = {"max_iterations": 3, "globalization": "line-search", "final_residual": False}
+    solver = GaussNewton(step_filter="tikhonov", step_damping=1e-6, **options)
+    assert solver.solve(flow.subproblem(theta0), theta0).extra["raised_damping"] == []
+    assert "raised_damping" not in GaussNewton(**options).solve(flow.subproblem(theta0), theta0).extra
+    factorization_type = type(flow.subproblem(theta0).gauss_newton_model(theta0, "auto").factorization)
+    monkeypatch.setattr(factorization_type, "resolved_damping", lambda self, damping: 3.0 * damping)
+    raised = solver.solve(flow.subproblem(theta0), theta0)
+    records = raised.extra["raised_damping"]
+    assert raised.iterations == 3
+    assert [record["iteration"] for record in records] == [1, 2, 3]
+    for record in records:
+        assert record["requested"] > 0 and record["resolved"] == pytest.approx(3.0 * record["requested"], rel=1e-15)
+
+
 def test_a_raised_damping_is_resolved_in_the_factorisations_units_and_factored_once(monkeypatch):
     """The model's factorisation holds A/s (``scale`` s, here 1e3): the damping is resolved as mu/s there and returned
     as s times that; the step at it reuses the one Cholesky factor and forms no eigendecomposition (both counted)."""

@@ -182,7 +182,7 @@ def test_a_levenberg_marquardt_iteration_restarts_the_direction(monkeypatch):
     flow = _linear_flow(40, 8)
     theta0 = flow.parametrization.initial_point() + 0.1
     subproblem = flow.subproblem(theta0)
-    monkeypatch.setattr(GaussNewton, "_line_search", lambda *arguments: (None, 0.0, None))
+    monkeypatch.setattr(GaussNewton, "_line_search", lambda *arguments, **options: (None, 0.0, None))
     result = _spring(0.9, iterations=2).solve(subproblem, theta0)
     assert result.iterations == 2 and result.cost_history[-1] < result.cost_history[0]
     assert result.state.previous_direction == ()

@@ -152,12 +152,10 @@ def test_a_rejected_sampled_step_is_redone_with_the_full_model(monkeypatch):
     calls: list[bool] = []
     search = GaussNewton._line_search
 
-    def refuse_sampled(self, subproblem, model, theta, previous_length, forcing, previous=None):
+    def refuse_sampled(self, subproblem, model, *arguments, **options):
         sampled = isinstance(model.factorization, RowSampledFactorization)
         calls.append(sampled)
-        return (
-            (None, 0.0, None) if sampled else search(self, subproblem, model, theta, previous_length, forcing, previous)
-        )
+        return (None, 0.0, None) if sampled else search(self, subproblem, model, *arguments, **options)
 
     monkeypatch.setattr(GaussNewton, "_line_search", refuse_sampled)
     result = _solver(RowSampling(24), iterations=3).solve(subproblem, theta)
@@ -267,10 +265,10 @@ def test_a_rejected_sampled_step_keeps_the_iterations_forcing_term(monkeypatch):
     the plain solver's, as if no sampled model had been tried (the term's sequence advances once per iteration)."""
     search = GaussNewton._line_search
 
-    def refuse_sampled(self, subproblem, model, theta, previous_length, forcing, previous=None):
+    def refuse_sampled(self, subproblem, model, *arguments, **options):
         if isinstance(model.factorization, RowSampledFactorization):
             return None, 0.0, None
-        return search(self, subproblem, model, theta, previous_length, forcing, previous)
+        return search(self, subproblem, model, *arguments, **options)
 
     def solver(sampling: RowSampling | None) -> GaussNewton:
         options = {"step_filter": "tikhonov", "final_residual": False, "globalization": "line-search"}

@@ -329,6 +329,7 @@ class GaussNewton(InnerSolver):
         use_line_search = None
         direction = self._previous_direction(state, theta)
         forcing = _ForcingRecord(self.forcing)
+        damping_record = _DampingRecord()
         sampling = self.row_sampling is not None  # row-sampled models until the rule's switch
         sampled_iterations, sampled_rows_used = 0, 0
         started = time.perf_counter()
@@ -355,12 +356,13 @@ class GaussNewton(InnerSolver):
                 stop, failed_at = StopReason.NON_FINITE, iteration
                 break
             model = forcing.start(iterations, model)
+            damping_record.start(iterations)
             if use_line_search is None:
                 use_line_search = self.selected_globalization(model) == "line-search"
             candidate = None
             if sampled and use_line_search:
                 candidate, length, sampled_direction = self._line_search(
-                    subproblem, model, theta, step_length, forcing, direction
+                    subproblem, model, theta, step_length, forcing, direction, damping_record=damping_record
                 )
                 sampling = isinstance(candidate, tuple) and length < self.row_sampling.until_length
                 if isinstance(candidate, tuple):
@@ -375,7 +377,7 @@ class GaussNewton(InnerSolver):
                 model = forcing.restart(self._model(subproblem, theta))
             if use_line_search and not isinstance(candidate, tuple):
                 candidate, length, direction = self._line_search(
-                    subproblem, model, theta, step_length, forcing, direction
+                    subproblem, model, theta, step_length, forcing, direction, damping_record=damping_record
                 )
                 # after a fallback to Levenberg–Marquardt the next search starts afresh, as at a cold start
                 step_length = length if candidate is not None else self.fresh_step_length
@@ -429,9 +431,15 @@ class GaussNewton(InnerSolver):
             0.0,
             stop,
             failed_iteration=failed_at,
-            extra=forcing.extra() | self._sampling_extra(sampled_iterations, sampled_rows_used),
+            extra=forcing.extra()
+            | self._sampling_extra(sampled_iterations, sampled_rows_used)
+            | self._damping_extra(damping_record),
             state=dataclasses.replace(state, step_length=step_length, relative_damping=relative_damping, **carried),
         )
+
+    def _damping_extra(self, record: _DampingRecord) -> dict:
+        """``{"raised_damping": [...]}`` (:class:`_DampingRecord`, possibly empty) for ``InnerResult.extra`` with ``step_filter="tikhonov"``; empty with ``"truncate"``, whose steps take no damping."""
+        return {} if self.step_filter == "truncate" else {"raised_damping": record.records}
 
     def _sampling_extra(self, iterations: int, rows: int) -> dict:
         """``{"row_sampling": {"sampled_iterations": ..., "sampled_rows": ...}}`` (rows summed over those iterations) for ``InnerResult.extra``; empty without the rule."""
@@ -492,8 +500,10 @@ class GaussNewton(InnerSolver):
     def _trial_cost(self, subproblem: MMSSubproblem, candidate: torch.Tensor) -> float:
         return subproblem.cost(candidate) if bool(torch.isfinite(candidate).all()) else math.nan
 
-    def _filter_damping(self, model: GaussNewtonModel, cutoff: float | None) -> float:
-        r"""The line search's damping for a factorisation that pseudo-inverts: 0 (``"truncate"``); for ``"tikhonov"`` ``step_damping`` :math:`\cdot\operatorname{tr}A/p` where given (``step_damping`` itself with ``absolute_damping``), else the relative ``cutoff`` (the factorisation's ``rtol`` for ``None``) times :math:`\operatorname{tr}A`; for a row-sampled model at least its ``damping_floor``; raised where the computed Gram matrix does not resolve it (:meth:`~mms_manifolds.linalg.GramFactorization.resolved_damping`)."""
+    def _filter_damping(
+        self, model: GaussNewtonModel, cutoff: float | None, record: _DampingRecord | None = None
+    ) -> float:
+        r"""The line search's damping for a factorisation that pseudo-inverts: 0 (``"truncate"``); for ``"tikhonov"`` ``step_damping`` :math:`\cdot\operatorname{tr}A/p` where given (``step_damping`` itself with ``absolute_damping``), else the relative ``cutoff`` (the factorisation's ``rtol`` for ``None``) times :math:`\operatorname{tr}A`; for a row-sampled model at least its ``damping_floor``; raised where the computed Gram matrix does not resolve it (:meth:`~mms_manifolds.linalg.GramFactorization.resolved_damping`), which ``record`` (where given) keeps."""
         if self.step_filter == "truncate":
             return 0.0
         sampled = isinstance(model.factorization, RowSampledFactorization)
@@ -505,7 +515,11 @@ class GaussNewton(InnerSolver):
             if cutoff is None:  # the factorisation's own cutoff, else the library's rounding rule
                 cutoff = getattr(model.factorization, "rtol", None) or pseudo_inverse_rtol(size, model.gradient.dtype)
             damping = max(floor, cutoff * model.mean_eigenvalue * size)
-        return model.scale * model.factorization.resolved_damping(damping / model.scale)  # it factors A/s
+        wanted = damping / model.scale  # the factorisation factors A/s
+        resolved = model.factorization.resolved_damping(wanted)
+        if record is not None and resolved != wanted:
+            record.raised(damping, model.scale * resolved)
+        return model.scale * resolved
 
     def _line_search(
         self,
@@ -515,6 +529,8 @@ class GaussNewton(InnerSolver):
         previous_length: float,
         forcing: _ForcingRecord,
         previous: torch.Tensor | None = None,
+        *,
+        damping_record: _DampingRecord | None = None,
     ) -> tuple[tuple[torch.Tensor, float] | StopReason | None, float, torch.Tensor | None]:
         r"""``((candidate, cost), length, direction)`` of the accepted point on the search curve, ``(STALLED, 1, previous)`` (the step not taken), or ``(None, 0, None)`` if none decreased the cost.
 
@@ -527,12 +543,15 @@ class GaussNewton(InnerSolver):
         """
         pseudo_inverts = model.factorization.pseudo_inverts
         cutoff = None if self.step_damping is not None else self.step_cutoff_after(previous_length)
-        damping = self._filter_damping(model, cutoff) if pseudo_inverts else self.initial_damping * model.mean_eigenvalue
+        if pseudo_inverts:
+            damping = self._filter_damping(model, cutoff, damping_record)
+        else:
+            damping = self.initial_damping * model.mean_eigenvalue
         step = model.step(damping, cutoff) if pseudo_inverts else forcing.step(model, damping)
         predicted = model.predicted_decrease(step, damping)
         if cutoff is not None and pseudo_inverts and self._unresolvable(model, predicted):
             cutoff = None  # the truncated step has nothing left to give: the full pseudo-inverse
-            damping = self._filter_damping(model, cutoff)
+            damping = self._filter_damping(model, cutoff, damping_record)
             step = model.step(damping, cutoff)
             predicted = model.predicted_decrease(step, damping)
         if self.momentum > 0 and previous is not None:
@@ -632,6 +651,28 @@ class GaussNewton(InnerSolver):
             relative_damping *= nu
             nu *= 2
         return None, relative_damping, nu
+
+
+class _DampingRecord:
+    r"""The iterations of one Gauss–Newton solve whose Tikhonov damping was raised above the one asked for.
+
+    :meth:`~mms_manifolds.linalg.GramFactorization.resolved_damping` raises a damping :math:`\lambda` below the
+    computed Gram matrix's rounding to the first :math:`\lambda_k` whose shifted matrix has a Cholesky factor; the
+    step then differs from the one asked for. Each such iteration is kept as ``{"iteration": k, "requested":
+    lambda, "resolved": lambda_k}`` (dampings in the units of :math:`A`) for ``InnerResult.extra["raised_damping"]``.
+    """
+
+    def __init__(self) -> None:
+        self.iteration = 0
+        self.records: list[dict[str, float | int]] = []
+
+    def start(self, iteration: int) -> None:
+        """Iteration ``iteration`` (counted from 1) begins."""
+        self.iteration = iteration
+
+    def raised(self, requested: float, resolved: float) -> None:
+        """This iteration's line search asked for ``requested`` and takes ``resolved`` instead."""
+        self.records.append({"iteration": self.iteration, "requested": requested, "resolved": resolved})
 
 
 class _ForcingRecord:
