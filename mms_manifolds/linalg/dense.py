@@ -15,9 +15,9 @@ __all__ = ["DenseSolve", "GramFactorization", "WhitenedGramFactorization", "sing
 
 
 #: Where ``gram`` + :math:`\lambda I` has no Cholesky factor, the shifts tried next: :math:`\max(\lambda, \varepsilon\operatorname{tr})`
-#: (times 4 where that is :math:`\lambda` itself) times ``SHIFT_GROWTH**k``, :math:`k = 0, \dots,` ``SHIFT_TRIES - 1``
+#: (times 4 where that is :math:`\lambda` itself) times ``DAMPING_SHIFT_GROWTH**k``, :math:`k = 0, \dots,` ``DAMPING_SHIFT_TRIES - 1``
 #: (:meth:`GramFactorization.resolved_damping`, :func:`~mms_manifolds.linalg.limits.first_factorable_shift`).
-SHIFT_GROWTH, SHIFT_TRIES = 4.0, 6
+DAMPING_SHIFT_GROWTH, DAMPING_SHIFT_TRIES = 4.0, 6
 
 
 def _solve_rtol(own: float, requested: float | None) -> float:
@@ -117,8 +117,8 @@ class GramFactorization(Factorization):
             return damping
         start = max(damping, torch.finfo(self.gram.dtype).eps * float(torch.trace(self.gram)))
         if start == damping:
-            start *= SHIFT_GROWTH
-        found = first_factorable_shift(self._shifted_cholesky, start, SHIFT_GROWTH, SHIFT_TRIES)
+            start *= DAMPING_SHIFT_GROWTH
+        found = first_factorable_shift(self._shifted_cholesky, start, DAMPING_SHIFT_GROWTH, DAMPING_SHIFT_TRIES)
         if found is None:
             self._cholesky = (damping, None)  # the solve at damping goes to the eigendecomposition at once
             return damping

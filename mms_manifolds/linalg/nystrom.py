@@ -39,8 +39,9 @@ from .limits import first_factorable_shift
 
 __all__ = ["NystromApproximation", "NystromPreconditioning", "nystrom_approximation"]
 
-#: Times the stabilising shift :math:`\nu` is multiplied by (up to 10 times) when rounding makes :math:`\Omega^\top Y_\nu` indefinite.
-SHIFT_GROWTH = 10.0
+#: Where rounding makes the core :math:`\Omega^\top Y_\nu` indefinite, the stabilising shift :math:`\nu` is multiplied by
+#: ``CORE_SHIFT_GROWTH`` up to ``CORE_SHIFT_TRIES - 1`` times (:func:`~mms_manifolds.linalg.limits.first_factorable_shift`).
+CORE_SHIFT_GROWTH, CORE_SHIFT_TRIES = 10.0, 11
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def nystrom_approximation(
         lower, info = torch.linalg.cholesky_ex(0.5 * (core + core.T))
         return lower if int(info) == 0 else None
 
-    found = first_factorable_shift(core_cholesky, shift, SHIFT_GROWTH, 11)
+    found = first_factorable_shift(core_cholesky, shift, CORE_SHIFT_GROWTH, CORE_SHIFT_TRIES)
     if found is None:
         raise ValueError("the Nyström sketch is not positive semi-definite: is the operator PSD?")
     shift, lower = found
