@@ -501,6 +501,44 @@ def test_each_iteration_whose_damping_was_raised_is_recorded_with_both_dampings(
         assert record["requested"] > 0 and record["resolved"] == pytest.approx(3.0 * record["requested"], rel=1e-15)
 
 
+def test_a_raised_damping_is_recorded_only_for_the_step_taken(monkeypatch):
+    """A search that finds no decrease falls back to Levenberg–Marquardt, whose steps take their own damping: no entry,
+    though the search's damping was raised. Within an iteration only the last search's last damping counts, and only
+    once its step is accepted (``_DampingRecord``: a rejected row-sampled search, or a truncated step replaced by the
+    full pseudo-inverse's, leaves nothing)."""
+    from mms_manifolds.solvers.gauss_newton import _DampingRecord
+
+    flow = regression_flow(tau=1e6)
+    theta0 = flow.parametrization.initial_point()
+    factorization_type = type(flow.subproblem(theta0).gauss_newton_model(theta0, "auto").factorization)
+    monkeypatch.setattr(factorization_type, "resolved_damping", lambda self, damping: 3.0 * damping)
+    monkeypatch.setattr(GaussNewton, "_trial_cost", lambda self, subproblem, candidate: math.inf)
+    solver = GaussNewton(
+        max_iterations=2, step_filter="tikhonov", step_damping=1e-6, globalization="line-search", final_residual=False
+    )
+    result = solver.solve(flow.subproblem(theta0), theta0)
+    assert result.extra["raised_damping"] == []
+    record = _DampingRecord()
+    record.start(1)
+    record.begin_search()
+    record.resolved(1.0, 4.0)
+    record.begin_search()  # a second search of the iteration (the full model after a rejected sampled one)
+    record.resolved(1.0, 1.0)
+    record.accept()
+    record.start(2)
+    record.begin_search()
+    record.resolved(1.0, 4.0)
+    record.resolved(2.0, 8.0)  # the full pseudo-inverse's damping replaces the truncated step's
+    record.accept()
+    record.accept()  # nothing pending: no second entry
+    record.start(3)
+    record.begin_search()
+    record.resolved(1.0, 4.0)  # a search whose step is not taken
+    record.start(4)
+    record.accept()
+    assert record.records == [{"iteration": 2, "requested": 2.0, "resolved": 8.0}]
+
+
 def test_a_raised_damping_is_resolved_in_the_factorisations_units_and_factored_once(monkeypatch):
     """The model's factorisation holds A/s (``scale`` s, here 1e3): the damping is resolved as mu/s there and returned
     as s times that; the step at it reuses the one Cholesky factor and forms no eigendecomposition (both counted)."""

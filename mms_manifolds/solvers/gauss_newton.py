@@ -112,7 +112,9 @@ class GaussNewton(InnerSolver):
             (one eigendecomposition of :math:`A`, or of the kernel, per iteration); ``"tikhonov"``: it is
             :math:`-(A + \mu I)^{-1}g` with :math:`\mu` the cutoff times :math:`\operatorname{tr}A` (the
             factorisation's own cutoff where the full pseudo-inverse would be taken), one Cholesky
-            factorisation instead (the eigendecomposition where it fails), the filter of Woodbury-ENGD.
+            factorisation instead (the eigendecomposition where it fails), the filter of Woodbury-ENGD. The iterations
+            whose damping had to be raised for a Cholesky factor (:meth:`~mms_manifolds.linalg.GramFactorization.resolved_damping`)
+            are listed in ``InnerResult.extra["raised_damping"]``.
         forcing: an :class:`~mms_manifolds.linalg.EisenstatWalker` rule for the damped model solves of a
             matrix-free (CG) mode: iteration :math:`k`'s step solve stops at the forcing term :math:`\eta_k` once
             the rule's ``fraction`` of the exact damped model decrease is certified, instead of at the solve
@@ -381,6 +383,8 @@ class GaussNewton(InnerSolver):
                 )
                 # after a fallback to Levenberg–Marquardt the next search starts afresh, as at a cold start
                 step_length = length if candidate is not None else self.fresh_step_length
+            if isinstance(candidate, tuple):  # the line search's step is taken, with the damping it was solved with
+                damping_record.accept()
             if candidate is None:  # Levenberg–Marquardt, or the line search's fallback
                 direction = None  # SPRING's direction restarts from 0
                 candidate, relative_damping, nu = self._levenberg_marquardt(
@@ -517,8 +521,8 @@ class GaussNewton(InnerSolver):
             damping = max(floor, cutoff * model.mean_eigenvalue * size)
         wanted = damping / model.scale  # the factorisation factors A/s
         resolved = model.factorization.resolved_damping(wanted)
-        if record is not None and resolved != wanted:
-            record.raised(damping, model.scale * resolved)
+        if record is not None:
+            record.resolved(damping, damping if resolved == wanted else model.scale * resolved)
         return model.scale * resolved
 
     def _line_search(
@@ -541,6 +545,8 @@ class GaussNewton(InnerSolver):
         (:func:`~mms_manifolds.solvers.momentum.momentum_direction`), or the plain step where that is no descent
         direction; ``direction`` is the :math:`\delta` searched along (``None`` without momentum).
         """
+        if damping_record is not None:
+            damping_record.begin_search()
         pseudo_inverts = model.factorization.pseudo_inverts
         cutoff = None if self.step_damping is not None else self.step_cutoff_after(previous_length)
         if pseudo_inverts:
@@ -654,25 +660,40 @@ class GaussNewton(InnerSolver):
 
 
 class _DampingRecord:
-    r"""The iterations of one Gauss–Newton solve whose Tikhonov damping was raised above the one asked for.
+    r"""The iterations of one Gauss–Newton solve whose step was taken with a Tikhonov damping above the one asked for.
 
-    :meth:`~mms_manifolds.linalg.GramFactorization.resolved_damping` raises a damping :math:`\lambda` below the
-    computed Gram matrix's rounding to the first :math:`\lambda_k` whose shifted matrix has a Cholesky factor; the
-    step then differs from the one asked for. Each such iteration is kept as ``{"iteration": k, "requested":
-    lambda, "resolved": lambda_k}`` (dampings in the units of :math:`A`) for ``InnerResult.extra["raised_damping"]``.
+    Where the computed Gram matrix :math:`G` plus :math:`\lambda I` has no Cholesky factor,
+    :meth:`~mms_manifolds.linalg.GramFactorization.resolved_damping` takes the first shift :math:`\lambda' > \lambda`
+    that has one. Each iteration whose accepted line-search step was solved with such a :math:`\lambda'` is kept once,
+    as ``{"iteration": k, "requested": lambda, "resolved": lambda'}`` (dampings in the units of :math:`A`), for
+    ``InnerResult.extra["raised_damping"]``. Searches whose step is not taken (a rejected row-sampled model, a search
+    that falls back to Levenberg–Marquardt or stalls) and a damping replaced within the search (the truncated step's,
+    where the full pseudo-inverse's follows) leave no entry.
     """
 
     def __init__(self) -> None:
         self.iteration = 0
         self.records: list[dict[str, float | int]] = []
+        self._pending: dict[str, float | int] | None = None
 
     def start(self, iteration: int) -> None:
         """Iteration ``iteration`` (counted from 1) begins."""
-        self.iteration = iteration
+        self.iteration, self._pending = iteration, None
 
-    def raised(self, requested: float, resolved: float) -> None:
-        """This iteration's line search asked for ``requested`` and takes ``resolved`` instead."""
-        self.records.append({"iteration": self.iteration, "requested": requested, "resolved": resolved})
+    def begin_search(self) -> None:
+        """A line search begins: what an earlier search of this iteration resolved is dropped."""
+        self._pending = None
+
+    def resolved(self, requested: float, resolved: float) -> None:
+        """The search's step is solved with ``resolved`` where ``requested`` was asked for (the latest of the search counts)."""
+        raised = resolved > requested
+        self._pending = {"iteration": self.iteration, "requested": requested, "resolved": resolved} if raised else None
+
+    def accept(self) -> None:
+        """The search's step is taken: its damping is kept if it was raised."""
+        if self._pending is not None:
+            self.records.append(self._pending)
+            self._pending = None
 
 
 class _ForcingRecord:
