@@ -35,15 +35,16 @@ Measured (:func:`order_table`, :func:`adaptive_run`):
   from the first step whose estimate's window holds neither :math:`u_0` nor BDF2's start, and at the first
   estimates, beside Milne's estimate from the window with :math:`u_0`;
 - **other fits** (``--seeds``, :func:`fit_distribution`): the standard network's adaptive BDF2 run (tolerance 2.5e-8,
-  20 Gauss–Newton iterations) on the network initialised with each seed and fitted by ``--fit-steps`` regression steps
-  (:func:`seeded_standard_model`), with each fit's error.
+  ``--iterations`` Gauss–Newton iterations per solve, default 20) on the network initialised with each seed and fitted
+  by ``--fit-steps`` regression steps (:func:`seeded_standard_model`), with each fit's error; the JSON keeps one run
+  per iteration count, fit length and seed.
 
 Run from the repository's root (one torch thread; CPU seconds)::
 
     python -m benchmarks.time_order                 # writes benchmarks/results/time_order.json
     python -m benchmarks.time_order --quick         # K = 10 ... 40, the eigenmode model's adaptive runs only
     python -m benchmarks.time_order --adaptive-only # the adaptive runs again, the order tables kept from the JSON
-    python -m benchmarks.time_order --seeds 1 2 3 4 5 6 [--fit-steps 12]  # the standard network's run on other fits
+    python -m benchmarks.time_order --seeds 1 2 3 4 5 6 [--fit-steps 12] [--iterations 20]  # other fits
 """
 
 from __future__ import annotations
@@ -441,6 +442,11 @@ def _print_adaptive(run: dict) -> None:
     )
 
 
+def _fit_key(run: dict) -> tuple[int, int, int]:
+    """A fit run's place in the JSON: one run per Gauss–Newton iteration count, fit length and seed."""
+    return run["iterations"], run["fit_steps"], run["seed"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="K = 10 ... 40 and the eigenmode model's adaptive runs")
@@ -452,19 +458,22 @@ def main() -> None:
         "--seeds", type=int, nargs="+", help="only the standard network's adaptive run on each seed's fit (kept in --json)"
     )
     parser.add_argument("--fit-steps", type=int, default=12, help="regression steps of each seed's fit (with --seeds)")
+    parser.add_argument(
+        "--iterations", type=int, default=20, help="Gauss-Newton iterations per solve of each seed's run (with --seeds)"
+    )
     arguments = parser.parse_args()
     use_threads(1)
     grid = heat_grid()
     if arguments.seeds:
         with open(arguments.json) as handle:
             kept = json.load(handle)
-        fits = fit_distribution(grid, arguments.seeds, arguments.fit_steps)
+        fits = fit_distribution(grid, arguments.seeds, arguments.fit_steps, iterations=arguments.iterations)
         for run in fits:
             print(f"fit error {run['fit_error']:.2g}: ", end="")
             _print_adaptive(run)
-        replaced = {(arguments.fit_steps, seed) for seed in arguments.seeds}
-        others = [run for run in kept.get("fits", []) if (run["fit_steps"], run["seed"]) not in replaced]
-        kept["fits"] = sorted(others + fits, key=lambda run: (run["fit_steps"], run["seed"]))
+        replaced = {_fit_key(run) for run in fits}
+        others = [run for run in kept.get("fits", []) if _fit_key(run) not in replaced]
+        kept["fits"] = sorted(others + fits, key=_fit_key)
         kept["fits_conditions"] = conditions()
         with open(arguments.json, "w") as handle:
             json.dump(kept, handle, indent=1)

@@ -2,7 +2,9 @@
 time, the estimate against the true local error, and two solver states the neural runs broke."""
 
 import dataclasses
+import json
 import math
+import sys
 
 import pytest
 import torch
@@ -181,3 +183,30 @@ def test_the_seeded_standard_network_is_the_benchmarks_at_seed_4_and_its_longer_
     short = time_order.seeded_standard_model(grid, 1, fit_steps=3)
     long = time_order.seeded_standard_model(grid, 1, fit_steps=12)
     assert grid.relative(short.u0, target) > 5e-4 and grid.relative(long.u0, target) < 5e-5
+
+
+def test_the_fits_file_keeps_one_run_per_iteration_count_fit_length_and_seed(tmp_path, monkeypatch):
+    """``--seeds`` replaces only the runs of the same iteration count, fit length and seed; the others stay."""
+    path = tmp_path / "time_order.json"
+    kept = {"iterations": 20, "fit_steps": 12, "seed": 3, "steps": 179}
+    path.write_text(json.dumps({"order": [], "fits": [kept]}))
+    calls = []
+
+    def fit_distribution(grid, seeds, fit_steps, iterations):
+        calls.append((tuple(seeds), fit_steps, iterations))
+        return [
+            {"iterations": iterations, "fit_steps": fit_steps, "seed": seed, "steps": len(calls), "fit_error": 1e-5}
+            for seed in seeds
+        ]
+
+    monkeypatch.setattr(time_order, "fit_distribution", fit_distribution)
+    monkeypatch.setattr(time_order, "_print_adaptive", lambda run: None)
+    monkeypatch.setattr(time_order, "heat_grid", lambda: None)
+    monkeypatch.setattr(time_order, "use_threads", lambda count: None)
+    for _ in range(2):  # the second run of the same settings replaces the first
+        arguments = ["time_order", "--json", str(path), "--seeds", "3", "--fit-steps", "12", "--iterations", "60"]
+        monkeypatch.setattr(sys, "argv", arguments)
+        time_order.main()
+    fits = json.loads(path.read_text())["fits"]
+    assert calls == [((3,), 12, 60)] * 2
+    assert [(run["iterations"], run["seed"], run["steps"]) for run in fits] == [(20, 3, 179), (60, 3, 2)]
