@@ -571,7 +571,9 @@ class MinimizingMovement:
         outcome = _StepOutcome(
             step, record, inner.point, stop_reason, inner.state, exact_state, u, withdrawal,
             report is not None and not report.full_column_rank,
-            far_from_converged(stop_reason, list(following.tangential_residuals), float(record.step_tolerance)),
+            far_from_converged(
+                stop_reason, list(following.tangential_residuals), float(record.step_tolerance), inner.cost_history
+            ),
             tuple(inner.extra.get("uncertified_iterations", ())),
         )
         return following, outcome
@@ -1223,7 +1225,7 @@ def _note_unconverged_step(result: MMSResult, step: int, reason: str) -> None:
     :func:`~mms_manifolds.convergence.far_from_converged`)."""
     result.metadata.setdefault("unconverged_steps", []).append({"step": step, "reason": reason})
     _add_note(result, "some steps ended far from converged at their iteration budget (unconverged_steps)")
-    message = f"MMS step {step}: {reason}; raise the solver's max_iterations or shorten tau"
+    message = f"MMS step {step}: {reason}"
     logger.warning(message)
     warnings.warn(message, UnconvergedStepWarning, stacklevel=5)
 

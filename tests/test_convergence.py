@@ -28,6 +28,25 @@ class TiredAtStep(GaussNewton):
         return super().solve(subproblem, theta0, tolerance, state)
 
 
+class CrawlingAtStep(GaussNewton):
+    """Gauss-Newton that, at solve number ``crawling``, stops at its budget after a crawl: three iterations whose last
+    two lower the cost by 1e-9 of the first's decrease."""
+
+    def __init__(self, crawling, **options):
+        super().__init__(**options)
+        self._crawling, self._solves = crawling, 0
+
+    def solve(self, subproblem, theta0, tolerance=None, state=None):
+        self._solves += 1
+        if self._solves == self._crawling:
+            cost = subproblem.cost(theta0)
+            costs = [cost + 1.0, cost + 1e-9, cost + 5e-10, cost]
+            stopped = InnerResult(theta0, 3, costs, [], [], 0.0, StopReason.MAX_ITERATIONS)
+            stopped.state = state if state is not None else self.initial_state()
+            return stopped
+        return super().solve(subproblem, theta0, tolerance, state)
+
+
 def test_a_jump_at_the_iteration_budget_warns_logs_and_is_noted(caplog):
     flow = linear_regression_flow()
     with pytest.warns(UnconvergedStepWarning, match=r"MMS step 5: the inner solve stopped at its iteration budget"):
@@ -35,10 +54,19 @@ def test_a_jump_at_the_iteration_budget_warns_logs_and_is_noted(caplog):
             result = flow.run(flow.parametrization.initial_point(), 6, TiredAtStep(5, max_iterations=3))
     assert [entry["step"] for entry in result.metadata["unconverged_steps"]] == [5]
     assert "times the median" in result.metadata["unconverged_steps"][0]["reason"]
+    assert result.metadata["unconverged_steps"][0]["reason"].endswith("raise the solver's max_iterations or shorten tau")
     assert any("unconverged_steps" in note for note in result.metadata["notes"])
     assert any("MMS step 5" in record.getMessage() for record in caplog.records)
     assert result.stop_reasons[5] == "max_iterations"
     assert result.residual_tangential[5] > 10 * sorted(result.residual_tangential[1:5])[1]
+
+
+def test_a_crawl_at_the_iteration_budget_is_told_from_a_solve_cut_short():
+    flow = linear_regression_flow()
+    with pytest.warns(UnconvergedStepWarning, match=r"MMS step 5: .* over its last 2 of 3 iterations: it crawls"):
+        result = flow.run(flow.parametrization.initial_point(), 6, CrawlingAtStep(5, max_iterations=3))
+    (entry,) = result.metadata["unconverged_steps"]
+    assert entry["step"] == 5 and "max_iterations" not in entry["reason"]
 
 
 def test_an_ordinary_run_that_uses_its_budget_every_step_is_not_flagged():
@@ -65,3 +93,20 @@ def test_the_rule():
     assert far_from_converged("max_iterations", [1e-6, 3e-5], math.nan) is None  # one earlier step is no history
     assert far_from_converged("max_iterations", [2e-8], 1e-9) is not None
     assert far_from_converged("max_iterations", [math.nan, 1e-6, 2e-6, 1.0], math.nan) is not None
+
+
+@pytest.mark.parametrize(
+    ("costs", "crawls"),
+    [
+        ([1.0, 0.5, 0.5 - 1e-7, 0.5 - 2e-7, 0.5 - 5e-7], True),  # the last 2 of 4 iterations: 8e-7 of the decrease
+        ([1.0, 0.5, 0.5 - 1e-7, 0.5 - 2e-7, 0.5 - 1e-6], False),  # 1.8e-6 of it: more iterations still pay
+        ([1.0, 1.0 - 1e-12, 0.5], False),  # the decrease came last
+        ([1.0, 0.5], False),  # one iteration says nothing of the last half
+        ([1.0, 1.0, 1.0], False),  # no decrease at all: a budget too small, not a crawl
+        ([1.0, math.nan, 0.5, 0.5], False),
+    ],
+)
+def test_a_crawl_is_a_last_half_that_bought_almost_nothing(costs, crawls):
+    reason = far_from_converged("max_iterations", [1e-6, 2e-6, 3e-5], math.nan, costs)
+    assert ("it crawls" in reason) is crawls
+    assert reason.endswith("raise the solver's max_iterations or shorten tau") is not crawls
