@@ -15,6 +15,10 @@ from mms_manifolds import GaussNewton
 
 from problems import regression_flow
 
+# A suite started as a background job (``pytest &`` in a shell without job control) hands its children SIGINT
+# ignored, and Python then installs no KeyboardInterrupt handler: restore Ctrl-C's, which this script stands for.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 class InterruptibleGaussNewton(GaussNewton):
     """Gauss-Newton that kills or pauses its own process at the start of solve number ``at``."""
