@@ -42,6 +42,7 @@ of :mod:`benchmarks.scale` and :mod:`benchmarks.subspace`, which take no output 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -49,6 +50,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +133,25 @@ def limits(runs: list[Run], budget: float, spent: float = 0.0) -> list[float | N
     return planned
 
 
+@contextlib.contextmanager
+def _interruptible_children() -> Iterator[None]:
+    """Children started inside take SIGINT's default action even where this process ignores it.
+
+    A process started as a background job of a shell without job control (``python -m benchmarks.device_session &``)
+    ignores SIGINT, its children inherit that through ``exec``, and a Python child then installs no
+    ``KeyboardInterrupt`` handler: the limit's SIGINT would be lost and the run killed without writing what it
+    finished. So while a child starts, SIGINT's action here is the default; it is restored at once.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_command(command: list[str], limit: float, log: Path, environment: dict[str, str] | None = None) -> dict:
     """``command`` from the repository's root, its output appended to ``log``, stopped at ``limit`` seconds.
 
@@ -140,9 +161,10 @@ def run_command(command: list[str], limit: float, log: Path, environment: dict[s
     with log.open("a") as handle, Stopwatch() as clock:
         handle.write(f"\n=== {' '.join(command)} (limit {limit:.0f} s)\n")
         handle.flush()
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=environment, start_new_session=True
-        )
+        with _interruptible_children():
+            process = subprocess.Popen(
+                command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+            )
         try:
             code = process.wait(timeout=limit)
             status = "ok" if code == 0 else "failed"

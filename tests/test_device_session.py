@@ -62,7 +62,6 @@ def test_the_four_benchmarks_fit_the_default_budget_and_the_rest_run_in_what_is_
 
 _WAITS_FOR_AN_INTERRUPT = """
 import signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)  # a suite run as a background job hands SIGINT ignored
 print("waiting", flush=True)
 try:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the test until here: delivered now
@@ -87,6 +86,20 @@ def test_a_run_past_its_limit_is_interrupted_first_and_keeps_its_output(tmp_path
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     assert outcome["status"] == "timed out" and outcome["exit_code"] == 0
     assert "interrupted: what it finished is written" in log.read_text()
+
+
+def test_a_session_that_ignores_sigint_still_interrupts_its_runs_at_their_limit(tmp_path):
+    """Started as a background job, the session ignores SIGINT; its runs must not inherit that, or the limit kills them."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        outcome = run_command([sys.executable, "-c", _WAITS_FOR_AN_INTERRUPT], 0.1, tmp_path / "session.log")
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the session's own action is left as it was
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+    assert outcome["status"] == "timed out" and outcome["exit_code"] == 0
+    assert "interrupted: what it finished is written" in (tmp_path / "session.log").read_text()
 
 
 def test_a_run_that_ignores_the_interrupt_is_killed(tmp_path, monkeypatch):
