@@ -140,7 +140,8 @@ def _interruptible_children() -> Iterator[None]:
     A process started as a background job of a shell without job control (``python -m benchmarks.device_session &``)
     ignores SIGINT, its children inherit that through ``exec``, and a Python child then installs no
     ``KeyboardInterrupt`` handler: the limit's SIGINT would be lost and the run killed without writing what it
-    finished. So while a child starts, SIGINT's action here is the default; it is restored at once.
+    finished. So while a child starts, SIGINT's action here is the default (a SIGINT in that instant would end the
+    session as well); it is restored at once.
     """
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         yield
