@@ -12,36 +12,20 @@ from mms_manifolds.convergence import UnconvergedStepWarning, far_from_converged
 from problems import linear_regression_flow, regression_flow
 
 
-class TiredAtStep(GaussNewton):
-    """Gauss-Newton that, at solve number ``tired`` (the step the test chooses), stops at once: its budget used up."""
+class StopsAtBudget(GaussNewton):
+    """Gauss-Newton that, at solve number ``at`` (the step the test chooses), stops at its budget: at once, or with
+    ``crawled`` after three iterations whose last two lower the cost by 1e-9 of the first's decrease."""
 
-    def __init__(self, tired, **options):
+    def __init__(self, at, crawled=False, **options):
         super().__init__(**options)
-        self._tired, self._solves = tired, 0
+        self._at, self._crawled, self._solves = at, crawled, 0
 
     def solve(self, subproblem, theta0, tolerance=None, state=None):
         self._solves += 1
-        if self._solves == self._tired:
-            stopped = InnerResult(theta0, 0, [subproblem.cost(theta0)], [], [], 0.0, StopReason.MAX_ITERATIONS)
-            stopped.state = state if state is not None else self.initial_state()
-            return stopped
-        return super().solve(subproblem, theta0, tolerance, state)
-
-
-class CrawlingAtStep(GaussNewton):
-    """Gauss-Newton that, at solve number ``crawling``, stops at its budget after a crawl: three iterations whose last
-    two lower the cost by 1e-9 of the first's decrease."""
-
-    def __init__(self, crawling, **options):
-        super().__init__(**options)
-        self._crawling, self._solves = crawling, 0
-
-    def solve(self, subproblem, theta0, tolerance=None, state=None):
-        self._solves += 1
-        if self._solves == self._crawling:
+        if self._solves == self._at:
             cost = subproblem.cost(theta0)
-            costs = [cost + 1.0, cost + 1e-9, cost + 5e-10, cost]
-            stopped = InnerResult(theta0, 3, costs, [], [], 0.0, StopReason.MAX_ITERATIONS)
+            costs = [cost + 1.0, cost + 1e-9, cost + 5e-10, cost] if self._crawled else [cost]
+            stopped = InnerResult(theta0, len(costs) - 1, costs, [], [], 0.0, StopReason.MAX_ITERATIONS)
             stopped.state = state if state is not None else self.initial_state()
             return stopped
         return super().solve(subproblem, theta0, tolerance, state)
@@ -51,7 +35,7 @@ def test_a_jump_at_the_iteration_budget_warns_logs_and_is_noted(caplog):
     flow = linear_regression_flow()
     with pytest.warns(UnconvergedStepWarning, match=r"MMS step 5: the inner solve stopped at its iteration budget"):
         with caplog.at_level(logging.WARNING, logger="mms_manifolds"):
-            result = flow.run(flow.parametrization.initial_point(), 6, TiredAtStep(5, max_iterations=3))
+            result = flow.run(flow.parametrization.initial_point(), 6, StopsAtBudget(5, max_iterations=3))
     assert [entry["step"] for entry in result.metadata["unconverged_steps"]] == [5]
     assert "times the median" in result.metadata["unconverged_steps"][0]["reason"]
     assert result.metadata["unconverged_steps"][0]["reason"].endswith("raise the solver's max_iterations or shorten tau")
@@ -64,7 +48,7 @@ def test_a_jump_at_the_iteration_budget_warns_logs_and_is_noted(caplog):
 def test_a_crawl_at_the_iteration_budget_is_told_from_a_solve_cut_short():
     flow = linear_regression_flow()
     with pytest.warns(UnconvergedStepWarning, match=r"MMS step 5: .* over its last 2 of 3 iterations: it crawls"):
-        result = flow.run(flow.parametrization.initial_point(), 6, CrawlingAtStep(5, max_iterations=3))
+        result = flow.run(flow.parametrization.initial_point(), 6, StopsAtBudget(5, crawled=True, max_iterations=3))
     (entry,) = result.metadata["unconverged_steps"]
     assert entry["step"] == 5 and "max_iterations" not in entry["reason"]
 
