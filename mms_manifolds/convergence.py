@@ -60,17 +60,18 @@ def far_from_converged(
     residual = residuals[-1]
     if not math.isfinite(residual):
         return None  # a non-finite residual withdraws certification; that is reported there
-    stopped = f"the inner solve stopped at its iteration budget with tangential residual {residual:.3g}"
-    crawled = _crawl_advice(costs)
-    advice = _MORE_ITERATIONS if crawled is None else crawled
+    far = None
     if math.isfinite(tolerance) and residual > JUMP_FACTOR * tolerance:
-        return f"{stopped}, {residual / tolerance:.3g} times the budget's step tolerance {tolerance:.3g}; {advice}"
-    earlier = [value for value in residuals[:-1] if math.isfinite(value) and value > 0]
-    if len(earlier) >= _EARLIER_STEPS:
-        typical = float(np.median(earlier))
+        far = f"{residual / tolerance:.3g} times the budget's step tolerance {tolerance:.3g}"
+    else:
+        earlier = [value for value in residuals[:-1] if math.isfinite(value) and value > 0]
+        typical = float(np.median(earlier)) if len(earlier) >= _EARLIER_STEPS else math.inf
         if residual > JUMP_FACTOR * typical:
-            return f"{stopped}, {residual / typical:.3g} times the median {typical:.3g} of the earlier steps; {advice}"
-    return None
+            far = f"{residual / typical:.3g} times the median {typical:.3g} of the earlier steps"
+    if far is None:
+        return None
+    advice = _crawl_advice(costs) or _MORE_ITERATIONS
+    return f"the inner solve stopped at its iteration budget with tangential residual {residual:.3g}, {far}; {advice}"
 
 
 def _crawl_advice(costs: Sequence[float]) -> str | None:
@@ -85,12 +86,11 @@ def _crawl_advice(costs: Sequence[float]) -> str | None:
     iterations = len(values) - 1
     if iterations < 2 or not all(math.isfinite(value) for value in values):
         return None
-    decrease = values[0] - values[-1]
-    last_half = values[-1 - math.ceil(iterations / 2)] - values[-1]
+    half = math.ceil(iterations / 2)
+    decrease, last_half = values[0] - values[-1], values[-1 - half] - values[-1]
     if decrease <= 0 or last_half > CRAWL_SHARE * decrease:
         return None
     return (
-        f"its cost fell by {last_half / decrease:.2g} of the solve's decrease over its last "
-        f"{math.ceil(iterations / 2)} of {iterations} iterations: it crawls, where more iterations barely move the "
-        "state (a flat valley of the network's image)"
+        f"its cost fell by {last_half / decrease:.2g} of the solve's decrease over its last {half} of {iterations} "
+        "iterations: it crawls, where more iterations barely move the state (a flat valley of the network's image)"
     )
